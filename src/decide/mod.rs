@@ -1,0 +1,327 @@
+//! The pure decision core: (observed cluster state, time, settings) → actions.
+//!
+//! Nothing in this module performs I/O, reads a clock or knows about the
+//! Kubernetes client. The I/O shell (`crate::cluster`) turns watch events into
+//! [`Observations`], calls [`decide`], and executes the returned [`Action`]s.
+//!
+//! The pipeline is one file per stage:
+//! [`detect`] (heartbeats → suspect) → [`guard`] (scope + storm guard) →
+//! [`fence`] (record, cordon, wait, taint) → [`recover`] (pods and
+//! VolumeAttachments to delete) → [`unfence`] (healthy again → undo our changes).
+//!
+//! Supporting pieces: [`record`] (the state annotation kube-fencer keeps on
+//! each Node, so a new leader resumes a half-done fencing), [`patch`] (renders
+//! an intent against the node's current facts into an exact write),
+//! [`dryrun`] (an in-memory overlay so a dry run progresses like a real one),
+//! [`leader`] (leader-election decisions), [`selector`] (label selectors).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+pub mod detect;
+pub mod dryrun;
+pub mod fence;
+pub mod guard;
+pub mod leader;
+pub mod patch;
+pub mod record;
+pub mod recover;
+pub mod selector;
+pub mod unfence;
+
+pub use record::{FenceRecord, Phase, RecordState};
+pub use selector::Selector;
+
+/// Label that excludes a node from fencing when set to `"true"`.
+pub const EXCLUDE_LABEL: &str = "kube-fencer.io/exclude";
+/// Annotation holding the JSON [`FenceRecord`] of a node kube-fencer is fencing.
+pub const STATE_ANNOTATION: &str = "kube-fencer.io/state";
+/// Label mirroring the record's phase (`fencing` / `fenced`), for `kubectl get nodes -l`.
+pub const PHASE_LABEL: &str = "kube-fencer.io/phase";
+/// Kubernetes' non-graceful node shutdown taint.
+pub const OUT_OF_SERVICE_TAINT_KEY: &str = "node.kubernetes.io/out-of-service";
+pub const OUT_OF_SERVICE_TAINT_VALUE: &str = "nodeshutdown";
+pub const OUT_OF_SERVICE_TAINT_EFFECT: &str = "NoExecute";
+/// Labels that mark a control-plane node.
+pub const CONTROL_PLANE_LABELS: [&str; 2] = [
+    "node-role.kubernetes.io/control-plane",
+    "node-role.kubernetes.io/master",
+];
+
+/// The present moment, injected: a monotonic instant for every duration the
+/// core measures, and wall time only for what it writes for humans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    pub mono: Instant,
+    pub wall: SystemTime,
+}
+
+/// What kube-fencer does once a node is known fenced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Add `node.kubernetes.io/out-of-service=nodeshutdown:NoExecute` (Kubernetes
+    /// then evicts every pod and detaches volumes) and force-delete the
+    /// StatefulSet pods at once.
+    OutOfService,
+    /// No taint; only force-delete the selected pods.
+    DeletePods,
+}
+
+/// Storm-guard threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaxUnhealthy {
+    /// At most this percentage (0–100) of the managed nodes may be suspect.
+    Percent(u32),
+    /// At most this many managed nodes may be suspect.
+    Count(u32),
+}
+
+/// The decision settings (a validated subset of the command line).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The node this agent runs on. The leader never fences its own node.
+    pub self_node: String,
+    /// Identity written into records (the agent's pod name).
+    pub identity: String,
+    pub unreachable_after: Duration,
+    pub fence_timeout: Duration,
+    pub healthy_after: Duration,
+    pub max_unhealthy: MaxUnhealthy,
+    pub node_selector: Selector,
+    pub manage_control_plane: bool,
+    pub strategy: Strategy,
+    pub delete_pods_with_rwo_volumes: bool,
+}
+
+/// The node's Ready condition as last observed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    True,
+    False,
+    Unknown,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taint {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: String,
+}
+
+impl Taint {
+    /// The taint kube-fencer adds with the out-of-service strategy.
+    pub fn out_of_service() -> Self {
+        Taint {
+            key: OUT_OF_SERVICE_TAINT_KEY.into(),
+            value: Some(OUT_OF_SERVICE_TAINT_VALUE.into()),
+            effect: OUT_OF_SERVICE_TAINT_EFFECT.into(),
+        }
+    }
+}
+
+/// What the API says about a node right now (no timing).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeFacts {
+    pub name: String,
+    pub resource_version: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub unschedulable: bool,
+    pub taints: Vec<Taint>,
+    pub ready: Readiness,
+    pub record: RecordState,
+}
+
+/// Heartbeat history as observed by this agent, in its own monotonic time.
+/// Staleness is always measured from when *we saw* the Lease change, never by
+/// comparing the Lease's timestamps with our clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// When we last observed the node's Lease being renewed (or, after a cache
+    /// (re)sync, when the sync completed).
+    pub last_renewal: Instant,
+    /// Start of the current unbroken run of renewals: no gap between two
+    /// observed renewals was `unreachable_after` or longer since then.
+    pub streak_since: Instant,
+}
+
+/// A node with its facts and our observation times.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeObs {
+    pub facts: NodeFacts,
+    /// `None` when the node has no Lease in `kube-node-lease`.
+    pub heartbeat: Option<Heartbeat>,
+    /// When we first observed Ready=True in the current run of Ready=True
+    /// (or the sync time); `None` while Ready is not True.
+    pub ready_since: Option<Instant>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerRef {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+}
+
+/// A PersistentVolumeClaim a pod mounts, resolved by the shell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimObs {
+    pub claim: String,
+    /// The bound PersistentVolume, if known.
+    pub volume: Option<String>,
+    /// ReadWriteOnce or ReadWriteOncePod.
+    pub read_write_once: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodObs {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// `spec.nodeName`.
+    pub node: String,
+    /// The owner reference with `controller: true`, if any.
+    pub controller: Option<OwnerRef>,
+    pub claims: Vec<ClaimObs>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeAttachmentObs {
+    pub name: String,
+    pub node: String,
+    /// `spec.source.persistentVolumeName`.
+    pub volume: Option<String>,
+}
+
+/// Everything the core looks at in one decision.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observations {
+    /// True once every watch cache completed its initial list. While false the
+    /// core decides nothing: an empty cache looks like "every node is dead".
+    pub synced: bool,
+    pub nodes: BTreeMap<String, NodeObs>,
+    /// Pods per node, present only for the nodes [`nodes_needing_pods`] names.
+    pub pods: BTreeMap<String, Vec<PodObs>>,
+    /// VolumeAttachments, present when any node needs pods.
+    pub volume_attachments: Vec<VolumeAttachmentObs>,
+}
+
+/// A change to one node, rendered into an exact patch by [`patch::render`]
+/// against the node's facts at the moment of writing (so a conflict retry
+/// re-renders against fresh facts instead of replaying a stale write).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeIntent {
+    /// Record phase Fencing and cordon (remembering whether the cordon is ours).
+    BeginFencing,
+    /// Record phase Fenced and, with the out-of-service strategy, add the taint
+    /// (remembering whether the taint is ours).
+    MarkFenced,
+    /// Remove only what kube-fencer added (taint, cordon) and the record.
+    Unfence,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// Name of the owning StatefulSet, when there is one (for its Event).
+    pub statefulset: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    UpdateNode {
+        node: String,
+        intent: NodeIntent,
+        /// Human-readable reason, used in logs and Events.
+        why: String,
+    },
+    /// Force-delete (grace period 0, UID precondition).
+    DeletePod {
+        node: String,
+        pod: PodRef,
+        why: String,
+    },
+    DeleteVolumeAttachment {
+        node: String,
+        name: String,
+        volume: String,
+        why: String,
+    },
+}
+
+/// How the core classifies each node (also the `phase` label of the nodes gauge).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeStatus {
+    Healthy,
+    /// Lease stale for `unreachable_after` or more; not yet recorded.
+    Suspect,
+    Fencing,
+    Fenced,
+    /// Not managed: excluded label, selector, control plane, own node, or a
+    /// malformed record. The string says which.
+    Excluded(String),
+    /// No Lease in `kube-node-lease`: nothing to judge it by.
+    Unmonitored,
+}
+
+impl NodeStatus {
+    /// Stable label value for metrics.
+    pub fn as_label(&self) -> &'static str {
+        match self {
+            NodeStatus::Healthy => "healthy",
+            NodeStatus::Suspect => "suspect",
+            NodeStatus::Fencing => "fencing",
+            NodeStatus::Fenced => "fenced",
+            NodeStatus::Excluded(_) => "excluded",
+            NodeStatus::Unmonitored => "unmonitored",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StormGuard {
+    pub active: bool,
+    /// Managed nodes whose Lease is stale (suspect, fencing or not yet fenced).
+    pub unhealthy: usize,
+    pub managed: usize,
+    /// The largest number of unhealthy nodes still allowed.
+    pub allowed: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub node: Option<String>,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub synced: bool,
+    pub nodes: BTreeMap<String, NodeStatus>,
+    pub storm_guard: StormGuard,
+    /// Things an operator must hear about (malformed records, held fencings…).
+    pub warnings: Vec<Warning>,
+    /// The earliest moment a decision could change with no new observation
+    /// (a timeout expiring); the shell wakes up then at the latest.
+    pub next_wakeup: Option<Instant>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    pub report: Report,
+}
+
+/// The one entry point of the core.
+pub fn decide(obs: &Observations, now: Now, settings: &Settings) -> Decision {
+    let _ = (obs, now, settings);
+    unimplemented!("decision core")
+}
+
+/// Nodes whose pods (and VolumeAttachments) the shell must list before the
+/// next [`decide`]: managed nodes whose record says Fenced.
+pub fn nodes_needing_pods(obs: &Observations, settings: &Settings) -> Vec<String> {
+    let _ = (obs, settings);
+    unimplemented!("decision core")
+}

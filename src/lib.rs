@@ -1,0 +1,12 @@
+//! kube-fencer: confirms a Kubernetes node is down, fences it, and recovers
+//! its StatefulSet pods on healthy nodes.
+//!
+//! - [`decide`]: the pure decision core (no I/O, no clock).
+//! - [`cluster`]: the Kubernetes I/O shell around it.
+//! - [`ops`]: metrics, Events, health endpoints and logs.
+//! - [`config`]: command line and validation.
+
+pub mod cluster;
+pub mod config;
+pub mod decide;
+pub mod ops;

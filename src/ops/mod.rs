@@ -1,0 +1,1 @@
+//! Metrics, Events, health, logs.
