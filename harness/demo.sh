@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# kube-fencer demo on a real local control plane (no Docker needed).
+#
+#   ./harness/demo.sh [--fast] [--keep]
+#
+# 1. builds what is missing (control-plane binaries via harness/build.sh, the
+#    agent via cargo build --release),
+# 2. starts etcd + kube-apiserver + kube-controller-manager + kube-scheduler on
+#    loopback with 3 kwok-simulated nodes,
+# 3. installs kube-fencer from rbac/ and daemonset/, and runs one agent per
+#    node as a host process authenticated with the kube-fencer ServiceAccount
+#    token (the simulated nodes cannot run containers),
+# 4. deploys a 3-replica StatefulSet with one PVC per replica,
+# 5. powers off the node of replica 1 (kills its kwok process and its agent)
+#    and prints the timeline, relative to the power loss, until the replica
+#    runs elsewhere with the same PVC,
+# 6. powers the node back on and shows kube-fencer unfence it,
+# 7. tears everything down (also on Ctrl-C or failure).
+#
+# Timings: by default the kubelet defaults (40 s node lease, 40 s
+# node-monitor-grace-period) and the agent's documented defaults; --fast uses
+# the short test timings (10 s lease) for a run of about a minute.
+# --keep leaves the cluster directory (logs, kubeconfig) in place.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HARNESS="$REPO/harness"
+FAST=0
+KEEP=0
+for arg in "$@"; do
+  case "$arg" in
+    --fast) FAST=1 ;;
+    --keep) KEEP=1 ;;
+    -h | --help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+if ((FAST)); then
+  LEASE=10
+  GRACE=10s
+  UNREACHABLE=6
+  AGENT_ARGS=(--unreachable-after 6s --fence-timeout 10s --healthy-after 5s --max-unhealthy 40% --leader-lease-duration 8s)
+else
+  LEASE=40
+  GRACE=40s
+  UNREACHABLE=20
+  AGENT_ARGS=(--unreachable-after 20s --fence-timeout 40s --healthy-after 30s --max-unhealthy 40% --leader-lease-duration 15s)
+fi
+AGENT_ARGS+=(--strategy out-of-service)
+NS=demo
+STS=db
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+info() { printf '    %s\n' "$*"; }
+
+step "Building (only what is missing)"
+BIN_DIR="$("$HARNESS/build.sh" | tail -n1)"
+export KUBE_FENCER_BIN_DIR="$BIN_DIR"
+(cd "$REPO" && cargo build --release --bin kube-fencer 2>&1 | tail -n 3)
+AGENT_BIN="$REPO/target/release/kube-fencer"
+[[ -x "$AGENT_BIN" ]] || { echo "cargo build did not produce $AGENT_BIN" >&2; exit 1; }
+
+DIR="$(mktemp -d -t kube-fencer-demo.XXXXXX)"
+AGENT_PIDS=()
+cleanup() {
+  local rc=$?
+  set +e
+  step "Cleaning up"
+  local pid
+  for pid in "${AGENT_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null
+  done
+  for pid in "${AGENT_PIDS[@]}"; do
+    wait "$pid" 2>/dev/null
+  done
+  "$HARNESS/cluster.sh" down "$DIR" >/dev/null 2>&1 || "$HARNESS/cluster.sh" down "$DIR"
+  if ((KEEP)) || ((rc != 0)); then
+    info "logs and kubeconfig kept in $DIR"
+  else
+    rm -rf "$DIR"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+kc() { "$BIN_DIR/kubectl" --kubeconfig "$DIR/kubeconfig" "$@"; }
+
+step "Starting a local control plane with 3 nodes (lease ${LEASE}s, node-monitor-grace-period $GRACE)"
+"$HARNESS/cluster.sh" up "$DIR" --nodes 3 --node-lease-seconds "$LEASE" \
+  --node-monitor-grace-period "$GRACE" 2>&1 | sed 's/^/    /'
+kc get nodes | sed 's/^/    /'
+
+step "Installing kube-fencer (rbac/ and daemonset/)"
+kc apply -f "$REPO/rbac/" -f "$REPO/daemonset/" | sed 's/^/    /'
+
+step "Starting one agent per node (as the kube-fencer ServiceAccount)"
+TOKEN="$(kc create token kube-fencer -n kube-fencer --duration=2h)"
+API="$(kc config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
+cat >"$DIR/agent.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: $API
+    certificate-authority: $DIR/pki/ca.crt
+users:
+- name: kube-fencer
+  user:
+    token: $TOKEN
+contexts:
+- name: agent
+  context: {cluster: local, user: kube-fencer, namespace: kube-fencer}
+current-context: agent
+EOF
+declare -A AGENT_OF
+port_base=$((20000 + RANDOM % 20000))
+i=0
+for node in $(kc get nodes -o jsonpath='{.items[*].metadata.name}'); do
+  port=$((port_base + i))
+  i=$((i + 1))
+  KUBECONFIG="$DIR/agent.kubeconfig" RUST_LOG="${RUST_LOG:-info}" \
+    setsid "$AGENT_BIN" --node-name "$node" --namespace kube-fencer \
+    --listen "127.0.0.1:$port" "${AGENT_ARGS[@]}" \
+    </dev/null >"$DIR/logs/agent-$node.log" 2>&1 &
+  AGENT_PIDS+=("$!")
+  AGENT_OF[$node]=$!
+  info "agent for $node: pid $! listening on 127.0.0.1:$port, log $DIR/logs/agent-$node.log"
+done
+
+step "Deploying StatefulSet $NS/$STS (3 replicas, one PVC each)"
+kc create namespace "$NS" >/dev/null
+for r in 0 1 2; do
+  "$HARNESS/cluster.sh" pv-create "$DIR" "$NS-$STS-$r" 1Gi "$NS/data-$STS-$r" 2>/dev/null
+done
+kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: $STS, namespace: $NS}
+spec:
+  clusterIP: None
+  selector: {app: $STS}
+  ports: [{name: db, port: 5432}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: $STS, namespace: $NS}
+spec:
+  serviceName: $STS
+  replicas: 3
+  podManagementPolicy: Parallel
+  selector: {matchLabels: {app: $STS}}
+  template:
+    metadata: {labels: {app: $STS}}
+    spec:
+      affinity:
+        podAntiAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+          - weight: 100
+            podAffinityTerm:
+              topologyKey: kubernetes.io/hostname
+              labelSelector: {matchLabels: {app: $STS}}
+      containers:
+      - name: db
+        image: registry.k8s.io/pause:3.10
+        volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      storageClassName: static
+      resources: {requests: {storage: 1Gi}}
+EOF
+kc -n "$NS" rollout status "statefulset/$STS" --timeout=120s | sed 's/^/    /'
+kc -n "$NS" get pods -o wide | sed 's/^/    /'
+kc -n "$NS" get pvc | sed 's/^/    /'
+
+POD="$STS-1"
+VICTIM="$(kc -n "$NS" get pod "$POD" -o jsonpath='{.spec.nodeName}')"
+OLD_UID="$(kc -n "$NS" get pod "$POD" -o jsonpath='{.metadata.uid}')"
+
+# Give the agents a moment to see a healthy cluster (their caches must be warm).
+sleep 5
+
+step "Powering off $VICTIM (runs $POD): its kwok process and its agent are killed"
+T0="$(date +%s.%N)"
+kill -KILL "${AGENT_OF[$VICTIM]}" 2>/dev/null || true
+"$HARNESS/cluster.sh" node-stop "$DIR" "$VICTIM" 2>/dev/null
+info "timeline (seconds after the power loss):"
+"$HARNESS/timeline.py" --node "$VICTIM" --pod "$NS/$POD" --old-uid "$OLD_UID" \
+  --since "$T0" --unreachable-after "$UNREACHABLE" --timeout 400 \
+  --kubectl "$BIN_DIR/kubectl --kubeconfig $DIR/kubeconfig"
+
+kc -n "$NS" get pods -o wide | sed 's/^/    /'
+kc get nodes -o custom-columns='NAME:.metadata.name,READY:.status.conditions[?(@.type=="Ready")].status,UNSCHEDULABLE:.spec.unschedulable,TAINTS:.spec.taints[*].key' | sed 's/^/    /'
+
+step "Powering $VICTIM back on"
+T1="$(date +%s.%N)"
+"$HARNESS/cluster.sh" node-start "$DIR" "$VICTIM" 2>/dev/null
+port=$((port_base + 10))
+KUBECONFIG="$DIR/agent.kubeconfig" RUST_LOG="${RUST_LOG:-info}" \
+  setsid "$AGENT_BIN" --node-name "$VICTIM" --namespace kube-fencer \
+  --listen "127.0.0.1:$port" "${AGENT_ARGS[@]}" \
+  </dev/null >>"$DIR/logs/agent-$VICTIM.log" 2>&1 &
+AGENT_PIDS+=("$!")
+"$HARNESS/timeline.py" --node "$VICTIM" --pod "$NS/$POD" --old-uid "$OLD_UID" \
+  --since "$T0" --restarted-at "$T1" --until unfenced --timeout 300 \
+  --kubectl "$BIN_DIR/kubectl --kubeconfig $DIR/kubeconfig"
+
+step "kube-fencer agent log lines about $VICTIM"
+grep -h -iE "fenc|unreach|suspect|delet|taint|cordon" "$DIR"/logs/agent-*.log 2>/dev/null |
+  grep -F "$VICTIM" | tail -n 25 | sed 's/^/    /' || info "(none matched)"
