@@ -1,1 +1,734 @@
 //! Command line.
+//!
+//! Every flag can also be given as an environment variable
+//! `KUBE_FENCER_<FLAG>` (upper case, `-` → `_`). The node name, pod name and
+//! namespace additionally fall back to the downward-API variables
+//! `NODE_NAME`, `POD_NAME` and `POD_NAMESPACE`.
+//!
+//! [`Args`] is what clap parses (strings, as typed); [`Args::into_config`]
+//! validates them into a [`Config`], failing with a message that names the
+//! flag, the value and what is valid.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::decide::leader::ElectionSettings;
+use crate::decide::{MaxUnhealthy, Selector, Settings, Strategy};
+
+/// Smallest accepted `--leader-lease-duration`: the leader renews every third
+/// of it, and must step down well before it runs out.
+pub const MIN_LEASE_DURATION: Duration = Duration::from_secs(3);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    /// Taint the fenced node `node.kubernetes.io/out-of-service` and force-delete its StatefulSet pods.
+    OutOfService,
+    /// Only force-delete the fenced node's StatefulSet pods.
+    DeletePods,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+/// kube-fencer: confirms a Kubernetes node is down, fences it, and recovers
+/// its StatefulSet pods on healthy nodes.
+///
+/// Runs as a DaemonSet; one agent (elected through a Lease) acts, the others
+/// stand by.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "kube-fencer", version, about, long_about = None)]
+pub struct Args {
+    /// Name of the node this agent runs on (falls back to env NODE_NAME). Required.
+    #[arg(long, env = "KUBE_FENCER_NODE_NAME", value_name = "NODE")]
+    pub node_name: Option<String>,
+
+    /// Identity in leader election and records (falls back to env POD_NAME, then kube-fencer-<node>).
+    #[arg(long, env = "KUBE_FENCER_POD_NAME", value_name = "NAME")]
+    pub pod_name: Option<String>,
+
+    /// Namespace of the leader Lease and of the agent (falls back to env POD_NAMESPACE, then kube-fencer).
+    #[arg(long, env = "KUBE_FENCER_NAMESPACE", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Name of the coordination.k8s.io Lease used for leader election.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_LEADER_LEASE_NAME",
+        default_value = "kube-fencer-leader",
+        value_name = "NAME"
+    )]
+    pub leader_lease_name: String,
+
+    /// Leader Lease duration; the leader renews every third of it and steps
+    /// down after failing to renew for two thirds of it. At least 3s.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_LEADER_LEASE_DURATION",
+        default_value = "15s",
+        value_name = "DURATION"
+    )]
+    pub leader_lease_duration: String,
+
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_LISTEN",
+        default_value = "0.0.0.0:9746",
+        value_name = "ADDR"
+    )]
+    pub listen: String,
+
+    /// A node whose Lease was not seen renewed for this long is suspect.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_UNREACHABLE_AFTER",
+        default_value = "20s",
+        value_name = "DURATION"
+    )]
+    pub unreachable_after: String,
+
+    /// Time from the start of fencing until the node is taken as fenced
+    /// (must be at least --unreachable-after).
+    #[arg(
+        long,
+        env = "KUBE_FENCER_FENCE_TIMEOUT",
+        default_value = "40s",
+        value_name = "DURATION"
+    )]
+    pub fence_timeout: String,
+
+    /// A fenced node must renew its Lease and be Ready this long before it is unfenced.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_HEALTHY_AFTER",
+        default_value = "30s",
+        value_name = "DURATION"
+    )]
+    pub healthy_after: String,
+
+    /// Storm guard: fence nothing new while more managed nodes than this are
+    /// unhealthy. A percentage (1%–100%) or an absolute count (≥ 1).
+    #[arg(
+        long,
+        env = "KUBE_FENCER_MAX_UNHEALTHY",
+        default_value = "40%",
+        value_name = "PERCENT|COUNT"
+    )]
+    pub max_unhealthy: String,
+
+    /// Only nodes matching this label selector are managed (empty: all).
+    #[arg(
+        long,
+        env = "KUBE_FENCER_NODE_SELECTOR",
+        default_value = "",
+        value_name = "SELECTOR"
+    )]
+    pub node_selector: String,
+
+    /// Also manage control-plane nodes.
+    #[arg(long, env = "KUBE_FENCER_MANAGE_CONTROL_PLANE")]
+    pub manage_control_plane: bool,
+
+    /// What to do once a node is fenced.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_STRATEGY",
+        value_enum,
+        default_value = "out-of-service"
+    )]
+    pub strategy: StrategyArg,
+
+    /// Also force-delete pods that mount ReadWriteOnce(Pod) volumes.
+    #[arg(long, env = "KUBE_FENCER_DELETE_PODS_WITH_RWO_VOLUMES")]
+    pub delete_pods_with_rwo_volumes: bool,
+
+    /// Decide and report (logs, metrics, Events saying "would …") but write nothing.
+    #[arg(long, env = "KUBE_FENCER_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Log output format.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Log level or tracing filter directive (RUST_LOG overrides it).
+    #[arg(
+        long,
+        env = "KUBE_FENCER_LOG_LEVEL",
+        default_value = "info",
+        value_name = "LEVEL"
+    )]
+    pub log_level: String,
+}
+
+/// A rejected configuration; the message names the flag(s), value(s) and what is valid.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn invalid(flag: &str, value: &str, expected: impl fmt::Display) -> ConfigError {
+    ConfigError(format!(
+        "invalid value '{value}' for '--{flag}': {expected}"
+    ))
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Settings of the decision core.
+    pub settings: Settings,
+    /// Settings of leader election.
+    pub election: ElectionSettings,
+    pub namespace: String,
+    pub leader_lease_name: String,
+    pub listen: SocketAddr,
+    pub dry_run: bool,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    /// The `--node-selector` text as given (for logs).
+    pub node_selector_text: String,
+}
+
+impl Config {
+    pub fn node_name(&self) -> &str {
+        &self.settings.self_node
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.settings.identity
+    }
+}
+
+/// Environment lookups used for the downward-API fallbacks (injectable for tests).
+pub trait Env {
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Env for F {
+    fn var(&self, key: &str) -> Option<String> {
+        self(key)
+    }
+}
+
+impl Args {
+    /// Validate against the process environment.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        self.into_config_with(&ProcessEnv)
+    }
+
+    /// Validate, looking up the downward-API fallbacks in `env`.
+    pub fn into_config_with(self, env: &dyn Env) -> Result<Config, ConfigError> {
+        let node = match self.node_name.filter(|n| !n.is_empty()) {
+            Some(n) => n,
+            None => env.var("NODE_NAME").ok_or_else(|| {
+                ConfigError(
+                    "'--node-name' is required (or set NODE_NAME or KUBE_FENCER_NODE_NAME)".into(),
+                )
+            })?,
+        };
+        if !is_dns1123_subdomain(&node) {
+            return Err(invalid(
+                "node-name",
+                &node,
+                "expected a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', \
+                 starting and ending with a letter or digit, at most 253 characters)",
+            ));
+        }
+        let identity = self
+            .pod_name
+            .filter(|n| !n.is_empty())
+            .or_else(|| env.var("POD_NAME"))
+            .unwrap_or_else(|| format!("kube-fencer-{node}"));
+        let namespace = self
+            .namespace
+            .filter(|n| !n.is_empty())
+            .or_else(|| env.var("POD_NAMESPACE"))
+            .unwrap_or_else(|| "kube-fencer".to_string());
+        if !is_dns1123_label(&namespace) {
+            return Err(invalid(
+                "namespace",
+                &namespace,
+                "expected a DNS-1123 label (lower-case letters, digits and '-', at most 63 characters)",
+            ));
+        }
+        if !is_dns1123_subdomain(&self.leader_lease_name) {
+            return Err(invalid(
+                "leader-lease-name",
+                &self.leader_lease_name,
+                "expected a DNS-1123 subdomain",
+            ));
+        }
+
+        let lease_duration = duration("leader-lease-duration", &self.leader_lease_duration)?;
+        if lease_duration < MIN_LEASE_DURATION {
+            return Err(invalid(
+                "leader-lease-duration",
+                &self.leader_lease_duration,
+                "expected at least 3s",
+            ));
+        }
+        let unreachable_after = duration("unreachable-after", &self.unreachable_after)?;
+        let fence_timeout = duration("fence-timeout", &self.fence_timeout)?;
+        let healthy_after = duration("healthy-after", &self.healthy_after)?;
+        if fence_timeout < unreachable_after {
+            return Err(ConfigError(format!(
+                "'--fence-timeout' ({}) must be at least '--unreachable-after' ({})",
+                self.fence_timeout, self.unreachable_after
+            )));
+        }
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                &self.listen,
+                "expected an address and port such as 0.0.0.0:9746 or [::]:9746",
+            )
+        })?;
+        let max_unhealthy = parse_max_unhealthy(&self.max_unhealthy)?;
+        let node_selector = if self.node_selector.trim().is_empty() {
+            Selector::everything()
+        } else {
+            Selector::parse(&self.node_selector)
+                .map_err(|e| invalid("node-selector", &self.node_selector, e))?
+        };
+        if tracing_subscriber::EnvFilter::builder()
+            .parse(&self.log_level)
+            .is_err()
+        {
+            return Err(invalid(
+                "log-level",
+                &self.log_level,
+                "expected error, warn, info, debug, trace or a tracing filter directive",
+            ));
+        }
+
+        let settings = Settings {
+            self_node: node,
+            identity: identity.clone(),
+            unreachable_after,
+            fence_timeout,
+            healthy_after,
+            max_unhealthy,
+            node_selector,
+            manage_control_plane: self.manage_control_plane,
+            strategy: match self.strategy {
+                StrategyArg::OutOfService => Strategy::OutOfService,
+                StrategyArg::DeletePods => Strategy::DeletePods,
+            },
+            delete_pods_with_rwo_volumes: self.delete_pods_with_rwo_volumes,
+        };
+        let election = ElectionSettings {
+            identity,
+            lease_duration,
+            renew_deadline: lease_duration * 2 / 3,
+            retry_period: lease_duration / 3,
+        };
+        Ok(Config {
+            settings,
+            election,
+            namespace,
+            leader_lease_name: self.leader_lease_name,
+            listen,
+            dry_run: self.dry_run,
+            log_format: self.log_format,
+            log_level: self.log_level,
+            node_selector_text: self.node_selector,
+        })
+    }
+}
+
+fn duration(flag: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(value.trim())
+        .map_err(|_| invalid(flag, value, "expected a duration such as 20s or 1m30s"))?;
+    if d.is_zero() {
+        return Err(invalid(
+            flag,
+            value,
+            "expected a duration greater than zero, such as 20s or 1m30s",
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_max_unhealthy(value: &str) -> Result<MaxUnhealthy, ConfigError> {
+    let err = || {
+        invalid(
+            "max-unhealthy",
+            value,
+            "expected a percentage from 1% to 100% (such as 40%) or a node count of at least 1 (such as 3)",
+        )
+    };
+    let v = value.trim();
+    if let Some(p) = v.strip_suffix('%') {
+        let n: u32 = p.trim().parse().map_err(|_| err())?;
+        if !(1..=100).contains(&n) {
+            return Err(err());
+        }
+        Ok(MaxUnhealthy::Percent(n))
+    } else {
+        let n: u32 = v.parse().map_err(|_| err())?;
+        if n == 0 {
+            return Err(err());
+        }
+        Ok(MaxUnhealthy::Count(n))
+    }
+}
+
+/// RFC 1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+pub fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+impl fmt::Display for MaxUnhealthyDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            MaxUnhealthy::Percent(p) => write!(f, "{p}%"),
+            MaxUnhealthy::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// Displays a [`MaxUnhealthy`] as the flag accepts it.
+pub struct MaxUnhealthyDisplay<'a>(pub &'a MaxUnhealthy);
+
+impl Config {
+    /// Log the effective configuration (one structured line).
+    pub fn log_effective(&self) {
+        let s = &self.settings;
+        tracing::info!(
+            node = %s.self_node,
+            identity = %s.identity,
+            namespace = %self.namespace,
+            leader_lease_name = %self.leader_lease_name,
+            leader_lease_duration = %humantime::format_duration(self.election.lease_duration),
+            listen = %self.listen,
+            unreachable_after = %humantime::format_duration(s.unreachable_after),
+            fence_timeout = %humantime::format_duration(s.fence_timeout),
+            healthy_after = %humantime::format_duration(s.healthy_after),
+            max_unhealthy = %MaxUnhealthyDisplay(&s.max_unhealthy),
+            node_selector = %self.node_selector_text,
+            manage_control_plane = s.manage_control_plane,
+            strategy = ?s.strategy,
+            delete_pods_with_rwo_volumes = s.delete_pods_with_rwo_volumes,
+            dry_run = self.dry_run,
+            log_format = %self.log_format,
+            log_level = %self.log_level,
+            "effective configuration"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["kube-fencer", "--node-name", "node-1"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv)
+            .expect("clap accepts")
+            .into_config_with(&no_env)
+    }
+
+    fn err(extra: &[&str]) -> String {
+        parse(extra).expect_err("must be rejected").0
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        let s = &c.settings;
+        assert_eq!(s.self_node, "node-1");
+        assert_eq!(s.identity, "kube-fencer-node-1");
+        assert_eq!(c.namespace, "kube-fencer");
+        assert_eq!(c.leader_lease_name, "kube-fencer-leader");
+        assert_eq!(c.election.lease_duration, Duration::from_secs(15));
+        assert_eq!(c.election.renew_deadline, Duration::from_secs(10));
+        assert_eq!(c.election.retry_period, Duration::from_secs(5));
+        assert_eq!(c.election.identity, "kube-fencer-node-1");
+        assert_eq!(c.listen, "0.0.0.0:9746".parse::<SocketAddr>().unwrap());
+        assert_eq!(s.unreachable_after, Duration::from_secs(20));
+        assert_eq!(s.fence_timeout, Duration::from_secs(40));
+        assert_eq!(s.healthy_after, Duration::from_secs(30));
+        assert_eq!(s.max_unhealthy, MaxUnhealthy::Percent(40));
+        assert_eq!(s.node_selector, Selector::everything());
+        assert!(!s.manage_control_plane);
+        assert_eq!(s.strategy, Strategy::OutOfService);
+        assert!(!s.delete_pods_with_rwo_volumes);
+        assert!(!c.dry_run);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.log_level, "info");
+    }
+
+    #[test]
+    fn explicit_values() {
+        let c = parse(&[
+            "--pod-name",
+            "agent-x",
+            "--namespace",
+            "ops",
+            "--leader-lease-name",
+            "lead",
+            "--leader-lease-duration",
+            "6s",
+            "--listen",
+            "127.0.0.1:1234",
+            "--unreachable-after",
+            "1m30s",
+            "--fence-timeout",
+            "2m",
+            "--healthy-after",
+            "10s",
+            "--max-unhealthy",
+            "3",
+            "--manage-control-plane",
+            "--strategy",
+            "delete-pods",
+            "--delete-pods-with-rwo-volumes",
+            "--dry-run",
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        assert_eq!(c.identity(), "agent-x");
+        assert_eq!(c.namespace, "ops");
+        assert_eq!(c.leader_lease_name, "lead");
+        assert_eq!(c.election.lease_duration, Duration::from_secs(6));
+        assert_eq!(c.election.renew_deadline, Duration::from_secs(4));
+        assert_eq!(c.election.retry_period, Duration::from_secs(2));
+        assert_eq!(c.listen.port(), 1234);
+        assert_eq!(c.settings.unreachable_after, Duration::from_secs(90));
+        assert_eq!(c.settings.fence_timeout, Duration::from_secs(120));
+        assert_eq!(c.settings.healthy_after, Duration::from_secs(10));
+        assert_eq!(c.settings.max_unhealthy, MaxUnhealthy::Count(3));
+        assert!(c.settings.manage_control_plane);
+        assert_eq!(c.settings.strategy, Strategy::DeletePods);
+        assert!(c.settings.delete_pods_with_rwo_volumes);
+        assert!(c.dry_run);
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn downward_api_fallbacks() {
+        let env = |k: &str| match k {
+            "NODE_NAME" => Some("worker-7".to_string()),
+            "POD_NAME" => Some("kube-fencer-abcde".to_string()),
+            "POD_NAMESPACE" => Some("fencing".to_string()),
+            _ => None,
+        };
+        let c = Args::try_parse_from(["kube-fencer"])
+            .unwrap()
+            .into_config_with(&env)
+            .unwrap();
+        assert_eq!(c.node_name(), "worker-7");
+        assert_eq!(c.identity(), "kube-fencer-abcde");
+        assert_eq!(c.namespace, "fencing");
+    }
+
+    #[test]
+    fn node_name_required() {
+        let e = Args::try_parse_from(["kube-fencer"])
+            .unwrap()
+            .into_config_with(&no_env)
+            .unwrap_err();
+        assert_eq!(
+            e.0,
+            "'--node-name' is required (or set NODE_NAME or KUBE_FENCER_NODE_NAME)"
+        );
+    }
+
+    #[test]
+    fn node_name_must_be_dns_subdomain() {
+        for bad in ["Node_1", "-a", "a..b", "a-", &"x".repeat(254)] {
+            let e = Args::try_parse_from(["kube-fencer", "--node-name", bad])
+                .unwrap()
+                .into_config_with(&no_env)
+                .unwrap_err();
+            assert!(
+                e.0.starts_with(&format!(
+                    "invalid value '{bad}' for '--node-name': expected a DNS-1123 subdomain"
+                )),
+                "{e}"
+            );
+        }
+        assert!(is_dns1123_subdomain(
+            "ip-10-0-0-1.eu-west-1.compute.internal"
+        ));
+    }
+
+    #[test]
+    fn bad_duration() {
+        assert_eq!(
+            err(&["--unreachable-after", "20x"]),
+            "invalid value '20x' for '--unreachable-after': expected a duration such as 20s or 1m30s"
+        );
+        assert_eq!(
+            err(&["--fence-timeout", "soon"]),
+            "invalid value 'soon' for '--fence-timeout': expected a duration such as 20s or 1m30s"
+        );
+        assert_eq!(
+            err(&["--healthy-after", "30"]),
+            "invalid value '30' for '--healthy-after': expected a duration such as 20s or 1m30s"
+        );
+        assert_eq!(
+            err(&["--leader-lease-duration", ""]),
+            "invalid value '' for '--leader-lease-duration': expected a duration such as 20s or 1m30s"
+        );
+    }
+
+    #[test]
+    fn zero_durations() {
+        for flag in ["--unreachable-after", "--healthy-after"] {
+            let name = flag.trim_start_matches("--");
+            assert_eq!(
+                err(&[flag, "0s"]),
+                format!(
+                    "invalid value '0s' for '--{name}': expected a duration greater than zero, such as 20s or 1m30s"
+                )
+            );
+        }
+        assert_eq!(
+            err(&["--unreachable-after", "0s", "--fence-timeout", "0s"]),
+            "invalid value '0s' for '--unreachable-after': expected a duration greater than zero, such as 20s or 1m30s"
+        );
+    }
+
+    #[test]
+    fn short_lease_duration() {
+        assert_eq!(
+            err(&["--leader-lease-duration", "2s"]),
+            "invalid value '2s' for '--leader-lease-duration': expected at least 3s"
+        );
+        assert!(parse(&["--leader-lease-duration", "3s"]).is_ok());
+    }
+
+    #[test]
+    fn fence_timeout_below_unreachable_after() {
+        assert_eq!(
+            err(&["--unreachable-after", "30s", "--fence-timeout", "20s"]),
+            "'--fence-timeout' (20s) must be at least '--unreachable-after' (30s)"
+        );
+        assert!(parse(&["--unreachable-after", "30s", "--fence-timeout", "30s"]).is_ok());
+    }
+
+    #[test]
+    fn max_unhealthy_values() {
+        let expected = "expected a percentage from 1% to 100% (such as 40%) or a node count of at least 1 (such as 3)";
+        for bad in ["0", "0%", "101%", "abc", "-1", "4.5%", "%", ""] {
+            assert_eq!(
+                err(&["--max-unhealthy", bad]),
+                format!("invalid value '{bad}' for '--max-unhealthy': {expected}")
+            );
+        }
+        let ok = |v: &str| {
+            parse(&["--max-unhealthy", v])
+                .unwrap()
+                .settings
+                .max_unhealthy
+        };
+        assert_eq!(ok("100%"), MaxUnhealthy::Percent(100));
+        assert_eq!(ok("1%"), MaxUnhealthy::Percent(1));
+        assert_eq!(ok("1"), MaxUnhealthy::Count(1));
+        assert_eq!(ok("250"), MaxUnhealthy::Count(250));
+    }
+
+    #[test]
+    fn bad_listen() {
+        assert_eq!(
+            err(&["--listen", "localhost"]),
+            "invalid value 'localhost' for '--listen': expected an address and port such as 0.0.0.0:9746 or [::]:9746"
+        );
+    }
+
+    #[test]
+    fn bad_namespace_and_lease_name() {
+        assert!(err(&["--namespace", "Kube_Fencer"]).starts_with(
+            "invalid value 'Kube_Fencer' for '--namespace': expected a DNS-1123 label"
+        ));
+        assert!(err(&["--leader-lease-name", "a b"]).starts_with(
+            "invalid value 'a b' for '--leader-lease-name': expected a DNS-1123 subdomain"
+        ));
+    }
+
+    #[test]
+    fn bad_selector() {
+        let e = err(&["--node-selector", "a in (b"]);
+        assert!(
+            e.starts_with("invalid value 'a in (b' for '--node-selector': "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn good_selector() {
+        let c = parse(&["--node-selector", "pool=storage,!kube-fencer.io/skip"]).unwrap();
+        let mut labels = std::collections::BTreeMap::new();
+        labels.insert("pool".to_string(), "storage".to_string());
+        assert!(c.settings.node_selector.matches(&labels));
+    }
+
+    #[test]
+    fn bad_log_level() {
+        assert!(
+            err(&["--log-level", "loud=?="])
+                .starts_with("invalid value 'loud=?=' for '--log-level': ")
+        );
+    }
+
+    #[test]
+    fn bad_enums_rejected_by_clap() {
+        for (flag, value) in [("--strategy", "reboot"), ("--log-format", "xml")] {
+            let e = Args::try_parse_from(["kube-fencer", "--node-name", "n", flag, value])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("invalid value '{value}' for '{flag}")),
+                "{e}"
+            );
+            assert!(e.contains("possible values"), "{e}");
+        }
+    }
+}

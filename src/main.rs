@@ -1,1 +1,116 @@
-fn main() {}
+//! kube-fencer agent: wiring only.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use kube_fencer::cluster::{Agent, LogOnly};
+use kube_fencer::config::Args;
+use kube_fencer::ops::{self, EventSink, Health, Metrics};
+use tokio::sync::watch;
+
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("\nFor more information, try '--help'.");
+            return ExitCode::from(2);
+        }
+    };
+    ops::logging::init(config.log_format, &config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fatal(&format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fatal(&format!("{e:#}")),
+    }
+}
+
+/// Log a fatal error, also to the Kubernetes termination log when present.
+fn fatal(message: &str) -> ExitCode {
+    tracing::error!("fatal: {message}");
+    eprintln!("kube-fencer: fatal: {message}");
+    if std::path::Path::new(TERMINATION_LOG).exists() {
+        let _ = std::fs::write(TERMINATION_LOG, message);
+    }
+    ExitCode::FAILURE
+}
+
+async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    config.log_effective();
+    let metrics = Metrics::new();
+    // A follower hears from the API at least every renewal of the leader Lease.
+    let health =
+        Health::new((config.election.lease_duration * 3).max(std::time::Duration::from_secs(30)));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(addr = %config.listen, "serving /healthz, /readyz and /metrics");
+    let server = {
+        let mut rx = shutdown_rx.clone();
+        let app = ops::health::router(health.clone(), metrics.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    };
+
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
+    let (events, events_rx) = EventSink::channel(1024, metrics.clone());
+    let publisher = tokio::spawn(ops::events::publish_loop(
+        client.clone(),
+        config.identity().to_string(),
+        events_rx,
+        metrics.clone(),
+    ));
+
+    let agent = Agent {
+        client,
+        config,
+        metrics,
+        health,
+        events,
+        self_fence: Arc::new(LogOnly),
+    };
+    let agent = tokio::spawn(agent.run(shutdown_rx));
+
+    let signal = wait_for_signal().await?;
+    tracing::info!(signal, "shutting down: stopping, releasing leadership");
+    let _ = shutdown_tx.send(true);
+    match tokio::time::timeout(std::time::Duration::from_secs(10), agent).await {
+        Ok(r) => r.context("agent task failed")?,
+        Err(_) => tracing::warn!("agent did not stop within 10s"),
+    }
+    // Let queued Events go out briefly.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), publisher).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -1,1 +1,92 @@
 //! Kubernetes I/O shell.
+//!
+//! - [`election`]: leader election on a Lease (every agent).
+//! - [`own_node`]: the watch on the agent's own Node, with the [`SelfFence`] seam (every agent).
+//! - [`reconcile`]: the leader's loop: watchers → [`index`] → decide → [`executor`].
+//! - [`facts`] and [`patch`]: pure conversions between Kubernetes objects and the core's types.
+//! - [`pods`]: pods and VolumeAttachments of fenced nodes, listed on demand.
+
+use std::sync::Arc;
+
+use kube::Client;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::ops::events::lease_ref;
+use crate::ops::{EventSink, Health, Metrics};
+
+pub mod election;
+pub mod executor;
+pub mod facts;
+pub mod index;
+pub mod own_node;
+pub mod patch;
+pub mod pods;
+pub mod reconcile;
+
+pub use own_node::{LogOnly, SelfFence};
+
+/// Whether an API error is a `Status` with this HTTP code.
+pub fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// One agent: election and own-Node watch always, the leader's loop while elected.
+pub struct Agent {
+    pub client: Client,
+    pub config: Config,
+    pub metrics: Metrics,
+    pub health: Health,
+    pub events: EventSink,
+    pub self_fence: Arc<dyn SelfFence>,
+}
+
+impl Agent {
+    /// Run until `shutdown` turns true; then stop acting and release the leader Lease.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let Agent {
+            client,
+            config,
+            metrics,
+            health,
+            events,
+            self_fence,
+        } = self;
+        let own_node = tokio::spawn(own_node::watch_own_node(
+            client.clone(),
+            config.node_name().to_string(),
+            self_fence,
+            health.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        let announce = lease_ref(&config.namespace, &config.leader_lease_name);
+        let leader_template = reconcile::Leader {
+            client: client.clone(),
+            settings: config.settings.clone(),
+            dry_run: config.dry_run,
+            metrics: metrics.clone(),
+            events,
+            health: health.clone(),
+            leadership: election::Leadership::default(),
+            announce,
+        };
+        let leader_task: election::LeaderTask = Box::new(move |leadership| {
+            let mut leader = leader_template.clone();
+            leader.leadership = leadership;
+            tokio::spawn(leader.run())
+        });
+        election::Election::new(
+            client,
+            &config.namespace,
+            &config.leader_lease_name,
+            config.election.clone(),
+            metrics,
+            health,
+        )
+        .run(leader_task, shutdown)
+        .await;
+        own_node.abort();
+        let _ = own_node.await;
+    }
+}

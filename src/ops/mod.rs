@@ -1,1 +1,10 @@
 //! Metrics, Events, health, logs.
+
+pub mod events;
+pub mod health;
+pub mod logging;
+pub mod metrics;
+
+pub use events::EventSink;
+pub use health::Health;
+pub use metrics::Metrics;

@@ -1,0 +1,114 @@
+//! Every agent watches its own Node (field selector on its name). If a
+//! kube-fencer record appears on it, the cluster believes this node is being
+//! fenced: the [`SelfFence`] hook is told (today it only logs loudly; a
+//! self-fencing implementation plugs in here).
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::watch;
+
+use super::facts::{node_facts, trim_node};
+use crate::decide::RecordState;
+use crate::ops::{Health, Metrics};
+
+/// Reaction to this agent's own Node carrying a kube-fencer record.
+pub trait SelfFence: Send + Sync {
+    /// Called whenever the record on the own Node changes (including back to `Absent`).
+    fn own_record_changed(&self, node: &str, record: &RecordState);
+}
+
+/// The current implementation: log loudly, do nothing else.
+pub struct LogOnly;
+
+impl SelfFence for LogOnly {
+    fn own_record_changed(&self, node: &str, record: &RecordState) {
+        match record {
+            RecordState::Absent => {
+                tracing::info!(node, "own node no longer carries a kube-fencer record")
+            }
+            RecordState::Valid(r) => tracing::warn!(
+                node,
+                phase = ?r.phase,
+                by = %r.by,
+                "OWN NODE IS BEING FENCED by kube-fencer: the cluster considers this node down \
+                 (self-fencing is not implemented; workloads here may be replaced elsewhere)"
+            ),
+            RecordState::Malformed(e) => tracing::warn!(
+                node,
+                error = %e,
+                "own node carries a malformed kube-fencer record"
+            ),
+        }
+    }
+}
+
+/// Watch the own Node until `shutdown`.
+pub async fn watch_own_node(
+    client: Client,
+    node: String,
+    hook: Arc<dyn SelfFence>,
+    health: Health,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let api: Api<Node> = Api::all(client);
+    let mut stream = watcher::watcher(
+        api,
+        watcher::Config::default().fields(&format!("metadata.name={node}")),
+    )
+    .default_backoff()
+    .modify(trim_node)
+    .boxed();
+    let mut last = RecordState::Absent;
+    let mut buffered: Option<Node> = None;
+    loop {
+        let item = tokio::select! {
+            _ = shutdown.changed() => return,
+            item = stream.next() => item,
+        };
+        let observed = match item {
+            None => return,
+            Some(Err(e)) => {
+                metrics.watch_error("own_node");
+                tracing::warn!(error = %e, "own Node watch failed; retrying");
+                continue;
+            }
+            Some(Ok(event)) => {
+                health.api_ok();
+                match event {
+                    Event::Init => {
+                        health.set_own_node_synced(false);
+                        buffered = None;
+                        continue;
+                    }
+                    Event::InitApply(n) => {
+                        buffered = Some(n);
+                        continue;
+                    }
+                    Event::InitDone => {
+                        health.set_own_node_synced(true);
+                        match buffered.take() {
+                            Some(n) => node_facts(&n).record,
+                            None => {
+                                tracing::warn!(node = %node, "own Node not found");
+                                RecordState::Absent
+                            }
+                        }
+                    }
+                    Event::Apply(n) => node_facts(&n).record,
+                    Event::Delete(_) => RecordState::Absent,
+                }
+            }
+        };
+        if observed != last {
+            hook.own_record_changed(&node, &observed);
+            last = observed;
+        }
+    }
+}

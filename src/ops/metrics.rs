@@ -1,0 +1,369 @@
+//! Prometheus metrics, in a registry of their own (not the global one).
+//!
+//! | Metric | Type | Labels | Meaning |
+//! | --- | --- | --- | --- |
+//! | `kube_fencer_build_info` | gauge | `version` | Always 1; the running version. |
+//! | `kube_fencer_leader` | gauge | | 1 while this agent is the elected leader, else 0. |
+//! | `kube_fencer_leader_transitions_total` | counter | | Times this agent became leader. |
+//! | `kube_fencer_cache_synced` | gauge | | 1 while the leader's Node and Lease caches are synced. |
+//! | `kube_fencer_nodes` | gauge | `phase` | Nodes per status: `healthy`, `suspect`, `fencing`, `fenced`, `excluded`, `unmonitored` (leader only; 0 on followers). |
+//! | `kube_fencer_fencing_operations_total` | counter | `operation` (`begin`, `fence`, `unfence`), `result` (`success`, `error`, `skipped`, `dry_run`) | Node writes decided and their outcome. |
+//! | `kube_fencer_pods_force_deleted_total` | counter | `result` (`success`, `not_found`, `precondition_failed`, `error`, `dry_run`) | Pod force-deletions. |
+//! | `kube_fencer_volume_attachments_deleted_total` | counter | `result` (`success`, `not_found`, `error`, `dry_run`) | VolumeAttachment deletions. |
+//! | `kube_fencer_recovery_seconds` | histogram | | Per fenced node: time from the last observed heartbeat to the first pod force-deleted. |
+//! | `kube_fencer_storm_guard_active` | gauge | | 1 while the storm guard holds new fencings back. |
+//! | `kube_fencer_storm_guard_activations_total` | counter | | Times the storm guard became active. |
+//! | `kube_fencer_unhealthy_nodes` | gauge | | Managed nodes with a stale Lease, as counted by the storm guard. |
+//! | `kube_fencer_warnings_total` | counter | | Distinct warnings reported to operators. |
+//! | `kube_fencer_watch_errors_total` | counter | `resource` (`nodes`, `leases`, `leader_lease`, `own_node`) | Watch stream errors (each is retried with backoff). |
+//! | `kube_fencer_api_errors_total` | counter | `verb`, `resource` | Failed API requests. |
+//! | `kube_fencer_reconcile_duration_seconds` | histogram | | Duration of one reconcile pass (decide and execute). |
+//! | `kube_fencer_events_dropped_total` | counter | | Kubernetes Events not published (queue full or API error). |
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::decide::{NodeStatus, Report};
+
+/// All phases of the nodes gauge, so that each is exported (0 when empty).
+pub const PHASES: [&str; 6] = [
+    "healthy",
+    "suspect",
+    "fencing",
+    "fenced",
+    "excluded",
+    "unmonitored",
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub build_info: IntGaugeVec,
+    pub leader: IntGauge,
+    pub leader_transitions: IntCounter,
+    pub cache_synced: IntGauge,
+    pub nodes: IntGaugeVec,
+    pub fencing_operations: IntCounterVec,
+    pub pods_force_deleted: IntCounterVec,
+    pub volume_attachments_deleted: IntCounterVec,
+    pub recovery_seconds: Histogram,
+    pub storm_guard_active: IntGauge,
+    pub storm_guard_activations: IntCounter,
+    pub unhealthy_nodes: IntGauge,
+    pub warnings: IntCounter,
+    pub watch_errors: IntCounterVec,
+    pub api_errors: IntCounterVec,
+    pub reconcile_duration: Histogram,
+    pub events_dropped: IntCounter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+            r.register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        }
+        let build_info = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("kube_fencer_build_info", "Build information; always 1."),
+                &["version"],
+            )
+            .unwrap(),
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let m = Metrics {
+            build_info,
+            leader: reg(
+                &registry,
+                IntGauge::new(
+                    "kube_fencer_leader",
+                    "1 while this agent is the elected leader.",
+                )
+                .unwrap(),
+            ),
+            leader_transitions: reg(
+                &registry,
+                IntCounter::new(
+                    "kube_fencer_leader_transitions_total",
+                    "Times this agent became leader.",
+                )
+                .unwrap(),
+            ),
+            cache_synced: reg(
+                &registry,
+                IntGauge::new(
+                    "kube_fencer_cache_synced",
+                    "1 while the leader's Node and Lease caches are synced.",
+                )
+                .unwrap(),
+            ),
+            nodes: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("kube_fencer_nodes", "Nodes per kube-fencer status."),
+                    &["phase"],
+                )
+                .unwrap(),
+            ),
+            fencing_operations: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "kube_fencer_fencing_operations_total",
+                        "Node writes (begin fencing, mark fenced, unfence) and their outcome.",
+                    ),
+                    &["operation", "result"],
+                )
+                .unwrap(),
+            ),
+            pods_force_deleted: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "kube_fencer_pods_force_deleted_total",
+                        "Pod force-deletions and their outcome.",
+                    ),
+                    &["result"],
+                )
+                .unwrap(),
+            ),
+            volume_attachments_deleted: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "kube_fencer_volume_attachments_deleted_total",
+                        "VolumeAttachment deletions and their outcome.",
+                    ),
+                    &["result"],
+                )
+                .unwrap(),
+            ),
+            recovery_seconds: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "kube_fencer_recovery_seconds",
+                        "Per fenced node: seconds from the last observed heartbeat to the first pod force-deleted.",
+                    )
+                    .buckets(vec![
+                        15.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 240.0, 300.0, 420.0, 600.0,
+                    ]),
+                )
+                .unwrap(),
+            ),
+            storm_guard_active: reg(
+                &registry,
+                IntGauge::new(
+                    "kube_fencer_storm_guard_active",
+                    "1 while the storm guard holds new fencings back.",
+                )
+                .unwrap(),
+            ),
+            storm_guard_activations: reg(
+                &registry,
+                IntCounter::new(
+                    "kube_fencer_storm_guard_activations_total",
+                    "Times the storm guard became active.",
+                )
+                .unwrap(),
+            ),
+            unhealthy_nodes: reg(
+                &registry,
+                IntGauge::new(
+                    "kube_fencer_unhealthy_nodes",
+                    "Managed nodes with a stale Lease, as counted by the storm guard.",
+                )
+                .unwrap(),
+            ),
+            warnings: reg(
+                &registry,
+                IntCounter::new(
+                    "kube_fencer_warnings_total",
+                    "Distinct warnings reported to operators.",
+                )
+                .unwrap(),
+            ),
+            watch_errors: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "kube_fencer_watch_errors_total",
+                        "Watch stream errors (retried with backoff).",
+                    ),
+                    &["resource"],
+                )
+                .unwrap(),
+            ),
+            api_errors: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("kube_fencer_api_errors_total", "Failed API requests."),
+                    &["verb", "resource"],
+                )
+                .unwrap(),
+            ),
+            reconcile_duration: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "kube_fencer_reconcile_duration_seconds",
+                        "Duration of one reconcile pass (decide and execute).",
+                    )
+                    .buckets(vec![
+                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ]),
+                )
+                .unwrap(),
+            ),
+            events_dropped: reg(
+                &registry,
+                IntCounter::new(
+                    "kube_fencer_events_dropped_total",
+                    "Kubernetes Events not published (queue full or API error).",
+                )
+                .unwrap(),
+            ),
+            registry,
+        };
+        for phase in PHASES {
+            m.nodes.with_label_values(&[phase]).set(0);
+        }
+        m
+    }
+
+    /// Update the gauges derived from a decision's report.
+    pub fn observe_report(&self, report: &Report) {
+        let mut counts = [0i64; PHASES.len()];
+        for status in report.nodes.values() {
+            let label = NodeStatus::as_label(status);
+            if let Some(i) = PHASES.iter().position(|p| *p == label) {
+                counts[i] += 1;
+            }
+        }
+        for (phase, count) in PHASES.iter().zip(counts) {
+            self.nodes.with_label_values(&[phase]).set(count);
+        }
+        self.storm_guard_active
+            .set(i64::from(report.storm_guard.active));
+        self.unhealthy_nodes
+            .set(report.storm_guard.unhealthy as i64);
+    }
+
+    /// Clear what only a leader reports (on stepping down).
+    pub fn clear_leader_gauges(&self) {
+        for phase in PHASES {
+            self.nodes.with_label_values(&[phase]).set(0);
+        }
+        self.storm_guard_active.set(0);
+        self.unhealthy_nodes.set(0);
+        self.cache_synced.set(0);
+    }
+
+    pub fn api_error(&self, verb: &str, resource: &str) {
+        self.api_errors.with_label_values(&[verb, resource]).inc();
+    }
+
+    pub fn watch_error(&self, resource: &str) {
+        self.watch_errors.with_label_values(&[resource]).inc();
+    }
+
+    /// The registry in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding never fails");
+        String::from_utf8(buf).expect("text format is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::StormGuard;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn renders_all_families() {
+        let m = Metrics::new();
+        m.fencing_operations
+            .with_label_values(&["begin", "success"])
+            .inc();
+        m.pods_force_deleted.with_label_values(&["success"]).inc();
+        m.volume_attachments_deleted
+            .with_label_values(&["not_found"])
+            .inc();
+        m.recovery_seconds.observe(42.0);
+        m.watch_error("nodes");
+        m.api_error("patch", "nodes");
+        let text = m.render();
+        for needle in [
+            "kube_fencer_build_info{version=\"",
+            "kube_fencer_leader 0",
+            "kube_fencer_nodes{phase=\"healthy\"} 0",
+            "kube_fencer_nodes{phase=\"unmonitored\"} 0",
+            "kube_fencer_fencing_operations_total{operation=\"begin\",result=\"success\"} 1",
+            "kube_fencer_pods_force_deleted_total{result=\"success\"} 1",
+            "kube_fencer_volume_attachments_deleted_total{result=\"not_found\"} 1",
+            "kube_fencer_recovery_seconds_bucket{le=\"45\"} 1",
+            "kube_fencer_recovery_seconds_count 1",
+            "kube_fencer_storm_guard_active 0",
+            "kube_fencer_storm_guard_activations_total 0",
+            "kube_fencer_watch_errors_total{resource=\"nodes\"} 1",
+            "kube_fencer_api_errors_total{resource=\"nodes\",verb=\"patch\"} 1",
+            "kube_fencer_warnings_total 0",
+            "# TYPE kube_fencer_recovery_seconds histogram",
+            "# HELP kube_fencer_leader ",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn report_sets_phase_gauges() {
+        let m = Metrics::new();
+        let mut nodes = BTreeMap::new();
+        nodes.insert("a".to_string(), NodeStatus::Healthy);
+        nodes.insert("b".to_string(), NodeStatus::Healthy);
+        nodes.insert("c".to_string(), NodeStatus::Fenced);
+        nodes.insert("d".to_string(), NodeStatus::Excluded("label".into()));
+        let report = Report {
+            synced: true,
+            nodes,
+            storm_guard: StormGuard {
+                active: true,
+                unhealthy: 1,
+                managed: 3,
+                allowed: 0,
+            },
+            warnings: vec![],
+            next_wakeup: None,
+        };
+        m.observe_report(&report);
+        let text = m.render();
+        assert!(text.contains("kube_fencer_nodes{phase=\"healthy\"} 2"));
+        assert!(text.contains("kube_fencer_nodes{phase=\"fenced\"} 1"));
+        assert!(text.contains("kube_fencer_nodes{phase=\"excluded\"} 1"));
+        assert!(text.contains("kube_fencer_nodes{phase=\"suspect\"} 0"));
+        assert!(text.contains("kube_fencer_storm_guard_active 1"));
+        assert!(text.contains("kube_fencer_unhealthy_nodes 1"));
+        m.clear_leader_gauges();
+        assert!(
+            m.render()
+                .contains("kube_fencer_nodes{phase=\"healthy\"} 0")
+        );
+    }
+}
