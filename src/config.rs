@@ -583,7 +583,8 @@ mod tests {
     #[test]
     fn node_name_must_be_dns_subdomain() {
         for bad in ["Node_1", "-a", "a..b", "a-", &"x".repeat(254)] {
-            let e = Args::try_parse_from(["kube-fencer", "--node-name", bad])
+            let arg = format!("--node-name={bad}");
+            let e = Args::try_parse_from(["kube-fencer", &arg])
                 .unwrap()
                 .into_config_with(&no_env)
                 .unwrap_err();
@@ -658,8 +659,9 @@ mod tests {
     fn max_unhealthy_values() {
         let expected = "expected a percentage from 1% to 100% (such as 40%) or a node count of at least 1 (such as 3)";
         for bad in ["0", "0%", "101%", "abc", "-1", "4.5%", "%", ""] {
+            let arg = format!("--max-unhealthy={bad}");
             assert_eq!(
-                err(&["--max-unhealthy", bad]),
+                err(&[&arg]),
                 format!("invalid value '{bad}' for '--max-unhealthy': {expected}")
             );
         }
