@@ -45,6 +45,101 @@ pub fn step(
     now: Instant,
     settings: &ElectionSettings,
 ) -> Step {
-    let _ = (lease, last_successful_renew, now, settings);
-    unimplemented!("leader step")
+    let Some(lease) = lease else {
+        return Step::Acquire;
+    };
+    match lease.holder.as_deref() {
+        None | Some("") => Step::Acquire,
+        Some(holder) if holder == settings.identity => match last_successful_renew {
+            Some(last) if now.saturating_duration_since(last) >= settings.renew_deadline => {
+                Step::StepDown
+            }
+            _ => Step::Renew,
+        },
+        Some(_) => {
+            if last_successful_renew.is_some() {
+                // Someone else took the Lease while we thought we led.
+                Step::StepDown
+            } else if now.saturating_duration_since(lease.changed_at) >= lease.duration {
+                Step::Acquire
+            } else {
+                Step::Follow {
+                    until: lease.changed_at + lease.duration,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ElectionSettings {
+        ElectionSettings {
+            identity: "me".into(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+
+    fn lease(holder: Option<&str>, changed_at: Instant) -> LeaseObs {
+        LeaseObs {
+            holder: holder.map(String::from),
+            resource_version: Some("7".into()),
+            changed_at,
+            duration: Duration::from_secs(15),
+        }
+    }
+
+    #[test]
+    fn acquires_a_missing_or_free_lease() {
+        let t = Instant::now();
+        let s = settings();
+        assert_eq!(step(None, None, t, &s), Step::Acquire);
+        assert_eq!(step(Some(&lease(None, t)), None, t, &s), Step::Acquire);
+        assert_eq!(step(Some(&lease(Some(""), t)), None, t, &s), Step::Acquire);
+    }
+
+    #[test]
+    fn renews_own_lease_until_the_renew_deadline() {
+        let t = Instant::now();
+        let s = settings();
+        let l = lease(Some("me"), t);
+        assert_eq!(step(Some(&l), None, t, &s), Step::Renew);
+        assert_eq!(
+            step(Some(&l), Some(t), t + Duration::from_secs(9), &s),
+            Step::Renew
+        );
+        assert_eq!(
+            step(Some(&l), Some(t), t + Duration::from_millis(9_999), &s),
+            Step::Renew
+        );
+        assert_eq!(
+            step(Some(&l), Some(t), t + Duration::from_secs(10), &s),
+            Step::StepDown
+        );
+    }
+
+    #[test]
+    fn steps_down_when_another_holds_the_lease_we_led() {
+        let t = Instant::now();
+        let l = lease(Some("other"), t);
+        assert_eq!(step(Some(&l), Some(t), t, &settings()), Step::StepDown);
+    }
+
+    #[test]
+    fn follows_a_live_lease_and_takes_over_an_expired_one() {
+        let t = Instant::now();
+        let s = settings();
+        let l = lease(Some("other"), t);
+        let until = t + Duration::from_secs(15);
+        assert_eq!(step(Some(&l), None, t, &s), Step::Follow { until });
+        assert_eq!(
+            step(Some(&l), None, t + Duration::from_millis(14_999), &s),
+            Step::Follow { until }
+        );
+        assert_eq!(step(Some(&l), None, until, &s), Step::Acquire);
+    }
 }

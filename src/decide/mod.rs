@@ -29,6 +29,15 @@ pub mod recover;
 pub mod selector;
 pub mod unfence;
 
+#[cfg(test)]
+mod props;
+#[cfg(test)]
+mod scenarios;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod testutil;
+
 pub use record::{FenceRecord, Phase, RecordState};
 pub use selector::Selector;
 
@@ -313,15 +322,162 @@ pub struct Decision {
     pub report: Report,
 }
 
+/// One node as the stages see it.
+pub(crate) struct NodeView<'a> {
+    name: &'a str,
+    obs: &'a NodeObs,
+    scope: guard::Scope,
+    /// Lease stale (false when there is no Lease).
+    stale: bool,
+}
+
+/// What the stages produce while deciding.
+pub(crate) struct Plan<'a> {
+    obs: &'a Observations,
+    settings: &'a Settings,
+    now: Now,
+    guard: StormGuard,
+    actions: Vec<Action>,
+    warnings: Vec<Warning>,
+    next_wakeup: Option<Instant>,
+}
+
+impl Plan<'_> {
+    fn warn(&mut self, node: &str, message: String) {
+        self.warnings.push(Warning {
+            node: Some(node.to_string()),
+            message,
+        });
+    }
+
+    /// A moment at which a decision may change with no new observation.
+    fn wake(&mut self, at: Instant) {
+        if at > self.now.mono && self.next_wakeup.is_none_or(|w| at < w) {
+            self.next_wakeup = Some(at);
+        }
+    }
+}
+
+/// A measured duration for humans: whole seconds.
+fn fmt_age(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_secs(d.as_secs()))
+}
+
 /// The one entry point of the core.
 pub fn decide(obs: &Observations, now: Now, settings: &Settings) -> Decision {
-    let _ = (obs, now, settings);
-    unimplemented!("decision core")
+    let mut report = Report {
+        synced: obs.synced,
+        nodes: BTreeMap::new(),
+        storm_guard: guard::storm_guard(0, 0, settings.max_unhealthy),
+        warnings: Vec::new(),
+        next_wakeup: None,
+    };
+    if !obs.synced {
+        // A cold cache looks like "every node is dead": decide nothing.
+        return Decision {
+            actions: Vec::new(),
+            report,
+        };
+    }
+
+    let views: Vec<NodeView<'_>> = obs
+        .nodes
+        .iter()
+        .map(|(name, node)| NodeView {
+            name,
+            obs: node,
+            scope: guard::scope(node, settings),
+            stale: detect::stale(node, now.mono, settings).unwrap_or(false),
+        })
+        .collect();
+    let managed = views.iter().filter(|v| v.scope.is_managed()).count();
+    let unhealthy = views
+        .iter()
+        .filter(|v| v.scope.is_managed() && v.stale)
+        .count();
+    let mut plan = Plan {
+        obs,
+        settings,
+        now,
+        guard: guard::storm_guard(managed, unhealthy, settings.max_unhealthy),
+        actions: Vec::new(),
+        warnings: Vec::new(),
+        next_wakeup: None,
+    };
+
+    for view in &views {
+        let name = view.name;
+        if let RecordState::Malformed(why) = &view.obs.facts.record {
+            plan.warn(
+                name,
+                format!(
+                    "node {name} has a malformed {STATE_ANNOTATION} annotation ({why}); kube-fencer leaves the node alone until it is fixed or removed"
+                ),
+            );
+        }
+        if name == settings.self_node
+            && let Some(hb) = view.obs.heartbeat
+            && view.stale
+        {
+            plan.warn(
+                name,
+                format!(
+                    "the leader's own node {name} has a stale Lease (not renewed for {}): its kubelet looks dead; kube-fencer never fences the node it runs on",
+                    fmt_age(hb.age(now.mono))
+                ),
+            );
+        }
+        if view.scope == guard::Scope::Unmonitored {
+            plan.warn(
+                name,
+                format!(
+                    "node {name} has no Lease in kube-node-lease: kube-fencer cannot tell whether it is alive and will not fence it"
+                ),
+            );
+        }
+
+        fence::plan(view, &mut plan);
+        recover::plan(view, &mut plan);
+        unfence::plan(view, &mut plan);
+
+        let status = match &view.scope {
+            guard::Scope::Excluded(why) => NodeStatus::Excluded(why.clone()),
+            guard::Scope::Unmonitored => NodeStatus::Unmonitored,
+            guard::Scope::Managed => match view.obs.facts.record.phase() {
+                Some(Phase::Fenced) => NodeStatus::Fenced,
+                Some(Phase::Fencing) => NodeStatus::Fencing,
+                None if view.stale => NodeStatus::Suspect,
+                None => NodeStatus::Healthy,
+            },
+        };
+        report.nodes.insert(name.to_string(), status);
+    }
+
+    report.storm_guard = plan.guard.clone();
+    report.warnings = plan.warnings;
+    report.next_wakeup = plan.next_wakeup;
+    Decision {
+        actions: plan.actions,
+        report,
+    }
 }
 
 /// Nodes whose pods (and VolumeAttachments) the shell must list before the
 /// next [`decide`]: managed nodes whose record says Fenced.
+///
+/// Without a clock this cannot tell whether the Lease is still stale, so it
+/// names every managed Fenced node; [`decide`] only recovers those whose
+/// Lease is stale at the moment of deciding.
 pub fn nodes_needing_pods(obs: &Observations, settings: &Settings) -> Vec<String> {
-    let _ = (obs, settings);
-    unimplemented!("decision core")
+    if !obs.synced {
+        return Vec::new();
+    }
+    obs.nodes
+        .iter()
+        .filter(|(_, node)| {
+            node.facts.record.phase() == Some(Phase::Fenced)
+                && guard::scope(node, settings).is_managed()
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
 }

@@ -2,7 +2,10 @@
 //! write to make. Called at execution time, and again on a conflict with
 //! fresh facts, so kube-fencer never replays a write computed from stale state.
 
-use super::{FenceRecord, NodeFacts, NodeIntent, Now, Settings, Taint};
+use super::{
+    FenceRecord, NodeFacts, NodeIntent, Now, OUT_OF_SERVICE_TAINT_KEY, PHASE_LABEL, Phase,
+    RecordState, Settings, Strategy, Taint,
+};
 
 /// A write to one Node, applied as a JSON merge patch that carries
 /// `metadata.resourceVersion` as a precondition.
@@ -35,12 +38,373 @@ pub fn render(
     now: Now,
     settings: &Settings,
 ) -> Result<NodePatch, Skip> {
-    let _ = (intent, facts, now, settings);
-    unimplemented!("patch render")
+    let mut patch = NodePatch {
+        resource_version: facts.resource_version.clone(),
+        unschedulable: None,
+        taints: None,
+        record: None,
+    };
+    match intent {
+        NodeIntent::BeginFencing => {
+            match &facts.record {
+                RecordState::Absent => {}
+                RecordState::Valid(_) => return Err(Skip::AlreadyDone),
+                RecordState::Malformed(why) => {
+                    return Err(Skip::NoLongerApplies(format!(
+                        "the node's fencing record is malformed ({why})"
+                    )));
+                }
+            }
+            if !facts.unschedulable {
+                patch.unschedulable = Some(true);
+            }
+            patch.record = Some(Some(FenceRecord {
+                phase: Phase::Fencing,
+                fencing_since: now.wall,
+                fenced_at: None,
+                cordoned: !facts.unschedulable,
+                tainted: false,
+                by: settings.identity.clone(),
+            }));
+        }
+        NodeIntent::MarkFenced => {
+            let record = match &facts.record {
+                RecordState::Valid(r) if r.phase == Phase::Fencing => r,
+                RecordState::Valid(_) => return Err(Skip::AlreadyDone),
+                RecordState::Absent => {
+                    return Err(Skip::NoLongerApplies(
+                        "the node has no fencing record any more".into(),
+                    ));
+                }
+                RecordState::Malformed(why) => {
+                    return Err(Skip::NoLongerApplies(format!(
+                        "the node's fencing record is malformed ({why})"
+                    )));
+                }
+            };
+            let tainted = match settings.strategy {
+                Strategy::DeletePods => false,
+                Strategy::OutOfService => {
+                    if facts
+                        .taints
+                        .iter()
+                        .any(|t| t.key == OUT_OF_SERVICE_TAINT_KEY)
+                    {
+                        // Someone else's out-of-service taint: leave it, and never claim it.
+                        false
+                    } else {
+                        let mut taints = facts.taints.clone();
+                        taints.push(Taint::out_of_service());
+                        patch.taints = Some(taints);
+                        true
+                    }
+                }
+            };
+            patch.record = Some(Some(FenceRecord {
+                phase: Phase::Fenced,
+                fencing_since: record.fencing_since,
+                fenced_at: Some(now.wall),
+                cordoned: record.cordoned,
+                tainted,
+                by: settings.identity.clone(),
+            }));
+        }
+        NodeIntent::Unfence => {
+            let record = match &facts.record {
+                RecordState::Valid(r) => r,
+                RecordState::Absent => return Err(Skip::AlreadyDone),
+                RecordState::Malformed(why) => {
+                    return Err(Skip::NoLongerApplies(format!(
+                        "the node's fencing record is malformed ({why})"
+                    )));
+                }
+            };
+            let ours = Taint::out_of_service();
+            if record.tainted && facts.taints.contains(&ours) {
+                patch.taints = Some(
+                    facts
+                        .taints
+                        .iter()
+                        .filter(|t| **t != ours)
+                        .cloned()
+                        .collect(),
+                );
+            }
+            if record.cordoned && facts.unschedulable {
+                patch.unschedulable = Some(false);
+            }
+            patch.record = Some(None);
+        }
+    }
+    Ok(patch)
 }
 
 /// Apply a patch to facts, as the API server would (used by the dry-run overlay and tests).
 pub fn apply(facts: &NodeFacts, patch: &NodePatch) -> NodeFacts {
-    let _ = (facts, patch);
-    unimplemented!("patch apply")
+    let mut out = facts.clone();
+    if let Some(u) = patch.unschedulable {
+        out.unschedulable = u;
+    }
+    if let Some(t) = &patch.taints {
+        out.taints = t.clone();
+    }
+    match &patch.record {
+        None => {}
+        Some(Some(r)) => {
+            out.labels
+                .insert(PHASE_LABEL.to_string(), r.phase.as_label().to_string());
+            out.record = RecordState::Valid(r.clone());
+        }
+        Some(None) => {
+            out.labels.remove(PHASE_LABEL);
+            out.record = RecordState::Absent;
+        }
+    }
+    // Every write bumps the resourceVersion.
+    out.resource_version = Some(
+        match facts.resource_version.as_deref().map(str::parse::<u64>) {
+            Some(Ok(n)) => (n + 1).to_string(),
+            Some(Err(_)) => format!(
+                "{}+1",
+                facts.resource_version.as_deref().unwrap_or_default()
+            ),
+            None => "1".to_string(),
+        },
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::testutil::*;
+
+    fn taint(key: &str, value: Option<&str>, effect: &str) -> Taint {
+        Taint {
+            key: key.into(),
+            value: value.map(String::from),
+            effect: effect.into(),
+        }
+    }
+
+    fn record(phase: Phase, cordoned: bool, tainted: bool) -> RecordState {
+        RecordState::Valid(FenceRecord {
+            phase,
+            fencing_since: wall0(),
+            fenced_at: (phase == Phase::Fenced).then(wall0),
+            cordoned,
+            tainted,
+            by: "old-leader".into(),
+        })
+    }
+
+    #[test]
+    fn begin_fencing_records_and_cordons() {
+        let s = settings();
+        let f = facts("n1");
+        let now = now_at(5);
+        let p = render(&NodeIntent::BeginFencing, &f, now, &s).unwrap();
+        assert_eq!(p.resource_version, f.resource_version);
+        assert_eq!(p.unschedulable, Some(true));
+        assert_eq!(p.taints, None);
+        let Some(Some(r)) = &p.record else { panic!() };
+        assert_eq!(r.phase, Phase::Fencing);
+        assert_eq!(r.fencing_since, now.wall);
+        assert_eq!(r.fenced_at, None);
+        assert!(r.cordoned && !r.tainted);
+        assert_eq!(r.by, s.identity);
+        let after = apply(&f, &p);
+        assert!(after.unschedulable);
+        assert_eq!(
+            after.labels.get(PHASE_LABEL).map(String::as_str),
+            Some("fencing")
+        );
+        assert_ne!(after.resource_version, f.resource_version);
+    }
+
+    #[test]
+    fn begin_fencing_of_a_cordoned_node_does_not_claim_the_cordon() {
+        let mut f = facts("n1");
+        f.unschedulable = true;
+        let p = render(&NodeIntent::BeginFencing, &f, now_at(0), &settings()).unwrap();
+        assert_eq!(p.unschedulable, None);
+        assert!(matches!(&p.record, Some(Some(r)) if !r.cordoned));
+    }
+
+    #[test]
+    fn begin_fencing_skips_recorded_nodes() {
+        let s = settings();
+        let mut f = facts("n1");
+        f.record = record(Phase::Fencing, true, false);
+        assert_eq!(
+            render(&NodeIntent::BeginFencing, &f, now_at(0), &s),
+            Err(Skip::AlreadyDone)
+        );
+        f.record = RecordState::Malformed("x".into());
+        assert!(matches!(
+            render(&NodeIntent::BeginFencing, &f, now_at(0), &s),
+            Err(Skip::NoLongerApplies(_))
+        ));
+    }
+
+    #[test]
+    fn mark_fenced_appends_the_taint_keeping_others_in_order() {
+        let s = settings();
+        let mut f = facts("n1");
+        f.unschedulable = true;
+        f.record = record(Phase::Fencing, true, false);
+        let others = vec![
+            taint("b", Some("1"), "NoSchedule"),
+            taint("node.kubernetes.io/unreachable", None, "NoExecute"),
+            taint("a", None, "PreferNoSchedule"),
+        ];
+        f.taints = others.clone();
+        let now = now_at(70);
+        let p = render(&NodeIntent::MarkFenced, &f, now, &s).unwrap();
+        let mut want = others.clone();
+        want.push(Taint::out_of_service());
+        assert_eq!(p.taints, Some(want));
+        assert_eq!(p.unschedulable, None);
+        let Some(Some(r)) = &p.record else { panic!() };
+        assert_eq!(r.phase, Phase::Fenced);
+        assert_eq!(r.fenced_at, Some(now.wall));
+        assert_eq!(r.fencing_since, wall0());
+        assert!(r.tainted && r.cordoned);
+    }
+
+    #[test]
+    fn mark_fenced_leaves_someone_elses_out_of_service_taint() {
+        let s = settings();
+        let mut f = facts("n1");
+        f.record = record(Phase::Fencing, false, false);
+        f.taints = vec![taint(
+            OUT_OF_SERVICE_TAINT_KEY,
+            Some("manual"),
+            "NoSchedule",
+        )];
+        let p = render(&NodeIntent::MarkFenced, &f, now_at(70), &s).unwrap();
+        assert_eq!(p.taints, None);
+        assert!(matches!(&p.record, Some(Some(r)) if !r.tainted && !r.cordoned));
+    }
+
+    #[test]
+    fn mark_fenced_with_delete_pods_adds_no_taint() {
+        let mut s = settings();
+        s.strategy = Strategy::DeletePods;
+        let mut f = facts("n1");
+        f.record = record(Phase::Fencing, true, false);
+        let p = render(&NodeIntent::MarkFenced, &f, now_at(70), &s).unwrap();
+        assert_eq!(p.taints, None);
+        assert!(matches!(&p.record, Some(Some(r)) if !r.tainted && r.phase == Phase::Fenced));
+    }
+
+    #[test]
+    fn mark_fenced_requires_a_fencing_record() {
+        let s = settings();
+        let mut f = facts("n1");
+        assert!(matches!(
+            render(&NodeIntent::MarkFenced, &f, now_at(0), &s),
+            Err(Skip::NoLongerApplies(_))
+        ));
+        f.record = RecordState::Malformed("bad".into());
+        assert!(matches!(
+            render(&NodeIntent::MarkFenced, &f, now_at(0), &s),
+            Err(Skip::NoLongerApplies(_))
+        ));
+        f.record = record(Phase::Fenced, true, true);
+        assert_eq!(
+            render(&NodeIntent::MarkFenced, &f, now_at(0), &s),
+            Err(Skip::AlreadyDone)
+        );
+    }
+
+    #[test]
+    fn unfence_removes_only_what_is_ours() {
+        let s = settings();
+        let mut f = facts("n1");
+        f.unschedulable = true;
+        f.record = record(Phase::Fenced, true, true);
+        f.taints = vec![
+            taint("x", Some("1"), "NoSchedule"),
+            Taint::out_of_service(),
+            taint(OUT_OF_SERVICE_TAINT_KEY, Some("other"), "NoSchedule"),
+            taint("y", None, "NoExecute"),
+        ];
+        let p = render(&NodeIntent::Unfence, &f, now_at(0), &s).unwrap();
+        assert_eq!(
+            p.taints,
+            Some(vec![
+                taint("x", Some("1"), "NoSchedule"),
+                taint(OUT_OF_SERVICE_TAINT_KEY, Some("other"), "NoSchedule"),
+                taint("y", None, "NoExecute"),
+            ])
+        );
+        assert_eq!(p.unschedulable, Some(false));
+        assert_eq!(p.record, Some(None));
+        let after = apply(&f, &p);
+        assert_eq!(after.record, RecordState::Absent);
+        assert!(!after.labels.contains_key(PHASE_LABEL));
+    }
+
+    #[test]
+    fn unfence_keeps_taint_and_cordon_it_did_not_add() {
+        let s = settings();
+        let mut f = facts("n1");
+        f.unschedulable = true;
+        f.record = record(Phase::Fenced, false, false);
+        f.taints = vec![Taint::out_of_service()];
+        let p = render(&NodeIntent::Unfence, &f, now_at(0), &s).unwrap();
+        assert_eq!(p.taints, None);
+        assert_eq!(p.unschedulable, None);
+        assert_eq!(p.record, Some(None));
+    }
+
+    #[test]
+    fn unfence_of_an_uncordoned_node_only_drops_the_record() {
+        let s = settings();
+        let mut f = facts("n1");
+        f.record = record(Phase::Fencing, true, false);
+        let p = render(&NodeIntent::Unfence, &f, now_at(0), &s).unwrap();
+        assert_eq!(p.unschedulable, None);
+        assert_eq!(p.taints, None);
+        assert_eq!(p.record, Some(None));
+    }
+
+    #[test]
+    fn unfence_skips() {
+        let s = settings();
+        let mut f = facts("n1");
+        assert_eq!(
+            render(&NodeIntent::Unfence, &f, now_at(0), &s),
+            Err(Skip::AlreadyDone)
+        );
+        f.record = RecordState::Malformed("bad".into());
+        assert!(matches!(
+            render(&NodeIntent::Unfence, &f, now_at(0), &s),
+            Err(Skip::NoLongerApplies(_))
+        ));
+    }
+
+    #[test]
+    fn full_cycle_restores_the_node() {
+        let s = settings();
+        let mut f = facts("n1");
+        f.taints = vec![taint("keep", Some("me"), "NoSchedule")];
+        let original = f.clone();
+        for (i, intent) in [
+            NodeIntent::BeginFencing,
+            NodeIntent::MarkFenced,
+            NodeIntent::Unfence,
+        ]
+        .iter()
+        .enumerate()
+        {
+            let p = render(intent, &f, now_at(i as u64 * 60), &s).unwrap();
+            f = apply(&f, &p);
+        }
+        assert_eq!(f.taints, original.taints);
+        assert_eq!(f.unschedulable, original.unschedulable);
+        assert_eq!(f.record, original.record);
+        assert_eq!(f.labels, original.labels);
+    }
 }

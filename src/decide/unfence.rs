@@ -1,1 +1,48 @@
-//! TODO
+//! Unfence: a node carrying a valid record (managed or excluded) that has
+//! been healthy again for `healthy_after` — an unbroken run of Lease
+//! renewals and Ready=True, both at least that long — gets back exactly
+//! what kube-fencer took (cordon, taint) and loses the record. The
+//! hysteresis keeps a flapping node from being unfenced early.
+
+use super::{Action, NodeIntent, Readiness};
+use super::{NodeView, Plan, fmt_age};
+
+pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
+    let Some(record) = view.obs.facts.record.valid() else {
+        return;
+    };
+    let Some(hb) = view.obs.heartbeat else {
+        return;
+    };
+    if view.stale {
+        return;
+    }
+    let now = plan.now.mono;
+    let healthy_after = plan.settings.healthy_after;
+    let streak = hb.streak(now);
+    let lease_ok = streak >= healthy_after;
+    if !lease_ok {
+        plan.wake(hb.streak_since + healthy_after);
+    }
+    let ready_for = match (view.obs.facts.ready, view.obs.ready_since) {
+        (Readiness::True, Some(since)) => Some(now.saturating_duration_since(since)),
+        _ => None,
+    };
+    let ready_ok = ready_for.is_some_and(|d| d >= healthy_after);
+    if let (Some(d), false) = (ready_for, ready_ok) {
+        plan.wake(now + (healthy_after - d));
+    }
+    if lease_ok && ready_ok {
+        plan.actions.push(Action::UpdateNode {
+            node: view.name.to_string(),
+            intent: NodeIntent::Unfence,
+            why: format!(
+                "healthy again: Lease renewed without a gap for {} and Ready for {} (--healthy-after {}); undoing kube-fencer's changes from its {:?} record",
+                fmt_age(streak),
+                fmt_age(ready_for.unwrap_or_default()),
+                humantime::format_duration(healthy_after),
+                record.phase
+            ),
+        });
+    }
+}

@@ -1,0 +1,428 @@
+//! A small deterministic world for scenario tests: nodes whose kubelets
+//! renew their Leases (or not), pods, VolumeAttachments, an injected clock,
+//! and an agent that observes the world, decides every second and executes
+//! the actions the way the API server would (or, in a dry run, only records
+//! them in an [`Overlay`]).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::dryrun::Overlay;
+use super::testutil::{now_after, settings};
+use super::*;
+
+/// One node of the simulated cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimNode {
+    pub facts: NodeFacts,
+    /// Whether the node has a Lease in `kube-node-lease`.
+    pub has_lease: bool,
+    /// Whether its kubelet renews the Lease.
+    pub alive: bool,
+    pub renew_every: Duration,
+    /// Offset of the next renewal while alive.
+    pub next_renewal: Duration,
+}
+
+/// A pod as the shell lists it: `listed_under` is the node whose pod list it
+/// appears in (normally `pod.node`; a different value simulates a shell bug).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimPod {
+    pub listed_under: String,
+    pub pod: PodObs,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct World {
+    pub nodes: BTreeMap<String, SimNode>,
+    pub pods: Vec<SimPod>,
+    pub vas: Vec<VolumeAttachmentObs>,
+}
+
+/// The agent's in-memory state (lost when leadership changes).
+#[derive(Clone, Debug, Default)]
+pub struct Agent {
+    pub synced: bool,
+    pub heartbeats: BTreeMap<String, Heartbeat>,
+    pub ready_since: BTreeMap<String, Instant>,
+    pub dry_run: Option<Overlay>,
+}
+
+/// An action with the offset at which it was decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Logged {
+    pub at: Duration,
+    pub action: Action,
+}
+
+pub struct Sim {
+    pub world: World,
+    pub agent: Agent,
+    pub settings: Settings,
+    /// Offset of the present from the clock's origin.
+    pub t: Duration,
+    pub log: Vec<Logged>,
+    pub last: Option<Decision>,
+    pub last_obs: Option<Observations>,
+}
+
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+impl Sim {
+    pub fn new() -> Self {
+        Sim::with(settings())
+    }
+
+    pub fn with(settings: Settings) -> Self {
+        Sim {
+            world: World::default(),
+            agent: Agent::default(),
+            settings,
+            t: Duration::ZERO,
+            log: Vec::new(),
+            last: None,
+            last_obs: None,
+        }
+    }
+
+    pub fn now(&self) -> Now {
+        now_after(self.t)
+    }
+
+    /// Add a healthy node whose kubelet renews every 10 s.
+    pub fn node(&mut self, name: &str) -> &mut SimNode {
+        self.world.nodes.insert(
+            name.to_string(),
+            SimNode {
+                facts: testutil::facts(name),
+                has_lease: true,
+                alive: true,
+                renew_every: secs(10),
+                next_renewal: self.t,
+            },
+        );
+        self.world.nodes.get_mut(name).expect("just inserted")
+    }
+
+    pub fn nodes(&mut self, names: &[&str]) {
+        for n in names {
+            self.node(n);
+        }
+    }
+
+    pub fn get(&self, name: &str) -> &SimNode {
+        &self.world.nodes[name]
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> &mut SimNode {
+        self.world.nodes.get_mut(name).expect("no such node")
+    }
+
+    pub fn label(&mut self, node: &str, key: &str, value: &str) {
+        self.get_mut(node)
+            .facts
+            .labels
+            .insert(key.to_string(), value.to_string());
+    }
+
+    // World changes are delivered to the agent at once (as watch events);
+    // the next decision is at the next tick.
+
+    /// The kubelet stops (power loss, partition).
+    pub fn kill(&mut self, name: &str) {
+        let n = self.get_mut(name);
+        n.alive = false;
+        n.facts.ready = Readiness::Unknown;
+        self.observe();
+    }
+
+    /// The kubelet comes back: it renews at once, Ready follows.
+    pub fn revive(&mut self, name: &str) {
+        let t = self.t;
+        let n = self.get_mut(name);
+        n.alive = true;
+        n.next_renewal = t;
+        n.facts.ready = Readiness::True;
+        self.observe();
+    }
+
+    pub fn set_ready(&mut self, name: &str, ready: Readiness) {
+        self.get_mut(name).facts.ready = ready;
+        self.observe();
+    }
+
+    /// A pod owned by `controller` (`(apiVersion, kind, name)`).
+    pub fn pod(
+        &mut self,
+        node: &str,
+        ns_name: &str,
+        controller: Option<(&str, &str, &str)>,
+        claims: Vec<ClaimObs>,
+    ) -> String {
+        let (namespace, name) = ns_name.split_once('/').unwrap_or(("default", ns_name));
+        let uid = format!("uid-{namespace}-{name}-{}", self.world.pods.len());
+        self.world.pods.push(SimPod {
+            listed_under: node.to_string(),
+            pod: PodObs {
+                namespace: namespace.into(),
+                name: name.into(),
+                uid: uid.clone(),
+                node: node.into(),
+                controller: controller.map(|(a, k, n)| OwnerRef {
+                    api_version: a.into(),
+                    kind: k.into(),
+                    name: n.into(),
+                }),
+                claims,
+            },
+        });
+        uid
+    }
+
+    pub fn sts_pod(&mut self, node: &str, ns_name: &str, sts: &str) -> String {
+        self.pod(node, ns_name, Some(("apps/v1", "StatefulSet", sts)), vec![])
+    }
+
+    pub fn va(&mut self, name: &str, node: &str, volume: &str) {
+        self.world.vas.push(VolumeAttachmentObs {
+            name: name.into(),
+            node: node.into(),
+            volume: Some(volume.into()),
+        });
+    }
+
+    pub fn pod_exists(&self, uid: &str) -> bool {
+        self.world.pods.iter().any(|p| p.pod.uid == uid)
+    }
+
+    pub fn dry_run(&mut self) {
+        self.agent.dry_run = Some(Overlay::default());
+    }
+
+    /// The agent's caches complete their initial list now (also after a
+    /// leader change): every heartbeat timer starts now.
+    pub fn sync(&mut self) {
+        let now = self.now().mono;
+        self.agent.synced = true;
+        self.agent.heartbeats.clear();
+        self.agent.ready_since.clear();
+        for (name, n) in &self.world.nodes {
+            if n.has_lease {
+                self.agent
+                    .heartbeats
+                    .insert(name.clone(), Heartbeat::first_seen(now));
+            }
+            if n.facts.ready == Readiness::True {
+                self.agent.ready_since.insert(name.clone(), now);
+            }
+        }
+        // Renewals due at this very moment are part of the initial list.
+        self.observe();
+    }
+
+    /// A new leader with empty memory takes over now and syncs.
+    pub fn new_leader(&mut self, identity: &str) {
+        let dry = self.agent.dry_run.is_some();
+        self.agent = Agent::default();
+        if dry {
+            self.agent.dry_run = Some(Overlay::default());
+        }
+        self.settings.identity = identity.to_string();
+        self.sync();
+    }
+
+    /// Deliver the watch events of the present moment to the agent.
+    fn observe(&mut self) {
+        let now = self.now().mono;
+        let ua = self.settings.unreachable_after;
+        let t = self.t;
+        for (name, n) in self.world.nodes.iter_mut() {
+            if n.has_lease && n.alive && n.next_renewal <= t {
+                let hb = match self.agent.heartbeats.get(name) {
+                    Some(hb) => hb.renewed(now, ua),
+                    None => Heartbeat::first_seen(now),
+                };
+                if self.agent.synced {
+                    self.agent.heartbeats.insert(name.clone(), hb);
+                }
+                n.next_renewal = t + n.renew_every;
+            }
+            if self.agent.synced {
+                if n.facts.ready == Readiness::True {
+                    self.agent.ready_since.entry(name.clone()).or_insert(now);
+                } else {
+                    self.agent.ready_since.remove(name);
+                }
+            }
+        }
+    }
+
+    /// The observations the shell hands to the core (a dry run's overlay applied).
+    pub fn observations(&self) -> Observations {
+        let mut obs = Observations {
+            synced: self.agent.synced,
+            ..Default::default()
+        };
+        for (name, n) in &self.world.nodes {
+            obs.nodes.insert(
+                name.clone(),
+                NodeObs {
+                    facts: n.facts.clone(),
+                    heartbeat: if n.has_lease {
+                        self.agent.heartbeats.get(name).copied()
+                    } else {
+                        None
+                    },
+                    ready_since: self.agent.ready_since.get(name).copied(),
+                },
+            );
+        }
+        // A dry run must pick the nodes from what it pretends (a record it
+        // only "wrote" says Fenced), so the overlay applies before choosing.
+        if let Some(overlay) = &self.agent.dry_run {
+            overlay.apply(&mut obs);
+        }
+        let needing = nodes_needing_pods(&obs, &self.settings);
+        for name in &needing {
+            let pods = self
+                .world
+                .pods
+                .iter()
+                .filter(|p| p.listed_under == *name)
+                .map(|p| p.pod.clone())
+                .collect();
+            obs.pods.insert(name.clone(), pods);
+        }
+        if !needing.is_empty() {
+            obs.volume_attachments = self.world.vas.clone();
+        }
+        if let Some(overlay) = &self.agent.dry_run {
+            overlay.apply(&mut obs);
+        }
+        obs
+    }
+
+    /// Observe, decide and execute at the present moment.
+    pub fn decide_now(&mut self) -> Decision {
+        self.observe();
+        let obs = self.observations();
+        let now = self.now();
+        let d = decide(&obs, now, &self.settings);
+        for a in &d.actions {
+            self.log.push(Logged {
+                at: self.t,
+                action: a.clone(),
+            });
+        }
+        match &mut self.agent.dry_run {
+            Some(overlay) => overlay.record(&d.actions, &obs, now, &self.settings),
+            None => self.execute(&d.actions),
+        }
+        self.last = Some(d.clone());
+        self.last_obs = Some(obs);
+        d
+    }
+
+    /// What the API server does with the actions.
+    fn execute(&mut self, actions: &[Action]) {
+        let now = self.now();
+        for a in actions {
+            match a {
+                Action::UpdateNode { node, intent, .. } => {
+                    let Some(n) = self.world.nodes.get_mut(node) else {
+                        continue;
+                    };
+                    if let Ok(p) = patch::render(intent, &n.facts, now, &self.settings) {
+                        assert_eq!(p.resource_version, n.facts.resource_version);
+                        n.facts = patch::apply(&n.facts, &p);
+                    }
+                }
+                Action::DeletePod { pod, .. } => {
+                    self.world.pods.retain(|p| p.pod.uid != pod.uid);
+                }
+                Action::DeleteVolumeAttachment { name, .. } => {
+                    self.world.vas.retain(|v| v.name != *name);
+                }
+            }
+        }
+    }
+
+    /// Advance one second and decide.
+    pub fn tick(&mut self) -> Decision {
+        self.t += secs(1);
+        self.decide_now()
+    }
+
+    /// Tick until offset `until` (inclusive), deciding every second.
+    pub fn run_until(&mut self, until: u64) {
+        while self.t < secs(until) {
+            self.tick();
+        }
+    }
+
+    /// Actions decided at offset `at`.
+    pub fn actions_at(&self, at: u64) -> Vec<&Action> {
+        self.log
+            .iter()
+            .filter(|l| l.at == secs(at))
+            .map(|l| &l.action)
+            .collect()
+    }
+
+    /// Offsets (in seconds) at which `node` got an UpdateNode with `intent`.
+    pub fn updates(&self, node: &str, intent: NodeIntent) -> Vec<u64> {
+        self.log
+            .iter()
+            .filter(|l| {
+                matches!(&l.action, Action::UpdateNode { node: n, intent: i, .. } if n == node && *i == intent)
+            })
+            .map(|l| l.at.as_secs())
+            .collect()
+    }
+
+    pub fn deleted_pods(&self) -> Vec<(u64, String)> {
+        self.log
+            .iter()
+            .filter_map(|l| match &l.action {
+                Action::DeletePod { pod, .. } => Some((l.at.as_secs(), pod.uid.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn deleted_vas(&self) -> Vec<String> {
+        self.log
+            .iter()
+            .filter_map(|l| match &l.action {
+                Action::DeleteVolumeAttachment { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn status(&self, node: &str) -> NodeStatus {
+        self.last.as_ref().expect("no decision yet").report.nodes[node].clone()
+    }
+
+    pub fn warnings(&self) -> Vec<Warning> {
+        self.last
+            .as_ref()
+            .expect("no decision yet")
+            .report
+            .warnings
+            .clone()
+    }
+
+    /// The last decision's next wakeup, as an offset in seconds from the origin.
+    pub fn wakeup(&self) -> Option<f64> {
+        let r = &self.last.as_ref().expect("no decision yet").report;
+        r.next_wakeup
+            .map(|w| w.duration_since(testutil::base()).as_secs_f64())
+    }
+
+    pub fn record(&self, node: &str) -> &RecordState {
+        &self.get(node).facts.record
+    }
+}

@@ -1,0 +1,62 @@
+//! Shared fixtures for the decision core's unit tests.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::*;
+
+/// The fixed origin of every test clock.
+pub fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+/// Wall time at the test clock's origin (2027-01-15T08:00:00Z).
+pub fn wall0() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+pub fn mono(secs: u64) -> Instant {
+    base() + Duration::from_secs(secs)
+}
+
+pub fn now_at(secs: u64) -> Now {
+    now_after(Duration::from_secs(secs))
+}
+
+pub fn now_after(offset: Duration) -> Now {
+    Now {
+        mono: base() + offset,
+        wall: wall0() + offset,
+    }
+}
+
+pub const SELF_NODE: &str = "agent-node";
+
+pub fn settings() -> Settings {
+    Settings {
+        self_node: SELF_NODE.into(),
+        identity: "kube-fencer-test".into(),
+        unreachable_after: Duration::from_secs(20),
+        fence_timeout: Duration::from_secs(60),
+        healthy_after: Duration::from_secs(30),
+        max_unhealthy: MaxUnhealthy::Percent(50),
+        node_selector: Selector::everything(),
+        manage_control_plane: false,
+        strategy: Strategy::OutOfService,
+        delete_pods_with_rwo_volumes: false,
+    }
+}
+
+pub fn facts(name: &str) -> NodeFacts {
+    NodeFacts {
+        name: name.into(),
+        resource_version: Some("1".into()),
+        labels: BTreeMap::new(),
+        unschedulable: false,
+        taints: Vec::new(),
+        ready: Readiness::True,
+        record: RecordState::Absent,
+    }
+}
