@@ -1,1 +1,469 @@
-//! Property tests of the decision core over random worlds.
+//! Property tests of the decision core: safety invariants over random
+//! observations and over random event sequences in the simulated world.
+
+use proptest::prelude::*;
+use proptest::strategy::Strategy;
+
+use super::Strategy as FenceStrategy;
+use super::sim::{Sim, secs};
+use super::testutil::{SELF_NODE, mono, now_at, settings, wall0};
+use super::*;
+
+const NOW: u64 = 1000;
+
+fn taint_pool() -> Vec<Taint> {
+    vec![
+        Taint::out_of_service(),
+        Taint {
+            key: OUT_OF_SERVICE_TAINT_KEY.into(),
+            value: Some("manual".into()),
+            effect: "NoSchedule".into(),
+        },
+        Taint {
+            key: OUT_OF_SERVICE_TAINT_KEY.into(),
+            value: Some(OUT_OF_SERVICE_TAINT_VALUE.into()),
+            effect: "NoSchedule".into(),
+        },
+        Taint {
+            key: "node.kubernetes.io/unreachable".into(),
+            value: None,
+            effect: "NoExecute".into(),
+        },
+        Taint {
+            key: "dedicated".into(),
+            value: Some("db".into()),
+            effect: "NoSchedule".into(),
+        },
+    ]
+}
+
+fn arb_settings() -> impl Strategy<Value = Settings> {
+    (
+        prop_oneof![
+            (0u32..=100).prop_map(MaxUnhealthy::Percent),
+            (0u32..5).prop_map(MaxUnhealthy::Count)
+        ],
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(max, oos, rwo, cp, sel)| {
+            let mut s = settings();
+            s.max_unhealthy = max;
+            s.strategy = if oos {
+                FenceStrategy::OutOfService
+            } else {
+                FenceStrategy::DeletePods
+            };
+            s.delete_pods_with_rwo_volumes = rwo;
+            s.manage_control_plane = cp;
+            if sel {
+                s.node_selector = Selector::parse("pool!=b").unwrap();
+            }
+            s
+        })
+}
+
+fn arb_record() -> impl Strategy<Value = RecordState> {
+    prop_oneof![
+        2 => Just(RecordState::Absent),
+        3 => (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(fenced, cordoned, tainted)| {
+            RecordState::Valid(FenceRecord {
+                phase: if fenced { Phase::Fenced } else { Phase::Fencing },
+                fencing_since: wall0(),
+                fenced_at: fenced.then(wall0),
+                cordoned,
+                tainted,
+                by: "someone".into(),
+            })
+        }),
+        1 => Just(RecordState::Malformed("bad".into())),
+    ]
+}
+
+fn arb_ready() -> impl Strategy<Value = Readiness> {
+    prop_oneof![
+        Just(Readiness::True),
+        Just(Readiness::False),
+        Just(Readiness::Unknown)
+    ]
+}
+
+fn arb_node(name: String) -> impl Strategy<Value = NodeObs> {
+    (
+        (
+            proptest::option::of(prop_oneof![Just("true"), Just("false")]),
+            proptest::option::of(prop_oneof![Just("a"), Just("b")]),
+            any::<bool>(),
+        ),
+        arb_record(),
+        proptest::option::of((0u64..200, 0u64..200)),
+        arb_ready(),
+        proptest::option::of(0u64..200),
+        any::<bool>(),
+        proptest::sample::subsequence(taint_pool(), 0..=5),
+        proptest::bool::weighted(0.3),
+    )
+        .prop_map(
+            move |((exclude, pool, cp), record, hb, ready, ready_for, unsched, taints, shuffle)| {
+                let mut f = testutil::facts(&name);
+                if let Some(v) = exclude {
+                    f.labels.insert(EXCLUDE_LABEL.into(), v.into());
+                }
+                if let Some(p) = pool {
+                    f.labels.insert("pool".into(), p.into());
+                }
+                if cp {
+                    f.labels
+                        .insert(CONTROL_PLANE_LABELS[0].into(), String::new());
+                }
+                f.record = record;
+                f.ready = ready;
+                f.unschedulable = unsched;
+                f.taints = taints;
+                if shuffle {
+                    f.taints.reverse();
+                }
+                NodeObs {
+                    facts: f,
+                    heartbeat: hb.map(|(age, streak)| Heartbeat {
+                        last_renewal: mono(NOW - age),
+                        streak_since: mono(NOW - age - streak),
+                    }),
+                    ready_since: ready_for.map(|d| mono(NOW - d)),
+                }
+            },
+        )
+}
+
+fn arb_pod(nodes: Vec<String>) -> impl Strategy<Value = (usize, PodObs)> {
+    let n = nodes.len();
+    (
+        0..n,
+        0..n,
+        prop_oneof![
+            Just(None),
+            Just(Some(("apps/v1", "StatefulSet"))),
+            Just(Some(("apps/v1", "DaemonSet"))),
+            Just(Some(("apps/v1", "ReplicaSet"))),
+            Just(Some(("apps/v1beta2", "StatefulSet"))),
+            Just(Some(("batch/v1", "Job"))),
+        ],
+        proptest::collection::vec((0u8..4, any::<bool>(), any::<bool>()), 0..3),
+        0u32..1_000_000,
+    )
+        .prop_map(move |(listed, on, owner, claims, uid)| {
+            (
+                listed,
+                PodObs {
+                    namespace: "ns".into(),
+                    name: format!("p{uid}"),
+                    uid: format!("u{uid}"),
+                    node: nodes[on].clone(),
+                    controller: owner.map(|(a, k)| OwnerRef {
+                        api_version: a.into(),
+                        kind: k.into(),
+                        name: "owner".into(),
+                    }),
+                    claims: claims
+                        .into_iter()
+                        .map(|(pv, bound, rwo)| ClaimObs {
+                            claim: format!("c{pv}"),
+                            volume: bound.then(|| format!("pv{pv}")),
+                            read_write_once: rwo,
+                        })
+                        .collect(),
+                },
+            )
+        })
+}
+
+fn arb_obs() -> impl Strategy<Value = Observations> {
+    (1usize..7, proptest::bool::weighted(0.9), any::<bool>())
+        .prop_flat_map(|(n, synced, with_self)| {
+            let mut names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+            if with_self {
+                names[0] = SELF_NODE.to_string();
+            }
+            let nodes: Vec<_> = names.iter().map(|nm| arb_node(nm.clone())).collect();
+            let vas = proptest::collection::vec((0..n, 0u8..4, 0u32..1000), 0..6);
+            (
+                Just(names.clone()),
+                Just(synced),
+                nodes,
+                proptest::collection::vec(arb_pod(names), 0..12),
+                vas,
+            )
+        })
+        .prop_map(|(names, synced, nodes, pods, vas)| {
+            let mut obs = Observations {
+                synced,
+                ..Default::default()
+            };
+            for (name, node) in names.iter().zip(nodes) {
+                obs.nodes.insert(name.clone(), node);
+            }
+            for (listed, pod) in pods {
+                obs.pods.entry(names[listed].clone()).or_default().push(pod);
+            }
+            obs.volume_attachments = vas
+                .into_iter()
+                .map(|(node, pv, id)| VolumeAttachmentObs {
+                    name: format!("va{id}"),
+                    node: names[node].clone(),
+                    volume: Some(format!("pv{pv}")),
+                })
+                .collect();
+            obs
+        })
+}
+
+fn stale(obs: &Observations, node: &str, s: &Settings, now: Now) -> bool {
+    obs.nodes[node]
+        .heartbeat
+        .is_some_and(|hb| hb.is_stale(now.mono, s.unreachable_after))
+}
+
+/// The invariants every single decision must satisfy.
+fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(), TestCaseError> {
+    if !obs.synced {
+        prop_assert!(
+            d.actions.is_empty(),
+            "acted on a cold cache: {:?}",
+            d.actions
+        );
+        return Ok(());
+    }
+    for a in &d.actions {
+        match a {
+            Action::DeletePod { node, pod, .. } => {
+                let n = &obs.nodes[node];
+                prop_assert_eq!(n.facts.record.phase(), Some(Phase::Fenced), "{:?}", a);
+                prop_assert!(stale(obs, node, s, now), "{:?}", a);
+                prop_assert!(guard::scope(n, s).is_managed(), "{:?}", a);
+                let listed = obs.pods[node].iter().find(|p| p.uid == pod.uid);
+                prop_assert!(listed.is_some_and(|p| p.node == *node), "{:?}", a);
+                let p = listed.unwrap();
+                let sts = recover::statefulset_of(p).is_some();
+                let rwo =
+                    s.delete_pods_with_rwo_volumes && p.claims.iter().any(|c| c.read_write_once);
+                prop_assert!(sts || rwo, "{:?}", a);
+            }
+            Action::DeleteVolumeAttachment { node, name, .. } => {
+                prop_assert_eq!(obs.nodes[node].facts.record.phase(), Some(Phase::Fenced));
+                let va = obs
+                    .volume_attachments
+                    .iter()
+                    .find(|v| v.name == *name)
+                    .unwrap();
+                prop_assert_eq!(&va.node, node);
+            }
+            Action::UpdateNode { node, intent, .. } => {
+                let n = &obs.nodes[node];
+                if *node == s.self_node {
+                    prop_assert_eq!(intent, &NodeIntent::Unfence);
+                }
+                match intent {
+                    NodeIntent::BeginFencing | NodeIntent::MarkFenced => {
+                        prop_assert!(stale(obs, node, s, now), "fenced a fresh Lease: {:?}", a);
+                        prop_assert!(guard::scope(n, s).is_managed(), "{:?}", a);
+                        prop_assert!(!d.report.storm_guard.active, "{:?}", a);
+                    }
+                    NodeIntent::Unfence => {
+                        prop_assert!(n.facts.record.valid().is_some());
+                        prop_assert!(!stale(obs, node, s, now));
+                    }
+                }
+                if *intent == NodeIntent::MarkFenced {
+                    let hb = n.heartbeat.unwrap();
+                    prop_assert!(hb.age(now.mono) >= s.fence_timeout);
+                    prop_assert_eq!(n.facts.record.phase(), Some(Phase::Fencing));
+                }
+            }
+        }
+        if let Action::UpdateNode { node, .. } | Action::DeletePod { node, .. } = a {
+            let unfence = matches!(
+                a,
+                Action::UpdateNode {
+                    intent: NodeIntent::Unfence,
+                    ..
+                }
+            );
+            prop_assert!(
+                *node != s.self_node || unfence,
+                "acted on its own node: {:?}",
+                a
+            );
+        }
+    }
+    if let Some(w) = d.report.next_wakeup {
+        prop_assert!(w > now.mono);
+    }
+    Ok(())
+}
+
+/// Unfencing never touches a taint other than exactly ours, and ours only
+/// when the record says kube-fencer added it.
+fn check_unfence_patch(facts: &NodeFacts, s: &Settings) -> Result<(), TestCaseError> {
+    let Ok(p) = patch::render(&NodeIntent::Unfence, facts, now_at(NOW), s) else {
+        return Ok(());
+    };
+    let tainted = facts.record.valid().is_some_and(|r| r.tainted);
+    let cordoned = facts.record.valid().is_some_and(|r| r.cordoned);
+    if let Some(new) = &p.taints {
+        prop_assert!(tainted);
+        let expected: Vec<Taint> = facts
+            .taints
+            .iter()
+            .filter(|t| **t != Taint::out_of_service())
+            .cloned()
+            .collect();
+        prop_assert_eq!(new, &expected);
+        prop_assert!(new.len() < facts.taints.len());
+    }
+    if let Some(u) = p.unschedulable {
+        prop_assert!(!u && cordoned && facts.unschedulable);
+    }
+    prop_assert_eq!(p.record, Some(None));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn single_decisions_are_safe(obs in arb_obs(), s in arb_settings()) {
+        let now = now_at(NOW);
+        let d = decide(&obs, now, &s);
+        check(&obs, now, &s, &d)?;
+        prop_assert_eq!(&decide(&obs, now, &s), &d, "deterministic");
+        for n in obs.nodes.values() {
+            check_unfence_patch(&n.facts, &s)?;
+        }
+        // Every node the shell lists pods for is managed and Fenced.
+        for name in nodes_needing_pods(&obs, &s) {
+            prop_assert_eq!(obs.nodes[&name].facts.record.phase(), Some(Phase::Fenced));
+        }
+    }
+
+    #[test]
+    fn marking_fenced_never_drops_a_foreign_taint(obs in arb_obs(), s in arb_settings()) {
+        for n in obs.nodes.values() {
+            if let Ok(p) = patch::render(&NodeIntent::MarkFenced, &n.facts, now_at(NOW), &s)
+                && let Some(new) = &p.taints
+            {
+                prop_assert_eq!(&new[..new.len() - 1], &n.facts.taints[..]);
+                prop_assert_eq!(new.last(), Some(&Taint::out_of_service()));
+                prop_assert!(matches!(&p.record, Some(Some(r)) if r.tainted));
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Advance(u64),
+    Kill(usize),
+    Revive(usize),
+    Ready(usize, Readiness),
+    RenewEvery(usize, u64),
+    NewLeader,
+    Unsync,
+    StsPod(usize),
+}
+
+fn arb_event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        6 => (1u64..40).prop_map(Event::Advance),
+        2 => (0usize..6).prop_map(Event::Kill),
+        2 => (0usize..6).prop_map(Event::Revive),
+        1 => (0usize..6, arb_ready()).prop_map(|(i, r)| Event::Ready(i, r)),
+        1 => (0usize..6, 5u64..30).prop_map(|(i, e)| Event::RenewEvery(i, e)),
+        1 => Just(Event::NewLeader),
+        1 => Just(Event::Unsync),
+        1 => (0usize..6).prop_map(Event::StsPod),
+    ]
+}
+
+const NAMES: [&str; 6] = ["n0", "n1", "n2", "n3", "n4", SELF_NODE];
+
+fn foreign() -> Taint {
+    Taint {
+        key: "team".into(),
+        value: Some("x".into()),
+        effect: "NoSchedule".into(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn event_sequences_are_safe(
+        s in arb_settings(),
+        events in proptest::collection::vec(arb_event(), 1..40),
+        dry in proptest::bool::weighted(0.2),
+    ) {
+        let mut sim = Sim::with(s);
+        sim.nodes(&NAMES);
+        for n in NAMES {
+            sim.get_mut(n).facts.taints = vec![foreign()];
+        }
+        if dry {
+            sim.dry_run();
+        }
+        sim.sync();
+        let mut pods = 0;
+        for e in events {
+            match e {
+                Event::Advance(n) => {
+                    for _ in 0..n {
+                        let d = sim.tick();
+                        let obs = sim.last_obs.clone().unwrap();
+                        check(&obs, sim.now(), &sim.settings, &d)?;
+                        for name in NAMES {
+                            let node = sim.get(name);
+                            // A live kubelet renewing well within unreachable_after is never fenced.
+                            if node.alive
+                                && node.renew_every < sim.settings.unreachable_after
+                                && sim.log.iter().any(|l| l.at == sim.t && matches!(&l.action,
+                                    Action::UpdateNode { node: n, intent: NodeIntent::BeginFencing | NodeIntent::MarkFenced, .. } if n == name))
+                            {
+                                let hb = obs.nodes[name].heartbeat.unwrap();
+                                prop_assert!(hb.is_stale(sim.now().mono, sim.settings.unreachable_after));
+                            }
+                            // Foreign taints survive, first and in place.
+                            prop_assert_eq!(&node.facts.taints[0], &foreign());
+                            prop_assert!(node.facts.taints.len() <= 2);
+                        }
+                    }
+                }
+                Event::Kill(i) => sim.kill(NAMES[i]),
+                Event::Revive(i) => sim.revive(NAMES[i]),
+                Event::Ready(i, r) => sim.set_ready(NAMES[i], r),
+                Event::RenewEvery(i, e) => sim.get_mut(NAMES[i]).renew_every = secs(e),
+                Event::NewLeader => sim.new_leader("other-leader"),
+                Event::Unsync => {
+                    sim.agent.synced = false;
+                    let d = sim.tick();
+                    prop_assert!(d.actions.is_empty());
+                    sim.sync();
+                }
+                Event::StsPod(i) => {
+                    pods += 1;
+                    sim.sts_pod(NAMES[i], &format!("ns/p{pods}"), "sts");
+                }
+            }
+        }
+        if dry {
+            // A dry run never changes the world.
+            for n in NAMES {
+                prop_assert_eq!(&sim.get(n).facts.taints, &vec![foreign()]);
+                prop_assert_eq!(&sim.get(n).facts.record, &RecordState::Absent);
+                prop_assert!(!sim.get(n).facts.unschedulable);
+            }
+            prop_assert_eq!(sim.world.pods.len(), pods);
+        }
+    }
+}
