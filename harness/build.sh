@@ -99,7 +99,7 @@ RENAME_FROM="" build_component kubernetes "$KUBERNETES_VERSION" "$HARNESS_DIR/k8
   k8s.io/kubernetes/cmd/kubectl
 
 LDFLAGS="-s -w"
-RENAME_FROM="v3" build_component etcd "$ETCD_VERSION" "$HARNESS_DIR/etcd" \
+RENAME_FROM="server" build_component etcd "$ETCD_VERSION" "$HARNESS_DIR/etcd" \
   etcd -- go.etcd.io/etcd/server/v3
 
 LDFLAGS="-s -w"

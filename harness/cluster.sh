@@ -257,6 +257,11 @@ start_apiserver() {
     --service-cluster-ip-range "$SERVICE_CIDR" \
     --allow-privileged=true \
     --enable-priority-and-fairness=false \
+    --requestheader-client-ca-file "$pki/ca.crt" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User \
+    --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
     --profiling=false \
     --cert-dir "$DIR/pki/apiserver-generated" \
     --v 1
@@ -443,16 +448,34 @@ EOF
 # -------------------------------------------------------------------- down --
 
 do_down() {
-  local f name
+  local f name pid pids=() i
   if [[ -d "$DIR/pids" ]]; then
+    # Nodes first (a hard power-off), then the control plane, all at once:
+    # nothing here needs a graceful shutdown.
     for f in "$DIR"/pids/kwok-*.pid; do
       [[ -e "$f" ]] || continue
-      name="$(basename "$f" .pid)"
-      stop_proc "$name" KILL
+      stop_proc "$(basename "$f" .pid)" KILL
     done
     for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do
-      stop_proc "$name" TERM
+      f="$DIR/pids/$name.pid"
+      [[ -f "$f" ]] || continue
+      pid="$(cat "$f")"
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
     done
+    for ((i = 0; i < 50; i++)); do
+      local alive=0
+      for pid in "${pids[@]}"; do
+        kill -0 "$pid" 2>/dev/null && alive=1
+      done
+      ((alive)) || break
+      sleep 0.1
+    done
+    for pid in "${pids[@]}"; do
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    done
+    rm -f "$DIR"/pids/*.pid
   fi
   # Anything still running from this directory is ours and an orphan.
   local left
