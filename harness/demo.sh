@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kube-fencer demo on a real local control plane (no Docker needed).
 #
-#   ./harness/demo.sh [--fast] [--keep]
+#   ./harness/demo.sh [--fast] [--keep] [--max-unhealthy VALUE]
 #
 # 1. builds what is missing (control-plane binaries via harness/build.sh, the
 #    agent via cargo build --release),
@@ -21,18 +21,21 @@
 # node-monitor-grace-period) and the agent's documented defaults; --fast uses
 # the short test timings (10 s lease) for a run of about a minute.
 # --keep leaves the cluster directory (logs, kubeconfig) in place.
+# --max-unhealthy is passed to the agents (default 40%, as in the DaemonSet).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HARNESS="$REPO/harness"
 FAST=0
 KEEP=0
-for arg in "$@"; do
-  case "$arg" in
-    --fast) FAST=1 ;;
-    --keep) KEEP=1 ;;
-    -h | --help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "unknown option $arg" >&2; exit 2 ;;
+MAX_UNHEALTHY=40%
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --fast) FAST=1; shift ;;
+    --keep) KEEP=1; shift ;;
+    --max-unhealthy) MAX_UNHEALTHY="$2"; shift 2 ;;
+    -h | --help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 
@@ -40,12 +43,12 @@ if ((FAST)); then
   LEASE=10
   GRACE=10s
   UNREACHABLE=6
-  AGENT_ARGS=(--unreachable-after 6s --fence-timeout 10s --healthy-after 5s --max-unhealthy 40% --leader-lease-duration 8s)
+  AGENT_ARGS=(--unreachable-after 6s --fence-timeout 10s --healthy-after 5s --max-unhealthy "$MAX_UNHEALTHY" --leader-lease-duration 8s)
 else
   LEASE=40
   GRACE=40s
   UNREACHABLE=20
-  AGENT_ARGS=(--unreachable-after 20s --fence-timeout 40s --healthy-after 30s --max-unhealthy 40% --leader-lease-duration 15s)
+  AGENT_ARGS=(--unreachable-after 20s --fence-timeout 40s --healthy-after 30s --max-unhealthy "$MAX_UNHEALTHY" --leader-lease-duration 15s)
 fi
 AGENT_ARGS+=(--strategy out-of-service)
 NS=demo

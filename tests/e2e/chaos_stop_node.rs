@@ -20,9 +20,14 @@ async fn chaos_stop_node() {
     cluster.install_kube_fencer().expect("install manifests");
     let mut agent_args: Vec<&str> = FAST_AGENT_ARGS.to_vec();
     agent_args.extend(["--strategy", "out-of-service"]);
-    cluster.spawn_agents(&agent_args).await.expect("spawn agents");
+    cluster
+        .spawn_agents(&agent_args)
+        .await
+        .expect("spawn agents");
 
-    cluster.deploy_statefulset(NS, STS, 3).expect("deploy StatefulSet");
+    cluster
+        .deploy_statefulset(NS, STS, 3)
+        .expect("deploy StatefulSet");
     let placement = cluster
         .wait_statefulset_ready(NS, STS, 3, Duration::from_secs(90))
         .await;
@@ -66,7 +71,10 @@ async fn chaos_stop_node() {
 
     // Every agent must be up before the failure.
     for n in cluster.node_names().await.unwrap() {
-        assert!(cluster.agent_running(&n).unwrap(), "agent for {n} not running");
+        assert!(
+            cluster.agent_running(&n).unwrap(),
+            "agent for {n} not running"
+        );
     }
 
     let old_pod = cluster.pod(NS, &victim_pod).await.unwrap().unwrap();
@@ -120,15 +128,25 @@ async fn chaos_stop_node() {
         "RECOVERED: {victim_pod} Running on {new_node} {:.1}s after {victim} lost power",
         recovery.as_secs_f64()
     ));
-    assert!(healthy.contains(&new_node), "{new_node} is not a healthy node");
+    assert!(
+        healthy.contains(&new_node),
+        "{new_node} is not a healthy node"
+    );
     assert_eq!(
         pod_claims(&new_pod),
         vec![claim.clone()],
         "replacement uses the same claim"
     );
-    let (new_pvc_name, new_pvc_uid) = cluster.pvc(NS, &claim).await.unwrap().expect("PVC still exists");
+    let (new_pvc_name, new_pvc_uid) = cluster
+        .pvc(NS, &claim)
+        .await
+        .unwrap()
+        .expect("PVC still exists");
     assert_eq!(new_pvc_name, pvc_name);
-    assert_eq!(new_pvc_uid, pvc_uid, "PVC {claim} must be the same object (same UID)");
+    assert_eq!(
+        new_pvc_uid, pvc_uid,
+        "PVC {claim} must be the same object (same UID)"
+    );
 
     // The dead node is fenced: cordoned, out-of-service taint, state annotation.
     let node = cluster.node(&victim).await.unwrap();
@@ -166,8 +184,15 @@ async fn chaos_stop_node() {
     for i in [0u32, 2] {
         let name = format!("{STS}-{i}");
         if placement[&name] != victim {
-            let p = cluster.pod(NS, &name).await.unwrap().expect("replica exists");
-            assert_eq!(pod_node_name(&p).as_deref(), Some(placement[&name].as_str()));
+            let p = cluster
+                .pod(NS, &name)
+                .await
+                .unwrap()
+                .expect("replica exists");
+            assert_eq!(
+                pod_node_name(&p).as_deref(),
+                Some(placement[&name].as_str())
+            );
         }
     }
 
@@ -175,7 +200,9 @@ async fn chaos_stop_node() {
     // --healthy-after, kube-fencer removes the taint, the cordon and the
     // annotation.
     cluster.start_node(&victim).expect("start node");
-    cluster.spawn_agent(&victim, &agent_args).expect("restart agent");
+    cluster
+        .spawn_agent(&victim, &agent_args)
+        .expect("restart agent");
     let t1 = Instant::now();
     cluster
         .wait_until(

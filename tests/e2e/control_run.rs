@@ -19,7 +19,9 @@ async fn control_run() {
         .await
         .expect("cluster start");
 
-    cluster.deploy_statefulset(NS, STS, 3).expect("deploy StatefulSet");
+    cluster
+        .deploy_statefulset(NS, STS, 3)
+        .expect("deploy StatefulSet");
     let placement = cluster
         .wait_statefulset_ready(NS, STS, 3, Duration::from_secs(90))
         .await;
@@ -69,7 +71,10 @@ async fn control_run() {
                     )));
                 }
                 if pod_node_name(&pod).as_deref() != Some(victim.as_str()) {
-                    return Ok(Err(format!("{victim_pod} moved to {:?}", pod_node_name(&pod))));
+                    return Ok(Err(format!(
+                        "{victim_pod} moved to {:?}",
+                        pod_node_name(&pod)
+                    )));
                 }
                 Ok(Ok(()))
             },
@@ -85,7 +90,14 @@ async fn control_run() {
     // The other replicas were untouched.
     for i in [0u32, 2] {
         let name = format!("{STS}-{i}");
-        let p = cluster.pod(NS, &name).await.unwrap().expect("replica exists");
-        assert_eq!(pod_node_name(&p).as_deref(), Some(placement[&name].as_str()));
+        let p = cluster
+            .pod(NS, &name)
+            .await
+            .unwrap()
+            .expect("replica exists");
+        assert_eq!(
+            pod_node_name(&p).as_deref(),
+            Some(placement[&name].as_str())
+        );
     }
 }

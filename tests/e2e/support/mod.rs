@@ -106,7 +106,9 @@ pub fn repo_root() -> PathBuf {
 
 /// Print a timestamped line to the test output.
 pub fn say(msg: impl AsRef<str>) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = now.as_secs() % 86_400;
     eprintln!(
         "[e2e {:02}:{:02}:{:02}.{:03}] {}",
@@ -180,7 +182,10 @@ impl Cluster {
     pub async fn start(nodes: usize, opts: ClusterOpts) -> Result<Cluster> {
         let repo_root = repo_root();
         let dir = unique_dir()?;
-        say(format!("starting cluster with {nodes} node(s) in {}", dir.display()));
+        say(format!(
+            "starting cluster with {nodes} node(s) in {}",
+            dir.display()
+        ));
         let script = repo_root.join("harness/cluster.sh");
         let mut cmd = Command::new(&script);
         cmd.arg("up")
@@ -193,7 +198,10 @@ impl Cluster {
             .arg(&opts.node_monitor_grace_period);
         let started = Instant::now();
         tokio::task::block_in_place(|| run(&mut cmd)).context("harness/cluster.sh up")?;
-        say(format!("cluster up in {:.1}s", started.elapsed().as_secs_f64()));
+        say(format!(
+            "cluster up in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
         let state = read_env_file(&dir.join("cluster.env"))?;
         let bin_dir = PathBuf::from(
             state
@@ -324,7 +332,10 @@ impl Cluster {
             "-f".as_ref(),
             ds.as_os_str(),
         ])?;
-        say(format!("installed kube-fencer manifests:\n{}", out.trim_end()));
+        say(format!(
+            "installed kube-fencer manifests:\n{}",
+            out.trim_end()
+        ));
         Ok(())
     }
 
@@ -384,7 +395,10 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        writeln!(log, "### agent for {node} started, listen {listen}, args {extra_args:?}")?;
+        writeln!(
+            log,
+            "### agent for {node} started, listen {listen}, args {extra_args:?}"
+        )?;
         let stderr = log.try_clone()?;
         let child = Command::new(env!("CARGO_BIN_EXE_kube-fencer"))
             .args(["--node-name", node, "--namespace", FENCER_NAMESPACE])
@@ -395,7 +409,8 @@ impl Cluster {
             .env("POD_NAMESPACE", FENCER_NAMESPACE)
             .env(
                 "RUST_LOG",
-                std::env::var("KUBE_FENCER_E2E_LOG").unwrap_or_else(|_| "info,kube_fencer=debug".into()),
+                std::env::var("KUBE_FENCER_E2E_LOG")
+                    .unwrap_or_else(|_| "info,kube_fencer=debug".into()),
             )
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("KUBERNETES_SERVICE_PORT")
@@ -404,7 +419,10 @@ impl Cluster {
             .stderr(stderr)
             .spawn()
             .context("spawning kube-fencer")?;
-        say(format!("agent for {node} started (pid {}, listen {listen})", child.id()));
+        say(format!(
+            "agent for {node} started (pid {}, listen {listen})",
+            child.id()
+        ));
         let old = self.agents.lock().unwrap().insert(
             node.to_string(),
             Agent {
@@ -449,7 +467,11 @@ impl Cluster {
 
     /// The `--listen` address of the agent of `node`.
     pub fn agent_listen(&self, node: &str) -> Option<String> {
-        self.agents.lock().unwrap().get(node).map(|a| a.listen.clone())
+        self.agents
+            .lock()
+            .unwrap()
+            .get(node)
+            .map(|a| a.listen.clone())
     }
 
     pub fn agent_log(&self, node: &str) -> Option<String> {
@@ -460,7 +482,9 @@ impl Cluster {
     // ---------------------------------------------------------- workloads --
 
     pub fn ensure_namespace(&self, ns: &str) -> Result<()> {
-        self.apply(&format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"))?;
+        self.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"
+        ))?;
         Ok(())
     }
 
@@ -473,7 +497,9 @@ impl Cluster {
             let pv = format!("{ns}-{name}-{i}");
             let claim = format!("{ns}/data-{name}-{i}");
             let mut cmd = self.script();
-            cmd.arg("pv-create").arg(&self.dir).args([pv.as_str(), "1Gi", claim.as_str()]);
+            cmd.arg("pv-create")
+                .arg(&self.dir)
+                .args([pv.as_str(), "1Gi", claim.as_str()]);
             tokio::task::block_in_place(|| run(&mut cmd))?;
         }
         self.apply(&statefulset_manifest(ns, name, replicas))?;
@@ -481,7 +507,13 @@ impl Cluster {
     }
 
     /// A Deployment whose pods avoid the nodes in `avoid_nodes`.
-    pub fn deploy_deployment(&self, ns: &str, name: &str, replicas: u32, avoid_nodes: &[&str]) -> Result<()> {
+    pub fn deploy_deployment(
+        &self,
+        ns: &str,
+        name: &str,
+        replicas: u32,
+        avoid_nodes: &[&str],
+    ) -> Result<()> {
         self.ensure_namespace(ns)?;
         let avoid = avoid_nodes
             .iter()
@@ -546,7 +578,9 @@ spec:
     }
 
     pub async fn pod(&self, ns: &str, name: &str) -> Result<Option<Pod>> {
-        Ok(Api::<Pod>::namespaced(self.client.clone(), ns).get_opt(name).await?)
+        Ok(Api::<Pod>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await?)
     }
 
     /// The node a pod is bound to (None if the pod does not exist or is unscheduled).
@@ -586,10 +620,17 @@ spec:
 
     /// (name, uid) of a PVC.
     pub async fn pvc(&self, ns: &str, name: &str) -> Result<Option<(String, String)>> {
-        Ok(Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns)
-            .get_opt(name)
-            .await?
-            .map(|p| (p.metadata.name.unwrap_or_default(), p.metadata.uid.unwrap_or_default())))
+        Ok(
+            Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns)
+                .get_opt(name)
+                .await?
+                .map(|p| {
+                    (
+                        p.metadata.name.unwrap_or_default(),
+                        p.metadata.uid.unwrap_or_default(),
+                    )
+                }),
+        )
     }
 
     /// Wait until the StatefulSet's pods `NAME-0..` exist, are Running and
@@ -650,7 +691,10 @@ spec:
         loop {
             match check().await {
                 Ok(Some(v)) => {
-                    say(format!("ok after {:.1}s: {what}", start.elapsed().as_secs_f64()));
+                    say(format!(
+                        "ok after {:.1}s: {what}",
+                        start.elapsed().as_secs_f64()
+                    ));
                     return v;
                 }
                 Ok(None) => {}
@@ -661,7 +705,9 @@ spec:
                 panic!(
                     "timed out after {:?} waiting for {what}{}",
                     deadline,
-                    last_err.map(|e| format!(" (last error: {e:#})")).unwrap_or_default()
+                    last_err
+                        .map(|e| format!(" (last error: {e:#})"))
+                        .unwrap_or_default()
                 );
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -767,7 +813,11 @@ spec:
             .unwrap_or_default();
         logs.sort();
         for path in logs {
-            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             if !name.starts_with("agent-") {
                 continue;
             }
@@ -792,7 +842,10 @@ impl Drop for Cluster {
             .stdin(Stdio::null())
             .status();
         if !matches!(status, Ok(s) if s.success()) {
-            eprintln!("warning: cluster.sh down {} failed: {status:?}", self.dir.display());
+            eprintln!(
+                "warning: cluster.sh down {} failed: {status:?}",
+                self.dir.display()
+            );
         }
         let keep = std::thread::panicking() || std::env::var_os("KUBE_FENCER_E2E_KEEP").is_some();
         if keep {
@@ -873,7 +926,11 @@ pub fn pod_claims(pod: &Pod) -> Vec<String> {
         .and_then(|s| s.volumes.as_ref())
         .map(|vs| {
             vs.iter()
-                .filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()))
+                .filter_map(|v| {
+                    v.persistent_volume_claim
+                        .as_ref()
+                        .map(|c| c.claim_name.clone())
+                })
                 .collect()
         })
         .unwrap_or_default()
