@@ -77,3 +77,153 @@ impl Overlay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::testutil::*;
+    use crate::decide::{NodeObs, PodObs, RecordState, Taint, VolumeAttachmentObs};
+
+    fn update(node: &str, intent: NodeIntent) -> Action {
+        Action::UpdateNode {
+            node: node.into(),
+            intent,
+            why: String::new(),
+        }
+    }
+
+    fn observed() -> Observations {
+        let mut obs = Observations {
+            synced: true,
+            ..Default::default()
+        };
+        let mut f = facts("n1");
+        f.labels.insert("zone".into(), "a".into());
+        f.taints = vec![Taint {
+            key: "team".into(),
+            value: None,
+            effect: "NoSchedule".into(),
+        }];
+        obs.nodes.insert(
+            "n1".into(),
+            NodeObs {
+                facts: f,
+                heartbeat: None,
+                ready_since: None,
+            },
+        );
+        obs.pods.insert(
+            "n1".into(),
+            ["u1", "u2"]
+                .iter()
+                .map(|uid| PodObs {
+                    namespace: "ns".into(),
+                    name: uid.to_string(),
+                    uid: uid.to_string(),
+                    node: "n1".into(),
+                    controller: None,
+                    claims: vec![],
+                })
+                .collect(),
+        );
+        obs.volume_attachments = ["va1", "va2"]
+            .iter()
+            .map(|n| VolumeAttachmentObs {
+                name: n.to_string(),
+                node: "n1".into(),
+                volume: None,
+            })
+            .collect();
+        obs
+    }
+
+    #[test]
+    fn overlays_what_would_have_been_written() {
+        let s = settings();
+        let obs = observed();
+        let mut overlay = Overlay::default();
+        overlay.record(
+            &[update("n1", NodeIntent::BeginFencing)],
+            &obs,
+            now_at(20),
+            &s,
+        );
+        overlay.record(
+            &[update("n1", NodeIntent::MarkFenced)],
+            &obs,
+            now_at(60),
+            &s,
+        );
+        overlay.record(
+            &[
+                Action::DeletePod {
+                    node: "n1".into(),
+                    pod: crate::decide::PodRef {
+                        namespace: "ns".into(),
+                        name: "u1".into(),
+                        uid: "u1".into(),
+                        statefulset: None,
+                    },
+                    why: String::new(),
+                },
+                Action::DeleteVolumeAttachment {
+                    node: "n1".into(),
+                    name: "va2".into(),
+                    volume: "pv".into(),
+                    why: String::new(),
+                },
+            ],
+            &obs,
+            now_at(61),
+            &s,
+        );
+        let mut seen = obs.clone();
+        overlay.apply(&mut seen);
+        let f = &seen.nodes["n1"].facts;
+        assert!(f.unschedulable);
+        assert_eq!(f.taints.len(), 2);
+        assert_eq!(f.taints[1], Taint::out_of_service());
+        assert!(
+            matches!(&f.record, RecordState::Valid(r) if r.phase == crate::decide::Phase::Fenced && r.tainted && r.cordoned)
+        );
+        assert_eq!(
+            f.labels.get("zone").map(String::as_str),
+            Some("a"),
+            "observed labels kept"
+        );
+        assert_eq!(f.resource_version, obs.nodes["n1"].facts.resource_version);
+        let uids: Vec<&str> = seen.pods["n1"].iter().map(|p| p.uid.as_str()).collect();
+        assert_eq!(uids, ["u2"]);
+        let vas: Vec<&str> = seen
+            .volume_attachments
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(vas, ["va1"]);
+        // Applying twice changes nothing more.
+        let mut twice = seen.clone();
+        overlay.apply(&mut twice);
+        assert_eq!(twice, seen);
+
+        overlay.record(&[update("n1", NodeIntent::Unfence)], &obs, now_at(200), &s);
+        assert!(overlay.nodes.is_empty());
+        let mut after = obs.clone();
+        overlay.apply(&mut after);
+        assert_eq!(after.nodes, obs.nodes);
+    }
+
+    #[test]
+    fn skipped_intents_and_unknown_nodes_change_nothing() {
+        let s = settings();
+        let obs = observed();
+        let mut overlay = Overlay::default();
+        overlay.record(&[update("n1", NodeIntent::MarkFenced)], &obs, now_at(0), &s);
+        overlay.record(
+            &[update("gone", NodeIntent::BeginFencing)],
+            &obs,
+            now_at(0),
+            &s,
+        );
+        assert!(overlay.nodes.is_empty());
+    }
+}

@@ -251,8 +251,9 @@ fn ready_flipping_delays_unfencing() {
 #[test]
 fn unfencing_needs_the_lease_streak_as_well_as_ready() {
     // Ready for long, Lease streak short: wait for the streak.
-    let obs_for = |streak: u64, ready: u64| {
+    let obs_with = |streak: u64, ready: u64, readiness: Readiness| {
         let mut f = testutil::facts("n1");
+        f.ready = readiness;
         f.record = RecordState::Valid(FenceRecord {
             phase: Phase::Fenced,
             fencing_since: wall0(),
@@ -278,6 +279,10 @@ fn unfencing_needs_the_lease_streak_as_well_as_ready() {
         );
         decide(&obs, now_at(1000), &settings())
     };
+    let obs_for = |streak, ready| obs_with(streak, ready, Readiness::True);
+    // Ready must be True now, whatever ready_since says.
+    assert!(obs_with(500, 500, Readiness::False).actions.is_empty());
+    assert!(obs_with(500, 500, Readiness::Unknown).actions.is_empty());
     assert!(obs_for(29, 500).actions.is_empty());
     assert_eq!(obs_for(29, 500).report.next_wakeup, Some(mono(1001)));
     assert!(obs_for(500, 29).actions.is_empty());
@@ -1021,4 +1026,30 @@ fn next_wakeup_is_the_earliest_timer() {
     let r = decide(&Observations::default(), now_at(0), &settings()).report;
     assert_eq!(r.next_wakeup, None);
     let _ = Duration::ZERO;
+}
+
+#[test]
+fn nodes_needing_pods_are_the_managed_fenced_ones() {
+    let mut sim = Sim::new();
+    sim.nodes(&["fenced", "fencing", "excluded-fenced", "healthy", SELF_NODE]);
+    let rec = |phase| {
+        RecordState::Valid(FenceRecord {
+            phase,
+            fencing_since: wall0(),
+            fenced_at: None,
+            cordoned: false,
+            tainted: false,
+            by: "x".into(),
+        })
+    };
+    sim.get_mut("fenced").facts.record = rec(Phase::Fenced);
+    sim.get_mut("excluded-fenced").facts.record = rec(Phase::Fenced);
+    sim.label("excluded-fenced", EXCLUDE_LABEL, "true");
+    sim.get_mut(SELF_NODE).facts.record = rec(Phase::Fenced);
+    sim.get_mut("fencing").facts.record = rec(Phase::Fencing);
+    sim.sync();
+    assert_eq!(
+        nodes_needing_pods(&sim.observations(), &sim.settings),
+        vec!["fenced".to_string()]
+    );
 }
