@@ -10,6 +10,10 @@ use super::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
     Managed,
+    /// The node this agent runs on: it counts for the storm guard like any
+    /// managed node (it is part of the cluster's health), but its own agent
+    /// never fences it; only unfencing (undoing our own changes) applies.
+    OwnNode,
     /// Hands off; the sentence says why.
     Excluded(String),
     /// No Lease: nothing to judge the node by.
@@ -20,16 +24,17 @@ impl Scope {
     pub fn is_managed(&self) -> bool {
         *self == Scope::Managed
     }
+
+    /// Whether the node counts in the storm guard's numbers.
+    pub fn counts_for_guard(&self) -> bool {
+        matches!(self, Scope::Managed | Scope::OwnNode)
+    }
 }
 
-/// Decide the scope of one node. Exclusions win over a missing Lease.
+/// Decide the scope of one node. Exclusions win over a missing Lease, and
+/// both over being the agent's own node.
 pub fn scope(node: &NodeObs, settings: &Settings) -> Scope {
     let facts = &node.facts;
-    if facts.name == settings.self_node {
-        return Scope::Excluded(
-            "the leader runs on this node, and kube-fencer never fences its own node".into(),
-        );
-    }
     if let RecordState::Malformed(why) = &facts.record {
         return Scope::Excluded(format!(
             "its {} annotation is malformed ({why}); kube-fencer leaves the node alone until the annotation is fixed or removed",
@@ -56,6 +61,9 @@ pub fn scope(node: &NodeObs, settings: &Settings) -> Scope {
     }
     if node.heartbeat.is_none() {
         return Scope::Unmonitored;
+    }
+    if facts.name == settings.self_node {
+        return Scope::OwnNode;
     }
     Scope::Managed
 }

@@ -390,10 +390,13 @@ pub fn decide(obs: &Observations, now: Now, settings: &Settings) -> Decision {
             stale: detect::stale(node, now.mono, settings).unwrap_or(false),
         })
         .collect();
-    let managed = views.iter().filter(|v| v.scope.is_managed()).count();
+    // The agent's own node counts: it is one of the cluster's nodes, and
+    // leaving it out would make the threshold stricter than the operator set
+    // (40% of 3 nodes allows one failure; 40% of the other 2 would allow none).
+    let managed = views.iter().filter(|v| v.scope.counts_for_guard()).count();
     let unhealthy = views
         .iter()
-        .filter(|v| v.scope.is_managed() && v.stale)
+        .filter(|v| v.scope.counts_for_guard() && v.stale)
         .count();
     let mut plan = Plan {
         obs,
@@ -443,7 +446,7 @@ pub fn decide(obs: &Observations, now: Now, settings: &Settings) -> Decision {
         let status = match &view.scope {
             guard::Scope::Excluded(why) => NodeStatus::Excluded(why.clone()),
             guard::Scope::Unmonitored => NodeStatus::Unmonitored,
-            guard::Scope::Managed => match view.obs.facts.record.phase() {
+            guard::Scope::Managed | guard::Scope::OwnNode => match view.obs.facts.record.phase() {
                 Some(Phase::Fenced) => NodeStatus::Fenced,
                 Some(Phase::Fencing) => NodeStatus::Fencing,
                 None if view.stale => NodeStatus::Suspect,

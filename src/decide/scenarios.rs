@@ -313,6 +313,33 @@ fn fenced_nodes(sim: &Sim) -> Vec<String> {
         .collect()
 }
 
+/// Three nodes, one of them the leader's: the default 40% allows one failure
+/// (40% of 3), and the leader's own node counts as one of the three.
+#[test]
+fn three_node_cluster_with_default_threshold_fences_one_node_not_two() {
+    let mut s = settings();
+    s.max_unhealthy = MaxUnhealthy::Percent(40);
+    let mut sim = Sim::with(s.clone());
+    sim.nodes(&["n1", "n2", SELF_NODE]);
+    sim.sync();
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(100);
+    assert_eq!(fenced_nodes(&sim), ["n1"]);
+    let g = &sim.last.as_ref().unwrap().report.storm_guard;
+    assert_eq!((g.managed, g.unhealthy, g.allowed), (3, 1, 1));
+
+    let mut sim = Sim::with(s);
+    sim.nodes(&["n1", "n2", SELF_NODE]);
+    sim.sync();
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.kill("n2");
+    sim.run_until(100);
+    assert!(sim.log.is_empty(), "{:?}", sim.log);
+    assert!(sim.last.as_ref().unwrap().report.storm_guard.active);
+}
+
 #[test]
 fn storm_guard_percent_below_at_and_above() {
     // 4 managed nodes (the agent's own node is excluded), 50% ⇒ 2 allowed.
@@ -479,10 +506,11 @@ fn excluded_nodes_are_never_fenced() {
     assert!(excluded_reason(&sim, "x-selector").contains("--node-selector \"pool=workers\""));
     assert!(excluded_reason(&sim, "cp").contains("control-plane"));
     assert!(excluded_reason(&sim, "master").contains("node-role.kubernetes.io/master"));
-    assert!(excluded_reason(&sim, SELF_NODE).contains("own node"));
+    // The own node is never acted on, but it counts for the storm guard.
+    assert_eq!(sim.status(SELF_NODE), NodeStatus::Suspect);
     assert_eq!(sim.status("w4"), NodeStatus::Healthy);
     let g = &sim.last.as_ref().unwrap().report.storm_guard;
-    assert_eq!((g.managed, g.unhealthy, g.active), (4, 0, false));
+    assert_eq!((g.managed, g.unhealthy, g.active), (5, 1, false));
     let w = sim.warnings();
     let own = w
         .iter()
