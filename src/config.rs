@@ -102,7 +102,8 @@ pub struct Args {
     )]
     pub unreachable_after: String,
 
-    /// Time from the start of fencing until the node is taken as fenced
+    /// Time after a node's last observed heartbeat by which it must have
+    /// stopped; only then is it tainted and are its pods deleted
     /// (must be at least --unreachable-after).
     #[arg(
         long,
