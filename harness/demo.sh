@@ -74,8 +74,17 @@ cleanup() {
   for pid in "${AGENT_PIDS[@]}"; do
     kill "$pid" 2>/dev/null
   done
+  local i
+  for ((i = 0; i < 50; i++)); do
+    local alive=0
+    for pid in "${AGENT_PIDS[@]}"; do
+      kill -0 "$pid" 2>/dev/null && alive=1
+    done
+    ((alive)) || break
+    sleep 0.1
+  done
   for pid in "${AGENT_PIDS[@]}"; do
-    wait "$pid" 2>/dev/null
+    kill -KILL "$pid" 2>/dev/null
   done
   "$HARNESS/cluster.sh" down "$DIR" >/dev/null 2>&1 || "$HARNESS/cluster.sh" down "$DIR"
   if ((KEEP)) || ((rc != 0)); then
@@ -130,6 +139,7 @@ for node in $(kc get nodes -o jsonpath='{.items[*].metadata.name}'); do
     </dev/null >"$DIR/logs/agent-$node.log" 2>&1 &
   AGENT_PIDS+=("$!")
   AGENT_OF[$node]=$!
+  disown "$!"
   info "agent for $node: pid $! listening on 127.0.0.1:$port, log $DIR/logs/agent-$node.log"
 done
 
@@ -184,8 +194,13 @@ POD="$STS-1"
 VICTIM="$(kc -n "$NS" get pod "$POD" -o jsonpath='{.spec.nodeName}')"
 OLD_UID="$(kc -n "$NS" get pod "$POD" -o jsonpath='{.metadata.uid}')"
 
-# Give the agents a moment to see a healthy cluster (their caches must be warm).
-sleep 5
+# Wait until the agents have elected a leader that has seen a healthy cluster.
+for ((w = 0; w < 60; w++)); do
+  kc -n kube-fencer get lease kube-fencer-leader >/dev/null 2>&1 && break
+  sleep 0.5
+done
+kc -n kube-fencer get lease kube-fencer-leader -o custom-columns='LEADER LEASE:.metadata.name,HOLDER:.spec.holderIdentity' | sed 's/^/    /'
+sleep 2
 
 step "Powering off $VICTIM (runs $POD): its kwok process and its agent are killed"
 T0="$(date +%s.%N)"
@@ -208,10 +223,12 @@ KUBECONFIG="$DIR/agent.kubeconfig" RUST_LOG="${RUST_LOG:-info}" \
   --listen "127.0.0.1:$port" "${AGENT_ARGS[@]}" \
   </dev/null >>"$DIR/logs/agent-$VICTIM.log" 2>&1 &
 AGENT_PIDS+=("$!")
+disown "$!"
 "$HARNESS/timeline.py" --node "$VICTIM" --pod "$NS/$POD" --old-uid "$OLD_UID" \
   --since "$T0" --restarted-at "$T1" --until unfenced --timeout 300 \
   --kubectl "$BIN_DIR/kubectl --kubeconfig $DIR/kubeconfig"
 
 step "kube-fencer agent log lines about $VICTIM"
-grep -h -iE "fenc|unreach|suspect|delet|taint|cordon" "$DIR"/logs/agent-*.log 2>/dev/null |
-  grep -F "$VICTIM" | tail -n 25 | sed 's/^/    /' || info "(none matched)"
+sed 's/\x1b\[[0-9;]*m//g' "$DIR"/logs/agent-*.log 2>/dev/null |
+  grep -iE "fenc|unreach|suspect|delet|taint|cordon|storm" | grep -v "effective configuration" |
+  grep -F "$VICTIM" | sort | tail -n 25 | sed 's/^/    /' || info "(none matched)"

@@ -60,17 +60,24 @@ def parse_time(s):
 
 
 class Timeline:
+    """Milestones are printed once each, in time order within one poll."""
+
     def __init__(self, t0):
         self.t0 = t0
         self.seen = set()
+        self.pending = []
 
     def emit(self, key, msg, at=None):
         if key in self.seen:
             return False
         self.seen.add(key)
-        when = (at if at is not None else time.time()) - self.t0
-        print(f"  {when:+7.1f}s  {msg}", flush=True)
+        self.pending.append(((at if at is not None else time.time()) - self.t0, msg))
         return True
+
+    def flush(self):
+        for when, msg in sorted(self.pending, key=lambda p: p[0]):
+            print(f"  {when:+7.1f}s  {msg}", flush=True)
+        self.pending = []
 
 
 def main():
@@ -99,7 +106,10 @@ def main():
         restarted = args.restarted_at or time.time()
         tl.seen.update({"heartbeat lost", "notready", "cordoned", "tainted", "deleted", "terminating", "scheduled", "running"})
         recovered_at = restarted
-        events_since = restarted - 1
+        events_since = restarted
+        # Events from the first act are not repeated.
+        for ev in (kubectl(["get", "events", "-A", "-o", "json"], kc) or {}).get("items", []):
+            event_uids.add(ev.get("metadata", {}).get("uid"))
         node = kubectl(["get", "node", args.node, "-o", "json"], kc)
         node = node if node and node is not NOT_FOUND else {}
         last_state = (node.get("metadata", {}).get("annotations") or {}).get(STATE_ANNOTATION)
@@ -195,6 +205,7 @@ def main():
                     pvcs.append(f"{c} (uid {pvc.get('metadata', {}).get('uid', '?')})")
                 if tl.emit("running", f"RECOVERED: {args.pod} Running on {where} with PVC {', '.join(pvcs) or '-'}"):
                     recovered_at = time.time()
+                    tl.flush()
                     print(f"  time to recovery: {recovered_at - args.since:.1f}s after the node failed", flush=True)
                     if args.until == "recovered":
                         return 0
@@ -205,9 +216,12 @@ def main():
             ann = (node.get("metadata", {}).get("annotations") or {}).get(STATE_ANNOTATION)
             if "heartbeat back" in tl.seen and OOS_TAINT not in taints and not spec.get("unschedulable") and ann is None:
                 tl.emit("unfenced", f"node {args.node} unfenced (taint, cordon and annotation removed)")
+                tl.flush()
                 return 0
+        tl.flush()
         time.sleep(1)
 
+    tl.flush()
     print(f"  timed out after {args.timeout:.0f}s", flush=True)
     return 1
 
