@@ -128,7 +128,7 @@ def main():
             node = None
         if lease:
             renew = parse_time(lease.get("spec", {}).get("renewTime"))
-            if renew is not None and renew > (args.restarted_at or args.since) + 1 and "heartbeat lost" in tl.seen:
+            if renew is not None and renew > (args.restarted_at or args.since + 1) and "heartbeat lost" in tl.seen:
                 tl.emit("heartbeat back", "heartbeat back: the node's Lease is renewed again", renew)
             if renew is not None and now - renew > args.unreachable_after:
                 tl.emit(
