@@ -65,17 +65,22 @@ load_state() {
 
 kc() { "$BIN_DIR/kubectl" --kubeconfig "$DIR/kubeconfig" "$@"; }
 
-# free_ports N: N distinct free TCP ports on 127.0.0.1.
+# free_ports N: N distinct TCP ports on 127.0.0.1 that nothing listens on,
+# picked at random below the kernel's ephemeral range (so outgoing
+# connections do not hold them).
 free_ports() {
-  python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
+  local want="$1" ports=() p tries=0
+  while ((${#ports[@]} < want)); do
+    ((tries++ < 1000)) || die "no free ports found"
+    p=$((20000 + RANDOM % 12000))
+    [[ " ${ports[*]} " == *" $p "* ]] && continue
+    # A successful connect means something listens there.
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      continue
+    fi
+    ports+=("$p")
+  done
+  printf '%s\n' "${ports[*]}"
 }
 
 # start_proc NAME CMD...: run CMD in its own session/process group, detached

@@ -61,7 +61,7 @@ step "Building (only what is missing)"
 BIN_DIR="$("$HARNESS/build.sh" | tail -n1)"
 export KUBE_FENCER_BIN_DIR="$BIN_DIR"
 (cd "$REPO" && cargo build --release --bin kube-fencer 2>&1 | tail -n 3)
-AGENT_BIN="$REPO/target/release/kube-fencer"
+AGENT_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/kube-fencer"
 [[ -x "$AGENT_BIN" ]] || { echo "cargo build did not produce $AGENT_BIN" >&2; exit 1; }
 
 DIR="$(mktemp -d -t kube-fencer-demo.XXXXXX)"
