@@ -69,13 +69,15 @@ async fn chaos_stop_node() {
         })
         .await;
 
-    // Every agent must be up before the failure.
+    // Every agent must be up, and one of them leading, before the failure.
     for n in cluster.node_names().await.unwrap() {
         assert!(
             cluster.agent_running(&n).unwrap(),
             "agent for {n} not running"
         );
     }
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await;
+    say(format!("kube-fencer leader: {leader}"));
 
     let old_pod = cluster.pod(NS, &victim_pod).await.unwrap().unwrap();
     let old_uid = pod_uid(&old_pod);

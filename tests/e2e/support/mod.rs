@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -30,6 +31,8 @@ pub const FENCER_NAMESPACE: &str = "kube-fencer";
 pub const FENCER_SERVICE_ACCOUNT: &str = "kube-fencer";
 /// Annotation the agent keeps its per-node fencing state in.
 pub const STATE_ANNOTATION: &str = "kube-fencer.io/state";
+/// Name of the agents' leader-election Lease (in [`FENCER_NAMESPACE`]).
+pub const LEADER_LEASE: &str = "kube-fencer-leader";
 /// The non-graceful node shutdown taint.
 pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
 
@@ -442,6 +445,20 @@ impl Cluster {
             self.spawn_agent(&n, extra_args)?;
         }
         Ok(())
+    }
+
+    /// Wait until some agent holds the leader Lease; returns the holder.
+    pub async fn wait_leader(&self, deadline: Duration) -> String {
+        self.wait_until("a kube-fencer leader to be elected", deadline, async || {
+            let lease = Api::<Lease>::namespaced(self.client.clone(), FENCER_NAMESPACE)
+                .get_opt(LEADER_LEASE)
+                .await?;
+            Ok(lease
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity)
+                .filter(|h| !h.is_empty()))
+        })
+        .await
     }
 
     /// Kill the agent of `node` (as a power loss would).
