@@ -162,6 +162,152 @@ pub struct Args {
     #[arg(long, env = "KUBE_FENCER_DRY_RUN")]
     pub dry_run: bool,
 
+    /// External fencing: a command the leader runs (`sh -c`) to power a node
+    /// off, with NODE_NAME, NODE_ADDRESS (first address) and NODE_ADDRESSES
+    /// (space-separated) in its environment. Exit 0 means "powered off": the
+    /// node is marked fenced at once. Empty: no external fencing.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_FENCE_COMMAND",
+        default_value = "",
+        value_name = "COMMAND"
+    )]
+    pub fence_command: String,
+
+    /// The fence command is killed and counted as failed after this long.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_FENCE_COMMAND_TIMEOUT",
+        default_value = "30s",
+        value_name = "DURATION"
+    )]
+    pub fence_command_timeout: String,
+
+    /// Delay before retrying a failed fence command; doubles per attempt (at most 5m).
+    #[arg(
+        long,
+        env = "KUBE_FENCER_FENCE_COMMAND_BACKOFF",
+        default_value = "5s",
+        value_name = "DURATION"
+    )]
+    pub fence_command_backoff: String,
+
+    /// Added to every node's safe time (covers the kubelet's Lease renewal
+    /// interval, watch latency and clock-rate drift).
+    #[arg(
+        long,
+        env = "KUBE_FENCER_SAFE_TIME_MARGIN",
+        default_value = "30s",
+        value_name = "DURATION"
+    )]
+    pub safe_time_margin: String,
+
+    /// How this agent fences its own node when it must:
+    /// none | watchdog | sysrq-reboot | exec:<command>. Without a self-fence
+    /// action (and without --fence-command) the leader never marks this
+    /// node fenced.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_SELF_FENCE",
+        default_value = "none",
+        value_name = "ACTION"
+    )]
+    pub self_fence: String,
+
+    /// Watchdog device opened with --self-fence=watchdog.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_WATCHDOG_DEVICE",
+        default_value = "/dev/watchdog",
+        value_name = "PATH"
+    )]
+    pub watchdog_device: String,
+
+    /// Upper bound from deciding to self-fence to the node running nothing:
+    /// the watchdog's timeout, or the time the sysrq/exec action may take.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_WATCHDOG_TIMEOUT",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    pub watchdog_timeout: String,
+
+    /// The agent checks that it reaches the API server this often.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_API_CHECK_INTERVAL",
+        default_value = "5s",
+        value_name = "DURATION"
+    )]
+    pub api_check_interval: String,
+
+    /// One API check (a /readyz probe) fails after this long.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_API_CHECK_TIMEOUT",
+        default_value = "5s",
+        value_name = "DURATION"
+    )]
+    pub api_check_timeout: String,
+
+    /// The API is declared unreachable after this many failed checks in a row.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_API_FAILURE_THRESHOLD",
+        default_value_t = 3,
+        value_name = "N"
+    )]
+    pub api_failure_threshold: u32,
+
+    /// With the API unreachable and no answer from a majority of peers for
+    /// this long, the agent considers its node isolated and self-fences.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_PEER_SILENCE_TIMEOUT",
+        default_value = "30s",
+        value_name = "DURATION"
+    )]
+    pub peer_silence_timeout: String,
+
+    /// Address of the peer endpoint (host port in the DaemonSet). Empty: no peer endpoint.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_PEER_LISTEN",
+        default_value = "0.0.0.0:9747",
+        value_name = "ADDR"
+    )]
+    pub peer_listen: String,
+
+    /// Address peers reach this agent at; default: the Node's InternalIP
+    /// and the --peer-listen port (or --peer-listen itself when it names a host).
+    #[arg(
+        long,
+        env = "KUBE_FENCER_PEER_ADVERTISE",
+        default_value = "",
+        value_name = "ADDR"
+    )]
+    pub peer_advertise: String,
+
+    /// File holding the shared peer key (HMAC-SHA256; at least 16 bytes).
+    /// Required with a self-fence action.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_PEER_KEY_FILE",
+        default_value = "",
+        value_name = "PATH"
+    )]
+    pub peer_key_file: String,
+
+    /// File with the node's boot ID (re-read at every API check).
+    #[arg(
+        long,
+        env = "KUBE_FENCER_BOOT_ID_FILE",
+        default_value = "/proc/sys/kernel/random/boot_id",
+        value_name = "PATH"
+    )]
+    pub boot_id_file: String,
+
     /// Log output format.
     #[arg(
         long,
@@ -207,6 +353,48 @@ pub struct Config {
     pub log_level: String,
     /// The `--node-selector` text as given (for logs).
     pub node_selector_text: String,
+    /// `--fence-command`, when set.
+    pub fence_command: Option<String>,
+    pub fence_command_timeout: Duration,
+    /// The agent's own side: API checks, peers, self-fencing.
+    pub agent: AgentConfig,
+}
+
+/// `--self-fence`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SelfFence {
+    None,
+    Watchdog,
+    SysrqReboot,
+    Exec(String),
+}
+
+impl SelfFence {
+    pub fn action(&self) -> crate::decide::SelfFenceAction {
+        use crate::decide::SelfFenceAction as A;
+        match self {
+            SelfFence::None => A::None,
+            SelfFence::Watchdog => A::Watchdog,
+            SelfFence::SysrqReboot => A::SysrqReboot,
+            SelfFence::Exec(_) => A::Exec,
+        }
+    }
+}
+
+/// Settings of the agent's self-fencing side.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub self_fence: SelfFence,
+    pub watchdog_device: String,
+    pub watchdog_timeout: Duration,
+    pub api_check_interval: Duration,
+    pub api_check_timeout: Duration,
+    pub api_failure_threshold: u32,
+    pub peer_silence_timeout: Duration,
+    pub peer_listen: Option<SocketAddr>,
+    pub peer_advertise: Option<String>,
+    pub peer_key_file: Option<String>,
+    pub boot_id_file: String,
 }
 
 impl Config {
@@ -330,6 +518,63 @@ impl Args {
             ));
         }
 
+        let fence_command_timeout = duration("fence-command-timeout", &self.fence_command_timeout)?;
+        let fence_command_backoff = duration("fence-command-backoff", &self.fence_command_backoff)?;
+        let safe_time_margin =
+            humantime::parse_duration(self.safe_time_margin.trim()).map_err(|_| {
+                invalid(
+                    "safe-time-margin",
+                    &self.safe_time_margin,
+                    "expected a duration such as 30s",
+                )
+            })?;
+        let self_fence = parse_self_fence(&self.self_fence)?;
+        let watchdog_timeout = duration("watchdog-timeout", &self.watchdog_timeout)?;
+        let api_check_interval = duration("api-check-interval", &self.api_check_interval)?;
+        let api_check_timeout = duration("api-check-timeout", &self.api_check_timeout)?;
+        let peer_silence_timeout = duration("peer-silence-timeout", &self.peer_silence_timeout)?;
+        if self.api_failure_threshold == 0 {
+            return Err(invalid(
+                "api-failure-threshold",
+                &self.api_failure_threshold.to_string(),
+                "expected at least 1",
+            ));
+        }
+        let peer_listen: Option<SocketAddr> = if self.peer_listen.trim().is_empty() {
+            None
+        } else {
+            Some(self.peer_listen.parse().map_err(|_| {
+                invalid(
+                    "peer-listen",
+                    &self.peer_listen,
+                    "expected an address and port such as 0.0.0.0:9747",
+                )
+            })?)
+        };
+        let peer_key_file =
+            (!self.peer_key_file.trim().is_empty()).then(|| self.peer_key_file.clone());
+        if !matches!(self_fence, SelfFence::None)
+            && (peer_listen.is_none() || peer_key_file.is_none())
+        {
+            return Err(ConfigError(format!(
+                "'--self-fence' ({}) needs '--peer-listen' and '--peer-key-file': without peers, an API-server outage would make every node fence itself",
+                self.self_fence
+            )));
+        }
+        let agent = AgentConfig {
+            self_fence,
+            watchdog_device: self.watchdog_device.clone(),
+            watchdog_timeout,
+            api_check_interval,
+            api_check_timeout,
+            api_failure_threshold: self.api_failure_threshold,
+            peer_silence_timeout,
+            peer_listen,
+            peer_advertise: (!self.peer_advertise.trim().is_empty())
+                .then(|| self.peer_advertise.clone()),
+            peer_key_file,
+            boot_id_file: self.boot_id_file.clone(),
+        };
         let settings = Settings {
             self_node: node,
             identity: identity.clone(),
@@ -344,6 +589,9 @@ impl Args {
                 StrategyArg::DeletePods => Strategy::DeletePods,
             },
             delete_pods_with_rwo_volumes: self.delete_pods_with_rwo_volumes,
+            safe_time_margin,
+            fence_command: !self.fence_command.trim().is_empty(),
+            fence_command_backoff,
         };
         let election = ElectionSettings {
             identity,
@@ -361,8 +609,31 @@ impl Args {
             log_format: self.log_format,
             log_level: self.log_level,
             node_selector_text: self.node_selector,
+            fence_command: (!self.fence_command.trim().is_empty())
+                .then(|| self.fence_command.clone()),
+            fence_command_timeout,
+            agent,
         })
     }
+}
+
+fn parse_self_fence(value: &str) -> Result<SelfFence, ConfigError> {
+    let v = value.trim();
+    Ok(match v {
+        "none" | "" => SelfFence::None,
+        "watchdog" => SelfFence::Watchdog,
+        "sysrq-reboot" => SelfFence::SysrqReboot,
+        _ => match v.strip_prefix("exec:") {
+            Some(cmd) if !cmd.trim().is_empty() => SelfFence::Exec(cmd.to_string()),
+            _ => {
+                return Err(invalid(
+                    "self-fence",
+                    value,
+                    "expected none, watchdog, sysrq-reboot or exec:<command>",
+                ));
+            }
+        },
+    })
 }
 
 fn duration(flag: &str, value: &str) -> Result<Duration, ConfigError> {
@@ -448,6 +719,13 @@ impl Config {
             manage_control_plane = s.manage_control_plane,
             strategy = ?s.strategy,
             delete_pods_with_rwo_volumes = s.delete_pods_with_rwo_volumes,
+            fence_command = self.fence_command.as_deref().unwrap_or(""),
+            safe_time_margin = %humantime::format_duration(s.safe_time_margin),
+            self_fence = self.agent.self_fence.action().as_str(),
+            api_check_interval = %humantime::format_duration(self.agent.api_check_interval),
+            api_failure_threshold = self.agent.api_failure_threshold,
+            peer_silence_timeout = %humantime::format_duration(self.agent.peer_silence_timeout),
+            peer_listen = ?self.agent.peer_listen,
             dry_run = self.dry_run,
             log_format = %self.log_format,
             log_level = %self.log_level,
@@ -645,6 +923,58 @@ mod tests {
             "invalid value '2s' for '--leader-lease-duration': expected at least 3s"
         );
         assert!(parse(&["--leader-lease-duration", "3s"]).is_ok());
+    }
+
+    #[test]
+    fn split_brain_defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.agent.self_fence, SelfFence::None);
+        assert_eq!(c.agent.api_check_interval, Duration::from_secs(5));
+        assert_eq!(c.agent.api_failure_threshold, 3);
+        assert_eq!(c.agent.peer_silence_timeout, Duration::from_secs(30));
+        assert_eq!(c.settings.safe_time_margin, Duration::from_secs(30));
+        assert!(!c.settings.fence_command && c.fence_command.is_none());
+        assert_eq!(
+            c.agent.boot_id_file,
+            "/proc/sys/kernel/random/boot_id".to_string()
+        );
+    }
+
+    #[test]
+    fn self_fence_actions() {
+        let key = ["--peer-key-file", "/k"];
+        for (arg, want) in [
+            ("watchdog", SelfFence::Watchdog),
+            ("sysrq-reboot", SelfFence::SysrqReboot),
+            ("exec:kill -9 1", SelfFence::Exec("kill -9 1".into())),
+        ] {
+            let mut a = vec!["--self-fence", arg];
+            a.extend(key);
+            assert_eq!(parse(&a).unwrap().agent.self_fence, want);
+        }
+        for bad in ["reboot", "exec:", "exec:  "] {
+            let mut a = vec!["--self-fence", bad];
+            a.extend(key);
+            assert!(err(&a).contains("'--self-fence'"), "{bad}");
+        }
+        // Self-fencing without peers would turn an API outage into a mass reboot.
+        assert!(err(&["--self-fence", "watchdog"]).contains("--peer-key-file"));
+        assert!(
+            err(&[
+                "--self-fence",
+                "watchdog",
+                "--peer-key-file",
+                "/k",
+                "--peer-listen",
+                ""
+            ])
+            .contains("--peer-listen")
+        );
+        assert!(err(&["--api-failure-threshold", "0"]).contains("api-failure-threshold"));
+        let c = parse(&["--fence-command", "ipmitool power off"]).unwrap();
+        assert!(c.settings.fence_command);
+        assert_eq!(c.fence_command.as_deref(), Some("ipmitool power off"));
+        assert!(parse(&["--safe-time-margin", "0s"]).is_ok());
     }
 
     #[test]

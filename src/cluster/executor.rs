@@ -200,6 +200,9 @@ mod tests {
             manage_control_plane: false,
             strategy: Strategy::OutOfService,
             delete_pods_with_rwo_volumes: false,
+            safe_time_margin: Duration::from_secs(30),
+            fence_command: false,
+            fence_command_backoff: Duration::from_secs(5),
         }
     }
 
@@ -212,6 +215,9 @@ mod tests {
             taints: vec![],
             ready: Readiness::Unknown,
             record: RecordState::Absent,
+            agent: crate::decide::AdvertState::Absent,
+            unfence_requested: false,
+            addresses: vec![],
         }
     }
 

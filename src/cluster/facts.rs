@@ -36,7 +36,36 @@ pub fn node_facts(node: &Node) -> NodeFacts {
             .unwrap_or_default(),
         ready: readiness(node),
         record,
+        agent: match annotations.and_then(|a| a.get(decide::AGENT_ANNOTATION)) {
+            None => decide::AdvertState::Absent,
+            Some(value) => decide::agent::parse(value),
+        },
+        unfence_requested: annotations
+            .and_then(|a| a.get(decide::UNFENCE_ANNOTATION))
+            .is_some_and(|v| v == "true"),
+        addresses: addresses(node),
     }
+}
+
+/// The node's addresses, InternalIP first, then the others in order.
+pub fn addresses(node: &Node) -> Vec<String> {
+    let all = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .cloned()
+        .unwrap_or_default();
+    let mut out: Vec<String> = all
+        .iter()
+        .filter(|a| a.type_ == "InternalIP")
+        .map(|a| a.address.clone())
+        .collect();
+    out.extend(
+        all.iter()
+            .filter(|a| a.type_ != "InternalIP")
+            .map(|a| a.address.clone()),
+    );
+    out
 }
 
 /// The node's Ready condition; missing ⇒ Unknown.
@@ -80,6 +109,7 @@ pub fn trim_node(node: &mut Node) {
             });
         node.status = Some(k8s_openapi::api::core::v1::NodeStatus {
             conditions: ready.map(|c| vec![c]),
+            addresses: status.addresses,
             ..Default::default()
         });
     }
@@ -274,6 +304,7 @@ mod tests {
             cordoned: true,
             tainted: false,
             by: "kube-fencer-x".into(),
+            boot_id: None,
         };
         let n = node(json!({
             "metadata": {"name": "n", "annotations": {(decide::STATE_ANNOTATION): decide::record::render(&rec)}},

@@ -18,6 +18,7 @@ use crate::ops::{EventSink, Health, Metrics};
 pub mod election;
 pub mod executor;
 pub mod facts;
+pub mod fence_command;
 pub mod index;
 pub mod own_node;
 pub mod patch;
@@ -70,6 +71,8 @@ impl Agent {
             health: health.clone(),
             leadership: election::Leadership::default(),
             announce,
+            fence_command: config.fence_command.clone(),
+            fence_command_timeout: config.fence_command_timeout,
         };
         let leader_task: election::LeaderTask = Box::new(move |leadership| {
             let mut leader = leader_template.clone();

@@ -29,6 +29,7 @@ pub fn merge_patch(patch: &NodePatch, current: &[K8sTaint], now: SystemTime) -> 
     if let Some(rv) = &patch.resource_version {
         metadata.insert("resourceVersion".into(), json!(rv));
     }
+    let mut annotations = Map::new();
     if let Some(record) = &patch.record {
         let (annotation, label) = match record {
             Some(r) => (
@@ -37,11 +38,14 @@ pub fn merge_patch(patch: &NodePatch, current: &[K8sTaint], now: SystemTime) -> 
             ),
             None => (Value::Null, Value::Null),
         };
-        metadata.insert(
-            "annotations".into(),
-            json!({ decide::STATE_ANNOTATION: annotation }),
-        );
+        annotations.insert(decide::STATE_ANNOTATION.into(), annotation);
         metadata.insert("labels".into(), json!({ decide::PHASE_LABEL: label }));
+    }
+    if patch.clear_unfence_request {
+        annotations.insert(decide::UNFENCE_ANNOTATION.into(), Value::Null);
+    }
+    if !annotations.is_empty() {
+        metadata.insert("annotations".into(), Value::Object(annotations));
     }
     let mut spec = Map::new();
     if let Some(unschedulable) = patch.unschedulable {
@@ -118,12 +122,14 @@ mod tests {
             cordoned: true,
             tainted: false,
             by: "kube-fencer-a".into(),
+            boot_id: None,
         };
         let p = NodePatch {
             resource_version: Some("12".into()),
             unschedulable: Some(true),
             taints: None,
             record: Some(Some(record.clone())),
+            clear_unfence_request: false,
         };
         let v = merge_patch(&p, &[], at(0));
         assert_eq!(
@@ -155,6 +161,7 @@ mod tests {
                 Taint::out_of_service(),
             ]),
             record: None,
+            clear_unfence_request: false,
         };
         let v = merge_patch(&p, &existing, at(1_700_000_000));
         assert_eq!(
@@ -177,6 +184,7 @@ mod tests {
             unschedulable: Some(false),
             taints: Some(vec![]),
             record: Some(None),
+            clear_unfence_request: false,
         };
         assert_eq!(
             merge_patch(&p, &[], at(0)),

@@ -17,6 +17,7 @@ use kube::runtime::watcher;
 use super::election::Leadership;
 use super::executor::{Deleted, Executor, NodeWrite};
 use super::facts::trim_node;
+use super::fence_command::{self, FenceCommands};
 use super::index::Index;
 use super::pods::PodCache;
 use crate::decide::dryrun::Overlay;
@@ -50,6 +51,9 @@ pub struct Leader {
     pub leadership: Leadership,
     /// Object that cluster-wide Events (storm guard) are attached to.
     pub announce: ObjectReference,
+    /// `--fence-command` and its timeout.
+    pub fence_command: Option<String>,
+    pub fence_command_timeout: Duration,
 }
 
 #[derive(Default)]
@@ -70,6 +74,10 @@ struct LoopState {
     /// UIDs of pods / names of VolumeAttachments deleted recently.
     recently_deleted: HashMap<String, Instant>,
     was_synced: bool,
+    /// External fence command runs of this leader.
+    fence_commands: FenceCommands,
+    /// Safe times already logged (node → total), to log each once.
+    safe_times_logged: HashMap<String, Duration>,
 }
 
 /// Metric label of a node intent.
@@ -119,6 +127,8 @@ impl Leader {
             recovered: HashSet::new(),
             recently_deleted: HashMap::new(),
             was_synced: false,
+            fence_commands: FenceCommands::default(),
+            safe_times_logged: HashMap::new(),
         };
         self.health.set_caches_synced(false);
         self.metrics.cache_synced.set(0);
@@ -201,6 +211,20 @@ impl Leader {
         };
         st.recently_deleted
             .retain(|_, at| now.mono.saturating_duration_since(*at) < REDELETE_AFTER);
+        {
+            // Forget fence command results of nodes no longer being fenced
+            // (a later fencing starts from scratch), then show the rest to the core.
+            let obs = st.index.observations_mut();
+            let mut cmds = st.fence_commands.lock().unwrap_or_else(|p| p.into_inner());
+            cmds.retain(|node, state| {
+                matches!(state, decide::FenceCommandState::Running { .. })
+                    || obs
+                        .nodes
+                        .get(node)
+                        .is_some_and(|n| n.facts.record.phase().is_some())
+            });
+            obs.fence_commands = cmds.clone();
+        }
         if self.dry_run {
             self.dry_pass(st, now).await
         } else {
@@ -250,6 +274,16 @@ impl Leader {
         let mut simulated = false;
         for action in &decision.actions {
             simulated |= self.simulate(&obs, action, now);
+            if let Action::RunFenceCommand { node, attempt, .. } = action {
+                // A dry run never learns the result: "run" it once only.
+                st.fence_commands
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(
+                        node.clone(),
+                        decide::FenceCommandState::Running { attempt: *attempt },
+                    );
+            }
         }
         st.overlay.record(&decision.actions, &obs, now, s);
         self.report(st, &decision.report, &[]);
@@ -333,6 +367,18 @@ impl Leader {
                     &format!("would delete VolumeAttachment {name} (volume {volume}): {why}"),
                 );
                 true
+            }
+            Action::RunFenceCommand {
+                node, attempt, why, ..
+            } => {
+                tracing::warn!(node = %node, attempt, why = %why, dry_run = true, "dry run: would run --fence-command");
+                self.events.normal(
+                    node_ref(node, None),
+                    "DryRunFenceCommand",
+                    "DryRunFenceCommand",
+                    &format!("would run --fence-command: {why}"),
+                );
+                false
             }
         }
     }
@@ -526,6 +572,59 @@ impl Leader {
                         }
                     }
                 }
+                Action::RunFenceCommand {
+                    node,
+                    addresses,
+                    attempt,
+                    why,
+                } => {
+                    let Some(command) = self.fence_command.clone() else {
+                        continue;
+                    };
+                    st.fence_commands
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(
+                            node.clone(),
+                            decide::FenceCommandState::Running { attempt: *attempt },
+                        );
+                    tracing::warn!(node = %node, attempt, addresses = ?addresses, why = %why, "running --fence-command");
+                    let state = st.fence_commands.clone();
+                    let metrics = self.metrics.clone();
+                    let events = self.events.clone();
+                    let timeout = self.fence_command_timeout;
+                    let (node, addresses, attempt) = (node.clone(), addresses.clone(), *attempt);
+                    let uid = st.index.extra(&node).and_then(|e| e.uid.clone());
+                    tokio::spawn(async move {
+                        let outcome =
+                            fence_command::run(&command, &node, &addresses, timeout).await;
+                        metrics
+                            .fence_commands
+                            .with_label_values(&[outcome.as_label()])
+                            .inc();
+                        match &outcome {
+                            fence_command::Outcome::Success => {
+                                tracing::warn!(node = %node, attempt, "--fence-command exited 0: the node is powered off");
+                                events.normal(
+                                    node_ref(&node, uid.as_deref()),
+                                    "FenceCommandSucceeded",
+                                    "FenceCommand",
+                                    &format!("--fence-command exited 0 (attempt {attempt}): the node is powered off"),
+                                );
+                            }
+                            other => {
+                                tracing::error!(node = %node, attempt, outcome = ?other, "--fence-command FAILED: the node is not known to be off; nothing is deleted, retrying with backoff");
+                                events.warning(
+                                    node_ref(&node, uid.as_deref()),
+                                    "FenceCommandFailed",
+                                    "FenceCommand",
+                                    &format!("--fence-command failed (attempt {attempt}): {other:?}; nothing is deleted, retrying with backoff"),
+                                );
+                            }
+                        }
+                        fence_command::finish(&state, &node, attempt, &outcome);
+                    });
+                }
             }
         }
         wrote
@@ -534,6 +633,21 @@ impl Leader {
     /// Gauges, storm-guard edge and deduplicated warnings.
     fn report(&self, st: &mut LoopState, report: &Report, extra: &[Warning]) {
         self.metrics.observe_report(report);
+        st.safe_times_logged
+            .retain(|n, _| report.safe_times.contains_key(n));
+        for (node, safe) in &report.safe_times {
+            if st.safe_times_logged.insert(node.clone(), safe.total()) != Some(safe.total()) {
+                tracing::info!(
+                    node = %node,
+                    safe_time_seconds = safe.total().as_secs_f64(),
+                    detect_seconds = safe.detect.as_secs_f64(),
+                    consult_seconds = safe.consult.as_secs_f64(),
+                    watchdog_seconds = safe.watchdog.as_secs_f64(),
+                    margin_seconds = safe.margin.as_secs_f64(),
+                    "safe time: {safe}"
+                );
+            }
+        }
         let guard = &report.storm_guard;
         let storm_change = st.storm.changed(guard.active);
         if storm_change == Some(true) {
@@ -628,6 +742,7 @@ mod tests {
                 cordoned: true,
                 tainted: false,
                 by: "x".into(),
+                boot_id: None,
             })
         };
         assert_eq!(

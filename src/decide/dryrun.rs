@@ -73,6 +73,8 @@ impl Overlay {
                 Action::DeleteVolumeAttachment { name, .. } => {
                     self.deleted_attachments.insert(name.clone());
                 }
+                // No simulated effect: a dry run never learns whether the node is off.
+                Action::RunFenceCommand { .. } => {}
             }
         }
     }

@@ -1,11 +1,29 @@
 //! Fence: a managed node whose Lease stays stale is recorded as Fencing and
-//! cordoned; once its Lease has been stale for `fence_timeout` (by then the
-//! node must have fenced itself) it is marked Fenced and, with the
-//! out-of-service strategy, tainted.
+//! cordoned. It is marked Fenced (and, with the out-of-service strategy,
+//! tainted) only once it is *known* fenced, which takes one of:
+//!
+//! - **external fencing**: the `--fence-command` exited 0 (the node is
+//!   powered off) — at once, without waiting;
+//! - **self-fencing**: the node's agent advertised a self-fence action, and
+//!   both `--fence-timeout` and the node's [`SafeTime`](super::SafeTime)
+//!   have passed since its last observed heartbeat.
+//!
+//! A node with neither is never marked fenced: kube-fencer warns and waits.
+
+use std::time::Duration;
 
 use super::guard::held_message;
-use super::{Action, NodeIntent, Phase, RecordState};
+use super::safetime::safe_time;
+use super::{Action, FENCE_COMMAND_MAX_BACKOFF, FenceCommandState, NodeIntent, Phase, RecordState};
 use super::{NodeView, Plan, fmt_age};
+
+/// Delay before attempt `attempt + 1` after attempt `attempt` failed:
+/// `base × 2^(attempt-1)`, capped.
+pub fn fence_command_backoff(base: Duration, attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(16);
+    base.saturating_mul(factor)
+        .min(FENCE_COMMAND_MAX_BACKOFF.max(base))
+}
 
 pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
     if !view.scope.is_managed() {
@@ -42,26 +60,123 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
             }
         }
         RecordState::Valid(r) if r.phase == Phase::Fencing => {
-            if age < s.fence_timeout {
-                plan.wake(hb.last_renewal + s.fence_timeout);
-            } else if plan.guard.active {
+            if plan.guard.active {
                 plan.warn(
                     name,
                     held_message(name, "marking as fenced", &plan.guard, s.max_unhealthy),
                 );
-            } else {
-                plan.actions.push(Action::UpdateNode {
-                    node: name.to_string(),
-                    intent: NodeIntent::MarkFenced,
-                    why: format!(
-                        "Lease not renewed for {} (--fence-timeout {}): the node must have fenced itself by now",
-                        fmt_age(age),
-                        humantime::format_duration(s.fence_timeout)
-                    ),
-                });
+                return;
             }
+            if external(view, plan) {
+                return;
+            }
+            self_fenced(view, plan, age);
         }
         // Fenced: recovery's business. Malformed: never managed.
         _ => {}
     }
+}
+
+/// The external fence command. Returns true when the node was marked fenced.
+fn external(view: &NodeView<'_>, plan: &mut Plan<'_>) -> bool {
+    let s = plan.settings;
+    let name = view.name;
+    let state = plan.obs.fence_commands.get(name);
+    if let Some(FenceCommandState::Succeeded { attempt }) = state {
+        plan.actions.push(Action::UpdateNode {
+            node: name.to_string(),
+            intent: NodeIntent::MarkFenced,
+            why: format!("--fence-command exited 0 (attempt {attempt}): the node is powered off"),
+        });
+        return true;
+    }
+    if !s.fence_command {
+        return false;
+    }
+    let run = |plan: &mut Plan<'_>, attempt: u32, why: String| {
+        plan.actions.push(Action::RunFenceCommand {
+            node: name.to_string(),
+            addresses: view.obs.facts.addresses.clone(),
+            attempt,
+            why,
+        });
+    };
+    match state {
+        None => run(
+            plan,
+            1,
+            "the node is being fenced: powering it off with --fence-command".into(),
+        ),
+        Some(FenceCommandState::Running { .. } | FenceCommandState::Succeeded { .. }) => {}
+        Some(FenceCommandState::Failed { attempt, at, error }) => {
+            let retry_at = *at + fence_command_backoff(s.fence_command_backoff, *attempt);
+            plan.warn(
+                name,
+                format!(
+                    "--fence-command failed for node {name} (attempt {attempt}: {error}); the node is not known to be off, nothing is deleted; retrying with backoff"
+                ),
+            );
+            if plan.now.mono >= retry_at {
+                run(
+                    plan,
+                    attempt + 1,
+                    format!("retrying --fence-command after attempt {attempt} failed"),
+                );
+            } else {
+                plan.wake(retry_at);
+            }
+        }
+    }
+    false
+}
+
+/// Self-fencing: the node's agent has fenced it by its safe time.
+fn self_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, age: Duration) {
+    let s = plan.settings;
+    let name = view.name;
+    let Some(hb) = view.obs.heartbeat else {
+        return;
+    };
+    let advert = match view.obs.facts.agent.valid() {
+        Some(a) if a.capable() => a,
+        _ => {
+            plan.external_fencing_required.push(name.to_string());
+            let how = if s.fence_command {
+                "until --fence-command succeeds"
+            } else {
+                "and no --fence-command is configured: power the node off, then delete its pods by hand"
+            };
+            plan.warn(
+                name,
+                format!(
+                    "node {name} will NOT be marked fenced on time alone: {}; a stale heartbeat does not prove it stopped, so kube-fencer waits {how}",
+                    view.obs.facts.agent.not_capable_because()
+                ),
+            );
+            return;
+        }
+    };
+    let st = safe_time(
+        advert,
+        hb.last_renewal,
+        s.unreachable_after,
+        s.safe_time_margin,
+    );
+    plan.safe_times.insert(name.to_string(), st);
+    let deadline = (hb.last_renewal + s.fence_timeout).max(st.at);
+    if plan.now.mono < deadline {
+        plan.wake(deadline);
+        return;
+    }
+    plan.actions.push(Action::UpdateNode {
+        node: name.to_string(),
+        intent: NodeIntent::MarkFenced,
+        why: format!(
+            "Lease not renewed for {} (--fence-timeout {}, safe time {}): the node's agent has fenced it by now ({})",
+            fmt_age(age),
+            humantime::format_duration(s.fence_timeout),
+            st,
+            advert.self_fence.as_str()
+        ),
+    });
 }

@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
+pub mod agent;
 pub mod detect;
 pub mod dryrun;
 pub mod fence;
@@ -26,7 +27,9 @@ pub mod leader;
 pub mod patch;
 pub mod record;
 pub mod recover;
+pub mod safetime;
 pub mod selector;
+pub mod selffence;
 pub mod unfence;
 
 #[cfg(test)]
@@ -36,15 +39,24 @@ mod scenarios;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
+mod split_brain;
+#[cfg(test)]
 mod testutil;
 
+pub use agent::{AdvertState, AgentAdvert, SelfFenceAction};
 pub use record::{FenceRecord, Phase, RecordState};
+pub use safetime::SafeTime;
 pub use selector::Selector;
 
 /// Label that excludes a node from fencing when set to `"true"`.
 pub const EXCLUDE_LABEL: &str = "kube-fencer.io/exclude";
 /// Annotation holding the JSON [`FenceRecord`] of a node kube-fencer is fencing.
 pub const STATE_ANNOTATION: &str = "kube-fencer.io/state";
+/// Annotation holding the JSON [`AgentAdvert`] the node's own agent writes.
+pub const AGENT_ANNOTATION: &str = "kube-fencer.io/agent";
+/// Operator override: `kube-fencer.io/unfence=true` unfences a Fenced node
+/// that did not reboot (no boot ID change). kube-fencer removes it when done.
+pub const UNFENCE_ANNOTATION: &str = "kube-fencer.io/unfence";
 /// Label mirroring the record's phase (`fencing` / `fenced`), for `kubectl get nodes -l`.
 pub const PHASE_LABEL: &str = "kube-fencer.io/phase";
 /// Kubernetes' non-graceful node shutdown taint.
@@ -100,7 +112,17 @@ pub struct Settings {
     pub manage_control_plane: bool,
     pub strategy: Strategy,
     pub delete_pods_with_rwo_volumes: bool,
+    /// Added to every node's [`SafeTime`] (`--safe-time-margin`).
+    pub safe_time_margin: Duration,
+    /// Whether an external `--fence-command` is configured.
+    pub fence_command: bool,
+    /// First retry delay of a failed fence command; doubles per attempt
+    /// (`--fence-command-backoff`), capped at [`FENCE_COMMAND_MAX_BACKOFF`].
+    pub fence_command_backoff: Duration,
 }
+
+/// Longest delay between two attempts of a failing fence command.
+pub const FENCE_COMMAND_MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// The node's Ready condition as last observed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +160,12 @@ pub struct NodeFacts {
     pub taints: Vec<Taint>,
     pub ready: Readiness,
     pub record: RecordState,
+    /// What the node's own agent advertised (`kube-fencer.io/agent`).
+    pub agent: AdvertState,
+    /// `kube-fencer.io/unfence=true` is set (operator override).
+    pub unfence_requested: bool,
+    /// `status.addresses` (InternalIP first), for the fence command.
+    pub addresses: Vec<String>,
 }
 
 /// Heartbeat history as observed by this agent, in its own monotonic time.
@@ -212,6 +240,28 @@ pub struct Observations {
     pub pods: BTreeMap<String, Vec<PodObs>>,
     /// VolumeAttachments, present when any node needs pods.
     pub volume_attachments: Vec<VolumeAttachmentObs>,
+    /// External fence commands run by this leader, per node (see
+    /// [`Action::RunFenceCommand`]). The shell forgets a node's entry when
+    /// its record goes away.
+    pub fence_commands: BTreeMap<String, FenceCommandState>,
+}
+
+/// The state of the external fence command for one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FenceCommandState {
+    Running {
+        attempt: u32,
+    },
+    /// Exited 0: the node is powered off.
+    Succeeded {
+        attempt: u32,
+    },
+    /// Exited non-zero, timed out or could not start.
+    Failed {
+        attempt: u32,
+        at: Instant,
+        error: String,
+    },
 }
 
 /// A change to one node, rendered into an exact patch by [`patch::render`]
@@ -255,6 +305,14 @@ pub enum Action {
         node: String,
         name: String,
         volume: String,
+        why: String,
+    },
+    /// Run the external `--fence-command` for the node (attempt numbers
+    /// start at 1). Its result comes back as a [`FenceCommandState`].
+    RunFenceCommand {
+        node: String,
+        addresses: Vec<String>,
+        attempt: u32,
         why: String,
     },
 }
@@ -314,6 +372,11 @@ pub struct Report {
     /// The earliest moment a decision could change with no new observation
     /// (a timeout expiring); the shell wakes up then at the latest.
     pub next_wakeup: Option<Instant>,
+    /// Safe time of every stale managed node whose agent is self-fence capable.
+    pub safe_times: BTreeMap<String, SafeTime>,
+    /// Stale managed nodes that will never be marked fenced on time alone:
+    /// their agent cannot fence itself and no fence command succeeded.
+    pub external_fencing_required: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -340,6 +403,8 @@ pub(crate) struct Plan<'a> {
     actions: Vec<Action>,
     warnings: Vec<Warning>,
     next_wakeup: Option<Instant>,
+    safe_times: BTreeMap<String, SafeTime>,
+    external_fencing_required: Vec<String>,
 }
 
 impl Plan<'_> {
@@ -371,6 +436,8 @@ pub fn decide(obs: &Observations, now: Now, settings: &Settings) -> Decision {
         storm_guard: guard::storm_guard(0, 0, settings.max_unhealthy),
         warnings: Vec::new(),
         next_wakeup: None,
+        safe_times: BTreeMap::new(),
+        external_fencing_required: Vec::new(),
     };
     if !obs.synced {
         // A cold cache looks like "every node is dead": decide nothing.
@@ -406,6 +473,8 @@ pub fn decide(obs: &Observations, now: Now, settings: &Settings) -> Decision {
         actions: Vec::new(),
         warnings: Vec::new(),
         next_wakeup: None,
+        safe_times: BTreeMap::new(),
+        external_fencing_required: Vec::new(),
     };
 
     for view in &views {
@@ -459,6 +528,8 @@ pub fn decide(obs: &Observations, now: Now, settings: &Settings) -> Decision {
     report.storm_guard = plan.guard.clone();
     report.warnings = plan.warnings;
     report.next_wakeup = plan.next_wakeup;
+    report.safe_times = plan.safe_times;
+    report.external_fencing_required = plan.external_fencing_required;
     Decision {
         actions: plan.actions,
         report,

@@ -20,6 +20,8 @@ pub struct NodePatch {
     /// `Some(Some(r))` sets the record (and the phase label), `Some(None)`
     /// removes both, `None` leaves them.
     pub record: Option<Option<FenceRecord>>,
+    /// Remove the operator's `kube-fencer.io/unfence` annotation.
+    pub clear_unfence_request: bool,
 }
 
 /// Why an intent renders to no write.
@@ -43,6 +45,7 @@ pub fn render(
         unschedulable: None,
         taints: None,
         record: None,
+        clear_unfence_request: false,
     };
     match intent {
         NodeIntent::BeginFencing => {
@@ -65,6 +68,7 @@ pub fn render(
                 cordoned: !facts.unschedulable,
                 tainted: false,
                 by: settings.identity.clone(),
+                boot_id: facts.agent.boot_id().map(String::from),
             }));
         }
         NodeIntent::MarkFenced => {
@@ -107,6 +111,7 @@ pub fn render(
                 cordoned: record.cordoned,
                 tainted,
                 by: settings.identity.clone(),
+                boot_id: record.boot_id.clone(),
             }));
         }
         NodeIntent::Unfence => {
@@ -134,6 +139,7 @@ pub fn render(
                 patch.unschedulable = Some(false);
             }
             patch.record = Some(None);
+            patch.clear_unfence_request = facts.unfence_requested;
         }
     }
     Ok(patch)
@@ -147,6 +153,9 @@ pub fn apply(facts: &NodeFacts, patch: &NodePatch) -> NodeFacts {
     }
     if let Some(t) = &patch.taints {
         out.taints = t.clone();
+    }
+    if patch.clear_unfence_request {
+        out.unfence_requested = false;
     }
     match &patch.record {
         None => {}
@@ -195,6 +204,7 @@ mod tests {
             cordoned,
             tainted,
             by: "old-leader".into(),
+            boot_id: None,
         })
     }
 

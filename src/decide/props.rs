@@ -76,6 +76,7 @@ fn arb_record() -> impl Strategy<Value = RecordState> {
                 cordoned,
                 tainted,
                 by: "someone".into(),
+                boot_id: None,
             })
         }),
         1 => Just(RecordState::Malformed("bad".into())),
@@ -237,6 +238,10 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
     }
     for a in &d.actions {
         match a {
+            Action::RunFenceCommand { node, .. } => {
+                prop_assert!(s.fence_command, "{:?}", a);
+                prop_assert_eq!(obs.nodes[node].facts.record.phase(), Some(Phase::Fencing));
+            }
             Action::DeletePod { node, pod, .. } => {
                 let n = &obs.nodes[node];
                 prop_assert_eq!(n.facts.record.phase(), Some(Phase::Fenced), "{:?}", a);

@@ -43,6 +43,9 @@ pub struct FenceRecord {
     pub tainted: bool,
     /// Identity of the agent that last wrote the record.
     pub by: String,
+    /// The node's boot ID as its agent advertised it when fencing began;
+    /// unfencing a Fenced node requires a different one (it rebooted).
+    pub boot_id: Option<String>,
 }
 
 /// The annotation as found on a node.
@@ -80,6 +83,8 @@ struct Wire {
     cordoned: bool,
     tainted: bool,
     by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    boot_id: Option<String>,
 }
 
 /// Parse the annotation value. Never panics.
@@ -114,6 +119,7 @@ pub fn parse(value: &str) -> RecordState {
         cordoned: wire.cordoned,
         tainted: wire.tainted,
         by: wire.by,
+        boot_id: wire.boot_id,
     })
 }
 
@@ -126,6 +132,7 @@ pub fn render(record: &FenceRecord) -> String {
         cordoned: record.cordoned,
         tainted: record.tainted,
         by: record.by.clone(),
+        boot_id: record.boot_id.clone(),
     };
     // Serializing plain strings and booleans cannot fail.
     serde_json::to_string(&wire).unwrap_or_default()
@@ -163,6 +170,7 @@ mod tests {
             cordoned: true,
             tainted: false,
             by: "kube-fencer-abc".into(),
+            boot_id: None,
         }
     }
 
@@ -189,6 +197,7 @@ mod tests {
             cordoned: false,
             tainted: true,
             by: "agent \"quoted\" ü".into(),
+            boot_id: Some("b".into()),
         };
         assert_eq!(parse(&render(&r)), RecordState::Valid(r));
     }
@@ -205,6 +214,21 @@ mod tests {
             r.fenced_at,
             Some(humantime::parse_rfc3339("2026-11-21T12:01:00Z").unwrap())
         );
+    }
+
+    #[test]
+    fn boot_id_is_optional_and_round_trips() {
+        // Records written before boot IDs existed still parse.
+        let old = r#"{"phase":"Fenced","fencingSince":"2026-11-21T12:00:00Z","fencedAt":"2026-11-21T12:01:00Z","cordoned":true,"tainted":true,"by":"x"}"#;
+        assert!(matches!(parse(old), RecordState::Valid(r) if r.boot_id.is_none()));
+        let mut r = sample();
+        r.boot_id = Some("6f1c-boot".into());
+        let text = render(&r);
+        assert!(
+            text.ends_with(r#","by":"kube-fencer-abc","bootId":"6f1c-boot"}"#),
+            "{text}"
+        );
+        assert_eq!(parse(&text), RecordState::Valid(r));
     }
 
     #[test]
@@ -289,6 +313,7 @@ mod tests {
                 cordoned,
                 tainted,
                 by,
+                boot_id: None,
             };
             prop_assert_eq!(parse(&render(&r)), RecordState::Valid(r));
         }

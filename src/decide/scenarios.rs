@@ -127,7 +127,7 @@ fn fencing_is_cancelled_when_the_node_comes_back() {
     sim.kill("n1");
     sim.run_until(30);
     assert_eq!(sim.updates("n1", begin()), vec![20]);
-    sim.revive("n1"); // renews at 30: streak restarts (gap 30 s)
+    sim.reconnect("n1"); // renews at 30: streak restarts (gap 30 s); no reboot needed
     sim.run_until(59);
     assert!(sim.updates("n1", unfence()).is_empty());
     assert_eq!(sim.status("n1"), NodeStatus::Fencing);
@@ -261,6 +261,8 @@ fn unfencing_needs_the_lease_streak_as_well_as_ready() {
             cordoned: true,
             tainted: true,
             by: "x".into(),
+            // Fenced during an earlier boot: the node has rebooted since.
+            boot_id: Some("boot-0".into()),
         });
         let mut obs = Observations {
             synced: true,
@@ -565,6 +567,8 @@ fn own_node_with_a_record_is_unfenced_but_nothing_else() {
         cordoned: true,
         tainted: true,
         by: "previous-leader".into(),
+        // Fenced during an earlier boot: the node has rebooted since.
+        boot_id: Some("boot-0".into()),
     });
     let me = sim.get_mut(SELF_NODE);
     me.facts.record = fenced;
@@ -706,6 +710,7 @@ fn a_fenced_record_with_a_stale_lease_recovers_in_the_first_decision() {
         cordoned: true,
         tainted: true,
         by: "old".into(),
+        boot_id: None,
     });
     let mut obs = Observations {
         synced: true,
@@ -1068,6 +1073,7 @@ fn nodes_needing_pods_are_the_managed_fenced_ones() {
             cordoned: false,
             tainted: false,
             by: "x".into(),
+            boot_id: None,
         })
     };
     sim.get_mut("fenced").facts.record = rec(Phase::Fenced);

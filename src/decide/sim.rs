@@ -64,6 +64,10 @@ pub struct Sim {
     pub log: Vec<Logged>,
     pub last: Option<Decision>,
     pub last_obs: Option<Observations>,
+    /// Results of fence commands the agent ran (the shell's view).
+    pub fence_commands: BTreeMap<String, FenceCommandState>,
+    /// Whether a fence command run succeeds.
+    pub fence_command_ok: bool,
 }
 
 pub fn secs(s: u64) -> Duration {
@@ -84,6 +88,8 @@ impl Sim {
             log: Vec::new(),
             last: None,
             last_obs: None,
+            fence_commands: BTreeMap::new(),
+            fence_command_ok: true,
         }
     }
 
@@ -138,8 +144,19 @@ impl Sim {
         self.observe();
     }
 
-    /// The kubelet comes back: it renews at once, Ready follows.
+    /// The node comes back after a power loss: it rebooted (new boot ID),
+    /// renews at once, Ready follows.
     pub fn revive(&mut self, name: &str) {
+        let n = self.get_mut(name);
+        if let AdvertState::Valid(a) = &mut n.facts.agent {
+            a.boot_id = format!("{}+", a.boot_id);
+        }
+        self.reconnect(name);
+    }
+
+    /// The node comes back without having rebooted (a healed partition):
+    /// same boot ID, renews at once, Ready follows.
+    pub fn reconnect(&mut self, name: &str) {
         let t = self.t;
         let n = self.get_mut(name);
         n.alive = true;
@@ -230,6 +247,7 @@ impl Sim {
             self.agent.dry_run = Some(Overlay::default());
         }
         self.settings.identity = identity.to_string();
+        self.fence_commands.clear();
         self.sync();
     }
 
@@ -263,6 +281,17 @@ impl Sim {
     pub fn observations(&self) -> Observations {
         let mut obs = Observations {
             synced: self.agent.synced,
+            fence_commands: self
+                .fence_commands
+                .iter()
+                .filter(|(n, _)| {
+                    self.world
+                        .nodes
+                        .get(*n)
+                        .is_some_and(|n| n.facts.record.phase().is_some())
+                })
+                .map(|(n, s)| (n.clone(), s.clone()))
+                .collect(),
             ..Default::default()
         };
         for (name, n) in &self.world.nodes {
@@ -344,6 +373,18 @@ impl Sim {
                 }
                 Action::DeleteVolumeAttachment { name, .. } => {
                     self.world.vas.retain(|v| v.name != *name);
+                }
+                Action::RunFenceCommand { node, attempt, .. } => {
+                    let state = if self.fence_command_ok {
+                        FenceCommandState::Succeeded { attempt: *attempt }
+                    } else {
+                        FenceCommandState::Failed {
+                            attempt: *attempt,
+                            at: now.mono,
+                            error: "exit status 1".into(),
+                        }
+                    };
+                    self.fence_commands.insert(node.clone(), state);
                 }
             }
         }

@@ -46,6 +46,9 @@ pub fn settings() -> Settings {
         manage_control_plane: false,
         strategy: Strategy::OutOfService,
         delete_pods_with_rwo_volumes: false,
+        safe_time_margin: Duration::from_secs(5),
+        fence_command: false,
+        fence_command_backoff: Duration::from_secs(5),
     }
 }
 
@@ -58,5 +61,24 @@ pub fn facts(name: &str) -> NodeFacts {
         taints: Vec::new(),
         ready: Readiness::True,
         record: RecordState::Absent,
+        agent: AdvertState::Valid(advert()),
+        unfence_requested: false,
+        addresses: vec!["10.0.0.1".into()],
+    }
+}
+
+/// A self-fence capable agent whose safe time (2×3+1 + max(3, 20+2+1)-7 +
+/// 10 + margin 5 = 38s with the test settings) stays within the test
+/// fence timeout (60s), so the pre-existing tests see fence-timeout rule.
+pub fn advert() -> AgentAdvert {
+    AgentAdvert {
+        self_fence: SelfFenceAction::Exec,
+        watchdog_timeout: Duration::from_secs(10),
+        api_check_interval: Duration::from_secs(2),
+        api_check_timeout: Duration::from_secs(1),
+        api_failure_threshold: 3,
+        peer_silence_timeout: Duration::from_secs(3),
+        boot_id: "boot-1".into(),
+        peer_address: None,
     }
 }

@@ -4,7 +4,7 @@
 //! what kube-fencer took (cordon, taint) and loses the record. The
 //! hysteresis keeps a flapping node from being unfenced early.
 
-use super::{Action, NodeIntent, Readiness};
+use super::{Action, NodeIntent, Phase, Readiness, UNFENCE_ANNOTATION};
 use super::{NodeView, Plan, fmt_age};
 
 pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
@@ -33,6 +33,28 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
         plan.wake(now + (healthy_after - d));
     }
     if lease_ok && ready_ok {
+        let facts = &view.obs.facts;
+        let rebooted = match (record.boot_id.as_deref(), facts.agent.boot_id()) {
+            (Some(old), Some(new)) => (old != new).then_some(()).ok_or_else(|| {
+                format!("it reconnected with the same boot ID {old}: it did not reboot, so what ran on it may still be running")
+            }),
+            (None, _) => Err("no boot ID was recorded when it was fenced, so kube-fencer cannot tell whether it rebooted".to_string()),
+            (Some(_), None) => Err("its agent advertises no boot ID, so kube-fencer cannot tell whether it rebooted".to_string()),
+        };
+        // A node that was only Fencing never had its pods deleted: cancelling is safe.
+        if record.phase == Phase::Fenced
+            && !facts.unfence_requested
+            && let Err(why) = rebooted
+        {
+            let name = view.name;
+            plan.warn(
+                name,
+                format!(
+                    "node {name} is healthy again but stays fenced: {why}; it is unfenced once it reboots (new boot ID) or an operator sets {UNFENCE_ANNOTATION}=true"
+                ),
+            );
+            return;
+        }
         plan.actions.push(Action::UpdateNode {
             node: view.name.to_string(),
             intent: NodeIntent::Unfence,

@@ -19,6 +19,12 @@
 //! | `kube_fencer_api_errors_total` | counter | `verb`, `resource` | Failed API requests. |
 //! | `kube_fencer_reconcile_duration_seconds` | histogram | | Duration of one reconcile pass (decide and execute). |
 //! | `kube_fencer_events_dropped_total` | counter | | Kubernetes Events not published (queue full or API error). |
+//! | `kube_fencer_safe_time_seconds` | gauge | `node` | Per node being fenced whose agent can self-fence: seconds from its last heartbeat to its safe time. |
+//! | `kube_fencer_external_fencing_required` | gauge | `node` | 1 per node being fenced that cannot fence itself and has no successful fence command: it is never marked fenced on time alone. |
+//! | `kube_fencer_fence_commands_total` | counter | `result` (`success`, `failure`, `timeout`) | External fence command runs. |
+//! | `kube_fencer_self_fence_state` | gauge | `state` | This agent's self-fence verdict (`healthy`, `consulting`, `outage`, `self_fencing`): 1 for the current one. |
+//! | `kube_fencer_api_check_failures` | gauge | | This agent's consecutive failed API checks. |
+//! | `kube_fencer_peer_requests_total` | counter | `direction` (`in`, `out`), `result` | Peer requests served and made (`ok`, `bad_mac`, `stale`, `replay`, `error`). |
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -57,7 +63,16 @@ pub struct Metrics {
     pub api_errors: IntCounterVec,
     pub reconcile_duration: Histogram,
     pub events_dropped: IntCounter,
+    pub safe_time_seconds: prometheus::GaugeVec,
+    pub external_fencing_required: IntGaugeVec,
+    pub fence_commands: IntCounterVec,
+    pub self_fence_state: IntGaugeVec,
+    pub api_check_failures: IntGauge,
+    pub peer_requests: IntCounterVec,
 }
+
+/// States of the self-fence gauge.
+pub const SELF_FENCE_STATES: [&str; 4] = ["healthy", "consulting", "outage", "self_fencing"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -236,8 +251,76 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            safe_time_seconds: reg(
+                &registry,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "kube_fencer_safe_time_seconds",
+                        "Per node being fenced whose agent can self-fence: seconds from its last heartbeat to its safe time.",
+                    ),
+                    &["node"],
+                )
+                .unwrap(),
+            ),
+            external_fencing_required: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "kube_fencer_external_fencing_required",
+                        "1 per node being fenced that cannot fence itself and has no successful fence command.",
+                    ),
+                    &["node"],
+                )
+                .unwrap(),
+            ),
+            fence_commands: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "kube_fencer_fence_commands_total",
+                        "External fence command runs and their outcome.",
+                    ),
+                    &["result"],
+                )
+                .unwrap(),
+            ),
+            self_fence_state: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "kube_fencer_self_fence_state",
+                        "This agent's self-fence verdict: 1 for the current state.",
+                    ),
+                    &["state"],
+                )
+                .unwrap(),
+            ),
+            api_check_failures: reg(
+                &registry,
+                IntGauge::new(
+                    "kube_fencer_api_check_failures",
+                    "This agent's consecutive failed API checks.",
+                )
+                .unwrap(),
+            ),
+            peer_requests: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "kube_fencer_peer_requests_total",
+                        "Peer requests served (in) and made (out), by result.",
+                    ),
+                    &["direction", "result"],
+                )
+                .unwrap(),
+            ),
             registry,
         };
+        for state in SELF_FENCE_STATES {
+            m.self_fence_state
+                .with_label_values(&[state])
+                .set(i64::from(state == "healthy"));
+        }
         for phase in PHASES {
             m.nodes.with_label_values(&[phase]).set(0);
         }
@@ -260,6 +343,27 @@ impl Metrics {
             .set(i64::from(report.storm_guard.active));
         self.unhealthy_nodes
             .set(report.storm_guard.unhealthy as i64);
+        self.safe_time_seconds.reset();
+        for (node, st) in &report.safe_times {
+            self.safe_time_seconds
+                .with_label_values(&[node])
+                .set(st.total().as_secs_f64());
+        }
+        self.external_fencing_required.reset();
+        for node in &report.external_fencing_required {
+            self.external_fencing_required
+                .with_label_values(&[node])
+                .set(1);
+        }
+    }
+
+    /// Set the self-fence state gauge.
+    pub fn set_self_fence_state(&self, state: &str) {
+        for s in SELF_FENCE_STATES {
+            self.self_fence_state
+                .with_label_values(&[s])
+                .set(i64::from(s == state));
+        }
     }
 
     /// Clear what only a leader reports (on stepping down).
@@ -270,6 +374,8 @@ impl Metrics {
         self.storm_guard_active.set(0);
         self.unhealthy_nodes.set(0);
         self.cache_synced.set(0);
+        self.safe_time_seconds.reset();
+        self.external_fencing_required.reset();
     }
 
     pub fn api_error(&self, verb: &str, resource: &str) {
@@ -351,6 +457,8 @@ mod tests {
             },
             warnings: vec![],
             next_wakeup: None,
+            safe_times: BTreeMap::new(),
+            external_fencing_required: vec!["c".to_string()],
         };
         m.observe_report(&report);
         let text = m.render();

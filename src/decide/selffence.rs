@@ -1,0 +1,394 @@
+//! Self-fence: the decision an agent takes about its *own* node, so that a
+//! node the leader believes dead really stops running its workloads.
+//!
+//! | # | situation | verdict |
+//! |---|---|---|
+//! | 1 | connected, and my own Node carries a fencing record (Fencing or Fenced) | **self-fence now** |
+//! | 2 | fewer than `--api-failure-threshold` API checks failed in a row | healthy, nothing to do |
+//! | 3 | API lost; a peer that reaches the API says my Node is Fencing/Fenced | **self-fence** |
+//! | 4 | API lost; a majority of all my peers answered and most of them cannot reach the API either | control-plane outage: **do not** self-fence |
+//! | 5 | API lost; no majority of my peers answered for `--peer-silence-timeout` | isolated: **self-fence** |
+//! | 6 | API lost; peers answer, reach the API and report me healthy (or too few answered, not yet for the timeout) | keep checking |
+//!
+//! Rule 4 counts answers against *all* known peers, not only those that
+//! answered: a small group of nodes cut off together (they reach each other
+//! but not the API) must not take itself for "the whole cluster sees an
+//! outage". Such a group is a minority, hears from fewer than half its
+//! peers, and falls under rule 5.
+
+use std::time::Duration;
+
+use super::Phase;
+
+/// One peer's answer, collected after the API was lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAnswer {
+    /// The peer reaches the API server.
+    pub api_reachable: bool,
+    /// The phase the cluster records for *my* node, as the peer read it
+    /// (meaningful only when `api_reachable`).
+    pub my_phase: Option<Phase>,
+}
+
+/// The agent's tunables (its own flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SelfFenceSettings {
+    pub api_failure_threshold: u32,
+    pub peer_silence_timeout: Duration,
+}
+
+/// What the agent knows right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelfFenceInput<'a> {
+    /// Consecutive failed API checks (0 = the last check succeeded).
+    pub api_failures: u32,
+    /// The fencing record on my own Node as read through a *working* API
+    /// connection (the own-Node watch); `None` when there is none.
+    pub own_phase_seen_connected: Option<Phase>,
+    /// Peers known (discovered while the API was reachable).
+    pub known_peers: usize,
+    /// Answers received within the last `peer_silence_timeout`.
+    pub answers: &'a [PeerAnswer],
+    /// Time since the failure threshold was reached (peer consultation so far).
+    pub unreachable_for: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Healthy,
+    /// The API is lost; waiting for peers (rule 6).
+    Consulting {
+        answered: usize,
+        known: usize,
+    },
+    /// Rule 4: the control plane is down for everybody; do nothing.
+    ControlPlaneOutage {
+        unreachable: usize,
+        answered: usize,
+    },
+    SelfFence(Reason),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Rule 1.
+    OwnRecord(Phase),
+    /// Rule 3.
+    PeersReportFencing(Phase),
+    /// Rule 5.
+    Isolated {
+        answered: usize,
+        known: usize,
+        silent_for: Duration,
+    },
+}
+
+impl Verdict {
+    pub fn self_fence(&self) -> bool {
+        matches!(self, Verdict::SelfFence(_))
+    }
+
+    /// One sentence for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Verdict::Healthy => "API reachable".into(),
+            Verdict::Consulting { answered, known } => {
+                format!("API unreachable; consulting peers ({answered} of {known} answered so far)")
+            }
+            Verdict::ControlPlaneOutage {
+                unreachable,
+                answered,
+            } => format!(
+                "API unreachable, and {unreachable} of {answered} answering peers cannot reach it either: control-plane outage, not self-fencing"
+            ),
+            Verdict::SelfFence(Reason::OwnRecord(p)) => format!(
+                "my own Node carries a kube-fencer record in phase {p:?}: the cluster is fencing this node"
+            ),
+            Verdict::SelfFence(Reason::PeersReportFencing(p)) => {
+                format!("API unreachable, and peers that reach it report my Node in phase {p:?}")
+            }
+            Verdict::SelfFence(Reason::Isolated {
+                answered,
+                known,
+                silent_for,
+            }) => format!(
+                "API unreachable and only {answered} of {known} peers answered for {}: this node is isolated",
+                humantime::format_duration(Duration::from_secs(silent_for.as_secs()))
+            ),
+        }
+    }
+}
+
+/// Whether a fencing record on my own Node (as I or a peer read it) still
+/// concerns *this boot* of the node: a record made before my last reboot
+/// (another boot ID) is already satisfied — what ran then is gone — so it
+/// must not make me fence myself again (that would be a reboot loop). A
+/// record without a boot ID is taken to concern me.
+pub fn own_record_applies(
+    phase: Option<Phase>,
+    record_boot_id: Option<&str>,
+    my_boot_id: &str,
+) -> Option<Phase> {
+    match record_boot_id {
+        Some(b) if b != my_boot_id => None,
+        _ => phase,
+    }
+}
+
+/// The decision table above, in order.
+pub fn decide(input: &SelfFenceInput<'_>, s: &SelfFenceSettings) -> Verdict {
+    // Rule 1: connected and recorded as being fenced.
+    if input.api_failures == 0
+        && let Some(phase) = input.own_phase_seen_connected
+    {
+        return Verdict::SelfFence(Reason::OwnRecord(phase));
+    }
+    // Rule 2.
+    if input.api_failures < s.api_failure_threshold.max(1) {
+        return Verdict::Healthy;
+    }
+    // Rule 3: someone who can see the cluster says I am being fenced.
+    if let Some(phase) = input
+        .answers
+        .iter()
+        .filter(|a| a.api_reachable)
+        .find_map(|a| a.my_phase)
+    {
+        return Verdict::SelfFence(Reason::PeersReportFencing(phase));
+    }
+    let answered = input.answers.len();
+    let known = input.known_peers;
+    let majority_answered = answered * 2 > known;
+    // Rule 4: most of the cluster answers and most of it cannot reach the API.
+    let unreachable = input.answers.iter().filter(|a| !a.api_reachable).count();
+    if majority_answered && unreachable * 2 > answered {
+        return Verdict::ControlPlaneOutage {
+            unreachable,
+            answered,
+        };
+    }
+    // Rule 5: no majority of peers heard for the whole silence timeout.
+    if !majority_answered && input.unreachable_for >= s.peer_silence_timeout {
+        return Verdict::SelfFence(Reason::Isolated {
+            answered,
+            known,
+            silent_for: input.unreachable_for,
+        });
+    }
+    // Rule 6.
+    Verdict::Consulting { answered, known }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const S: SelfFenceSettings = SelfFenceSettings {
+        api_failure_threshold: 3,
+        peer_silence_timeout: Duration::from_secs(30),
+    };
+
+    fn up(my_phase: Option<Phase>) -> PeerAnswer {
+        PeerAnswer {
+            api_reachable: true,
+            my_phase,
+        }
+    }
+
+    fn down() -> PeerAnswer {
+        PeerAnswer {
+            api_reachable: false,
+            my_phase: None,
+        }
+    }
+
+    fn input(failures: u32, answers: &[PeerAnswer], known: usize, secs: u64) -> SelfFenceInput<'_> {
+        SelfFenceInput {
+            api_failures: failures,
+            own_phase_seen_connected: None,
+            known_peers: known,
+            answers,
+            unreachable_for: Duration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn rule1_own_record_while_connected_fences_at_once() {
+        for phase in [Phase::Fencing, Phase::Fenced] {
+            let mut i = input(0, &[], 5, 0);
+            i.own_phase_seen_connected = Some(phase);
+            assert_eq!(decide(&i, &S), Verdict::SelfFence(Reason::OwnRecord(phase)));
+        }
+        // No record: healthy.
+        assert_eq!(decide(&input(0, &[], 5, 0), &S), Verdict::Healthy);
+    }
+
+    #[test]
+    fn rule2_below_the_threshold_is_healthy() {
+        for f in 0..3 {
+            assert_eq!(decide(&input(f, &[], 5, 1000), &S), Verdict::Healthy);
+        }
+        // At the threshold, with every peer silent past the timeout: isolated.
+        assert!(decide(&input(3, &[], 5, 30), &S).self_fence());
+    }
+
+    #[test]
+    fn rule3_peers_reporting_fencing() {
+        for phase in [Phase::Fencing, Phase::Fenced] {
+            let answers = [up(Some(phase)), up(None), up(None)];
+            assert_eq!(
+                decide(&input(3, &answers, 3, 0), &S),
+                Verdict::SelfFence(Reason::PeersReportFencing(phase))
+            );
+        }
+        // A peer that cannot reach the API is not believed about my phase.
+        let answers = [
+            PeerAnswer {
+                api_reachable: false,
+                my_phase: Some(Phase::Fenced),
+            },
+            down(),
+        ];
+        assert!(matches!(
+            decide(&input(3, &answers, 3, 0), &S),
+            Verdict::ControlPlaneOutage { .. }
+        ));
+    }
+
+    #[test]
+    fn rule4_control_plane_outage_never_self_fences() {
+        // Everybody down, for ever so long.
+        let answers = [down(), down(), down(), down()];
+        assert_eq!(
+            decide(&input(100, &answers, 4, 10_000), &S),
+            Verdict::ControlPlaneOutage {
+                unreachable: 4,
+                answered: 4
+            }
+        );
+        // A majority of a majority.
+        let answers = [down(), down(), up(None)];
+        assert!(matches!(
+            decide(&input(3, &answers, 4, 10_000), &S),
+            Verdict::ControlPlaneOutage { .. }
+        ));
+    }
+
+    #[test]
+    fn rule4_needs_a_majority_of_all_peers() {
+        // Two nodes cut off together: they hear only each other.
+        let answers = [down()];
+        assert!(matches!(
+            decide(&input(3, &answers, 4, 30), &S),
+            Verdict::SelfFence(Reason::Isolated {
+                answered: 1,
+                known: 4,
+                ..
+            })
+        ));
+        // Half is not a majority.
+        let answers = [down(), down()];
+        assert!(decide(&input(3, &answers, 4, 30), &S).self_fence());
+    }
+
+    #[test]
+    fn rule5_isolated_after_the_silence_timeout() {
+        assert_eq!(
+            decide(&input(3, &[], 4, 29), &S),
+            Verdict::Consulting {
+                answered: 0,
+                known: 4
+            }
+        );
+        assert_eq!(
+            decide(&input(3, &[], 4, 30), &S),
+            Verdict::SelfFence(Reason::Isolated {
+                answered: 0,
+                known: 4,
+                silent_for: Duration::from_secs(30)
+            })
+        );
+        // A single-node cluster has nobody to ask.
+        assert!(decide(&input(3, &[], 0, 30), &S).self_fence());
+    }
+
+    #[test]
+    fn rule6_peers_that_see_me_healthy_keep_me_waiting() {
+        let answers = [up(None), up(None), up(None)];
+        assert_eq!(
+            decide(&input(3, &answers, 3, 10_000), &S),
+            Verdict::Consulting {
+                answered: 3,
+                known: 3
+            }
+        );
+    }
+
+    #[test]
+    fn a_record_from_a_previous_boot_does_not_fence_again() {
+        let p = Some(Phase::Fenced);
+        assert_eq!(own_record_applies(p, Some("b1"), "b1"), p);
+        assert_eq!(own_record_applies(p, None, "b1"), p);
+        assert_eq!(own_record_applies(p, Some("b0"), "b1"), None);
+        assert_eq!(own_record_applies(None, Some("b1"), "b1"), None);
+    }
+
+    #[test]
+    fn descriptions_name_the_rule() {
+        assert!(
+            Verdict::ControlPlaneOutage {
+                unreachable: 2,
+                answered: 3
+            }
+            .describe()
+            .contains("outage")
+        );
+        assert!(
+            Verdict::SelfFence(Reason::Isolated {
+                answered: 0,
+                known: 2,
+                silent_for: Duration::from_secs(31)
+            })
+            .describe()
+            .contains("isolated")
+        );
+    }
+
+    fn answer() -> impl Strategy<Value = PeerAnswer> {
+        (any::<bool>(), 0u8..3).prop_map(|(r, p)| PeerAnswer {
+            api_reachable: r,
+            my_phase: match p {
+                0 => None,
+                1 => Some(Phase::Fencing),
+                _ => Some(Phase::Fenced),
+            },
+        })
+    }
+
+    proptest! {
+        /// Whatever peers say, an agent that reaches the API and sees no
+        /// record on its own Node never fences itself.
+        #[test]
+        fn connected_and_unrecorded_never_fences(
+            failures in 0u32..3,
+            answers in proptest::collection::vec(answer(), 0..8),
+            extra in 0usize..4,
+            secs in 0u64..1000,
+        ) {
+            let known = answers.len() + extra;
+            let i = input(failures, &answers, known, secs);
+            prop_assert_eq!(decide(&i, &S), Verdict::Healthy);
+        }
+
+        /// With every answering peer unable to reach the API and a majority
+        /// answering, no self-fence, however long it lasts.
+        #[test]
+        fn outage_never_fences(n in 1usize..10, missing in 0usize..10, secs in 0u64..100_000) {
+            let answers = vec![down(); n];
+            let known = n + missing.min(n.saturating_sub(1));
+            let i = input(3, &answers, known, secs);
+            prop_assert!(!decide(&i, &S).self_fence());
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Scenario tests of split-brain safety: a node is marked fenced only when
+//! it is *known* fenced (self-fence capable agent past its safe time, or a
+//! successful external fence command), and a Fenced node is unfenced only
+//! after a reboot (new boot ID) or an operator's override.
+
+use std::time::Duration;
+
+use super::fence::fence_command_backoff;
+use super::sim::{Sim, secs};
+use super::testutil::{SELF_NODE, settings};
+use super::*;
+
+fn mark() -> NodeIntent {
+    NodeIntent::MarkFenced
+}
+fn unfence() -> NodeIntent {
+    NodeIntent::Unfence
+}
+
+fn cluster_with(s: Settings) -> Sim {
+    let mut sim = Sim::with(s);
+    sim.nodes(&["n1", "n2", "n3", "n4", SELF_NODE]);
+    sim.sync();
+    sim.decide_now();
+    sim
+}
+
+fn cluster() -> Sim {
+    cluster_with(settings())
+}
+
+fn runs(sim: &Sim, node: &str) -> Vec<(u64, u32)> {
+    sim.log
+        .iter()
+        .filter_map(|l| match &l.action {
+            Action::RunFenceCommand {
+                node: n, attempt, ..
+            } if n == node => Some((l.at.as_secs(), *attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn warned(sim: &Sim, needle: &str) -> bool {
+    sim.warnings().iter().any(|w| w.message.contains(needle))
+}
+
+fn not_capable_is_never_fenced(agent: AdvertState, because: &str) {
+    let mut sim = cluster();
+    sim.get_mut("n1").facts.agent = agent;
+    let pod = sim.sts_pod("n1", "db/pg-0", "pg");
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(1000);
+    assert_eq!(
+        sim.updates("n1", NodeIntent::BeginFencing),
+        vec![20],
+        "recorded and cordoned as usual"
+    );
+    assert!(sim.updates("n1", mark()).is_empty(), "never marked fenced");
+    assert!(sim.deleted_pods().is_empty());
+    assert!(sim.pod_exists(&pod));
+    assert_eq!(sim.status("n1"), NodeStatus::Fencing);
+    let report = &sim.last.as_ref().unwrap().report;
+    assert_eq!(report.external_fencing_required, vec!["n1".to_string()]);
+    assert!(!report.safe_times.contains_key("n1"));
+    assert!(
+        warned(&sim, "will NOT be marked fenced"),
+        "{:?}",
+        sim.warnings()
+    );
+    assert!(warned(&sim, because), "{:?}", sim.warnings());
+    assert!(warned(&sim, "no --fence-command is configured"));
+}
+
+#[test]
+fn a_node_without_an_agent_advertisement_is_never_marked_fenced() {
+    not_capable_is_never_fenced(AdvertState::Absent, "no kube-fencer agent advertised");
+}
+
+#[test]
+fn a_node_whose_agent_cannot_self_fence_is_never_marked_fenced() {
+    let mut a = testutil::advert();
+    a.self_fence = SelfFenceAction::None;
+    not_capable_is_never_fenced(AdvertState::Valid(a), "--self-fence=none");
+}
+
+#[test]
+fn a_malformed_advertisement_is_not_capable() {
+    not_capable_is_never_fenced(AdvertState::Malformed("bad".into()), "unreadable");
+}
+
+#[test]
+fn mark_fenced_waits_for_the_safe_time_when_it_is_later() {
+    let mut sim = cluster();
+    let mut a = testutil::advert();
+    a.watchdog_timeout = secs(100);
+    sim.get_mut("n1").facts.agent = AdvertState::Valid(a);
+    sim.run_until(5);
+    sim.kill("n1"); // last renewal observed at 0
+    sim.run_until(30);
+    let st = sim.last.as_ref().unwrap().report.safe_times["n1"];
+    // detect 2×3+1 = 7; consult max(7+3, 20+2+1) - 7 = 16; watchdog 100; margin 5
+    assert_eq!(
+        (st.detect, st.consult, st.total()),
+        (secs(7), secs(16), secs(128))
+    );
+    sim.run_until(127);
+    assert!(
+        sim.updates("n1", mark()).is_empty(),
+        "fence timeout (60) passed, safe time (128) not"
+    );
+    sim.run_until(128);
+    assert_eq!(sim.updates("n1", mark()), vec![128]);
+    let Action::UpdateNode { why, .. } = sim.actions_at(128)[0] else {
+        panic!()
+    };
+    assert!(
+        why.contains("safe time 2m 8s") && why.contains("exec"),
+        "{why}"
+    );
+}
+
+#[test]
+fn mark_fenced_waits_for_the_fence_timeout_when_it_is_later() {
+    let mut sim = cluster();
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(59);
+    assert_eq!(
+        sim.last.as_ref().unwrap().report.safe_times["n1"].total(),
+        secs(38)
+    );
+    assert!(sim.updates("n1", mark()).is_empty());
+    sim.run_until(60);
+    assert_eq!(sim.updates("n1", mark()), vec![60]);
+}
+
+#[test]
+fn a_successful_fence_command_marks_fenced_at_once() {
+    let mut s = settings();
+    s.fence_command = true;
+    let mut sim = cluster_with(s);
+    // Not capable, and a long safe time would not matter either.
+    sim.get_mut("n1").facts.agent = AdvertState::Absent;
+    let pod = sim.sts_pod("n1", "db/pg-0", "pg");
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(30);
+    assert_eq!(
+        runs(&sim, "n1"),
+        vec![(21, 1)],
+        "once the record says Fencing"
+    );
+    let Action::RunFenceCommand { addresses, .. } = sim.actions_at(21)[0] else {
+        panic!()
+    };
+    assert_eq!(addresses, &vec!["10.0.0.1".to_string()]);
+    assert_eq!(sim.updates("n1", mark()), vec![22], "without waiting");
+    let Action::UpdateNode { why, .. } = sim.actions_at(22)[0] else {
+        panic!()
+    };
+    assert!(why.contains("powered off"), "{why}");
+    assert_eq!(sim.deleted_pods(), vec![(23, pod)]);
+}
+
+#[test]
+fn a_failing_fence_command_is_retried_with_backoff_and_nothing_is_deleted() {
+    let mut s = settings();
+    s.fence_command = true;
+    let mut sim = cluster_with(s);
+    sim.get_mut("n1").facts.agent = AdvertState::Absent;
+    sim.fence_command_ok = false;
+    let pod = sim.sts_pod("n1", "db/pg-0", "pg");
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(100);
+    // 21, +5, +10, +20, +40
+    assert_eq!(
+        runs(&sim, "n1"),
+        vec![(21, 1), (26, 2), (36, 3), (56, 4), (96, 5)]
+    );
+    assert!(sim.updates("n1", mark()).is_empty());
+    assert!(sim.pod_exists(&pod));
+    assert!(warned(&sim, "--fence-command failed"));
+    assert!(warned(&sim, "until --fence-command succeeds"));
+    // It starts working: marked fenced right after the next attempt.
+    sim.fence_command_ok = true;
+    sim.run_until(200);
+    assert_eq!(runs(&sim, "n1").last(), Some(&(176, 6)));
+    assert_eq!(sim.updates("n1", mark()), vec![177]);
+}
+
+#[test]
+fn a_failing_fence_command_does_not_hold_back_a_capable_agent() {
+    let mut s = settings();
+    s.fence_command = true;
+    let mut sim = cluster_with(s);
+    sim.fence_command_ok = false;
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(70);
+    assert_eq!(sim.updates("n1", mark()), vec![60]);
+}
+
+#[test]
+fn no_fence_command_while_the_storm_guard_holds() {
+    let mut s = settings();
+    s.fence_command = true;
+    s.max_unhealthy = MaxUnhealthy::Count(1);
+    let mut sim = cluster_with(s);
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(21);
+    sim.kill("n2");
+    sim.run_until(200);
+    assert!(runs(&sim, "n2").is_empty());
+    assert!(sim.updates("n2", mark()).is_empty());
+}
+
+#[test]
+fn backoff_doubles_and_is_capped() {
+    let b = secs(5);
+    assert_eq!(fence_command_backoff(b, 1), secs(5));
+    assert_eq!(fence_command_backoff(b, 2), secs(10));
+    assert_eq!(fence_command_backoff(b, 4), secs(40));
+    assert_eq!(fence_command_backoff(b, 30), FENCE_COMMAND_MAX_BACKOFF);
+    assert_eq!(
+        fence_command_backoff(b, u32::MAX),
+        FENCE_COMMAND_MAX_BACKOFF
+    );
+    assert_eq!(fence_command_backoff(b, 0), secs(5));
+}
+
+/// Fence n1 (power loss), recover its pod; returns the sim at t=70.
+fn fenced_n1() -> Sim {
+    let mut sim = cluster();
+    sim.sts_pod("n1", "db/pg-0", "pg");
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(70);
+    assert_eq!(sim.status("n1"), NodeStatus::Fenced);
+    assert_eq!(
+        sim.record("n1").valid().unwrap().boot_id.as_deref(),
+        Some("boot-1"),
+        "the boot ID at fencing time is recorded"
+    );
+    sim
+}
+
+#[test]
+fn a_fenced_node_that_reconnects_without_rebooting_stays_fenced() {
+    let mut sim = fenced_n1();
+    sim.reconnect("n1");
+    sim.run_until(1000);
+    assert!(sim.updates("n1", unfence()).is_empty());
+    assert_eq!(sim.status("n1"), NodeStatus::Fenced);
+    assert!(warned(&sim, "same boot ID boot-1"), "{:?}", sim.warnings());
+    // Then it reboots: unfenced healthy_after later.
+    sim.kill("n1");
+    sim.run_until(1010);
+    sim.revive("n1");
+    sim.run_until(1039);
+    assert!(sim.updates("n1", unfence()).is_empty());
+    sim.run_until(1040);
+    assert_eq!(sim.updates("n1", unfence()), vec![1040]);
+    assert_eq!(sim.get("n1").facts.record, RecordState::Absent);
+}
+
+#[test]
+fn a_fenced_node_that_rebooted_is_unfenced() {
+    let mut sim = fenced_n1();
+    sim.revive("n1"); // at 70, new boot ID
+    sim.run_until(100);
+    assert_eq!(sim.updates("n1", unfence()), vec![100]);
+}
+
+#[test]
+fn the_operator_override_unfences_without_a_reboot_and_is_removed() {
+    let mut sim = fenced_n1();
+    sim.reconnect("n1");
+    sim.run_until(200);
+    assert!(sim.updates("n1", unfence()).is_empty());
+    sim.get_mut("n1").facts.unfence_requested = true;
+    sim.run_until(201);
+    assert_eq!(sim.updates("n1", unfence()), vec![201]);
+    assert!(!sim.get("n1").facts.unfence_requested, "annotation removed");
+}
+
+#[test]
+fn a_fenced_record_without_a_boot_id_needs_the_override() {
+    let mut sim = fenced_n1();
+    if let RecordState::Valid(r) = &mut sim.get_mut("n1").facts.record {
+        r.boot_id = None;
+    }
+    sim.revive("n1");
+    sim.run_until(500);
+    assert!(sim.updates("n1", unfence()).is_empty());
+    assert!(warned(&sim, "no boot ID was recorded"));
+    sim.get_mut("n1").facts.unfence_requested = true;
+    sim.run_until(501);
+    assert_eq!(sim.updates("n1", unfence()), vec![501]);
+}
+
+#[test]
+fn an_agent_without_a_boot_id_cannot_prove_a_reboot() {
+    let mut sim = fenced_n1();
+    sim.revive("n1");
+    if let AdvertState::Valid(a) = &mut sim.get_mut("n1").facts.agent {
+        a.boot_id = String::new();
+    }
+    sim.run_until(500);
+    assert!(sim.updates("n1", unfence()).is_empty());
+    assert!(warned(&sim, "advertises no boot ID"));
+}
+
+#[test]
+fn cancelling_a_fencing_needs_no_reboot() {
+    let mut sim = cluster();
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(30);
+    assert_eq!(sim.status("n1"), NodeStatus::Fencing);
+    sim.reconnect("n1");
+    sim.run_until(60);
+    assert_eq!(sim.updates("n1", unfence()), vec![60]);
+    assert!(sim.updates("n1", mark()).is_empty());
+}
+
+#[test]
+fn safe_times_are_reported_only_for_fencing_nodes() {
+    let mut sim = cluster();
+    sim.run_until(30);
+    assert!(sim.last.as_ref().unwrap().report.safe_times.is_empty());
+    sim.kill("n1");
+    sim.run_until(55);
+    let r = &sim.last.as_ref().unwrap().report;
+    assert_eq!(r.safe_times.keys().collect::<Vec<_>>(), vec!["n1"]);
+    assert_eq!(
+        r.safe_times["n1"].at,
+        testutil::mono(30) + Duration::from_secs(38)
+    );
+}
