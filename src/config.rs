@@ -299,6 +299,16 @@ pub struct Args {
     )]
     pub peer_key_file: String,
 
+    /// Fixed peer addresses (host:port, comma-separated) instead of
+    /// discovering them from the other Nodes' advertisements.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_PEERS",
+        default_value = "",
+        value_name = "ADDRS"
+    )]
+    pub peers: String,
+
     /// File with the node's boot ID (re-read at every API check).
     #[arg(
         long,
@@ -395,6 +405,8 @@ pub struct AgentConfig {
     pub peer_advertise: Option<String>,
     pub peer_key_file: Option<String>,
     pub boot_id_file: String,
+    /// `--peers`.
+    pub static_peers: Vec<String>,
 }
 
 impl Config {
@@ -574,6 +586,13 @@ impl Args {
                 .then(|| self.peer_advertise.clone()),
             peer_key_file,
             boot_id_file: self.boot_id_file.clone(),
+            static_peers: self
+                .peers
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect(),
         };
         let settings = Settings {
             self_node: node,

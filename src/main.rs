@@ -4,8 +4,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use kube_fencer::cluster::{Agent, LogOnly};
+use kube_fencer::cluster::Agent;
+use kube_fencer::cluster::guardian::{self, Guardian, Shared, Watchdog};
+use kube_fencer::cluster::peer_auth::{NonceCache, PeerKey};
+use kube_fencer::cluster::peers;
 use kube_fencer::config::Args;
+use kube_fencer::config::SelfFence;
 use kube_fencer::ops::{self, EventSink, Health, Metrics};
 use tokio::sync::watch;
 
@@ -53,6 +57,36 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
     let health =
         Health::new((config.election.lease_duration * 3).max(std::time::Duration::from_secs(30)));
 
+    // Self-fencing prerequisites first: refuse to start without them.
+    let key = match &config.agent.peer_key_file {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read --peer-key-file {path}"))?;
+            Some(
+                PeerKey::from_bytes(&bytes)
+                    .map_err(|e| anyhow::anyhow!("--peer-key-file {path}: {e}"))?,
+            )
+        }
+        None => None,
+    };
+    let watchdog = if config.agent.self_fence == SelfFence::Watchdog {
+        let period = (config.agent.watchdog_timeout / 4).clamp(
+            std::time::Duration::from_millis(500),
+            std::time::Duration::from_secs(10),
+        );
+        Some(Arc::new(
+            Watchdog::open(&config.agent.watchdog_device, period)
+                .map_err(|e| anyhow::anyhow!("--self-fence=watchdog: {e}"))?,
+        ))
+    } else {
+        None
+    };
+    if config.agent.self_fence == SelfFence::SysrqReboot
+        && !std::path::Path::new("/proc/sysrq-trigger").exists()
+    {
+        anyhow::bail!("--self-fence=sysrq-reboot: /proc/sysrq-trigger is missing");
+    }
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -81,13 +115,51 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
         metrics.clone(),
     ));
 
+    let shared = Arc::new(Shared::default());
+    let peer_server = match (config.agent.peer_listen, &key) {
+        (Some(addr), Some(key)) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --peer-listen {addr}"))?;
+            tracing::info!(addr = %addr, "serving the peer endpoint");
+            let app = peers::router(peers::Server {
+                client: client.clone(),
+                key: key.clone(),
+                nonces: Arc::new(std::sync::Mutex::new(NonceCache::default())),
+                api_timeout: config.agent.api_check_timeout,
+                metrics: metrics.clone(),
+            });
+            let mut rx = shutdown_rx.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .await
+            }))
+        }
+        _ => None,
+    };
+    let guardian = tokio::spawn(
+        Guardian {
+            client: client.clone(),
+            node: config.node_name().to_string(),
+            cfg: config.agent.clone(),
+            key,
+            metrics: metrics.clone(),
+            shared: shared.clone(),
+            watchdog,
+        }
+        .run(shutdown_rx.clone()),
+    );
+
     let agent = Agent {
         client,
         config,
         metrics,
         health,
         events,
-        self_fence: Arc::new(LogOnly),
+        self_fence: Arc::new(guardian::Hook(shared)),
     };
     let agent = tokio::spawn(agent.run(shutdown_rx));
 
@@ -97,6 +169,10 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
     match tokio::time::timeout(std::time::Duration::from_secs(10), agent).await {
         Ok(r) => r.context("agent task failed")?,
         Err(_) => tracing::warn!("agent did not stop within 10s"),
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), guardian).await;
+    if let Some(p) = peer_server {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), p).await;
     }
     // Let queued Events go out briefly.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), publisher).await;

@@ -19,9 +19,12 @@ pub mod election;
 pub mod executor;
 pub mod facts;
 pub mod fence_command;
+pub mod guardian;
 pub mod index;
 pub mod own_node;
 pub mod patch;
+pub mod peer_auth;
+pub mod peers;
 pub mod pods;
 pub mod reconcile;
 

@@ -1,0 +1,359 @@
+//! Peers: every agent serves `POST /peer/v1/ask` on `--peer-listen` and asks
+//! the others when it loses the API server. The question is "can you reach
+//! the API, and what does the cluster record for node X?"; the answer says
+//! whether the peer's own GET of Node X just succeeded, and the phase and
+//! boot ID of X's fencing record.
+//!
+//! Both directions are authenticated ([`super::peer_auth`]); the answer
+//! echoes the question's nonce. The client is a minimal HTTP/1.1 exchange
+//! over one TCP connection (`Connection: close`), bounded by a timeout.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use k8s_openapi::api::core::v1::Node;
+use kube::Client;
+use kube::api::Api;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::facts::node_facts;
+use super::peer_auth::{NonceCache, PeerKey, new_nonce, unix_now};
+use crate::decide::Phase;
+use crate::ops::Metrics;
+
+pub const AUTH_HEADER: &str = "x-kube-fencer-auth";
+pub const PATH: &str = "/peer/v1/ask";
+/// Largest answer read from a peer.
+const MAX_ANSWER: u64 = 16 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Question {
+    /// The asking node (for logs).
+    pub from: String,
+    /// The node whose record is asked for.
+    pub node: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Answer {
+    pub api_reachable: bool,
+    pub phase: Option<Phase>,
+    pub boot_id: Option<String>,
+    /// The question's nonce.
+    pub nonce: String,
+}
+
+/// State of the peer endpoint.
+#[derive(Clone)]
+pub struct Server {
+    pub client: Client,
+    pub key: PeerKey,
+    pub nonces: Arc<Mutex<NonceCache>>,
+    pub api_timeout: Duration,
+    pub metrics: Metrics,
+}
+
+pub fn router(server: Server) -> axum::Router {
+    axum::Router::new()
+        .route(PATH, post(ask))
+        .with_state(server)
+}
+
+async fn ask(
+    State(s): State<Server>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, HeaderMap, String) {
+    let mut out = HeaderMap::new();
+    let now = unix_now();
+    let header = headers
+        .get(AUTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let verified = s.key.verify(header, &body, now).and_then(|nonce| {
+        s.nonces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(&nonce, now)
+            .map(|()| nonce)
+    });
+    let nonce = match verified {
+        Ok(n) => n,
+        Err(e) => {
+            s.metrics
+                .peer_requests
+                .with_label_values(&["in", e.as_label()])
+                .inc();
+            tracing::warn!(error = %e, "rejected a peer request");
+            return (StatusCode::UNAUTHORIZED, out, String::new());
+        }
+    };
+    let Ok(q) = serde_json::from_slice::<Question>(&body) else {
+        s.metrics
+            .peer_requests
+            .with_label_values(&["in", "malformed"])
+            .inc();
+        return (StatusCode::BAD_REQUEST, out, String::new());
+    };
+    let api: Api<Node> = Api::all(s.client.clone());
+    let answer = match tokio::time::timeout(s.api_timeout, api.get(&q.node)).await {
+        Ok(Ok(node)) => {
+            let facts = node_facts(&node);
+            let record = facts.record.valid();
+            Answer {
+                api_reachable: true,
+                phase: record.map(|r| r.phase),
+                boot_id: record.and_then(|r| r.boot_id.clone()),
+                nonce,
+            }
+        }
+        _ => Answer {
+            api_reachable: false,
+            phase: None,
+            boot_id: None,
+            nonce,
+        },
+    };
+    tracing::debug!(from = %q.from, node = %q.node, api_reachable = answer.api_reachable, phase = ?answer.phase, "answered a peer");
+    s.metrics
+        .peer_requests
+        .with_label_values(&["in", "ok"])
+        .inc();
+    let text = serde_json::to_string(&answer).unwrap_or_default();
+    let auth = s.key.sign(unix_now(), &new_nonce(), text.as_bytes());
+    if let Ok(v) = auth.parse() {
+        out.insert(AUTH_HEADER, v);
+    }
+    (StatusCode::OK, out, text)
+}
+
+/// Ask the peer at `addr` (`host:port`) about `node`. Any failure (network,
+/// timeout, status, authentication, nonce mismatch) is an `Err`.
+pub async fn ask_peer(
+    addr: &str,
+    key: &PeerKey,
+    question: &Question,
+    timeout: Duration,
+) -> Result<Answer, String> {
+    tokio::time::timeout(timeout, exchange(addr, key, question))
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+async fn exchange(addr: &str, key: &PeerKey, question: &Question) -> Result<Answer, String> {
+    let body = serde_json::to_string(question).map_err(|e| e.to_string())?;
+    let nonce = new_nonce();
+    let auth = key.sign(unix_now(), &nonce, body.as_bytes());
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let request = format!(
+        "POST {PATH} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{AUTH_HEADER}: {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .take(MAX_ANSWER)
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    let (status, headers, payload) = parse_response(&raw)?;
+    if status != 200 {
+        return Err(format!("HTTP {status}"));
+    }
+    let auth = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(AUTH_HEADER))
+        .map(|(_, v)| v.as_str())
+        .ok_or("answer is not authenticated")?;
+    key.verify(auth, payload, unix_now())
+        .map_err(|e| format!("answer rejected: {e}"))?;
+    let answer: Answer =
+        serde_json::from_slice(payload).map_err(|e| format!("malformed answer: {e}"))?;
+    if answer.nonce != nonce {
+        return Err("answer is for another question (nonce mismatch)".into());
+    }
+    Ok(answer)
+}
+
+/// Status, headers and body of a response.
+pub type Response<'a> = (u16, Vec<(String, String)>, &'a [u8]);
+
+/// Split an HTTP/1.1 response into status, headers and body. Handles
+/// `Content-Length` and chunked bodies (hyper may send either).
+pub fn parse_response(raw: &[u8]) -> Result<Response<'_>, String> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("truncated response")?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(|_| "response head is not UTF-8")?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or("bad status line")?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let body = &raw[split + 4..];
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        // One chunk is all an answer needs; take the first.
+        let line_end = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("bad chunk")?;
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&body[..line_end])
+                .map_err(|_| "bad chunk")?
+                .trim(),
+            16,
+        )
+        .map_err(|_| "bad chunk size")?;
+        let start = line_end + 2;
+        let chunk = body.get(start..start + size).ok_or("truncated chunk")?;
+        return Ok((status, headers, chunk));
+    }
+    let len = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let body = match len {
+        Some(n) => body.get(..n).ok_or("truncated body")?,
+        None => body,
+    };
+    Ok((status, headers, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_content_length_and_chunked_responses() {
+        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nX-Kube-Fencer-Auth: a\r\n\r\n{}junk";
+        let (s, h, b) = parse_response(raw).unwrap();
+        assert_eq!((s, b), (200, &b"{}"[..]));
+        assert!(h.iter().any(|(k, v)| k == "X-Kube-Fencer-Auth" && v == "a"));
+        let raw =
+            b"HTTP/1.1 401 Unauthorized\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        let (s, _, b) = parse_response(raw).unwrap();
+        assert_eq!((s, b), (401, &b"abc"[..]));
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert!(parse_response(b"garbage\r\n\r\n").is_err());
+    }
+
+    async fn serve(key: &str) -> String {
+        let client = Client::try_from(kube::Config::new(
+            "http://127.0.0.1:9".parse().expect("url"),
+        ))
+        .expect("client");
+        let server = Server {
+            client,
+            key: PeerKey::from_bytes(key.as_bytes()).unwrap(),
+            nonces: Arc::new(Mutex::new(NonceCache::default())),
+            api_timeout: Duration::from_secs(2),
+            metrics: Metrics::new(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, router(server)).await });
+        addr
+    }
+
+    fn q() -> Question {
+        Question {
+            from: "a".into(),
+            node: "b".into(),
+        }
+    }
+
+    const KEY: &str = "0123456789abcdef0123";
+    const T: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn a_peer_with_the_key_gets_an_authenticated_answer() {
+        let addr = serve(KEY).await;
+        let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
+        let a = ask_peer(&addr, &key, &q(), T).await.expect("answer");
+        // This test's API server does not exist: the peer cannot reach it.
+        assert!(!a.api_reachable);
+        assert_eq!(a.phase, None);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_key_is_refused_both_ways() {
+        let addr = serve(KEY).await;
+        let wrong = PeerKey::from_bytes(b"another-key-0123456").unwrap();
+        let e = ask_peer(&addr, &wrong, &q(), T).await.unwrap_err();
+        assert!(e.contains("401"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_replayed_request_is_refused() {
+        let addr = serve(KEY).await;
+        let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
+        let body = serde_json::to_string(&q()).unwrap();
+        let auth = key.sign(unix_now(), "fixed-nonce", body.as_bytes());
+        let request = format!(
+            "POST {PATH} HTTP/1.1\r\nHost: x\r\n{AUTH_HEADER}: {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut statuses = Vec::new();
+        for _ in 0..2 {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw).await.unwrap();
+            statuses.push(parse_response(&raw).unwrap().0);
+        }
+        assert_eq!(statuses, vec![200, 401]);
+        // An old message is refused even with a fresh nonce.
+        let auth = key.sign(unix_now() - 60, "other-nonce", body.as_bytes());
+        let request = request.replace(
+            &request
+                [request.find(AUTH_HEADER).unwrap()..request.find("\r\nContent-Length").unwrap()],
+            &format!("{AUTH_HEADER}: {auth}"),
+        );
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        assert_eq!(parse_response(&raw).unwrap().0, 401);
+    }
+
+    #[tokio::test]
+    async fn an_absent_peer_is_an_error() {
+        let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
+        assert!(ask_peer("127.0.0.1:1", &key, &q(), T).await.is_err());
+    }
+
+    #[test]
+    fn answers_serialize_stably() {
+        let a = Answer {
+            api_reachable: true,
+            phase: Some(Phase::Fencing),
+            boot_id: Some("b".into()),
+            nonce: "n".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"{"apiReachable":true,"phase":"Fencing","bootId":"b","nonce":"n"}"#
+        );
+    }
+}
