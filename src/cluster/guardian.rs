@@ -298,7 +298,9 @@ impl Guardian {
         for batch in st.peers.clone().chunks(PEER_BATCH) {
             let asks = batch.iter().map(|addr| {
                 let (key, q) = (key.clone(), q.clone());
-                let timeout = self.cfg.api_check_timeout;
+                // The peer spends up to one API check timeout on its own
+                // GET: wait longer than that for its answer.
+                let timeout = self.cfg.api_check_timeout * 2 + Duration::from_millis(500);
                 async move { (addr.clone(), peers::ask_peer(addr, &key, &q, timeout).await) }
             });
             for (addr, result) in futures::future::join_all(asks).await {

@@ -4,17 +4,20 @@
 //!
 //! ```text
 //! safe = last observed heartbeat
-//!      + max(detect + peer silence, unreachable-after + check interval + check timeout)
+//!      + max(detect + peer silence, unreachable-after) + round
 //!      + watchdog timeout
 //!      + margin
 //! detect = api-check-interval × api-failure-threshold + api-check-timeout
+//! round  = api-check-interval + 3 × api-check-timeout
 //! ```
 //!
 //! Why each term: the node may have lost the API right after its last
 //! observed heartbeat. Its agent needs `detect` to declare the API
 //! unreachable, then at most `peer silence` to conclude it is isolated — or,
 //! if its peers can reach the API, until the leader has recorded Fencing
-//! (`unreachable-after`) and a peer passes that on (one more check). Then the
+//! (`unreachable-after`) and a peer passes that on. Either conclusion is
+//! reached at the agent's next check `round` (a /readyz probe plus asking
+//! peers, who spend up to one check timeout on their own API call). Then the
 //! self-fence action takes at most `watchdog timeout`. The `margin`
 //! (`--safe-time-margin`) absorbs the kubelet's Lease renewal interval (the
 //! partition may start up to one renewal after the last observed one), watch
@@ -77,11 +80,14 @@ pub fn safe_time(
         .saturating_add(advert.api_check_timeout);
     // Time from the last heartbeat until the agent has either concluded it is
     // isolated, or heard from a peer that the leader recorded it as Fencing.
+    let round = advert
+        .api_check_interval
+        .saturating_add(advert.api_check_timeout.saturating_mul(3));
     let via_silence = detect.saturating_add(advert.peer_silence_timeout);
-    let via_peers = unreachable_after
-        .saturating_add(advert.api_check_interval)
-        .saturating_add(advert.api_check_timeout);
-    let consult = via_silence.max(via_peers).saturating_sub(detect);
+    let consult = via_silence
+        .max(unreachable_after)
+        .saturating_add(round)
+        .saturating_sub(detect);
     let mut st = SafeTime {
         at: last_heartbeat,
         detect,
@@ -119,16 +125,17 @@ mod tests {
     fn defaults_add_up() {
         let t = Instant::now();
         let st = safe_time(&advert(), t, S(20), S(30));
-        // detect 5×3+5 = 20; consult max(20+30, 20+5+5) - 20 = 30; +60 +30
+        // detect 5×3+5 = 20; round 5+3×5 = 20;
+        // consult max(20+30, 20) + 20 - 20 = 50; +60 +30
         assert_eq!(st.detect, S(20));
-        assert_eq!(st.consult, S(30));
-        assert_eq!(st.total(), S(140));
-        assert_eq!(st.at, t + S(140));
+        assert_eq!(st.consult, S(50));
+        assert_eq!(st.total(), S(160));
+        assert_eq!(st.at, t + S(160));
         let text = st.to_string();
         assert!(
-            text.contains("2m 20s")
+            text.contains("2m 40s")
                 && text.contains("detect 20s")
-                && text.contains("peer consultation 30s")
+                && text.contains("peer consultation 50s")
                 && text.contains("watchdog 1m")
                 && text.contains("margin 30s"),
             "{text}"
@@ -141,13 +148,13 @@ mod tests {
         let base = safe_time(&advert(), t, S(20), S(30)).total();
         let mut a = advert();
         a.api_check_interval = S(6);
-        assert_eq!(safe_time(&a, t, S(20), S(30)).total(), base + S(3));
+        assert_eq!(safe_time(&a, t, S(20), S(30)).total(), base + S(4));
         let mut a = advert();
         a.api_failure_threshold = 4;
         assert_eq!(safe_time(&a, t, S(20), S(30)).total(), base + S(5));
         let mut a = advert();
         a.api_check_timeout = S(6);
-        assert_eq!(safe_time(&a, t, S(20), S(30)).total(), base + S(1));
+        assert_eq!(safe_time(&a, t, S(20), S(30)).total(), base + S(4));
         let mut a = advert();
         a.peer_silence_timeout = S(31);
         assert_eq!(safe_time(&a, t, S(20), S(30)).total(), base + S(1));
@@ -165,9 +172,9 @@ mod tests {
         let mut a = advert();
         a.peer_silence_timeout = S(1);
         let st = safe_time(&a, t, S(100), S(0));
-        // via peers: 100 + 5 + 5 = 110 > detect 20 + 1
-        assert_eq!(st.detect + st.consult, S(110));
-        assert_eq!(st.total(), S(170));
+        // max(detect 20 + silence 1, 100) + round 20
+        assert_eq!(st.detect + st.consult, S(120));
+        assert_eq!(st.total(), S(180));
     }
 
     #[test]

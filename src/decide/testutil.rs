@@ -67,9 +67,10 @@ pub fn facts(name: &str) -> NodeFacts {
     }
 }
 
-/// A self-fence capable agent whose safe time (2×3+1 + max(3, 20+2+1)-7 +
-/// 10 + margin 5 = 38s with the test settings) stays within the test
-/// fence timeout (60s), so the pre-existing tests see fence-timeout rule.
+/// A self-fence capable agent whose safe time (detect 2×3+1 = 7, consult
+/// max(7+3, 20) + round (2+3×1) - 7 = 18, watchdog 10, margin 5: 40s with
+/// the test settings) stays within the test fence timeout (60s), so the
+/// fence-timeout rule is what the older scenario tests see.
 pub fn advert() -> AgentAdvert {
     AgentAdvert {
         self_fence: SelfFenceAction::Exec,

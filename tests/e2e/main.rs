@@ -14,3 +14,4 @@ mod support;
 
 mod chaos_stop_node;
 mod control_run;
+mod split_brain;

@@ -25,6 +25,9 @@ use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+mod split_brain;
+pub use split_brain::*;
+
 /// Namespace the manifests in rbac/ and daemonset/ install into.
 pub const FENCER_NAMESPACE: &str = "kube-fencer";
 /// ServiceAccount the agents authenticate as.
@@ -406,6 +409,7 @@ impl Cluster {
         let child = Command::new(env!("CARGO_BIN_EXE_kube-fencer"))
             .args(["--node-name", node, "--namespace", FENCER_NAMESPACE])
             .args(["--listen", &listen])
+            .args(self.split_brain_args(node, extra_args)?)
             .args(extra_args)
             .env("KUBECONFIG", &kubeconfig)
             .env("NODE_NAME", node)

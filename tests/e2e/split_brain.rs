@@ -1,0 +1,473 @@
+//! Split-brain safety, end to end: a stale heartbeat alone never lets
+//! kube-fencer delete a pod. A node is marked fenced only when its agent can
+//! fence itself (and its safe time passed) or an external fence command
+//! powered it off; a node that reconnects without rebooting stays fenced; a
+//! partitioned node fences itself before its pods are replaced; an API
+//! outage for everyone fences nobody.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const NS: &str = "splitbrain";
+const STS: &str = "db";
+const PHASE_LABEL: &str = "kube-fencer.io/phase";
+
+fn phase(node: &k8s_openapi::api::core::v1::Node) -> Option<String> {
+    node.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(PHASE_LABEL).cloned())
+}
+
+/// A 3-node cluster with kube-fencer installed and a 3-replica StatefulSet;
+/// returns the cluster, the victim (the node of `db-1`) and the old pod UID.
+async fn setup(agent_args: &[&str]) -> (Cluster, String, String) {
+    let cluster = Cluster::start(3, ClusterOpts::default())
+        .await
+        .expect("cluster start");
+    cluster.install_kube_fencer().expect("install manifests");
+    cluster
+        .spawn_agents(agent_args)
+        .await
+        .expect("spawn agents");
+    cluster.deploy_statefulset(NS, STS, 3).expect("deploy");
+    let placement = cluster
+        .wait_statefulset_ready(NS, STS, 3, Duration::from_secs(90))
+        .await;
+    cluster.wait_leader(Duration::from_secs(60)).await;
+    let victim = placement[&format!("{STS}-1")].clone();
+    let uid = pod_uid(&cluster.pod(NS, "db-1").await.unwrap().unwrap());
+    wait_advertised(&cluster, &victim).await;
+    (cluster, victim, uid)
+}
+
+async fn wait_advertised(cluster: &Cluster, node: &str) {
+    cluster
+        .wait_until(
+            &format!("the agent of {node} to advertise itself"),
+            Duration::from_secs(30),
+            async || {
+                let n = cluster.node(node).await?;
+                Ok(node_annotation(&n, "kube-fencer.io/agent"))
+            },
+        )
+        .await;
+}
+
+async fn wait_phase(cluster: &Cluster, node: &str, want: &str, within: Duration) {
+    cluster
+        .wait_until(&format!("{node} in phase {want}"), within, async || {
+            let n = cluster.node(node).await?;
+            Ok((phase(&n).as_deref() == Some(want)).then_some(()))
+        })
+        .await;
+}
+
+fn all_agent_logs(cluster: &Cluster) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(cluster.dir.join("logs"))
+        .unwrap()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with("agent-") {
+            out.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    out
+}
+
+fn events_json(cluster: &Cluster) -> String {
+    cluster
+        .kubectl(["get", "events", "-A", "-o", "json"])
+        .unwrap_or_default()
+}
+
+/// (a) An agent that cannot fence itself, and no fence command: the node is
+/// recorded and cordoned, but never marked fenced; its pod stays; the leader
+/// says why (log, Event, metric).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_brain_no_self_fence_never_deletes() {
+    let mut args = FAST_AGENT_ARGS.to_vec();
+    args.extend(["--self-fence", "none"]);
+    let (cluster, victim, uid) = setup(&args).await;
+    cluster.stop_agent(&victim);
+    cluster.stop_node(&victim).unwrap();
+    wait_phase(&cluster, &victim, "fencing", Duration::from_secs(30)).await;
+    cluster
+        .hold_for(
+            &format!("{victim} stays Fencing and db-1 stays"),
+            Duration::from_secs(30),
+            async || {
+                let n = cluster.node(&victim).await?;
+                if phase(&n).as_deref() != Some("fencing") {
+                    return Ok(Err(format!("phase is {:?}", phase(&n))));
+                }
+                if node_has_taint(&n, OUT_OF_SERVICE_TAINT) {
+                    return Ok(Err("tainted".into()));
+                }
+                let p = cluster.pod(NS, "db-1").await?;
+                Ok(match p {
+                    Some(p) if pod_uid(&p) == uid => Ok(()),
+                    _ => Err("db-1 was deleted".into()),
+                })
+            },
+        )
+        .await;
+    let logs = all_agent_logs(&cluster);
+    assert!(
+        logs.contains("will NOT be marked fenced") && logs.contains("--self-fence=none"),
+        "the leader must say why"
+    );
+    assert!(
+        events_json(&cluster).contains("will NOT be marked fenced"),
+        "a KubeFencerWarning Event must say why"
+    );
+    let leader_metrics = metrics_of_any_agent(&cluster, "kube_fencer_external_fencing_required{")
+        .await
+        .expect("metric");
+    assert!(leader_metrics.contains(&format!("node=\"{victim}\"}} 1")));
+}
+
+/// Any agent's /metrics containing `needle` (the leader's).
+async fn metrics_of_any_agent(cluster: &Cluster, needle: &str) -> Option<String> {
+    for n in cluster.node_names().await.ok()? {
+        let Some(addr) = cluster.agent_listen(&n) else {
+            continue;
+        };
+        let out = std::process::Command::new("curl")
+            .args(["-s", &format!("http://{addr}/metrics")])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains(needle) {
+            return Some(text);
+        }
+    }
+    None
+}
+
+/// (b) External fencing: while the fence command fails, nothing is deleted
+/// (retries with backoff, Events); once it succeeds the node is marked
+/// fenced at once, long before its (deliberately long) safe time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_brain_fence_command() {
+    let dir_marker = std::env::temp_dir().join(format!("kf-fence-{}", fresh_boot_id()));
+    std::fs::create_dir_all(&dir_marker).unwrap();
+    let fail = dir_marker.join("fail");
+    let runs = dir_marker.join("runs");
+    std::fs::write(&fail, "").unwrap();
+    let cmd = format!(
+        "echo \"$(date +%s.%N) $NODE_NAME $NODE_ADDRESS\" >> {runs}; test ! -e {fail}",
+        runs = runs.display(),
+        fail = fail.display()
+    );
+    let mut args = FAST_AGENT_ARGS.to_vec();
+    // A safe time of minutes: only the fence command can be quick.
+    args.extend([
+        "--watchdog-timeout",
+        "300s",
+        "--fence-command",
+        &cmd,
+        "--fence-command-backoff",
+        "1s",
+        "--fence-command-timeout",
+        "5s",
+    ]);
+    let (cluster, victim, uid) = setup(&args).await;
+    let t0 = Instant::now();
+    cluster.stop_agent(&victim);
+    cluster.stop_node(&victim).unwrap();
+    wait_phase(&cluster, &victim, "fencing", Duration::from_secs(30)).await;
+    cluster
+        .hold_for(
+            "nothing deleted while the fence command fails",
+            Duration::from_secs(20),
+            async || {
+                let p = cluster.pod(NS, "db-1").await?;
+                Ok(match p {
+                    Some(p) if pod_uid(&p) == uid => Ok(()),
+                    _ => Err("db-1 was deleted".into()),
+                })
+            },
+        )
+        .await;
+    let attempts = std::fs::read_to_string(&runs).unwrap_or_default();
+    let n = attempts
+        .lines()
+        .filter(|l| l.contains(&format!(" {victim} ")))
+        .count();
+    assert!(n >= 3, "retried with backoff: {attempts}");
+    assert!(
+        attempts.contains(" 127.0.0.1"),
+        "NODE_ADDRESS is set: {attempts}"
+    );
+    assert!(events_json(&cluster).contains("FenceCommandFailed"));
+    // The power fence starts working.
+    std::fs::remove_file(&fail).unwrap();
+    let t_ok = Instant::now();
+    cluster
+        .wait_until(
+            "db-1 recreated on a healthy node",
+            Duration::from_secs(60),
+            async || {
+                let Some(p) = cluster.pod(NS, "db-1").await? else {
+                    return Ok(None);
+                };
+                Ok((pod_uid(&p) != uid
+                    && pod_node_name(&p).is_some_and(|n| n != victim)
+                    && pod_running_ready(&p))
+                .then_some(()))
+            },
+        )
+        .await;
+    say(format!(
+        "recovered {:.1}s after the fence command started succeeding, {:.1}s after power-off",
+        t_ok.elapsed().as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    ));
+    assert!(
+        t0.elapsed() < Duration::from_secs(150),
+        "did not wait for the 5-minute safe time"
+    );
+    let n = cluster.node(&victim).await.unwrap();
+    assert_eq!(phase(&n).as_deref(), Some("fenced"));
+    assert!(events_json(&cluster).contains("FenceCommandSucceeded"));
+    let _ = std::fs::remove_dir_all(&dir_marker);
+}
+
+/// (c) Reboot check: a fenced node that comes back with the same boot ID
+/// stays fenced (and its agent, seeing its own Fenced record, fences
+/// itself again); with a new boot ID it is unfenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_brain_reboot_check() {
+    let (cluster, victim, uid) = setup(FAST_AGENT_ARGS).await;
+    let boot_file = cluster.dir.join("fixed-boot-id");
+    std::fs::write(&boot_file, "boot-A\n").unwrap();
+    let marker = cluster.self_fence_marker(&victim);
+    let exec = format!(
+        "exec:echo \"$(date +%s.%N) $KUBE_FENCER_SELF_FENCE_REASON\" >> {}",
+        marker.display()
+    );
+    let boot_arg = boot_file.display().to_string();
+    let mut args = FAST_AGENT_ARGS.to_vec();
+    args.extend(["--boot-id-file", &boot_arg, "--self-fence", &exec]);
+    // Restart the victim's agent with the fixed boot ID, then power off.
+    cluster.stop_agent(&victim);
+    cluster.spawn_agent(&victim, &args).unwrap();
+    cluster
+        .wait_until("boot-A advertised", Duration::from_secs(30), async || {
+            let n = cluster.node(&victim).await?;
+            Ok(node_annotation(&n, "kube-fencer.io/agent").filter(|a| a.contains("boot-A")))
+        })
+        .await;
+    cluster.stop_agent(&victim);
+    cluster.stop_node(&victim).unwrap();
+    wait_phase(&cluster, &victim, "fenced", Duration::from_secs(60)).await;
+    cluster
+        .wait_until("db-1 replaced", Duration::from_secs(60), async || {
+            let p = cluster.pod(NS, "db-1").await?;
+            Ok(p.filter(|p| pod_uid(p) != uid).map(|_| ()))
+        })
+        .await;
+    let state = node_annotation(&cluster.node(&victim).await.unwrap(), STATE_ANNOTATION).unwrap();
+    assert!(state.contains("\"bootId\":\"boot-A\""), "{state}");
+
+    // Back without a reboot: same boot ID.
+    cluster.start_node(&victim).unwrap();
+    cluster.spawn_agent(&victim, &args).unwrap();
+    cluster
+        .hold_for(
+            &format!("{victim} stays fenced after reconnecting with the same boot ID"),
+            Duration::from_secs(20),
+            async || {
+                let n = cluster.node(&victim).await?;
+                Ok(if phase(&n).as_deref() == Some("fenced") {
+                    Ok(())
+                } else {
+                    Err(format!("phase {:?}", phase(&n)))
+                })
+            },
+        )
+        .await;
+    assert!(
+        all_agent_logs(&cluster).contains("same boot ID boot-A"),
+        "the leader says why"
+    );
+    let marks = std::fs::read_to_string(&marker).unwrap_or_default();
+    assert!(
+        marks.contains("own Node carries a kube-fencer record"),
+        "the reconnected agent fenced itself on seeing its record: {marks:?}"
+    );
+
+    // A real reboot: new boot ID.
+    cluster.stop_agent(&victim);
+    std::fs::write(&boot_file, "boot-B\n").unwrap();
+    cluster.spawn_agent(&victim, &args).unwrap();
+    cluster
+        .wait_until(
+            &format!("{victim} unfenced after a reboot"),
+            Duration::from_secs(60),
+            async || {
+                let n = cluster.node(&victim).await?;
+                Ok((node_annotation(&n, STATE_ANNOTATION).is_none()
+                    && !node_unschedulable(&n)
+                    && !node_has_taint(&n, OUT_OF_SERVICE_TAINT))
+                .then_some(()))
+            },
+        )
+        .await;
+}
+
+/// (d) Partition: one node loses the API server and every peer. Its agent
+/// declares itself isolated and fences itself (kills its kwok, writes a
+/// timestamped marker) BEFORE the leader force-deletes its pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_brain_partition_self_fences_first() {
+    let cluster = Cluster::start(3, ClusterOpts::default())
+        .await
+        .expect("cluster start");
+    cluster.install_kube_fencer().expect("install manifests");
+    cluster.deploy_statefulset(NS, STS, 3).expect("deploy");
+    let placement = cluster
+        .wait_statefulset_ready(NS, STS, 3, Duration::from_secs(90))
+        .await;
+    let victim = placement[&format!("{STS}-1")].clone();
+    let others: Vec<String> = cluster
+        .node_names()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| *n != victim)
+        .collect();
+    for n in &others {
+        cluster.spawn_agent(n, FAST_AGENT_ARGS).unwrap();
+    }
+    let leader = cluster.wait_leader(Duration::from_secs(60)).await;
+    say(format!("leader {leader}; victim {victim}"));
+
+    // The victim reaches the API and its peers only through proxies.
+    let api = CutProxy::start(&cluster.api_address().unwrap())
+        .await
+        .unwrap();
+    let kubeconfig = cluster
+        .agent_kubeconfig_via(&victim, &format!("https://{}", api.addr))
+        .unwrap();
+    let mut proxies = vec![];
+    let mut peer_addrs = vec![];
+    for n in &others {
+        let port = cluster.peer_port(n).expect("peer port");
+        let p = CutProxy::start(&format!("127.0.0.1:{port}")).await.unwrap();
+        peer_addrs.push(p.addr.clone());
+        proxies.push(p);
+    }
+    let own_port = free_port().unwrap();
+    let inbound = CutProxy::start(&format!("127.0.0.1:{own_port}"))
+        .await
+        .unwrap();
+    let peers = peer_addrs.join(",");
+    let listen = format!("127.0.0.1:{own_port}");
+    let mut args = FAST_AGENT_ARGS.to_vec();
+    args.extend([
+        "--peers",
+        &peers,
+        "--peer-listen",
+        &listen,
+        "--peer-advertise",
+        &inbound.addr,
+    ]);
+    cluster
+        .spawn_agent_with_kubeconfig(&victim, &args, &kubeconfig)
+        .unwrap();
+    wait_advertised(&cluster, &victim).await;
+    let uid = pod_uid(&cluster.pod(NS, "db-1").await.unwrap().unwrap());
+    // Let it settle (a few healthy checks).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(cluster.self_fence_times(&victim).is_empty());
+
+    // Partition: the node's kubelet and agent lose the API and the peers.
+    let t_cut = unix_now_f64();
+    api.cut();
+    inbound.cut();
+    for p in &proxies {
+        p.cut();
+    }
+    cluster.stop_node(&victim).unwrap();
+    say(format!("{victim} partitioned"));
+
+    let t_deleted = cluster
+        .wait_until(
+            "db-1 force-deleted by the leader",
+            Duration::from_secs(90),
+            async || {
+                let p = cluster.pod(NS, "db-1").await?;
+                Ok(match p {
+                    Some(p) if pod_uid(&p) == uid => None,
+                    _ => Some(unix_now_f64()),
+                })
+            },
+        )
+        .await;
+    let fenced = cluster.self_fence_times(&victim);
+    say(format!(
+        "self-fenced at +{:?}s, pod deleted at +{:.1}s after the partition",
+        fenced
+            .iter()
+            .map(|t| format!("{:.1}", t - t_cut))
+            .collect::<Vec<_>>(),
+        t_deleted - t_cut
+    ));
+    let first = *fenced.first().expect("the partitioned agent fenced itself");
+    assert!(
+        first < t_deleted,
+        "self-fence ({first}) must come before the force-deletion ({t_deleted})"
+    );
+    let marks = std::fs::read_to_string(cluster.self_fence_marker(&victim)).unwrap();
+    assert!(marks.contains("isolated"), "{marks}");
+}
+
+/// (e) The API server is down for everybody (paused) for longer than the
+/// failure threshold: the agents see a control-plane outage through their
+/// peers; nobody fences itself and no node is fenced after it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_brain_api_outage_fences_nobody() {
+    let (cluster, _victim, _uid) = setup(FAST_AGENT_ARGS).await;
+    for n in cluster.node_names().await.unwrap() {
+        wait_advertised(&cluster, &n).await;
+    }
+    let before = cluster.pod_uids().await.unwrap();
+    cluster.pause_apiserver(true).unwrap();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    cluster.pause_apiserver(false).unwrap();
+    cluster
+        .hold_for(
+            "no node fenced, no pod replaced after the outage",
+            Duration::from_secs(30),
+            async || {
+                for n in cluster.node_names().await? {
+                    let node = cluster.node(&n).await?;
+                    if node_annotation(&node, STATE_ANNOTATION).is_some() {
+                        return Ok(Err(format!("{n} has a fencing record")));
+                    }
+                }
+                Ok(Ok(()))
+            },
+        )
+        .await;
+    for n in cluster.node_names().await.unwrap() {
+        assert!(
+            cluster.self_fence_times(&n).is_empty(),
+            "{n} fenced itself during an API outage"
+        );
+        assert!(cluster.agent_running(&n).unwrap(), "agent for {n} exited");
+    }
+    let after = cluster.pod_uids().await.unwrap();
+    for (name, uid) in &before {
+        assert_eq!(after.get(name), Some(uid), "{name} was replaced");
+    }
+    assert!(
+        all_agent_logs(&cluster).contains("control-plane outage"),
+        "the agents recognised the outage"
+    );
+}
