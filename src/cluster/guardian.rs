@@ -39,8 +39,9 @@ use crate::ops::Metrics;
 
 /// Peers asked at once.
 pub const PEER_BATCH: usize = 10;
-/// Peer list refreshed from the API at most this often.
-pub const PEER_REFRESH: Duration = Duration::from_secs(60);
+/// Peer list refreshed from the API this often (a metadata-only list served
+/// from the API server's watch cache: N agents cost N/300 lists per second).
+pub const PEER_REFRESH: Duration = Duration::from_secs(300);
 /// The advertisement is re-written at least this often (if it was removed).
 pub const READVERTISE: Duration = Duration::from_secs(300);
 
@@ -259,7 +260,7 @@ impl Guardian {
         let api: Api<Node> = Api::all(self.client.clone());
         let listed = tokio::time::timeout(
             self.cfg.api_check_timeout * 2,
-            api.list_metadata(&ListParams::default()),
+            api.list_metadata(&ListParams::default().match_any()),
         )
         .await;
         let Ok(Ok(list)) = listed else {
