@@ -51,6 +51,9 @@ else
   AGENT_ARGS=(--unreachable-after 20s --fence-timeout 40s --healthy-after 30s --max-unhealthy "$MAX_UNHEALTHY" --leader-lease-duration 15s)
 fi
 AGENT_ARGS+=(--strategy out-of-service)
+# External fencing: a stale heartbeat alone never lets kube-fencer delete a
+# pod; here the "power fence" of a simulated node is killing its kwok.
+AGENT_ARGS+=(--fence-command "$HARNESS/cluster.sh node-stop \"\$KUBE_FENCER_DEMO_DIR\" \"\$NODE_NAME\"")
 NS=demo
 STS=db
 
@@ -65,6 +68,7 @@ AGENT_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/kube-fencer"
 [[ -x "$AGENT_BIN" ]] || { echo "cargo build did not produce $AGENT_BIN" >&2; exit 1; }
 
 DIR="$(mktemp -d -t kube-fencer-demo.XXXXXX)"
+export KUBE_FENCER_DEMO_DIR="$DIR"
 AGENT_PIDS=()
 cleanup() {
   local rc=$?
@@ -133,9 +137,10 @@ i=0
 for node in $(kc get nodes -o jsonpath='{.items[*].metadata.name}'); do
   port=$((port_base + i))
   i=$((i + 1))
+  echo "boot-$node-$RANDOM$RANDOM" >"$DIR/boot-id-$node" # a simulated node's boot ID
   KUBECONFIG="$DIR/agent.kubeconfig" RUST_LOG="${RUST_LOG:-info}" \
     setsid "$AGENT_BIN" --node-name "$node" --namespace kube-fencer \
-    --listen "127.0.0.1:$port" "${AGENT_ARGS[@]}" \
+    --listen "127.0.0.1:$port" "${AGENT_ARGS[@]}" --boot-id-file "$DIR/boot-id-$node" \
     </dev/null >"$DIR/logs/agent-$node.log" 2>&1 &
   AGENT_PIDS+=("$!")
   AGENT_OF[$node]=$!
@@ -218,9 +223,10 @@ step "Powering $VICTIM back on"
 T1="$(date +%s.%N)"
 "$HARNESS/cluster.sh" node-start "$DIR" "$VICTIM" 2>/dev/null
 port=$((port_base + 10))
+echo "boot-$VICTIM-$RANDOM$RANDOM" >"$DIR/boot-id-$VICTIM" # it rebooted: new boot ID
 KUBECONFIG="$DIR/agent.kubeconfig" RUST_LOG="${RUST_LOG:-info}" \
   setsid "$AGENT_BIN" --node-name "$VICTIM" --namespace kube-fencer \
-  --listen "127.0.0.1:$port" "${AGENT_ARGS[@]}" \
+  --listen "127.0.0.1:$port" "${AGENT_ARGS[@]}" --boot-id-file "$DIR/boot-id-$VICTIM" \
   </dev/null >>"$DIR/logs/agent-$VICTIM.log" 2>&1 &
 AGENT_PIDS+=("$!")
 disown "$!"

@@ -444,6 +444,8 @@ impl Guardian {
             st.fenced = false;
             st.advertised = None;
             st.answers.clear();
+            st.failures = 0;
+            st.unreachable_since = None;
         }
         let evented = self.shared.last_event().is_some_and(|t| t >= st.last_check);
         st.last_check = now;
