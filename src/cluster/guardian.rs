@@ -139,6 +139,25 @@ impl Watchdog {
     }
 }
 
+/// The address peers reach this agent at: `--peer-advertise`, else
+/// `--peer-listen` when it names a host, else the Node's first address
+/// (InternalIP first) with the `--peer-listen` port.
+pub fn peer_address(cfg: &AgentConfig, node: Option<&Node>) -> Option<String> {
+    if let Some(a) = &cfg.peer_advertise {
+        return Some(a.clone());
+    }
+    let listen = cfg.peer_listen?;
+    if !listen.ip().is_unspecified() {
+        return Some(listen.to_string());
+    }
+    let ip = node.map(super::facts::addresses)?.into_iter().next()?;
+    Some(if ip.contains(':') {
+        format!("[{ip}]:{}", listen.port())
+    } else {
+        format!("{ip}:{}", listen.port())
+    })
+}
+
 pub struct Guardian {
     pub client: Client,
     pub node: String,
@@ -177,23 +196,6 @@ impl Guardian {
         }
     }
 
-    /// The address peers reach us at.
-    fn peer_address(&self, node: Option<&Node>) -> Option<String> {
-        if let Some(a) = &self.cfg.peer_advertise {
-            return Some(a.clone());
-        }
-        let listen = self.cfg.peer_listen?;
-        if !listen.ip().is_unspecified() {
-            return Some(listen.to_string());
-        }
-        let ip = node.map(super::facts::addresses)?.into_iter().next()?;
-        Some(if ip.contains(':') {
-            format!("[{ip}]:{}", listen.port())
-        } else {
-            format!("{ip}:{}", listen.port())
-        })
-    }
-
     /// Write the advertisement on the own Node.
     async fn advertise(
         &self,
@@ -204,7 +206,7 @@ impl Guardian {
             .await
             .map_err(|_| "timed out".to_string())?
             .map_err(|e| e.to_string())?;
-        let advert = advert_of(self.peer_address(Some(&node)));
+        let advert = advert_of(peer_address(&self.cfg, Some(&node)));
         let value = decide::agent::render(&advert);
         let patch =
             serde_json::json!({"metadata": {"annotations": {decide::AGENT_ANNOTATION: value}}});
@@ -533,5 +535,89 @@ impl Guardian {
         if verdict.self_fence() && !st.fenced {
             st.fenced = self.fence_self(&verdict.describe()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeStatus};
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn cfg(extra: &[&str]) -> AgentConfig {
+        let mut argv = vec!["kube-fencer", "--node-name", "n1"];
+        argv.extend_from_slice(extra);
+        crate::config::Args::try_parse_from(argv)
+            .unwrap()
+            .into_config_with(&no_env)
+            .unwrap()
+            .agent
+    }
+
+    fn node(addrs: &[(&str, &str)]) -> Node {
+        Node {
+            status: Some(NodeStatus {
+                addresses: Some(
+                    addrs
+                        .iter()
+                        .map(|(t, a)| NodeAddress {
+                            type_: t.to_string(),
+                            address: a.to_string(),
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn peer_address_prefers_advertise_then_listen_then_internal_ip() {
+        let n = node(&[("Hostname", "n1"), ("InternalIP", "10.0.0.7")]);
+        assert_eq!(
+            peer_address(&cfg(&["--peer-advertise", "1.2.3.4:1"]), Some(&n)).as_deref(),
+            Some("1.2.3.4:1")
+        );
+        assert_eq!(
+            peer_address(&cfg(&["--peer-listen", "127.0.0.1:9999"]), Some(&n)).as_deref(),
+            Some("127.0.0.1:9999")
+        );
+        assert_eq!(
+            peer_address(&cfg(&[]), Some(&n)).as_deref(),
+            Some("10.0.0.7:9747")
+        );
+        let v6 = node(&[("InternalIP", "fd00::7")]);
+        assert_eq!(
+            peer_address(&cfg(&[]), Some(&v6)).as_deref(),
+            Some("[fd00::7]:9747")
+        );
+        assert_eq!(peer_address(&cfg(&[]), None), None);
+        assert_eq!(peer_address(&cfg(&["--peer-listen", ""]), Some(&n)), None);
+    }
+
+    #[test]
+    fn boot_id_is_trimmed_and_empty_when_unreadable() {
+        let dir = std::env::temp_dir().join(format!("kf-boot-{}", std::process::id()));
+        std::fs::write(&dir, "  6f1c-boot\n").unwrap();
+        assert_eq!(read_boot_id(dir.to_str().unwrap()), "6f1c-boot");
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(read_boot_id("/nonexistent/boot_id"), "");
+    }
+
+    #[test]
+    fn the_hook_remembers_the_own_record() {
+        let shared = Arc::new(Shared::default());
+        assert_eq!(shared.own_record(), RecordState::Absent);
+        assert!(shared.last_event().is_none());
+        let hook = Hook(shared.clone());
+        let rec = RecordState::Malformed("x".into());
+        hook.own_record_changed("n1", &rec);
+        assert_eq!(shared.own_record(), rec);
+        assert!(shared.last_event().is_some());
     }
 }
