@@ -58,6 +58,9 @@ fn arb_settings() -> impl Strategy<Value = Settings> {
             };
             s.delete_pods_with_rwo_volumes = rwo;
             s.manage_control_plane = cp;
+            // Whether a fence command is configured: derived from the rwo
+            // flag's sibling to keep the tuple small but both cases covered.
+            s.fence_command = rwo ^ cp;
             if sel {
                 s.node_selector = Selector::parse("pool!=b").unwrap();
             }
@@ -105,9 +108,20 @@ fn arb_node(name: String) -> impl Strategy<Value = NodeObs> {
         any::<bool>(),
         proptest::sample::subsequence(taint_pool(), 0..=5),
         proptest::bool::weighted(0.3),
+        (0u8..5, any::<bool>(), 0u8..3),
     )
         .prop_map(
-            move |((exclude, pool, cp), record, hb, ready, ready_for, unsched, taints, shuffle)| {
+            move |(
+                (exclude, pool, cp),
+                record,
+                hb,
+                ready,
+                ready_for,
+                unsched,
+                taints,
+                shuffle,
+                (agent, unfence_requested, record_boot),
+            )| {
                 let mut f = testutil::facts(&name);
                 if let Some(v) = exclude {
                     f.labels.insert(EXCLUDE_LABEL.into(), v.into());
@@ -120,6 +134,28 @@ fn arb_node(name: String) -> impl Strategy<Value = NodeObs> {
                         .insert(CONTROL_PLANE_LABELS[0].into(), String::new());
                 }
                 f.record = record;
+                if let RecordState::Valid(r) = &mut f.record {
+                    r.boot_id = match record_boot {
+                        0 => None,
+                        1 => Some("boot-1".into()),
+                        _ => Some("boot-0".into()),
+                    };
+                }
+                f.agent = match agent {
+                    0 => AdvertState::Absent,
+                    1 => AdvertState::Malformed("bad".into()),
+                    2 => AdvertState::Valid(AgentAdvert {
+                        self_fence: SelfFenceAction::None,
+                        ..testutil::advert()
+                    }),
+                    3 => AdvertState::Valid(AgentAdvert {
+                        // A safe time (130 s) longer than the fence timeout.
+                        watchdog_timeout: Duration::from_secs(100),
+                        ..testutil::advert()
+                    }),
+                    _ => AdvertState::Valid(testutil::advert()),
+                };
+                f.unfence_requested = unfence_requested;
                 f.ready = ready;
                 f.unschedulable = unsched;
                 f.taints = taints;
@@ -195,13 +231,27 @@ fn arb_obs() -> impl Strategy<Value = Observations> {
                 nodes,
                 proptest::collection::vec(arb_pod(names), 0..12),
                 vas,
+                proptest::collection::vec(0u8..4, n),
             )
         })
-        .prop_map(|(names, synced, nodes, pods, vas)| {
+        .prop_map(|(names, synced, nodes, pods, vas, cmds)| {
             let mut obs = Observations {
                 synced,
                 ..Default::default()
             };
+            for (name, cmd) in names.iter().zip(cmds) {
+                let state = match cmd {
+                    0 => continue,
+                    1 => FenceCommandState::Running { attempt: 1 },
+                    2 => FenceCommandState::Succeeded { attempt: 1 },
+                    _ => FenceCommandState::Failed {
+                        attempt: 1,
+                        at: mono(NOW - 3),
+                        error: "exit 1".into(),
+                    },
+                };
+                obs.fence_commands.insert(name.clone(), state);
+            }
             for (name, node) in names.iter().zip(nodes) {
                 obs.nodes.insert(name.clone(), node);
             }
@@ -282,8 +332,40 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                 }
                 if *intent == NodeIntent::MarkFenced {
                     let hb = n.heartbeat.unwrap();
-                    prop_assert!(hb.age(now.mono) >= s.fence_timeout);
                     prop_assert_eq!(n.facts.record.phase(), Some(Phase::Fencing));
+                    // Known fenced: powered off by the fence command, or a
+                    // self-fence capable agent past both timeouts.
+                    let powered_off = matches!(
+                        obs.fence_commands.get(node),
+                        Some(FenceCommandState::Succeeded { .. })
+                    );
+                    let self_fenced = n.facts.agent.valid().is_some_and(|a| {
+                        a.capable()
+                            && hb.age(now.mono) >= s.fence_timeout
+                            && now.mono
+                                >= safetime::safe_time(
+                                    a,
+                                    hb.last_renewal,
+                                    s.unreachable_after,
+                                    s.safe_time_margin,
+                                )
+                                .at
+                    });
+                    prop_assert!(powered_off || self_fenced, "not known fenced: {:?}", a);
+                }
+                if *intent == NodeIntent::Unfence
+                    && let Some(r) = n.facts.record.valid()
+                    && r.phase == Phase::Fenced
+                {
+                    let rebooted = matches!(
+                        (r.boot_id.as_deref(), n.facts.agent.boot_id()),
+                        (Some(old), Some(new)) if old != new
+                    );
+                    prop_assert!(
+                        rebooted || n.facts.unfence_requested,
+                        "unfenced without a reboot: {:?}",
+                        a
+                    );
                 }
             }
         }
