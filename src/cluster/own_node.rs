@@ -1,7 +1,8 @@
 //! Every agent watches its own Node (field selector on its name). If a
 //! kube-fencer record appears on it, the cluster believes this node is being
-//! fenced: the [`SelfFence`] hook is told (today it only logs loudly; a
-//! self-fencing implementation plugs in here).
+//! fenced: the [`SelfFence`] hook is told. The agent's hook
+//! ([`super::guardian::Hook`]) logs and hands the record to the guardian,
+//! which fences the node itself if the record concerns this boot.
 
 use std::sync::Arc;
 
@@ -36,8 +37,9 @@ impl SelfFence for LogOnly {
                 node,
                 phase = ?r.phase,
                 by = %r.by,
+                boot_id = ?r.boot_id,
                 "OWN NODE IS BEING FENCED by kube-fencer: the cluster considers this node down \
-                 (self-fencing is not implemented; workloads here may be replaced elsewhere)"
+                 (with --self-fence it fences itself now, unless the record predates its last reboot)"
             ),
             RecordState::Malformed(e) => tracing::warn!(
                 node,
