@@ -54,6 +54,11 @@ pub const FAST_AGENT_ARGS: &[&str] = &[
     "8s",
 ];
 
+/// Longest a single poll of `wait_until`/`hold_for` may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+/// A poll always gets at least this long, even right at the deadline.
+const CHECK_TIMEOUT_MIN: Duration = Duration::from_secs(2);
+
 /// Options for [`Cluster::start`].
 #[derive(Clone, Debug)]
 pub struct ClusterOpts {
@@ -249,7 +254,11 @@ impl Cluster {
         S: AsRef<std::ffi::OsStr>,
     {
         let mut cmd = Command::new(self.bin_dir.join("kubectl"));
-        cmd.arg("--kubeconfig").arg(self.kubeconfig()).args(args);
+        // Bounded, so a paused or dead API server cannot hang a test.
+        cmd.arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--request-timeout=20s")
+            .args(args);
         cmd.current_dir(&self.repo_root);
         tokio::task::block_in_place(|| run(&mut cmd))
     }
@@ -710,7 +719,14 @@ spec:
         let start = Instant::now();
         let mut last_err: Option<anyhow::Error> = None;
         loop {
-            match check().await {
+            // One slow API call (a paused API server) must not outlive the deadline.
+            let budget = deadline
+                .saturating_sub(start.elapsed())
+                .max(CHECK_TIMEOUT_MIN);
+            let outcome = tokio::time::timeout(budget.min(CHECK_TIMEOUT), check())
+                .await
+                .unwrap_or_else(|_| Err(anyhow!("check did not answer in time")));
+            match outcome {
                 Ok(Some(v)) => {
                     say(format!(
                         "ok after {:.1}s: {what}",
@@ -746,7 +762,7 @@ spec:
     ) {
         let start = Instant::now();
         while start.elapsed() < window {
-            if let Ok(Err(reason)) = invariant().await {
+            if let Ok(Ok(Err(reason))) = tokio::time::timeout(CHECK_TIMEOUT, invariant()).await {
                 self.dump_state();
                 panic!(
                     "{what} stopped holding after {:.1}s: {reason}",
