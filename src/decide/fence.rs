@@ -141,6 +141,14 @@ fn self_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, age: Duration) {
         Some(a) if a.capable() => a,
         _ => {
             plan.external_fencing_required.push(name.to_string());
+            let failing = matches!(
+                plan.obs.fence_commands.get(name),
+                Some(FenceCommandState::Failed { .. })
+            );
+            if s.fence_command && !failing {
+                // The fence command is on its way: nothing to warn about yet.
+                return;
+            }
             let how = if s.fence_command {
                 "until --fence-command succeeds"
             } else {

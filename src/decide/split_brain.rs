@@ -147,6 +147,11 @@ fn a_successful_fence_command_marks_fenced_at_once() {
     let pod = sim.sts_pod("n1", "db/pg-0", "pg");
     sim.run_until(5);
     sim.kill("n1");
+    sim.run_until(21);
+    assert!(
+        !warned(&sim, "will NOT be marked fenced"),
+        "no alarm while the fence command runs"
+    );
     sim.run_until(30);
     assert_eq!(
         runs(&sim, "n1"),
