@@ -21,6 +21,13 @@ source "$HARNESS_DIR/versions.env"
 
 CACHE="${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}"
 mkdir -p "$CACHE"
+# One build at a time per cache (parallel test runs all call this script);
+# a waiting run then finds the binaries built.
+exec 9>"$CACHE/.build.lock"
+if ! flock -n 9; then
+  printf '[build] another build is running in %s; waiting for it\n' "$CACHE" >&2
+  flock 9
+fi
 
 # Never fetch a Go toolchain; use the one installed here.
 export GOTOOLCHAIN=local
@@ -78,7 +85,7 @@ build_component() {
   done
   printf '%s\n' "$version" > "$tmp/VERSION"
   rm -rf "$dest"
-  mv "$tmp" "$dest"
+  mv -T "$tmp" "$dest"
   trap - EXIT
   log "$name $version: built in $((SECONDS - start))s -> $dest"
 }
