@@ -110,11 +110,17 @@ impl Watchdog {
         std::thread::Builder::new()
             .name("watchdog".into())
             .spawn(move || {
-                while f.load(Ordering::SeqCst) {
-                    if let Ok(mut dev) = d.lock()
-                        && let Err(e) = dev.write_all(b"\0").and_then(|()| dev.flush())
+                loop {
                     {
-                        tracing::error!(error = %e, "feeding the watchdog failed");
+                        // Checked under the lock, so a feed can never follow
+                        // the magic close written by `disarm`.
+                        let mut dev = d.lock().unwrap_or_else(|p| p.into_inner());
+                        if !f.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        if let Err(e) = dev.write_all(b"\0").and_then(|()| dev.flush()) {
+                            tracing::error!(error = %e, "feeding the watchdog failed");
+                        }
                     }
                     std::thread::sleep(period);
                 }
@@ -125,16 +131,16 @@ impl Watchdog {
 
     /// Stop feeding: the watchdog resets the node when it expires.
     pub fn stop_feeding(&self) {
+        let _dev = self.device.lock().unwrap_or_else(|p| p.into_inner());
         self.feeding.store(false, Ordering::SeqCst);
     }
 
     /// Graceful shutdown: write the magic close character so the watchdog
     /// is disarmed (only when still feeding: a fencing must go through).
     pub fn disarm(&self) {
-        if self.feeding.swap(false, Ordering::SeqCst)
-            && let Ok(mut dev) = self.device.lock()
-        {
-            let _ = dev.write_all(b"V");
+        let mut dev = self.device.lock().unwrap_or_else(|p| p.into_inner());
+        if self.feeding.swap(false, Ordering::SeqCst) {
+            let _ = dev.write_all(b"V").and_then(|()| dev.flush());
         }
     }
 }
@@ -343,14 +349,13 @@ impl Guardian {
 
     /// Carry out the self-fence action. Returns whether it was carried out.
     async fn fence_self(&self, why: &str) -> bool {
+        if self.cfg.self_fence == SelfFence::None {
+            tracing::error!(node = %self.node, reason = %why, "this node should fence itself, but --self-fence=none: not fencing (the leader does not mark it fenced on time alone either)");
+            return true;
+        }
         tracing::error!(node = %self.node, reason = %why, action = self.cfg.self_fence.action().as_str(), "SELF-FENCING this node");
         match &self.cfg.self_fence {
-            SelfFence::None => {
-                tracing::error!(
-                    "--self-fence=none: not fencing; the leader will not mark this node fenced either"
-                );
-                true
-            }
+            SelfFence::None => true,
             SelfFence::Watchdog => {
                 if let Some(w) = &self.watchdog {
                     w.stop_feeding();
@@ -607,6 +612,43 @@ mod tests {
         assert_eq!(read_boot_id(dir.to_str().unwrap()), "6f1c-boot");
         let _ = std::fs::remove_file(&dir);
         assert_eq!(read_boot_id("/nonexistent/boot_id"), "");
+    }
+
+    #[test]
+    fn a_missing_watchdog_device_is_an_error() {
+        let e = Watchdog::open("/nonexistent/watchdog", Duration::from_secs(1))
+            .err()
+            .expect("must fail");
+        assert!(e.contains("/nonexistent/watchdog"), "{e}");
+    }
+
+    fn fed(name: &str, stop: impl FnOnce(&Watchdog)) -> Vec<u8> {
+        let path = std::env::temp_dir().join(format!("kf-wd-{name}-{}", std::process::id()));
+        std::fs::write(&path, "").unwrap();
+        let w = Watchdog::open(path.to_str().unwrap(), Duration::from_millis(10)).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        stop(&w);
+        std::thread::sleep(Duration::from_millis(200));
+        let out = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        out
+    }
+
+    #[test]
+    fn the_watchdog_is_fed_then_disarmed_with_the_magic_close() {
+        let out = fed("disarm", Watchdog::disarm);
+        assert!(out.iter().filter(|b| **b == 0).count() >= 2, "{out:?}");
+        assert_eq!(out.last(), Some(&b'V'), "nothing after the magic close");
+    }
+
+    #[test]
+    fn stopping_the_feed_writes_nothing_more_and_no_magic_close() {
+        let out = fed("stop", |w| {
+            w.stop_feeding();
+            // A later disarm (graceful shutdown) must not cancel the fencing.
+            w.disarm();
+        });
+        assert!(!out.is_empty() && !out.contains(&b'V'), "{out:?}");
     }
 
     #[test]
