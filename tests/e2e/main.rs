@@ -12,6 +12,7 @@
 
 mod support;
 
+mod agent_io;
 mod chaos_stop_node;
 mod control_run;
 mod split_brain;

@@ -1,0 +1,963 @@
+//! The agent's writes against a real API server: what it changes on a Node
+//! and which pods it (or Kubernetes, because of it) removes — and what it
+//! must leave alone: other parties' taints and cordons, everything in a dry
+//! run, everything while the storm guard holds, non-StatefulSet pods with
+//! the delete-pods strategy. Also that a new leader resumes a fencing that
+//! the previous leader recorded but did not finish.
+//!
+//! Every agent is spawned like in the chaos test: `FAST_AGENT_ARGS` plus the
+//! support library's self-fencing defaults (an `exec:` action, a peer key
+//! and a fresh boot ID per spawn), so a powered-off node whose agent
+//! advertised itself is *known* fenced once its safe time has passed, and a
+//! respawned agent is a rebooted node.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams};
+
+use crate::support::*;
+
+const STS: &str = "db";
+const PHASE_LABEL: &str = "kube-fencer.io/phase";
+const AGENT_ANNOTATION: &str = "kube-fencer.io/agent";
+const PREFIX: &str = "kube-fencer.io/";
+
+// ------------------------------------------------------------- helpers --
+
+/// A running 3-node cluster with agents, a 3-replica StatefulSet in `ns`
+/// and an elected leader.
+struct Setup {
+    cluster: Cluster,
+    placement: BTreeMap<String, String>,
+    leader_node: String,
+}
+
+impl Setup {
+    async fn start(ns: &str, agent_args: &[&str]) -> Setup {
+        let cluster = Cluster::start(3, ClusterOpts::default())
+            .await
+            .expect("cluster start");
+        cluster.install_kube_fencer().expect("install manifests");
+        cluster
+            .spawn_agents(agent_args)
+            .await
+            .expect("spawn agents");
+        cluster
+            .deploy_statefulset(ns, STS, 3)
+            .expect("deploy StatefulSet");
+        let placement = cluster
+            .wait_statefulset_ready(ns, STS, 3, Duration::from_secs(120))
+            .await;
+        say(format!("placement: {placement:?}"));
+        let holder = cluster.wait_leader(Duration::from_secs(60)).await;
+        let leader_node = node_of_identity(&holder);
+        say(format!("leader: {holder} (node {leader_node})"));
+        // The leader marks a node fenced only if its agent advertised a
+        // self-fence action before it died.
+        for n in cluster.node_names().await.unwrap() {
+            wait_advertised(&cluster, &n).await;
+        }
+        Setup {
+            cluster,
+            placement,
+            leader_node,
+        }
+    }
+
+    /// A replica (and its node) that does not run on the leader's node.
+    fn victim(&self) -> (String, String) {
+        for i in [1, 0, 2] {
+            let pod = format!("{STS}-{i}");
+            let node = &self.placement[&pod];
+            if *node != self.leader_node {
+                return (pod, node.clone());
+            }
+        }
+        panic!(
+            "every replica runs on the leader's node {}: {:?}",
+            self.leader_node, self.placement
+        );
+    }
+
+    /// Power loss: the node's kwok and its agent die together.
+    fn power_off(&self, node: &str) {
+        self.cluster.stop_agent(node);
+        self.cluster.stop_node(node).expect("stop node");
+        say(format!("{node} powered off"));
+    }
+}
+
+/// `kube-fencer-node-2` -> `node-2` (agents run without `--pod-name`).
+fn node_of_identity(holder: &str) -> String {
+    holder
+        .strip_prefix("kube-fencer-")
+        .unwrap_or(holder)
+        .to_string()
+}
+
+/// FAST_AGENT_ARGS with `flag` set to `value` (replaced, or appended).
+fn fast_args_with<'a>(overrides: &[(&'a str, &'a str)]) -> Vec<&'a str> {
+    let mut args: Vec<&'a str> = FAST_AGENT_ARGS.to_vec();
+    for (flag, value) in overrides {
+        match args.iter().position(|a| a == flag) {
+            Some(i) => args[i + 1] = value,
+            None => args.extend([*flag, *value]),
+        }
+    }
+    args
+}
+
+async fn wait_advertised(cluster: &Cluster, node: &str) {
+    cluster
+        .wait_until(
+            &format!("the agent of {node} to advertise itself"),
+            Duration::from_secs(60),
+            async || {
+                let n = cluster.node(node).await?;
+                Ok(node_annotation(&n, AGENT_ANNOTATION))
+            },
+        )
+        .await;
+}
+
+fn phase(node: &Node) -> Option<String> {
+    node.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(PHASE_LABEL).cloned())
+}
+
+/// The parsed `kube-fencer.io/state` record.
+fn record(node: &Node) -> Option<serde_json::Value> {
+    node_annotation(node, STATE_ANNOTATION).and_then(|s| serde_json::from_str(&s).ok())
+}
+
+/// (key, value, effect) of every taint whose key starts with `prefix`.
+fn taints_with_prefix(node: &Node, prefix: &str) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .map(|ts| {
+            ts.iter()
+                .filter(|t| t.key.starts_with(prefix))
+                .map(|t| {
+                    (
+                        t.key.clone(),
+                        t.value.clone().unwrap_or_default(),
+                        t.effect.clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Every `kube-fencer.io/` annotation and label of a node.
+fn fencer_metadata(node: &Node) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (kind, map) in [
+        ("annotation", node.metadata.annotations.as_ref()),
+        ("label", node.metadata.labels.as_ref()),
+    ] {
+        for (k, v) in map.into_iter().flatten() {
+            if k.starts_with(PREFIX) {
+                out.insert(format!("{kind} {k}"), v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Why `node` is not untouched by kube-fencer (compared with `before`, its
+/// kube-fencer metadata before the failure), or Ok.
+fn untouched(node: &Node, before: &BTreeMap<String, String>) -> std::result::Result<(), String> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    if let Some(s) = node_annotation(node, STATE_ANNOTATION) {
+        return Err(format!("{name} has a fencing record: {s}"));
+    }
+    if let Some(p) = phase(node) {
+        return Err(format!("{name} has the phase label {p}"));
+    }
+    if node_unschedulable(node) {
+        return Err(format!("{name} was cordoned"));
+    }
+    if node_has_taint(node, OUT_OF_SERVICE_TAINT) {
+        return Err(format!("{name} was tainted out-of-service"));
+    }
+    let now = fencer_metadata(node);
+    if now != *before {
+        return Err(format!(
+            "{name}'s kube-fencer metadata changed: {before:?} -> {now:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Why the pod `ns/name` is not the same live object `uid`, or Ok.
+async fn same_pod(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+    uid: &str,
+) -> Result<std::result::Result<(), String>> {
+    Ok(match cluster.pod(ns, name).await? {
+        None => Err(format!("{ns}/{name} was deleted")),
+        Some(p) if pod_uid(&p) != uid => Err(format!(
+            "{ns}/{name} was replaced (uid {uid} -> {})",
+            pod_uid(&p)
+        )),
+        Some(p) if p.metadata.deletion_timestamp.is_some() => {
+            Err(format!("{ns}/{name} is being deleted"))
+        }
+        Some(_) => Ok(()),
+    })
+}
+
+/// events.k8s.io Events (every namespace) with this reason.
+async fn events_with_reason(cluster: &Cluster, reason: &str) -> Result<Vec<Event>> {
+    let list = Api::<Event>::all(cluster.client.clone())
+        .list(&ListParams::default())
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect())
+}
+
+fn regarding_name(e: &Event) -> Option<&str> {
+    e.regarding.as_ref().and_then(|r| r.name.as_deref())
+}
+
+async fn leader_identity(cluster: &Cluster) -> Result<Option<String>> {
+    Ok(
+        Api::<Lease>::namespaced(cluster.client.clone(), FENCER_NAMESPACE)
+            .get_opt(LEADER_LEASE)
+            .await?
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty()),
+    )
+}
+
+/// The /metrics text of the agent of `node`.
+fn agent_metrics(cluster: &Cluster, node: &str) -> Result<String> {
+    let addr = cluster
+        .agent_listen(node)
+        .with_context(|| format!("no agent for {node}"))?;
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new("curl")
+            .args(["-sf", "--max-time", "5", &format!("http://{addr}/metrics")])
+            .output()
+    })?;
+    anyhow::ensure!(out.status.success(), "curl {addr}/metrics: {}", out.status);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The value of the series `name{labels…}` in a Prometheus text exposition.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| {
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|(_, v)| v.trim().parse().ok())
+}
+
+fn is_daemonset_pod(p: &Pod) -> bool {
+    p.metadata
+        .owner_references
+        .as_ref()
+        .is_some_and(|os| os.iter().any(|o| o.kind == "DaemonSet"))
+}
+
+fn pod_key(p: &Pod) -> String {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.clone().unwrap_or_default(),
+        p.metadata.name.clone().unwrap_or_default()
+    )
+}
+
+/// A Deployment whose pods must run on `node` (nodeSelector on the
+/// hostname label; the scheduler binds them, so a replacement of a removed
+/// pod stays Pending instead of being bound to a dead node).
+fn deploy_pinned(cluster: &Cluster, ns: &str, name: &str, node: &str) -> Result<()> {
+    cluster.ensure_namespace(ns)?;
+    cluster.apply(&format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      nodeSelector:
+        kubernetes.io/hostname: \"{node}\"
+      containers:
+      - name: main
+        image: registry.k8s.io/pause:3.10
+"
+    ))?;
+    Ok(())
+}
+
+/// Wait until exactly one pod whose name starts with `prefix` runs on `node`; returns it.
+async fn wait_pod_running_on(cluster: &Cluster, prefix: &str, node: &str) -> Pod {
+    cluster
+        .wait_until(
+            &format!("a {prefix}* pod Running on {node}"),
+            Duration::from_secs(90),
+            async || {
+                let pods = cluster.pods_on_node(node).await?;
+                Ok(pods.into_iter().find(|p| {
+                    p.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with(prefix))
+                        && pod_running_ready(p)
+                }))
+            },
+        )
+        .await
+}
+
+/// Wait until the StatefulSet pod `ns/name` (old UID `old_uid`) is Running
+/// on another node than `dead`, with the same claim; returns it.
+async fn wait_replica_moved(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+    old_uid: &str,
+    dead: &str,
+) -> Pod {
+    cluster
+        .wait_until(
+            &format!("{ns}/{name} recreated and Running on a node other than {dead}"),
+            Duration::from_secs(180),
+            async || {
+                let Some(p) = cluster.pod(ns, name).await? else {
+                    return Ok(None);
+                };
+                let moved = pod_uid(&p) != old_uid
+                    && pod_node_name(&p).is_some_and(|n| n != dead)
+                    && p.metadata.deletion_timestamp.is_none()
+                    && pod_running_ready(&p);
+                Ok(moved.then_some(p))
+            },
+        )
+        .await
+}
+
+// --------------------------------------------------------------- tests --
+
+/// Taints and a cordon put on the node by someone else survive fencing and
+/// unfencing: kube-fencer adds and removes only its own out-of-service taint
+/// and never undoes a cordon it did not make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_taints_survive_fencing_and_unfencing() {
+    const NS: &str = "taints";
+    let args = FAST_AGENT_ARGS.to_vec();
+    let s = Setup::start(NS, &args).await;
+    let cluster = &s.cluster;
+    let (_, victim) = s.victim();
+
+    cluster
+        .kubectl([
+            "taint",
+            "node",
+            &victim,
+            "example.com/maintenance=yes:NoSchedule",
+            "example.com/degraded=true:PreferNoSchedule",
+        ])
+        .expect("kubectl taint");
+    // A human cordoned the node before it failed.
+    cluster
+        .kubectl(["cordon", &victim])
+        .expect("kubectl cordon");
+    let foreign = taints_with_prefix(&cluster.node(&victim).await.unwrap(), "example.com/");
+    assert_eq!(foreign.len(), 2, "{foreign:?}");
+    say(format!(
+        "{victim}: cordoned by hand, foreign taints {foreign:?}"
+    ));
+
+    s.power_off(&victim);
+    let fenced = cluster
+        .wait_until(
+            &format!("{victim} fenced (phase fenced, out-of-service taint)"),
+            Duration::from_secs(120),
+            async || {
+                let n = cluster.node(&victim).await?;
+                Ok((phase(&n).as_deref() == Some("fenced")
+                    && node_has_taint(&n, OUT_OF_SERVICE_TAINT))
+                .then_some(n))
+            },
+        )
+        .await;
+    assert_eq!(
+        taints_with_prefix(&fenced, "example.com/"),
+        foreign,
+        "foreign taints changed by fencing"
+    );
+    assert_eq!(
+        taints_with_prefix(&fenced, OUT_OF_SERVICE_TAINT),
+        vec![(
+            OUT_OF_SERVICE_TAINT.to_string(),
+            "nodeshutdown".to_string(),
+            "NoExecute".to_string()
+        )]
+    );
+    assert!(node_unschedulable(&fenced));
+    let rec = record(&fenced).expect("record");
+    assert_eq!(
+        rec["cordoned"],
+        serde_json::Value::Bool(false),
+        "the node was already cordoned, so kube-fencer must not claim the cordon: {rec}"
+    );
+
+    // Reboot: the node comes back and its agent starts with a new boot ID.
+    cluster.start_node(&victim).expect("start node");
+    cluster.spawn_agent(&victim, &args).expect("restart agent");
+    let t1 = Instant::now();
+    let back = cluster
+        .wait_until(
+            &format!("{victim} unfenced after its reboot"),
+            Duration::from_secs(120),
+            async || {
+                let n = cluster.node(&victim).await?;
+                let clean = !node_has_taint(&n, OUT_OF_SERVICE_TAINT)
+                    && node_annotation(&n, STATE_ANNOTATION).is_none()
+                    && phase(&n).is_none()
+                    && node_ready_status(&n) == "True";
+                Ok(clean.then_some(n))
+            },
+        )
+        .await;
+    say(format!(
+        "{victim} unfenced {:.1}s after it came back",
+        t1.elapsed().as_secs_f64()
+    ));
+    assert_eq!(
+        taints_with_prefix(&back, "example.com/"),
+        foreign,
+        "foreign taints changed by unfencing"
+    );
+    assert!(
+        node_unschedulable(&back),
+        "the human's cordon was removed by unfencing"
+    );
+    cluster
+        .hold_for(
+            &format!("{victim} keeps the human's cordon and taints after unfencing"),
+            Duration::from_secs(15),
+            async || {
+                let n = cluster.node(&victim).await?;
+                Ok(if !node_unschedulable(&n) {
+                    Err("uncordoned".to_string())
+                } else if taints_with_prefix(&n, "example.com/") != foreign {
+                    Err(format!(
+                        "taints now {:?}",
+                        taints_with_prefix(&n, "example.com/")
+                    ))
+                } else if node_has_taint(&n, OUT_OF_SERVICE_TAINT) {
+                    Err("tainted out-of-service again".to_string())
+                } else {
+                    Ok(())
+                })
+            },
+        )
+        .await;
+}
+
+/// With `--dry-run` the leader walks through the whole fencing — it reports
+/// that it would mark the node fenced and force-delete its replica — but
+/// writes nothing: no record, label, cordon or taint on the Node, and the
+/// replica is not deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_writes_nothing() {
+    const NS: &str = "dryrun";
+    let mut args = FAST_AGENT_ARGS.to_vec();
+    args.push("--dry-run");
+    let s = Setup::start(NS, &args).await;
+    let cluster = &s.cluster;
+    let (victim_pod, victim) = s.victim();
+    let uid = pod_uid(&cluster.pod(NS, &victim_pod).await.unwrap().unwrap());
+    let before = fencer_metadata(&cluster.node(&victim).await.unwrap());
+    say(format!("{victim} kube-fencer metadata before: {before:?}"));
+
+    s.power_off(&victim);
+    let invariant = async || -> Result<std::result::Result<(), String>> {
+        let n = cluster.node(&victim).await?;
+        if let Err(e) = untouched(&n, &before) {
+            return Ok(Err(e));
+        }
+        same_pod(cluster, NS, &victim_pod, &uid).await
+    };
+    // Past the safe time (18 s) and the fence timeout (10 s) after the
+    // last heartbeat, with room to spare.
+    cluster
+        .hold_for(
+            &format!("dry run: {victim} and {victim_pod} untouched"),
+            Duration::from_secs(45),
+            invariant,
+        )
+        .await;
+    // The leader did decide to fence: it says what it would have done.
+    let fenced_ev = cluster
+        .wait_until(
+            &format!("a DryRunNodeFenced Event for {victim}"),
+            Duration::from_secs(60),
+            async || {
+                let evs = events_with_reason(cluster, "DryRunNodeFenced").await?;
+                Ok(evs
+                    .into_iter()
+                    .find(|e| regarding_name(e) == Some(victim.as_str())))
+            },
+        )
+        .await;
+    say(format!("event: {:?}", fenced_ev.note));
+    let del = events_with_reason(cluster, "DryRunPodForceDeleted")
+        .await
+        .unwrap();
+    assert!(
+        del.iter().any(|e| e
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains(&format!("{NS}/{victim_pod}")))),
+        "a DryRunPodForceDeleted Event names {NS}/{victim_pod}: {:?}",
+        del.iter().map(|e| e.note.clone()).collect::<Vec<_>>()
+    );
+    let leader_node = node_of_identity(&leader_identity(cluster).await.unwrap().unwrap());
+    let text = agent_metrics(cluster, &leader_node).expect("leader metrics");
+    let fence_dry = metric(
+        &text,
+        "kube_fencer_fencing_operations_total",
+        &[("operation", "fence"), ("result", "dry_run")],
+    );
+    assert!(
+        fence_dry.is_some_and(|v| v >= 1.0),
+        "fencing_operations_total{{operation=fence,result=dry_run}} = {fence_dry:?}"
+    );
+    for result in ["success", "error"] {
+        let v = metric(
+            &text,
+            "kube_fencer_fencing_operations_total",
+            &[("result", result)],
+        )
+        .unwrap_or(0.0);
+        assert_eq!(v, 0.0, "a dry run made node writes (result={result})");
+    }
+    // And it still writes nothing, well past the fence timeout.
+    cluster
+        .hold_for(
+            &format!("dry run: {victim} and {victim_pod} still untouched"),
+            Duration::from_secs(20),
+            async || {
+                let n = cluster.node(&victim).await?;
+                if let Err(e) = untouched(&n, &before) {
+                    return Ok(Err(e));
+                }
+                same_pod(cluster, NS, &victim_pod, &uid).await
+            },
+        )
+        .await;
+}
+
+/// Two of three nodes die at once: more than 40 % of the nodes look dead,
+/// so the storm guard fences neither — no record, cordon or taint, and
+/// their replicas stay — and the leader says so (gauge and Event).
+///
+/// The leader observes both heartbeats stop at the same instant: every
+/// agent is stopped, both nodes are powered off, then the surviving node's
+/// agent starts again and leads (after a list, every heartbeat timer starts
+/// at the same moment). With a leader running throughout, the two Leases'
+/// last renewals can lie up to one renewal interval apart and the first node
+/// may rightly begin fencing before the second one looks dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_guard_holds_two_of_three() {
+    const NS: &str = "storm";
+    let args = FAST_AGENT_ARGS.to_vec();
+    let s = Setup::start(NS, &args).await;
+    let cluster = &s.cluster;
+    let survivor = s.leader_node.clone();
+    let dead: Vec<String> = cluster
+        .node_names()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| *n != survivor)
+        .collect();
+    assert_eq!(dead.len(), 2);
+    let uids = cluster.pod_uids().await.unwrap();
+    let replicas: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            let name = format!("{STS}-{i}");
+            let uid = uids[&format!("{NS}/{name}")].clone();
+            (name, uid)
+        })
+        .collect();
+    let mut before = BTreeMap::new();
+    for n in &dead {
+        before.insert(n.clone(), fencer_metadata(&cluster.node(n).await.unwrap()));
+    }
+
+    for n in cluster.node_names().await.unwrap() {
+        cluster.stop_agent(&n);
+    }
+    for n in &dead {
+        cluster.stop_node(n).expect("stop node");
+    }
+    say(format!("{dead:?} powered off"));
+    cluster
+        .spawn_agent(&survivor, &args)
+        .expect("restart the survivor's agent");
+    // The Lease still names the survivor's old process: ask the new one.
+    cluster
+        .wait_until(
+            &format!("the new agent of {survivor} to lead with synced caches"),
+            Duration::from_secs(60),
+            async || {
+                let text = agent_metrics(cluster, &survivor)?;
+                Ok((metric(&text, "kube_fencer_leader", &[]) == Some(1.0)
+                    && metric(&text, "kube_fencer_cache_synced", &[]) == Some(1.0))
+                .then_some(()))
+            },
+        )
+        .await;
+
+    cluster
+        .hold_for(
+            &format!("storm guard: {dead:?} not fenced, replicas kept"),
+            Duration::from_secs(50),
+            async || {
+                for n in &dead {
+                    let node = cluster.node(n).await?;
+                    if let Err(e) = untouched(&node, &before[n]) {
+                        return Ok(Err(e));
+                    }
+                }
+                for (name, uid) in &replicas {
+                    if let Err(e) = same_pod(cluster, NS, name, uid).await? {
+                        return Ok(Err(e));
+                    }
+                }
+                Ok(Ok(()))
+            },
+        )
+        .await;
+
+    let text = agent_metrics(cluster, &survivor).expect("leader metrics");
+    assert_eq!(
+        metric(&text, "kube_fencer_storm_guard_active", &[]),
+        Some(1.0),
+        "storm guard gauge"
+    );
+    assert_eq!(
+        metric(&text, "kube_fencer_unhealthy_nodes", &[]),
+        Some(2.0),
+        "both dead nodes counted"
+    );
+    let evs = events_with_reason(cluster, "StormGuardActive")
+        .await
+        .unwrap();
+    assert!(!evs.is_empty(), "a StormGuardActive Event");
+    say(format!("StormGuardActive: {:?}", evs[0].note));
+}
+
+/// The leader records a node as Fencing and dies (SIGKILL, the leader Lease
+/// is not released) before the node is fenced. Another agent takes over the
+/// Lease and finishes the fencing from the record on the Node: the same
+/// fencing (its start time kept), the node tainted out-of-service, the
+/// replica recreated elsewhere with the same claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_leader_resumes_half_done_fencing() {
+    const NS: &str = "resume";
+    // A long fence timeout leaves time to kill the leader mid-fencing.
+    let args = fast_args_with(&[("--fence-timeout", "30s")]);
+    let s = Setup::start(NS, &args).await;
+    let cluster = &s.cluster;
+    let (victim_pod, victim) = s.victim();
+    let old_leader = s.leader_node.clone();
+    let old_identity = format!("kube-fencer-{old_leader}");
+    let old_uid = pod_uid(&cluster.pod(NS, &victim_pod).await.unwrap().unwrap());
+    let claim = format!("data-{victim_pod}");
+    let (_, pvc_uid) = cluster.pvc(NS, &claim).await.unwrap().expect("PVC");
+
+    s.power_off(&victim);
+    let begun = cluster
+        .wait_until(
+            &format!("{victim} recorded Fencing"),
+            Duration::from_secs(60),
+            async || {
+                let n = cluster.node(&victim).await?;
+                Ok((phase(&n).as_deref() == Some("fencing")).then_some(n))
+            },
+        )
+        .await;
+    cluster.stop_agent(&old_leader);
+    let rec = record(&begun).expect("record");
+    say(format!("leader killed; record was {rec}"));
+    assert_eq!(rec["phase"], "Fencing");
+    assert_eq!(rec["by"], old_identity.as_str());
+    // The premise: the old leader died before the node was fenced.
+    let n = cluster.node(&victim).await.unwrap();
+    assert_eq!(phase(&n).as_deref(), Some("fencing"), "fenced too early");
+    assert!(!node_has_taint(&n, OUT_OF_SERVICE_TAINT));
+    assert_eq!(
+        pod_uid(&cluster.pod(NS, &victim_pod).await.unwrap().unwrap()),
+        old_uid
+    );
+
+    let new_identity = cluster
+        .wait_until(
+            "another agent to take over the leader Lease",
+            Duration::from_secs(60),
+            async || {
+                Ok(leader_identity(cluster)
+                    .await?
+                    .filter(|h| *h != old_identity))
+            },
+        )
+        .await;
+    let new_leader = node_of_identity(&new_identity);
+    say(format!("new leader {new_identity}"));
+    assert!(new_leader != victim && new_leader != old_leader);
+
+    let fenced = cluster
+        .wait_until(
+            &format!("{victim} fenced by the new leader"),
+            Duration::from_secs(120),
+            async || {
+                let n = cluster.node(&victim).await?;
+                Ok((phase(&n).as_deref() == Some("fenced")
+                    && node_has_taint(&n, OUT_OF_SERVICE_TAINT))
+                .then_some(n))
+            },
+        )
+        .await;
+    let rec2 = record(&fenced).expect("record");
+    say(format!("record now {rec2}"));
+    assert_eq!(rec2["phase"], "Fenced");
+    assert_eq!(rec2["by"], new_identity.as_str());
+    assert_eq!(
+        rec2["fencingSince"], rec["fencingSince"],
+        "the new leader continued the recorded fencing instead of starting over"
+    );
+    assert!(node_unschedulable(&fenced));
+
+    let new_pod = wait_replica_moved(cluster, NS, &victim_pod, &old_uid, &victim).await;
+    assert_eq!(pod_claims(&new_pod), vec![claim.clone()]);
+    let (_, pvc_uid2) = cluster.pvc(NS, &claim).await.unwrap().expect("PVC");
+    assert_eq!(pvc_uid2, pvc_uid, "same PVC object");
+    let started = events_with_reason(cluster, "FencingStarted")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| regarding_name(e) == Some(victim.as_str()))
+        .count();
+    assert_eq!(started, 1, "fencing was begun once, not restarted");
+}
+
+/// `--strategy delete-pods`: the fenced node gets no out-of-service taint,
+/// its StatefulSet replica is force-deleted and comes back elsewhere with
+/// the same PVC, and its other pods (a Deployment's) are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_pods_strategy_leaves_other_pods() {
+    const NS: &str = "deletepods";
+    let args = fast_args_with(&[("--strategy", "delete-pods")]);
+    let s = Setup::start(NS, &args).await;
+    let cluster = &s.cluster;
+    let (victim_pod, victim) = s.victim();
+    deploy_pinned(cluster, NS, "pinned", &victim).expect("deploy pinned Deployment");
+    let dep_pod = wait_pod_running_on(cluster, "pinned-", &victim).await;
+    let dep_key = pod_key(&dep_pod);
+    let dep_uid = pod_uid(&dep_pod);
+    let old_uid = pod_uid(&cluster.pod(NS, &victim_pod).await.unwrap().unwrap());
+    let claim = format!("data-{victim_pod}");
+    let (_, pvc_uid) = cluster.pvc(NS, &claim).await.unwrap().expect("PVC");
+
+    s.power_off(&victim);
+    let new_pod = wait_replica_moved(cluster, NS, &victim_pod, &old_uid, &victim).await;
+    assert_eq!(pod_claims(&new_pod), vec![claim.clone()]);
+    let (_, pvc_uid2) = cluster.pvc(NS, &claim).await.unwrap().expect("PVC");
+    assert_eq!(pvc_uid2, pvc_uid, "same PVC object");
+
+    let n = cluster.node(&victim).await.unwrap();
+    assert_eq!(phase(&n).as_deref(), Some("fenced"));
+    assert!(
+        !node_has_taint(&n, OUT_OF_SERVICE_TAINT),
+        "delete-pods must not taint"
+    );
+    assert_eq!(record(&n).expect("record")["tainted"], false);
+    cluster
+        .hold_for(
+            &format!("{dep_key} on the fenced node is left alone"),
+            Duration::from_secs(20),
+            async || {
+                let n = cluster.node(&victim).await?;
+                if node_has_taint(&n, OUT_OF_SERVICE_TAINT) {
+                    return Ok(Err(format!("{victim} tainted out-of-service")));
+                }
+                let uids = cluster.pod_uids().await?;
+                Ok(if uids.get(&dep_key) == Some(&dep_uid) {
+                    Ok(())
+                } else {
+                    Err(format!("{dep_key} ({dep_uid}) is gone"))
+                })
+            },
+        )
+        .await;
+    let dep_name = dep_key.split('/').nth(1).unwrap().to_string();
+    let deleted = events_with_reason(cluster, "PodForceDeleted")
+        .await
+        .unwrap();
+    let notes: Vec<String> = deleted.iter().filter_map(|e| e.note.clone()).collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains(&format!("{NS}/{victim_pod}"))),
+        "PodForceDeleted for the replica: {notes:?}"
+    );
+    assert!(
+        !notes.iter().any(|n| n.contains(&dep_name)),
+        "kube-fencer force-deleted the Deployment pod: {notes:?}"
+    );
+}
+
+/// Default strategy: after fencing, every non-DaemonSet pod bound to the
+/// dead node — a StatefulSet replica, a Deployment pod, a bare pod — is
+/// gone (kube-fencer deletes the replica; Kubernetes' taint eviction and pod
+/// GC remove the rest because of the out-of-service taint), and every pod on
+/// the healthy nodes keeps its UID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_service_strategy_clears_the_node() {
+    const NS: &str = "clear";
+    let args = FAST_AGENT_ARGS.to_vec();
+    let s = Setup::start(NS, &args).await;
+    let cluster = &s.cluster;
+    let (_, victim) = s.victim();
+    let healthy: Vec<String> = cluster
+        .node_names()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| *n != victim)
+        .collect();
+
+    deploy_pinned(cluster, NS, "pinned", &victim).expect("deploy pinned Deployment");
+    cluster
+        .create_pod_on(NS, "loner", &victim)
+        .expect("bare pod on the victim");
+    cluster
+        .deploy_deployment(NS, "bystander", 1, &[victim.as_str()])
+        .expect("bystander Deployment");
+    cluster
+        .create_pod_on(NS, "neighbour", &healthy[0])
+        .expect("bare pod on a healthy node");
+    wait_pod_running_on(cluster, "pinned-", &victim).await;
+    wait_pod_running_on(cluster, "loner", &victim).await;
+    wait_pod_running_on(cluster, "neighbour", &healthy[0]).await;
+    cluster
+        .wait_until(
+            "the bystander pod Running",
+            Duration::from_secs(90),
+            async || {
+                for n in &healthy {
+                    for p in cluster.pods_on_node(n).await? {
+                        if p.metadata
+                            .name
+                            .as_deref()
+                            .is_some_and(|n| n.starts_with("bystander-"))
+                            && pod_running_ready(&p)
+                        {
+                            return Ok(Some(()));
+                        }
+                    }
+                }
+                Ok(None)
+            },
+        )
+        .await;
+
+    let mut on_victim: BTreeMap<String, String> = BTreeMap::new();
+    for p in cluster.pods_on_node(&victim).await.unwrap() {
+        if !is_daemonset_pod(&p) {
+            on_victim.insert(pod_key(&p), pod_uid(&p));
+        }
+    }
+    let mut on_healthy: BTreeMap<String, String> = BTreeMap::new();
+    for n in &healthy {
+        for p in cluster.pods_on_node(n).await.unwrap() {
+            on_healthy.insert(pod_key(&p), pod_uid(&p));
+        }
+    }
+    say(format!(
+        "on {victim}: {on_victim:?}; {} pods on healthy nodes",
+        on_healthy.len()
+    ));
+    assert!(on_victim.len() >= 3, "replica, Deployment pod, bare pod");
+
+    s.power_off(&victim);
+    let t0 = Instant::now();
+    cluster
+        .wait_until(
+            &format!("{victim} fenced"),
+            Duration::from_secs(120),
+            async || {
+                let n = cluster.node(&victim).await?;
+                Ok(node_has_taint(&n, OUT_OF_SERVICE_TAINT).then_some(()))
+            },
+        )
+        .await;
+    let remaining = cluster
+        .wait_until(
+            &format!("every non-DaemonSet pod bound to {victim} gone"),
+            Duration::from_secs(180),
+            async || {
+                let uids: std::collections::BTreeSet<String> =
+                    cluster.pod_uids().await?.into_values().collect();
+                let bound: Vec<String> = cluster
+                    .pods_on_node(&victim)
+                    .await?
+                    .iter()
+                    .filter(|p| !is_daemonset_pod(p))
+                    .map(pod_key)
+                    .collect();
+                let old_left = on_victim.values().any(|u| uids.contains(u));
+                Ok((bound.is_empty() && !old_left).then_some(bound))
+            },
+        )
+        .await;
+    assert!(remaining.is_empty());
+    say(format!(
+        "{victim} cleared {:.1}s after power-off",
+        t0.elapsed().as_secs_f64()
+    ));
+    let now = cluster.pod_uids().await.unwrap();
+    for (name, uid) in &on_healthy {
+        assert_eq!(
+            now.get(name),
+            Some(uid),
+            "pod {name} on a healthy node was deleted or replaced"
+        );
+    }
+}
