@@ -51,6 +51,8 @@ else
   AGENT_ARGS=(--unreachable-after 20s --fence-timeout 40s --healthy-after 30s --max-unhealthy "$MAX_UNHEALTHY" --leader-lease-duration 15s)
 fi
 AGENT_ARGS+=(--strategy out-of-service)
+# All agents share one host here: no peer endpoint (the demo fences externally).
+AGENT_ARGS+=(--peer-listen "")
 # External fencing: a stale heartbeat alone never lets kube-fencer delete a
 # pod; here the "power fence" of a simulated node is killing its kwok.
 AGENT_ARGS+=(--fence-command "$HARNESS/cluster.sh node-stop \"\$KUBE_FENCER_DEMO_DIR\" \"\$NODE_NAME\"")
