@@ -158,7 +158,9 @@ pub struct Args {
     #[arg(long, env = "KUBE_FENCER_DELETE_PODS_WITH_RWO_VOLUMES")]
     pub delete_pods_with_rwo_volumes: bool,
 
-    /// Decide and report (logs, metrics, Events saying "would …") but write nothing.
+    /// Decide and report (logs, metrics, Events saying "would …") but fence,
+    /// delete and unfence nothing: the only writes are the leader Lease, Events
+    /// and this agent's advertisement on its own Node.
     #[arg(long, env = "KUBE_FENCER_DRY_RUN")]
     pub dry_run: bool,
 
