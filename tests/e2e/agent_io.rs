@@ -24,7 +24,6 @@ use crate::support::*;
 
 const STS: &str = "db";
 const PHASE_LABEL: &str = "kube-fencer.io/phase";
-const AGENT_ANNOTATION: &str = "kube-fencer.io/agent";
 const PREFIX: &str = "kube-fencer.io/";
 
 // ------------------------------------------------------------- helpers --
@@ -60,7 +59,7 @@ impl Setup {
         // The leader marks a node fenced only if its agent advertised a
         // self-fence action before it died.
         for n in cluster.node_names().await.unwrap() {
-            wait_advertised(&cluster, &n).await;
+            cluster.wait_advertised(&n).await;
         }
         Setup {
             cluster,
@@ -110,19 +109,6 @@ fn fast_args_with<'a>(overrides: &[(&'a str, &'a str)]) -> Vec<&'a str> {
         }
     }
     args
-}
-
-async fn wait_advertised(cluster: &Cluster, node: &str) {
-    cluster
-        .wait_until(
-            &format!("the agent of {node} to advertise itself"),
-            Duration::from_secs(60),
-            async || {
-                let n = cluster.node(node).await?;
-                Ok(node_annotation(&n, AGENT_ANNOTATION))
-            },
-        )
-        .await;
 }
 
 fn phase(node: &Node) -> Option<String> {

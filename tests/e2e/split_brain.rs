@@ -38,21 +38,8 @@ async fn setup(agent_args: &[&str]) -> (Cluster, String, String) {
     cluster.wait_leader(Duration::from_secs(60)).await;
     let victim = placement[&format!("{STS}-1")].clone();
     let uid = pod_uid(&cluster.pod(NS, "db-1").await.unwrap().unwrap());
-    wait_advertised(&cluster, &victim).await;
+    cluster.wait_advertised(&victim).await;
     (cluster, victim, uid)
-}
-
-async fn wait_advertised(cluster: &Cluster, node: &str) {
-    cluster
-        .wait_until(
-            &format!("the agent of {node} to advertise itself"),
-            Duration::from_secs(30),
-            async || {
-                let n = cluster.node(node).await?;
-                Ok(node_annotation(&n, "kube-fencer.io/agent"))
-            },
-        )
-        .await;
 }
 
 async fn wait_phase(cluster: &Cluster, node: &str, want: &str, within: Duration) {
@@ -380,7 +367,7 @@ async fn split_brain_partition_self_fences_first() {
     cluster
         .spawn_agent_with_kubeconfig(&victim, &args, &kubeconfig)
         .unwrap();
-    wait_advertised(&cluster, &victim).await;
+    cluster.wait_advertised(&victim).await;
     let uid = pod_uid(&cluster.pod(NS, "db-1").await.unwrap().unwrap());
     // Let it settle (a few healthy checks).
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -434,7 +421,7 @@ async fn split_brain_partition_self_fences_first() {
 async fn split_brain_api_outage_fences_nobody() {
     let (cluster, _victim, _uid) = setup(FAST_AGENT_ARGS).await;
     for n in cluster.node_names().await.unwrap() {
-        wait_advertised(&cluster, &n).await;
+        cluster.wait_advertised(&n).await;
     }
     let before = cluster.pod_uids().await.unwrap();
     cluster.pause_apiserver(true).unwrap();

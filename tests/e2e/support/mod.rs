@@ -474,6 +474,21 @@ impl Cluster {
         .await
     }
 
+    /// Wait until the agent of `node` has advertised itself on its Node: the
+    /// leader marks a node fenced only if its agent advertised a self-fence
+    /// action before it died.
+    pub async fn wait_advertised(&self, node: &str) {
+        self.wait_until(
+            &format!("the agent of {node} to advertise itself"),
+            Duration::from_secs(60),
+            async || {
+                let n = self.node(node).await?;
+                Ok(node_annotation(&n, "kube-fencer.io/agent"))
+            },
+        )
+        .await;
+    }
+
     /// Kill the agent of `node` (as a power loss would).
     pub fn stop_agent(&self, node: &str) {
         if let Some(mut a) = self.agents.lock().unwrap().remove(node) {
