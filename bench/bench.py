@@ -340,7 +340,7 @@ class Cluster:
         args += p["args"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE_")}
         env.update(KUBECONFIG=str(self.agent_kc), NODE_NAME=node, POD_NAMESPACE=NS_FENCER,
-                   RUST_LOG=AGENT_LOG_FILTER)
+                   RUST_LOG=AGENT_LOG_FILTER, NO_COLOR="1")
         with open(logfile, "a") as f:
             f.write(f"### agent for {node} started {time.time():.3f} profile {profile}\n")
             f.flush()
@@ -442,16 +442,15 @@ class Cluster:
         return self.wait("a steady cluster", timeout, check)
 
     def events(self, node, since):
-        """First kube-fencer Event time per reason about Node `node` at or after `since`."""
-        items = self.api.get("/apis/events.k8s.io/v1/namespaces/default/events")["items"]
+        """First kube-fencer Event time per reason about Node `node` at or after `since`.
+
+        Read through the core/v1 view of the events.k8s.io Events, which
+        supports field selectors (a cluster of 1000 nodes has many Events)."""
+        sel = urllib.parse.quote(f"involvedObject.kind=Node,involvedObject.name={node},reportingComponent=kube-fencer")
+        items = self.api.get(f"/api/v1/namespaces/default/events?fieldSelector={sel}")["items"]
         out = {}
         for ev in items:
-            if ev.get("reportingController") != "kube-fencer":
-                continue
-            reg = ev.get("regarding") or {}
-            if reg.get("kind") != "Node" or reg.get("name") != node:
-                continue
-            times = [parse_ts(ev.get("eventTime"))]
+            times = [parse_ts(ev.get("eventTime")) or parse_ts(ev.get("firstTimestamp"))]
             series = ev.get("series") or {}
             if series.get("lastObservedTime"):
                 times.append(parse_ts(series["lastObservedTime"]))
@@ -461,7 +460,7 @@ class Cluster:
             r = ev.get("reason")
             t = min(times)
             if r not in out or t < out[r]["t"]:
-                out[r] = {"t": t, "instance": ev.get("reportingInstance"), "note": ev.get("note")}
+                out[r] = {"t": t, "instance": ev.get("reportingInstance"), "note": ev.get("message")}
         return out
 
     def lease_renew(self, node):
@@ -500,7 +499,7 @@ class Cluster:
                 if "requesting" not in line:
                     continue
                 line = re.sub(r"\x1b\[[0-9;]*m", "", line)
-                m = re.search(r"http\.method=(\w+) http\.url=(\S+)", line)
+                m = re.search(r"http\.method=(\w+) http\.url=([^\s}]+)", line)
                 if not m:
                     continue
                 k = classify(m.group(1), m.group(2))
@@ -679,7 +678,13 @@ def section_control(c, window):
     }
     log(f"[control] after {window:.0f}s: recovered={recovered} notready_after={notready} final={final}")
     c.power_on(victim)
-    c.steady(timeout=180)
+    try:
+        c.steady(timeout=90)
+    except RuntimeError:
+        # The simulated node may not mark the old pod Ready again after its
+        # restart; recreate it (set-up for the next section, not measured).
+        c.kubectl("-n", STS_NS, "delete", "pod", pod_name, "--force", "--grace-period=0")
+        c.steady(timeout=180)
     save("control", {"window_s": window, "node_lease_s": c.lease, "victim": victim, "pod": pod_name,
                      "notready_after_s": notready, "recovered_after_s": recovered, "final": final,
                      "polls": samples})
@@ -764,11 +769,22 @@ def section_ttr(c, profile, runs, api_capture_first=False):
     if c.profile != profile:
         c.stop_all_agents()
         c.spawn_agents(profile)
-    results = []
+    results, failed = [], []
     for i in range(1, runs + 1):
-        results.append(ttr_once(c, profile, i, api_capture=(api_capture_first and i == 1)))
+        try:
+            results.append(ttr_once(c, profile, i, api_capture=(api_capture_first and i == 1)))
+        except (RuntimeError, OSError, urllib.error.URLError, subprocess.TimeoutExpired) as e:
+            log(f"[{profile} #{i}] FAILED: {e}")
+            failed.append({"run": i, "error": str(e)[:500]})
+            for n in list(c.stopped):  # put the cluster back together for the next run
+                try:
+                    c.power_on(n, profile)
+                except (RuntimeError, subprocess.TimeoutExpired) as e2:
+                    log(f"[{profile}] could not restart {n}: {e2}")
+            if len(failed) >= 2:
+                break
         save(f"ttr-{profile}", {"profile": profile, "config": profile_doc(profile, c),
-                                "runs": results, "requested_runs": runs})
+                                "runs": results, "failed_runs": failed, "requested_runs": runs})
     return results
 
 
