@@ -661,13 +661,19 @@ def section_control(c, window):
     notready = recovered = None
     samples = 0
     while time.time() - t0 < window:
-        n = c.api.get(f"/api/v1/nodes/{victim}")
-        if notready is None and ready_status(n) != "True":
-            notready = time.time() - t0
-        p = c.api.get(f"/api/v1/namespaces/{STS_NS}/pods/{pod_name}")
+        try:
+            n = c.api.get(f"/api/v1/nodes/{victim}")
+            if notready is None and ready_status(n) != "True":
+                notready = time.time() - t0
+            p = c.api.get(f"/api/v1/namespaces/{STS_NS}/pods/{pod_name}")
+        except (OSError, urllib.error.URLError) as e:
+            log(f"[control] poll failed: {e}")
+            time.sleep(1)
+            continue
         samples += 1
-        if p and p["metadata"]["uid"] != old_uid and pod_running_ready(p) and recovered is None:
-            recovered = time.time() - t0
+        if (not p or p["metadata"]["uid"] != old_uid) and recovered is None:
+            if p and pod_running_ready(p):
+                recovered = time.time() - t0
         time.sleep(1)
     p = c.api.get(f"/api/v1/namespaces/{STS_NS}/pods/{pod_name}")
     final = {
@@ -677,17 +683,17 @@ def section_control(c, window):
         "deletion_timestamp": (p or {}).get("metadata", {}).get("deletionTimestamp"),
     }
     log(f"[control] after {window:.0f}s: recovered={recovered} notready_after={notready} final={final}")
+    save("control", {"window_s": window, "node_lease_s": c.lease, "victim": victim, "pod": pod_name,
+                     "notready_after_s": notready, "recovered_after_s": recovered, "final": final,
+                     "polls": samples})
     c.power_on(victim)
     try:
-        c.steady(timeout=90)
+        c.steady(timeout=30)
     except RuntimeError:
         # The simulated node may not mark the old pod Ready again after its
         # restart; recreate it (set-up for the next section, not measured).
         c.kubectl("-n", STS_NS, "delete", "pod", pod_name, "--force", "--grace-period=0")
         c.steady(timeout=180)
-    save("control", {"window_s": window, "node_lease_s": c.lease, "victim": victim, "pod": pod_name,
-                     "notready_after_s": notready, "recovered_after_s": recovered, "final": final,
-                     "polls": samples})
 
 
 def ttr_once(c, profile, run_no, api_capture=False):
