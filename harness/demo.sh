@@ -26,6 +26,8 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HARNESS="$REPO/harness"
+# shellcheck source=harness/workload.sh
+source "$HARNESS/workload.sh"
 FAST=0
 KEEP=0
 MAX_UNHEALTHY=40%
@@ -155,44 +157,7 @@ kc create namespace "$NS" >/dev/null
 for r in 0 1 2; do
   "$HARNESS/cluster.sh" pv-create "$DIR" "$NS-$STS-$r" 1Gi "$NS/data-$STS-$r" 2>/dev/null
 done
-kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Service
-metadata: {name: $STS, namespace: $NS}
-spec:
-  clusterIP: None
-  selector: {app: $STS}
-  ports: [{name: db, port: 5432}]
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: $STS, namespace: $NS}
-spec:
-  serviceName: $STS
-  replicas: 3
-  podManagementPolicy: Parallel
-  selector: {matchLabels: {app: $STS}}
-  template:
-    metadata: {labels: {app: $STS}}
-    spec:
-      affinity:
-        podAntiAffinity:
-          preferredDuringSchedulingIgnoredDuringExecution:
-          - weight: 100
-            podAffinityTerm:
-              topologyKey: kubernetes.io/hostname
-              labelSelector: {matchLabels: {app: $STS}}
-      containers:
-      - name: db
-        image: registry.k8s.io/pause:3.10
-        volumeMounts: [{name: data, mountPath: /data}]
-  volumeClaimTemplates:
-  - metadata: {name: data}
-    spec:
-      accessModes: [ReadWriteOnce]
-      storageClassName: static
-      resources: {requests: {storage: 1Gi}}
-EOF
+statefulset_manifest "$NS" "$STS" static 1Gi | kc apply -f - >/dev/null
 kc -n "$NS" rollout status "statefulset/$STS" --timeout=120s | sed 's/^/    /'
 kc -n "$NS" get pods -o wide | sed 's/^/    /'
 kc -n "$NS" get pvc | sed 's/^/    /'

@@ -36,6 +36,8 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=harness/workload.sh
+source "$REPO/harness/workload.sh"
 CLUSTER=kind
 TIMEOUT=600
 KEEP=0
@@ -140,43 +142,7 @@ done
 
 step "Deploying StatefulSet $NS/$STS"
 "${KC[@]}" create namespace "$NS" --dry-run=client -o yaml | "${KC[@]}" apply -f -
-"${KC[@]}" apply -f - <<EOF
-apiVersion: v1
-kind: Service
-metadata: {name: $STS, namespace: $NS}
-spec:
-  clusterIP: None
-  selector: {app: $STS}
-  ports: [{name: web, port: 80}]
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: $STS, namespace: $NS}
-spec:
-  serviceName: $STS
-  replicas: 3
-  podManagementPolicy: Parallel
-  selector: {matchLabels: {app: $STS}}
-  template:
-    metadata: {labels: {app: $STS}}
-    spec:
-      affinity:
-        podAntiAffinity:
-          preferredDuringSchedulingIgnoredDuringExecution:
-          - weight: 100
-            podAffinityTerm:
-              topologyKey: kubernetes.io/hostname
-              labelSelector: {matchLabels: {app: $STS}}
-      containers:
-      - name: web
-        image: registry.k8s.io/pause:3.10
-        volumeMounts: [{name: data, mountPath: /data}]
-  volumeClaimTemplates:
-  - metadata: {name: data}
-    spec:
-      accessModes: [ReadWriteOnce]
-      resources: {requests: {storage: 100Mi}}
-EOF
+statefulset_manifest "$NS" "$STS" "" 100Mi | "${KC[@]}" apply -f -
 "${KC[@]}" -n "$NS" rollout status "statefulset/$STS" --timeout=300s
 "${KC[@]}" -n "$NS" get pods -o wide
 
