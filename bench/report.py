@@ -190,6 +190,9 @@ def render(facts):
     out.append("")
     out.append("The machine is shared by the control plane, every simulated node, the agents and the "
                "benchmark's own polling; numbers on a real cluster depend on its API server, not on this box.\n")
+    notes = RAW / "notes.md"
+    if notes.exists():
+        out.append("**About this run:** " + notes.read_text().strip() + "\n")
 
     # ------------------------------------------------------------ targets --
     rows = []
