@@ -126,7 +126,9 @@ def api_section(steady, fencing_run, out):
     ww = steady["watches_with_agents"]
     out.append(f"`apiserver_longrunning_requests{{verb=\"WATCH\"}}`: {wb:.0f} without the agents, {ww:.0f} with them: "
                f"**{(ww - wb) / n_agents:.1f} watches per agent** on average ({ww - wb:.0f} for {n_agents} agents, "
-               f"the leader's included).\n")
+               f"the leader's included)" + ("; that is 3 per follower (its own Node, its own node Lease, the "
+               "leader Lease) and 5 for the leader (also all Nodes and all node Leases): "
+               f"3 × {n_agents - 1} + 5 = {3 * (n_agents - 1) + 5}" if round(ww - wb) == 3 * (n_agents - 1) + 5 else "") + ".\n")
     diff = {}
     for k in set(steady["longrunning_with_agents"]) | set(steady["longrunning_without_agents"]):
         d = steady["longrunning_with_agents"].get(k, 0) - steady["longrunning_without_agents"].get(k, 0)
@@ -336,11 +338,15 @@ def render(facts):
         out.append(f"| `PodForceDeleted` | {f(failover['pod_force_deleted'])} |")
         out.append(f"| replica Running elsewhere | **{f(failover['running'])}** ({f(failover['running_after_victim_stop'])} after the first node died) |")
         out.append("")
-        out.append(f"The new leader cannot reuse the old leader's heartbeat observations (clocks are never compared "
-                   f"across machines): it restarts every staleness timer when it takes over, so the fencing "
-                   f"completes about one leader-Lease expiry ({f(c.get('leader_lease_s'), 0)}) plus the "
-                   f"full safe time ({f(c['safe_time_s'], 0)}) after the old leader died. It continues from the "
-                   "`Fencing` record on the Node; nothing is deleted before its own safe time has passed.\n")
+        after = (failover["node_fenced"] - failover["new_leader_acquired"]
+                 if failover.get("node_fenced") is not None and failover.get("new_leader_acquired") is not None else None)
+        out.append(f"The new leader took over within one leader-Lease duration ({f(c.get('leader_lease_s'), 0)}; "
+                   "the old leader's last renewal was before its node died). It cannot reuse the old leader's "
+                   "heartbeat observations (durations are never compared across machines), so it restarts every "
+                   f"staleness timer when it takes over and marks the node fenced one full safe time "
+                   f"({f(c['safe_time_s'], 0)}) later: measured {f(after)} after the takeover. It continues from "
+                   "the `Fencing` record on the Node; nothing is deleted before its own safe time has passed. "
+                   "Worst case after a leader failure: leader-Lease duration + safe time + recreate time.\n")
 
     from chart import ttr_chart
     rows = []
@@ -431,8 +437,11 @@ def analysis(out, ttr, steady, scale):
                        "`--api-check-interval 10s` (one check per renewal) adds 3 × 5 s to the detection term "
                        "and 5 s to the check round of the safe time; counting a check as passed while the last "
                        "watch event is younger than one renewal interval delays outage detection by up to 10 s, "
-                       "which the safe time's `detect` term would then have to include. We recommend keeping the "
-                       "default: the probes are the cheapest request the API server serves.\n")
+                       "which the safe time's `detect` term would then have to include. **Proposal** (not yet "
+                       "measured): also count events of the leader-Lease watch every follower already holds — "
+                       "the leader renews it every `--leader-lease-duration`/3 = 5 s, the same cadence as the "
+                       "check, and an event on it proves the same thing (this agent's API path works and delivers "
+                       "fresh events). Most checks would then pass without a probe, at no cost to detection.\n")
     out.append("## What is not measured yet\n")
     missing = []
     if not ttr.get("default") or len(ttr["default"]["runs"]) < 10:
