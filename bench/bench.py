@@ -316,7 +316,7 @@ class Cluster:
 
     # ---------------------------------------------------------- agents --
 
-    def spawn_agent(self, node, profile):
+    def spawn_agent(self, node, profile, peer_port=None, extra_args=()):
         p = PROFILES[profile]
         listen = f"127.0.0.1:{free_port()}"
         boot = f"boot-{node}-{time.time_ns():x}"
@@ -335,9 +335,9 @@ class Cluster:
                      f"exec:{CLUSTER_SH} node-stop {self.dir} {node} >/dev/null 2>&1; "
                      f'echo "$(date +%s.%N) $KUBE_FENCER_SELF_FENCE_REASON" >> {marker}; '
                      f"echo {newboot} > {bootfile}",
-                     "--peer-key-file", str(self.peer_key), "--peer-listen", f"127.0.0.1:{free_port()}"]
+                     "--peer-key-file", str(self.peer_key), "--peer-listen", f"127.0.0.1:{peer_port or free_port()}"]
             args += p["self_fence"]
-        args += p["args"]
+        args += p["args"] + list(extra_args)
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE_")}
         env.update(KUBECONFIG=str(self.agent_kc), NODE_NAME=node, POD_NAMESPACE=NS_FENCER,
                    RUST_LOG=AGENT_LOG_FILTER, NO_COLOR="1")
@@ -893,9 +893,12 @@ def section_failover(c, profile):
     # No restore: the cluster is torn down next.
 
 
-def section_scale(workdir, sizes, window, profile="default"):
+def section_scale(workdir, sizes, window, profile="default", static_peers=False):
+    """With static_peers, the agents get --peers instead of discovering their
+    peers from a list of all Nodes (to see what that list costs a follower)."""
     p = PROFILES[profile]
-    c = Cluster("scale", 3, 40, "40s", workdir)
+    name = "scale-static-peers" if static_peers else "scale"
+    c = Cluster(name, 3, 40, "40s", workdir)
     c.install(daemonset=False)  # no DaemonSet: it would put one pod on every simulated node
     c.script("node-add", str(c.dir), "victim")
     kwok_log = open(c.dir / "logs" / "kwok-bulk.log", "a")
@@ -934,8 +937,11 @@ def section_scale(workdir, sizes, window, profile="default"):
         c.wait(f"{size} nodes Ready", 600, all_ready, interval=3)
         log(f"[scale] {size} nodes Ready; starting agents on {agent_nodes}")
         c.profile = profile
+        ports = {n: free_port() for n in agent_nodes}
         for n in agent_nodes:
-            c.spawn_agent(n, profile)
+            extra = (["--peers", ",".join(f"127.0.0.1:{ports[m]}" for m in agent_nodes if m != n)]
+                     if static_peers else [])
+            c.spawn_agent(n, profile, peer_port=ports[n], extra_args=extra)
         leader = c.wait("a leader with synced caches", 180, lambda: (
             c.leader()[0] in c.agents and "kube_fencer_cache_synced 1" in c.agent_metrics(c.leader()[0])
             and c.leader()[0]), interval=1)
@@ -980,7 +986,7 @@ def section_scale(workdir, sizes, window, profile="default"):
             log(f"[scale]   {n} {a['role']}: RSS {a['rss_kib'] / 1024:.1f} MiB, peak {a['peak_rss_kib'] / 1024:.1f} MiB, "
                 f"CPU {a['cpu_s_window']:.2f}s in {window:.0f}s")
         results.append(r)
-        save("scale", {"profile": profile, "sizes": results, "requested_sizes": sizes})
+        save(name, {"profile": profile, "sizes": results, "requested_sizes": sizes, "static_peers": static_peers})
         c.stop_all_agents()
         c.power_on("victim")
         # Released by the next leader: the victim was only Fencing (no agent, never fenced).
@@ -1029,7 +1035,8 @@ def main():
     ap.add_argument("--runs", type=int, default=10, help="TTR runs per profile (default 10)")
     ap.add_argument("--runs-default", type=int, help="TTR runs for the default-timing profiles (default: --runs)")
     ap.add_argument("--only", default="control,ttr-tight,failover,api,ttr-default,scale",
-                    help="comma-separated sections: control, ttr-tight, failover, api, ttr-default, scale")
+                    help="comma-separated sections: control, ttr-tight, failover, api, ttr-default, scale, "
+                    "scale-static-peers (not in the default set)")
     ap.add_argument("--profiles-tight", default="tight,tight-fence-command")
     ap.add_argument("--profiles-default", default="default,default-fence-command")
     ap.add_argument("--control-window", type=float, default=120.0)
@@ -1091,6 +1098,9 @@ def main():
         if "scale" in only:
             sizes = [int(s) for s in args.scale_sizes.split(",") if s]
             section_scale(args.workdir, sizes, args.scale_window)
+        if "scale-static-peers" in only:
+            sizes = [int(s) for s in args.scale_sizes.split(",") if s]
+            section_scale(args.workdir, sizes, args.scale_window, static_peers=True)
     finally:
         cleanup()
         render(machine_facts())

@@ -237,6 +237,14 @@ def render(facts):
             rss = max(a["peak_rss_kib"] for a in fol) / 1024
             rows.append((f"follower ≤ 20 MiB RSS at 1000 nodes (measured at {big['nodes']})", f"{rss:.1f} MiB peak",
                          met(rss <= 20) if big["nodes"] >= 1000 else "not reached"))
+            sp = load("scale-static-peers")
+            if sp and sp["sizes"]:
+                r = sp["sizes"][-1]
+                f2 = [a for a in r["agents"].values() if a["role"] != "leader"]
+                if f2:
+                    rss2 = max(a["peak_rss_kib"] for a in f2) / 1024
+                    rows.append((f"  … same, with a fixed `--peers` list (no discovery list of all Nodes)",
+                                 f"{rss2:.1f} MiB peak", met(rss2 <= 20)))
         for r in scale["sizes"]:
             w = r["window_s"]
             L = [a for a in r["agents"].values() if a["role"] == "leader"]
@@ -318,6 +326,23 @@ def render(facts):
                 f"{f(r['stop_to_fencing_started'])} | {r['detection_over_timeout_from_stop']:+.1f} s | "
                 f"{'–' if r.get('detection_over_timeout_from_heartbeat') is None else format(r['detection_over_timeout_from_heartbeat'], '+.1f') + ' s'} |")
         out.append("")
+        sp = load("scale-static-peers")
+        if sp and sp["sizes"]:
+            r = sp["sizes"][-1]
+            fol = [a for a in r["agents"].values() if a["role"] != "leader"]
+            base = [x for x in scale["sizes"] if x["nodes"] == r["nodes"]]
+            bfol = [a for a in base[0]["agents"].values() if a["role"] != "leader"] if base else []
+            if fol:
+                out.append(f"**What makes a follower grow with the cluster.** A follower discovers its peers with one "
+                           f"metadata-only list of *all* Nodes (at start and every 5 min), served from the watch "
+                           f"cache in one piece. Rerun at {r['nodes']} nodes with a fixed `--peers` list instead "
+                           f"(no discovery list): follower RSS {max(a['rss_kib'] for a in fol) / 1024:.1f} MiB, "
+                           f"peak {max(a['peak_rss_kib'] for a in fol) / 1024:.1f} MiB"
+                           + (f", against {max(a['rss_kib'] for a in bfol) / 1024:.1f} MiB / "
+                              f"{max(a['peak_rss_kib'] for a in bfol) / 1024:.1f} MiB with discovery" if bfol else "")
+                           + ". Proposal: page the discovery list (`limit` with continue tokens) and keep only "
+                           "the peer addresses, so a follower's peak is bounded by the page size, not the cluster "
+                           "size (RSS also includes what the allocator keeps after the list is dropped).\n")
         if len(scale["sizes"]) < len(scale.get("requested_sizes", [])):
             out.append(f"Only {', '.join(str(r['nodes']) for r in scale['sizes'])} of the requested "
                        f"{', '.join(map(str, scale['requested_sizes']))} nodes were measured.\n")
