@@ -106,6 +106,29 @@ PROFILES = {
         "safe_time": None,
         "deadline": 200.0,
     },
+    # Default node Lease and agent timings, but self-fence timings for a 10 s
+    # hardware watchdog: safe time 50 s (see docs/benchmarks/README.md).
+    "default-tuned": {
+        "cluster": "default",
+        "title": "defaults, self-fencing with a 10 s watchdog",
+        "args": ["--strategy", "out-of-service"],
+        "self_fence": [
+            "--api-check-interval", "2s",
+            "--api-check-timeout", "2s",
+            "--api-failure-threshold", "3",
+            "--peer-silence-timeout", "10s",
+            "--watchdog-timeout", "10s",
+            "--safe-time-margin", "12s",
+        ],
+        "fence_command": False,
+        "unreachable": 20.0,
+        "fence_timeout": 40.0,
+        "healthy_after": 30.0,
+        "leader_lease": 15.0,
+        "safe_time": 50.0,
+        "safe_time_terms": "max(2 × 3 + 2 + 10, 20) + (2 + 3 × 2) + 10 + 12",
+        "deadline": 200.0,
+    },
     "tight": {
         "cluster": "tight",
         "title": "tight, self-fencing (exec)",

@@ -258,7 +258,7 @@ def render(facts):
                              met(est <= r["nodes"] / 10)))
         worst = max(r.get("detection_over_timeout_from_heartbeat") or 0 for r in scale["sizes"])
         rows.append(("detection within 2 s of `--unreachable-after` (last heartbeat → FencingStarted)",
-                     f"worst {worst:+.1f} s", met(worst <= 2)))
+                     f"worst {worst:+.2f} s", met(worst <= 2)))
     if rows:
         out.append("## Targets\n")
         out.append("| target | measured | |\n|---|---|---|")
@@ -324,7 +324,7 @@ def render(facts):
                 f"{f(max(a['cpu_s_window'] for a in fol), 2) if fol else '–'} | "
                 f"{max(sum(a['requests'].values()) for a in fol) / w:.3f} | "
                 f"{f(r['stop_to_fencing_started'])} | {r['detection_over_timeout_from_stop']:+.1f} s | "
-                f"{'–' if r.get('detection_over_timeout_from_heartbeat') is None else format(r['detection_over_timeout_from_heartbeat'], '+.1f') + ' s'} |")
+                f"{'–' if r.get('detection_over_timeout_from_heartbeat') is None else format(r['detection_over_timeout_from_heartbeat'], '+.2f') + ' s'} |")
         out.append("")
         sp = load("scale-static-peers")
         if sp and sp["sizes"]:
@@ -340,6 +340,10 @@ def render(facts):
                            f"peak {max(a['peak_rss_kib'] for a in fol) / 1024:.1f} MiB"
                            + (f", against {max(a['rss_kib'] for a in bfol) / 1024:.1f} MiB / "
                               f"{max(a['peak_rss_kib'] for a in bfol) / 1024:.1f} MiB with discovery" if bfol else "")
+                           + "".join(f"; the leader, which runs the same discovery, {L2['rss_kib'] / 1024:.1f} MiB "
+                                     f"instead of {L1['rss_kib'] / 1024:.1f} MiB"
+                                     for L2 in [a for a in r["agents"].values() if a["role"] == "leader"][:1]
+                                     for L1 in ([a for a in base[0]["agents"].values() if a["role"] == "leader"][:1] if base else []))
                            + ". Proposal: page the discovery list (`limit` with continue tokens) and keep only "
                            "the peer addresses, so a follower's peak is bounded by the page size, not the cluster "
                            "size (RSS also includes what the allocator keeps after the list is dropped).\n")
