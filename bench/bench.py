@@ -1045,8 +1045,9 @@ def machine_facts():
             facts["versions"][k] = v
     if AGENT_BIN:
         facts["kube_fencer"] = subprocess.run([AGENT_BIN, "--version"], capture_output=True, text=True).stdout.strip()
-    facts["commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                     capture_output=True, text=True).stdout.strip()
+    # The agent binary is built from src/: name the last commit that changed it.
+    facts["commit"] = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h", "--", "src", "Cargo.toml",
+                                      "Cargo.lock"], capture_output=True, text=True).stdout.strip()
     return facts
 
 

@@ -163,7 +163,8 @@ def render(facts):
     steady = load("api-steady")
     scale = load("scale")
     failover = load("failover")
-    commands = sorted({d.get("command") for d in [control, steady, scale, failover, *ttr.values()] if d and d.get("command")})
+    commands = sorted({d.get("command") for d in [control, steady, scale, failover, load("scale-static-peers"),
+                                                   *ttr.values()] if d and d.get("command")})
 
     out.append("# kube-fencer benchmarks\n")
     out.append("Measured on the local control plane of `harness/` (real etcd, kube-apiserver, "
@@ -188,7 +189,7 @@ def render(facts):
     out.append(f"| kernel | {facts.get('kernel')} |")
     for k, v in facts.get("versions", {}).items():
         out.append(f"| {k} (harness/versions.env) | {v} |")
-    out.append(f"| `kube-fencer --version` | {facts.get('kube_fencer')} (commit {facts.get('commit')}, release build) |")
+    out.append(f"| `kube-fencer --version` | {facts.get('kube_fencer')} (built from the tree at commit {facts.get('commit')}, the last change to `src/`; release build) |")
     out.append("")
     out.append("The machine is shared by the control plane, every simulated node, the agents and the "
                "benchmark's own polling; numbers on a real cluster depend on its API server, not on this box.\n")
