@@ -282,7 +282,9 @@ def render(facts):
                "with a new boot ID (a reboot) and its agent restarted, and the next run waits until it is "
                "unfenced and every agent has advertised itself. The leader's own node is never the victim "
                "(it never fences itself; see [leader failover](#4-leader-failover)). Percentiles are "
-               "nearest-rank (with 10 runs p95 is the slowest run).\n")
+               "nearest-rank (with 10 runs p95 is the slowest run). kwok reports a pod Running as soon as it is bound "
+               "and has no volumes to attach, so the replacement runs within one poll of the old pod's deletion; "
+               "on real nodes add the container start and the volume attach and mount.\n")
     for name in ("default", "default-tuned", "default-fence-command", "tight", "tight-fence-command"):
         if ttr.get(name):
             ttr_section(name, ttr[name], out)
