@@ -1062,7 +1062,7 @@ def main():
                     help="comma-separated sections: control, ttr-tight, failover, api, ttr-default, scale, "
                     "scale-static-peers (not in the default set)")
     ap.add_argument("--profiles-tight", default="tight,tight-fence-command")
-    ap.add_argument("--profiles-default", default="default,default-fence-command")
+    ap.add_argument("--profiles-default", default="default,default-tuned,default-fence-command")
     ap.add_argument("--control-window", type=float, default=120.0)
     ap.add_argument("--api-window", type=float, default=60.0)
     ap.add_argument("--scale-sizes", default="10,100,1000")

@@ -7,11 +7,13 @@
 #                  [--control-window S] [--api-window S] [--scale-window S] [--keep]
 #   ./bench/run.sh --report-only      # re-render the README from docs/benchmarks/raw/
 #
-# SECTIONS (comma-separated, default all): control, ttr-tight, failover (one
-# cluster with the test timings), api, ttr-default (one cluster with the
-# kubelet and agent defaults), scale (a third cluster, 10 to 1000 nodes).
-# --runs (default 10) is the number of time-to-recovery runs per profile.
-# Not part of ./test.sh or CI: a full run takes about an hour on 2 cores.
+# SECTIONS (comma-separated, default all but the last): control, ttr-tight,
+# failover (one cluster with the test timings), api, ttr-default (one cluster
+# with the kubelet and agent defaults), scale (a third cluster, 10 to 1000
+# nodes), scale-static-peers. --runs (default 10) is the number of
+# time-to-recovery runs per profile; --profiles-tight / --profiles-default
+# pick the profiles (bench/bench.py PROFILES). See bench/README.md.
+# Not part of ./test.sh or CI: a full run takes about 1.5 hours on 2 cores.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,7 +22,7 @@ KEEP=0
 ARGS=()
 for a in "$@"; do
   case "$a" in
-    -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --keep) KEEP=1 ;;
     *) ARGS+=("$a") ;;
   esac
