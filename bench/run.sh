@@ -22,7 +22,7 @@ KEEP=0
 ARGS=()
 for a in "$@"; do
   case "$a" in
-    -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,/^set /{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --keep) KEEP=1 ;;
     *) ARGS+=("$a") ;;
   esac
