@@ -77,6 +77,12 @@ def ttr_section(name, data, out):
         st = stats([r.get(key) for r in runs])
         if st:
             out.append(f"| {label} | {f(st['min'])} | {f(st['p50'])} | {f(st['p95'])} | {f(st['max'])} |")
+    st = stats([r["node_fenced"] - r["last_heartbeat"] for r in runs
+                if r.get("node_fenced") is not None and r.get("last_heartbeat") is not None])
+    if st:
+        what = ("the configured safe time" if cfg.get("safe_time_s") else "no safe time: the fence command's exit")
+        out.append(f"| `NodeFenced` − last heartbeat ({what}) | {f(st['min'], 2)} | {f(st['p50'], 2)} | "
+                   f"{f(st['p95'], 2)} | {f(st['max'], 2)} |")
     st = stats([r.get("unfenced_after_restart") for r in runs])
     if st:
         out.append(f"| (after the restart with a new boot ID: node unfenced) | {f(st['min'])} | {f(st['p50'])} | "
