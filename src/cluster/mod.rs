@@ -27,6 +27,7 @@ pub mod peer_auth;
 pub mod peers;
 pub mod pods;
 pub mod reconcile;
+pub mod watchdog;
 
 pub use own_node::{LogOnly, SelfFence};
 
