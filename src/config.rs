@@ -79,7 +79,7 @@ pub struct Args {
     #[arg(
         long,
         env = "KUBE_FENCER_LEADER_LEASE_DURATION",
-        default_value = "15s",
+        default_value = "12s",
         value_name = "DURATION"
     )]
     pub leader_lease_duration: String,
@@ -194,15 +194,26 @@ pub struct Args {
     )]
     pub fence_command_backoff: String,
 
-    /// Added to every node's safe time (covers the kubelet's Lease renewal
-    /// interval, watch latency and clock-rate drift).
+    /// Added to every node's safe time (covers watch and reconcile latency
+    /// and clock-rate drift).
     #[arg(
         long,
         env = "KUBE_FENCER_SAFE_TIME_MARGIN",
-        default_value = "30s",
+        default_value = "5s",
         value_name = "DURATION"
     )]
     pub safe_time_margin: String,
+
+    /// The kubelets' node Lease renewal interval (a quarter of the kubelet's
+    /// nodeLeaseDurationSeconds, 40s by default): a node may be cut off up
+    /// to this long after its last renewal, so it is a term of the safe time.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_NODE_HEARTBEAT_INTERVAL",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub node_heartbeat_interval: String,
 
     /// How this agent fences its own node when it must:
     /// none | watchdog | sysrq-reboot | exec:<command>. Without a self-fence
@@ -230,7 +241,7 @@ pub struct Args {
     #[arg(
         long,
         env = "KUBE_FENCER_WATCHDOG_TIMEOUT",
-        default_value = "60s",
+        default_value = "10s",
         value_name = "DURATION"
     )]
     pub watchdog_timeout: String,
@@ -248,7 +259,7 @@ pub struct Args {
     #[arg(
         long,
         env = "KUBE_FENCER_API_CHECK_TIMEOUT",
-        default_value = "5s",
+        default_value = "2s",
         value_name = "DURATION"
     )]
     pub api_check_timeout: String,
@@ -267,7 +278,7 @@ pub struct Args {
     #[arg(
         long,
         env = "KUBE_FENCER_PEER_SILENCE_TIMEOUT",
-        default_value = "30s",
+        default_value = "10s",
         value_name = "DURATION"
     )]
     pub peer_silence_timeout: String,
@@ -542,6 +553,8 @@ impl Args {
                     "expected a duration such as 30s",
                 )
             })?;
+        let node_heartbeat_interval =
+            duration("node-heartbeat-interval", &self.node_heartbeat_interval)?;
         let self_fence = parse_self_fence(&self.self_fence)?;
         let watchdog_timeout = duration("watchdog-timeout", &self.watchdog_timeout)?;
         let api_check_interval = duration("api-check-interval", &self.api_check_interval)?;
@@ -611,6 +624,7 @@ impl Args {
             },
             delete_pods_with_rwo_volumes: self.delete_pods_with_rwo_volumes,
             safe_time_margin,
+            node_heartbeat_interval,
             fence_command: !self.fence_command.trim().is_empty(),
             fence_command_backoff,
         };
@@ -742,6 +756,7 @@ impl Config {
             delete_pods_with_rwo_volumes = s.delete_pods_with_rwo_volumes,
             fence_command = self.fence_command.as_deref().unwrap_or(""),
             safe_time_margin = %humantime::format_duration(s.safe_time_margin),
+            node_heartbeat_interval = %humantime::format_duration(s.node_heartbeat_interval),
             self_fence = self.agent.self_fence.action().as_str(),
             api_check_interval = %humantime::format_duration(self.agent.api_check_interval),
             api_failure_threshold = self.agent.api_failure_threshold,
@@ -783,9 +798,9 @@ mod tests {
         assert_eq!(s.identity, "kube-fencer-node-1");
         assert_eq!(c.namespace, "kube-fencer");
         assert_eq!(c.leader_lease_name, "kube-fencer-leader");
-        assert_eq!(c.election.lease_duration, Duration::from_secs(15));
-        assert_eq!(c.election.renew_deadline, Duration::from_secs(10));
-        assert_eq!(c.election.retry_period, Duration::from_secs(5));
+        assert_eq!(c.election.lease_duration, Duration::from_secs(12));
+        assert_eq!(c.election.renew_deadline, Duration::from_secs(8));
+        assert_eq!(c.election.retry_period, Duration::from_secs(4));
         assert_eq!(c.election.identity, "kube-fencer-node-1");
         assert_eq!(c.listen, "0.0.0.0:9746".parse::<SocketAddr>().unwrap());
         assert_eq!(s.unreachable_after, Duration::from_secs(20));
@@ -952,8 +967,11 @@ mod tests {
         assert_eq!(c.agent.self_fence, SelfFence::None);
         assert_eq!(c.agent.api_check_interval, Duration::from_secs(5));
         assert_eq!(c.agent.api_failure_threshold, 3);
-        assert_eq!(c.agent.peer_silence_timeout, Duration::from_secs(30));
-        assert_eq!(c.settings.safe_time_margin, Duration::from_secs(30));
+        assert_eq!(c.agent.api_check_timeout, Duration::from_secs(2));
+        assert_eq!(c.agent.peer_silence_timeout, Duration::from_secs(10));
+        assert_eq!(c.agent.watchdog_timeout, Duration::from_secs(10));
+        assert_eq!(c.settings.safe_time_margin, Duration::from_secs(5));
+        assert_eq!(c.settings.node_heartbeat_interval, Duration::from_secs(10));
         assert!(!c.settings.fence_command && c.fence_command.is_none());
         assert_eq!(
             c.agent.boot_id_file,

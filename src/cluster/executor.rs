@@ -179,7 +179,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::decide::{MaxUnhealthy, Readiness, RecordState, Selector, Strategy};
+    use crate::decide::{MaxUnhealthy, Readiness, RecordState};
 
     type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -190,19 +190,10 @@ mod tests {
 
     fn settings() -> Settings {
         Settings {
-            self_node: "agent-node".into(),
             identity: "kube-fencer-agent".into(),
-            unreachable_after: Duration::from_secs(20),
             fence_timeout: Duration::from_secs(40),
-            healthy_after: Duration::from_secs(30),
             max_unhealthy: MaxUnhealthy::Percent(40),
-            node_selector: Selector::everything(),
-            manage_control_plane: false,
-            strategy: Strategy::OutOfService,
-            delete_pods_with_rwo_volumes: false,
-            safe_time_margin: Duration::from_secs(30),
-            fence_command: false,
-            fence_command_backoff: Duration::from_secs(5),
+            ..crate::decide::testutil::settings()
         }
     }
 

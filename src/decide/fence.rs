@@ -130,6 +130,19 @@ fn external(view: &NodeView<'_>, plan: &mut Plan<'_>) -> bool {
     false
 }
 
+/// When the Fencing record was written, on our monotonic clock (its
+/// wall-clock time, aged by our wall clock; never later than now).
+fn fencing_recorded(view: &NodeView<'_>, plan: &Plan<'_>) -> std::time::Instant {
+    let age = view
+        .obs
+        .facts
+        .record
+        .valid()
+        .and_then(|r| plan.now.wall.duration_since(r.fencing_since).ok())
+        .unwrap_or_default();
+    plan.now.mono.checked_sub(age).unwrap_or(plan.now.mono)
+}
+
 /// Self-fencing: the node's agent has fenced it by its safe time.
 fn self_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, age: Duration) {
     let s = plan.settings;
@@ -167,8 +180,8 @@ fn self_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, age: Duration) {
     let st = safe_time(
         advert,
         hb.last_renewal,
-        s.unreachable_after,
-        s.safe_time_margin,
+        fencing_recorded(view, plan),
+        &s.leader_terms(),
     );
     plan.safe_times.insert(name.to_string(), st);
     let deadline = (hb.last_renewal + s.fence_timeout).max(st.at);

@@ -41,11 +41,11 @@ mod sim;
 #[cfg(test)]
 mod split_brain;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use agent::{AdvertState, AgentAdvert, SelfFenceAction};
 pub use record::{FenceRecord, Phase, RecordState};
-pub use safetime::SafeTime;
+pub use safetime::{LeaderTerms, SafeTime};
 pub use selector::Selector;
 
 /// Label that excludes a node from fencing when set to `"true"`.
@@ -114,11 +114,25 @@ pub struct Settings {
     pub delete_pods_with_rwo_volumes: bool,
     /// Added to every node's [`SafeTime`] (`--safe-time-margin`).
     pub safe_time_margin: Duration,
+    /// The kubelet's node Lease renewal interval (`--node-heartbeat-interval`),
+    /// a term of every [`SafeTime`].
+    pub node_heartbeat_interval: Duration,
     /// Whether an external `--fence-command` is configured.
     pub fence_command: bool,
     /// First retry delay of a failed fence command; doubles per attempt
     /// (`--fence-command-backoff`), capped at [`FENCE_COMMAND_MAX_BACKOFF`].
     pub fence_command_backoff: Duration,
+}
+
+impl Settings {
+    /// The leader's terms of a node's [`SafeTime`].
+    pub fn leader_terms(&self) -> LeaderTerms {
+        LeaderTerms {
+            unreachable_after: self.unreachable_after,
+            heartbeat_interval: self.node_heartbeat_interval,
+            margin: self.safe_time_margin,
+        }
+    }
 }
 
 /// Longest delay between two attempts of a failing fence command.

@@ -346,8 +346,13 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                                 >= safetime::safe_time(
                                     a,
                                     hb.last_renewal,
-                                    s.unreachable_after,
-                                    s.safe_time_margin,
+                                    n.facts
+                                        .record
+                                        .valid()
+                                        .and_then(|r| now.wall.duration_since(r.fencing_since).ok())
+                                        .and_then(|age| now.mono.checked_sub(age))
+                                        .unwrap_or(now.mono),
+                                    &s.leader_terms(),
                                 )
                                 .at
                     });

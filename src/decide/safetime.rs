@@ -3,39 +3,79 @@
 //! the agent advertised ([`super::agent`]) and the leader's settings.
 //!
 //! ```text
-//! safe = last observed heartbeat
-//!      + max(detect + peer silence, unreachable-after) + round
-//!      + watchdog timeout
-//!      + margin
-//! detect = api-check-interval × api-failure-threshold + api-check-timeout
-//! round  = api-check-interval + 3 × api-check-timeout
+//! safe    = last observed heartbeat
+//!         + max(isolated, reported)           (the agent's verdict, at the latest)
+//!         + watchdog timeout + margin
+//! isolated = heartbeat interval + i + (j-1)·p + t + a
+//! reported = (fencing recorded - last heartbeat) + p + t + a
+//! i = api-check-interval, k = api-failure-threshold, t = api-check-timeout,
+//! a = t + PEER_ANSWER_SLACK (how long the agent waits for a peer),
+//! p = max(i, t + a)       (spacing of checks once they fail),
+//! j = max(k, 1 + ceil((peer-silence-timeout - a) / p))
 //! ```
 //!
-//! Why each term: the node may have lost the API right after its last
-//! observed heartbeat. Its agent needs `detect` to declare the API
-//! unreachable, then at most `peer silence` to conclude it is isolated — or,
-//! if its peers can reach the API, until the leader has recorded Fencing
-//! (`unreachable-after`) and a peer passes that on. Either conclusion is
-//! reached at the agent's next check `round` (a /readyz probe plus asking
-//! peers, who spend up to one check timeout on their own API call). Then the
-//! self-fence action takes at most `watchdog timeout`. The `margin`
-//! (`--safe-time-margin`) absorbs the kubelet's Lease renewal interval (the
-//! partition may start up to one renewal after the last observed one), watch
-//! latency and clock-rate differences.
+//! Why each term — the agent's side is [`crate::cluster::guardian`]:
+//!
+//! - **heartbeat interval**: the node may have been cut off up to one kubelet
+//!   Lease renewal after the last renewal the leader saw (`--node-heartbeat-interval`).
+//! - The agent probes `/readyz` one interval `i` after its last contact with
+//!   the API (contact: any watch event or successful request), then every `p`
+//!   while probes fail. From the first failure on it asks a batch of peers
+//!   after each probe (each waits at most `a`).
+//! - **isolated** (rule 5): its `j`-th failed probe is the first that is both
+//!   the `k`-th (`--api-failure-threshold`) and ends `--peer-silence-timeout`
+//!   after the first failure with no majority of peers heard.
+//! - **reported** (rule 3): if the node still reaches its peers, it learns
+//!   from them that the cluster records it as Fencing at the first probe after
+//!   the leader wrote that record (at least `--unreachable-after` after the
+//!   heartbeat, later if the storm guard held it).
+//! - Then the self-fence action takes at most the **watchdog timeout**, and
+//!   the **margin** (`--safe-time-margin`) absorbs watch and reconcile
+//!   latency and clock-rate differences.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::agent::AgentAdvert;
 
+/// How much longer than its own API timeout an agent waits for a peer's answer
+/// (a peer answers from its last API contact, or after one GET bounded by
+/// its `--api-check-timeout`).
+pub const PEER_ANSWER_SLACK: Duration = Duration::from_secs(1);
+
+/// How long an agent waits for one peer's answer.
+pub fn peer_answer_timeout(api_check_timeout: Duration) -> Duration {
+    api_check_timeout.saturating_add(PEER_ANSWER_SLACK)
+}
+
+/// Spacing of the agent's checks once they fail: a check (probe + asking
+/// peers) may take longer than the interval.
+pub fn failing_check_period(api_check_interval: Duration, api_check_timeout: Duration) -> Duration {
+    api_check_interval.max(api_check_timeout.saturating_add(peer_answer_timeout(api_check_timeout)))
+}
+
+/// The leader's side of the safe time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderTerms {
+    /// `--unreachable-after`: the earliest a Fencing record can be written.
+    pub unreachable_after: Duration,
+    /// `--node-heartbeat-interval`: the kubelet's Lease renewal interval.
+    pub heartbeat_interval: Duration,
+    /// `--safe-time-margin`.
+    pub margin: Duration,
+}
+
 /// The safe time with its terms, for logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SafeTime {
     /// Last observed heartbeat + [`SafeTime::total`].
     pub at: Instant,
-    /// `api-check-interval × api-failure-threshold + api-check-timeout`.
+    /// The kubelet renewal interval: the cut may come that much later.
+    pub heartbeat: Duration,
+    /// `i + (k-1)·p + t`: from the agent's last API contact to its `k`-th failed probe.
     pub detect: Duration,
-    /// The time the agent may spend consulting peers after `detect`.
+    /// From there until the agent's verdict (peer silence, or a peer
+    /// passing on the Fencing record).
     pub consult: Duration,
     pub watchdog: Duration,
     pub margin: Duration,
@@ -44,7 +84,8 @@ pub struct SafeTime {
 impl SafeTime {
     /// Everything after the last observed heartbeat.
     pub fn total(&self) -> Duration {
-        self.detect
+        self.heartbeat
+            .saturating_add(self.detect)
             .saturating_add(self.consult)
             .saturating_add(self.watchdog)
             .saturating_add(self.margin)
@@ -56,8 +97,9 @@ impl fmt::Display for SafeTime {
         let h = |d: Duration| humantime::format_duration(d).to_string();
         write!(
             f,
-            "{} after the last heartbeat = detect {} + peer consultation {} + watchdog {} + margin {}",
+            "{} after the last heartbeat = heartbeat interval {} + detect {} + peer consultation {} + watchdog {} + margin {}",
             h(self.total()),
+            h(self.heartbeat),
             h(self.detect),
             h(self.consult),
             h(self.watchdog),
@@ -66,34 +108,57 @@ impl fmt::Display for SafeTime {
     }
 }
 
+fn ceil_div(a: Duration, b: Duration) -> u32 {
+    if b.is_zero() {
+        return u32::MAX;
+    }
+    let (a, b) = (a.as_nanos(), b.as_nanos());
+    u32::try_from(a.div_ceil(b)).unwrap_or(u32::MAX)
+}
+
 /// Compute the safe time of a node whose last heartbeat was observed at
-/// `last_heartbeat`. Saturates instead of overflowing on absurd advertisements.
+/// `last_heartbeat` and whose Fencing record was written at
+/// `fencing_recorded` (clamped to at least `last_heartbeat + unreachable_after`).
+/// Saturates instead of overflowing on absurd advertisements.
 pub fn safe_time(
     advert: &AgentAdvert,
     last_heartbeat: Instant,
-    unreachable_after: Duration,
-    margin: Duration,
+    fencing_recorded: Instant,
+    leader: &LeaderTerms,
 ) -> SafeTime {
-    let detect = advert
-        .api_check_interval
-        .saturating_mul(advert.api_failure_threshold)
-        .saturating_add(advert.api_check_timeout);
-    // Time from the last heartbeat until the agent has either concluded it is
-    // isolated, or heard from a peer that the leader recorded it as Fencing.
-    let round = advert
-        .api_check_interval
-        .saturating_add(advert.api_check_timeout.saturating_mul(3));
-    let via_silence = detect.saturating_add(advert.peer_silence_timeout);
-    let consult = via_silence
-        .max(unreachable_after)
-        .saturating_add(round)
-        .saturating_sub(detect);
+    let (i, k, t) = (
+        advert.api_check_interval,
+        advert.api_failure_threshold.max(1),
+        advert.api_check_timeout,
+    );
+    let a = peer_answer_timeout(t);
+    let p = failing_check_period(i, t);
+    let probe = |n: u32| {
+        // End of the n-th failed check (probe + asking peers), from the last contact.
+        i.saturating_add(p.saturating_mul(n - 1))
+            .saturating_add(t)
+            .saturating_add(a)
+    };
+    let j = k.max(ceil_div(advert.peer_silence_timeout.saturating_sub(a), p).saturating_add(1));
+    let isolated = leader.heartbeat_interval.saturating_add(probe(j));
+    let recorded = fencing_recorded
+        .saturating_duration_since(last_heartbeat)
+        .max(leader.unreachable_after);
+    let reported = recorded
+        .saturating_add(p)
+        .saturating_add(t)
+        .saturating_add(a);
+    let verdict = isolated.max(reported);
+    let detect = i.saturating_add(p.saturating_mul(k - 1)).saturating_add(t);
     let mut st = SafeTime {
         at: last_heartbeat,
+        heartbeat: leader.heartbeat_interval,
         detect,
-        consult,
+        consult: verdict
+            .saturating_sub(leader.heartbeat_interval)
+            .saturating_sub(detect),
         watchdog: advert.watchdog_timeout,
-        margin,
+        margin: leader.margin,
     };
     // Instant + huge Duration may overflow: clamp to ~100 years.
     let total = st.total().min(Duration::from_secs(100 * 365 * 86_400));
@@ -109,11 +174,11 @@ mod tests {
     fn advert() -> AgentAdvert {
         AgentAdvert {
             self_fence: SelfFenceAction::Watchdog,
-            watchdog_timeout: Duration::from_secs(60),
-            api_check_interval: Duration::from_secs(5),
-            api_check_timeout: Duration::from_secs(5),
+            watchdog_timeout: S(10),
+            api_check_interval: S(5),
+            api_check_timeout: S(2),
             api_failure_threshold: 3,
-            peer_silence_timeout: Duration::from_secs(30),
+            peer_silence_timeout: S(10),
             boot_id: "b".into(),
             peer_address: None,
         }
@@ -121,23 +186,39 @@ mod tests {
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 
+    fn leader(unreachable: u64, margin: u64) -> LeaderTerms {
+        LeaderTerms {
+            unreachable_after: S(unreachable),
+            heartbeat_interval: S(10),
+            margin: S(margin),
+        }
+    }
+
+    /// Safe time with the Fencing record written right at unreachable-after.
+    fn at_once(a: &AgentAdvert, t: Instant, l: &LeaderTerms) -> SafeTime {
+        safe_time(a, t, t, l)
+    }
+
     #[test]
     fn defaults_add_up() {
         let t = Instant::now();
-        let st = safe_time(&advert(), t, S(20), S(30));
-        // detect 5×3+5 = 20; round 5+3×5 = 20;
-        // consult max(20+30, 20) + 20 - 20 = 50; +60 +30
-        assert_eq!(st.detect, S(20));
-        assert_eq!(st.consult, S(50));
-        assert_eq!(st.total(), S(160));
-        assert_eq!(st.at, t + S(160));
+        let st = at_once(&advert(), t, &leader(20, 5));
+        // a = 2+1 = 3, p = max(5, 2+3) = 5, j = max(3, 1+ceil(7/5)) = 3
+        // isolated = 10 + 5 + 2·5 + 2 + 3 = 30; reported = 20 + 5 + 2 + 3 = 30
+        // detect = 5 + 10 + 2 = 17; consult = 30 - 10 - 17 = 3
+        assert_eq!(st.heartbeat, S(10));
+        assert_eq!(st.detect, S(17));
+        assert_eq!(st.consult, S(3));
+        assert_eq!(st.total(), S(45));
+        assert_eq!(st.at, t + S(45));
         let text = st.to_string();
         assert!(
-            text.contains("2m 40s")
-                && text.contains("detect 20s")
-                && text.contains("peer consultation 50s")
-                && text.contains("watchdog 1m")
-                && text.contains("margin 30s"),
+            text.contains("45s after")
+                && text.contains("heartbeat interval 10s")
+                && text.contains("detect 17s")
+                && text.contains("peer consultation 3s")
+                && text.contains("watchdog 10s")
+                && text.contains("margin 5s"),
             "{text}"
         );
     }
@@ -145,36 +226,70 @@ mod tests {
     #[test]
     fn every_term_counts() {
         let t = Instant::now();
-        let base = safe_time(&advert(), t, S(20), S(30)).total();
-        let mut a = advert();
-        a.api_check_interval = S(6);
-        assert_eq!(safe_time(&a, t, S(20), S(30)).total(), base + S(4));
-        let mut a = advert();
-        a.api_failure_threshold = 4;
-        assert_eq!(safe_time(&a, t, S(20), S(30)).total(), base + S(5));
-        let mut a = advert();
-        a.api_check_timeout = S(6);
-        assert_eq!(safe_time(&a, t, S(20), S(30)).total(), base + S(4));
-        let mut a = advert();
-        a.peer_silence_timeout = S(31);
-        assert_eq!(safe_time(&a, t, S(20), S(30)).total(), base + S(1));
-        let mut a = advert();
-        a.watchdog_timeout = S(61);
-        assert_eq!(safe_time(&a, t, S(20), S(30)).total(), base + S(1));
-        assert_eq!(safe_time(&advert(), t, S(20), S(31)).total(), base + S(1));
+        let l = leader(10, 5);
+        // With unreachable-after 10 the isolation branch decides: 10 + 17 + 3 + 10 + 5.
+        let base = at_once(&advert(), t, &l).total();
+        assert_eq!(base, S(45));
+        let with = |f: &dyn Fn(&mut AgentAdvert)| {
+            let mut a = advert();
+            f(&mut a);
+            at_once(&a, t, &l).total()
+        };
+        // i: 5 + 2·p(6) instead of 5 + 2·5
+        assert_eq!(with(&|a| a.api_check_interval = S(6)), base + S(3));
+        assert_eq!(with(&|a| a.api_failure_threshold = 4), base + S(5));
+        // t: probe +1, a +1, p = max(5, 3+4 = 7) → 5 + 2·7 + 3 + 4 = 26 vs 20
+        assert_eq!(with(&|a| a.api_check_timeout = S(3)), base + S(6));
+        // silence 16: j = 1 + ceil(13/5) = 4
+        assert_eq!(with(&|a| a.peer_silence_timeout = S(16)), base + S(5));
+        assert_eq!(with(&|a| a.watchdog_timeout = S(11)), base + S(1));
+        let mut l2 = l;
+        l2.margin = S(6);
+        assert_eq!(at_once(&advert(), t, &l2).total(), base + S(1));
+        l2 = l;
+        l2.heartbeat_interval = S(11);
+        assert_eq!(at_once(&advert(), t, &l2).total(), base + S(1));
     }
 
     #[test]
-    fn a_slow_leader_lengthens_the_consultation() {
-        // Peers only learn "you are being fenced" once the leader recorded it
-        // at unreachable-after, and the agent hears it one check later.
+    fn silence_shorter_than_detection_costs_nothing() {
         let t = Instant::now();
+        let l = leader(10, 5);
         let mut a = advert();
         a.peer_silence_timeout = S(1);
-        let st = safe_time(&a, t, S(100), S(0));
-        // max(detect 20 + silence 1, 100) + round 20
-        assert_eq!(st.detect + st.consult, S(120));
-        assert_eq!(st.total(), S(180));
+        assert_eq!(
+            at_once(&a, t, &l).total(),
+            at_once(&advert(), t, &l).total()
+        );
+    }
+
+    #[test]
+    fn a_late_fencing_record_lengthens_the_consultation() {
+        // Peers only learn "you are being fenced" once the leader recorded it
+        // (unreachable-after, or later when the storm guard held it), and the
+        // agent hears it after its next probe.
+        let t = Instant::now();
+        let st = at_once(&advert(), t, &leader(100, 0));
+        // reported = 100 + 5 + 2 + 3 = 110
+        assert_eq!(st.heartbeat + st.detect + st.consult, S(110));
+        assert_eq!(st.total(), S(120));
+        let later = safe_time(&advert(), t, t + S(300), &leader(100, 0));
+        assert_eq!(later.heartbeat + later.detect + later.consult, S(310));
+        // A record dated before the heartbeat + unreachable-after counts from there.
+        let early = safe_time(&advert(), t + S(50), t, &leader(100, 0));
+        assert_eq!(early.total(), S(120));
+    }
+
+    #[test]
+    fn slow_checks_space_the_probes() {
+        // t + a = 4 + 5 = 9 > i = 5: failing checks come every 9s.
+        let t = Instant::now();
+        let mut a = advert();
+        a.api_check_timeout = S(4);
+        let st = at_once(&a, t, &leader(0, 0));
+        // j = max(3, 1 + ceil(5/9)) = 3; isolated = 10 + 5 + 18 + 4 + 5 = 42
+        assert_eq!(st.detect, S(5 + 18 + 4));
+        assert_eq!(st.heartbeat + st.detect + st.consult, S(42));
     }
 
     #[test]
@@ -184,8 +299,16 @@ mod tests {
         a.api_check_interval = Duration::MAX;
         a.api_failure_threshold = u32::MAX;
         a.watchdog_timeout = Duration::MAX;
-        let st = safe_time(&a, t, Duration::MAX, Duration::MAX);
+        a.api_check_timeout = Duration::ZERO;
+        let l = LeaderTerms {
+            unreachable_after: Duration::MAX,
+            heartbeat_interval: Duration::MAX,
+            margin: Duration::MAX,
+        };
+        let st = safe_time(&a, t, t, &l);
         assert!(st.at >= t);
         let _ = st.to_string();
+        a.api_failure_threshold = 0;
+        let _ = safe_time(&a, t, t, &leader(1, 1));
     }
 }

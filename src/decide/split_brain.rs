@@ -100,24 +100,25 @@ fn mark_fenced_waits_for_the_safe_time_when_it_is_later() {
     sim.kill("n1"); // last renewal observed at 0
     sim.run_until(30);
     let st = sim.last.as_ref().unwrap().report.safe_times["n1"];
-    // detect 2×3+1 = 7; round 2+3 = 5; consult max(7+3, 20) + 5 - 7 = 18;
-    // watchdog 100; margin 5
+    // i 2, k 3, t 1: a = 2, p = max(2, 1+2) = 3; detect 2 + 2×3 + 1 = 9;
+    // isolated 10 + 9 + 2 = 21; Fencing recorded at 20: reported 20 + 3 + 1 + 2 = 26
+    // → consult 26 - 10 - 9 = 7; + watchdog 100 + margin 5
     assert_eq!(
-        (st.detect, st.consult, st.total()),
-        (secs(7), secs(18), secs(130))
-    );
-    sim.run_until(129);
-    assert!(
-        sim.updates("n1", mark()).is_empty(),
-        "fence timeout (60) passed, safe time (130) not"
+        (st.heartbeat, st.detect, st.consult, st.total()),
+        (secs(10), secs(9), secs(7), secs(131))
     );
     sim.run_until(130);
-    assert_eq!(sim.updates("n1", mark()), vec![130]);
-    let Action::UpdateNode { why, .. } = sim.actions_at(130)[0] else {
+    assert!(
+        sim.updates("n1", mark()).is_empty(),
+        "fence timeout (60) passed, safe time (131) not"
+    );
+    sim.run_until(131);
+    assert_eq!(sim.updates("n1", mark()), vec![131]);
+    let Action::UpdateNode { why, .. } = sim.actions_at(131)[0] else {
         panic!()
     };
     assert!(
-        why.contains("safe time 2m 10s") && why.contains("exec"),
+        why.contains("safe time 2m 11s") && why.contains("exec"),
         "{why}"
     );
 }
@@ -130,7 +131,7 @@ fn mark_fenced_waits_for_the_fence_timeout_when_it_is_later() {
     sim.run_until(59);
     assert_eq!(
         sim.last.as_ref().unwrap().report.safe_times["n1"].total(),
-        secs(40)
+        secs(41)
     );
     assert!(sim.updates("n1", mark()).is_empty());
     sim.run_until(60);
@@ -344,6 +345,6 @@ fn safe_times_are_reported_only_for_fencing_nodes() {
     assert_eq!(r.safe_times.keys().collect::<Vec<_>>(), vec!["n1"]);
     assert_eq!(
         r.safe_times["n1"].at,
-        testutil::mono(30) + Duration::from_secs(40)
+        testutil::mono(30) + Duration::from_secs(41)
     );
 }

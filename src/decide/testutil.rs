@@ -47,6 +47,7 @@ pub fn settings() -> Settings {
         strategy: Strategy::OutOfService,
         delete_pods_with_rwo_volumes: false,
         safe_time_margin: Duration::from_secs(5),
+        node_heartbeat_interval: Duration::from_secs(10),
         fence_command: false,
         fence_command_backoff: Duration::from_secs(5),
     }
