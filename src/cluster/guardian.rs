@@ -1,13 +1,17 @@
 //! The agent's guard over its own node (every agent, leader or not):
 //!
-//! - **API checks** every `--api-check-interval`: a watch on the node's own
-//!   Lease in `kube-node-lease` delivers the kubelet's renewals for free, and
-//!   any event (or a change on the own Node) since the last check proves the
-//!   API path works; only when they stop does it probe `/readyz`
-//!   (bounded by `--api-check-timeout`).
-//! - **Peers**, once `--api-failure-threshold` checks failed in a row: ask
-//!   them in bounded batches whether they reach the API and what the cluster
-//!   records for this node ([`super::peers`]).
+//! - **API checks**: any contact with the API server proves the path works
+//!   — a watch event (the leader's Lease renewals reach every follower every
+//!   third of `--leader-lease-duration`; the own Node), or a successful
+//!   request. Only when there was no contact for `--api-check-interval` does
+//!   the agent probe `/readyz` (bounded by `--api-check-timeout`), and again
+//!   every interval while probes fail. So a follower sends nothing at steady
+//!   state, and the `k`-th failed probe comes at most `i + (k-1)·p + t` after
+//!   the last contact — the schedule [`crate::decide::safetime`] relies on.
+//! - **Peers**, from the first failed probe on: after each probe, ask the
+//!   next batch of at most [`PEER_BATCH`] peers (rotating through all of
+//!   them) whether they reach the API and what the cluster records for this
+//!   node ([`super::peers`]).
 //! - **Verdict** from the pure decision table ([`crate::decide::selffence`]),
 //!   and the **self-fence action** when it says so (watchdog, sysrq, exec).
 //! - **Advertisement** of all of the above on the own Node
@@ -17,51 +21,43 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher;
 use tokio::sync::watch;
 
 use super::own_node::SelfFence as OwnRecordHook;
-pub use super::watchdog::Watchdog;
 use super::peer_auth::PeerKey;
 use super::peers::{self, Question};
-use super::reconcile::NODE_LEASE_NAMESPACE;
+pub use super::watchdog::Watchdog;
 use crate::config::{AgentConfig, SelfFence};
 use crate::decide::selffence::{self, PeerAnswer, SelfFenceInput, SelfFenceSettings, Verdict};
 use crate::decide::{self, AgentAdvert, RecordState};
-use crate::ops::Metrics;
+use crate::ops::{Health, Metrics};
 
-/// Peers asked at once.
-pub const PEER_BATCH: usize = 10;
-/// Peer list refreshed from the API this often (a metadata-only list served
-/// from the API server's watch cache: N agents cost N/300 lists per second).
+/// Peers asked at once, after each failed probe. The majority rules count
+/// the distinct peers asked within `--peer-silence-timeout`, so in a large
+/// cluster they are a sample of 32 or more: a group of nodes cut off together
+/// that makes up a fraction f of the cluster answers for a majority of that
+/// sample with a probability that falls fast with f (about 1e-10 for f = 10%,
+/// 1e-5 for f = 20% with one batch); larger groups trip the storm guard.
+pub const PEER_BATCH: usize = 32;
+/// Peer list refreshed from the API this often (a paged metadata-only list:
+/// N agents cost N/300 lists per second, at most [`PEER_PAGE`] Nodes per page).
 pub const PEER_REFRESH: Duration = Duration::from_secs(300);
+/// Nodes per page of the peer discovery list (bounds the agent's memory).
+pub const PEER_PAGE: u32 = 200;
 /// The advertisement is re-written at least this often (if it was removed).
 pub const READVERTISE: Duration = Duration::from_secs(300);
 
-/// What the own-Node watch and the own-Lease watch tell the guardian.
+/// What the own-Node watch tells the guardian.
 #[derive(Default)]
 pub struct Shared {
-    /// Last event from the API (own Lease or own Node).
-    last_event: Mutex<Option<Instant>>,
     /// The fencing record on the own Node, as last seen through the watch.
     own_record: Mutex<Option<RecordState>>,
 }
 
 impl Shared {
-    pub fn api_event(&self) {
-        *self.last_event.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-    }
-
-    fn last_event(&self) -> Option<Instant> {
-        *self.last_event.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn own_record(&self) -> RecordState {
         self.own_record
             .lock()
@@ -71,13 +67,12 @@ impl Shared {
     }
 }
 
-/// The own-Node watch's hook: remember the record (and that the API spoke).
+/// The own-Node watch's hook: remember the record.
 pub struct Hook(pub Arc<Shared>);
 
 impl OwnRecordHook for Hook {
     fn own_record_changed(&self, node: &str, record: &RecordState) {
         super::own_node::LogOnly.own_record_changed(node, record);
-        self.0.api_event();
         *self.0.own_record.lock().unwrap_or_else(|p| p.into_inner()) = Some(record.clone());
     }
 }
@@ -115,21 +110,52 @@ pub struct Guardian {
     pub key: Option<PeerKey>,
     pub metrics: Metrics,
     pub shared: Arc<Shared>,
+    /// Records every API contact (watch events, requests) of this agent.
+    pub health: Health,
     pub watchdog: Option<Arc<Watchdog>>,
 }
 
 struct LoopState {
     boot_id: String,
     failures: u32,
+    /// End of the first failed probe of the current run of failures.
     unreachable_since: Option<Instant>,
     /// peer address → (when, answer)
     answers: BTreeMap<String, (Instant, PeerAnswer)>,
+    /// peer address → when it was last asked
+    asked: BTreeMap<String, Instant>,
+    /// Known peers, in this agent's own order (see [`peer_order`]).
     peers: Vec<String>,
+    /// Next peer to ask.
+    cursor: usize,
     peers_at: Option<Instant>,
     advertised: Option<(String, Instant)>,
     last_verdict: Option<Verdict>,
     fenced: bool,
-    last_check: Instant,
+}
+
+/// Order peers by a hash of (this node, peer): every agent walks the peers
+/// in a different order, so the load of a wide failure spreads, and no
+/// naming scheme (racks, zones) decides whom a node asks first.
+pub fn peer_order(node: &str, peers: &mut [String]) {
+    use std::hash::{Hash, Hasher};
+    let key = |p: &String| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (node, p.as_str()).hash(&mut h);
+        h.finish()
+    };
+    peers.sort_by_cached_key(|p| (key(p), p.clone()));
+}
+
+/// The next batch of at most [`PEER_BATCH`] peers from `cursor`, wrapping.
+pub fn next_batch(peers: &[String], cursor: &mut usize) -> Vec<String> {
+    let n = peers.len().min(PEER_BATCH);
+    if peers.is_empty() {
+        return Vec::new();
+    }
+    let start = *cursor % peers.len();
+    *cursor = (start + n) % peers.len();
+    peers.iter().cycle().skip(start).take(n).cloned().collect()
 }
 
 impl Guardian {
@@ -197,10 +223,14 @@ impl Guardian {
             Ok(r) => r,
             Err(_) => return false,
         };
-        matches!(
+        let ok = matches!(
             tokio::time::timeout(self.cfg.api_check_timeout, self.client.request_text(req)).await,
             Ok(Ok(_))
-        )
+        );
+        if ok {
+            self.health.api_ok();
+        }
+        ok
     }
 
     async fn refresh_peers(&self, st: &mut LoopState) {
@@ -210,29 +240,38 @@ impl Guardian {
             return;
         }
         let api: Api<Node> = Api::all(self.client.clone());
-        let listed = tokio::time::timeout(
-            self.cfg.api_check_timeout * 2,
-            api.list_metadata(&ListParams::default().match_any()),
-        )
-        .await;
-        let Ok(Ok(list)) = listed else {
-            tracing::debug!("peer discovery failed; keeping the cached peers");
-            return;
-        };
-        let mut peers: Vec<String> = list
-            .items
-            .iter()
-            .filter(|n| n.metadata.name.as_deref() != Some(self.node.as_str()))
-            .filter_map(|n| {
-                n.metadata
-                    .annotations
-                    .as_ref()?
-                    .get(decide::AGENT_ANNOTATION)
-            })
-            .filter_map(|v| decide::agent::parse(v).valid()?.peer_address.clone())
-            .collect();
+        let mut peers: Vec<String> = Vec::new();
+        let mut params = ListParams::default().limit(PEER_PAGE);
+        loop {
+            let listed =
+                tokio::time::timeout(self.cfg.api_check_timeout * 2, api.list_metadata(&params))
+                    .await;
+            let Ok(Ok(page)) = listed else {
+                tracing::debug!("peer discovery failed; keeping the cached peers");
+                return;
+            };
+            // Keep only the addresses: a page of Nodes is dropped at once.
+            peers.extend(
+                page.items
+                    .iter()
+                    .filter(|n| n.metadata.name.as_deref() != Some(self.node.as_str()))
+                    .filter_map(|n| {
+                        n.metadata
+                            .annotations
+                            .as_ref()?
+                            .get(decide::AGENT_ANNOTATION)
+                    })
+                    .filter_map(|v| decide::agent::parse(v).valid()?.peer_address.clone()),
+            );
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
+        self.health.api_ok();
         peers.sort();
         peers.dedup();
+        peer_order(&self.node, &mut peers);
         if peers != st.peers {
             tracing::info!(peers = ?peers, "peers discovered");
         }
@@ -240,6 +279,8 @@ impl Guardian {
         st.peers_at = Some(Instant::now());
     }
 
+    /// Ask the next batch of peers (concurrently, each for at most the
+    /// peer answer timeout).
     async fn ask_peers(&self, st: &mut LoopState) {
         let Some(key) = &self.key else {
             return;
@@ -248,44 +289,40 @@ impl Guardian {
             from: self.node.clone(),
             node: self.node.clone(),
         };
-        for batch in st.peers.clone().chunks(PEER_BATCH) {
-            let asks = batch.iter().map(|addr| {
-                let (key, q) = (key.clone(), q.clone());
-                // The peer spends up to one API check timeout on its own
-                // GET: wait longer than that for its answer.
-                let timeout = self.cfg.api_check_timeout * 2 + Duration::from_millis(500);
-                async move { (addr.clone(), peers::ask_peer(addr, &key, &q, timeout).await) }
-            });
-            for (addr, result) in futures::future::join_all(asks).await {
-                match result {
-                    Ok(a) => {
-                        self.metrics
-                            .peer_requests
-                            .with_label_values(&["out", "ok"])
-                            .inc();
-                        let my_phase = selffence::own_record_applies(
-                            a.phase,
-                            a.boot_id.as_deref(),
-                            &st.boot_id,
-                        );
-                        st.answers.insert(
-                            addr,
-                            (
-                                Instant::now(),
-                                PeerAnswer {
-                                    api_reachable: a.api_reachable,
-                                    my_phase,
-                                },
-                            ),
-                        );
-                    }
-                    Err(e) => {
-                        self.metrics
-                            .peer_requests
-                            .with_label_values(&["out", "error"])
-                            .inc();
-                        tracing::debug!(peer = %addr, error = %e, "peer did not answer");
-                    }
+        let timeout = decide::safetime::peer_answer_timeout(self.cfg.api_check_timeout);
+        let batch = next_batch(&st.peers, &mut st.cursor);
+        let asked_at = Instant::now();
+        let asks = batch.iter().map(|addr| {
+            let (key, q) = (key.clone(), q.clone());
+            async move { (addr.clone(), peers::ask_peer(addr, &key, &q, timeout).await) }
+        });
+        for (addr, result) in futures::future::join_all(asks).await {
+            st.asked.insert(addr.clone(), asked_at);
+            match result {
+                Ok(a) => {
+                    self.metrics
+                        .peer_requests
+                        .with_label_values(&["out", "ok"])
+                        .inc();
+                    let my_phase =
+                        selffence::own_record_applies(a.phase, a.boot_id.as_deref(), &st.boot_id);
+                    st.answers.insert(
+                        addr,
+                        (
+                            Instant::now(),
+                            PeerAnswer {
+                                api_reachable: a.api_reachable,
+                                my_phase,
+                            },
+                        ),
+                    );
+                }
+                Err(e) => {
+                    self.metrics
+                        .peer_requests
+                        .with_label_values(&["out", "error"])
+                        .inc();
+                    tracing::debug!(peer = %addr, error = %e, "peer did not answer");
                 }
             }
         }
@@ -333,36 +370,18 @@ impl Guardian {
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let lease_watch = {
-            let api: Api<Lease> = Api::namespaced(self.client.clone(), NODE_LEASE_NAMESPACE);
-            let shared = self.shared.clone();
-            let node = self.node.clone();
-            tokio::spawn(async move {
-                let mut stream = watcher::watcher(
-                    api,
-                    watcher::Config::default().fields(&format!("metadata.name={node}")),
-                )
-                .default_backoff()
-                .boxed();
-                while let Some(item) = stream.next().await {
-                    if item.is_ok() {
-                        shared.api_event();
-                    }
-                }
-            })
-        };
-        let now = Instant::now();
         let mut st = LoopState {
             boot_id: read_boot_id(&self.cfg.boot_id_file),
             failures: 0,
             unreachable_since: None,
             answers: BTreeMap::new(),
+            asked: BTreeMap::new(),
             peers: Vec::new(),
+            cursor: 0,
             peers_at: None,
             advertised: None,
             last_verdict: None,
             fenced: false,
-            last_check: now,
         };
         if st.boot_id.is_empty() {
             tracing::warn!(file = %self.cfg.boot_id_file, "cannot read the boot ID: a fenced node will need kube-fencer.io/unfence=true to be unfenced");
@@ -371,16 +390,24 @@ impl Guardian {
             api_failure_threshold: self.cfg.api_failure_threshold,
             peer_silence_timeout: self.cfg.peer_silence_timeout,
         };
-        let mut tick = tokio::time::interval(self.cfg.api_check_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let interval = self.cfg.api_check_interval;
+        let mut next = Instant::now() + interval;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep_until(next.into()) => {}
             }
+            let started = Instant::now();
             self.check(&mut st, &settings).await;
+            next = if st.failures == 0 {
+                // The next probe is due one interval after the last contact
+                // (at the latest one interval from now).
+                let contact = self.health.last_api_ok().unwrap_or(started);
+                (contact + interval).clamp(Instant::now(), Instant::now() + interval)
+            } else {
+                started + interval
+            };
         }
-        lease_watch.abort();
         self.withdraw().await;
     }
 
@@ -398,15 +425,20 @@ impl Guardian {
             st.failures = 0;
             st.unreachable_since = None;
         }
-        let evented = self.shared.last_event().is_some_and(|t| t >= st.last_check);
-        st.last_check = now;
-        let ok = evented || self.probe_readyz().await;
+        // Contact within the last interval: no probe needed.
+        let fresh = self
+            .health
+            .last_api_ok()
+            .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.api_check_interval);
+        let ok = fresh || self.probe_readyz().await;
         if ok {
             st.failures = 0;
             st.unreachable_since = None;
             st.answers.clear();
+            st.asked.clear();
         } else {
             st.failures = st.failures.saturating_add(1);
+            st.unreachable_since.get_or_insert_with(Instant::now);
             tracing::warn!(
                 failures = st.failures,
                 threshold = settings.api_failure_threshold,
@@ -436,14 +468,16 @@ impl Guardian {
                 self.refresh_peers(st).await;
             }
         }
-        if st.failures >= settings.api_failure_threshold {
-            let since = *st.unreachable_since.get_or_insert(now);
-            let _ = since;
+        if st.failures > 0 {
             self.ask_peers(st).await;
         }
+        // The verdict is taken after the peers answered.
+        let now = Instant::now();
         let silence = self.cfg.peer_silence_timeout;
         st.answers
             .retain(|_, (at, _)| now.saturating_duration_since(*at) < silence);
+        st.asked
+            .retain(|_, at| now.saturating_duration_since(*at) < silence);
         let answers: Vec<PeerAnswer> = st.answers.values().map(|(_, a)| *a).collect();
         let own = if ok {
             match self.shared.own_record() {
@@ -458,7 +492,7 @@ impl Guardian {
         let input = SelfFenceInput {
             api_failures: st.failures,
             own_phase_seen_connected: own,
-            known_peers: st.peers.len(),
+            known_peers: st.asked.len(),
             answers: &answers,
             unreachable_for: st
                 .unreachable_since
@@ -558,15 +592,58 @@ mod tests {
         assert_eq!(read_boot_id("/nonexistent/boot_id"), "");
     }
 
+    fn addrs(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("10.0.0.{i}:9747")).collect()
+    }
+
+    #[test]
+    fn batches_rotate_through_every_peer() {
+        let peers = addrs(70);
+        let mut cursor = 0;
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            let b = next_batch(&peers, &mut cursor);
+            assert_eq!(b.len(), PEER_BATCH);
+            seen.extend(b);
+        }
+        // 3 batches of 32 cover all 70 peers (wrapping around).
+        assert_eq!(seen.len(), 70);
+        // A small cluster is asked in full every time.
+        let few = addrs(3);
+        let mut c = 0;
+        assert_eq!(next_batch(&few, &mut c), few);
+        assert_eq!(next_batch(&few, &mut c), few);
+        assert!(next_batch(&[], &mut c).is_empty());
+    }
+
+    #[test]
+    fn every_agent_orders_its_peers_differently() {
+        let (mut a, mut b) = (addrs(50), addrs(50));
+        peer_order("node-a", &mut a);
+        peer_order("node-b", &mut b);
+        assert_ne!(a, b);
+        let mut a2 = addrs(50);
+        a2.reverse();
+        peer_order("node-a", &mut a2);
+        assert_eq!(a, a2, "the order depends on the node, not the input order");
+        a.sort();
+        assert_eq!(
+            a,
+            addrs(50)
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn the_hook_remembers_the_own_record() {
         let shared = Arc::new(Shared::default());
         assert_eq!(shared.own_record(), RecordState::Absent);
-        assert!(shared.last_event().is_none());
         let hook = Hook(shared.clone());
         let rec = RecordState::Malformed("x".into());
         hook.own_record_changed("n1", &rec);
         assert_eq!(shared.own_record(), rec);
-        assert!(shared.last_event().is_some());
     }
 }

@@ -222,6 +222,20 @@ impl Index {
         }
     }
 
+    /// The node-Lease watch works again after failing: while it failed we
+    /// were blind, and a renewal we could not see is not a missed one. Every
+    /// heartbeat restarts now, as after a relist (the watch may resume from
+    /// its resourceVersion without one).
+    pub fn lease_watch_resumed(&mut self, now: Instant) {
+        for entry in self.leases.values_mut() {
+            entry.heartbeat = Heartbeat::first_seen(now);
+        }
+        let leases = &self.leases;
+        for (name, node) in self.obs.nodes.iter_mut() {
+            node.heartbeat = leases.get(name).map(|l| l.heartbeat);
+        }
+    }
+
     /// Heartbeat of a node, if its Lease is known.
     pub fn heartbeat(&self, node: &str) -> Option<Heartbeat> {
         self.leases.get(node).map(|l| l.heartbeat)
@@ -380,6 +394,23 @@ mod tests {
         let a = &index.observations().nodes["a"];
         assert_eq!(a.heartbeat, Some(Heartbeat::first_seen(t1)));
         assert_eq!(a.ready_since, Some(t1));
+    }
+
+    #[test]
+    fn a_resumed_lease_watch_restarts_timers() {
+        let t0 = Instant::now();
+        let mut index = Index::new(Duration::from_secs(20));
+        sync(
+            &mut index,
+            vec![node("a", "1", "True")],
+            vec![lease("a", "10")],
+            t0,
+        );
+        let t1 = t0 + Duration::from_secs(60);
+        index.lease_watch_resumed(t1);
+        let a = &index.observations().nodes["a"];
+        assert_eq!(a.heartbeat, Some(Heartbeat::first_seen(t1)));
+        assert_eq!(index.heartbeat("a"), Some(Heartbeat::first_seen(t1)));
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! Peers: every agent serves `POST /peer/v1/ask` on `--peer-listen` and asks
 //! the others when it loses the API server. The question is "can you reach
-//! the API, and what does the cluster record for node X?"; the answer says
-//! whether the peer's own GET of Node X just succeeded, and the phase and
-//! boot ID of X's fencing record.
+//! the API, and what does the cluster record for node X?". A peer that had
+//! no contact with the API within its check interval answers "unreachable"
+//! at once — during an outage every peer answers without delay, so the
+//! asker never takes slow peers for silent ones. Otherwise it reads Node X
+//! (bounded by its `--api-check-timeout`, so the asker, waiting
+//! [`crate::decide::safetime::peer_answer_timeout`], gets its answer) and
+//! returns the phase and boot ID of X's fencing record.
 //!
 //! Both directions are authenticated ([`super::peer_auth`]); the answer
 //! echoes the question's nonce. The client is a minimal HTTP/1.1 exchange
@@ -24,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::facts::node_facts;
 use super::peer_auth::{NonceCache, PeerKey, new_nonce, unix_now};
 use crate::decide::Phase;
-use crate::ops::Metrics;
+use crate::ops::{Health, Metrics};
 
 pub const AUTH_HEADER: &str = "x-kube-fencer-auth";
 pub const PATH: &str = "/peer/v1/ask";
@@ -57,6 +61,10 @@ pub struct Server {
     pub key: PeerKey,
     pub nonces: Arc<Mutex<NonceCache>>,
     pub api_timeout: Duration,
+    /// The API counts as reachable when the last contact is this recent
+    /// (the agent's `--api-check-interval`).
+    pub fresh_within: Duration,
+    pub health: Health,
     pub metrics: Metrics,
 }
 
@@ -102,9 +110,8 @@ async fn ask(
             .inc();
         return (StatusCode::BAD_REQUEST, out, String::new());
     };
-    let api: Api<Node> = Api::all(s.client.clone());
-    let answer = match tokio::time::timeout(s.api_timeout, api.get(&q.node)).await {
-        Ok(Ok(node)) => {
+    let answer = match read_node(&s, &q.node).await {
+        Some(node) => {
             let facts = node_facts(&node);
             let record = facts.record.valid();
             Answer {
@@ -114,7 +121,7 @@ async fn ask(
                 nonce,
             }
         }
-        _ => Answer {
+        None => Answer {
             api_reachable: false,
             phase: None,
             boot_id: None,
@@ -132,6 +139,26 @@ async fn ask(
         out.insert(AUTH_HEADER, v);
     }
     (StatusCode::OK, out, text)
+}
+
+/// Node `name`, when this agent is in contact with the API: `None` at once
+/// when its last contact is older than `fresh_within`, or when the GET fails
+/// within `api_timeout`.
+async fn read_node(s: &Server, name: &str) -> Option<Node> {
+    let fresh = s
+        .health
+        .last_api_ok()
+        .is_some_and(|t| t.elapsed() < s.fresh_within);
+    if !fresh {
+        return None;
+    }
+    let api: Api<Node> = Api::all(s.client.clone());
+    let node = tokio::time::timeout(s.api_timeout, api.get(name))
+        .await
+        .ok()?
+        .ok()?;
+    s.health.api_ok();
+    Some(node)
 }
 
 /// Ask the peer at `addr` (`host:port`) about `node`. Any failure (network,
@@ -259,15 +286,21 @@ mod tests {
     }
 
     async fn serve(key: &str) -> String {
-        let client = Client::try_from(kube::Config::new(
-            "http://127.0.0.1:9".parse().expect("url"),
-        ))
-        .expect("client");
+        let health = Health::new(Duration::from_secs(10));
+        health.api_ok();
+        serve_with(key, "http://127.0.0.1:9", health).await
+    }
+
+    async fn serve_with(key: &str, api: &str, health: Health) -> String {
+        let client =
+            Client::try_from(kube::Config::new(api.parse().expect("url"))).expect("client");
         let server = Server {
             client,
             key: PeerKey::from_bytes(key.as_bytes()).unwrap(),
             nonces: Arc::new(Mutex::new(NonceCache::default())),
-            api_timeout: Duration::from_secs(2),
+            api_timeout: Duration::from_secs(3600),
+            fresh_within: Duration::from_secs(5),
+            health,
             metrics: Metrics::new(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -294,6 +327,43 @@ mod tests {
         // This test's API server does not exist: the peer cannot reach it.
         assert!(!a.api_reachable);
         assert_eq!(a.phase, None);
+    }
+
+    /// An "API server" that accepts connections and never answers.
+    async fn hanging_api() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn without_recent_api_contact_a_peer_answers_unreachable_at_once() {
+        // The peer's API hangs (an outage): a peer that would wait for its
+        // own GET answers after the asker gave up, and the asker would count
+        // it as silent — and fence itself during a control-plane outage.
+        let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
+        let api = hanging_api().await;
+        let stale = Health::new(Duration::from_secs(10));
+        let addr = serve_with(KEY, &api, stale).await;
+        let a = ask_peer(&addr, &key, &q(), T)
+            .await
+            .expect("an answer in time");
+        assert!(!a.api_reachable);
+        // With a recent contact it does try the GET (bounded by its API
+        // timeout, here an hour): the asker times out.
+        let fresh = Health::new(Duration::from_secs(10));
+        fresh.api_ok();
+        let addr = serve_with(KEY, &api, fresh).await;
+        let e = ask_peer(&addr, &key, &q(), Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(e.contains("timed out"), "{e}");
     }
 
     #[tokio::test]

@@ -138,6 +138,7 @@ impl Leader {
         );
 
         let mut dirty_since: Option<Instant> = None;
+        let mut lease_watch_failed = false;
         let mut last_pass = Instant::now();
         let mut next_wakeup: Option<Instant> = None;
         loop {
@@ -166,11 +167,16 @@ impl Leader {
                 item = leases.next() => match item {
                     Some(Ok(ev)) => {
                         self.health.api_ok();
+                        if std::mem::take(&mut lease_watch_failed) {
+                            tracing::warn!("node Lease watch works again: every node's heartbeat timer restarts (renewals during the gap were not seen)");
+                            st.index.lease_watch_resumed(Instant::now());
+                        }
                         if st.index.on_lease_event(ev, Instant::now()) {
                             dirty_since.get_or_insert_with(Instant::now);
                         }
                     }
                     Some(Err(e)) => {
+                        lease_watch_failed = true;
                         self.metrics.watch_error("leases");
                         tracing::warn!(error = %e, "node Lease watch failed; retrying");
                     }

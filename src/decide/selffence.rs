@@ -10,11 +10,12 @@
 //! | 5 | API lost; no majority of my peers answered for `--peer-silence-timeout` | isolated: **self-fence** |
 //! | 6 | API lost; peers answer, reach the API and report me healthy (or too few answered, not yet for the timeout) | keep checking |
 //!
-//! Rule 4 counts answers against *all* known peers, not only those that
+//! Rule 4 counts answers against *all* peers asked, not only those that
 //! answered: a small group of nodes cut off together (they reach each other
 //! but not the API) must not take itself for "the whole cluster sees an
-//! outage". Such a group is a minority, hears from fewer than half its
-//! peers, and falls under rule 5.
+//! outage". Such a group is a minority, hears from fewer than half of the
+//! peers it asks, and falls under rule 5. The silence of rule 5 is counted
+//! from the first failed check, while the failures add up to the threshold.
 
 use std::time::Duration;
 
@@ -45,11 +46,13 @@ pub struct SelfFenceInput<'a> {
     /// The fencing record on my own Node as read through a *working* API
     /// connection (the own-Node watch); `None` when there is none.
     pub own_phase_seen_connected: Option<Phase>,
-    /// Peers known (discovered while the API was reachable).
+    /// Distinct peers asked within the last `peer_silence_timeout` (all
+    /// peers in a small cluster; a rotating sample of them in a large one).
     pub known_peers: usize,
     /// Answers received within the last `peer_silence_timeout`.
     pub answers: &'a [PeerAnswer],
-    /// Time since the failure threshold was reached (peer consultation so far).
+    /// Time since the first failed API check of the current run of
+    /// failures (the agent asks peers from then on).
     pub unreachable_for: Duration,
 }
 

@@ -69,7 +69,17 @@ impl Health {
     }
 
     pub fn api_ok_at(&self, at: Instant) {
-        self.with(|s| s.last_api_ok = Some(at));
+        self.with(|s| {
+            // Never move backwards (a slow request may finish after a newer event).
+            if s.last_api_ok.is_none_or(|t| t < at) {
+                s.last_api_ok = Some(at);
+            }
+        });
+    }
+
+    /// The last successful API interaction (request or watch event).
+    pub fn last_api_ok(&self) -> Option<Instant> {
+        self.with(|s| s.last_api_ok)
     }
 
     /// `Ok(description)` when ready, `Err(reason)` otherwise.
