@@ -14,108 +14,27 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use k8s_openapi::api::coordination::v1::Lease;
+use anyhow::Result;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 
 use crate::support::*;
 
-const STS: &str = "db";
-const PHASE_LABEL: &str = "kube-fencer.io/phase";
 const PREFIX: &str = "kube-fencer.io/";
 
 // ------------------------------------------------------------- helpers --
 
 /// A running 3-node cluster with agents, a 3-replica StatefulSet in `ns`
-/// and an elected leader.
-struct Setup {
-    cluster: Cluster,
-    placement: BTreeMap<String, String>,
-    leader_node: String,
-}
-
-impl Setup {
-    async fn start(ns: &str, agent_args: &[&str]) -> Setup {
-        let cluster = Cluster::start(3, ClusterOpts::default())
-            .await
-            .expect("cluster start");
-        cluster.install_kube_fencer().expect("install manifests");
-        cluster
-            .spawn_agents(agent_args)
-            .await
-            .expect("spawn agents");
-        cluster
-            .deploy_statefulset(ns, STS, 3)
-            .expect("deploy StatefulSet");
-        let placement = cluster
-            .wait_statefulset_ready(ns, STS, 3, Duration::from_secs(120))
-            .await;
-        say(format!("placement: {placement:?}"));
-        let holder = cluster.wait_leader(Duration::from_secs(60)).await;
-        let leader_node = node_of_identity(&holder);
-        say(format!("leader: {holder} (node {leader_node})"));
-        // The leader marks a node fenced only if its agent advertised a
-        // self-fence action before it died.
-        for n in cluster.node_names().await.unwrap() {
-            cluster.wait_advertised(&n).await;
-        }
-        Setup {
-            cluster,
-            placement,
-            leader_node,
-        }
-    }
-
-    /// A replica (and its node) that does not run on the leader's node.
-    fn victim(&self) -> (String, String) {
-        for i in [1, 0, 2] {
-            let pod = format!("{STS}-{i}");
-            let node = &self.placement[&pod];
-            if *node != self.leader_node {
-                return (pod, node.clone());
-            }
-        }
-        panic!(
-            "every replica runs on the leader's node {}: {:?}",
-            self.leader_node, self.placement
-        );
-    }
-
-    /// Power loss: the node's kwok and its agent die together.
-    fn power_off(&self, node: &str) {
-        self.cluster.stop_agent(node);
-        self.cluster.stop_node(node).expect("stop node");
-        say(format!("{node} powered off"));
-    }
-}
-
-/// `kube-fencer-node-2` -> `node-2` (agents run without `--pod-name`).
-fn node_of_identity(holder: &str) -> String {
-    holder
-        .strip_prefix("kube-fencer-")
-        .unwrap_or(holder)
-        .to_string()
-}
-
-/// FAST_AGENT_ARGS with `flag` set to `value` (replaced, or appended).
-fn fast_args_with<'a>(overrides: &[(&'a str, &'a str)]) -> Vec<&'a str> {
-    let mut args: Vec<&'a str> = FAST_AGENT_ARGS.to_vec();
-    for (flag, value) in overrides {
-        match args.iter().position(|a| a == flag) {
-            Some(i) => args[i + 1] = value,
-            None => args.extend([*flag, *value]),
-        }
-    }
-    args
-}
-
-fn phase(node: &Node) -> Option<String> {
-    node.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(PHASE_LABEL).cloned())
+/// (Ready within 120 s), an elected leader and every agent advertised.
+async fn setup(ns: &str, agent_args: &[&str]) -> Fixture {
+    Scenario::new(ns)
+        .agents(agent_args)
+        .ready_within(Duration::from_secs(120))
+        .leader_within(Duration::from_secs(60))
+        .advertised()
+        .start()
+        .await
 }
 
 /// The parsed `kube-fencer.io/state` record.
@@ -169,7 +88,7 @@ fn untouched(node: &Node, before: &BTreeMap<String, String>) -> std::result::Res
     if let Some(s) = node_annotation(node, STATE_ANNOTATION) {
         return Err(format!("{name} has a fencing record: {s}"));
     }
-    if let Some(p) = phase(node) {
+    if let Some(p) = node_phase(node) {
         return Err(format!("{name} has the phase label {p}"));
     }
     if node_unschedulable(node) {
@@ -223,31 +142,6 @@ fn regarding_name(e: &Event) -> Option<&str> {
     e.regarding.as_ref().and_then(|r| r.name.as_deref())
 }
 
-async fn leader_identity(cluster: &Cluster) -> Result<Option<String>> {
-    Ok(
-        Api::<Lease>::namespaced(cluster.client.clone(), FENCER_NAMESPACE)
-            .get_opt(LEADER_LEASE)
-            .await?
-            .and_then(|l| l.spec)
-            .and_then(|s| s.holder_identity)
-            .filter(|h| !h.is_empty()),
-    )
-}
-
-/// The /metrics text of the agent of `node`.
-fn agent_metrics(cluster: &Cluster, node: &str) -> Result<String> {
-    let addr = cluster
-        .agent_listen(node)
-        .with_context(|| format!("no agent for {node}"))?;
-    let out = tokio::task::block_in_place(|| {
-        std::process::Command::new("curl")
-            .args(["-sf", "--max-time", "5", &format!("http://{addr}/metrics")])
-            .output()
-    })?;
-    anyhow::ensure!(out.status.success(), "curl {addr}/metrics: {}", out.status);
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The value of the series `name{labels…}` in a Prometheus text exposition.
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
@@ -270,43 +164,6 @@ fn is_daemonset_pod(p: &Pod) -> bool {
         .is_some_and(|os| os.iter().any(|o| o.kind == "DaemonSet"))
 }
 
-fn pod_key(p: &Pod) -> String {
-    format!(
-        "{}/{}",
-        p.metadata.namespace.clone().unwrap_or_default(),
-        p.metadata.name.clone().unwrap_or_default()
-    )
-}
-
-/// A Deployment whose pods must run on `node` (nodeSelector on the
-/// hostname label; the scheduler binds them, so a replacement of a removed
-/// pod stays Pending instead of being bound to a dead node).
-fn deploy_pinned(cluster: &Cluster, ns: &str, name: &str, node: &str) -> Result<()> {
-    cluster.ensure_namespace(ns)?;
-    cluster.apply(&format!(
-        "apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  namespace: {ns}
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-    spec:
-      nodeSelector:
-        kubernetes.io/hostname: \"{node}\"
-      containers:
-      - name: main
-        image: registry.k8s.io/pause:3.10
-"
-    ))?;
-    Ok(())
-}
-
 /// Wait until exactly one pod whose name starts with `prefix` runs on `node`; returns it.
 async fn wait_pod_running_on(cluster: &Cluster, prefix: &str, node: &str) -> Pod {
     cluster
@@ -327,30 +184,29 @@ async fn wait_pod_running_on(cluster: &Cluster, prefix: &str, node: &str) -> Pod
         .await
 }
 
-/// Wait until the StatefulSet pod `ns/name` (old UID `old_uid`) is Running
-/// on another node than `dead`, with the same claim; returns it.
-async fn wait_replica_moved(
-    cluster: &Cluster,
+/// The storm-guard scenarios: [`setup`], then the leader's node, the
+/// other nodes (to be powered off) and every replica's (name, uid).
+async fn storm_setup(
     ns: &str,
-    name: &str,
-    old_uid: &str,
-    dead: &str,
-) -> Pod {
+    agent_args: &[&str],
+) -> (Fixture, String, Vec<String>, Vec<(String, String)>) {
+    let s = setup(ns, agent_args).await;
+    let leader = s.leader_node();
+    let others = s.cluster.nodes_except(&leader).await.unwrap();
+    let replicas = s.replica_uids().await;
+    (s, leader, others, replicas)
+}
+
+/// Wait (up to 120 s) until `node` is in phase fenced and carries the
+/// out-of-service taint; returns it.
+async fn wait_fenced(cluster: &Cluster, node: &str, what: &str) -> Node {
     cluster
-        .wait_until(
-            &format!("{ns}/{name} recreated and Running on a node other than {dead}"),
-            Duration::from_secs(180),
-            async || {
-                let Some(p) = cluster.pod(ns, name).await? else {
-                    return Ok(None);
-                };
-                let moved = pod_uid(&p) != old_uid
-                    && pod_node_name(&p).is_some_and(|n| n != dead)
-                    && p.metadata.deletion_timestamp.is_none()
-                    && pod_running_ready(&p);
-                Ok(moved.then_some(p))
-            },
-        )
+        .wait_until(what, Duration::from_secs(120), async || {
+            let n = cluster.node(node).await?;
+            Ok((node_phase(&n).as_deref() == Some("fenced")
+                && node_has_taint(&n, OUT_OF_SERVICE_TAINT))
+            .then_some(n))
+        })
         .await
 }
 
@@ -363,9 +219,9 @@ async fn wait_replica_moved(
 async fn foreign_taints_survive_fencing_and_unfencing() {
     const NS: &str = "taints";
     let args = FAST_AGENT_ARGS.to_vec();
-    let s = Setup::start(NS, &args).await;
+    let s = setup(NS, &args).await;
     let cluster = &s.cluster;
-    let (_, victim) = s.victim();
+    let (_, victim) = s.victim_off_leader();
 
     cluster
         .kubectl([
@@ -386,19 +242,13 @@ async fn foreign_taints_survive_fencing_and_unfencing() {
         "{victim}: cordoned by hand, foreign taints {foreign:?}"
     ));
 
-    s.power_off(&victim);
-    let fenced = cluster
-        .wait_until(
-            &format!("{victim} fenced (phase fenced, out-of-service taint)"),
-            Duration::from_secs(120),
-            async || {
-                let n = cluster.node(&victim).await?;
-                Ok((phase(&n).as_deref() == Some("fenced")
-                    && node_has_taint(&n, OUT_OF_SERVICE_TAINT))
-                .then_some(n))
-            },
-        )
-        .await;
+    cluster.power_off(&victim);
+    let fenced = wait_fenced(
+        cluster,
+        &victim,
+        &format!("{victim} fenced (phase fenced, out-of-service taint)"),
+    )
+    .await;
     assert_eq!(
         taints_with_prefix(&fenced, "example.com/"),
         foreign,
@@ -421,8 +271,7 @@ async fn foreign_taints_survive_fencing_and_unfencing() {
     );
 
     // Reboot: the node comes back and its agent starts with a new boot ID.
-    cluster.start_node(&victim).expect("start node");
-    cluster.spawn_agent(&victim, &args).expect("restart agent");
+    cluster.power_on(&victim, &args);
     let t1 = Instant::now();
     let back = cluster
         .wait_until(
@@ -432,7 +281,7 @@ async fn foreign_taints_survive_fencing_and_unfencing() {
                 let n = cluster.node(&victim).await?;
                 let clean = !node_has_taint(&n, OUT_OF_SERVICE_TAINT)
                     && node_annotation(&n, STATE_ANNOTATION).is_none()
-                    && phase(&n).is_none()
+                    && node_phase(&n).is_none()
                     && node_ready_status(&n) == "True";
                 Ok(clean.then_some(n))
             },
@@ -483,14 +332,14 @@ async fn dry_run_writes_nothing() {
     const NS: &str = "dryrun";
     let mut args = FAST_AGENT_ARGS.to_vec();
     args.push("--dry-run");
-    let s = Setup::start(NS, &args).await;
+    let s = setup(NS, &args).await;
     let cluster = &s.cluster;
-    let (victim_pod, victim) = s.victim();
+    let (victim_pod, victim) = s.victim_off_leader();
     let uid = pod_uid(&cluster.pod(NS, &victim_pod).await.unwrap().unwrap());
     let before = fencer_metadata(&cluster.node(&victim).await.unwrap());
     say(format!("{victim} kube-fencer metadata before: {before:?}"));
 
-    s.power_off(&victim);
+    cluster.power_off(&victim);
     let invariant = async || -> Result<std::result::Result<(), String>> {
         let n = cluster.node(&victim).await?;
         if let Err(e) = untouched(&n, &before) {
@@ -532,8 +381,8 @@ async fn dry_run_writes_nothing() {
         "a DryRunPodForceDeleted Event names {NS}/{victim_pod}: {:?}",
         del.iter().map(|e| e.note.clone()).collect::<Vec<_>>()
     );
-    let leader_node = node_of_identity(&leader_identity(cluster).await.unwrap().unwrap());
-    let text = agent_metrics(cluster, &leader_node).expect("leader metrics");
+    let leader_node = node_of_identity(&cluster.leader_identity().await.unwrap().unwrap());
+    let text = cluster.agent_metrics(&leader_node).expect("leader metrics");
     let fence_dry = metric(
         &text,
         "kube_fencer_fencing_operations_total",
@@ -582,25 +431,9 @@ async fn dry_run_writes_nothing() {
 async fn storm_guard_holds_two_of_three() {
     const NS: &str = "storm";
     let args = FAST_AGENT_ARGS.to_vec();
-    let s = Setup::start(NS, &args).await;
+    let (s, survivor, dead, replicas) = storm_setup(NS, &args).await;
     let cluster = &s.cluster;
-    let survivor = s.leader_node.clone();
-    let dead: Vec<String> = cluster
-        .node_names()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|n| *n != survivor)
-        .collect();
     assert_eq!(dead.len(), 2);
-    let uids = cluster.pod_uids().await.unwrap();
-    let replicas: Vec<(String, String)> = (0..3)
-        .map(|i| {
-            let name = format!("{STS}-{i}");
-            let uid = uids[&format!("{NS}/{name}")].clone();
-            (name, uid)
-        })
-        .collect();
     let mut before = BTreeMap::new();
     for n in &dead {
         before.insert(n.clone(), fencer_metadata(&cluster.node(n).await.unwrap()));
@@ -622,7 +455,7 @@ async fn storm_guard_holds_two_of_three() {
             &format!("the new agent of {survivor} to lead with synced caches"),
             Duration::from_secs(60),
             async || {
-                let text = agent_metrics(cluster, &survivor)?;
+                let text = cluster.agent_metrics(&survivor)?;
                 Ok((metric(&text, "kube_fencer_leader", &[]) == Some(1.0)
                     && metric(&text, "kube_fencer_cache_synced", &[]) == Some(1.0))
                 .then_some(()))
@@ -651,7 +484,7 @@ async fn storm_guard_holds_two_of_three() {
         )
         .await;
 
-    let text = agent_metrics(cluster, &survivor).expect("leader metrics");
+    let text = cluster.agent_metrics(&survivor).expect("leader metrics");
     assert_eq!(
         metric(&text, "kube_fencer_storm_guard_active", &[]),
         Some(1.0),
@@ -678,23 +511,8 @@ async fn storm_guard_holds_two_of_three() {
 async fn storm_guard_holds_two_of_three_with_a_running_leader() {
     const NS: &str = "stormlive";
     let args = FAST_AGENT_ARGS.to_vec();
-    let s = Setup::start(NS, &args).await;
+    let (s, leader, dead, replicas) = storm_setup(NS, &args).await;
     let cluster = &s.cluster;
-    let leader = s.leader_node.clone();
-    let dead: Vec<String> = cluster
-        .node_names()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|n| *n != leader)
-        .collect();
-    let uids = cluster.pod_uids().await.unwrap();
-    let replicas: Vec<(String, String)> = (0..3)
-        .map(|i| {
-            let name = format!("{STS}-{i}");
-            (name.clone(), uids[&format!("{NS}/{name}")].clone())
-        })
-        .collect();
     for n in &dead {
         cluster.stop_agent(n);
     }
@@ -714,7 +532,7 @@ async fn storm_guard_holds_two_of_three_with_a_running_leader() {
                     if node_has_taint(&node, OUT_OF_SERVICE_TAINT) {
                         return Ok(Err(format!("{n} was tainted out-of-service")));
                     }
-                    match phase(&node).as_deref() {
+                    match node_phase(&node).as_deref() {
                         None => {}
                         Some("fencing") => recorded.push(n.clone()),
                         Some(p) => return Ok(Err(format!("{n} is in phase {p}"))),
@@ -733,11 +551,11 @@ async fn storm_guard_holds_two_of_three_with_a_running_leader() {
         )
         .await;
     assert_eq!(
-        leader_identity(cluster).await.unwrap().as_deref(),
+        cluster.leader_identity().await.unwrap().as_deref(),
         Some(format!("kube-fencer-{leader}").as_str()),
         "the leader did not change"
     );
-    let text = agent_metrics(cluster, &leader).expect("leader metrics");
+    let text = cluster.agent_metrics(&leader).expect("leader metrics");
     assert_eq!(
         metric(&text, "kube_fencer_storm_guard_active", &[]),
         Some(1.0),
@@ -746,7 +564,7 @@ async fn storm_guard_holds_two_of_three_with_a_running_leader() {
     assert_eq!(metric(&text, "kube_fencer_unhealthy_nodes", &[]), Some(2.0));
     for n in &dead {
         let node = cluster.node(n).await.unwrap();
-        say(format!("{n}: phase {:?}", phase(&node)));
+        say(format!("{n}: phase {:?}", node_phase(&node)));
     }
 }
 
@@ -759,24 +577,22 @@ async fn storm_guard_holds_two_of_three_with_a_running_leader() {
 async fn new_leader_resumes_half_done_fencing() {
     const NS: &str = "resume";
     // A long fence timeout leaves time to kill the leader mid-fencing.
-    let args = fast_args_with(&[("--fence-timeout", "30s")]);
-    let s = Setup::start(NS, &args).await;
+    let args = fast_agent_args(&[("--fence-timeout", "30s")]);
+    let s = setup(NS, &args).await;
     let cluster = &s.cluster;
-    let (victim_pod, victim) = s.victim();
-    let old_leader = s.leader_node.clone();
+    let (victim_pod, victim) = s.victim_off_leader();
+    let old_leader = s.leader_node();
     let old_identity = format!("kube-fencer-{old_leader}");
-    let old_uid = pod_uid(&cluster.pod(NS, &victim_pod).await.unwrap().unwrap());
-    let claim = format!("data-{victim_pod}");
-    let (_, pvc_uid) = cluster.pvc(NS, &claim).await.unwrap().expect("PVC");
+    let old = cluster.replica(NS, &victim_pod).await;
 
-    s.power_off(&victim);
+    cluster.power_off(&victim);
     let begun = cluster
         .wait_until(
             &format!("{victim} recorded Fencing"),
             Duration::from_secs(60),
             async || {
                 let n = cluster.node(&victim).await?;
-                Ok((phase(&n).as_deref() == Some("fencing")).then_some(n))
+                Ok((node_phase(&n).as_deref() == Some("fencing")).then_some(n))
             },
         )
         .await;
@@ -787,11 +603,15 @@ async fn new_leader_resumes_half_done_fencing() {
     assert_eq!(rec["by"], old_identity.as_str());
     // The premise: the old leader died before the node was fenced.
     let n = cluster.node(&victim).await.unwrap();
-    assert_eq!(phase(&n).as_deref(), Some("fencing"), "fenced too early");
+    assert_eq!(
+        node_phase(&n).as_deref(),
+        Some("fencing"),
+        "fenced too early"
+    );
     assert!(!node_has_taint(&n, OUT_OF_SERVICE_TAINT));
     assert_eq!(
         pod_uid(&cluster.pod(NS, &victim_pod).await.unwrap().unwrap()),
-        old_uid
+        old.uid
     );
 
     let new_identity = cluster
@@ -799,7 +619,8 @@ async fn new_leader_resumes_half_done_fencing() {
             "another agent to take over the leader Lease",
             Duration::from_secs(60),
             async || {
-                Ok(leader_identity(cluster)
+                Ok(cluster
+                    .leader_identity()
                     .await?
                     .filter(|h| *h != old_identity))
             },
@@ -809,18 +630,12 @@ async fn new_leader_resumes_half_done_fencing() {
     say(format!("new leader {new_identity}"));
     assert!(new_leader != victim && new_leader != old_leader);
 
-    let fenced = cluster
-        .wait_until(
-            &format!("{victim} fenced by the new leader"),
-            Duration::from_secs(120),
-            async || {
-                let n = cluster.node(&victim).await?;
-                Ok((phase(&n).as_deref() == Some("fenced")
-                    && node_has_taint(&n, OUT_OF_SERVICE_TAINT))
-                .then_some(n))
-            },
-        )
-        .await;
+    let fenced = wait_fenced(
+        cluster,
+        &victim,
+        &format!("{victim} fenced by the new leader"),
+    )
+    .await;
     let rec2 = record(&fenced).expect("record");
     say(format!("record now {rec2}"));
     assert_eq!(rec2["phase"], "Fenced");
@@ -831,10 +646,10 @@ async fn new_leader_resumes_half_done_fencing() {
     );
     assert!(node_unschedulable(&fenced));
 
-    let new_pod = wait_replica_moved(cluster, NS, &victim_pod, &old_uid, &victim).await;
-    assert_eq!(pod_claims(&new_pod), vec![claim.clone()]);
-    let (_, pvc_uid2) = cluster.pvc(NS, &claim).await.unwrap().expect("PVC");
-    assert_eq!(pvc_uid2, pvc_uid, "same PVC object");
+    let new_pod = cluster
+        .wait_replica_moved(NS, &victim_pod, &old.uid, &victim, Duration::from_secs(180))
+        .await;
+    cluster.assert_same_claim(NS, &new_pod, &old).await;
     let started = events_with_reason(cluster, "FencingStarted")
         .await
         .unwrap()
@@ -850,26 +665,26 @@ async fn new_leader_resumes_half_done_fencing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_pods_strategy_leaves_other_pods() {
     const NS: &str = "deletepods";
-    let args = fast_args_with(&[("--strategy", "delete-pods")]);
-    let s = Setup::start(NS, &args).await;
+    let args = fast_agent_args(&[("--strategy", "delete-pods")]);
+    let s = setup(NS, &args).await;
     let cluster = &s.cluster;
-    let (victim_pod, victim) = s.victim();
-    deploy_pinned(cluster, NS, "pinned", &victim).expect("deploy pinned Deployment");
+    let (victim_pod, victim) = s.victim_off_leader();
+    cluster
+        .deploy_pinned_deployment(NS, "pinned", &victim)
+        .expect("deploy pinned Deployment");
     let dep_pod = wait_pod_running_on(cluster, "pinned-", &victim).await;
     let dep_key = pod_key(&dep_pod);
     let dep_uid = pod_uid(&dep_pod);
-    let old_uid = pod_uid(&cluster.pod(NS, &victim_pod).await.unwrap().unwrap());
-    let claim = format!("data-{victim_pod}");
-    let (_, pvc_uid) = cluster.pvc(NS, &claim).await.unwrap().expect("PVC");
+    let old = cluster.replica(NS, &victim_pod).await;
 
-    s.power_off(&victim);
-    let new_pod = wait_replica_moved(cluster, NS, &victim_pod, &old_uid, &victim).await;
-    assert_eq!(pod_claims(&new_pod), vec![claim.clone()]);
-    let (_, pvc_uid2) = cluster.pvc(NS, &claim).await.unwrap().expect("PVC");
-    assert_eq!(pvc_uid2, pvc_uid, "same PVC object");
+    cluster.power_off(&victim);
+    let new_pod = cluster
+        .wait_replica_moved(NS, &victim_pod, &old.uid, &victim, Duration::from_secs(180))
+        .await;
+    cluster.assert_same_claim(NS, &new_pod, &old).await;
 
     let n = cluster.node(&victim).await.unwrap();
-    assert_eq!(phase(&n).as_deref(), Some("fenced"));
+    assert_eq!(node_phase(&n).as_deref(), Some("fenced"));
     assert!(
         !node_has_taint(&n, OUT_OF_SERVICE_TAINT),
         "delete-pods must not taint"
@@ -919,18 +734,14 @@ async fn delete_pods_strategy_leaves_other_pods() {
 async fn out_of_service_strategy_clears_the_node() {
     const NS: &str = "clear";
     let args = FAST_AGENT_ARGS.to_vec();
-    let s = Setup::start(NS, &args).await;
+    let s = setup(NS, &args).await;
     let cluster = &s.cluster;
-    let (_, victim) = s.victim();
-    let healthy: Vec<String> = cluster
-        .node_names()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|n| *n != victim)
-        .collect();
+    let (_, victim) = s.victim_off_leader();
+    let healthy = cluster.nodes_except(&victim).await.unwrap();
 
-    deploy_pinned(cluster, NS, "pinned", &victim).expect("deploy pinned Deployment");
+    cluster
+        .deploy_pinned_deployment(NS, "pinned", &victim)
+        .expect("deploy pinned Deployment");
     cluster
         .create_pod_on(NS, "loner", &victim)
         .expect("bare pod on the victim");
@@ -971,19 +782,14 @@ async fn out_of_service_strategy_clears_the_node() {
             on_victim.insert(pod_key(&p), pod_uid(&p));
         }
     }
-    let mut on_healthy: BTreeMap<String, String> = BTreeMap::new();
-    for n in &healthy {
-        for p in cluster.pods_on_node(n).await.unwrap() {
-            on_healthy.insert(pod_key(&p), pod_uid(&p));
-        }
-    }
+    let on_healthy = cluster.pod_uids_on(&healthy).await.unwrap();
     say(format!(
         "on {victim}: {on_victim:?}; {} pods on healthy nodes",
         on_healthy.len()
     ));
     assert!(on_victim.len() >= 3, "replica, Deployment pod, bare pod");
 
-    s.power_off(&victim);
+    cluster.power_off(&victim);
     let t0 = Instant::now();
     cluster
         .wait_until(
@@ -1019,12 +825,5 @@ async fn out_of_service_strategy_clears_the_node() {
         "{victim} cleared {:.1}s after power-off",
         t0.elapsed().as_secs_f64()
     ));
-    let now = cluster.pod_uids().await.unwrap();
-    for (name, uid) in &on_healthy {
-        assert_eq!(
-            now.get(name),
-            Some(uid),
-            "pod {name} on a healthy node was deleted or replaced"
-        );
-    }
+    cluster.assert_healthy_pods_kept(&on_healthy).await;
 }

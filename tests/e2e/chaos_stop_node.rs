@@ -4,44 +4,21 @@
 //! so the replica comes back elsewhere with the SAME PVC, leave every other
 //! pod alone, and unfence the node once it is back and healthy.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
 
 const NS: &str = "chaos";
-const STS: &str = "db";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_stop_node() {
-    let cluster = Cluster::start(3, ClusterOpts::default())
-        .await
-        .expect("cluster start");
-    cluster.install_kube_fencer().expect("install manifests");
-    let mut agent_args: Vec<&str> = FAST_AGENT_ARGS.to_vec();
-    agent_args.extend(["--strategy", "out-of-service"]);
-    cluster
-        .spawn_agents(&agent_args)
-        .await
-        .expect("spawn agents");
-
-    cluster
-        .deploy_statefulset(NS, STS, 3)
-        .expect("deploy StatefulSet");
-    let placement = cluster
-        .wait_statefulset_ready(NS, STS, 3, Duration::from_secs(90))
-        .await;
-    say(format!("placement: {placement:?}"));
+    let agent_args = fast_agent_args(&[("--strategy", "out-of-service")]);
+    let s = Scenario::new(NS).agents(&agent_args).start().await;
+    let cluster = &s.cluster;
 
     let victim_pod = format!("{STS}-1");
-    let victim = placement[&victim_pod].clone();
-    let healthy: Vec<String> = cluster
-        .node_names()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|n| *n != victim)
-        .collect();
+    let victim = s.node_of(&victim_pod);
+    let healthy = cluster.nodes_except(&victim).await.unwrap();
 
     // Bystanders on healthy nodes: a Deployment pod and a bare pod.
     cluster
@@ -79,50 +56,24 @@ async fn chaos_stop_node() {
     let leader = cluster.wait_leader(Duration::from_secs(30)).await;
     say(format!("kube-fencer leader: {leader}"));
 
-    let old_pod = cluster.pod(NS, &victim_pod).await.unwrap().unwrap();
-    let old_uid = pod_uid(&old_pod);
-    let claim = format!("data-{victim_pod}");
-    let (pvc_name, pvc_uid) = cluster.pvc(NS, &claim).await.unwrap().expect("PVC exists");
+    let old = cluster.replica(NS, &victim_pod).await;
     // UIDs of everything on healthy nodes, which must survive untouched.
-    let mut healthy_pods: BTreeMap<String, String> = BTreeMap::new();
-    for n in &healthy {
-        for p in cluster.pods_on_node(n).await.unwrap() {
-            healthy_pods.insert(
-                format!(
-                    "{}/{}",
-                    p.metadata.namespace.clone().unwrap_or_default(),
-                    p.metadata.name.clone().unwrap_or_default()
-                ),
-                pod_uid(&p),
-            );
-        }
-    }
+    let healthy_pods = cluster.pod_uids_on(&healthy).await.unwrap();
     say(format!(
-        "powering off {victim} (runs {victim_pod} uid {old_uid}, PVC {pvc_name} uid {pvc_uid}); {} pods on healthy nodes",
+        "powering off {victim} (runs {victim_pod} uid {}, PVC {} uid {}); {} pods on healthy nodes",
+        old.uid,
+        old.pvc_name,
+        old.pvc_uid,
         healthy_pods.len()
     ));
 
     // Power loss: the node's agent dies with it.
     let t0 = Instant::now();
-    cluster.stop_agent(&victim);
-    cluster.stop_node(&victim).expect("stop node");
+    cluster.power_off(&victim);
 
     // The replica comes back on another node, Running, with the same PVC.
     let new_pod = cluster
-        .wait_until(
-            &format!("{NS}/{victim_pod} recreated and Running on a healthy node"),
-            Duration::from_secs(150),
-            async || {
-                let Some(p) = cluster.pod(NS, &victim_pod).await? else {
-                    return Ok(None);
-                };
-                let moved = pod_uid(&p) != old_uid
-                    && pod_node_name(&p).is_some_and(|n| n != victim)
-                    && p.metadata.deletion_timestamp.is_none()
-                    && pod_running_ready(&p);
-                Ok(moved.then_some(p))
-            },
-        )
+        .wait_replica_moved(NS, &victim_pod, &old.uid, &victim, Duration::from_secs(150))
         .await;
     let recovery = t0.elapsed();
     let new_node = pod_node_name(&new_pod).unwrap();
@@ -134,21 +85,7 @@ async fn chaos_stop_node() {
         healthy.contains(&new_node),
         "{new_node} is not a healthy node"
     );
-    assert_eq!(
-        pod_claims(&new_pod),
-        vec![claim.clone()],
-        "replacement uses the same claim"
-    );
-    let (new_pvc_name, new_pvc_uid) = cluster
-        .pvc(NS, &claim)
-        .await
-        .unwrap()
-        .expect("PVC still exists");
-    assert_eq!(new_pvc_name, pvc_name);
-    assert_eq!(
-        new_pvc_uid, pvc_uid,
-        "PVC {claim} must be the same object (same UID)"
-    );
+    cluster.assert_same_claim(NS, &new_pod, &old).await;
 
     // The dead node is fenced: cordoned, out-of-service taint, state annotation.
     let node = cluster.node(&victim).await.unwrap();
@@ -175,36 +112,13 @@ async fn chaos_stop_node() {
 
     // Nothing else changed: every pod on a healthy node kept its UID (the
     // other replicas, the Deployment pod, the bare pod, the DaemonSet pods).
-    let now = cluster.pod_uids().await.unwrap();
-    for (name, uid) in &healthy_pods {
-        assert_eq!(
-            now.get(name),
-            Some(uid),
-            "pod {name} on a healthy node was deleted or replaced"
-        );
-    }
-    for i in [0u32, 2] {
-        let name = format!("{STS}-{i}");
-        if placement[&name] != victim {
-            let p = cluster
-                .pod(NS, &name)
-                .await
-                .unwrap()
-                .expect("replica exists");
-            assert_eq!(
-                pod_node_name(&p).as_deref(),
-                Some(placement[&name].as_str())
-            );
-        }
-    }
+    cluster.assert_healthy_pods_kept(&healthy_pods).await;
+    s.assert_replicas_stayed(&[0, 2], Some(&victim)).await;
 
     // The node comes back: once its Lease renews and it is Ready for
     // --healthy-after, kube-fencer removes the taint, the cordon and the
     // annotation.
-    cluster.start_node(&victim).expect("start node");
-    cluster
-        .spawn_agent(&victim, &agent_args)
-        .expect("restart agent");
+    cluster.power_on(&victim, &agent_args);
     let t1 = Instant::now();
     cluster
         .wait_until(

@@ -11,31 +11,20 @@ use std::time::Duration;
 use crate::support::*;
 
 const NS: &str = "control";
-const STS: &str = "db";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_run() {
-    let cluster = Cluster::start(3, ClusterOpts::default())
-        .await
-        .expect("cluster start");
-
-    cluster
-        .deploy_statefulset(NS, STS, 3)
-        .expect("deploy StatefulSet");
-    let placement = cluster
-        .wait_statefulset_ready(NS, STS, 3, Duration::from_secs(90))
-        .await;
-    say(format!("placement: {placement:?}"));
+    let s = Scenario::new(NS).start().await;
+    let cluster = &s.cluster;
 
     let victim_pod = format!("{STS}-1");
-    let victim = placement[&victim_pod].clone();
-    let pod = cluster.pod(NS, &victim_pod).await.unwrap().unwrap();
-    let old_uid = pod_uid(&pod);
-    let (pvc_name, pvc_uid) = cluster
-        .pvc(NS, &format!("data-{victim_pod}"))
-        .await
-        .unwrap()
-        .expect("PVC exists");
+    let victim = s.node_of(&victim_pod);
+    let Replica {
+        uid: old_uid,
+        pvc_name,
+        pvc_uid,
+        ..
+    } = cluster.replica(NS, &victim_pod).await;
     say(format!(
         "stopping {victim} (runs {victim_pod} uid {old_uid}, PVC {pvc_name} uid {pvc_uid})"
     ));
@@ -88,16 +77,5 @@ async fn control_run() {
         pod.metadata.deletion_timestamp
     ));
     // The other replicas were untouched.
-    for i in [0u32, 2] {
-        let name = format!("{STS}-{i}");
-        let p = cluster
-            .pod(NS, &name)
-            .await
-            .unwrap()
-            .expect("replica exists");
-        assert_eq!(
-            pod_node_name(&p).as_deref(),
-            Some(placement[&name].as_str())
-        );
-    }
+    s.assert_replicas_stayed(&[0, 2], None).await;
 }

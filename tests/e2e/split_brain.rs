@@ -10,43 +10,36 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 const NS: &str = "splitbrain";
-const STS: &str = "db";
-const PHASE_LABEL: &str = "kube-fencer.io/phase";
-
-fn phase(node: &k8s_openapi::api::core::v1::Node) -> Option<String> {
-    node.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(PHASE_LABEL).cloned())
-}
 
 /// A 3-node cluster with kube-fencer installed and a 3-replica StatefulSet;
 /// returns the cluster, the victim (the node of `db-1`) and the old pod UID.
 async fn setup(agent_args: &[&str]) -> (Cluster, String, String) {
-    let cluster = Cluster::start(3, ClusterOpts::default())
-        .await
-        .expect("cluster start");
-    cluster.install_kube_fencer().expect("install manifests");
-    cluster
-        .spawn_agents(agent_args)
-        .await
-        .expect("spawn agents");
-    cluster.deploy_statefulset(NS, STS, 3).expect("deploy");
-    let placement = cluster
-        .wait_statefulset_ready(NS, STS, 3, Duration::from_secs(90))
+    let s = Scenario::new(NS)
+        .agents(agent_args)
+        .leader_within(Duration::from_secs(60))
+        .start()
         .await;
-    cluster.wait_leader(Duration::from_secs(60)).await;
-    let victim = placement[&format!("{STS}-1")].clone();
+    let victim = s.node_of(&format!("{STS}-1"));
+    let cluster = s.cluster;
     let uid = pod_uid(&cluster.pod(NS, "db-1").await.unwrap().unwrap());
     cluster.wait_advertised(&victim).await;
     (cluster, victim, uid)
+}
+
+/// Why `db-1` is no longer the pod `uid`, or Ok.
+async fn db1_kept(cluster: &Cluster, uid: &str) -> anyhow::Result<Result<(), String>> {
+    let p = cluster.pod(NS, "db-1").await?;
+    Ok(match p {
+        Some(p) if pod_uid(&p) == uid => Ok(()),
+        _ => Err("db-1 was deleted".into()),
+    })
 }
 
 async fn wait_phase(cluster: &Cluster, node: &str, want: &str, within: Duration) {
     cluster
         .wait_until(&format!("{node} in phase {want}"), within, async || {
             let n = cluster.node(node).await?;
-            Ok((phase(&n).as_deref() == Some(want)).then_some(()))
+            Ok((node_phase(&n).as_deref() == Some(want)).then_some(()))
         })
         .await;
 }
@@ -76,11 +69,9 @@ fn events_json(cluster: &Cluster) -> String {
 /// says why (log, Event, metric).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_brain_no_self_fence_never_deletes() {
-    let mut args = FAST_AGENT_ARGS.to_vec();
-    args.extend(["--self-fence", "none"]);
+    let args = fast_agent_args(&[("--self-fence", "none")]);
     let (cluster, victim, uid) = setup(&args).await;
-    cluster.stop_agent(&victim);
-    cluster.stop_node(&victim).unwrap();
+    cluster.power_off(&victim);
     wait_phase(&cluster, &victim, "fencing", Duration::from_secs(30)).await;
     cluster
         .hold_for(
@@ -88,17 +79,13 @@ async fn split_brain_no_self_fence_never_deletes() {
             Duration::from_secs(30),
             async || {
                 let n = cluster.node(&victim).await?;
-                if phase(&n).as_deref() != Some("fencing") {
-                    return Ok(Err(format!("phase is {:?}", phase(&n))));
+                if node_phase(&n).as_deref() != Some("fencing") {
+                    return Ok(Err(format!("phase is {:?}", node_phase(&n))));
                 }
                 if node_has_taint(&n, OUT_OF_SERVICE_TAINT) {
                     return Ok(Err("tainted".into()));
                 }
-                let p = cluster.pod(NS, "db-1").await?;
-                Ok(match p {
-                    Some(p) if pod_uid(&p) == uid => Ok(()),
-                    _ => Err("db-1 was deleted".into()),
-                })
+                db1_kept(&cluster, &uid).await
             },
         )
         .await;
@@ -150,34 +137,22 @@ async fn split_brain_fence_command() {
         runs = runs.display(),
         fail = fail.display()
     );
-    let mut args = FAST_AGENT_ARGS.to_vec();
     // A safe time of minutes: only the fence command can be quick.
-    args.extend([
-        "--watchdog-timeout",
-        "300s",
-        "--fence-command",
-        &cmd,
-        "--fence-command-backoff",
-        "1s",
-        "--fence-command-timeout",
-        "5s",
+    let args = fast_agent_args(&[
+        ("--watchdog-timeout", "300s"),
+        ("--fence-command", &cmd),
+        ("--fence-command-backoff", "1s"),
+        ("--fence-command-timeout", "5s"),
     ]);
     let (cluster, victim, uid) = setup(&args).await;
     let t0 = Instant::now();
-    cluster.stop_agent(&victim);
-    cluster.stop_node(&victim).unwrap();
+    cluster.power_off(&victim);
     wait_phase(&cluster, &victim, "fencing", Duration::from_secs(30)).await;
     cluster
         .hold_for(
             "nothing deleted while the fence command fails",
             Duration::from_secs(20),
-            async || {
-                let p = cluster.pod(NS, "db-1").await?;
-                Ok(match p {
-                    Some(p) if pod_uid(&p) == uid => Ok(()),
-                    _ => Err("db-1 was deleted".into()),
-                })
-            },
+            async || db1_kept(&cluster, &uid).await,
         )
         .await;
     let attempts = std::fs::read_to_string(&runs).unwrap_or_default();
@@ -219,7 +194,7 @@ async fn split_brain_fence_command() {
         "did not wait for the 5-minute safe time"
     );
     let n = cluster.node(&victim).await.unwrap();
-    assert_eq!(phase(&n).as_deref(), Some("fenced"));
+    assert_eq!(node_phase(&n).as_deref(), Some("fenced"));
     assert!(events_json(&cluster).contains("FenceCommandSucceeded"));
     let _ = std::fs::remove_dir_all(&dir_marker);
 }
@@ -238,8 +213,7 @@ async fn split_brain_reboot_check() {
         marker.display()
     );
     let boot_arg = boot_file.display().to_string();
-    let mut args = FAST_AGENT_ARGS.to_vec();
-    args.extend(["--boot-id-file", &boot_arg, "--self-fence", &exec]);
+    let args = fast_agent_args(&[("--boot-id-file", &boot_arg), ("--self-fence", &exec)]);
     // Restart the victim's agent with the fixed boot ID, then power off.
     cluster.stop_agent(&victim);
     cluster.spawn_agent(&victim, &args).unwrap();
@@ -249,8 +223,7 @@ async fn split_brain_reboot_check() {
             Ok(node_annotation(&n, "kube-fencer.io/agent").filter(|a| a.contains("boot-A")))
         })
         .await;
-    cluster.stop_agent(&victim);
-    cluster.stop_node(&victim).unwrap();
+    cluster.power_off(&victim);
     wait_phase(&cluster, &victim, "fenced", Duration::from_secs(60)).await;
     cluster
         .wait_until("db-1 replaced", Duration::from_secs(60), async || {
@@ -262,18 +235,17 @@ async fn split_brain_reboot_check() {
     assert!(state.contains("\"bootId\":\"boot-A\""), "{state}");
 
     // Back without a reboot: same boot ID.
-    cluster.start_node(&victim).unwrap();
-    cluster.spawn_agent(&victim, &args).unwrap();
+    cluster.power_on(&victim, &args);
     cluster
         .hold_for(
             &format!("{victim} stays fenced after reconnecting with the same boot ID"),
             Duration::from_secs(20),
             async || {
                 let n = cluster.node(&victim).await?;
-                Ok(if phase(&n).as_deref() == Some("fenced") {
+                Ok(if node_phase(&n).as_deref() == Some("fenced") {
                     Ok(())
                 } else {
-                    Err(format!("phase {:?}", phase(&n)))
+                    Err(format!("phase {:?}", node_phase(&n)))
                 })
             },
         )
@@ -312,22 +284,10 @@ async fn split_brain_reboot_check() {
 /// timestamped marker) BEFORE the leader force-deletes its pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_brain_partition_self_fences_first() {
-    let cluster = Cluster::start(3, ClusterOpts::default())
-        .await
-        .expect("cluster start");
-    cluster.install_kube_fencer().expect("install manifests");
-    cluster.deploy_statefulset(NS, STS, 3).expect("deploy");
-    let placement = cluster
-        .wait_statefulset_ready(NS, STS, 3, Duration::from_secs(90))
-        .await;
-    let victim = placement[&format!("{STS}-1")].clone();
-    let others: Vec<String> = cluster
-        .node_names()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|n| *n != victim)
-        .collect();
+    let s = Scenario::new(NS).install_fencer().start().await;
+    let cluster = &s.cluster;
+    let victim = s.node_of(&format!("{STS}-1"));
+    let others = cluster.nodes_except(&victim).await.unwrap();
     for n in &others {
         cluster.spawn_agent(n, FAST_AGENT_ARGS).unwrap();
     }
@@ -355,14 +315,10 @@ async fn split_brain_partition_self_fences_first() {
         .unwrap();
     let peers = peer_addrs.join(",");
     let listen = format!("127.0.0.1:{own_port}");
-    let mut args = FAST_AGENT_ARGS.to_vec();
-    args.extend([
-        "--peers",
-        &peers,
-        "--peer-listen",
-        &listen,
-        "--peer-advertise",
-        &inbound.addr,
+    let args = fast_agent_args(&[
+        ("--peers", &peers),
+        ("--peer-listen", &listen),
+        ("--peer-advertise", &inbound.addr),
     ]);
     cluster
         .spawn_agent_with_kubeconfig(&victim, &args, &kubeconfig)
@@ -423,14 +379,14 @@ async fn split_brain_api_outage_fences_nobody() {
     // The default --unreachable-after (20s): after the outage the kubelets
     // (here kwok, which backs off while the API is gone) need a few seconds
     // to renew again, and the fast test value (6s) would race them.
-    let mut args: Vec<&str> = FAST_AGENT_ARGS.to_vec();
-    for (flag, value) in [("--unreachable-after", "20s"), ("--fence-timeout", "25s")] {
-        let i = args
-            .iter()
-            .position(|a| *a == flag)
-            .expect("flag in FAST_AGENT_ARGS");
-        args[i + 1] = value;
+    let overrides = [("--unreachable-after", "20s"), ("--fence-timeout", "25s")];
+    for (flag, _) in overrides {
+        assert!(
+            FAST_AGENT_ARGS.contains(&flag),
+            "flag in FAST_AGENT_ARGS: {flag}"
+        );
     }
+    let args = fast_agent_args(&overrides);
     let (cluster, _victim, _uid) = setup(&args).await;
     for n in cluster.node_names().await.unwrap() {
         cluster.wait_advertised(&n).await;

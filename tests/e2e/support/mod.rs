@@ -25,7 +25,9 @@ use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+mod scenario;
 mod split_brain;
+pub use scenario::*;
 pub use split_brain::*;
 
 /// Namespace the manifests in rbac/ and daemonset/ install into.
@@ -403,6 +405,18 @@ impl Cluster {
     /// `--listen` port. Its log goes to `DIR/logs/agent-NODE.log`.
     pub fn spawn_agent(&self, node: &str, extra_args: &[&str]) -> Result<()> {
         let kubeconfig = self.agent_kubeconfig()?;
+        self.launch_agent(node, extra_args, &kubeconfig, false)
+    }
+
+    /// Start the agent of `node` with the split-brain defaults and
+    /// `kubeconfig`; `custom_kubeconfig` says so in its log and output.
+    fn launch_agent(
+        &self,
+        node: &str,
+        extra_args: &[&str],
+        kubeconfig: &Path,
+        custom_kubeconfig: bool,
+    ) -> Result<()> {
         let port = free_port()?;
         let listen = format!("127.0.0.1:{port}");
         let log_path = self.dir.join("logs").join(format!("agent-{node}.log"));
@@ -410,17 +424,26 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        writeln!(
-            log,
-            "### agent for {node} started, listen {listen}, args {extra_args:?}"
-        )?;
+        let defaults = self.split_brain_args(node, extra_args)?;
+        if custom_kubeconfig {
+            writeln!(
+                log,
+                "### agent for {node} started, listen {listen}, kubeconfig {}, args {extra_args:?} {defaults:?}",
+                kubeconfig.display()
+            )?;
+        } else {
+            writeln!(
+                log,
+                "### agent for {node} started, listen {listen}, args {extra_args:?}"
+            )?;
+        }
         let stderr = log.try_clone()?;
         let child = Command::new(env!("CARGO_BIN_EXE_kube-fencer"))
             .args(["--node-name", node, "--namespace", FENCER_NAMESPACE])
             .args(["--listen", &listen])
-            .args(self.split_brain_args(node, extra_args)?)
+            .args(&defaults)
             .args(extra_args)
-            .env("KUBECONFIG", &kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("NODE_NAME", node)
             .env("POD_NAMESPACE", FENCER_NAMESPACE)
             .env(
@@ -435,8 +458,13 @@ impl Cluster {
             .stderr(stderr)
             .spawn()
             .context("spawning kube-fencer")?;
+        let via = if custom_kubeconfig {
+            format!(", via {}", kubeconfig.display())
+        } else {
+            String::new()
+        };
         say(format!(
-            "agent for {node} started (pid {}, listen {listen})",
+            "agent for {node} started (pid {}, listen {listen}{via})",
             child.id()
         ));
         let old = self.agents.lock().unwrap().insert(
@@ -460,16 +488,21 @@ impl Cluster {
         Ok(())
     }
 
+    /// The holder of the leader Lease, if any.
+    pub async fn leader_identity(&self) -> Result<Option<String>> {
+        let lease = Api::<Lease>::namespaced(self.client.clone(), FENCER_NAMESPACE)
+            .get_opt(LEADER_LEASE)
+            .await?;
+        Ok(lease
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty()))
+    }
+
     /// Wait until some agent holds the leader Lease; returns the holder.
     pub async fn wait_leader(&self, deadline: Duration) -> String {
         self.wait_until("a kube-fencer leader to be elected", deadline, async || {
-            let lease = Api::<Lease>::namespaced(self.client.clone(), FENCER_NAMESPACE)
-                .get_opt(LEADER_LEASE)
-                .await?;
-            Ok(lease
-                .and_then(|l| l.spec)
-                .and_then(|s| s.holder_identity)
-                .filter(|h| !h.is_empty()))
+            self.leader_identity().await
         })
         .await
     }
@@ -580,6 +613,25 @@ impl Cluster {
 "
             )
         };
+        self.apply_deployment(ns, name, replicas, &affinity)
+    }
+
+    /// A one-replica Deployment whose pods must run on `node` (nodeSelector
+    /// on the hostname label; the scheduler binds them, so a replacement of
+    /// a removed pod stays Pending instead of being bound to a dead node).
+    pub fn deploy_pinned_deployment(&self, ns: &str, name: &str, node: &str) -> Result<()> {
+        self.ensure_namespace(ns)?;
+        self.apply_deployment(
+            ns,
+            name,
+            1,
+            &format!("      nodeSelector:\n        kubernetes.io/hostname: \"{node}\"\n"),
+        )
+    }
+
+    /// A Deployment of pause containers; `placement` is spliced into the
+    /// pod spec before `containers:` (indented, newline-terminated).
+    fn apply_deployment(&self, ns: &str, name: &str, replicas: u32, placement: &str) -> Result<()> {
         self.apply(&format!(
             "apiVersion: apps/v1
 kind: Deployment
@@ -594,7 +646,7 @@ spec:
     metadata:
       labels: {{app: {name}}}
     spec:
-{affinity}      containers:
+{placement}      containers:
       - name: main
         image: registry.k8s.io/pause:3.10
 "

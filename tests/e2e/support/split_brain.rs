@@ -6,9 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Agent, Cluster, FENCER_NAMESPACE, free_port, say};
+use super::{Cluster, free_port, say};
 
 /// Short self-fence timings: safe time = max(detect (1s×3+1s) + silence 3s,
 /// unreachable-after 6s) + round (1s+3×1s) + exec bound 5s + margin 2s =
@@ -176,56 +175,7 @@ impl Cluster {
         extra_args: &[&str],
         kubeconfig: &Path,
     ) -> Result<()> {
-        let port = free_port()?;
-        let listen = format!("127.0.0.1:{port}");
-        let log_path = self.dir.join("logs").join(format!("agent-{node}.log"));
-        let mut log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
-        let defaults = self.split_brain_args(node, extra_args)?;
-        writeln!(
-            log,
-            "### agent for {node} started, listen {listen}, kubeconfig {}, args {extra_args:?} {defaults:?}",
-            kubeconfig.display()
-        )?;
-        let stderr = log.try_clone()?;
-        let child = Command::new(env!("CARGO_BIN_EXE_kube-fencer"))
-            .args(["--node-name", node, "--namespace", FENCER_NAMESPACE])
-            .args(["--listen", &listen])
-            .args(&defaults)
-            .args(extra_args)
-            .env("KUBECONFIG", kubeconfig)
-            .env("NODE_NAME", node)
-            .env("POD_NAMESPACE", FENCER_NAMESPACE)
-            .env(
-                "RUST_LOG",
-                std::env::var("KUBE_FENCER_E2E_LOG")
-                    .unwrap_or_else(|_| "info,kube_fencer=debug".into()),
-            )
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("KUBERNETES_SERVICE_PORT")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(stderr)
-            .spawn()
-            .context("spawning kube-fencer")?;
-        say(format!(
-            "agent for {node} started (pid {}, listen {listen}, via {})",
-            child.id(),
-            kubeconfig.display()
-        ));
-        let old = self.agents.lock().unwrap().insert(
-            node.to_string(),
-            Agent {
-                node: node.to_string(),
-                listen,
-                log: log_path,
-                child,
-            },
-        );
-        drop(old);
-        Ok(())
+        self.launch_agent(node, extra_args, kubeconfig, true)
     }
 
     /// Pause (SIGSTOP) or resume (SIGCONT) the kube-apiserver: an API
