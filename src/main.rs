@@ -49,7 +49,7 @@ fn fatal(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
+async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
     use anyhow::Context;
     config.log_effective();
     let metrics = Metrics::new();
@@ -70,14 +70,34 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
         None => None,
     };
     let watchdog = if config.agent.self_fence == SelfFence::Watchdog {
-        let period = (config.agent.watchdog_timeout / 4).clamp(
-            std::time::Duration::from_millis(500),
-            std::time::Duration::from_secs(10),
-        );
-        Some(Arc::new(
-            Watchdog::open(&config.agent.watchdog_device, period)
-                .map_err(|e| anyhow::anyhow!("--self-fence=watchdog: {e}"))?,
-        ))
+        let requested = config.agent.watchdog_timeout;
+        let w = Watchdog::open(&config.agent.watchdog_device, requested)
+            .map_err(|e| anyhow::anyhow!("--self-fence=watchdog: {e}"))?;
+        // The leader derives when this node's pods may be deleted from the
+        // advertised timeout: advertise the device's real one, never merely
+        // the requested one (set before the guardian and the agent get it).
+        let actual = w.timeout();
+        let h = humantime::format_duration;
+        if actual > requested {
+            tracing::warn!(
+                requested = %h(requested),
+                actual = %h(actual),
+                device = %config.agent.watchdog_device,
+                "--self-fence=watchdog: the device's timeout is longer than --watchdog-timeout; advertising the device's (pods of this node are deleted later)"
+            );
+        } else if actual < requested {
+            tracing::warn!(
+                requested = %h(requested),
+                actual = %h(actual),
+                device = %config.agent.watchdog_device,
+                feed_period = %h(w.feed_period()),
+                "--self-fence=watchdog: the device's timeout is shorter than --watchdog-timeout; advertising the device's, and feeding it at a period derived from it"
+            );
+        } else {
+            tracing::info!(timeout = %h(actual), device = %config.agent.watchdog_device, feed_period = %h(w.feed_period()), "watchdog armed");
+        }
+        config.agent.watchdog_timeout = actual;
+        Some(Arc::new(w))
     } else {
         None
     };

@@ -1,27 +1,172 @@
 //! The hardware watchdog used by `--self-fence=watchdog`: opened at start
-//! (the agent refuses to start without it), fed from a thread of its own
-//! while the node is healthy, and no longer fed when the node must fence
+//! (the agent refuses to start without it), its timeout programmed to the
+//! requested `--watchdog-timeout` and read back, fed from a thread of its
+//! own while the node is healthy, and no longer fed when the node must fence
 //! itself, so the watchdog resets the node.
+//!
+//! The timeout read back from the device is the one that counts: the leader
+//! computes when a node's pods may be deleted from the advertised watchdog
+//! timeout, so the agent must advertise the device's real timeout, never
+//! merely the requested one. A device whose timeout cannot be read back is
+//! refused.
 
+use std::fs::File;
 use std::io::Write;
+use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Linux ioctl request encoding (`_IOC` in `<asm-generic/ioctl.h>`), with
+/// the architectures that use other direction values and size widths.
+mod ioc {
+    #[cfg(any(
+        target_arch = "powerpc",
+        target_arch = "powerpc64",
+        target_arch = "mips",
+        target_arch = "mips32r6",
+        target_arch = "mips64",
+        target_arch = "mips64r6",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    ))]
+    mod arch {
+        pub const SIZEBITS: u32 = 13;
+        pub const READ: u32 = 2;
+        pub const WRITE: u32 = 4;
+    }
+    #[cfg(not(any(
+        target_arch = "powerpc",
+        target_arch = "powerpc64",
+        target_arch = "mips",
+        target_arch = "mips32r6",
+        target_arch = "mips64",
+        target_arch = "mips64r6",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    )))]
+    mod arch {
+        pub const SIZEBITS: u32 = 14;
+        pub const READ: u32 = 2;
+        pub const WRITE: u32 = 1;
+    }
+    pub use arch::{READ, WRITE};
+
+    const NRBITS: u32 = 8;
+    const TYPEBITS: u32 = 8;
+    const NRSHIFT: u32 = 0;
+    const TYPESHIFT: u32 = NRSHIFT + NRBITS;
+    const SIZESHIFT: u32 = TYPESHIFT + TYPEBITS;
+    const DIRSHIFT: u32 = SIZESHIFT + arch::SIZEBITS;
+
+    /// `_IOC(dir, type, nr, size)`.
+    pub const fn ioc(dir: u32, ty: u8, nr: u8, size: usize) -> u32 {
+        assert!(size < (1 << arch::SIZEBITS));
+        (dir << DIRSHIFT) | ((size as u32) << SIZESHIFT) | ((ty as u32) << TYPESHIFT) | (nr as u32)
+    }
+}
+
+/// `_IOWR('W', 6, int)` from `<linux/watchdog.h>`.
+const WDIOC_SETTIMEOUT: u32 = ioc::ioc(
+    ioc::READ | ioc::WRITE,
+    b'W',
+    6,
+    std::mem::size_of::<libc::c_int>(),
+);
+/// `_IOR('W', 7, int)` from `<linux/watchdog.h>`.
+const WDIOC_GETTIMEOUT: u32 = ioc::ioc(ioc::READ, b'W', 7, std::mem::size_of::<libc::c_int>());
+
+/// Whole seconds to ask the device for: rounded up (a shorter timeout than
+/// requested is safe, a longer one is not), at least 1.
+fn seconds_rounded_up(d: Duration) -> u32 {
+    let s = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+    u32::try_from(s.max(1))
+        .unwrap_or(u32::MAX)
+        .min(libc::c_int::MAX as u32)
+}
+
+/// How often to feed a device whose timeout is `timeout`: a quarter of it,
+/// within 500ms..10s.
+fn feed_period(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(500), Duration::from_secs(10))
+}
+
+/// Program the device's timeout to `seconds` (WDIOC_SETTIMEOUT) and read
+/// back the timeout it actually uses (WDIOC_GETTIMEOUT). A failed set is
+/// tolerated (some devices have a fixed timeout); a failed read-back is not.
+fn program_timeout(file: &File, seconds: u32) -> Result<u32, String> {
+    let fd = file.as_raw_fd();
+    let mut set: libc::c_int = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
+    // SAFETY: WDIOC_SETTIMEOUT reads and writes one c_int through the
+    // pointer, which is valid for the duration of the call.
+    let r = unsafe { libc::ioctl(fd, WDIOC_SETTIMEOUT as _, &mut set as *mut libc::c_int) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!(error = %e, requested_seconds = seconds, "WDIOC_SETTIMEOUT failed; reading the device's own timeout");
+    }
+    let mut got: libc::c_int = 0;
+    // SAFETY: WDIOC_GETTIMEOUT writes one c_int through the pointer, which
+    // is valid for the duration of the call.
+    let r = unsafe { libc::ioctl(fd, WDIOC_GETTIMEOUT as _, &mut got as *mut libc::c_int) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!(
+            "WDIOC_GETTIMEOUT failed: {e} (not a watchdog device?); its timeout cannot be verified"
+        ));
+    }
+    u32::try_from(got)
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(|| format!("WDIOC_GETTIMEOUT returned an invalid timeout of {got}s"))
+}
+
 /// The watchdog device, fed by a thread while `feeding` is true.
 pub struct Watchdog {
     feeding: Arc<AtomicBool>,
-    device: Arc<Mutex<std::fs::File>>,
+    device: Arc<Mutex<File>>,
+    timeout: Duration,
+    period: Duration,
 }
 
 impl Watchdog {
-    /// Open the device (refuse to start without it) and feed it every
-    /// `period` from a thread of its own, independent of the async runtime.
-    pub fn open(path: &str, period: Duration) -> Result<Self, String> {
+    /// Open the device (refuse to start without it), program its timeout to
+    /// `requested_timeout` rounded up to whole seconds, read back the timeout
+    /// it actually uses (refuse when that fails: an unverifiable watchdog
+    /// cannot back the advertised timeout), and feed it from a thread of its
+    /// own, independent of the async runtime, every quarter of the actual
+    /// timeout (within 500ms..10s).
+    ///
+    /// The caller must advertise [`Watchdog::timeout`], which may differ
+    /// from `requested_timeout`.
+    pub fn open(path: &str, requested_timeout: Duration) -> Result<Self, String> {
+        Self::open_with(path, requested_timeout, program_timeout)
+    }
+
+    /// [`Watchdog::open`] with the timeout programming step given:
+    /// `program(device, requested seconds)` returns the device's actual
+    /// timeout in seconds.
+    fn open_with(
+        path: &str,
+        requested_timeout: Duration,
+        program: impl FnOnce(&File, u32) -> Result<u32, String>,
+    ) -> Result<Self, String> {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(path)
             .map_err(|e| format!("cannot open the watchdog device {path}: {e}"))?;
+        let actual = match program(&file, seconds_rounded_up(requested_timeout)) {
+            Ok(s) => Duration::from_secs(u64::from(s)),
+            Err(e) => {
+                disarm_refused(file);
+                return Err(format!("watchdog device {path}: {e}"));
+            }
+        };
+        Self::start(file, actual)
+    }
+
+    /// Feed `file`, whose timeout is `timeout`, from a thread of its own.
+    fn start(file: File, timeout: Duration) -> Result<Self, String> {
+        let period = feed_period(timeout);
         let feeding = Arc::new(AtomicBool::new(true));
         let device = Arc::new(Mutex::new(file));
         let (f, d) = (feeding.clone(), device.clone());
@@ -44,7 +189,23 @@ impl Watchdog {
                 }
             })
             .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
-        Ok(Watchdog { feeding, device })
+        Ok(Watchdog {
+            feeding,
+            device,
+            timeout,
+            period,
+        })
+    }
+
+    /// The device's actual timeout, as read back from it: the value to
+    /// advertise, whatever was requested.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// How often the device is fed (derived from [`Watchdog::timeout`]).
+    pub fn feed_period(&self) -> Duration {
+        self.period
     }
 
     /// Stop feeding: the watchdog resets the node when it expires.
@@ -63,9 +224,52 @@ impl Watchdog {
     }
 }
 
+/// A device refused after opening may still be a watchdog that opening
+/// armed: write the magic close so that refusing to start does not reset the
+/// node. Only to character devices: a regular file named by mistake is left
+/// untouched.
+fn disarm_refused(mut file: File) {
+    use std::os::unix::fs::FileTypeExt;
+    if file
+        .metadata()
+        .is_ok_and(|m| m.file_type().is_char_device())
+    {
+        let _ = file.write_all(b"V").and_then(|()| file.flush());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(not(any(
+        target_arch = "powerpc",
+        target_arch = "powerpc64",
+        target_arch = "mips",
+        target_arch = "mips32r6",
+        target_arch = "mips64",
+        target_arch = "mips64r6",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    )))]
+    fn the_watchdog_ioctl_numbers_are_those_of_linux() {
+        assert_eq!(WDIOC_SETTIMEOUT, 0xC004_5706);
+        assert_eq!(WDIOC_GETTIMEOUT, 0x8004_5707);
+    }
+
+    #[test]
+    fn the_requested_timeout_is_rounded_up_to_whole_seconds() {
+        assert_eq!(seconds_rounded_up(Duration::from_secs(10)), 10);
+        assert_eq!(seconds_rounded_up(Duration::from_millis(10_001)), 11);
+        assert_eq!(seconds_rounded_up(Duration::from_millis(1)), 1);
+        assert_eq!(seconds_rounded_up(Duration::ZERO), 1);
+        assert_eq!(
+            seconds_rounded_up(Duration::MAX),
+            libc::c_int::MAX as u32,
+            "never more than the ioctl can carry"
+        );
+    }
 
     #[test]
     fn a_missing_watchdog_device_is_an_error() {
@@ -75,13 +279,125 @@ mod tests {
         assert!(e.contains("/nonexistent/watchdog"), "{e}");
     }
 
-    fn fed(name: &str, stop: impl FnOnce(&Watchdog)) -> Vec<u8> {
+    fn temp_device(name: &str) -> std::path::PathBuf {
         let path = std::env::temp_dir().join(format!("kf-wd-{name}-{}", std::process::id()));
         std::fs::write(&path, "").unwrap();
-        let w = Watchdog::open(path.to_str().unwrap(), Duration::from_millis(10)).unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        path
+    }
+
+    #[test]
+    fn a_plain_file_is_refused_as_its_timeout_cannot_be_read_back() {
+        let path = temp_device("plain");
+        let p = path.to_str().unwrap();
+        let e = Watchdog::open(p, Duration::from_secs(10))
+            .err()
+            .expect("a plain file is no watchdog");
+        let written = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(e.contains(p), "names the path: {e}");
+        assert!(e.contains("WDIOC_GETTIMEOUT"), "{e}");
+        assert!(
+            e.contains(&std::io::Error::from_raw_os_error(libc::ENOTTY).to_string()),
+            "names the errno: {e}"
+        );
+        assert!(
+            written.is_empty(),
+            "nothing written to a refused plain file"
+        );
+    }
+
+    #[test]
+    fn a_failed_programming_step_is_refused_with_the_path() {
+        let path = temp_device("progfail");
+        let p = path.to_str().unwrap();
+        let e = Watchdog::open_with(p, Duration::from_secs(10), |_, _| Err("boom".into()))
+            .err()
+            .expect("must fail");
+        let _ = std::fs::remove_file(&path);
+        assert!(e.contains(p) && e.contains("boom"), "{e}");
+    }
+
+    #[test]
+    fn the_device_is_asked_for_the_requested_timeout_rounded_up() {
+        let path = temp_device("asked");
+        let mut asked = None;
+        let w = Watchdog::open_with(
+            path.to_str().unwrap(),
+            Duration::from_millis(9_500),
+            |_, s| {
+                asked = Some(s);
+                Ok(s)
+            },
+        )
+        .unwrap();
+        w.disarm();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(asked, Some(10));
+        assert_eq!(w.timeout(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_device_with_a_longer_timeout_reports_the_longer_one() {
+        let path = temp_device("longer");
+        let w = Watchdog::open_with(path.to_str().unwrap(), Duration::from_secs(10), |_, _| {
+            Ok(60)
+        })
+        .unwrap();
+        w.disarm();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(
+            w.timeout(),
+            Duration::from_secs(60),
+            "the actual, not the requested"
+        );
+    }
+
+    #[test]
+    fn the_feed_period_follows_the_actual_timeout() {
+        assert_eq!(
+            feed_period(Duration::from_secs(1)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(feed_period(Duration::from_secs(8)), Duration::from_secs(2));
+        assert_eq!(
+            feed_period(Duration::from_secs(60)),
+            Duration::from_secs(10)
+        );
+
+        // Requested 1s (period 500ms) but the device runs 8s: fed every 2s,
+        // so only the first feed within 1.2s.
+        let path = temp_device("period");
+        let w = Watchdog::open_with(path.to_str().unwrap(), Duration::from_secs(1), |_, _| Ok(8))
+            .unwrap();
+        assert_eq!(w.feed_period(), Duration::from_secs(2));
+        std::thread::sleep(Duration::from_millis(1_200));
+        w.stop_feeding();
+        let out = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(out, vec![0], "one feed, not one per 500ms");
+
+        // A device that is shorter than requested: fed at its own pace.
+        let path = temp_device("shorter");
+        let w = Watchdog::open_with(path.to_str().unwrap(), Duration::from_secs(60), |_, _| {
+            Ok(4)
+        })
+        .unwrap();
+        w.disarm();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(w.timeout(), Duration::from_secs(4));
+        assert_eq!(w.feed_period(), Duration::from_secs(1));
+    }
+
+    /// Feeds at the shortest period (a 1s device: every 500ms) for 1.2s,
+    /// then `stop`s and waits more than a period.
+    fn fed(name: &str, stop: impl FnOnce(&Watchdog)) -> Vec<u8> {
+        let path = temp_device(name);
+        let w = Watchdog::open_with(path.to_str().unwrap(), Duration::from_secs(1), |_, s| Ok(s))
+            .unwrap();
+        assert_eq!(w.feed_period(), Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(1_200));
         stop(&w);
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(700));
         let out = std::fs::read(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         out
