@@ -147,6 +147,8 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
                 key: key.clone(),
                 nonces: Arc::new(std::sync::Mutex::new(NonceCache::default())),
                 api_timeout: config.agent.api_check_timeout,
+                fresh_within: config.agent.api_check_interval,
+                health: health.clone(),
                 metrics: metrics.clone(),
             });
             let mut rx = shutdown_rx.clone();
@@ -168,6 +170,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
             key,
             metrics: metrics.clone(),
             shared: shared.clone(),
+            health: health.clone(),
             watchdog,
         }
         .run(shutdown_rx.clone()),
