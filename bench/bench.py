@@ -61,10 +61,10 @@ def log(msg):
 # ------------------------------------------------------------------ profiles --
 
 # Self-fence timings of the agents (exec: self-fence, as in the e2e tests).
-SF_DEFAULT = []  # the agent's documented defaults: safe time 160 s
+SF_DEFAULT = []  # the agent's documented defaults: safe time 45 s
 SF_TIGHT = [
     "--api-check-interval", "1s",
-    "--api-check-timeout", "1s",
+    "--api-check-timeout", "500ms",
     "--api-failure-threshold", "3",
     "--peer-silence-timeout", "3s",
     "--watchdog-timeout", "5s",
@@ -88,10 +88,10 @@ PROFILES = {
         "unreachable": 20.0,
         "fence_timeout": 40.0,
         "healthy_after": 30.0,
-        "leader_lease": 15.0,
-        "safe_time": 160.0,
-        "safe_time_terms": "max(20 + 30, 20) + 20 + 60 + 30",
-        "deadline": 330.0,
+        "leader_lease": 12.0,
+        "safe_time": 45.0,
+        "safe_time_terms": "heartbeat 10 + detect 17 + consultation 3 + watchdog 10 + margin 5",
+        "deadline": 200.0,
     },
     "default-fence-command": {
         "cluster": "default",
@@ -102,31 +102,8 @@ PROFILES = {
         "unreachable": 20.0,
         "fence_timeout": 40.0,
         "healthy_after": 30.0,
-        "leader_lease": 15.0,
+        "leader_lease": 12.0,
         "safe_time": None,
-        "deadline": 200.0,
-    },
-    # Default node Lease and agent timings, but self-fence timings for a 10 s
-    # hardware watchdog: safe time 50 s (see docs/benchmarks/README.md).
-    "default-tuned": {
-        "cluster": "default",
-        "title": "defaults, self-fencing with a 10 s watchdog",
-        "args": ["--strategy", "out-of-service"],
-        "self_fence": [
-            "--api-check-interval", "2s",
-            "--api-check-timeout", "2s",
-            "--api-failure-threshold", "3",
-            "--peer-silence-timeout", "10s",
-            "--watchdog-timeout", "10s",
-            "--safe-time-margin", "12s",
-        ],
-        "fence_command": False,
-        "unreachable": 20.0,
-        "fence_timeout": 40.0,
-        "healthy_after": 30.0,
-        "leader_lease": 15.0,
-        "safe_time": 50.0,
-        "safe_time_terms": "max(2 × 3 + 2 + 10, 20) + (2 + 3 × 2) + 10 + 12",
         "deadline": 200.0,
     },
     "tight": {
@@ -134,7 +111,8 @@ PROFILES = {
         "title": "tight, self-fencing (exec)",
         "args": [
             "--unreachable-after", "6s", "--fence-timeout", "10s", "--healthy-after", "5s",
-            "--leader-lease-duration", "8s", "--strategy", "out-of-service",
+            "--leader-lease-duration", "8s", "--node-heartbeat-interval", "3s",
+            "--strategy", "out-of-service",
         ],
         "self_fence": SF_TIGHT,
         "fence_command": False,
@@ -142,8 +120,8 @@ PROFILES = {
         "fence_timeout": 10.0,
         "healthy_after": 5.0,
         "leader_lease": 8.0,
-        "safe_time": 19.0,
-        "safe_time_terms": "max(4 + 3, 6) + 4 + 5 + 3",
+        "safe_time": 18.0,
+        "safe_time_terms": "heartbeat 3 + detect 5.5 + consultation 1.5 + watchdog 5 + margin 3",
         "deadline": 150.0,
     },
     "tight-fence-command": {
@@ -151,7 +129,8 @@ PROFILES = {
         "title": "tight, --fence-command",
         "args": [
             "--unreachable-after", "6s", "--fence-timeout", "10s", "--healthy-after", "5s",
-            "--leader-lease-duration", "8s", "--strategy", "out-of-service",
+            "--leader-lease-duration", "8s", "--node-heartbeat-interval", "3s",
+            "--strategy", "out-of-service",
         ],
         "self_fence": None,
         "fence_command": True,
@@ -1062,7 +1041,7 @@ def main():
                     help="comma-separated sections: control, ttr-tight, failover, api, ttr-default, scale, "
                     "scale-static-peers (not in the default set)")
     ap.add_argument("--profiles-tight", default="tight,tight-fence-command")
-    ap.add_argument("--profiles-default", default="default,default-tuned,default-fence-command")
+    ap.add_argument("--profiles-default", default="default,default-fence-command")
     ap.add_argument("--control-window", type=float, default=120.0)
     ap.add_argument("--api-window", type=float, default=60.0)
     ap.add_argument("--scale-sizes", default="10,100,1000")

@@ -42,9 +42,21 @@ use crate::ops::{Health, Metrics};
 /// sample with a probability that falls fast with f (about 1e-10 for f = 10%,
 /// 1e-5 for f = 20% with one batch); larger groups trip the storm guard.
 pub const PEER_BATCH: usize = 32;
-/// Peer list refreshed from the API this often (a paged metadata-only list:
-/// N agents cost N/300 lists per second, at most [`PEER_PAGE`] Nodes per page).
+/// Peer list refreshed from the API this often at steady state (a paged
+/// metadata-only list: N agents cost N/300 lists per second, at most
+/// [`PEER_PAGE`] Nodes per page).
 pub const PEER_REFRESH: Duration = Duration::from_secs(300);
+/// First refresh interval after start: the other agents of a DaemonSet
+/// rollout advertise themselves over the next minutes, so the interval
+/// starts short and doubles up to [`PEER_REFRESH`]. (An agent that knew
+/// only the peers present at its own start would take a later outage for
+/// isolation: rule 5.)
+pub const PEER_REFRESH_FIRST: Duration = Duration::from_secs(5);
+
+/// The refresh interval after `previous` (None: the first refresh).
+pub fn next_peer_refresh(previous: Option<Duration>) -> Duration {
+    previous.map_or(PEER_REFRESH_FIRST, |d| (d * 2).min(PEER_REFRESH))
+}
 /// Nodes per page of the peer discovery list (bounds the agent's memory).
 pub const PEER_PAGE: u32 = 200;
 /// The advertisement is re-written at least this often (if it was removed).
@@ -128,7 +140,8 @@ struct LoopState {
     peers: Vec<String>,
     /// Next peer to ask.
     cursor: usize,
-    peers_at: Option<Instant>,
+    /// When the peers are to be refreshed next, and the interval that led there.
+    peers_due: Option<(Instant, Duration)>,
     advertised: Option<(String, Instant)>,
     last_verdict: Option<Verdict>,
     fenced: bool,
@@ -236,7 +249,7 @@ impl Guardian {
     async fn refresh_peers(&self, st: &mut LoopState) {
         if !self.cfg.static_peers.is_empty() {
             st.peers = self.cfg.static_peers.clone();
-            st.peers_at = Some(Instant::now());
+            st.peers_due = Some((Instant::now() + PEER_REFRESH, PEER_REFRESH));
             return;
         }
         let api: Api<Node> = Api::all(self.client.clone());
@@ -276,7 +289,8 @@ impl Guardian {
             tracing::info!(peers = ?peers, "peers discovered");
         }
         st.peers = peers;
-        st.peers_at = Some(Instant::now());
+        let every = next_peer_refresh(st.peers_due.map(|(_, d)| d));
+        st.peers_due = Some((Instant::now() + every, every));
     }
 
     /// Ask the next batch of peers (concurrently, each for at most the
@@ -378,7 +392,7 @@ impl Guardian {
             asked: BTreeMap::new(),
             peers: Vec::new(),
             cursor: 0,
-            peers_at: None,
+            peers_due: None,
             advertised: None,
             last_verdict: None,
             fenced: false,
@@ -461,10 +475,7 @@ impl Guardian {
                     }
                 }
             }
-            if st
-                .peers_at
-                .is_none_or(|t| now.duration_since(t) >= PEER_REFRESH)
-            {
+            if st.peers_due.is_none_or(|(due, _)| now >= due) {
                 self.refresh_peers(st).await;
             }
         }
@@ -594,6 +605,18 @@ mod tests {
 
     fn addrs(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("10.0.0.{i}:9747")).collect()
+    }
+
+    #[test]
+    fn peer_refresh_starts_short_and_backs_off() {
+        let mut d = None;
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let next = next_peer_refresh(d);
+            seen.push(next.as_secs());
+            d = Some(next);
+        }
+        assert_eq!(seen, [5, 10, 20, 40, 80, 160, 300, 300, 300, 300]);
     }
 
     #[test]

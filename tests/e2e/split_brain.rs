@@ -374,7 +374,6 @@ async fn split_brain_partition_self_fences_first() {
 /// failure threshold: the agents see a control-plane outage through their
 /// peers; nobody fences itself and no node is fenced after it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known defect: an agent can still fence itself during a full API outage when its peers' answers (which wait on their own API check) time out; run with --ignored"]
 async fn split_brain_api_outage_fences_nobody() {
     // The default --unreachable-after (20s): after the outage the kubelets
     // (here kwok, which backs off while the API is gone) need a few seconds

@@ -42,10 +42,13 @@ pub const LEADER_LEASE: &str = "kube-fencer-leader";
 pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
 
 /// Agent timings scaled down for tests: the kwok lease is 10 s (renewed every
-/// ~2.5 s) so a node is considered unreachable after 6 s without a renewal.
+/// ~2.5 s, hence a 3 s heartbeat interval in the safe time) so a node is
+/// considered unreachable after 6 s without a renewal.
 pub const FAST_AGENT_ARGS: &[&str] = &[
     "--unreachable-after",
     "6s",
+    "--node-heartbeat-interval",
+    "3s",
     "--fence-timeout",
     "10s",
     "--healthy-after",

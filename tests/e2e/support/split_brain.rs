@@ -17,12 +17,14 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::{Cluster, free_port, say};
 
-/// Short self-fence timings: safe time = max(detect (1s×3+1s) + silence 3s,
-/// unreachable-after 6s) + round (1s+3×1s) + exec bound 5s + margin 2s =
-/// 18s after the last heartbeat with FAST_AGENT_ARGS.
+/// Short self-fence timings. With FAST_AGENT_ARGS (heartbeat interval 3s,
+/// unreachable-after 6s): peer wait a = 0.5s + 1s, check spacing p = 2s,
+/// verdict at max(3 + 1 + 2×2 + 0.5 + 1.5, 6 + 2 + 0.5 + 1.5) = 10s, + exec
+/// bound 5s + margin 2s = a safe time 17s after the last heartbeat
+/// (`src/decide/safetime.rs`).
 pub const SELF_FENCE_TIMINGS: &[(&str, &str)] = &[
     ("--api-check-interval", "1s"),
-    ("--api-check-timeout", "1s"),
+    ("--api-check-timeout", "500ms"),
     ("--api-failure-threshold", "3"),
     ("--peer-silence-timeout", "3s"),
     ("--watchdog-timeout", "5s"),
