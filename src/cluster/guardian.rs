@@ -249,6 +249,9 @@ impl Guardian {
     async fn refresh_peers(&self, st: &mut LoopState) {
         if !self.cfg.static_peers.is_empty() {
             st.peers = self.cfg.static_peers.clone();
+            self.metrics
+                .peers
+                .set(i64::try_from(st.peers.len()).unwrap_or(i64::MAX));
             st.peers_due = Some((Instant::now() + PEER_REFRESH, PEER_REFRESH));
             return;
         }
@@ -286,8 +289,16 @@ impl Guardian {
         peers.dedup();
         peer_order(&self.node, &mut peers);
         if peers != st.peers {
-            tracing::info!(peers = ?peers, "peers discovered");
+            tracing::info!(count = peers.len(), "peers discovered");
         }
+        if peers.is_empty() && self.cfg.self_fence != SelfFence::None {
+            tracing::warn!(
+                "no peers known yet: if the API server became unreachable now, this agent could not tell an outage from isolation and would fence its node"
+            );
+        }
+        self.metrics
+            .peers
+            .set(i64::try_from(peers.len()).unwrap_or(i64::MAX));
         st.peers = peers;
         let every = next_peer_refresh(st.peers_due.map(|(_, d)| d));
         st.peers_due = Some((Instant::now() + every, every));

@@ -375,10 +375,13 @@ async fn split_brain_partition_self_fences_first() {
 /// peers; nobody fences itself and no node is fenced after it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_brain_api_outage_fences_nobody() {
-    // The default --unreachable-after (20s): after the outage the kubelets
-    // (here kwok, which backs off while the API is gone) need a few seconds
-    // to renew again, and the fast test value (6s) would race them.
-    let overrides = [("--unreachable-after", "20s"), ("--fence-timeout", "25s")];
+    // After the outage the simulated kubelets (kwok, whose requests hung
+    // while the API server was stopped and which then backs off) took up to
+    // ~25s to renew their Leases again; a node whose heartbeat stays away
+    // that long after the API returns is legitimately suspect. This scenario
+    // is about the agents' verdicts, so the leader gets a --unreachable-after
+    // (40s) that outlasts kwok's back-off, and the hold below outlasts it.
+    let overrides = [("--unreachable-after", "40s"), ("--fence-timeout", "45s")];
     for (flag, _) in overrides {
         assert!(
             FAST_AGENT_ARGS.contains(&flag),
@@ -387,8 +390,27 @@ async fn split_brain_api_outage_fences_nobody() {
     }
     let args = fast_agent_args(&overrides);
     let (cluster, _victim, _uid) = setup(&args).await;
-    for n in cluster.node_names().await.unwrap() {
-        cluster.wait_advertised(&n).await;
+    let nodes = cluster.node_names().await.unwrap();
+    for n in &nodes {
+        cluster.wait_advertised(n).await;
+    }
+    // Every agent must know its peers before the outage (an agent that knows
+    // none cannot tell an outage from isolation, and fences: that is right).
+    let want = format!("kube_fencer_peers {}", nodes.len() - 1);
+    for n in &nodes {
+        cluster
+            .wait_until(
+                &format!("the agent of {n} to know its peers"),
+                Duration::from_secs(60),
+                async || {
+                    Ok(cluster
+                        .agent_metrics(n)?
+                        .lines()
+                        .any(|l| l == want)
+                        .then_some(()))
+                },
+            )
+            .await;
     }
     let before = cluster.pod_uids().await.unwrap();
     cluster.pause_apiserver(true).unwrap();
@@ -397,7 +419,7 @@ async fn split_brain_api_outage_fences_nobody() {
     cluster
         .hold_for(
             "no node fenced, no pod replaced after the outage",
-            Duration::from_secs(30),
+            Duration::from_secs(45),
             async || {
                 for n in cluster.node_names().await? {
                     let node = cluster.node(&n).await?;
