@@ -348,3 +348,31 @@ fn safe_times_are_reported_only_for_fencing_nodes() {
         testutil::mono(30) + Duration::from_secs(41)
     );
 }
+
+#[test]
+fn a_fencing_record_delayed_by_the_storm_guard_delays_the_safe_time() {
+    // n1 and n2 die together: the storm guard (1 allowed) holds both. When n2
+    // comes back the guard releases, and n1 is only then recorded Fencing.
+    // Its agent, if it still reaches its peers, learns "you are being fenced"
+    // only from that record on: the safe time counts from the record, not
+    // from heartbeat + --unreachable-after (long past by then).
+    let mut s = settings();
+    s.max_unhealthy = MaxUnhealthy::Count(1);
+    let mut sim = cluster_with(s);
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.kill("n2");
+    sim.run_until(100);
+    assert!(
+        sim.record("n1").valid().is_none(),
+        "held by the storm guard"
+    );
+    sim.reconnect("n2");
+    sim.run_until(300);
+    let begun = sim.updates("n1", NodeIntent::BeginFencing);
+    assert_eq!(begun.len(), 1, "{begun:?}");
+    let marked = sim.updates("n1", mark());
+    assert_eq!(marked.len(), 1, "{marked:?}");
+    // Recorded at F: reported = F + p 3 + t 1 + a 2; + watchdog 10 + margin 5.
+    assert_eq!(marked[0], begun[0] + 21, "begun at {}", begun[0]);
+}
