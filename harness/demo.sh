@@ -45,12 +45,12 @@ if ((FAST)); then
   LEASE=10
   GRACE=10s
   UNREACHABLE=6
-  AGENT_ARGS=(--unreachable-after 6s --fence-timeout 10s --healthy-after 5s --max-unhealthy "$MAX_UNHEALTHY" --leader-lease-duration 8s)
+  AGENT_ARGS=(--unreachable-after 6s --fence-timeout 10s --healthy-after 5s --max-unhealthy "$MAX_UNHEALTHY" --leader-lease-duration 8s --node-heartbeat-interval 3s)
 else
   LEASE=40
   GRACE=40s
   UNREACHABLE=20
-  AGENT_ARGS=(--unreachable-after 20s --fence-timeout 40s --healthy-after 30s --max-unhealthy "$MAX_UNHEALTHY" --leader-lease-duration 15s)
+  AGENT_ARGS=(--unreachable-after 20s --fence-timeout 40s --healthy-after 30s --max-unhealthy "$MAX_UNHEALTHY" --leader-lease-duration 12s)
 fi
 AGENT_ARGS+=(--strategy out-of-service)
 # All agents share one host here: no peer endpoint (the demo fences externally).
