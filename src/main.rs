@@ -167,7 +167,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
             client: client.clone(),
             node: config.node_name().to_string(),
             cfg: config.agent.clone(),
-            key,
+            key: key.clone(),
             metrics: metrics.clone(),
             shared: shared.clone(),
             health: health.clone(),
@@ -183,6 +183,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
         health,
         events,
         self_fence: Arc::new(guardian::Hook(shared)),
+        peer_key: key,
     };
     let agent = tokio::spawn(agent.run(shutdown_rx));
 

@@ -44,6 +44,7 @@ pub struct Agent {
     pub health: Health,
     pub events: EventSink,
     pub self_fence: Arc<dyn SelfFence>,
+    pub peer_key: Option<peer_auth::PeerKey>,
 }
 
 impl Agent {
@@ -56,6 +57,7 @@ impl Agent {
             health,
             events,
             self_fence,
+            peer_key,
         } = self;
         let own_node = tokio::spawn(own_node::watch_own_node(
             client.clone(),
@@ -77,6 +79,7 @@ impl Agent {
             announce,
             fence_command: config.fence_command.clone(),
             fence_command_timeout: config.fence_command_timeout,
+            peer_key,
         };
         let leader_task: election::LeaderTask = Box::new(move |leadership| {
             let mut leader = leader_template.clone();

@@ -19,6 +19,8 @@ use super::executor::{Deleted, Executor, NodeWrite};
 use super::facts::trim_node;
 use super::fence_command::{self, FenceCommands};
 use super::index::Index;
+use super::peer_auth::PeerKey;
+use super::peers;
 use super::pods::PodCache;
 use crate::decide::dryrun::Overlay;
 use crate::decide::patch::Skip;
@@ -54,7 +56,13 @@ pub struct Leader {
     /// `--fence-command` and its timeout.
     pub fence_command: Option<String>,
     pub fence_command_timeout: Duration,
+    /// The peer key: with it, the leader asks the agent of a node it begins
+    /// to fence whether it is alive and connected (a contradiction).
+    pub peer_key: Option<PeerKey>,
 }
+
+/// How long the leader waits for a node's agent when it checks for a contradiction.
+const CONTRADICTION_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct PassOutcome {
@@ -434,6 +442,9 @@ impl Leader {
                                 action_name(intent),
                                 why,
                             );
+                            if *intent == NodeIntent::BeginFencing {
+                                self.check_contradiction(node, &facts, extra.uid.as_deref());
+                            }
                             trim_node(&mut written);
                             st.index.upsert_node(&written, Instant::now());
                             st.pods.invalidate_node(node);
@@ -634,6 +645,45 @@ impl Leader {
             }
         }
         wrote
+    }
+
+    /// A node whose Lease went stale may still run a connected agent (its
+    /// kubelet died or hangs). Ask that agent, and if it answers that it
+    /// reaches the API server, say so: the heartbeat and the agent contradict
+    /// each other. The leader does not race the agent: the Fencing record it
+    /// just wrote is what makes that agent fence itself (rule 1), and the
+    /// node is marked fenced only after its safe time, as for any other.
+    fn check_contradiction(&self, node: &str, facts: &decide::NodeFacts, uid: Option<&str>) {
+        let (Some(key), Some(addr)) = (
+            self.peer_key.clone(),
+            facts.agent.valid().and_then(|a| a.peer_address.clone()),
+        ) else {
+            return;
+        };
+        let question = peers::Question {
+            from: self.settings.self_node.clone(),
+            node: node.to_string(),
+        };
+        let (events, metrics) = (self.events.clone(), self.metrics.clone());
+        let (node, uid) = (node.to_string(), uid.map(str::to_string));
+        tokio::spawn(async move {
+            let answer = peers::ask_peer(&addr, &key, &question, CONTRADICTION_ASK_TIMEOUT).await;
+            if let Ok(a) = answer
+                && a.api_reachable
+            {
+                metrics.contradictions.inc();
+                let message = format!(
+                    "node {node}'s Lease is stale, yet its kube-fencer agent answers and reaches the API server (kubelet stopped or stuck?); its agent fences itself on the Fencing record, and the node is marked fenced only after its safe time"
+                );
+                tracing::warn!(node = %node, "{message}");
+                events.warning(
+                    node_ref(&node, uid.as_deref()),
+                    "AgentConnectedLeaseStale",
+                    "BeginFencing",
+                    &message,
+                );
+            }
+        });
     }
 
     /// Gauges, storm-guard edge and deduplicated warnings.

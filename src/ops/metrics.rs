@@ -24,6 +24,7 @@
 //! | `kube_fencer_fence_commands_total` | counter | `result` (`success`, `failure`, `timeout`) | External fence command runs. |
 //! | `kube_fencer_self_fence_state` | gauge | `state` | This agent's self-fence verdict (`healthy`, `consulting`, `outage`, `self_fencing`): 1 for the current one. |
 //! | `kube_fencer_api_check_failures` | gauge | | This agent's consecutive failed API checks. |
+//! | `kube_fencer_contradictions_total` | counter | | Nodes whose Lease went stale while their agent answered that it reaches the API server (kubelet stopped or stuck). |
 //! | `kube_fencer_peers` | gauge | | Peers this agent knows (and would ask if it lost the API). 0 with a self-fence action: any API outage looks like isolation. |
 //! | `kube_fencer_peer_requests_total` | counter | `direction` (`in`, `out`), `result` | Peer requests served and made (`ok`, `bad_mac`, `stale`, `replay`, `error`). |
 
@@ -70,6 +71,7 @@ pub struct Metrics {
     pub self_fence_state: IntGaugeVec,
     pub api_check_failures: IntGauge,
     pub peers: IntGauge,
+    pub contradictions: IntCounter,
     pub peer_requests: IntCounterVec,
 }
 
@@ -302,6 +304,14 @@ impl Metrics {
                 IntGauge::new(
                     "kube_fencer_api_check_failures",
                     "This agent's consecutive failed API checks.",
+                )
+                .unwrap(),
+            ),
+            contradictions: reg(
+                &registry,
+                IntCounter::new(
+                    "kube_fencer_contradictions_total",
+                    "Nodes begun to be fenced whose agent answered that it reaches the API server.",
                 )
                 .unwrap(),
             ),

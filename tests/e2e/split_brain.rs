@@ -447,3 +447,53 @@ async fn split_brain_api_outage_fences_nobody() {
         "the agents recognised the outage"
     );
 }
+
+/// (f) The kubelet dies, the agent lives: the Lease goes stale while the
+/// node's agent still reaches the API server. The leader asks that agent,
+/// says so (Event `AgentConnectedLeaseStale`), and does not race it: the
+/// agent fences itself on seeing the Fencing record, and only then is the
+/// node marked fenced and its pod replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_brain_kubelet_dead_agent_alive() {
+    let (cluster, victim, uid) = setup(FAST_AGENT_ARGS).await;
+    cluster.stop_node(&victim).expect("stop the kubelet only");
+    say(format!(
+        "{victim}: kubelet (kwok) stopped, agent still running"
+    ));
+    wait_phase(&cluster, &victim, "fencing", Duration::from_secs(30)).await;
+    cluster
+        .wait_until(
+            "an AgentConnectedLeaseStale Event",
+            Duration::from_secs(30),
+            async || {
+                Ok(events_json(&cluster)
+                    .contains("AgentConnectedLeaseStale")
+                    .then_some(()))
+            },
+        )
+        .await;
+    let t_deleted = cluster
+        .wait_until("db-1 force-deleted", Duration::from_secs(90), async || {
+            let p = cluster.pod(NS, "db-1").await?;
+            Ok(match p {
+                Some(p) if pod_uid(&p) == uid => None,
+                _ => Some(unix_now_f64()),
+            })
+        })
+        .await;
+    let fenced = cluster.self_fence_times(&victim);
+    let first = *fenced.first().expect("the victim's agent fenced itself");
+    assert!(
+        first < t_deleted,
+        "self-fence ({first}) must come before the force-deletion ({t_deleted})"
+    );
+    let marks = std::fs::read_to_string(cluster.self_fence_marker(&victim)).unwrap();
+    assert!(
+        marks.contains("own Node carries a kube-fencer record"),
+        "fenced on its own record (rule 1): {marks}"
+    );
+    assert!(
+        all_agent_logs(&cluster).contains("yet its kube-fencer agent answers"),
+        "the leader logs the contradiction"
+    );
+}
