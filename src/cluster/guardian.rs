@@ -58,7 +58,7 @@ pub fn next_peer_refresh(previous: Option<Duration>) -> Duration {
     previous.map_or(PEER_REFRESH_FIRST, |d| (d * 2).min(PEER_REFRESH))
 }
 /// Nodes per page of the peer discovery list (bounds the agent's memory).
-pub const PEER_PAGE: u32 = 200;
+pub const PEER_PAGE: u32 = 100;
 /// The advertisement is re-written at least this often (if it was removed).
 pub const READVERTISE: Duration = Duration::from_secs(300);
 
