@@ -350,7 +350,7 @@ def render(facts):
         fol = [a for a in r["agents"].values() if a["role"] != "leader"] if r else []
         if fol or (bigpeak is not None and bigpeak > 20):
             txt = ("**What makes a follower grow with the cluster.** A follower discovers its peers with a paged "
-                   "metadata-only Node list (200 per page) 5 s after start, then at doubling intervals up to "
+                   "metadata-only Node list (100 per page) 5 s after start, then at doubling intervals up to "
                    "every 5 min, and keeps only the peer addresses, so its peak should be bounded by the page "
                    "size, not the cluster size. (It replaced one unpaged list of all Nodes, with which an earlier "
                    "run measured 29.3 MiB follower RSS at 1000 nodes, against 12.7 MiB with a fixed `--peers` "
