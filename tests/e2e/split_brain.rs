@@ -35,6 +35,24 @@ async fn db1_kept(cluster: &Cluster, uid: &str) -> anyhow::Result<Result<(), Str
     })
 }
 
+/// Wait until `pod` is no longer the pod `uid`; returns when that was seen
+/// (unix seconds).
+async fn wait_pod_deleted(cluster: &Cluster, pod: &str, uid: &str) -> f64 {
+    cluster
+        .wait_until(
+            &format!("{pod} force-deleted by the leader"),
+            Duration::from_secs(90),
+            async || {
+                let p = cluster.pod(NS, pod).await?;
+                Ok(match p {
+                    Some(p) if pod_uid(&p) == uid => None,
+                    _ => Some(unix_now_f64()),
+                })
+            },
+        )
+        .await
+}
+
 async fn wait_phase(cluster: &Cluster, node: &str, want: &str, within: Duration) {
     cluster
         .wait_until(&format!("{node} in phase {want}"), within, async || {
@@ -339,19 +357,7 @@ async fn split_brain_partition_self_fences_first() {
     cluster.stop_node(&victim).unwrap();
     say(format!("{victim} partitioned"));
 
-    let t_deleted = cluster
-        .wait_until(
-            "db-1 force-deleted by the leader",
-            Duration::from_secs(90),
-            async || {
-                let p = cluster.pod(NS, "db-1").await?;
-                Ok(match p {
-                    Some(p) if pod_uid(&p) == uid => None,
-                    _ => Some(unix_now_f64()),
-                })
-            },
-        )
-        .await;
+    let t_deleted = wait_pod_deleted(cluster, "db-1", &uid).await;
     let fenced = cluster.self_fence_times(&victim);
     say(format!(
         "self-fenced at +{:?}s, pod deleted at +{:.1}s after the partition",
@@ -455,7 +461,17 @@ async fn split_brain_api_outage_fences_nobody() {
 /// node marked fenced and its pod replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_brain_kubelet_dead_agent_alive() {
-    let (cluster, victim, uid) = setup(FAST_AGENT_ARGS).await;
+    // The victim must not be the leader: its agent stays alive, and a leader
+    // never fences its own node.
+    let s = Scenario::new(NS)
+        .agents(FAST_AGENT_ARGS)
+        .leader_within(Duration::from_secs(60))
+        .start()
+        .await;
+    let (pod, victim) = s.victim_off_leader();
+    let cluster = s.cluster;
+    let uid = pod_uid(&cluster.pod(NS, &pod).await.unwrap().unwrap());
+    cluster.wait_advertised(&victim).await;
     cluster.stop_node(&victim).expect("stop the kubelet only");
     say(format!(
         "{victim}: kubelet (kwok) stopped, agent still running"
@@ -472,15 +488,7 @@ async fn split_brain_kubelet_dead_agent_alive() {
             },
         )
         .await;
-    let t_deleted = cluster
-        .wait_until("db-1 force-deleted", Duration::from_secs(90), async || {
-            let p = cluster.pod(NS, "db-1").await?;
-            Ok(match p {
-                Some(p) if pod_uid(&p) == uid => None,
-                _ => Some(unix_now_f64()),
-            })
-        })
-        .await;
+    let t_deleted = wait_pod_deleted(&cluster, &pod, &uid).await;
     let fenced = cluster.self_fence_times(&victim);
     let first = *fenced.first().expect("the victim's agent fenced itself");
     assert!(
