@@ -71,6 +71,13 @@ SF_TIGHT = [
     "--safe-time-margin", "3s",
 ]
 
+# The leader's timings on the tight cluster (node Lease 10 s, renewed every 2.5 s).
+TIGHT_ARGS = [
+    "--unreachable-after", "6s", "--fence-timeout", "10s", "--healthy-after", "5s",
+    "--leader-lease-duration", "8s", "--node-heartbeat-interval", "3s",
+    "--strategy", "out-of-service",
+]
+
 CLUSTERS_CFG = {
     # kubelet defaults: 40 s node Lease (renewed every 10 s), 40 s grace period
     "default": {"lease": 40, "grace": "40s", "nodes": 4},
@@ -109,11 +116,7 @@ PROFILES = {
     "tight": {
         "cluster": "tight",
         "title": "tight, self-fencing (exec)",
-        "args": [
-            "--unreachable-after", "6s", "--fence-timeout", "10s", "--healthy-after", "5s",
-            "--leader-lease-duration", "8s", "--node-heartbeat-interval", "3s",
-            "--strategy", "out-of-service",
-        ],
+        "args": TIGHT_ARGS,
         "self_fence": SF_TIGHT,
         "fence_command": False,
         "unreachable": 6.0,
@@ -127,11 +130,7 @@ PROFILES = {
     "tight-fence-command": {
         "cluster": "tight",
         "title": "tight, --fence-command",
-        "args": [
-            "--unreachable-after", "6s", "--fence-timeout", "10s", "--healthy-after", "5s",
-            "--leader-lease-duration", "8s", "--node-heartbeat-interval", "3s",
-            "--strategy", "out-of-service",
-        ],
+        "args": TIGHT_ARGS,
         "self_fence": None,
         "fence_command": True,
         "unreachable": 6.0,

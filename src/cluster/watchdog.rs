@@ -20,7 +20,8 @@ use std::time::Duration;
 /// Linux ioctl request encoding (`_IOC` in `<asm-generic/ioctl.h>`), with
 /// the architectures that use other direction values and size widths.
 mod ioc {
-    #[cfg(any(
+    /// powerpc, mips and sparc encode directions and sizes differently.
+    const ALT: bool = cfg!(any(
         target_arch = "powerpc",
         target_arch = "powerpc64",
         target_arch = "mips",
@@ -29,39 +30,21 @@ mod ioc {
         target_arch = "mips64r6",
         target_arch = "sparc",
         target_arch = "sparc64"
-    ))]
-    mod arch {
-        pub const SIZEBITS: u32 = 13;
-        pub const READ: u32 = 2;
-        pub const WRITE: u32 = 4;
-    }
-    #[cfg(not(any(
-        target_arch = "powerpc",
-        target_arch = "powerpc64",
-        target_arch = "mips",
-        target_arch = "mips32r6",
-        target_arch = "mips64",
-        target_arch = "mips64r6",
-        target_arch = "sparc",
-        target_arch = "sparc64"
-    )))]
-    mod arch {
-        pub const SIZEBITS: u32 = 14;
-        pub const READ: u32 = 2;
-        pub const WRITE: u32 = 1;
-    }
-    pub use arch::{READ, WRITE};
+    ));
+    const SIZEBITS: u32 = if ALT { 13 } else { 14 };
+    pub const READ: u32 = 2;
+    pub const WRITE: u32 = if ALT { 4 } else { 1 };
 
     const NRBITS: u32 = 8;
     const TYPEBITS: u32 = 8;
     const NRSHIFT: u32 = 0;
     const TYPESHIFT: u32 = NRSHIFT + NRBITS;
     const SIZESHIFT: u32 = TYPESHIFT + TYPEBITS;
-    const DIRSHIFT: u32 = SIZESHIFT + arch::SIZEBITS;
+    const DIRSHIFT: u32 = SIZESHIFT + SIZEBITS;
 
     /// `_IOC(dir, type, nr, size)`.
     pub const fn ioc(dir: u32, ty: u8, nr: u8, size: usize) -> u32 {
-        assert!(size < (1 << arch::SIZEBITS));
+        assert!(size < (1 << SIZEBITS));
         (dir << DIRSHIFT) | ((size as u32) << SIZESHIFT) | ((ty as u32) << TYPESHIFT) | (nr as u32)
     }
 }
