@@ -689,13 +689,23 @@ fn parse_max_unhealthy(value: &str) -> Result<MaxUnhealthy, ConfigError> {
         invalid(
             "max-unhealthy",
             value,
-            "expected a percentage from 1% to 100% (such as 40%) or a node count of at least 1 (such as 3)",
+            "expected a percentage from 1% to 49% (such as 40%) or a node count of at least 1 (such as 3)",
         )
     };
     let v = value.trim();
     if let Some(p) = v.strip_suffix('%') {
         let n: u32 = p.trim().parse().map_err(|_| err())?;
-        if !(1..=100).contains(&n) {
+        if (50..=100).contains(&n) {
+            // The agents take "most of my peers cannot reach the API either"
+            // for a control-plane outage; a group the leader may fence must
+            // never be that many (a count is capped at each decision instead).
+            return Err(invalid(
+                "max-unhealthy",
+                value,
+                "must stay below 50% of the nodes: a group of half the nodes or more cut off together would take itself for a control-plane outage and not fence itself (counts are capped below half at each decision)",
+            ));
+        }
+        if !(1..=49).contains(&n) {
             return Err(err());
         }
         Ok(MaxUnhealthy::Percent(n))
@@ -1027,7 +1037,7 @@ mod tests {
 
     #[test]
     fn max_unhealthy_values() {
-        let expected = "expected a percentage from 1% to 100% (such as 40%) or a node count of at least 1 (such as 3)";
+        let expected = "expected a percentage from 1% to 49% (such as 40%) or a node count of at least 1 (such as 3)";
         for bad in ["0", "0%", "101%", "abc", "-1", "4.5%", "%", ""] {
             let arg = format!("--max-unhealthy={bad}");
             assert_eq!(
@@ -1041,10 +1051,20 @@ mod tests {
                 .settings
                 .max_unhealthy
         };
-        assert_eq!(ok("100%"), MaxUnhealthy::Percent(100));
+        assert_eq!(ok("49%"), MaxUnhealthy::Percent(49));
         assert_eq!(ok("1%"), MaxUnhealthy::Percent(1));
         assert_eq!(ok("1"), MaxUnhealthy::Count(1));
         assert_eq!(ok("250"), MaxUnhealthy::Count(250));
+    }
+
+    #[test]
+    fn max_unhealthy_of_half_or_more_is_rejected() {
+        for bad in ["50%", "100%", " 75% "] {
+            let arg = format!("--max-unhealthy={bad}");
+            let e = err(&[&arg]);
+            assert!(e.contains("must stay below 50% of the nodes"), "{bad}: {e}");
+            assert!(e.contains("control-plane outage"), "{bad}: {e}");
+        }
     }
 
     #[test]

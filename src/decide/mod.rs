@@ -474,10 +474,16 @@ pub fn decide(obs: &Observations, now: Now, settings: &Settings) -> Decision {
     // The agent's own node counts: it is one of the cluster's nodes, and
     // leaving it out would make the threshold stricter than the operator set
     // (40% of 3 nodes allows one failure; 40% of the other 2 would allow none).
-    let managed = views.iter().filter(|v| v.scope.counts_for_guard()).count();
+    // One population with the agents' peers (see `guard::in_population`):
+    // nodes with a malformed record count too, and a node without a Lease
+    // counts as unhealthy (nothing shows it alive).
+    let in_population =
+        |v: &&NodeView<'_>| guard::in_settings_population(&v.obs.facts.labels, settings);
+    let managed = views.iter().filter(in_population).count();
     let unhealthy = views
         .iter()
-        .filter(|v| v.scope.counts_for_guard() && v.stale)
+        .filter(in_population)
+        .filter(|v| v.stale || v.obs.heartbeat.is_none())
         .count();
     let mut plan = Plan {
         obs,
