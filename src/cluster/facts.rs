@@ -305,6 +305,7 @@ mod tests {
             tainted: false,
             by: "kube-fencer-x".into(),
             boot_id: None,
+            held_since: None,
         };
         let n = node(json!({
             "metadata": {"name": "n", "annotations": {(decide::STATE_ANNOTATION): decide::record::render(&rec)}},

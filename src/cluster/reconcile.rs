@@ -94,6 +94,8 @@ pub fn operation(intent: &NodeIntent) -> &'static str {
         NodeIntent::BeginFencing => "begin",
         NodeIntent::MarkFenced => "fence",
         NodeIntent::Unfence => "unfence",
+        NodeIntent::HoldFencing => "hold",
+        NodeIntent::RestartFencing => "restart",
     }
 }
 
@@ -106,6 +108,8 @@ pub fn reason(intent: &NodeIntent, before: &RecordState) -> &'static str {
             RecordState::Valid(r) if r.phase == Phase::Fencing => "FencingCancelled",
             _ => "NodeUnfenced",
         },
+        NodeIntent::HoldFencing => "FencingHeld",
+        NodeIntent::RestartFencing => "FencingRestarted",
     }
 }
 
@@ -436,7 +440,12 @@ impl Leader {
                                 .inc();
                             tracing::warn!(node = %node, operation = op, reason, why = %why, "node updated");
                             self.events.warning_or_normal(
-                                matches!(intent, NodeIntent::BeginFencing | NodeIntent::MarkFenced),
+                                matches!(
+                                    intent,
+                                    NodeIntent::BeginFencing
+                                        | NodeIntent::MarkFenced
+                                        | NodeIntent::RestartFencing
+                                ),
                                 node_ref(node, extra.uid.as_deref()),
                                 reason,
                                 action_name(intent),
@@ -754,6 +763,8 @@ pub fn action_name(intent: &NodeIntent) -> &'static str {
         NodeIntent::BeginFencing => "BeginFencing",
         NodeIntent::MarkFenced => "MarkFenced",
         NodeIntent::Unfence => "Unfence",
+        NodeIntent::HoldFencing => "HoldFencing",
+        NodeIntent::RestartFencing => "RestartFencing",
     }
 }
 
@@ -762,6 +773,8 @@ fn describe(intent: &NodeIntent) -> &'static str {
         NodeIntent::BeginFencing => "record fencing and cordon the node",
         NodeIntent::MarkFenced => "mark the node fenced",
         NodeIntent::Unfence => "remove kube-fencer's cordon, taint and record",
+        NodeIntent::HoldFencing => "note in the record that the storm guard holds the node",
+        NodeIntent::RestartFencing => "restart the node's fencing from the storm guard's release",
     }
 }
 
@@ -799,6 +812,7 @@ mod tests {
                 tainted: false,
                 by: "x".into(),
                 boot_id: None,
+                held_since: None,
             })
         };
         assert_eq!(

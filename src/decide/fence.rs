@@ -65,6 +65,30 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
                     name,
                     held_message(name, "marking as fenced", &plan.guard, s.max_unhealthy),
                 );
+                if r.held_since.is_none() {
+                    plan.actions.push(Action::UpdateNode {
+                        node: name.to_string(),
+                        intent: NodeIntent::HoldFencing,
+                        why: format!(
+                            "storm guard active ({} of {} unhealthy, {} allowed): its agent may take this for a control-plane outage and not fence itself, so its fencing restarts when the guard releases",
+                            plan.guard.unhealthy, plan.guard.managed, plan.guard.allowed
+                        ),
+                    });
+                }
+                return;
+            }
+            if let Some(held) = r.held_since {
+                // Whatever the node's agent concluded while the guard held
+                // it, the clock of its safe time starts again now.
+                let held_for = plan.now.wall.duration_since(held).unwrap_or_default();
+                plan.actions.push(Action::UpdateNode {
+                    node: name.to_string(),
+                    intent: NodeIntent::RestartFencing,
+                    why: format!(
+                        "storm guard released after holding the node for {}: restarting its fencing now, so its safe time counts from the release",
+                        fmt_age(held_for)
+                    ),
+                });
                 return;
             }
             if external(view, plan) {

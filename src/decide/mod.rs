@@ -290,6 +290,13 @@ pub enum NodeIntent {
     MarkFenced,
     /// Remove only what kube-fencer added (taint, cordon) and the record.
     Unfence,
+    /// The storm guard holds a Fencing node: note it in the record
+    /// (`heldSince`), so whoever leads when the guard releases restarts it.
+    HoldFencing,
+    /// The storm guard released a node it held: restart its fencing now
+    /// (`fencingSince` = now, `heldSince` cleared), so its safe time counts
+    /// from the release, not from the old record.
+    RestartFencing,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

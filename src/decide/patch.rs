@@ -69,6 +69,7 @@ pub fn render(
                 tainted: false,
                 by: settings.identity.clone(),
                 boot_id: facts.agent.boot_id().map(String::from),
+                held_since: None,
             }));
         }
         NodeIntent::MarkFenced => {
@@ -112,7 +113,41 @@ pub fn render(
                 tainted,
                 by: settings.identity.clone(),
                 boot_id: record.boot_id.clone(),
+                held_since: None,
             }));
+        }
+        NodeIntent::HoldFencing | NodeIntent::RestartFencing => {
+            let record = match &facts.record {
+                RecordState::Valid(r) if r.phase == Phase::Fencing => r,
+                RecordState::Valid(_) => {
+                    return Err(Skip::NoLongerApplies(
+                        "the node is no longer in phase Fencing".into(),
+                    ));
+                }
+                RecordState::Absent => {
+                    return Err(Skip::NoLongerApplies(
+                        "the node has no fencing record any more".into(),
+                    ));
+                }
+                RecordState::Malformed(why) => {
+                    return Err(Skip::NoLongerApplies(format!(
+                        "the node's fencing record is malformed ({why})"
+                    )));
+                }
+            };
+            let hold = *intent == NodeIntent::HoldFencing;
+            if record.held_since.is_some() == hold {
+                return Err(Skip::AlreadyDone);
+            }
+            let mut next = record.clone();
+            next.by = settings.identity.clone();
+            if hold {
+                next.held_since = Some(now.wall);
+            } else {
+                next.held_since = None;
+                next.fencing_since = now.wall;
+            }
+            patch.record = Some(Some(next));
         }
         NodeIntent::Unfence => {
             let record = match &facts.record {
@@ -205,6 +240,7 @@ mod tests {
             tainted,
             by: "old-leader".into(),
             boot_id: None,
+            held_since: None,
         })
     }
 

@@ -71,15 +71,19 @@ fn arb_settings() -> impl Strategy<Value = Settings> {
 fn arb_record() -> impl Strategy<Value = RecordState> {
     prop_oneof![
         2 => Just(RecordState::Absent),
-        3 => (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(fenced, cordoned, tainted)| {
+        3 => (any::<bool>(), any::<bool>(), any::<bool>(), 0u64..200, any::<bool>()).prop_map(|(fenced, cordoned, tainted, since_ago, held)| {
+            // Written up to 200 s before the decision (the other times are
+            // up to ~150 s old), sometimes held by a storm guard.
+            let since = wall0() + Duration::from_secs(NOW - since_ago);
             RecordState::Valid(FenceRecord {
                 phase: if fenced { Phase::Fenced } else { Phase::Fencing },
-                fencing_since: wall0(),
-                fenced_at: fenced.then(wall0),
+                fencing_since: since,
+                fenced_at: fenced.then_some(since),
                 cordoned,
                 tainted,
                 by: "someone".into(),
                 boot_id: None,
+                held_since: held.then_some(since),
             })
         }),
         1 => Just(RecordState::Malformed("bad".into())),
@@ -329,6 +333,20 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                         prop_assert!(n.facts.record.valid().is_some());
                         prop_assert!(!stale(obs, node, s, now));
                     }
+                    NodeIntent::HoldFencing | NodeIntent::RestartFencing => {
+                        prop_assert!(stale(obs, node, s, now), "{:?}", a);
+                        prop_assert!(guard::scope(n, s).is_managed(), "{:?}", a);
+                        prop_assert_eq!(n.facts.record.phase(), Some(Phase::Fencing));
+                        let held = n
+                            .facts
+                            .record
+                            .valid()
+                            .is_some_and(|r| r.held_since.is_some());
+                        let hold = *intent == NodeIntent::HoldFencing;
+                        // Held only while the guard is active, restarted only once it is not.
+                        prop_assert_eq!(d.report.storm_guard.active, hold, "{:?}", a);
+                        prop_assert_eq!(held, !hold, "{:?}", a);
+                    }
                 }
                 if *intent == NodeIntent::MarkFenced {
                     let hb = n.heartbeat.unwrap();
@@ -339,22 +357,25 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                         obs.fence_commands.get(node),
                         Some(FenceCommandState::Succeeded { .. })
                     );
+                    // An independent lower bound from the advertised terms
+                    // (not the production formula): the agent cannot have
+                    // decided before it failed `k` checks `i` apart after the
+                    // last heartbeat, nor before the Fencing record it may
+                    // learn of existed; its action then takes up to the
+                    // watchdog timeout, and the margin comes on top.
+                    let record = n.facts.record.valid().unwrap();
+                    prop_assert!(record.held_since.is_none(), "marked a held node: {:?}", a);
+                    let recorded_age = now
+                        .wall
+                        .duration_since(record.fencing_since)
+                        .unwrap_or_default();
                     let self_fenced = n.facts.agent.valid().is_some_and(|a| {
+                        let action = a.watchdog_timeout + s.safe_time_margin;
+                        let detect = a.api_check_interval * a.api_failure_threshold;
                         a.capable()
                             && hb.age(now.mono) >= s.fence_timeout
-                            && now.mono
-                                >= safetime::safe_time(
-                                    a,
-                                    hb.last_renewal,
-                                    n.facts
-                                        .record
-                                        .valid()
-                                        .and_then(|r| now.wall.duration_since(r.fencing_since).ok())
-                                        .and_then(|age| now.mono.checked_sub(age))
-                                        .unwrap_or(now.mono),
-                                    &s.leader_terms(),
-                                )
-                                .at
+                            && hb.age(now.mono) >= detect + action
+                            && recorded_age >= action
                     });
                     prop_assert!(powered_off || self_fenced, "not known fenced: {:?}", a);
                 }

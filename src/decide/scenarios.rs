@@ -263,6 +263,7 @@ fn unfencing_needs_the_lease_streak_as_well_as_ready() {
             by: "x".into(),
             // Fenced during an earlier boot: the node has rebooted since.
             boot_id: Some("boot-0".into()),
+            held_since: None,
         });
         let mut obs = Observations {
             synced: true,
@@ -469,10 +470,15 @@ fn storm_guard_holds_mark_fenced_of_a_fencing_node() {
         "{w:?}"
     );
     assert_eq!(sim.status("n1"), NodeStatus::Fencing);
-    // n2 comes back: the guard lifts and n1 is marked fenced at once.
+    // n2 comes back: the guard lifts; n1's fencing restarts from the release
+    // (not marked fenced at once on its old record's long-past safe time).
     sim.revive("n2");
     sim.tick();
-    assert_eq!(sim.updates("n1", mark()), vec![201]);
+    assert_eq!(sim.updates("n1", NodeIntent::RestartFencing), vec![201]);
+    sim.run_until(300);
+    let marked = sim.updates("n1", mark());
+    assert_eq!(marked.len(), 1);
+    assert!(marked[0] >= 201 + 15, "{marked:?}");
 }
 
 fn excluded_reason(sim: &Sim, node: &str) -> String {
@@ -580,6 +586,7 @@ fn own_node_with_a_record_is_unfenced_but_nothing_else() {
         by: "previous-leader".into(),
         // Fenced during an earlier boot: the node has rebooted since.
         boot_id: Some("boot-0".into()),
+        held_since: None,
     });
     let me = sim.get_mut(SELF_NODE);
     me.facts.record = fenced;
@@ -724,6 +731,7 @@ fn a_fenced_record_with_a_stale_lease_recovers_in_the_first_decision() {
         tainted: true,
         by: "old".into(),
         boot_id: None,
+        held_since: None,
     });
     let mut obs = Observations {
         synced: true,
@@ -1087,6 +1095,7 @@ fn nodes_needing_pods_are_the_managed_fenced_ones() {
             tainted: false,
             by: "x".into(),
             boot_id: None,
+            held_since: None,
         })
     };
     sim.get_mut("fenced").facts.record = rec(Phase::Fenced);
@@ -1099,4 +1108,50 @@ fn nodes_needing_pods_are_the_managed_fenced_ones() {
         nodes_needing_pods(&sim.observations(), &sim.settings),
         vec!["fenced".to_string()]
     );
+}
+
+/// The storm guard held a Fencing node (its agent may meanwhile have taken
+/// the burst for a control-plane outage and not fenced itself), then
+/// released when the other nodes healed. Its old record's safe time is long
+/// past; without a restart it would be marked fenced within a second.
+#[test]
+fn a_node_held_by_the_storm_guard_restarts_its_safe_time_at_the_release() {
+    let mut sim = Sim::new();
+    sim.nodes(&["n1", "n2", "n3", "n4", "n5", SELF_NODE]);
+    let pod = sim.sts_pod("n1", "db/db-0", "db");
+    sim.sync();
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(30);
+    assert_eq!(sim.updates("n1", begin()), vec![20]);
+    sim.kill("n2");
+    sim.kill("n3");
+    sim.run_until(100);
+    assert!(sim.last.as_ref().unwrap().report.storm_guard.active);
+    assert!(sim.updates("n1", mark()).is_empty());
+    assert_eq!(sim.updates("n1", NodeIntent::HoldFencing).len(), 1);
+    assert!(matches!(sim.record("n1"), RecordState::Valid(r) if r.held_since.is_some()));
+
+    sim.reconnect("n2");
+    sim.reconnect("n3");
+    sim.run_until(300);
+    let released = 101;
+    assert_eq!(
+        sim.updates("n1", NodeIntent::RestartFencing),
+        vec![released]
+    );
+    let RecordState::Valid(r) = sim.record("n1") else {
+        panic!("n1 has a record")
+    };
+    assert_eq!(r.fencing_since, wall0() + secs(released));
+    assert_eq!(r.held_since, None);
+    // Marked fenced no earlier than the release + the agent's
+    // verdict after learning of the record + watchdog + margin.
+    let marked = sim.updates("n1", mark());
+    assert_eq!(marked.len(), 1, "{:?}", sim.log);
+    let a = testutil::advert();
+    let floor = released
+        + (a.api_check_timeout + a.watchdog_timeout + sim.settings.safe_time_margin).as_secs();
+    assert!(marked[0] >= floor, "marked at {} < {floor}", marked[0]);
+    assert!(!sim.pod_exists(&pod));
 }
