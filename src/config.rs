@@ -204,6 +204,19 @@ pub struct Args {
     )]
     pub safe_time_margin: String,
 
+    /// Nodes that fail within this long of each other count as failing at
+    /// once for the storm guard: no node is powered off by --fence-command
+    /// or marked fenced until it has been suspect for
+    /// --node-heartbeat-interval (Leases renew at different phases) plus
+    /// this, so every node of a burst is counted first. 0s allowed.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_BURST_SPREAD",
+        default_value = "2s",
+        value_name = "DURATION"
+    )]
+    pub burst_spread: String,
+
     /// The kubelets' node Lease renewal interval (a quarter of the kubelet's
     /// nodeLeaseDurationSeconds, 40s by default): a node may be cut off up
     /// to this long after its last renewal, so it is a term of the safe time.
@@ -555,6 +568,13 @@ impl Args {
             })?;
         let node_heartbeat_interval =
             duration("node-heartbeat-interval", &self.node_heartbeat_interval)?;
+        let burst_spread = humantime::parse_duration(self.burst_spread.trim()).map_err(|_| {
+            invalid(
+                "burst-spread",
+                &self.burst_spread,
+                "expected a duration such as 2s (0s allowed)",
+            )
+        })?;
         let self_fence = parse_self_fence(&self.self_fence)?;
         let watchdog_timeout = duration("watchdog-timeout", &self.watchdog_timeout)?;
         let api_check_interval = duration("api-check-interval", &self.api_check_interval)?;
@@ -625,6 +645,7 @@ impl Args {
             delete_pods_with_rwo_volumes: self.delete_pods_with_rwo_volumes,
             safe_time_margin,
             node_heartbeat_interval,
+            burst_spread,
             fence_command: !self.fence_command.trim().is_empty(),
             fence_command_backoff,
         };
@@ -767,6 +788,7 @@ impl Config {
             fence_command = self.fence_command.as_deref().unwrap_or(""),
             safe_time_margin = %humantime::format_duration(s.safe_time_margin),
             node_heartbeat_interval = %humantime::format_duration(s.node_heartbeat_interval),
+            burst_spread = %humantime::format_duration(s.burst_spread),
             self_fence = self.agent.self_fence.action().as_str(),
             api_check_interval = %humantime::format_duration(self.agent.api_check_interval),
             api_failure_threshold = self.agent.api_failure_threshold,
@@ -981,6 +1003,7 @@ mod tests {
         assert_eq!(c.agent.peer_silence_timeout, Duration::from_secs(10));
         assert_eq!(c.agent.watchdog_timeout, Duration::from_secs(10));
         assert_eq!(c.settings.safe_time_margin, Duration::from_secs(5));
+        assert_eq!(c.settings.burst_spread, Duration::from_secs(2));
         assert_eq!(c.settings.node_heartbeat_interval, Duration::from_secs(10));
         assert!(!c.settings.fence_command && c.fence_command.is_none());
         assert_eq!(

@@ -10,7 +10,7 @@
 //!
 //! A node with neither is never marked fenced: kube-fencer warns and waits.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::guard::held_message;
 use super::safetime::safe_time;
@@ -91,10 +91,15 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
                 });
                 return;
             }
-            if external(view, plan) {
+            // Judge "at once" before anything irreversible (running the
+            // fence command, marking Fenced): wait until the node has been
+            // suspect for the settle window, so a burst whose Leases stop at
+            // different phases is counted whole by the guard first.
+            let settled = hb.last_renewal + s.unreachable_after + s.settle_window();
+            if external(view, plan, settled) {
                 return;
             }
-            self_fenced(view, plan, age);
+            self_fenced(view, plan, age, settled);
         }
         // Fenced: recovery's business. Malformed: never managed.
         _ => {}
@@ -102,11 +107,18 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
 }
 
 /// The external fence command. Returns true when the node was marked fenced.
-fn external(view: &NodeView<'_>, plan: &mut Plan<'_>) -> bool {
+fn external(view: &NodeView<'_>, plan: &mut Plan<'_>, settled: Instant) -> bool {
     let s = plan.settings;
     let name = view.name;
     let state = plan.obs.fence_commands.get(name);
+    let settling = plan.now.mono < settled;
+    if settling {
+        plan.wake(settled);
+    }
     if let Some(FenceCommandState::Succeeded { attempt }) = state {
+        if settling {
+            return true;
+        }
         plan.actions.push(Action::UpdateNode {
             node: name.to_string(),
             intent: NodeIntent::MarkFenced,
@@ -126,6 +138,7 @@ fn external(view: &NodeView<'_>, plan: &mut Plan<'_>) -> bool {
         });
     };
     match state {
+        None if settling => {}
         None => run(
             plan,
             1,
@@ -168,7 +181,7 @@ fn fencing_recorded(view: &NodeView<'_>, plan: &Plan<'_>) -> std::time::Instant 
 }
 
 /// Self-fencing: the node's agent has fenced it by its safe time.
-fn self_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, age: Duration) {
+fn self_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, age: Duration, settled: Instant) {
     let s = plan.settings;
     let name = view.name;
     let Some(hb) = view.obs.heartbeat else {
@@ -208,7 +221,7 @@ fn self_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, age: Duration) {
         &s.leader_terms(),
     );
     plan.safe_times.insert(name.to_string(), st);
-    let deadline = (hb.last_renewal + s.fence_timeout).max(st.at);
+    let deadline = (hb.last_renewal + s.fence_timeout).max(st.at).max(settled);
     if plan.now.mono < deadline {
         plan.wake(deadline);
         return;

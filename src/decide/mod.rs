@@ -117,6 +117,8 @@ pub struct Settings {
     /// The kubelet's node Lease renewal interval (`--node-heartbeat-interval`),
     /// a term of every [`SafeTime`].
     pub node_heartbeat_interval: Duration,
+    /// `--burst-spread`: see [`Settings::settle_window`].
+    pub burst_spread: Duration,
     /// Whether an external `--fence-command` is configured.
     pub fence_command: bool,
     /// First retry delay of a failed fence command; doubles per attempt
@@ -125,6 +127,17 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// How long a node must have been suspect before an irreversible step
+    /// (running the fence command, marking it Fenced): one Lease renewal
+    /// interval (nodes that fail together stop renewing up to that far
+    /// apart, depending on their renewal phase) plus the accepted spread of
+    /// their failures. By then every node of a burst is suspect and counted
+    /// by the storm guard.
+    pub fn settle_window(&self) -> Duration {
+        self.node_heartbeat_interval
+            .saturating_add(self.burst_spread)
+    }
+
     /// The leader's terms of a node's [`SafeTime`].
     pub fn leader_terms(&self) -> LeaderTerms {
         LeaderTerms {

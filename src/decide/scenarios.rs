@@ -67,8 +67,8 @@ fn full_lifecycle_healthy_suspect_fencing_fenced_recovered_unfenced() {
     assert_eq!(sim.status("n1"), NodeStatus::Fencing);
     assert_eq!(
         sim.wakeup(),
-        Some(40.0),
-        "the others' Leases, renewed at 20"
+        Some(32.0),
+        "n1's settle window: stale at 20 + heartbeat interval 10 + burst spread 2"
     );
     sim.run_until(51);
     assert_eq!(sim.wakeup(), Some(60.0), "n1's fence timeout");
@@ -1154,4 +1154,111 @@ fn a_node_held_by_the_storm_guard_restarts_its_safe_time_at_the_release() {
         + (a.api_check_timeout + a.watchdog_timeout + sim.settings.safe_time_margin).as_secs();
     assert!(marked[0] >= floor, "marked at {} < {floor}", marked[0]);
     assert!(!sim.pod_exists(&pod));
+}
+
+/// Three of six nodes powered off within 2 s, their Leases renewing at
+/// different phases (observed on the real control plane): they go stale up
+/// to one heartbeat interval + 2 s apart. The first must not be powered off
+/// or marked fenced before the guard has counted the whole burst.
+fn burst(settings: Settings) -> Sim {
+    let mut sim = Sim::with(settings);
+    sim.nodes(&["n1", "n2", "n3", "n4", "n5", SELF_NODE]);
+    sim.get_mut("n2").next_renewal = secs(9);
+    sim.get_mut("n3").next_renewal = secs(5);
+    sim.sync();
+    sim.run_until(30);
+    sim.kill("n1"); // last renewal 30
+    sim.tick();
+    sim.kill("n2"); // last renewal 29
+    sim.tick();
+    sim.kill("n3"); // last renewal 25: stale first, at 45
+    sim.run_until(200);
+    sim
+}
+
+fn fence_command_settings(burst_spread: Duration, heartbeat: Duration) -> Settings {
+    let mut s = settings();
+    s.max_unhealthy = MaxUnhealthy::Percent(40); // 2 of 6
+    s.fence_command = true;
+    s.burst_spread = burst_spread;
+    s.node_heartbeat_interval = heartbeat;
+    s
+}
+
+fn irreversible(sim: &Sim) -> Vec<(u64, String)> {
+    sim.log
+        .iter()
+        .filter_map(|l| match &l.action {
+            Action::RunFenceCommand { node, .. }
+            | Action::UpdateNode {
+                node,
+                intent: NodeIntent::MarkFenced,
+                ..
+            } => Some((l.at.as_secs(), node.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_burst_of_failures_with_staggered_lease_phases_is_counted_whole_before_anything_irreversible() {
+    let sim = burst(fence_command_settings(secs(2), secs(10)));
+    assert_eq!(irreversible(&sim), vec![], "{:?}", sim.log);
+    let r = &sim.last.as_ref().unwrap().report;
+    assert!(r.storm_guard.active);
+    assert_eq!(r.storm_guard.unhealthy, 3);
+    // Without a settle window (as before) the first one was powered off and
+    // marked fenced before the guard engaged.
+    let sim = burst(fence_command_settings(Duration::ZERO, Duration::ZERO));
+    assert!(!irreversible(&sim).is_empty());
+}
+
+/// Time to recovery of one powered-off node (its StatefulSet pod deleted)
+/// after its kubelet's last renewal, with the settle window or without.
+fn single_failure_ttr(s: Settings, renewed_at: u64) -> u64 {
+    let mut sim = Sim::with(s);
+    sim.nodes(&["n1", "n2", "n3", "n4", "n5", SELF_NODE]);
+    let pod = sim.sts_pod("n1", "db/db-0", "db");
+    sim.sync();
+    sim.run_until(renewed_at);
+    sim.kill("n1");
+    sim.run_until(renewed_at + 300);
+    assert!(!sim.pod_exists(&pod));
+    sim.deleted_pods()[0].0 - renewed_at
+}
+
+/// The trade-off of the settle window, measured: what it costs in time to
+/// recovery, and which bursts it catches.
+#[test]
+fn settle_window_trade_off() {
+    let hb = secs(10);
+    let mut rows = Vec::new();
+    for spread in [0u64, 2, 5] {
+        let with_cmd = single_failure_ttr(fence_command_settings(secs(spread), hb), 30);
+        let mut s = fence_command_settings(secs(spread), hb);
+        s.fence_command = false;
+        let self_fence = single_failure_ttr(s, 30);
+        let caught = irreversible(&burst(fence_command_settings(secs(spread), hb))).is_empty();
+        rows.push((spread, with_cmd, self_fence, caught));
+    }
+    let none = single_failure_ttr(fence_command_settings(Duration::ZERO, Duration::ZERO), 30);
+    let mut s = fence_command_settings(Duration::ZERO, Duration::ZERO);
+    s.fence_command = false;
+    let none_self = single_failure_ttr(s, 30);
+    eprintln!("settle window: none -> TTR fence-command {none}s, self-fence {none_self}s");
+    for (spread, cmd, selff, caught) in &rows {
+        eprintln!(
+            "settle window {}s (heartbeat 10s + spread {spread}s) -> TTR fence-command {cmd}s, self-fence {selff}s, 2s burst caught: {caught}",
+            10 + spread
+        );
+    }
+    // Fence command: the window adds itself to the recovery; self-fencing:
+    // the safe time already exceeds it, nothing changes.
+    for (spread, cmd, selff, caught) in &rows {
+        // (one tick less: the fence command no longer waits for the tick
+        // after BeginFencing, it runs when the window closes)
+        assert_eq!(*cmd, none + 10 + spread - 1);
+        assert_eq!(*selff, none_self);
+        assert!(*caught, "spread {spread}");
+    }
 }

@@ -154,21 +154,23 @@ fn a_successful_fence_command_marks_fenced_at_once() {
         "no alarm while the fence command runs"
     );
     sim.run_until(30);
+    assert!(runs(&sim, "n1").is_empty(), "not within the settle window");
+    sim.run_until(40);
     assert_eq!(
         runs(&sim, "n1"),
-        vec![(21, 1)],
-        "once the record says Fencing"
+        vec![(32, 1)],
+        "once the record says Fencing and the node has been suspect for the settle window (stale at 20 + 10 + 2)"
     );
-    let Action::RunFenceCommand { addresses, .. } = sim.actions_at(21)[0] else {
+    let Action::RunFenceCommand { addresses, .. } = sim.actions_at(32)[0] else {
         panic!()
     };
     assert_eq!(addresses, &vec!["10.0.0.1".to_string()]);
-    assert_eq!(sim.updates("n1", mark()), vec![22], "without waiting");
-    let Action::UpdateNode { why, .. } = sim.actions_at(22)[0] else {
+    assert_eq!(sim.updates("n1", mark()), vec![33], "without waiting");
+    let Action::UpdateNode { why, .. } = sim.actions_at(33)[0] else {
         panic!()
     };
     assert!(why.contains("powered off"), "{why}");
-    assert_eq!(sim.deleted_pods(), vec![(23, pod)]);
+    assert_eq!(sim.deleted_pods(), vec![(34, pod)]);
 }
 
 #[test]
@@ -182,11 +184,8 @@ fn a_failing_fence_command_is_retried_with_backoff_and_nothing_is_deleted() {
     sim.run_until(5);
     sim.kill("n1");
     sim.run_until(100);
-    // 21, +5, +10, +20, +40
-    assert_eq!(
-        runs(&sim, "n1"),
-        vec![(21, 1), (26, 2), (36, 3), (56, 4), (96, 5)]
-    );
+    // 32 (settle window), +5, +10, +20
+    assert_eq!(runs(&sim, "n1"), vec![(32, 1), (37, 2), (47, 3), (67, 4)]);
     assert!(sim.updates("n1", mark()).is_empty());
     assert!(sim.pod_exists(&pod));
     assert!(warned(&sim, "--fence-command failed"));
@@ -194,8 +193,8 @@ fn a_failing_fence_command_is_retried_with_backoff_and_nothing_is_deleted() {
     // It starts working: marked fenced right after the next attempt.
     sim.fence_command_ok = true;
     sim.run_until(200);
-    assert_eq!(runs(&sim, "n1").last(), Some(&(176, 6)));
-    assert_eq!(sim.updates("n1", mark()), vec![177]);
+    assert_eq!(runs(&sim, "n1").last(), Some(&(107, 5)));
+    assert_eq!(sim.updates("n1", mark()), vec![108]);
 }
 
 #[test]

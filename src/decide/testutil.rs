@@ -48,6 +48,7 @@ pub fn settings() -> Settings {
         delete_pods_with_rwo_volumes: false,
         safe_time_margin: Duration::from_secs(5),
         node_heartbeat_interval: Duration::from_secs(10),
+        burst_spread: Duration::from_secs(2),
         fence_command: false,
         fence_command_backoff: Duration::from_secs(5),
     }
