@@ -209,6 +209,7 @@ mod tests {
             agent: crate::decide::AdvertState::Absent,
             unfence_requested: false,
             addresses: vec![],
+            kubelet_boot_id: None,
         }
     }
 

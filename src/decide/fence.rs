@@ -187,9 +187,9 @@ fn self_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, age: Duration, settled:
     let Some(hb) = view.obs.heartbeat else {
         return;
     };
-    let advert = match view.obs.facts.agent.valid() {
-        Some(a) if a.capable() => a,
-        _ => {
+    let advert = match view.obs.facts.capable_advert() {
+        Ok(a) => a,
+        Err(because) => {
             plan.external_fencing_required.push(name.to_string());
             let failing = matches!(
                 plan.obs.fence_commands.get(name),
@@ -207,8 +207,7 @@ fn self_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, age: Duration, settled:
             plan.warn(
                 name,
                 format!(
-                    "node {name} will NOT be marked fenced on time alone: {}; a stale heartbeat does not prove it stopped, so kube-fencer waits {how}",
-                    view.obs.facts.agent.not_capable_because()
+                    "node {name} will NOT be marked fenced on time alone: {because}; a stale heartbeat does not prove it stopped, so kube-fencer waits {how}"
                 ),
             );
             return;

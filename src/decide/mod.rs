@@ -193,6 +193,53 @@ pub struct NodeFacts {
     pub unfence_requested: bool,
     /// `status.addresses` (InternalIP first), for the fence command.
     pub addresses: Vec<String>,
+    /// `status.nodeInfo.bootID` as the kubelet reports it (`None` when
+    /// empty or absent). It changes on every reboot, whether or not
+    /// kube-fencer's agent ever ran on the node.
+    pub kubelet_boot_id: Option<String>,
+}
+
+impl NodeFacts {
+    /// The agent's advertisement, if it is self-fence capable *and* fresh:
+    /// made during the node's current boot, as far as the kubelet tells
+    /// (an advertisement left over from before a reboot after which the
+    /// agent never came up promises nothing). Otherwise why not.
+    pub fn capable_advert(&self) -> Result<&AgentAdvert, String> {
+        match self.agent.valid() {
+            Some(a) if a.capable() => match (self.kubelet_boot_id.as_deref(), self.agent.boot_id())
+            {
+                (Some(kubelet), advertised) if advertised != Some(kubelet) => Err(format!(
+                    "its agent's advertisement is not from the node's current boot (the kubelet reports boot ID {kubelet}, the advertisement {}): the agent has not run since the node rebooted",
+                    advertised.unwrap_or("none")
+                )),
+                _ => Ok(a),
+            },
+            _ => Err(self.agent.not_capable_because()),
+        }
+    }
+
+    /// The node's current boot ID, to stamp a record with: the kubelet's,
+    /// else the agent's.
+    pub fn boot_id(&self) -> Option<&str> {
+        self.kubelet_boot_id.as_deref().or(self.agent.boot_id())
+    }
+
+    /// The node's current boot ID as evidence of a reboot: the kubelet's
+    /// and the agent's where both exist and agree, else whichever exists.
+    /// When both exist and disagree, no evidence (conservative: a Fenced
+    /// node stays fenced and an operator is warned).
+    pub fn current_boot(&self) -> Result<&str, String> {
+        match (self.kubelet_boot_id.as_deref(), self.agent.boot_id()) {
+            (Some(k), Some(a)) if k != a => Err(format!(
+                "the kubelet reports boot ID {k} but the agent advertises {a}; they disagree, so kube-fencer cannot tell which boot is running"
+            )),
+            (Some(k), _) => Ok(k),
+            (None, Some(a)) => Ok(a),
+            (None, None) => Err(
+                "neither the kubelet (status.nodeInfo.bootID) nor an agent reports a boot ID, so kube-fencer cannot tell whether it rebooted".to_string(),
+            ),
+        }
+    }
 }
 
 /// Heartbeat history as observed by this agent, in its own monotonic time.

@@ -68,7 +68,7 @@ pub fn render(
                 cordoned: !facts.unschedulable,
                 tainted: false,
                 by: settings.identity.clone(),
-                boot_id: facts.agent.boot_id().map(String::from),
+                boot_id: facts.boot_id().map(String::from),
                 held_since: None,
             }));
         }

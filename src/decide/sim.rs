@@ -151,6 +151,9 @@ impl Sim {
         if let AdvertState::Valid(a) = &mut n.facts.agent {
             a.boot_id = format!("{}+", a.boot_id);
         }
+        if let Some(b) = &mut n.facts.kubelet_boot_id {
+            b.push('+');
+        }
         self.reconnect(name);
     }
 

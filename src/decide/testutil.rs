@@ -66,6 +66,7 @@ pub fn facts(name: &str) -> NodeFacts {
         agent: AdvertState::Valid(advert()),
         unfence_requested: false,
         addresses: vec!["10.0.0.1".into()],
+        kubelet_boot_id: Some("boot-1".into()),
     }
 }
 
