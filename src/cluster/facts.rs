@@ -171,6 +171,7 @@ pub fn pod_obs(pod: &Pod, claims: Vec<ClaimObs>) -> PodObs {
         namespace: pod.namespace().unwrap_or_default(),
         name: pod.name_any(),
         uid: pod.uid().unwrap_or_default(),
+        resource_version: pod.resource_version(),
         node: pod
             .spec
             .as_ref()

@@ -18,7 +18,7 @@ use super::election::Leadership;
 use super::executor::{Deleted, Executor, NodeWrite};
 use super::facts::trim_node;
 use super::fence_command::{self, FenceCommands};
-use super::index::Index;
+use super::index::{Index, LeaseRead};
 use super::peer_auth::PeerKey;
 use super::peers;
 use super::pods::PodCache;
@@ -189,6 +189,8 @@ impl Leader {
                     }
                     Some(Err(e)) => {
                         lease_watch_failed = true;
+                        // Blind until it works again: decide nothing.
+                        st.index.lease_watch_failed();
                         self.metrics.watch_error("leases");
                         tracing::warn!(error = %e, "node Lease watch failed; retrying");
                     }
@@ -291,6 +293,17 @@ impl Leader {
         let decision = decide::decide(&obs, now, s);
         let mut simulated = false;
         for action in &decision.actions {
+            if let Action::ConfirmLease { node, .. } = action {
+                // A read: done for real in a dry run too, so it progresses.
+                let executor = Executor::new(
+                    self.client.clone(),
+                    self.settings.clone(),
+                    self.metrics.clone(),
+                    self.leadership.clone(),
+                );
+                simulated |= self.confirm_lease(st, &executor, node).await.is_ok();
+                continue;
+            }
             simulated |= self.simulate(&obs, action, now);
             if let Action::RunFenceCommand { node, attempt, .. } = action {
                 // A dry run never learns the result: "run" it once only.
@@ -386,6 +399,7 @@ impl Leader {
                 );
                 true
             }
+            Action::ConfirmLease { .. } => false,
             Action::RunFenceCommand {
                 node, attempt, why, ..
             } => {
@@ -413,6 +427,7 @@ impl Leader {
             self.client.clone(),
             self.settings.clone(),
             self.metrics.clone(),
+            self.leadership.clone(),
         );
         let mut wrote = false;
         for action in &decision.actions {
@@ -496,7 +511,11 @@ impl Leader {
                                 .pods_force_deleted
                                 .with_label_values(&[result.as_label()])
                                 .inc();
-                            st.recently_deleted.insert(pod.uid.clone(), Instant::now());
+                            if result != Deleted::PreconditionFailed {
+                                // A pod changed since it was listed (409 on
+                                // the resourceVersion) is re-listed next pass.
+                                st.recently_deleted.insert(pod.uid.clone(), Instant::now());
+                            }
                             st.pods.invalidate_node(node);
                             wrote = true;
                             if result == Deleted::Deleted {
@@ -598,6 +617,18 @@ impl Leader {
                         }
                     }
                 }
+                Action::ConfirmLease { node, why } => {
+                    tracing::debug!(node = %node, why = %why, "confirming the node's Lease");
+                    match self.confirm_lease(st, &executor, node).await {
+                        Ok(_) => wrote = true,
+                        Err(e) => errors.push(Warning {
+                            node: Some(node.clone()),
+                            message: format!(
+                                "re-reading node {node}'s Lease before an irreversible step failed: {e}; nothing irreversible is done until it succeeds"
+                            ),
+                        }),
+                    }
+                }
                 Action::RunFenceCommand {
                     node,
                     addresses,
@@ -654,6 +685,27 @@ impl Leader {
             }
         }
         wrote
+    }
+
+    /// A consistent read of the node's Lease, fed to the index: unchanged
+    /// confirms the stale heartbeat, renewed is a renewal observed now.
+    async fn confirm_lease(
+        &self,
+        st: &mut LoopState,
+        executor: &Executor,
+        node: &str,
+    ) -> Result<LeaseRead, super::executor::ExecError> {
+        let rv = executor.read_lease(node).await?;
+        let read = st.index.lease_read(node, rv.as_deref(), Instant::now());
+        match read {
+            LeaseRead::Renewed => tracing::warn!(
+                node = %node,
+                "the node's Lease was renewed although the watch had not shown it (stale or stalled watch): treated as a fresh renewal, nothing irreversible done"
+            ),
+            LeaseRead::Gone => tracing::warn!(node = %node, "the node's Lease is gone"),
+            LeaseRead::Unchanged => {}
+        }
+        Ok(read)
     }
 
     /// A node whose Lease went stale may still run a connected agent (its

@@ -115,8 +115,11 @@ fn external(view: &NodeView<'_>, plan: &mut Plan<'_>, settled: Instant) -> bool 
     if settling {
         plan.wake(settled);
     }
+    let Some(hb) = view.obs.heartbeat else {
+        return true;
+    };
     if let Some(FenceCommandState::Succeeded { attempt }) = state {
-        if settling {
+        if settling || !plan.lease_confirmed(name, hb, "marking the node fenced") {
             return true;
         }
         plan.actions.push(Action::UpdateNode {
@@ -139,6 +142,7 @@ fn external(view: &NodeView<'_>, plan: &mut Plan<'_>, settled: Instant) -> bool 
     };
     match state {
         None if settling => {}
+        None if !plan.lease_confirmed(name, hb, "running --fence-command") => {}
         None => run(
             plan,
             1,
@@ -153,7 +157,9 @@ fn external(view: &NodeView<'_>, plan: &mut Plan<'_>, settled: Instant) -> bool 
                     "--fence-command failed for node {name} (attempt {attempt}: {error}); the node is not known to be off, nothing is deleted; retrying with backoff"
                 ),
             );
-            if plan.now.mono >= retry_at {
+            if plan.now.mono >= retry_at
+                && plan.lease_confirmed(name, hb, "running --fence-command")
+            {
                 run(
                     plan,
                     attempt + 1,
@@ -223,6 +229,9 @@ fn self_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, age: Duration, settled:
     let deadline = (hb.last_renewal + s.fence_timeout).max(st.at).max(settled);
     if plan.now.mono < deadline {
         plan.wake(deadline);
+        return;
+    }
+    if !plan.lease_confirmed(name, hb, "marking the node fenced") {
         return;
     }
     plan.actions.push(Action::UpdateNode {

@@ -288,6 +288,8 @@ pub struct PodObs {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    /// `metadata.resourceVersion` as listed (the delete's precondition).
+    pub resource_version: Option<String>,
     /// `spec.nodeName`.
     pub node: String,
     /// The owner reference with `controller: true`, if any.
@@ -318,7 +320,15 @@ pub struct Observations {
     /// [`Action::RunFenceCommand`]). The shell forgets a node's entry when
     /// its record goes away.
     pub fence_commands: BTreeMap<String, FenceCommandState>,
+    /// Consistent reads of node Leases (a GET, not the watch cache), per
+    /// node: when one last found the Lease exactly as the watch showed it
+    /// (not renewed since). A read that found it renewed is fed back as a
+    /// renewal instead. See [`Action::ConfirmLease`].
+    pub lease_confirmed: BTreeMap<String, Instant>,
 }
+
+/// How recent a consistent Lease read must be for an irreversible step.
+pub const LEASE_CONFIRM_VALIDITY: Duration = Duration::from_secs(2);
 
 /// The state of the external fence command for one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -364,6 +374,8 @@ pub struct PodRef {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    /// Precondition of the delete: the pod exactly as it was listed.
+    pub resource_version: Option<String>,
     /// Name of the owning StatefulSet, when there is one (for its Event).
     pub statefulset: Option<String>,
 }
@@ -388,6 +400,13 @@ pub enum Action {
         volume: String,
         why: String,
     },
+    /// Before an irreversible step for the node (running the fence command,
+    /// marking it Fenced, deleting its pods or VolumeAttachments): read its
+    /// Lease with a consistent GET and compare with what the watch showed.
+    /// Unchanged: the shell records [`Observations::lease_confirmed`] and
+    /// decides again; renewed: it is a renewal observed now (the watch was
+    /// stale, and the node is alive).
+    ConfirmLease { node: String, why: String },
     /// Run the external `--fence-command` for the node (attempt numbers
     /// start at 1). Its result comes back as a [`FenceCommandState`].
     RunFenceCommand {
@@ -494,6 +513,33 @@ impl Plan<'_> {
             node: Some(node.to_string()),
             message,
         });
+    }
+
+    /// Whether the node's stale Lease was confirmed by a consistent read
+    /// taken after the last renewal we saw and at most
+    /// [`LEASE_CONFIRM_VALIDITY`] ago; if not, ask for one (once per
+    /// decision). Every irreversible step is gated by it: a watch that failed
+    /// or stalled silently must not pass for a node that stopped renewing.
+    fn lease_confirmed(&mut self, node: &str, hb: Heartbeat, step: &str) -> bool {
+        let now = self.now.mono;
+        if self.obs.lease_confirmed.get(node).is_some_and(|at| {
+            *at >= hb.last_renewal && now.saturating_duration_since(*at) <= LEASE_CONFIRM_VALIDITY
+        }) {
+            return true;
+        }
+        let asked = self
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ConfirmLease { node: n, .. } if n == node));
+        if !asked {
+            self.actions.push(Action::ConfirmLease {
+                node: node.to_string(),
+                why: format!(
+                    "before {step}: re-reading the node's Lease from the API server (not the watch cache) to confirm it was not renewed"
+                ),
+            });
+        }
+        false
     }
 
     /// A moment at which a decision may change with no new observation.

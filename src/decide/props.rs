@@ -112,7 +112,7 @@ fn arb_node(name: String) -> impl Strategy<Value = NodeObs> {
         any::<bool>(),
         proptest::sample::subsequence(taint_pool(), 0..=5),
         proptest::bool::weighted(0.3),
-        (0u8..5, any::<bool>(), 0u8..3),
+        (0u8..5, any::<bool>(), 0u8..3, 0u8..3),
     )
         .prop_map(
             move |(
@@ -124,9 +124,14 @@ fn arb_node(name: String) -> impl Strategy<Value = NodeObs> {
                 unsched,
                 taints,
                 shuffle,
-                (agent, unfence_requested, record_boot),
+                (agent, unfence_requested, record_boot, kubelet_boot),
             )| {
                 let mut f = testutil::facts(&name);
+                f.kubelet_boot_id = match kubelet_boot {
+                    0 => None,
+                    1 => Some("boot-1".into()),
+                    _ => Some("boot-0".into()),
+                };
                 if let Some(v) = exclude {
                     f.labels.insert(EXCLUDE_LABEL.into(), v.into());
                 }
@@ -201,6 +206,7 @@ fn arb_pod(nodes: Vec<String>) -> impl Strategy<Value = (usize, PodObs)> {
                     namespace: "ns".into(),
                     name: format!("p{uid}"),
                     uid: format!("u{uid}"),
+                    resource_version: Some("1".into()),
                     node: nodes[on].clone(),
                     controller: owner.map(|(a, k)| OwnerRef {
                         api_version: a.into(),
@@ -236,13 +242,22 @@ fn arb_obs() -> impl Strategy<Value = Observations> {
                 proptest::collection::vec(arb_pod(names), 0..12),
                 vas,
                 proptest::collection::vec(0u8..4, n),
+                proptest::collection::vec(proptest::option::weighted(0.7, 0u64..200), n),
             )
         })
-        .prop_map(|(names, synced, nodes, pods, vas, cmds)| {
+        .prop_map(|(names, synced, nodes, pods, vas, cmds, reads)| {
             let mut obs = Observations {
                 synced,
                 ..Default::default()
             };
+            // Consistent Lease reads, from just now to long ago (before or
+            // after the last renewal seen).
+            for (name, read) in names.iter().zip(reads) {
+                if let Some(ago) = read {
+                    obs.lease_confirmed
+                        .insert(name.clone(), mono(NOW) - Duration::from_millis(ago * 25));
+                }
+            }
             for (name, cmd) in names.iter().zip(cmds) {
                 let state = match cmd {
                     0 => continue,
@@ -290,8 +305,38 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
         );
         return Ok(());
     }
+    // Every irreversible step rests on a recent consistent read of the
+    // node's Lease taken after the last renewal seen.
+    let confirmed = |node: &str| {
+        let hb = obs.nodes[node].heartbeat.unwrap();
+        obs.lease_confirmed.get(node).is_some_and(|at| {
+            *at >= hb.last_renewal && now.mono.duration_since(*at) <= LEASE_CONFIRM_VALIDITY
+        })
+    };
     for a in &d.actions {
         match a {
+            Action::RunFenceCommand { node, .. }
+            | Action::DeletePod { node, .. }
+            | Action::DeleteVolumeAttachment { node, .. }
+            | Action::UpdateNode {
+                node,
+                intent: NodeIntent::MarkFenced,
+                ..
+            } => prop_assert!(
+                confirmed(node),
+                "not confirmed by a consistent read: {:?}",
+                a
+            ),
+            _ => {}
+        }
+        match a {
+            Action::ConfirmLease { node, .. } => {
+                let n = &obs.nodes[node];
+                prop_assert!(stale(obs, node, s, now), "{:?}", a);
+                prop_assert!(guard::scope(n, s).is_managed(), "{:?}", a);
+                prop_assert!(n.facts.record.phase().is_some(), "{:?}", a);
+                prop_assert!(!confirmed(node), "asked again: {:?}", a);
+            }
             Action::RunFenceCommand { node, .. } => {
                 prop_assert!(s.fence_command, "{:?}", a);
                 prop_assert_eq!(obs.nodes[node].facts.record.phase(), Some(Phase::Fencing));
@@ -383,10 +428,18 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                     && let Some(r) = n.facts.record.valid()
                     && r.phase == Phase::Fenced
                 {
-                    let rebooted = matches!(
-                        (r.boot_id.as_deref(), n.facts.agent.boot_id()),
-                        (Some(old), Some(new)) if old != new
-                    );
+                    // Every boot ID reported now (kubelet's, agent's) is a
+                    // new one, and they agree.
+                    let ids: Vec<&str> =
+                        [n.facts.kubelet_boot_id.as_deref(), n.facts.agent.boot_id()]
+                            .into_iter()
+                            .flatten()
+                            .collect();
+                    let rebooted = r.boot_id.as_deref().is_some_and(|old| {
+                        !ids.is_empty()
+                            && ids.iter().all(|b| *b != old)
+                            && ids.windows(2).all(|w| w[0] == w[1])
+                    });
                     prop_assert!(
                         rebooted || n.facts.unfence_requested,
                         "unfenced without a reboot: {:?}",

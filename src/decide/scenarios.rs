@@ -755,6 +755,7 @@ fn a_fenced_record_with_a_stale_lease_recovers_in_the_first_decision() {
             namespace: "db".into(),
             name: "pg-0".into(),
             uid: "u1".into(),
+            resource_version: Some("1".into()),
             node: "n1".into(),
             controller: Some(OwnerRef {
                 api_version: "apps/v1".into(),
@@ -767,7 +768,64 @@ fn a_fenced_record_with_a_stale_lease_recovers_in_the_first_decision() {
     let d = decide(&obs, now_at(19), &settings());
     assert!(d.actions.is_empty(), "Lease not stale yet");
     let d = decide(&obs, now_at(20), &settings());
+    assert!(
+        matches!(&d.actions[..], [Action::ConfirmLease { node, .. }] if node == "n1"),
+        "first a consistent read of the Lease: {:?}",
+        d.actions
+    );
+    obs.lease_confirmed.insert("n1".into(), mono(20));
+    let d = decide(&obs, now_at(20), &settings());
     assert!(matches!(&d.actions[..], [Action::DeletePod { pod, .. }] if pod.uid == "u1"));
+}
+
+/// The Lease watch stalled silently (kubernetes/kubernetes#142331 is the
+/// same class: acting on a stale cache): the node keeps renewing, the leader
+/// sees nothing. Every irreversible step is preceded by a consistent read,
+/// which shows the renewal: nothing irreversible happens.
+#[test]
+fn a_silently_stalled_lease_watch_never_leads_to_an_irreversible_step() {
+    for fence_command in [false, true] {
+        let mut s = settings();
+        s.fence_command = fence_command;
+        let mut sim = Sim::with(s);
+        sim.nodes(&["n1", "n2", "n3", "n4", SELF_NODE]);
+        let pod = sim.sts_pod("n1", "db/db-0", "db");
+        sim.sync();
+        sim.run_until(5);
+        sim.agent.lease_events_lost.insert("n1".into());
+        sim.run_until(300);
+        assert!(sim.updates("n1", mark()).is_empty(), "{:?}", sim.log);
+        assert!(
+            !sim.log
+                .iter()
+                .any(|l| matches!(l.action, Action::RunFenceCommand { .. })),
+            "{:?}",
+            sim.log
+        );
+        assert!(sim.pod_exists(&pod));
+        assert!(!sim.lease_reads.is_empty(), "the reads were made");
+    }
+}
+
+/// The same world with a working watch: the reads confirm, and fencing
+/// proceeds at the usual times.
+#[test]
+fn consistent_lease_reads_confirm_a_dead_node_without_delay() {
+    let mut sim = Sim::new();
+    sim.nodes(&["n1", "n2", "n3", "n4", SELF_NODE]);
+    let pod = sim.sts_pod("n1", "db/db-0", "db");
+    sim.sync();
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(100);
+    assert_eq!(sim.updates("n1", mark()), vec![60]);
+    assert_eq!(sim.deleted_pods(), vec![(61, pod)]);
+    let reads: Vec<_> = sim.lease_reads.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        reads,
+        vec![60],
+        "one read, before marking; still valid for the deletion at 61"
+    );
 }
 
 #[test]
