@@ -1320,3 +1320,53 @@ fn settle_window_trade_off() {
         assert!(*caught, "spread {spread}");
     }
 }
+
+/// The same trade-off on the benchmark's tight timings (`bench/bench.py`
+/// TIGHT_ARGS + SF_TIGHT: Leases renewed every 3 s, --unreachable-after 6s,
+/// --fence-timeout 10s, watchdog 5s, margin 3s): the default settle window
+/// (3 s + 2 s) ends 11 s after the last heartbeat, before the self-fence
+/// safe time, so self-fencing recovers exactly as fast; only the
+/// fence-command path pays the window.
+#[test]
+fn settle_window_trade_off_on_the_benchmarks_tight_timings() {
+    let tight = |spread: Duration, heartbeat: Duration, fence_command: bool| {
+        let mut s = settings();
+        s.unreachable_after = secs(6);
+        s.fence_timeout = secs(10);
+        s.safe_time_margin = secs(3);
+        s.node_heartbeat_interval = heartbeat;
+        s.burst_spread = spread;
+        s.fence_command = fence_command;
+        s.max_unhealthy = MaxUnhealthy::Percent(40);
+        let mut sim = Sim::with(s);
+        sim.nodes(&["n1", "n2", "n3", "n4", "n5", SELF_NODE]);
+        for n in sim.world.nodes.values_mut() {
+            n.renew_every = secs(3);
+            n.facts.agent = AdvertState::Valid(AgentAdvert {
+                api_check_interval: Duration::from_secs(1),
+                api_check_timeout: Duration::from_millis(500),
+                api_failure_threshold: 3,
+                peer_silence_timeout: secs(3),
+                watchdog_timeout: secs(5),
+                ..testutil::advert()
+            });
+        }
+        let pod = sim.sts_pod("n1", "db/db-0", "db");
+        sim.sync();
+        sim.run_until(30);
+        sim.kill("n1"); // last renewal at 30
+        sim.run_until(200);
+        assert!(!sim.pod_exists(&pod));
+        sim.deleted_pods()[0].0 - 30
+    };
+    let (zero, hb) = (Duration::ZERO, secs(3));
+    let self_none = tight(zero, zero, false);
+    let self_default = tight(secs(2), hb, false);
+    let cmd_none = tight(zero, zero, true);
+    let cmd_default = tight(secs(2), hb, true);
+    eprintln!(
+        "tight timings: self-fence TTR {self_none}s without a settle window, {self_default}s with 3s+2s; fence command {cmd_none}s vs {cmd_default}s"
+    );
+    assert_eq!(self_default, self_none);
+    assert!(cmd_default > cmd_none && cmd_default <= cmd_none + 5);
+}
