@@ -255,6 +255,22 @@ mod tests {
     }
 
     #[test]
+    fn held_since_is_optional_and_checked() {
+        let mut r = sample();
+        r.held_since = Some(humantime::parse_rfc3339("2026-11-21T12:00:30Z").unwrap());
+        let text = render(&r);
+        assert!(
+            text.ends_with(r#","heldSince":"2026-11-21T12:00:30Z"}"#),
+            "{text}"
+        );
+        assert_eq!(parse(&text), RecordState::Valid(r));
+        let m = malformed(
+            r#"{"phase":"Fencing","fencingSince":"2026-11-21T12:00:00Z","cordoned":true,"tainted":false,"by":"x","heldSince":"later"}"#,
+        );
+        assert!(m.contains("heldSince"), "{m}");
+    }
+
+    #[test]
     fn fenced_at_may_be_absent() {
         let text = r#"{"phase":"Fencing","fencingSince":"2026-11-21T12:00:00Z","cordoned":true,"tainted":false,"by":"x"}"#;
         assert!(matches!(parse(text), RecordState::Valid(r) if r.fenced_at.is_none()));
