@@ -204,6 +204,19 @@ pub struct Args {
     )]
     pub safe_time_margin: String,
 
+    /// Nodes that fail within this long of each other count as failing at
+    /// once for the storm guard: no node is powered off by --fence-command
+    /// or marked fenced until it has been suspect for
+    /// --node-heartbeat-interval (Leases renew at different phases) plus
+    /// this, so every node of a burst is counted first. 0s allowed.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_BURST_SPREAD",
+        default_value = "2s",
+        value_name = "DURATION"
+    )]
+    pub burst_spread: String,
+
     /// The kubelets' node Lease renewal interval (a quarter of the kubelet's
     /// nodeLeaseDurationSeconds, 40s by default): a node may be cut off up
     /// to this long after its last renewal, so it is a term of the safe time.
@@ -555,6 +568,13 @@ impl Args {
             })?;
         let node_heartbeat_interval =
             duration("node-heartbeat-interval", &self.node_heartbeat_interval)?;
+        let burst_spread = humantime::parse_duration(self.burst_spread.trim()).map_err(|_| {
+            invalid(
+                "burst-spread",
+                &self.burst_spread,
+                "expected a duration such as 2s (0s allowed)",
+            )
+        })?;
         let self_fence = parse_self_fence(&self.self_fence)?;
         let watchdog_timeout = duration("watchdog-timeout", &self.watchdog_timeout)?;
         let api_check_interval = duration("api-check-interval", &self.api_check_interval)?;
@@ -625,6 +645,7 @@ impl Args {
             delete_pods_with_rwo_volumes: self.delete_pods_with_rwo_volumes,
             safe_time_margin,
             node_heartbeat_interval,
+            burst_spread,
             fence_command: !self.fence_command.trim().is_empty(),
             fence_command_backoff,
         };
@@ -689,13 +710,23 @@ fn parse_max_unhealthy(value: &str) -> Result<MaxUnhealthy, ConfigError> {
         invalid(
             "max-unhealthy",
             value,
-            "expected a percentage from 1% to 100% (such as 40%) or a node count of at least 1 (such as 3)",
+            "expected a percentage from 1% to 49% (such as 40%) or a node count of at least 1 (such as 3)",
         )
     };
     let v = value.trim();
     if let Some(p) = v.strip_suffix('%') {
         let n: u32 = p.trim().parse().map_err(|_| err())?;
-        if !(1..=100).contains(&n) {
+        if (50..=100).contains(&n) {
+            // The agents take "most of my peers cannot reach the API either"
+            // for a control-plane outage; a group the leader may fence must
+            // never be that many (a count is capped at each decision instead).
+            return Err(invalid(
+                "max-unhealthy",
+                value,
+                "must stay below 50% of the nodes: a group of half the nodes or more cut off together would take itself for a control-plane outage and not fence itself (counts are capped below half at each decision)",
+            ));
+        }
+        if !(1..=49).contains(&n) {
             return Err(err());
         }
         Ok(MaxUnhealthy::Percent(n))
@@ -757,6 +788,7 @@ impl Config {
             fence_command = self.fence_command.as_deref().unwrap_or(""),
             safe_time_margin = %humantime::format_duration(s.safe_time_margin),
             node_heartbeat_interval = %humantime::format_duration(s.node_heartbeat_interval),
+            burst_spread = %humantime::format_duration(s.burst_spread),
             self_fence = self.agent.self_fence.action().as_str(),
             api_check_interval = %humantime::format_duration(self.agent.api_check_interval),
             api_failure_threshold = self.agent.api_failure_threshold,
@@ -971,6 +1003,7 @@ mod tests {
         assert_eq!(c.agent.peer_silence_timeout, Duration::from_secs(10));
         assert_eq!(c.agent.watchdog_timeout, Duration::from_secs(10));
         assert_eq!(c.settings.safe_time_margin, Duration::from_secs(5));
+        assert_eq!(c.settings.burst_spread, Duration::from_secs(2));
         assert_eq!(c.settings.node_heartbeat_interval, Duration::from_secs(10));
         assert!(!c.settings.fence_command && c.fence_command.is_none());
         assert_eq!(
@@ -1027,7 +1060,7 @@ mod tests {
 
     #[test]
     fn max_unhealthy_values() {
-        let expected = "expected a percentage from 1% to 100% (such as 40%) or a node count of at least 1 (such as 3)";
+        let expected = "expected a percentage from 1% to 49% (such as 40%) or a node count of at least 1 (such as 3)";
         for bad in ["0", "0%", "101%", "abc", "-1", "4.5%", "%", ""] {
             let arg = format!("--max-unhealthy={bad}");
             assert_eq!(
@@ -1041,10 +1074,20 @@ mod tests {
                 .settings
                 .max_unhealthy
         };
-        assert_eq!(ok("100%"), MaxUnhealthy::Percent(100));
+        assert_eq!(ok("49%"), MaxUnhealthy::Percent(49));
         assert_eq!(ok("1%"), MaxUnhealthy::Percent(1));
         assert_eq!(ok("1"), MaxUnhealthy::Count(1));
         assert_eq!(ok("250"), MaxUnhealthy::Count(250));
+    }
+
+    #[test]
+    fn max_unhealthy_of_half_or_more_is_rejected() {
+        for bad in ["50%", "100%", " 75% "] {
+            let arg = format!("--max-unhealthy={bad}");
+            let e = err(&[&arg]);
+            assert!(e.contains("must stay below 50% of the nodes"), "{bad}: {e}");
+            assert!(e.contains("control-plane outage"), "{bad}: {e}");
+        }
     }
 
     #[test]

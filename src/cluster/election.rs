@@ -42,6 +42,18 @@ impl Leadership {
             .is_some_and(|t| now < t)
     }
 
+    /// Until when leadership is granted, if it is.
+    pub fn valid_until(&self) -> Option<Instant> {
+        *self.valid_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long leadership remains valid from `now`; `None` once it is not.
+    pub fn remaining(&self, now: Instant) -> Option<std::time::Duration> {
+        self.valid_until()
+            .filter(|t| now < *t)
+            .map(|t| t.duration_since(now))
+    }
+
     fn set(&self, until: Option<Instant>) {
         *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = until;
     }

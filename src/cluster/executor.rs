@@ -2,14 +2,20 @@
 //! resourceVersion precondition (re-rendered against fresh facts on
 //! conflict), and force-deletions that never hit a replacement.
 
+use std::future::Future;
+use std::time::Instant;
+
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 
+use super::election::Leadership;
 use super::facts::node_facts;
 use super::is_status;
 use super::patch::merge_patch;
+use super::reconcile::NODE_LEASE_NAMESPACE;
 use crate::decide::patch::{self, Skip};
 use crate::decide::{NodeFacts, NodeIntent, Now, PodRef, Settings};
 use crate::ops::Metrics;
@@ -31,6 +37,15 @@ pub enum ExecError {
     NodeGone(String),
     #[error("node {node} kept changing: gave up after {attempts} conflicting writes")]
     TooManyConflicts { node: String, attempts: usize },
+    /// Leadership is not (or no longer) confirmed: the request was not
+    /// sent, or was abandoned when leadership ran out while it was in flight.
+    #[error(
+        "{verb} {resource} not done: leadership is not confirmed (a deposed leader writes nothing)"
+    )]
+    NotLeader {
+        verb: &'static str,
+        resource: &'static str,
+    },
     #[error("{verb} {resource} failed: {source}")]
     Api {
         verb: &'static str,
@@ -65,14 +80,59 @@ pub struct Executor {
     client: Client,
     settings: Settings,
     metrics: Metrics,
+    leadership: Leadership,
 }
 
 impl Executor {
-    pub fn new(client: Client, settings: Settings, metrics: Metrics) -> Self {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Metrics,
+        leadership: Leadership,
+    ) -> Self {
         Executor {
             client,
             settings,
             metrics,
+            leadership,
+        }
+    }
+
+    /// One request, bounded by the remaining leadership validity: not sent
+    /// when leadership is not confirmed, abandoned when it runs out first.
+    async fn bounded<T>(
+        &self,
+        verb: &'static str,
+        resource: &'static str,
+        request: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<Result<T, kube::Error>, ExecError> {
+        let Some(left) = self.leadership.remaining(Instant::now()) else {
+            return Err(ExecError::NotLeader { verb, resource });
+        };
+        match tokio::time::timeout(left, request).await {
+            Ok(result) => Ok(result),
+            Err(_) => {
+                tracing::warn!(
+                    verb,
+                    resource,
+                    "leadership ran out while the request was in flight: abandoned"
+                );
+                Err(ExecError::NotLeader { verb, resource })
+            }
+        }
+    }
+
+    /// A consistent read (a GET, served from etcd, not a watch cache) of a
+    /// node's Lease: its resourceVersion, `None` when it does not exist.
+    pub async fn read_lease(&self, node: &str) -> Result<Option<String>, ExecError> {
+        let api: Api<kube::core::PartialObjectMeta<Lease>> =
+            Api::namespaced(self.client.clone(), NODE_LEASE_NAMESPACE);
+        match self
+            .bounded("get", "leases", api.get_metadata_opt(node))
+            .await?
+        {
+            Ok(lease) => Ok(lease.map(|l| l.metadata.resource_version.unwrap_or_default())),
+            Err(e) => Err(self.api_error("get", "leases", e)),
         }
     }
 
@@ -109,14 +169,19 @@ impl Executor {
                 Err(skip) => return Ok(NodeWrite::Skipped(skip)),
             };
             let body = merge_patch(&rendered, &taints, now.wall);
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
-                .await
+            let patch_params = PatchParams::default();
+            let patch = Patch::Merge(&body);
+            match self
+                .bounded("patch", "nodes", api.patch(&name, &patch_params, &patch))
+                .await?
             {
                 Ok(node) => return Ok(NodeWrite::Written(Box::new(node))),
                 Err(e) if is_status(&e, 409) => {
                     tracing::debug!(node = %name, attempt, "node changed since it was read; re-reading");
-                    match api.get_opt(&name).await {
+                    // `bounded` re-checks leadership before the re-read and
+                    // before the retried write: a leader deposed meanwhile
+                    // stops here.
+                    match self.bounded("get", "nodes", api.get_opt(&name)).await? {
                         Ok(Some(fresh)) => {
                             facts = node_facts(&fresh);
                             taints = fresh
@@ -139,16 +204,21 @@ impl Executor {
         })
     }
 
-    /// Force-delete a pod: grace period 0, UID precondition.
+    /// Force-delete a pod: grace period 0, UID and resourceVersion
+    /// preconditions (exactly the pod as it was listed; a pod changed since
+    /// is re-listed and judged again).
     pub async fn delete_pod(&self, pod: &PodRef) -> Result<Deleted, ExecError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
         let params = DeleteParams::default()
             .grace_period(0)
             .preconditions(Preconditions {
                 uid: Some(pod.uid.clone()),
-                resource_version: None,
+                resource_version: pod.resource_version.clone(),
             });
-        match api.delete(&pod.name, &params).await {
+        match self
+            .bounded("delete", "pods", api.delete(&pod.name, &params))
+            .await?
+        {
             Ok(_) => Ok(Deleted::Deleted),
             Err(e) if is_status(&e, 404) => Ok(Deleted::NotFound),
             Err(e) if is_status(&e, 409) => Ok(Deleted::PreconditionFailed),
@@ -158,7 +228,11 @@ impl Executor {
 
     pub async fn delete_volume_attachment(&self, name: &str) -> Result<Deleted, ExecError> {
         let api: Api<VolumeAttachment> = Api::all(self.client.clone());
-        match api.delete(name, &DeleteParams::default()).await {
+        let params = DeleteParams::default();
+        match self
+            .bounded("delete", "volumeattachments", api.delete(name, &params))
+            .await?
+        {
             Ok(_) => Ok(Deleted::Deleted),
             Err(e) if is_status(&e, 404) => Ok(Deleted::NotFound),
             Err(e) => Err(self.api_error("delete", "volumeattachments", e)),
@@ -197,6 +271,13 @@ mod tests {
         }
     }
 
+    /// Leadership confirmed for a minute.
+    fn leader() -> Leadership {
+        let l = Leadership::default();
+        l.grant_until(Instant::now() + Duration::from_secs(60));
+        l
+    }
+
     fn facts(rv: &str) -> NodeFacts {
         NodeFacts {
             name: "worker-1".into(),
@@ -209,6 +290,7 @@ mod tests {
             agent: crate::decide::AdvertState::Absent,
             unfence_requested: false,
             addresses: vec![],
+            kubelet_boot_id: None,
         }
     }
 
@@ -293,7 +375,7 @@ mod tests {
             send.send_response(ok(node_json("3")));
         });
         let metrics = Metrics::new();
-        let exec = Executor::new(client, settings(), metrics.clone());
+        let exec = Executor::new(client, settings(), metrics.clone(), leader());
         let out = within(exec.update_node(&NodeIntent::BeginFencing, &facts("1"), &[], now()))
             .await
             .expect("write succeeds after the retry");
@@ -327,7 +409,7 @@ mod tests {
                 send.send_response(ok(node_json(&format!("{}", i + 2))));
             }
         });
-        let exec = Executor::new(client, settings(), Metrics::new());
+        let exec = Executor::new(client, settings(), Metrics::new(), leader());
         let err = within(exec.update_node(&NodeIntent::BeginFencing, &facts("1"), &[], now()))
             .await
             .unwrap_err();
@@ -340,6 +422,7 @@ mod tests {
             namespace: "prod".into(),
             name: "db-0".into(),
             uid: "pod-uid-1".into(),
+            resource_version: Some("41".into()),
             statefulset: Some("db".into()),
         }
     }
@@ -354,16 +437,128 @@ mod tests {
             let body = body_json(req).await;
             assert_eq!(body["gracePeriodSeconds"], 0);
             assert_eq!(body["preconditions"]["uid"], "pod-uid-1");
+            assert_eq!(
+                body["preconditions"]["resourceVersion"], "41",
+                "exactly the pod as listed"
+            );
             send.send_response(ok(json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": "db-0", "namespace": "prod", "uid": "pod-uid-1"},
             })));
         });
-        let exec = Executor::new(client, settings(), Metrics::new());
+        let exec = Executor::new(client, settings(), Metrics::new(), leader());
         assert_eq!(
             within(exec.delete_pod(&pod_ref())).await.unwrap(),
             Deleted::Deleted
         );
+        within(server).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_answer_comes_after_the_leadership_validity_is_abandoned() {
+        let (client, mut handle) = mock();
+        let server = tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.expect("patch");
+            assert_eq!(req.method(), Method::PATCH);
+            // The API server is slow: it answers after the leadership ran out.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            send.send_response(ok(node_json("2")));
+        });
+        let leadership = Leadership::default();
+        leadership.grant_until(Instant::now() + Duration::from_millis(300));
+        let exec = Executor::new(client, settings(), Metrics::new(), leadership);
+        let started = Instant::now();
+        let err = within(exec.update_node(&NodeIntent::BeginFencing, &facts("1"), &[], now()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ExecError::NotLeader { .. }), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1200),
+            "abandoned at the end of the validity, not when the answer came ({:?})",
+            started.elapsed()
+        );
+        let _ = within(server).await;
+    }
+
+    #[tokio::test]
+    async fn nothing_is_sent_without_confirmed_leadership() {
+        let (client, mut handle) = mock();
+        let leadership = Leadership::default();
+        leadership.grant_until(Instant::now() + Duration::from_secs(60));
+        leadership.revoke();
+        let exec = Executor::new(client, settings(), Metrics::new(), leadership);
+        let err = within(exec.delete_pod(&pod_ref())).await.unwrap_err();
+        assert!(matches!(err, ExecError::NotLeader { .. }), "{err}");
+        let err = within(exec.delete_volume_attachment("va"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ExecError::NotLeader { .. }), "{err}");
+        assert!(
+            futures::poll!(Box::pin(handle.next_request())).is_pending(),
+            "no request"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_conflict_retry_rechecks_leadership_first() {
+        let (client, mut handle) = mock();
+        let leadership = Leadership::default();
+        leadership.grant_until(Instant::now() + Duration::from_secs(60));
+        let deposed = leadership.clone();
+        let server = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.expect("patch");
+            // Deposed while the first write was in flight.
+            deposed.revoke();
+            send.send_response(status(409, "Conflict"));
+            handle
+        });
+        let exec = Executor::new(client, settings(), Metrics::new(), leadership);
+        let err = within(exec.update_node(&NodeIntent::BeginFencing, &facts("1"), &[], now()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ExecError::NotLeader { .. }), "{err}");
+        let mut handle = within(server).await.unwrap();
+        assert!(
+            futures::poll!(Box::pin(handle.next_request())).is_pending(),
+            "no re-read and no retried write"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_lease_is_read_with_a_consistent_get() {
+        let (client, mut handle) = mock();
+        let server = tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.expect("get");
+            assert_eq!(req.method(), Method::GET);
+            assert_eq!(
+                req.uri().path(),
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/worker-1"
+            );
+            // No resourceVersion parameter: served from etcd, not a cache.
+            assert!(
+                !req.uri()
+                    .query()
+                    .unwrap_or_default()
+                    .contains("resourceVersion"),
+                "{}",
+                req.uri()
+            );
+            send.send_response(ok(json!({
+                "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                "metadata": {"name": "worker-1", "namespace": "kube-node-lease", "resourceVersion": "77"},
+            })));
+            let (_, send) = handle.next_request().await.expect("get");
+            send.send_response(status(404, "NotFound"));
+        });
+        let exec = Executor::new(client, settings(), Metrics::new(), leader());
+        assert_eq!(
+            within(exec.read_lease("worker-1"))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("77")
+        );
+        assert_eq!(within(exec.read_lease("worker-1")).await.unwrap(), None);
         within(server).await.unwrap();
     }
 
@@ -375,7 +570,7 @@ mod tests {
             send.send_response(status(404, "NotFound"));
         });
         let metrics = Metrics::new();
-        let exec = Executor::new(client, settings(), metrics.clone());
+        let exec = Executor::new(client, settings(), metrics.clone(), leader());
         assert_eq!(
             within(exec.delete_pod(&pod_ref())).await.unwrap(),
             Deleted::NotFound
@@ -400,7 +595,7 @@ mod tests {
             // retry would fail the executor call below with a service error.
             handle
         });
-        let exec = Executor::new(client, settings(), Metrics::new());
+        let exec = Executor::new(client, settings(), Metrics::new(), leader());
         assert_eq!(
             within(exec.delete_pod(&pod_ref())).await.unwrap(),
             Deleted::PreconditionFailed
@@ -420,7 +615,7 @@ mod tests {
             send.send_response(status(403, "Forbidden"));
         });
         let metrics = Metrics::new();
-        let exec = Executor::new(client, settings(), metrics.clone());
+        let exec = Executor::new(client, settings(), metrics.clone(), leader());
         assert!(within(exec.delete_pod(&pod_ref())).await.is_err());
         within(server).await.unwrap();
         assert_eq!(
@@ -444,7 +639,7 @@ mod tests {
             );
             send.send_response(status(404, "NotFound"));
         });
-        let exec = Executor::new(client, settings(), Metrics::new());
+        let exec = Executor::new(client, settings(), Metrics::new(), leader());
         assert_eq!(
             within(exec.delete_volume_attachment("csi-abc"))
                 .await

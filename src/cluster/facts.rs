@@ -44,6 +44,12 @@ pub fn node_facts(node: &Node) -> NodeFacts {
             .and_then(|a| a.get(decide::UNFENCE_ANNOTATION))
             .is_some_and(|v| v == "true"),
         addresses: addresses(node),
+        kubelet_boot_id: node
+            .status
+            .as_ref()
+            .and_then(|s| s.node_info.as_ref())
+            .map(|i| i.boot_id.trim().to_string())
+            .filter(|b| !b.is_empty()),
     }
 }
 
@@ -83,8 +89,9 @@ pub fn readiness(node: &Node) -> Readiness {
 }
 
 /// Drop everything from a cached Node but labels, annotations,
-/// resourceVersion, uid, `spec.taints`, `spec.unschedulable` and the Ready
-/// condition (without its timestamps and message, which change often).
+/// resourceVersion, uid, `spec.taints`, `spec.unschedulable`, the Ready
+/// condition (without its timestamps and message, which change often),
+/// the addresses and `status.nodeInfo.bootID`.
 pub fn trim_node(node: &mut Node) {
     let meta = &mut node.metadata;
     meta.managed_fields = None;
@@ -110,6 +117,13 @@ pub fn trim_node(node: &mut Node) {
         node.status = Some(k8s_openapi::api::core::v1::NodeStatus {
             conditions: ready.map(|c| vec![c]),
             addresses: status.addresses,
+            // Only the boot ID: it proves a reboot and dates the agent's advertisement.
+            node_info: status
+                .node_info
+                .map(|i| k8s_openapi::api::core::v1::NodeSystemInfo {
+                    boot_id: i.boot_id,
+                    ..Default::default()
+                }),
             ..Default::default()
         });
     }
@@ -157,6 +171,7 @@ pub fn pod_obs(pod: &Pod, claims: Vec<ClaimObs>) -> PodObs {
         namespace: pod.namespace().unwrap_or_default(),
         name: pod.name_any(),
         uid: pod.uid().unwrap_or_default(),
+        resource_version: pod.resource_version(),
         node: pod
             .spec
             .as_ref()
@@ -305,6 +320,7 @@ mod tests {
             tainted: false,
             by: "kube-fencer-x".into(),
             boot_id: None,
+            held_since: None,
         };
         let n = node(json!({
             "metadata": {"name": "n", "annotations": {(decide::STATE_ANNOTATION): decide::record::render(&rec)}},
@@ -329,9 +345,14 @@ mod tests {
                 ],
                 "images": [{"names": ["nginx"], "sizeBytes": 1}],
                 "capacity": {"cpu": "4"},
+                "nodeInfo": {"bootID": "kubelet-boot-7", "machineID": "m", "kernelVersion": "6.1",
+                             "osImage": "x", "containerRuntimeVersion": "c", "kubeletVersion": "v",
+                             "kubeProxyVersion": "v", "operatingSystem": "linux",
+                             "architecture": "amd64", "systemUUID": "s"},
             },
         }));
         let before = node_facts(&n);
+        assert_eq!(before.kubelet_boot_id.as_deref(), Some("kubelet-boot-7"));
         trim_node(&mut n);
         assert_eq!(node_facts(&n), before);
         assert!(n.metadata.managed_fields.is_none());
@@ -345,6 +366,15 @@ mod tests {
         assert_eq!(conds.len(), 1);
         assert_eq!(conds[0].type_, "Ready");
         assert!(conds[0].last_heartbeat_time.is_none());
+        let info = status.node_info.as_ref().unwrap();
+        assert_eq!(info.boot_id, "kubelet-boot-7");
+        assert!(info.machine_id.is_empty() && info.kernel_version.is_empty());
+        // An empty or missing bootID is no boot ID.
+        let n = node(json!({"metadata": {"name": "n"}, "status": {"nodeInfo": {
+            "bootID": " ", "machineID": "", "kernelVersion": "", "osImage": "",
+            "containerRuntimeVersion": "", "kubeletVersion": "", "kubeProxyVersion": "",
+            "operatingSystem": "", "architecture": "", "systemUUID": ""}}}));
+        assert_eq!(node_facts(&n).kubelet_boot_id, None);
         let _ = (NodeSpec::default(), NodeStatus::default());
     }
 

@@ -26,6 +26,17 @@ pub struct NodeExtra {
     pub taints: Vec<K8sTaint>,
 }
 
+/// What a consistent read of a node's Lease found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseRead {
+    /// As the watch showed it: not renewed.
+    Unchanged,
+    /// Renewed since the watch last showed it: recorded as a renewal now.
+    Renewed,
+    /// No such Lease (or none known for the node).
+    Gone,
+}
+
 #[derive(Clone, Debug)]
 struct LeaseEntry {
     resource_version: Option<String>,
@@ -43,6 +54,8 @@ pub struct Index {
     leases_synced: bool,
     node_buffer: Option<Vec<Node>>,
     lease_buffer: Option<Vec<PartialObjectMeta<Lease>>>,
+    /// The Lease watch failed after a sync: unsynced until it works again.
+    lease_watch_blind: bool,
 }
 
 impl Index {
@@ -56,6 +69,7 @@ impl Index {
             leases_synced: false,
             node_buffer: None,
             lease_buffer: None,
+            lease_watch_blind: false,
         }
     }
 
@@ -230,10 +244,60 @@ impl Index {
         for entry in self.leases.values_mut() {
             entry.heartbeat = Heartbeat::first_seen(now);
         }
+        self.obs.lease_confirmed.clear();
+        // Synced again if it was before the failure, unless a relist is
+        // under way (its InitDone syncs).
+        if std::mem::take(&mut self.lease_watch_blind) && self.lease_buffer.is_none() {
+            self.leases_synced = true;
+            self.obs.synced = self.synced();
+        }
         let leases = &self.leases;
         for (name, node) in self.obs.nodes.iter_mut() {
             node.heartbeat = leases.get(name).map(|l| l.heartbeat);
         }
+    }
+
+    /// The node-Lease watch failed: until it works again we are blind, so
+    /// nothing is decided (a renewal we cannot see is not a missed one).
+    pub fn lease_watch_failed(&mut self) {
+        self.lease_watch_blind |= self.leases_synced;
+        self.leases_synced = false;
+        self.obs.synced = false;
+    }
+
+    /// A consistent read (GET) of a node's Lease returned `resource_version`
+    /// (`None`: the Lease is gone) at `now`. The same version as the watch
+    /// showed confirms the Lease was not renewed; another one is a renewal
+    /// the watch had not delivered (it is stale or stalled): observed now.
+    pub fn lease_read(
+        &mut self,
+        node: &str,
+        resource_version: Option<&str>,
+        now: Instant,
+    ) -> LeaseRead {
+        let Some(rv) = resource_version else {
+            self.leases.remove(node);
+            self.obs.lease_confirmed.remove(node);
+            if let Some(n) = self.obs.nodes.get_mut(node) {
+                n.heartbeat = None;
+            }
+            return LeaseRead::Gone;
+        };
+        let Some(entry) = self.leases.get_mut(node) else {
+            return LeaseRead::Gone;
+        };
+        if entry.resource_version.as_deref() == Some(rv) {
+            self.obs.lease_confirmed.insert(node.to_string(), now);
+            return LeaseRead::Unchanged;
+        }
+        entry.resource_version = Some(rv.to_string());
+        entry.heartbeat = entry.heartbeat.renewed(now, self.unreachable_after);
+        let heartbeat = entry.heartbeat;
+        self.obs.lease_confirmed.remove(node);
+        if let Some(n) = self.obs.nodes.get_mut(node) {
+            n.heartbeat = Some(heartbeat);
+        }
+        LeaseRead::Renewed
     }
 
     /// Heartbeat of a node, if its Lease is known.
@@ -307,6 +371,62 @@ mod tests {
         // A restart of either watcher makes the index cold again.
         index.on_lease_event(Event::Init, t0);
         assert!(!index.observations().synced);
+    }
+
+    #[test]
+    fn a_failed_lease_watch_makes_the_index_blind_until_it_works_again() {
+        let t0 = Instant::now();
+        let mut index = Index::new(Duration::from_secs(20));
+        sync(
+            &mut index,
+            vec![node("a", "1", "True")],
+            vec![lease("a", "10")],
+            t0,
+        );
+        assert!(index.synced());
+        index.lease_watch_failed();
+        assert!(!index.synced() && !index.observations().synced);
+        let t1 = t0 + Duration::from_secs(30);
+        index.lease_watch_resumed(t1);
+        assert!(index.synced() && index.observations().synced);
+        assert_eq!(index.heartbeat("a"), Some(Heartbeat::first_seen(t1)));
+        // A failure before the first sync does not make a resumption "synced".
+        let mut cold = Index::new(Duration::from_secs(20));
+        cold.lease_watch_failed();
+        cold.lease_watch_resumed(t1);
+        assert!(!cold.synced());
+    }
+
+    #[test]
+    fn a_consistent_lease_read_confirms_or_counts_as_a_renewal() {
+        let t0 = Instant::now();
+        let mut index = Index::new(Duration::from_secs(20));
+        sync(
+            &mut index,
+            vec![node("a", "1", "True")],
+            vec![lease("a", "10")],
+            t0,
+        );
+        let t1 = t0 + Duration::from_secs(25);
+        assert_eq!(index.lease_read("a", Some("10"), t1), LeaseRead::Unchanged);
+        assert_eq!(index.observations().lease_confirmed["a"], t1);
+        assert_eq!(index.heartbeat("a").unwrap().last_renewal, t0);
+        // The watch stalled: the API server has a newer Lease.
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(index.lease_read("a", Some("12"), t2), LeaseRead::Renewed);
+        assert_eq!(index.heartbeat("a").unwrap().last_renewal, t2);
+        assert_eq!(
+            index.observations().nodes["a"]
+                .heartbeat
+                .unwrap()
+                .last_renewal,
+            t2
+        );
+        assert!(!index.observations().lease_confirmed.contains_key("a"));
+        // The late watch event of that renewal is not a second one.
+        assert!(!index.on_lease_event(Event::Apply(lease("a", "12")), t2 + Duration::from_secs(1)));
+        assert_eq!(index.lease_read("a", None, t2), LeaseRead::Gone);
+        assert_eq!(index.observations().nodes["a"].heartbeat, None);
     }
 
     #[test]

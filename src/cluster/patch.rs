@@ -123,6 +123,7 @@ mod tests {
             tainted: false,
             by: "kube-fencer-a".into(),
             boot_id: None,
+            held_since: None,
         };
         let p = NodePatch {
             resource_version: Some("12".into()),

@@ -18,7 +18,7 @@ use super::election::Leadership;
 use super::executor::{Deleted, Executor, NodeWrite};
 use super::facts::trim_node;
 use super::fence_command::{self, FenceCommands};
-use super::index::Index;
+use super::index::{Index, LeaseRead};
 use super::peer_auth::PeerKey;
 use super::peers;
 use super::pods::PodCache;
@@ -94,6 +94,8 @@ pub fn operation(intent: &NodeIntent) -> &'static str {
         NodeIntent::BeginFencing => "begin",
         NodeIntent::MarkFenced => "fence",
         NodeIntent::Unfence => "unfence",
+        NodeIntent::HoldFencing => "hold",
+        NodeIntent::RestartFencing => "restart",
     }
 }
 
@@ -106,6 +108,8 @@ pub fn reason(intent: &NodeIntent, before: &RecordState) -> &'static str {
             RecordState::Valid(r) if r.phase == Phase::Fencing => "FencingCancelled",
             _ => "NodeUnfenced",
         },
+        NodeIntent::HoldFencing => "FencingHeld",
+        NodeIntent::RestartFencing => "FencingRestarted",
     }
 }
 
@@ -185,6 +189,8 @@ impl Leader {
                     }
                     Some(Err(e)) => {
                         lease_watch_failed = true;
+                        // Blind until it works again: decide nothing.
+                        st.index.lease_watch_failed();
                         self.metrics.watch_error("leases");
                         tracing::warn!(error = %e, "node Lease watch failed; retrying");
                     }
@@ -287,6 +293,17 @@ impl Leader {
         let decision = decide::decide(&obs, now, s);
         let mut simulated = false;
         for action in &decision.actions {
+            if let Action::ConfirmLease { node, .. } = action {
+                // A read: done for real in a dry run too, so it progresses.
+                let executor = Executor::new(
+                    self.client.clone(),
+                    self.settings.clone(),
+                    self.metrics.clone(),
+                    self.leadership.clone(),
+                );
+                simulated |= self.confirm_lease(st, &executor, node).await.is_ok();
+                continue;
+            }
             simulated |= self.simulate(&obs, action, now);
             if let Action::RunFenceCommand { node, attempt, .. } = action {
                 // A dry run never learns the result: "run" it once only.
@@ -382,6 +399,7 @@ impl Leader {
                 );
                 true
             }
+            Action::ConfirmLease { .. } => false,
             Action::RunFenceCommand {
                 node, attempt, why, ..
             } => {
@@ -409,6 +427,7 @@ impl Leader {
             self.client.clone(),
             self.settings.clone(),
             self.metrics.clone(),
+            self.leadership.clone(),
         );
         let mut wrote = false;
         for action in &decision.actions {
@@ -436,7 +455,12 @@ impl Leader {
                                 .inc();
                             tracing::warn!(node = %node, operation = op, reason, why = %why, "node updated");
                             self.events.warning_or_normal(
-                                matches!(intent, NodeIntent::BeginFencing | NodeIntent::MarkFenced),
+                                matches!(
+                                    intent,
+                                    NodeIntent::BeginFencing
+                                        | NodeIntent::MarkFenced
+                                        | NodeIntent::RestartFencing
+                                ),
                                 node_ref(node, extra.uid.as_deref()),
                                 reason,
                                 action_name(intent),
@@ -487,7 +511,11 @@ impl Leader {
                                 .pods_force_deleted
                                 .with_label_values(&[result.as_label()])
                                 .inc();
-                            st.recently_deleted.insert(pod.uid.clone(), Instant::now());
+                            if result != Deleted::PreconditionFailed {
+                                // A pod changed since it was listed (409 on
+                                // the resourceVersion) is re-listed next pass.
+                                st.recently_deleted.insert(pod.uid.clone(), Instant::now());
+                            }
                             st.pods.invalidate_node(node);
                             wrote = true;
                             if result == Deleted::Deleted {
@@ -589,6 +617,18 @@ impl Leader {
                         }
                     }
                 }
+                Action::ConfirmLease { node, why } => {
+                    tracing::debug!(node = %node, why = %why, "confirming the node's Lease");
+                    match self.confirm_lease(st, &executor, node).await {
+                        Ok(_) => wrote = true,
+                        Err(e) => errors.push(Warning {
+                            node: Some(node.clone()),
+                            message: format!(
+                                "re-reading node {node}'s Lease before an irreversible step failed: {e}; nothing irreversible is done until it succeeds"
+                            ),
+                        }),
+                    }
+                }
                 Action::RunFenceCommand {
                     node,
                     addresses,
@@ -645,6 +685,27 @@ impl Leader {
             }
         }
         wrote
+    }
+
+    /// A consistent read of the node's Lease, fed to the index: unchanged
+    /// confirms the stale heartbeat, renewed is a renewal observed now.
+    async fn confirm_lease(
+        &self,
+        st: &mut LoopState,
+        executor: &Executor,
+        node: &str,
+    ) -> Result<LeaseRead, super::executor::ExecError> {
+        let rv = executor.read_lease(node).await?;
+        let read = st.index.lease_read(node, rv.as_deref(), Instant::now());
+        match read {
+            LeaseRead::Renewed => tracing::warn!(
+                node = %node,
+                "the node's Lease was renewed although the watch had not shown it (stale or stalled watch): treated as a fresh renewal, nothing irreversible done"
+            ),
+            LeaseRead::Gone => tracing::warn!(node = %node, "the node's Lease is gone"),
+            LeaseRead::Unchanged => {}
+        }
+        Ok(read)
     }
 
     /// A node whose Lease went stale may still run a connected agent (its
@@ -754,6 +815,8 @@ pub fn action_name(intent: &NodeIntent) -> &'static str {
         NodeIntent::BeginFencing => "BeginFencing",
         NodeIntent::MarkFenced => "MarkFenced",
         NodeIntent::Unfence => "Unfence",
+        NodeIntent::HoldFencing => "HoldFencing",
+        NodeIntent::RestartFencing => "RestartFencing",
     }
 }
 
@@ -762,6 +825,8 @@ fn describe(intent: &NodeIntent) -> &'static str {
         NodeIntent::BeginFencing => "record fencing and cordon the node",
         NodeIntent::MarkFenced => "mark the node fenced",
         NodeIntent::Unfence => "remove kube-fencer's cordon, taint and record",
+        NodeIntent::HoldFencing => "note in the record that the storm guard holds the node",
+        NodeIntent::RestartFencing => "restart the node's fencing from the storm guard's release",
     }
 }
 
@@ -799,6 +864,7 @@ mod tests {
                 tainted: false,
                 by: "x".into(),
                 boot_id: None,
+                held_since: None,
             })
         };
         assert_eq!(

@@ -74,7 +74,7 @@ impl Overlay {
                     self.deleted_attachments.insert(name.clone());
                 }
                 // No simulated effect: a dry run never learns whether the node is off.
-                Action::RunFenceCommand { .. } => {}
+                Action::RunFenceCommand { .. } | Action::ConfirmLease { .. } => {}
             }
         }
     }
@@ -122,6 +122,7 @@ mod tests {
                     namespace: "ns".into(),
                     name: uid.to_string(),
                     uid: uid.to_string(),
+                    resource_version: Some("1".into()),
                     node: "n1".into(),
                     controller: None,
                     claims: vec![],
@@ -164,6 +165,7 @@ mod tests {
                         namespace: "ns".into(),
                         name: "u1".into(),
                         uid: "u1".into(),
+                        resource_version: Some("1".into()),
                         statefulset: None,
                     },
                     why: String::new(),

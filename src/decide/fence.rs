@@ -10,7 +10,7 @@
 //!
 //! A node with neither is never marked fenced: kube-fencer warns and waits.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::guard::held_message;
 use super::safetime::safe_time;
@@ -65,12 +65,41 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
                     name,
                     held_message(name, "marking as fenced", &plan.guard, s.max_unhealthy),
                 );
+                if r.held_since.is_none() {
+                    plan.actions.push(Action::UpdateNode {
+                        node: name.to_string(),
+                        intent: NodeIntent::HoldFencing,
+                        why: format!(
+                            "storm guard active ({} of {} unhealthy, {} allowed): its agent may take this for a control-plane outage and not fence itself, so its fencing restarts when the guard releases",
+                            plan.guard.unhealthy, plan.guard.managed, plan.guard.allowed
+                        ),
+                    });
+                }
                 return;
             }
-            if external(view, plan) {
+            if let Some(held) = r.held_since {
+                // Whatever the node's agent concluded while the guard held
+                // it, the clock of its safe time starts again now.
+                let held_for = plan.now.wall.duration_since(held).unwrap_or_default();
+                plan.actions.push(Action::UpdateNode {
+                    node: name.to_string(),
+                    intent: NodeIntent::RestartFencing,
+                    why: format!(
+                        "storm guard released after holding the node for {}: restarting its fencing now, so its safe time counts from the release",
+                        fmt_age(held_for)
+                    ),
+                });
                 return;
             }
-            self_fenced(view, plan, age);
+            // Judge "at once" before anything irreversible (running the
+            // fence command, marking Fenced): wait until the node has been
+            // suspect for the settle window, so a burst whose Leases stop at
+            // different phases is counted whole by the guard first.
+            let settled = hb.last_renewal + s.unreachable_after + s.settle_window();
+            if external(view, plan, settled) {
+                return;
+            }
+            self_fenced(view, plan, age, settled);
         }
         // Fenced: recovery's business. Malformed: never managed.
         _ => {}
@@ -78,11 +107,21 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
 }
 
 /// The external fence command. Returns true when the node was marked fenced.
-fn external(view: &NodeView<'_>, plan: &mut Plan<'_>) -> bool {
+fn external(view: &NodeView<'_>, plan: &mut Plan<'_>, settled: Instant) -> bool {
     let s = plan.settings;
     let name = view.name;
     let state = plan.obs.fence_commands.get(name);
+    let settling = plan.now.mono < settled;
+    if settling {
+        plan.wake(settled);
+    }
+    let Some(hb) = view.obs.heartbeat else {
+        return true;
+    };
     if let Some(FenceCommandState::Succeeded { attempt }) = state {
+        if settling || !plan.lease_confirmed(name, hb, "marking the node fenced") {
+            return true;
+        }
         plan.actions.push(Action::UpdateNode {
             node: name.to_string(),
             intent: NodeIntent::MarkFenced,
@@ -102,6 +141,8 @@ fn external(view: &NodeView<'_>, plan: &mut Plan<'_>) -> bool {
         });
     };
     match state {
+        None if settling => {}
+        None if !plan.lease_confirmed(name, hb, "running --fence-command") => {}
         None => run(
             plan,
             1,
@@ -116,7 +157,9 @@ fn external(view: &NodeView<'_>, plan: &mut Plan<'_>) -> bool {
                     "--fence-command failed for node {name} (attempt {attempt}: {error}); the node is not known to be off, nothing is deleted; retrying with backoff"
                 ),
             );
-            if plan.now.mono >= retry_at {
+            if plan.now.mono >= retry_at
+                && plan.lease_confirmed(name, hb, "running --fence-command")
+            {
                 run(
                     plan,
                     attempt + 1,
@@ -144,15 +187,15 @@ fn fencing_recorded(view: &NodeView<'_>, plan: &Plan<'_>) -> std::time::Instant 
 }
 
 /// Self-fencing: the node's agent has fenced it by its safe time.
-fn self_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, age: Duration) {
+fn self_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, age: Duration, settled: Instant) {
     let s = plan.settings;
     let name = view.name;
     let Some(hb) = view.obs.heartbeat else {
         return;
     };
-    let advert = match view.obs.facts.agent.valid() {
-        Some(a) if a.capable() => a,
-        _ => {
+    let advert = match view.obs.facts.capable_advert() {
+        Ok(a) => a,
+        Err(because) => {
             plan.external_fencing_required.push(name.to_string());
             let failing = matches!(
                 plan.obs.fence_commands.get(name),
@@ -170,8 +213,7 @@ fn self_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, age: Duration) {
             plan.warn(
                 name,
                 format!(
-                    "node {name} will NOT be marked fenced on time alone: {}; a stale heartbeat does not prove it stopped, so kube-fencer waits {how}",
-                    view.obs.facts.agent.not_capable_because()
+                    "node {name} will NOT be marked fenced on time alone: {because}; a stale heartbeat does not prove it stopped, so kube-fencer waits {how}"
                 ),
             );
             return;
@@ -184,9 +226,12 @@ fn self_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, age: Duration) {
         &s.leader_terms(),
     );
     plan.safe_times.insert(name.to_string(), st);
-    let deadline = (hb.last_renewal + s.fence_timeout).max(st.at);
+    let deadline = (hb.last_renewal + s.fence_timeout).max(st.at).max(settled);
     if plan.now.mono < deadline {
         plan.wake(deadline);
+        return;
+    }
+    if !plan.lease_confirmed(name, hb, "marking the node fenced") {
         return;
     }
     plan.actions.push(Action::UpdateNode {

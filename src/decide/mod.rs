@@ -117,6 +117,8 @@ pub struct Settings {
     /// The kubelet's node Lease renewal interval (`--node-heartbeat-interval`),
     /// a term of every [`SafeTime`].
     pub node_heartbeat_interval: Duration,
+    /// `--burst-spread`: see [`Settings::settle_window`].
+    pub burst_spread: Duration,
     /// Whether an external `--fence-command` is configured.
     pub fence_command: bool,
     /// First retry delay of a failed fence command; doubles per attempt
@@ -125,6 +127,17 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// How long a node must have been suspect before an irreversible step
+    /// (running the fence command, marking it Fenced): one Lease renewal
+    /// interval (nodes that fail together stop renewing up to that far
+    /// apart, depending on their renewal phase) plus the accepted spread of
+    /// their failures. By then every node of a burst is suspect and counted
+    /// by the storm guard.
+    pub fn settle_window(&self) -> Duration {
+        self.node_heartbeat_interval
+            .saturating_add(self.burst_spread)
+    }
+
     /// The leader's terms of a node's [`SafeTime`].
     pub fn leader_terms(&self) -> LeaderTerms {
         LeaderTerms {
@@ -180,6 +193,53 @@ pub struct NodeFacts {
     pub unfence_requested: bool,
     /// `status.addresses` (InternalIP first), for the fence command.
     pub addresses: Vec<String>,
+    /// `status.nodeInfo.bootID` as the kubelet reports it (`None` when
+    /// empty or absent). It changes on every reboot, whether or not
+    /// kube-fencer's agent ever ran on the node.
+    pub kubelet_boot_id: Option<String>,
+}
+
+impl NodeFacts {
+    /// The agent's advertisement, if it is self-fence capable *and* fresh:
+    /// made during the node's current boot, as far as the kubelet tells
+    /// (an advertisement left over from before a reboot after which the
+    /// agent never came up promises nothing). Otherwise why not.
+    pub fn capable_advert(&self) -> Result<&AgentAdvert, String> {
+        match self.agent.valid() {
+            Some(a) if a.capable() => match (self.kubelet_boot_id.as_deref(), self.agent.boot_id())
+            {
+                (Some(kubelet), advertised) if advertised != Some(kubelet) => Err(format!(
+                    "its agent's advertisement is not from the node's current boot (the kubelet reports boot ID {kubelet}, the advertisement {}): the agent has not run since the node rebooted",
+                    advertised.unwrap_or("none")
+                )),
+                _ => Ok(a),
+            },
+            _ => Err(self.agent.not_capable_because()),
+        }
+    }
+
+    /// The node's current boot ID, to stamp a record with: the kubelet's,
+    /// else the agent's.
+    pub fn boot_id(&self) -> Option<&str> {
+        self.kubelet_boot_id.as_deref().or(self.agent.boot_id())
+    }
+
+    /// The node's current boot ID as evidence of a reboot: the kubelet's
+    /// and the agent's where both exist and agree, else whichever exists.
+    /// When both exist and disagree, no evidence (conservative: a Fenced
+    /// node stays fenced and an operator is warned).
+    pub fn current_boot(&self) -> Result<&str, String> {
+        match (self.kubelet_boot_id.as_deref(), self.agent.boot_id()) {
+            (Some(k), Some(a)) if k != a => Err(format!(
+                "the kubelet reports boot ID {k} but the agent advertises {a}; they disagree, so kube-fencer cannot tell which boot is running"
+            )),
+            (Some(k), _) => Ok(k),
+            (None, Some(a)) => Ok(a),
+            (None, None) => Err(
+                "neither the kubelet (status.nodeInfo.bootID) nor an agent reports a boot ID, so kube-fencer cannot tell whether it rebooted".to_string(),
+            ),
+        }
+    }
 }
 
 /// Heartbeat history as observed by this agent, in its own monotonic time.
@@ -228,6 +288,8 @@ pub struct PodObs {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    /// `metadata.resourceVersion` as listed (the delete's precondition).
+    pub resource_version: Option<String>,
     /// `spec.nodeName`.
     pub node: String,
     /// The owner reference with `controller: true`, if any.
@@ -258,7 +320,15 @@ pub struct Observations {
     /// [`Action::RunFenceCommand`]). The shell forgets a node's entry when
     /// its record goes away.
     pub fence_commands: BTreeMap<String, FenceCommandState>,
+    /// Consistent reads of node Leases (a GET, not the watch cache), per
+    /// node: when one last found the Lease exactly as the watch showed it
+    /// (not renewed since). A read that found it renewed is fed back as a
+    /// renewal instead. See [`Action::ConfirmLease`].
+    pub lease_confirmed: BTreeMap<String, Instant>,
 }
+
+/// How recent a consistent Lease read must be for an irreversible step.
+pub const LEASE_CONFIRM_VALIDITY: Duration = Duration::from_secs(2);
 
 /// The state of the external fence command for one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -290,6 +360,13 @@ pub enum NodeIntent {
     MarkFenced,
     /// Remove only what kube-fencer added (taint, cordon) and the record.
     Unfence,
+    /// The storm guard holds a Fencing node: note it in the record
+    /// (`heldSince`), so whoever leads when the guard releases restarts it.
+    HoldFencing,
+    /// The storm guard released a node it held: restart its fencing now
+    /// (`fencingSince` = now, `heldSince` cleared), so its safe time counts
+    /// from the release, not from the old record.
+    RestartFencing,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -297,6 +374,8 @@ pub struct PodRef {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    /// Precondition of the delete: the pod exactly as it was listed.
+    pub resource_version: Option<String>,
     /// Name of the owning StatefulSet, when there is one (for its Event).
     pub statefulset: Option<String>,
 }
@@ -321,6 +400,13 @@ pub enum Action {
         volume: String,
         why: String,
     },
+    /// Before an irreversible step for the node (running the fence command,
+    /// marking it Fenced, deleting its pods or VolumeAttachments): read its
+    /// Lease with a consistent GET and compare with what the watch showed.
+    /// Unchanged: the shell records [`Observations::lease_confirmed`] and
+    /// decides again; renewed: it is a renewal observed now (the watch was
+    /// stale, and the node is alive).
+    ConfirmLease { node: String, why: String },
     /// Run the external `--fence-command` for the node (attempt numbers
     /// start at 1). Its result comes back as a [`FenceCommandState`].
     RunFenceCommand {
@@ -429,6 +515,33 @@ impl Plan<'_> {
         });
     }
 
+    /// Whether the node's stale Lease was confirmed by a consistent read
+    /// taken after the last renewal we saw and at most
+    /// [`LEASE_CONFIRM_VALIDITY`] ago; if not, ask for one (once per
+    /// decision). Every irreversible step is gated by it: a watch that failed
+    /// or stalled silently must not pass for a node that stopped renewing.
+    fn lease_confirmed(&mut self, node: &str, hb: Heartbeat, step: &str) -> bool {
+        let now = self.now.mono;
+        if self.obs.lease_confirmed.get(node).is_some_and(|at| {
+            *at >= hb.last_renewal && now.saturating_duration_since(*at) <= LEASE_CONFIRM_VALIDITY
+        }) {
+            return true;
+        }
+        let asked = self
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ConfirmLease { node: n, .. } if n == node));
+        if !asked {
+            self.actions.push(Action::ConfirmLease {
+                node: node.to_string(),
+                why: format!(
+                    "before {step}: re-reading the node's Lease from the API server (not the watch cache) to confirm it was not renewed"
+                ),
+            });
+        }
+        false
+    }
+
     /// A moment at which a decision may change with no new observation.
     fn wake(&mut self, at: Instant) {
         if at > self.now.mono && self.next_wakeup.is_none_or(|w| at < w) {
@@ -474,10 +587,16 @@ pub fn decide(obs: &Observations, now: Now, settings: &Settings) -> Decision {
     // The agent's own node counts: it is one of the cluster's nodes, and
     // leaving it out would make the threshold stricter than the operator set
     // (40% of 3 nodes allows one failure; 40% of the other 2 would allow none).
-    let managed = views.iter().filter(|v| v.scope.counts_for_guard()).count();
+    // One population with the agents' peers (see `guard::in_population`):
+    // nodes with a malformed record count too, and a node without a Lease
+    // counts as unhealthy (nothing shows it alive).
+    let in_population =
+        |v: &&NodeView<'_>| guard::in_settings_population(&v.obs.facts.labels, settings);
+    let managed = views.iter().filter(in_population).count();
     let unhealthy = views
         .iter()
-        .filter(|v| v.scope.counts_for_guard() && v.stale)
+        .filter(in_population)
+        .filter(|v| v.stale || v.obs.heartbeat.is_none())
         .count();
     let mut plan = Plan {
         obs,

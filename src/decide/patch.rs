@@ -68,7 +68,8 @@ pub fn render(
                 cordoned: !facts.unschedulable,
                 tainted: false,
                 by: settings.identity.clone(),
-                boot_id: facts.agent.boot_id().map(String::from),
+                boot_id: facts.boot_id().map(String::from),
+                held_since: None,
             }));
         }
         NodeIntent::MarkFenced => {
@@ -112,7 +113,41 @@ pub fn render(
                 tainted,
                 by: settings.identity.clone(),
                 boot_id: record.boot_id.clone(),
+                held_since: None,
             }));
+        }
+        NodeIntent::HoldFencing | NodeIntent::RestartFencing => {
+            let record = match &facts.record {
+                RecordState::Valid(r) if r.phase == Phase::Fencing => r,
+                RecordState::Valid(_) => {
+                    return Err(Skip::NoLongerApplies(
+                        "the node is no longer in phase Fencing".into(),
+                    ));
+                }
+                RecordState::Absent => {
+                    return Err(Skip::NoLongerApplies(
+                        "the node has no fencing record any more".into(),
+                    ));
+                }
+                RecordState::Malformed(why) => {
+                    return Err(Skip::NoLongerApplies(format!(
+                        "the node's fencing record is malformed ({why})"
+                    )));
+                }
+            };
+            let hold = *intent == NodeIntent::HoldFencing;
+            if record.held_since.is_some() == hold {
+                return Err(Skip::AlreadyDone);
+            }
+            let mut next = record.clone();
+            next.by = settings.identity.clone();
+            if hold {
+                next.held_since = Some(now.wall);
+            } else {
+                next.held_since = None;
+                next.fencing_since = now.wall;
+            }
+            patch.record = Some(Some(next));
         }
         NodeIntent::Unfence => {
             let record = match &facts.record {
@@ -205,7 +240,82 @@ mod tests {
             tainted,
             by: "old-leader".into(),
             boot_id: None,
+            held_since: None,
         })
+    }
+
+    #[test]
+    fn a_held_fencing_is_noted_then_restarted_from_the_release() {
+        let s = settings();
+        let mut f = facts("n1");
+        f.record = record(Phase::Fencing, true, false);
+        let p = render(&NodeIntent::HoldFencing, &f, now_at(50), &s).unwrap();
+        let Some(Some(held)) = p.record else {
+            panic!("{p:?}")
+        };
+        assert_eq!(
+            held.held_since,
+            Some(wall0() + std::time::Duration::from_secs(50))
+        );
+        assert_eq!(
+            held.fencing_since,
+            wall0(),
+            "holding does not move the start"
+        );
+        assert!(p.unschedulable.is_none() && p.taints.is_none());
+        f.record = RecordState::Valid(held.clone());
+        assert_eq!(
+            render(&NodeIntent::HoldFencing, &f, now_at(51), &s),
+            Err(Skip::AlreadyDone)
+        );
+        let p = render(&NodeIntent::RestartFencing, &f, now_at(90), &s).unwrap();
+        let Some(Some(restarted)) = p.record else {
+            panic!("{p:?}")
+        };
+        assert_eq!(
+            restarted.fencing_since,
+            wall0() + std::time::Duration::from_secs(90)
+        );
+        assert_eq!(restarted.held_since, None);
+        assert_eq!(
+            (restarted.cordoned, restarted.boot_id.clone()),
+            (held.cordoned, held.boot_id)
+        );
+        f.record = RecordState::Valid(restarted);
+        assert_eq!(
+            render(&NodeIntent::RestartFencing, &f, now_at(91), &s),
+            Err(Skip::AlreadyDone)
+        );
+        // Only a Fencing record is held or restarted.
+        f.record = record(Phase::Fenced, true, true);
+        assert!(matches!(
+            render(&NodeIntent::HoldFencing, &f, now_at(0), &s),
+            Err(Skip::NoLongerApplies(_))
+        ));
+        f.record = RecordState::Absent;
+        assert!(matches!(
+            render(&NodeIntent::RestartFencing, &f, now_at(0), &s),
+            Err(Skip::NoLongerApplies(_))
+        ));
+    }
+
+    #[test]
+    fn begin_fencing_records_the_kubelets_boot_id_before_the_agents() {
+        let s = settings();
+        let mut f = facts("n1");
+        f.kubelet_boot_id = Some("kubelet-boot".into());
+        let stamp = |f: &NodeFacts| match render(&NodeIntent::BeginFencing, f, now_at(0), &s) {
+            Ok(NodePatch {
+                record: Some(Some(r)),
+                ..
+            }) => r.boot_id,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(stamp(&f).as_deref(), Some("kubelet-boot"));
+        f.kubelet_boot_id = None;
+        assert_eq!(stamp(&f).as_deref(), Some("boot-1"), "the agent's");
+        f.agent = crate::decide::AdvertState::Absent;
+        assert_eq!(stamp(&f), None);
     }
 
     #[test]

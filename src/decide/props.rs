@@ -71,15 +71,19 @@ fn arb_settings() -> impl Strategy<Value = Settings> {
 fn arb_record() -> impl Strategy<Value = RecordState> {
     prop_oneof![
         2 => Just(RecordState::Absent),
-        3 => (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(fenced, cordoned, tainted)| {
+        3 => (any::<bool>(), any::<bool>(), any::<bool>(), 0u64..200, any::<bool>()).prop_map(|(fenced, cordoned, tainted, since_ago, held)| {
+            // Written up to 200 s before the decision (the other times are
+            // up to ~150 s old), sometimes held by a storm guard.
+            let since = wall0() + Duration::from_secs(NOW - since_ago);
             RecordState::Valid(FenceRecord {
                 phase: if fenced { Phase::Fenced } else { Phase::Fencing },
-                fencing_since: wall0(),
-                fenced_at: fenced.then(wall0),
+                fencing_since: since,
+                fenced_at: fenced.then_some(since),
                 cordoned,
                 tainted,
                 by: "someone".into(),
                 boot_id: None,
+                held_since: held.then_some(since),
             })
         }),
         1 => Just(RecordState::Malformed("bad".into())),
@@ -108,7 +112,7 @@ fn arb_node(name: String) -> impl Strategy<Value = NodeObs> {
         any::<bool>(),
         proptest::sample::subsequence(taint_pool(), 0..=5),
         proptest::bool::weighted(0.3),
-        (0u8..5, any::<bool>(), 0u8..3),
+        (0u8..5, any::<bool>(), 0u8..3, 0u8..3),
     )
         .prop_map(
             move |(
@@ -120,9 +124,14 @@ fn arb_node(name: String) -> impl Strategy<Value = NodeObs> {
                 unsched,
                 taints,
                 shuffle,
-                (agent, unfence_requested, record_boot),
+                (agent, unfence_requested, record_boot, kubelet_boot),
             )| {
                 let mut f = testutil::facts(&name);
+                f.kubelet_boot_id = match kubelet_boot {
+                    0 => None,
+                    1 => Some("boot-1".into()),
+                    _ => Some("boot-0".into()),
+                };
                 if let Some(v) = exclude {
                     f.labels.insert(EXCLUDE_LABEL.into(), v.into());
                 }
@@ -197,6 +206,7 @@ fn arb_pod(nodes: Vec<String>) -> impl Strategy<Value = (usize, PodObs)> {
                     namespace: "ns".into(),
                     name: format!("p{uid}"),
                     uid: format!("u{uid}"),
+                    resource_version: Some("1".into()),
                     node: nodes[on].clone(),
                     controller: owner.map(|(a, k)| OwnerRef {
                         api_version: a.into(),
@@ -232,13 +242,22 @@ fn arb_obs() -> impl Strategy<Value = Observations> {
                 proptest::collection::vec(arb_pod(names), 0..12),
                 vas,
                 proptest::collection::vec(0u8..4, n),
+                proptest::collection::vec(proptest::option::weighted(0.7, 0u64..200), n),
             )
         })
-        .prop_map(|(names, synced, nodes, pods, vas, cmds)| {
+        .prop_map(|(names, synced, nodes, pods, vas, cmds, reads)| {
             let mut obs = Observations {
                 synced,
                 ..Default::default()
             };
+            // Consistent Lease reads, from just now to long ago (before or
+            // after the last renewal seen).
+            for (name, read) in names.iter().zip(reads) {
+                if let Some(ago) = read {
+                    obs.lease_confirmed
+                        .insert(name.clone(), mono(NOW) - Duration::from_millis(ago * 25));
+                }
+            }
             for (name, cmd) in names.iter().zip(cmds) {
                 let state = match cmd {
                     0 => continue,
@@ -286,8 +305,38 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
         );
         return Ok(());
     }
+    // Every irreversible step rests on a recent consistent read of the
+    // node's Lease taken after the last renewal seen.
+    let confirmed = |node: &str| {
+        let hb = obs.nodes[node].heartbeat.unwrap();
+        obs.lease_confirmed.get(node).is_some_and(|at| {
+            *at >= hb.last_renewal && now.mono.duration_since(*at) <= LEASE_CONFIRM_VALIDITY
+        })
+    };
     for a in &d.actions {
         match a {
+            Action::RunFenceCommand { node, .. }
+            | Action::DeletePod { node, .. }
+            | Action::DeleteVolumeAttachment { node, .. }
+            | Action::UpdateNode {
+                node,
+                intent: NodeIntent::MarkFenced,
+                ..
+            } => prop_assert!(
+                confirmed(node),
+                "not confirmed by a consistent read: {:?}",
+                a
+            ),
+            _ => {}
+        }
+        match a {
+            Action::ConfirmLease { node, .. } => {
+                let n = &obs.nodes[node];
+                prop_assert!(stale(obs, node, s, now), "{:?}", a);
+                prop_assert!(guard::scope(n, s).is_managed(), "{:?}", a);
+                prop_assert!(n.facts.record.phase().is_some(), "{:?}", a);
+                prop_assert!(!confirmed(node), "asked again: {:?}", a);
+            }
             Action::RunFenceCommand { node, .. } => {
                 prop_assert!(s.fence_command, "{:?}", a);
                 prop_assert_eq!(obs.nodes[node].facts.record.phase(), Some(Phase::Fencing));
@@ -329,6 +378,20 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                         prop_assert!(n.facts.record.valid().is_some());
                         prop_assert!(!stale(obs, node, s, now));
                     }
+                    NodeIntent::HoldFencing | NodeIntent::RestartFencing => {
+                        prop_assert!(stale(obs, node, s, now), "{:?}", a);
+                        prop_assert!(guard::scope(n, s).is_managed(), "{:?}", a);
+                        prop_assert_eq!(n.facts.record.phase(), Some(Phase::Fencing));
+                        let held = n
+                            .facts
+                            .record
+                            .valid()
+                            .is_some_and(|r| r.held_since.is_some());
+                        let hold = *intent == NodeIntent::HoldFencing;
+                        // Held only while the guard is active, restarted only once it is not.
+                        prop_assert_eq!(d.report.storm_guard.active, hold, "{:?}", a);
+                        prop_assert_eq!(held, !hold, "{:?}", a);
+                    }
                 }
                 if *intent == NodeIntent::MarkFenced {
                     let hb = n.heartbeat.unwrap();
@@ -339,22 +402,25 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                         obs.fence_commands.get(node),
                         Some(FenceCommandState::Succeeded { .. })
                     );
+                    // An independent lower bound from the advertised terms
+                    // (not the production formula): the agent cannot have
+                    // decided before it failed `k` checks `i` apart after the
+                    // last heartbeat, nor before the Fencing record it may
+                    // learn of existed; its action then takes up to the
+                    // watchdog timeout, and the margin comes on top.
+                    let record = n.facts.record.valid().unwrap();
+                    prop_assert!(record.held_since.is_none(), "marked a held node: {:?}", a);
+                    let recorded_age = now
+                        .wall
+                        .duration_since(record.fencing_since)
+                        .unwrap_or_default();
                     let self_fenced = n.facts.agent.valid().is_some_and(|a| {
+                        let action = a.watchdog_timeout + s.safe_time_margin;
+                        let detect = a.api_check_interval * a.api_failure_threshold;
                         a.capable()
                             && hb.age(now.mono) >= s.fence_timeout
-                            && now.mono
-                                >= safetime::safe_time(
-                                    a,
-                                    hb.last_renewal,
-                                    n.facts
-                                        .record
-                                        .valid()
-                                        .and_then(|r| now.wall.duration_since(r.fencing_since).ok())
-                                        .and_then(|age| now.mono.checked_sub(age))
-                                        .unwrap_or(now.mono),
-                                    &s.leader_terms(),
-                                )
-                                .at
+                            && hb.age(now.mono) >= detect + action
+                            && recorded_age >= action
                     });
                     prop_assert!(powered_off || self_fenced, "not known fenced: {:?}", a);
                 }
@@ -362,10 +428,18 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                     && let Some(r) = n.facts.record.valid()
                     && r.phase == Phase::Fenced
                 {
-                    let rebooted = matches!(
-                        (r.boot_id.as_deref(), n.facts.agent.boot_id()),
-                        (Some(old), Some(new)) if old != new
-                    );
+                    // Every boot ID reported now (kubelet's, agent's) is a
+                    // new one, and they agree.
+                    let ids: Vec<&str> =
+                        [n.facts.kubelet_boot_id.as_deref(), n.facts.agent.boot_id()]
+                            .into_iter()
+                            .flatten()
+                            .collect();
+                    let rebooted = r.boot_id.as_deref().is_some_and(|old| {
+                        !ids.is_empty()
+                            && ids.iter().all(|b| *b != old)
+                            && ids.windows(2).all(|w| w[0] == w[1])
+                    });
                     prop_assert!(
                         rebooted || n.facts.unfence_requested,
                         "unfenced without a reboot: {:?}",

@@ -46,6 +46,13 @@ pub struct FenceRecord {
     /// The node's boot ID as its agent advertised it when fencing began;
     /// unfencing a Fenced node requires a different one (it rebooted).
     pub boot_id: Option<String>,
+    /// Set while the storm guard holds a Fencing node back: its agent may
+    /// meanwhile have taken the situation for a control-plane outage and not
+    /// fenced itself. When the guard releases, the leader re-stamps
+    /// `fencing_since` (and clears this) before the node may be marked
+    /// fenced, so its safe time counts from the release — also for a new
+    /// leader, which never saw the guard active.
+    pub held_since: Option<SystemTime>,
 }
 
 /// The annotation as found on a node.
@@ -85,6 +92,8 @@ struct Wire {
     by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     boot_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    held_since: Option<String>,
 }
 
 /// Parse the annotation value. Never panics.
@@ -112,6 +121,16 @@ pub fn parse(value: &str) -> RecordState {
             ));
         }
     };
+    let held_since = match wire.held_since.as_deref().map(parse_time) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            return RecordState::Malformed(format!(
+                "heldSince {:?} is not an RFC 3339 UTC time: {e}",
+                wire.held_since.unwrap_or_default()
+            ));
+        }
+    };
     RecordState::Valid(FenceRecord {
         phase: wire.phase,
         fencing_since,
@@ -120,6 +139,7 @@ pub fn parse(value: &str) -> RecordState {
         tainted: wire.tainted,
         by: wire.by,
         boot_id: wire.boot_id,
+        held_since,
     })
 }
 
@@ -133,6 +153,7 @@ pub fn render(record: &FenceRecord) -> String {
         tainted: record.tainted,
         by: record.by.clone(),
         boot_id: record.boot_id.clone(),
+        held_since: record.held_since.map(format_time),
     };
     // Serializing plain strings and booleans cannot fail.
     serde_json::to_string(&wire).unwrap_or_default()
@@ -171,6 +192,7 @@ mod tests {
             tainted: false,
             by: "kube-fencer-abc".into(),
             boot_id: None,
+            held_since: None,
         }
     }
 
@@ -198,6 +220,7 @@ mod tests {
             tainted: true,
             by: "agent \"quoted\" ü".into(),
             boot_id: Some("b".into()),
+            held_since: Some(at(1_800_000_030)),
         };
         assert_eq!(parse(&render(&r)), RecordState::Valid(r));
     }
@@ -229,6 +252,22 @@ mod tests {
             "{text}"
         );
         assert_eq!(parse(&text), RecordState::Valid(r));
+    }
+
+    #[test]
+    fn held_since_is_optional_and_checked() {
+        let mut r = sample();
+        r.held_since = Some(humantime::parse_rfc3339("2026-11-21T12:00:30Z").unwrap());
+        let text = render(&r);
+        assert!(
+            text.ends_with(r#","heldSince":"2026-11-21T12:00:30Z"}"#),
+            "{text}"
+        );
+        assert_eq!(parse(&text), RecordState::Valid(r));
+        let m = malformed(
+            r#"{"phase":"Fencing","fencingSince":"2026-11-21T12:00:00Z","cordoned":true,"tainted":false,"by":"x","heldSince":"later"}"#,
+        );
+        assert!(m.contains("heldSince"), "{m}");
     }
 
     #[test]
@@ -314,6 +353,7 @@ mod tests {
                 tainted,
                 by,
                 boot_id: None,
+                held_since: None,
             };
             prop_assert_eq!(parse(&render(&r)), RecordState::Valid(r));
         }

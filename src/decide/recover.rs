@@ -30,6 +30,18 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
     let Some(pods) = plan.obs.pods.get(name) else {
         return;
     };
+    let Some(hb) = view.obs.heartbeat else {
+        return;
+    };
+    let anything = pods.iter().any(|p| {
+        p.node == name
+            && (statefulset_of(p).is_some()
+                || (plan.settings.delete_pods_with_rwo_volumes
+                    && p.claims.iter().any(|c| c.read_write_once)))
+    });
+    if anything && !plan.lease_confirmed(name, hb, "force-deleting the node's pods") {
+        return;
+    }
     let rwo_allowed = plan.settings.delete_pods_with_rwo_volumes;
     let mut seen = BTreeSet::new();
     let mut volumes = BTreeSet::new();
@@ -57,6 +69,7 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
                 namespace: pod.namespace.clone(),
                 name: pod.name.clone(),
                 uid: pod.uid.clone(),
+                resource_version: pod.resource_version.clone(),
                 statefulset: statefulset.map(String::from),
             },
             why,

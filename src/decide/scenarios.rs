@@ -67,8 +67,8 @@ fn full_lifecycle_healthy_suspect_fencing_fenced_recovered_unfenced() {
     assert_eq!(sim.status("n1"), NodeStatus::Fencing);
     assert_eq!(
         sim.wakeup(),
-        Some(40.0),
-        "the others' Leases, renewed at 20"
+        Some(32.0),
+        "n1's settle window: stale at 20 + heartbeat interval 10 + burst spread 2"
     );
     sim.run_until(51);
     assert_eq!(sim.wakeup(), Some(60.0), "n1's fence timeout");
@@ -263,6 +263,7 @@ fn unfencing_needs_the_lease_streak_as_well_as_ready() {
             by: "x".into(),
             // Fenced during an earlier boot: the node has rebooted since.
             boot_id: Some("boot-0".into()),
+            held_since: None,
         });
         let mut obs = Observations {
             synced: true,
@@ -344,17 +345,15 @@ fn three_node_cluster_with_default_threshold_fences_one_node_not_two() {
 
 #[test]
 fn storm_guard_percent_below_at_and_above() {
-    // 4 managed nodes (the agent's own node is excluded), 50% ⇒ 2 allowed.
-    let sim = storm(MaxUnhealthy::Percent(50), &["n1"]);
+    // 4 managed nodes (the agent's own node is excluded), 40% ⇒ 1 allowed.
+    let sim = storm(MaxUnhealthy::Percent(40), &["n1"]);
     assert_eq!(fenced_nodes(&sim), ["n1"]);
-    let sim = storm(MaxUnhealthy::Percent(50), &["n1", "n2"]);
-    assert_eq!(fenced_nodes(&sim), ["n1", "n2"]);
     let g = &sim.last.as_ref().unwrap().report.storm_guard;
     assert_eq!(
         (g.managed, g.unhealthy, g.allowed, g.active),
-        (4, 2, 2, false)
+        (4, 1, 1, false)
     );
-    let sim = storm(MaxUnhealthy::Percent(50), &["n1", "n2", "n3"]);
+    let sim = storm(MaxUnhealthy::Percent(40), &["n1", "n2"]);
     assert!(sim.log.is_empty(), "{:?}", sim.log);
     let r = &sim.last.as_ref().unwrap().report;
     assert_eq!(
@@ -364,9 +363,9 @@ fn storm_guard_percent_below_at_and_above() {
             r.storm_guard.allowed,
             r.storm_guard.active
         ),
-        (4, 3, 2, true)
+        (4, 2, 1, true)
     );
-    for n in ["n1", "n2", "n3"] {
+    for n in ["n1", "n2"] {
         assert_eq!(sim.status(n), NodeStatus::Suspect);
         let w = r
             .warnings
@@ -374,33 +373,46 @@ fn storm_guard_percent_below_at_and_above() {
             .find(|w| w.node.as_deref() == Some(n))
             .expect(n);
         assert!(
-            w.message.contains("3 of 4") && w.message.contains("2 allowed"),
+            w.message.contains("2 of 4") && w.message.contains("1 allowed"),
             "{}",
             w.message
         );
-        assert!(w.message.contains("--max-unhealthy 50%"), "{}", w.message);
+        assert!(w.message.contains("--max-unhealthy 40%"), "{}", w.message);
     }
-    // 49% of 4 ⇒ 1 allowed.
-    let sim = storm(MaxUnhealthy::Percent(49), &["n1", "n2"]);
-    assert!(sim.log.is_empty());
+}
+
+/// Half of the population cut off is never fenced, whatever the threshold:
+/// each of those nodes may hear a majority of its peers and take the cut for
+/// a control-plane outage (self-fence rule 4), so it would not fence itself.
+#[test]
+fn half_of_the_population_cut_off_is_held_whatever_max_unhealthy_says() {
+    for max in [MaxUnhealthy::Percent(50), MaxUnhealthy::Count(2)] {
+        let sim = storm(max, &["n1", "n3"]);
+        assert!(sim.log.is_empty(), "{max:?}: {:?}", sim.log);
+        let r = &sim.last.as_ref().unwrap().report;
+        assert_eq!((r.storm_guard.allowed, r.storm_guard.active), (1, true));
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.message.contains("capped below half of the 4 nodes")),
+            "{:?}",
+            r.warnings
+        );
+    }
 }
 
 #[test]
 fn storm_guard_count_below_at_and_above() {
     assert_eq!(
-        fenced_nodes(&storm(MaxUnhealthy::Count(2), &["n1"])),
+        fenced_nodes(&storm(MaxUnhealthy::Count(1), &["n1"])),
         ["n1"]
     );
-    assert_eq!(
-        fenced_nodes(&storm(MaxUnhealthy::Count(2), &["n1", "n3"])),
-        ["n1", "n3"]
-    );
-    let sim = storm(MaxUnhealthy::Count(2), &["n1", "n2", "n3"]);
+    let sim = storm(MaxUnhealthy::Count(1), &["n1", "n3"]);
     assert!(sim.log.is_empty());
     assert!(
         sim.warnings()
             .iter()
-            .any(|w| w.message.contains("--max-unhealthy 2"))
+            .any(|w| w.message.contains("--max-unhealthy 1"))
     );
     assert!(storm(MaxUnhealthy::Count(0), &["n1"]).log.is_empty());
 }
@@ -458,10 +470,15 @@ fn storm_guard_holds_mark_fenced_of_a_fencing_node() {
         "{w:?}"
     );
     assert_eq!(sim.status("n1"), NodeStatus::Fencing);
-    // n2 comes back: the guard lifts and n1 is marked fenced at once.
+    // n2 comes back: the guard lifts; n1's fencing restarts from the release
+    // (not marked fenced at once on its old record's long-past safe time).
     sim.revive("n2");
     sim.tick();
-    assert_eq!(sim.updates("n1", mark()), vec![201]);
+    assert_eq!(sim.updates("n1", NodeIntent::RestartFencing), vec![201]);
+    sim.run_until(300);
+    let marked = sim.updates("n1", mark());
+    assert_eq!(marked.len(), 1);
+    assert!(marked[0] >= 201 + 15, "{marked:?}");
 }
 
 fn excluded_reason(sim: &Sim, node: &str) -> String {
@@ -569,6 +586,7 @@ fn own_node_with_a_record_is_unfenced_but_nothing_else() {
         by: "previous-leader".into(),
         // Fenced during an earlier boot: the node has rebooted since.
         boot_id: Some("boot-0".into()),
+        held_since: None,
     });
     let me = sim.get_mut(SELF_NODE);
     me.facts.record = fenced;
@@ -629,7 +647,9 @@ fn a_node_without_lease_is_unmonitored() {
             .any(|w| w.node.as_deref() == Some("n1") && w.message.contains("no Lease"))
     );
     let g = &sim.last.as_ref().unwrap().report.storm_guard;
-    assert_eq!(g.managed, 2, "unmonitored nodes are not managed");
+    // It belongs to the population its peers count, and nothing shows it
+    // alive: it counts as unhealthy for the storm guard.
+    assert_eq!((g.managed, g.unhealthy), (3, 1));
 }
 
 #[test]
@@ -711,6 +731,7 @@ fn a_fenced_record_with_a_stale_lease_recovers_in_the_first_decision() {
         tainted: true,
         by: "old".into(),
         boot_id: None,
+        held_since: None,
     });
     let mut obs = Observations {
         synced: true,
@@ -734,6 +755,7 @@ fn a_fenced_record_with_a_stale_lease_recovers_in_the_first_decision() {
             namespace: "db".into(),
             name: "pg-0".into(),
             uid: "u1".into(),
+            resource_version: Some("1".into()),
             node: "n1".into(),
             controller: Some(OwnerRef {
                 api_version: "apps/v1".into(),
@@ -746,7 +768,64 @@ fn a_fenced_record_with_a_stale_lease_recovers_in_the_first_decision() {
     let d = decide(&obs, now_at(19), &settings());
     assert!(d.actions.is_empty(), "Lease not stale yet");
     let d = decide(&obs, now_at(20), &settings());
+    assert!(
+        matches!(&d.actions[..], [Action::ConfirmLease { node, .. }] if node == "n1"),
+        "first a consistent read of the Lease: {:?}",
+        d.actions
+    );
+    obs.lease_confirmed.insert("n1".into(), mono(20));
+    let d = decide(&obs, now_at(20), &settings());
     assert!(matches!(&d.actions[..], [Action::DeletePod { pod, .. }] if pod.uid == "u1"));
+}
+
+/// The Lease watch stalled silently (kubernetes/kubernetes#142331 is the
+/// same class: acting on a stale cache): the node keeps renewing, the leader
+/// sees nothing. Every irreversible step is preceded by a consistent read,
+/// which shows the renewal: nothing irreversible happens.
+#[test]
+fn a_silently_stalled_lease_watch_never_leads_to_an_irreversible_step() {
+    for fence_command in [false, true] {
+        let mut s = settings();
+        s.fence_command = fence_command;
+        let mut sim = Sim::with(s);
+        sim.nodes(&["n1", "n2", "n3", "n4", SELF_NODE]);
+        let pod = sim.sts_pod("n1", "db/db-0", "db");
+        sim.sync();
+        sim.run_until(5);
+        sim.agent.lease_events_lost.insert("n1".into());
+        sim.run_until(300);
+        assert!(sim.updates("n1", mark()).is_empty(), "{:?}", sim.log);
+        assert!(
+            !sim.log
+                .iter()
+                .any(|l| matches!(l.action, Action::RunFenceCommand { .. })),
+            "{:?}",
+            sim.log
+        );
+        assert!(sim.pod_exists(&pod));
+        assert!(!sim.lease_reads.is_empty(), "the reads were made");
+    }
+}
+
+/// The same world with a working watch: the reads confirm, and fencing
+/// proceeds at the usual times.
+#[test]
+fn consistent_lease_reads_confirm_a_dead_node_without_delay() {
+    let mut sim = Sim::new();
+    sim.nodes(&["n1", "n2", "n3", "n4", SELF_NODE]);
+    let pod = sim.sts_pod("n1", "db/db-0", "db");
+    sim.sync();
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(100);
+    assert_eq!(sim.updates("n1", mark()), vec![60]);
+    assert_eq!(sim.deleted_pods(), vec![(61, pod)]);
+    let reads: Vec<_> = sim.lease_reads.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        reads,
+        vec![60],
+        "one read, before marking; still valid for the deletion at 61"
+    );
 }
 
 #[test]
@@ -1074,6 +1153,7 @@ fn nodes_needing_pods_are_the_managed_fenced_ones() {
             tainted: false,
             by: "x".into(),
             boot_id: None,
+            held_since: None,
         })
     };
     sim.get_mut("fenced").facts.record = rec(Phase::Fenced);
@@ -1086,4 +1166,207 @@ fn nodes_needing_pods_are_the_managed_fenced_ones() {
         nodes_needing_pods(&sim.observations(), &sim.settings),
         vec!["fenced".to_string()]
     );
+}
+
+/// The storm guard held a Fencing node (its agent may meanwhile have taken
+/// the burst for a control-plane outage and not fenced itself), then
+/// released when the other nodes healed. Its old record's safe time is long
+/// past; without a restart it would be marked fenced within a second.
+#[test]
+fn a_node_held_by_the_storm_guard_restarts_its_safe_time_at_the_release() {
+    let mut sim = Sim::new();
+    sim.nodes(&["n1", "n2", "n3", "n4", "n5", SELF_NODE]);
+    let pod = sim.sts_pod("n1", "db/db-0", "db");
+    sim.sync();
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(30);
+    assert_eq!(sim.updates("n1", begin()), vec![20]);
+    sim.kill("n2");
+    sim.kill("n3");
+    sim.run_until(100);
+    assert!(sim.last.as_ref().unwrap().report.storm_guard.active);
+    assert!(sim.updates("n1", mark()).is_empty());
+    assert_eq!(sim.updates("n1", NodeIntent::HoldFencing).len(), 1);
+    assert!(matches!(sim.record("n1"), RecordState::Valid(r) if r.held_since.is_some()));
+
+    sim.reconnect("n2");
+    sim.reconnect("n3");
+    sim.run_until(300);
+    let released = 101;
+    assert_eq!(
+        sim.updates("n1", NodeIntent::RestartFencing),
+        vec![released]
+    );
+    let RecordState::Valid(r) = sim.record("n1") else {
+        panic!("n1 has a record")
+    };
+    assert_eq!(r.fencing_since, wall0() + secs(released));
+    assert_eq!(r.held_since, None);
+    // Marked fenced no earlier than the release + the agent's
+    // verdict after learning of the record + watchdog + margin.
+    let marked = sim.updates("n1", mark());
+    assert_eq!(marked.len(), 1, "{:?}", sim.log);
+    let a = testutil::advert();
+    let floor = released
+        + (a.api_check_timeout + a.watchdog_timeout + sim.settings.safe_time_margin).as_secs();
+    assert!(marked[0] >= floor, "marked at {} < {floor}", marked[0]);
+    assert!(!sim.pod_exists(&pod));
+}
+
+/// Three of six nodes powered off within 2 s, their Leases renewing at
+/// different phases (observed on the real control plane): they go stale up
+/// to one heartbeat interval + 2 s apart. The first must not be powered off
+/// or marked fenced before the guard has counted the whole burst.
+fn burst(settings: Settings) -> Sim {
+    let mut sim = Sim::with(settings);
+    sim.nodes(&["n1", "n2", "n3", "n4", "n5", SELF_NODE]);
+    sim.get_mut("n2").next_renewal = secs(9);
+    sim.get_mut("n3").next_renewal = secs(5);
+    sim.sync();
+    sim.run_until(30);
+    sim.kill("n1"); // last renewal 30
+    sim.tick();
+    sim.kill("n2"); // last renewal 29
+    sim.tick();
+    sim.kill("n3"); // last renewal 25: stale first, at 45
+    sim.run_until(200);
+    sim
+}
+
+fn fence_command_settings(burst_spread: Duration, heartbeat: Duration) -> Settings {
+    let mut s = settings();
+    s.max_unhealthy = MaxUnhealthy::Percent(40); // 2 of 6
+    s.fence_command = true;
+    s.burst_spread = burst_spread;
+    s.node_heartbeat_interval = heartbeat;
+    s
+}
+
+fn irreversible(sim: &Sim) -> Vec<(u64, String)> {
+    sim.log
+        .iter()
+        .filter_map(|l| match &l.action {
+            Action::RunFenceCommand { node, .. }
+            | Action::UpdateNode {
+                node,
+                intent: NodeIntent::MarkFenced,
+                ..
+            } => Some((l.at.as_secs(), node.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_burst_of_failures_with_staggered_lease_phases_is_counted_whole_before_anything_irreversible() {
+    let sim = burst(fence_command_settings(secs(2), secs(10)));
+    assert_eq!(irreversible(&sim), vec![], "{:?}", sim.log);
+    let r = &sim.last.as_ref().unwrap().report;
+    assert!(r.storm_guard.active);
+    assert_eq!(r.storm_guard.unhealthy, 3);
+    // Without a settle window (as before) the first one was powered off and
+    // marked fenced before the guard engaged.
+    let sim = burst(fence_command_settings(Duration::ZERO, Duration::ZERO));
+    assert!(!irreversible(&sim).is_empty());
+}
+
+/// Time to recovery of one powered-off node (its StatefulSet pod deleted)
+/// after its kubelet's last renewal, with the settle window or without.
+fn single_failure_ttr(s: Settings, renewed_at: u64) -> u64 {
+    let mut sim = Sim::with(s);
+    sim.nodes(&["n1", "n2", "n3", "n4", "n5", SELF_NODE]);
+    let pod = sim.sts_pod("n1", "db/db-0", "db");
+    sim.sync();
+    sim.run_until(renewed_at);
+    sim.kill("n1");
+    sim.run_until(renewed_at + 300);
+    assert!(!sim.pod_exists(&pod));
+    sim.deleted_pods()[0].0 - renewed_at
+}
+
+/// The trade-off of the settle window, measured: what it costs in time to
+/// recovery, and which bursts it catches.
+#[test]
+fn settle_window_trade_off() {
+    let hb = secs(10);
+    let mut rows = Vec::new();
+    for spread in [0u64, 2, 5] {
+        let with_cmd = single_failure_ttr(fence_command_settings(secs(spread), hb), 30);
+        let mut s = fence_command_settings(secs(spread), hb);
+        s.fence_command = false;
+        let self_fence = single_failure_ttr(s, 30);
+        let caught = irreversible(&burst(fence_command_settings(secs(spread), hb))).is_empty();
+        rows.push((spread, with_cmd, self_fence, caught));
+    }
+    let none = single_failure_ttr(fence_command_settings(Duration::ZERO, Duration::ZERO), 30);
+    let mut s = fence_command_settings(Duration::ZERO, Duration::ZERO);
+    s.fence_command = false;
+    let none_self = single_failure_ttr(s, 30);
+    eprintln!("settle window: none -> TTR fence-command {none}s, self-fence {none_self}s");
+    for (spread, cmd, selff, caught) in &rows {
+        eprintln!(
+            "settle window {}s (heartbeat 10s + spread {spread}s) -> TTR fence-command {cmd}s, self-fence {selff}s, 2s burst caught: {caught}",
+            10 + spread
+        );
+    }
+    // Fence command: the window adds itself to the recovery; self-fencing:
+    // the safe time already exceeds it, nothing changes.
+    for (spread, cmd, selff, caught) in &rows {
+        // (one tick less: the fence command no longer waits for the tick
+        // after BeginFencing, it runs when the window closes)
+        assert_eq!(*cmd, none + 10 + spread - 1);
+        assert_eq!(*selff, none_self);
+        assert!(*caught, "spread {spread}");
+    }
+}
+
+/// The same trade-off on the benchmark's tight timings (`bench/bench.py`
+/// TIGHT_ARGS + SF_TIGHT: Leases renewed every 3 s, --unreachable-after 6s,
+/// --fence-timeout 10s, watchdog 5s, margin 3s): the default settle window
+/// (3 s + 2 s) ends 11 s after the last heartbeat, before the self-fence
+/// safe time, so self-fencing recovers exactly as fast; only the
+/// fence-command path pays the window.
+#[test]
+fn settle_window_trade_off_on_the_benchmarks_tight_timings() {
+    let tight = |spread: Duration, heartbeat: Duration, fence_command: bool| {
+        let mut s = settings();
+        s.unreachable_after = secs(6);
+        s.fence_timeout = secs(10);
+        s.safe_time_margin = secs(3);
+        s.node_heartbeat_interval = heartbeat;
+        s.burst_spread = spread;
+        s.fence_command = fence_command;
+        s.max_unhealthy = MaxUnhealthy::Percent(40);
+        let mut sim = Sim::with(s);
+        sim.nodes(&["n1", "n2", "n3", "n4", "n5", SELF_NODE]);
+        for n in sim.world.nodes.values_mut() {
+            n.renew_every = secs(3);
+            n.facts.agent = AdvertState::Valid(AgentAdvert {
+                api_check_interval: Duration::from_secs(1),
+                api_check_timeout: Duration::from_millis(500),
+                api_failure_threshold: 3,
+                peer_silence_timeout: secs(3),
+                watchdog_timeout: secs(5),
+                ..testutil::advert()
+            });
+        }
+        let pod = sim.sts_pod("n1", "db/db-0", "db");
+        sim.sync();
+        sim.run_until(30);
+        sim.kill("n1"); // last renewal at 30
+        sim.run_until(200);
+        assert!(!sim.pod_exists(&pod));
+        sim.deleted_pods()[0].0 - 30
+    };
+    let (zero, hb) = (Duration::ZERO, secs(3));
+    let self_none = tight(zero, zero, false);
+    let self_default = tight(secs(2), hb, false);
+    let cmd_none = tight(zero, zero, true);
+    let cmd_default = tight(secs(2), hb, true);
+    eprintln!(
+        "tight timings: self-fence TTR {self_none}s without a settle window, {self_default}s with 3s+2s; fence command {cmd_none}s vs {cmd_default}s"
+    );
+    assert_eq!(self_default, self_none);
+    assert!(cmd_default > cmd_none && cmd_default <= cmd_none + 5);
 }

@@ -22,6 +22,8 @@ pub struct SimNode {
     pub renew_every: Duration,
     /// Offset of the next renewal while alive.
     pub next_renewal: Duration,
+    /// The Lease's resourceVersion in the API server (bumped per renewal).
+    pub lease_rv: u64,
 }
 
 /// A pod as the shell lists it: `listed_under` is the node whose pod list it
@@ -44,6 +46,13 @@ pub struct World {
 pub struct Agent {
     pub synced: bool,
     pub heartbeats: BTreeMap<String, Heartbeat>,
+    /// The Lease resourceVersion the agent's watch last delivered.
+    pub lease_rvs: BTreeMap<String, u64>,
+    /// Consistent Lease reads that found the Lease unchanged.
+    pub lease_confirmed: BTreeMap<String, Instant>,
+    /// Leases whose watch events never arrive (a stalled watch, a stale
+    /// watch cache) while the API server has the truth.
+    pub lease_events_lost: std::collections::BTreeSet<String>,
     pub ready_since: BTreeMap<String, Instant>,
     pub dry_run: Option<Overlay>,
 }
@@ -68,6 +77,8 @@ pub struct Sim {
     pub fence_commands: BTreeMap<String, FenceCommandState>,
     /// Whether a fence command run succeeds.
     pub fence_command_ok: bool,
+    /// Consistent Lease reads: (offset in seconds, node).
+    pub lease_reads: Vec<(u64, String)>,
 }
 
 pub fn secs(s: u64) -> Duration {
@@ -90,6 +101,7 @@ impl Sim {
             last_obs: None,
             fence_commands: BTreeMap::new(),
             fence_command_ok: true,
+            lease_reads: Vec::new(),
         }
     }
 
@@ -107,6 +119,7 @@ impl Sim {
                 alive: true,
                 renew_every: secs(10),
                 next_renewal: self.t,
+                lease_rv: 1,
             },
         );
         self.world.nodes.get_mut(name).expect("just inserted")
@@ -151,6 +164,9 @@ impl Sim {
         if let AdvertState::Valid(a) = &mut n.facts.agent {
             a.boot_id = format!("{}+", a.boot_id);
         }
+        if let Some(b) = &mut n.facts.kubelet_boot_id {
+            b.push('+');
+        }
         self.reconnect(name);
     }
 
@@ -186,6 +202,7 @@ impl Sim {
                 namespace: namespace.into(),
                 name: name.into(),
                 uid: uid.clone(),
+                resource_version: Some("1".into()),
                 node: node.into(),
                 controller: controller.map(|(a, k, n)| OwnerRef {
                     api_version: a.into(),
@@ -225,11 +242,14 @@ impl Sim {
         self.agent.synced = true;
         self.agent.heartbeats.clear();
         self.agent.ready_since.clear();
+        self.agent.lease_rvs.clear();
+        self.agent.lease_confirmed.clear();
         for (name, n) in &self.world.nodes {
             if n.has_lease {
                 self.agent
                     .heartbeats
                     .insert(name.clone(), Heartbeat::first_seen(now));
+                self.agent.lease_rvs.insert(name.clone(), n.lease_rv);
             }
             if n.facts.ready == Readiness::True {
                 self.agent.ready_since.insert(name.clone(), now);
@@ -258,14 +278,16 @@ impl Sim {
         let t = self.t;
         for (name, n) in self.world.nodes.iter_mut() {
             if n.has_lease && n.alive && n.next_renewal <= t {
+                n.lease_rv += 1;
+                n.next_renewal = t + n.renew_every;
                 let hb = match self.agent.heartbeats.get(name) {
                     Some(hb) => hb.renewed(now, ua),
                     None => Heartbeat::first_seen(now),
                 };
-                if self.agent.synced {
+                if self.agent.synced && !self.agent.lease_events_lost.contains(name) {
                     self.agent.heartbeats.insert(name.clone(), hb);
+                    self.agent.lease_rvs.insert(name.clone(), n.lease_rv);
                 }
-                n.next_renewal = t + n.renew_every;
             }
             if self.agent.synced {
                 if n.facts.ready == Readiness::True {
@@ -281,6 +303,7 @@ impl Sim {
     pub fn observations(&self) -> Observations {
         let mut obs = Observations {
             synced: self.agent.synced,
+            lease_confirmed: self.agent.lease_confirmed.clone(),
             fence_commands: self
                 .fence_commands
                 .iter()
@@ -333,13 +356,37 @@ impl Sim {
         obs
     }
 
-    /// Observe, decide and execute at the present moment.
+    /// Observe, decide and execute at the present moment. Consistent
+    /// Lease reads are answered at once and the decision is taken again
+    /// (as the shell does, within its debounce), so they do not show in the
+    /// log (see [`Sim::lease_reads`]).
     pub fn decide_now(&mut self) -> Decision {
         self.observe();
-        let obs = self.observations();
+        let mut obs = self.observations();
         let now = self.now();
-        let d = decide(&obs, now, &self.settings);
+        let mut d = decide(&obs, now, &self.settings);
+        for _ in 0..3 {
+            let confirms: Vec<String> = d
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::ConfirmLease { node, .. } => Some(node.clone()),
+                    _ => None,
+                })
+                .collect();
+            if confirms.is_empty() {
+                break;
+            }
+            for node in confirms {
+                self.read_lease(&node);
+            }
+            obs = self.observations();
+            d = decide(&obs, now, &self.settings);
+        }
         for a in &d.actions {
+            if matches!(a, Action::ConfirmLease { .. }) {
+                continue;
+            }
             self.log.push(Logged {
                 at: self.t,
                 action: a.clone(),
@@ -352,6 +399,28 @@ impl Sim {
         self.last = Some(d.clone());
         self.last_obs = Some(obs);
         d
+    }
+
+    /// A consistent read of a node's Lease: the API server's truth against
+    /// what the watch delivered.
+    fn read_lease(&mut self, node: &str) {
+        let now = self.now().mono;
+        self.lease_reads.push((self.t.as_secs(), node.to_string()));
+        let Some(n) = self.world.nodes.get(node).filter(|n| n.has_lease) else {
+            return;
+        };
+        if self.agent.lease_rvs.get(node) == Some(&n.lease_rv) {
+            self.agent.lease_confirmed.insert(node.to_string(), now);
+        } else {
+            let ua = self.settings.unreachable_after;
+            let hb = match self.agent.heartbeats.get(node) {
+                Some(hb) => hb.renewed(now, ua),
+                None => Heartbeat::first_seen(now),
+            };
+            self.agent.heartbeats.insert(node.to_string(), hb);
+            self.agent.lease_rvs.insert(node.to_string(), n.lease_rv);
+            self.agent.lease_confirmed.remove(node);
+        }
     }
 
     /// What the API server does with the actions.
@@ -374,6 +443,7 @@ impl Sim {
                 Action::DeleteVolumeAttachment { name, .. } => {
                     self.world.vas.retain(|v| v.name != *name);
                 }
+                Action::ConfirmLease { node, .. } => self.read_lease(node),
                 Action::RunFenceCommand { node, attempt, .. } => {
                     let state = if self.fence_command_ok {
                         FenceCommandState::Succeeded { attempt: *attempt }

@@ -154,21 +154,23 @@ fn a_successful_fence_command_marks_fenced_at_once() {
         "no alarm while the fence command runs"
     );
     sim.run_until(30);
+    assert!(runs(&sim, "n1").is_empty(), "not within the settle window");
+    sim.run_until(40);
     assert_eq!(
         runs(&sim, "n1"),
-        vec![(21, 1)],
-        "once the record says Fencing"
+        vec![(32, 1)],
+        "once the record says Fencing and the node has been suspect for the settle window (stale at 20 + 10 + 2)"
     );
-    let Action::RunFenceCommand { addresses, .. } = sim.actions_at(21)[0] else {
+    let Action::RunFenceCommand { addresses, .. } = sim.actions_at(32)[0] else {
         panic!()
     };
     assert_eq!(addresses, &vec!["10.0.0.1".to_string()]);
-    assert_eq!(sim.updates("n1", mark()), vec![22], "without waiting");
-    let Action::UpdateNode { why, .. } = sim.actions_at(22)[0] else {
+    assert_eq!(sim.updates("n1", mark()), vec![33], "without waiting");
+    let Action::UpdateNode { why, .. } = sim.actions_at(33)[0] else {
         panic!()
     };
     assert!(why.contains("powered off"), "{why}");
-    assert_eq!(sim.deleted_pods(), vec![(23, pod)]);
+    assert_eq!(sim.deleted_pods(), vec![(34, pod)]);
 }
 
 #[test]
@@ -182,11 +184,8 @@ fn a_failing_fence_command_is_retried_with_backoff_and_nothing_is_deleted() {
     sim.run_until(5);
     sim.kill("n1");
     sim.run_until(100);
-    // 21, +5, +10, +20, +40
-    assert_eq!(
-        runs(&sim, "n1"),
-        vec![(21, 1), (26, 2), (36, 3), (56, 4), (96, 5)]
-    );
+    // 32 (settle window), +5, +10, +20
+    assert_eq!(runs(&sim, "n1"), vec![(32, 1), (37, 2), (47, 3), (67, 4)]);
     assert!(sim.updates("n1", mark()).is_empty());
     assert!(sim.pod_exists(&pod));
     assert!(warned(&sim, "--fence-command failed"));
@@ -194,8 +193,8 @@ fn a_failing_fence_command_is_retried_with_backoff_and_nothing_is_deleted() {
     // It starts working: marked fenced right after the next attempt.
     sim.fence_command_ok = true;
     sim.run_until(200);
-    assert_eq!(runs(&sim, "n1").last(), Some(&(176, 6)));
-    assert_eq!(sim.updates("n1", mark()), vec![177]);
+    assert_eq!(runs(&sim, "n1").last(), Some(&(107, 5)));
+    assert_eq!(sim.updates("n1", mark()), vec![108]);
 }
 
 #[test]
@@ -294,6 +293,35 @@ fn the_operator_override_unfences_without_a_reboot_and_is_removed() {
     assert!(!sim.get("n1").facts.unfence_requested, "annotation removed");
 }
 
+/// A record the agent takes for its own makes it fence itself on every
+/// boot: the node is never healthy for --healthy-after. The operator's
+/// override must still reach it: the record goes as soon as the Lease is
+/// fresh, which stops the agent's rule 1.
+#[test]
+fn the_operator_override_breaks_a_reboot_loop() {
+    let mut sim = fenced_n1();
+    if let RecordState::Valid(r) = &mut sim.get_mut("n1").facts.record {
+        r.boot_id = None;
+    }
+    sim.get_mut("n1").facts.unfence_requested = true;
+    let mut t = 70;
+    for _ in 0..5 {
+        // Boots, its kubelet renews for 8 s, then its agent fences it again.
+        sim.revive("n1");
+        t += 8;
+        sim.run_until(t);
+        if sim.record("n1").valid().is_none() {
+            break;
+        }
+        sim.kill("n1");
+        t += 30;
+        sim.run_until(t);
+    }
+    assert_eq!(sim.updates("n1", unfence()), vec![71]);
+    assert_eq!(sim.record("n1"), &RecordState::Absent);
+    assert!(!sim.get("n1").facts.unfence_requested, "annotation removed");
+}
+
 #[test]
 fn a_fenced_record_without_a_boot_id_needs_the_override() {
     let mut sim = fenced_n1();
@@ -310,15 +338,83 @@ fn a_fenced_record_without_a_boot_id_needs_the_override() {
 }
 
 #[test]
-fn an_agent_without_a_boot_id_cannot_prove_a_reboot() {
+fn without_any_boot_id_a_reboot_cannot_be_proven() {
+    let mut sim = fenced_n1();
+    sim.revive("n1");
+    let n = sim.get_mut("n1");
+    if let AdvertState::Valid(a) = &mut n.facts.agent {
+        a.boot_id = String::new();
+    }
+    n.facts.kubelet_boot_id = None;
+    sim.run_until(500);
+    assert!(sim.updates("n1", unfence()).is_empty());
+    assert!(warned(&sim, "neither the kubelet"), "{:?}", sim.warnings());
+}
+
+/// Issue: the demo's victim died before its agent ever advertised; its
+/// record carried no boot ID and it stayed fenced for ever after its reboot.
+/// The kubelet's `nodeInfo.bootID` is recorded and proves the reboot.
+#[test]
+fn a_node_whose_agent_never_advertised_is_unfenced_after_its_kubelet_reports_a_new_boot() {
+    let mut s = settings();
+    s.fence_command = true;
+    let mut sim = cluster_with(s);
+    sim.get_mut("n1").facts.agent = AdvertState::Absent;
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(70);
+    assert_eq!(sim.status("n1"), NodeStatus::Fenced);
+    assert_eq!(
+        sim.record("n1").valid().unwrap().boot_id.as_deref(),
+        Some("boot-1"),
+        "the kubelet's boot ID is recorded"
+    );
+    sim.revive("n1"); // at 70: the kubelet reports boot-1+, still no agent
+    sim.run_until(100);
+    assert_eq!(sim.updates("n1", unfence()), vec![100]);
+}
+
+/// After a reboot where the agent never came up, its old "capable"
+/// advertisement promises nothing: the node is not marked fenced on time.
+#[test]
+fn an_advertisement_from_before_the_current_boot_is_not_capable() {
+    let mut sim = cluster();
+    sim.get_mut("n1").facts.kubelet_boot_id = Some("boot-2".into());
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(300);
+    assert_eq!(sim.status("n1"), NodeStatus::Fencing);
+    assert!(sim.updates("n1", mark()).is_empty());
+    assert!(
+        warned(&sim, "not from the node's current boot"),
+        "{:?}",
+        sim.warnings()
+    );
+    assert_eq!(
+        sim.record("n1").valid().unwrap().boot_id.as_deref(),
+        Some("boot-2"),
+        "stamped with the kubelet's boot ID, not the stale advertisement's"
+    );
+}
+
+/// Kubelet and agent disagree on the boot (e.g. the agent's advertisement
+/// is from before the reboot and it has not re-advertised yet): stay
+/// fenced and warn; once they agree on a new boot, unfence.
+#[test]
+fn kubelet_and_agent_disagreeing_on_the_boot_keep_a_fenced_node_fenced() {
     let mut sim = fenced_n1();
     sim.revive("n1");
     if let AdvertState::Valid(a) = &mut sim.get_mut("n1").facts.agent {
-        a.boot_id = String::new();
+        a.boot_id = "boot-1".into();
     }
     sim.run_until(500);
     assert!(sim.updates("n1", unfence()).is_empty());
-    assert!(warned(&sim, "advertises no boot ID"));
+    assert!(warned(&sim, "they disagree"), "{:?}", sim.warnings());
+    if let AdvertState::Valid(a) = &mut sim.get_mut("n1").facts.agent {
+        a.boot_id = "boot-1+".into();
+    }
+    sim.run_until(501);
+    assert_eq!(sim.updates("n1", unfence()), vec![501]);
 }
 
 #[test]

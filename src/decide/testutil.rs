@@ -48,6 +48,7 @@ pub fn settings() -> Settings {
         delete_pods_with_rwo_volumes: false,
         safe_time_margin: Duration::from_secs(5),
         node_heartbeat_interval: Duration::from_secs(10),
+        burst_spread: Duration::from_secs(2),
         fence_command: false,
         fence_command_backoff: Duration::from_secs(5),
     }
@@ -65,6 +66,7 @@ pub fn facts(name: &str) -> NodeFacts {
         agent: AdvertState::Valid(advert()),
         unfence_requested: false,
         addresses: vec!["10.0.0.1".into()],
+        kubelet_boot_id: Some("boot-1".into()),
     }
 }
 

@@ -17,6 +17,21 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
     if view.stale {
         return;
     }
+    if view.obs.facts.unfence_requested {
+        // The operator's word, acted on as soon as the Lease is fresh,
+        // without the --healthy-after hysteresis: a node whose agent fences
+        // it on every boot (a record it takes for its own) is never healthy
+        // that long, and removing the record is what stops the loop.
+        plan.actions.push(Action::UpdateNode {
+            node: view.name.to_string(),
+            intent: NodeIntent::Unfence,
+            why: format!(
+                "an operator set {UNFENCE_ANNOTATION}=true and the Lease is fresh: undoing kube-fencer's changes from its {:?} record",
+                record.phase
+            ),
+        });
+        return;
+    }
     let now = plan.now.mono;
     let healthy_after = plan.settings.healthy_after;
     let streak = hb.streak(now);
@@ -34,16 +49,17 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
     }
     if lease_ok && ready_ok {
         let facts = &view.obs.facts;
-        let rebooted = match (record.boot_id.as_deref(), facts.agent.boot_id()) {
-            (Some(old), Some(new)) => (old != new).then_some(()).ok_or_else(|| {
+        // The kubelet's boot ID (status.nodeInfo.bootID) proves a reboot
+        // even when no agent ever advertised; see `NodeFacts::current_boot`.
+        let rebooted = match (record.boot_id.as_deref(), facts.current_boot()) {
+            (Some(old), Ok(new)) => (old != new).then_some(()).ok_or_else(|| {
                 format!("it reconnected with the same boot ID {old}: it did not reboot, so what ran on it may still be running")
             }),
             (None, _) => Err("no boot ID was recorded when it was fenced, so kube-fencer cannot tell whether it rebooted".to_string()),
-            (Some(_), None) => Err("its agent advertises no boot ID, so kube-fencer cannot tell whether it rebooted".to_string()),
+            (Some(_), Err(why)) => Err(why),
         };
         // A node that was only Fencing never had its pods deleted: cancelling is safe.
         if record.phase == Phase::Fenced
-            && !facts.unfence_requested
             && let Err(why) = rebooted
         {
             let name = view.name;
