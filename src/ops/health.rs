@@ -12,6 +12,17 @@ use axum::routing::get;
 
 use super::metrics::Metrics;
 
+/// Whether a watcher event proves a response from the API server.
+///
+/// `Event::Init` is not one: kube-runtime's watcher emits it when it
+/// (re)starts, *before* it sends any request, and with a network that fails
+/// fast (interface down, TCP reset, ICMP unreachable) it restarts about every
+/// second. Every other event carries what the API server sent: a listed
+/// object, the end of a successful list, or a watch event.
+pub fn is_api_contact<K>(event: &kube::runtime::watcher::Event<K>) -> bool {
+    !matches!(event, kube::runtime::watcher::Event::Init)
+}
+
 #[derive(Debug)]
 struct HealthState {
     leader: bool,
@@ -63,7 +74,8 @@ impl Health {
         self.with(|s| s.own_node_synced = synced);
     }
 
-    /// An API request or watch event succeeded just now.
+    /// A response from the API server arrived just now (a successful request,
+    /// or a watch event other than `Init`: see [`is_api_contact`]).
     pub fn api_ok(&self) {
         self.api_ok_at(Instant::now());
     }
