@@ -57,6 +57,17 @@ pub const PEER_REFRESH_FIRST: Duration = Duration::from_secs(5);
 pub fn next_peer_refresh(previous: Option<Duration>) -> Duration {
     previous.map_or(PEER_REFRESH_FIRST, |d| (d * 2).min(PEER_REFRESH))
 }
+/// How long the watchdog may be fed after a completed check that did not
+/// decide to self-fence: one check interval plus the longest check (probe and
+/// peer wait). A loop that stops completing checks (hung) stops the feeds
+/// after at most this, which is within the agent's own isolated schedule
+/// (`i + (j-1)·p + t + a` in [`crate::decide::safetime`]), so a hung agent
+/// is dead no later than one that decides on time.
+pub fn feed_permit(cfg: &AgentConfig) -> Duration {
+    cfg.api_check_interval
+        + cfg.api_check_timeout
+        + decide::safetime::peer_answer_timeout(cfg.api_check_timeout)
+}
 /// Nodes per page of the peer discovery list (bounds the agent's memory).
 pub const PEER_PAGE: u32 = 100;
 /// The advertisement is re-written at least this often (if it was removed).
@@ -195,8 +206,15 @@ impl Guardian {
             .await
             .map_err(|_| "timed out".to_string())?
             .map_err(|e| e.to_string())?;
+        self.health.api_ok();
         let advert = advert_of(peer_address(&self.cfg, Some(&node)));
-        let value = decide::agent::render(&advert);
+        self.write_advert(&advert).await
+    }
+
+    /// Patch `advert` onto the own Node's annotation.
+    async fn write_advert(&self, advert: &AgentAdvert) -> Result<(), String> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let value = decide::agent::render(advert);
         let patch =
             serde_json::json!({"metadata": {"annotations": {decide::AGENT_ANNOTATION: value}}});
         tokio::time::timeout(
@@ -206,28 +224,41 @@ impl Guardian {
         .await
         .map_err(|_| "timed out".to_string())?
         .map_err(|e| e.to_string())?;
+        self.health.api_ok();
         tracing::info!(node = %self.node, advertisement = %value, "advertised this agent on its Node");
         Ok(())
     }
 
-    /// Withdraw the self-fence promise (graceful shutdown), best effort.
-    pub async fn withdraw(&self) {
+    /// Withdraw the self-fence promise (graceful shutdown): advertise
+    /// `selfFence: none` without a peer address (a stopped agent is no peer:
+    /// counting it would make a real outage look like isolation), and only
+    /// once that is written disarm the watchdog. If it cannot be written (the
+    /// node is cut off), the Node still says "capable" and the leader may
+    /// delete this node's pods after its safe time: the watchdog stays armed,
+    /// its permit lapses and it resets the node.
+    pub async fn withdraw(&self) -> Result<(), String> {
         if matches!(self.cfg.self_fence, SelfFence::None) {
-            return;
+            return Ok(());
         }
         let boot = read_boot_id(&self.cfg.boot_id_file);
-        let r = self
-            .advertise(|addr| {
-                let mut a = self.advert(&boot, addr);
-                a.self_fence = decide::SelfFenceAction::None;
-                a
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "could not withdraw the self-fence advertisement");
-        }
-        if let Some(w) = &self.watchdog {
-            w.disarm();
+        let mut advert = self.advert(&boot, None);
+        advert.self_fence = decide::SelfFenceAction::None;
+        match self.write_advert(&advert).await {
+            Ok(()) => {
+                if let Some(w) = &self.watchdog {
+                    w.disarm();
+                    tracing::info!("self-fence advertisement withdrawn; watchdog disarmed");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if self.watchdog.is_some() {
+                    tracing::error!(error = %e, watchdog_timeout = ?self.cfg.watchdog_timeout, "could not withdraw the self-fence advertisement: the watchdog stays armed and resets this node once its feeds stop");
+                } else {
+                    tracing::warn!(error = %e, "could not withdraw the self-fence advertisement");
+                }
+                Err(e)
+            }
         }
     }
 
@@ -416,7 +447,9 @@ impl Guardian {
             peer_silence_timeout: self.cfg.peer_silence_timeout,
         };
         let interval = self.cfg.api_check_interval;
-        let mut next = Instant::now() + interval;
+        // The first check at once: the watchdog (armed when it was opened)
+        // is fed only once a check found nothing wrong.
+        let mut next = Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -433,7 +466,7 @@ impl Guardian {
                 started + interval
             };
         }
-        self.withdraw().await;
+        let _ = self.withdraw().await;
     }
 
     async fn check(&self, st: &mut LoopState, settings: &SelfFenceSettings) {
@@ -472,24 +505,6 @@ impl Guardian {
         }
         self.metrics.api_check_failures.set(i64::from(st.failures));
 
-        if ok && !st.fenced {
-            let stale = st
-                .advertised
-                .as_ref()
-                .is_none_or(|(b, at)| *b != st.boot_id || now.duration_since(*at) >= READVERTISE);
-            if stale {
-                let boot = st.boot_id.clone();
-                match self.advertise(|addr| self.advert(&boot, addr)).await {
-                    Ok(()) => st.advertised = Some((boot, now)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not advertise this agent on its Node")
-                    }
-                }
-            }
-            if st.peers_due.is_none_or(|(due, _)| now >= due) {
-                self.refresh_peers(st).await;
-            }
-        }
         if st.failures > 0 {
             self.ask_peers(st).await;
         }
@@ -537,8 +552,33 @@ impl Guardian {
             tracing::warn!(verdict = label, "self-fence check: {}", verdict.describe());
         }
         st.last_verdict = Some(verdict.clone());
-        if verdict.self_fence() && !st.fenced {
-            st.fenced = self.fence_self(&verdict.describe()).await;
+        if verdict.self_fence() {
+            if !st.fenced {
+                st.fenced = self.fence_self(&verdict.describe()).await;
+            }
+        } else if let Some(w) = &self.watchdog {
+            // A completed check: the dead man's switch is renewed.
+            w.permit_until(Instant::now() + feed_permit(&self.cfg));
+        }
+        // Writes to the API last, so that a slow API server never delays
+        // the verdict or the watchdog's permit.
+        if ok && !st.fenced {
+            let stale = st
+                .advertised
+                .as_ref()
+                .is_none_or(|(b, at)| *b != st.boot_id || now.duration_since(*at) >= READVERTISE);
+            if stale {
+                let boot = st.boot_id.clone();
+                match self.advertise(|addr| self.advert(&boot, addr)).await {
+                    Ok(()) => st.advertised = Some((boot, now)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not advertise this agent on its Node")
+                    }
+                }
+            }
+            if st.peers_due.is_none_or(|(due, _)| now >= due) {
+                self.refresh_peers(st).await;
+            }
         }
     }
 }
@@ -668,6 +708,106 @@ mod tests {
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect::<Vec<_>>()
+        );
+    }
+
+    fn guardian(client: Client, watchdog: Option<Arc<Watchdog>>) -> Guardian {
+        Guardian {
+            client,
+            node: "n1".into(),
+            cfg: cfg(&[
+                "--self-fence",
+                "watchdog",
+                "--peer-key-file",
+                "/nonexistent/key",
+                "--api-check-timeout",
+                "1s",
+            ]),
+            key: None,
+            metrics: Metrics::new(),
+            shared: Arc::new(Shared::default()),
+            health: Health::new(Duration::from_secs(30)),
+            watchdog,
+        }
+    }
+
+    /// A fed fake watchdog device (a regular file) and its path.
+    fn fed_watchdog(name: &str) -> (Arc<Watchdog>, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("kf-gwd-{name}-{}", std::process::id()));
+        std::fs::write(&path, "").unwrap();
+        let w = Watchdog::open_with(path.to_str().unwrap(), Duration::from_secs(1), |_, s| Ok(s))
+            .unwrap();
+        w.permit_until(Instant::now() + Duration::from_secs(60));
+        (Arc::new(w), path)
+    }
+
+    #[tokio::test]
+    async fn sigterm_keeps_the_watchdog_armed_when_the_withdrawal_fails() {
+        // A partitioned agent being stopped: its Node still says "capable",
+        // so the watchdog is its only guarantee and must not be disarmed.
+        let (w, path) = fed_watchdog("withdraw-fails");
+        let g = guardian(
+            crate::cluster::own_node::tests::refusing_client(),
+            Some(w.clone()),
+        );
+        let withdrawn = g.withdraw().await;
+        let out = std::fs::read(&path).unwrap();
+        w.stop_feeding();
+        let _ = std::fs::remove_file(&path);
+        assert!(withdrawn.is_err());
+        assert!(
+            !out.contains(&b'V'),
+            "disarmed without a withdrawal: {out:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn sigterm_disarms_the_watchdog_once_the_withdrawal_is_written() {
+        use http::{Request, Response};
+        use http_body_util::BodyExt;
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (w, path) = fed_watchdog("withdraw-ok");
+        let g = guardian(Client::new(service, "default"), Some(w.clone()));
+        let api = tokio::spawn(async move {
+            let mut patch = None;
+            while let Some((req, send)) = handle.next_request().await {
+                let is_patch = req.method() == http::Method::PATCH;
+                if is_patch {
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    patch = Some(serde_json::from_slice::<serde_json::Value>(&body).unwrap());
+                }
+                let node = serde_json::json!({
+                    "apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+                    "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.7"}]},
+                });
+                send.send_response(
+                    Response::builder()
+                        .body(Body::from(serde_json::to_vec(&node).unwrap()))
+                        .unwrap(),
+                );
+                if is_patch {
+                    break;
+                }
+            }
+            patch
+        });
+        let withdrawn = g.withdraw().await;
+        let patch = api.await.unwrap().expect("the withdrawal was written");
+        let out = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(withdrawn.is_ok(), "{withdrawn:?}");
+        assert_eq!(out.last(), Some(&b'V'), "disarmed after the withdrawal");
+        let value = patch["metadata"]["annotations"][decide::AGENT_ANNOTATION]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let advert = decide::agent::parse(&value);
+        let advert = advert.valid().expect("a valid advertisement");
+        assert!(!advert.capable(), "{value}");
+        assert_eq!(
+            advert.peer_address, None,
+            "a withdrawn agent is no peer any more: {value}"
         );
     }
 
