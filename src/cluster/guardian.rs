@@ -100,11 +100,32 @@ impl OwnRecordHook for Hook {
     }
 }
 
-/// Read the boot ID (trimmed); empty when unreadable.
-pub fn read_boot_id(path: &str) -> String {
+/// Read the boot ID (trimmed); `None` when unreadable or empty.
+pub fn read_boot_id(path: &str) -> Option<String> {
     std::fs::read_to_string(path)
+        .ok()
         .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+        .filter(|s| !s.is_empty())
+}
+
+/// Whether the node rebooted: the boot ID read now differs from the one
+/// known. A boot ID that cannot be read (now or before) is no reboot.
+pub fn rebooted(known: Option<&str>, read: Option<&str>) -> bool {
+    matches!((known, read), (Some(a), Some(b)) if a != b)
+}
+
+/// The phase of a fencing record that concerns this boot: a record of
+/// another boot does not; with this node's boot ID unknown, any record
+/// does (the safe reading: a node being fenced must stop).
+pub fn record_applies(
+    phase: Option<decide::Phase>,
+    record_boot_id: Option<&str>,
+    my_boot_id: Option<&str>,
+) -> Option<decide::Phase> {
+    match my_boot_id {
+        Some(mine) => selffence::own_record_applies(phase, record_boot_id, mine),
+        None => phase,
+    }
 }
 
 /// The address peers reach this agent at: `--peer-advertise`, else
@@ -139,7 +160,7 @@ pub struct Guardian {
 }
 
 struct LoopState {
-    boot_id: String,
+    boot_id: Option<String>,
     failures: u32,
     /// End of the first failed probe of the current run of failures.
     unreachable_since: Option<Instant>,
@@ -153,7 +174,7 @@ struct LoopState {
     cursor: usize,
     /// When the peers are to be refreshed next, and the interval that led there.
     peers_due: Option<(Instant, Duration)>,
-    advertised: Option<(String, Instant)>,
+    advertised: Option<(Option<String>, Instant)>,
     last_verdict: Option<Verdict>,
     fenced: bool,
 }
@@ -183,7 +204,7 @@ pub fn next_batch(peers: &[String], cursor: &mut usize) -> Vec<String> {
 }
 
 impl Guardian {
-    fn advert(&self, boot_id: &str, peer_address: Option<String>) -> AgentAdvert {
+    fn advert(&self, boot_id: Option<&str>, peer_address: Option<String>) -> AgentAdvert {
         AgentAdvert {
             self_fence: self.cfg.self_fence.action(),
             watchdog_timeout: self.cfg.watchdog_timeout,
@@ -191,7 +212,7 @@ impl Guardian {
             api_check_timeout: self.cfg.api_check_timeout,
             api_failure_threshold: self.cfg.api_failure_threshold,
             peer_silence_timeout: self.cfg.peer_silence_timeout,
-            boot_id: boot_id.to_string(),
+            boot_id: boot_id.unwrap_or_default().to_string(),
             peer_address,
         }
     }
@@ -241,7 +262,7 @@ impl Guardian {
             return Ok(());
         }
         let boot = read_boot_id(&self.cfg.boot_id_file);
-        let mut advert = self.advert(&boot, None);
+        let mut advert = self.advert(boot.as_deref(), None);
         advert.self_fence = decide::SelfFenceAction::None;
         match self.write_advert(&advert).await {
             Ok(()) => {
@@ -361,7 +382,7 @@ impl Guardian {
                         .with_label_values(&["out", "ok"])
                         .inc();
                     let my_phase =
-                        selffence::own_record_applies(a.phase, a.boot_id.as_deref(), &st.boot_id);
+                        record_applies(a.phase, a.boot_id.as_deref(), st.boot_id.as_deref());
                     st.answers.insert(
                         addr,
                         (
@@ -439,8 +460,16 @@ impl Guardian {
             last_verdict: None,
             fenced: false,
         };
-        if st.boot_id.is_empty() {
-            tracing::warn!(file = %self.cfg.boot_id_file, "cannot read the boot ID: a fenced node will need kube-fencer.io/unfence=true to be unfenced");
+        if st.boot_id.is_none() {
+            tracing::warn!(file = %self.cfg.boot_id_file, "cannot read the boot ID: a fenced node will need kube-fencer.io/unfence=true to be unfenced, and the last API contact is not resumed after a restart");
+        }
+        // An agent restarted within this boot resumes from its last genuine
+        // API contact, not from scratch (its node may be cut off since).
+        let state_file = super::agent_state::path(&self.cfg.state_dir, &self.node);
+        let mut saved = super::agent_state::load(&state_file, st.boot_id.as_deref());
+        if let Some(at) = saved {
+            tracing::info!(file = %state_file.display(), seconds_ago = at.elapsed().as_secs_f64(), "resuming from the last API contact before this agent's restart");
+            self.health.api_ok_at(at);
         }
         let settings = SelfFenceSettings {
             api_failure_threshold: self.cfg.api_failure_threshold,
@@ -457,6 +486,7 @@ impl Guardian {
             }
             let started = Instant::now();
             self.check(&mut st, &settings).await;
+            self.persist_contact(&state_file, st.boot_id.as_deref(), &mut saved);
             next = if st.failures == 0 {
                 // The next probe is due one interval after the last contact
                 // (at the latest one interval from now).
@@ -469,19 +499,51 @@ impl Guardian {
         let _ = self.withdraw().await;
     }
 
+    /// Keep the last genuine API contact in the state file when it moved.
+    fn persist_contact(
+        &self,
+        file: &std::path::Path,
+        boot_id: Option<&str>,
+        saved: &mut Option<Instant>,
+    ) {
+        if self.cfg.self_fence == SelfFence::None {
+            return; // nothing to resume: this agent never fences its node
+        }
+        let (Some(boot), Some(last)) = (boot_id, self.health.last_api_ok()) else {
+            return;
+        };
+        if saved.is_some_and(|s| s >= last) {
+            return;
+        }
+        match super::agent_state::save(file, boot, last) {
+            Ok(()) => *saved = Some(last),
+            Err(e) => {
+                // Once per failing streak is enough: `saved` is left behind
+                // `last`, and the file names the failure to the operator.
+                static WARNED: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(file = %file.display(), error = %e, "cannot persist the last API contact (--state-dir): a restart of this agent would start its checks from scratch");
+                }
+            }
+        }
+    }
+
     async fn check(&self, st: &mut LoopState, settings: &SelfFenceSettings) {
         let now = Instant::now();
         // A new boot ID means the node rebooted (with a real reboot this
         // process would be new; tests replace the --boot-id-file instead).
         let boot = read_boot_id(&self.cfg.boot_id_file);
-        if boot != st.boot_id {
-            tracing::warn!(old = %st.boot_id, new = %boot, "boot ID changed: the node rebooted");
+        if rebooted(st.boot_id.as_deref(), boot.as_deref()) {
+            tracing::warn!(old = ?st.boot_id, new = ?boot, "boot ID changed: the node rebooted");
             st.boot_id = boot;
             st.fenced = false;
             st.advertised = None;
             st.answers.clear();
             st.failures = 0;
             st.unreachable_since = None;
+        } else if st.boot_id.is_none() {
+            st.boot_id = boot;
         }
         // Contact within the last interval: no probe needed.
         let fresh = self
@@ -519,7 +581,7 @@ impl Guardian {
         let own = if ok {
             match self.shared.own_record() {
                 RecordState::Valid(r) => {
-                    selffence::own_record_applies(Some(r.phase), r.boot_id.as_deref(), &st.boot_id)
+                    record_applies(Some(r.phase), r.boot_id.as_deref(), st.boot_id.as_deref())
                 }
                 _ => None,
             }
@@ -569,7 +631,10 @@ impl Guardian {
                 .is_none_or(|(b, at)| *b != st.boot_id || now.duration_since(*at) >= READVERTISE);
             if stale {
                 let boot = st.boot_id.clone();
-                match self.advertise(|addr| self.advert(&boot, addr)).await {
+                match self
+                    .advertise(|addr| self.advert(boot.as_deref(), addr))
+                    .await
+                {
                     Ok(()) => st.advertised = Some((boot, now)),
                     Err(e) => {
                         tracing::warn!(error = %e, "could not advertise this agent on its Node")
@@ -646,12 +711,48 @@ mod tests {
     }
 
     #[test]
-    fn boot_id_is_trimmed_and_empty_when_unreadable() {
+    fn boot_id_is_trimmed_and_none_when_unreadable() {
         let dir = std::env::temp_dir().join(format!("kf-boot-{}", std::process::id()));
         std::fs::write(&dir, "  6f1c-boot\n").unwrap();
-        assert_eq!(read_boot_id(dir.to_str().unwrap()), "6f1c-boot");
+        assert_eq!(
+            read_boot_id(dir.to_str().unwrap()).as_deref(),
+            Some("6f1c-boot")
+        );
         let _ = std::fs::remove_file(&dir);
-        assert_eq!(read_boot_id("/nonexistent/boot_id"), "");
+        assert_eq!(read_boot_id("/nonexistent/boot_id"), None);
+        std::fs::write(&dir, "\n").unwrap();
+        assert_eq!(read_boot_id(dir.to_str().unwrap()), None);
+        let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn an_unreadable_boot_id_is_no_reboot() {
+        assert!(rebooted(Some("a"), Some("b")));
+        assert!(!rebooted(Some("a"), Some("a")));
+        // Before: "" was read, and "" != "a" reset the checks as a reboot.
+        assert!(!rebooted(Some("a"), None));
+        assert!(!rebooted(None, Some("a")));
+        assert!(!rebooted(None, None));
+    }
+
+    #[test]
+    fn a_record_applies_unless_it_is_of_another_boot() {
+        use decide::Phase::Fencing;
+        assert_eq!(
+            record_applies(Some(Fencing), Some("a"), Some("a")),
+            Some(Fencing)
+        );
+        assert_eq!(record_applies(Some(Fencing), Some("old"), Some("a")), None);
+        assert_eq!(
+            record_applies(Some(Fencing), None, Some("a")),
+            Some(Fencing)
+        );
+        // This node's boot unknown: the record may well be of this boot.
+        assert_eq!(
+            record_applies(Some(Fencing), Some("a"), None),
+            Some(Fencing)
+        );
+        assert_eq!(record_applies(None, Some("a"), None), None);
     }
 
     fn addrs(n: usize) -> Vec<String> {
