@@ -18,13 +18,19 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::decide::selfcheck::Previous;
+
 /// What is kept across restarts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Wire {
     boot_id: String,
     /// `CLOCK_BOOTTIME` of the last genuine API contact, in nanoseconds.
-    last_api_contact_boottime_ns: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_api_contact_boottime_ns: Option<u64>,
+    /// The agent had decided to fence its node (this boot).
+    #[serde(default)]
+    self_fence_decided: bool,
 }
 
 /// `CLOCK_BOOTTIME` now (since boot, including suspend).
@@ -61,19 +67,22 @@ pub fn path(dir: &Path, node: &str) -> PathBuf {
     dir.join(format!("agent-{safe}.json"))
 }
 
-/// Persist that the last genuine API contact was at `contact` (`now` and
-/// `boottime` are the same moment on both clocks), atomically.
+/// Persist `previous` (`now` and `boottime` are the same moment on both
+/// clocks), atomically.
 pub fn save_at(
     file: &Path,
-    boot_id: &str,
-    contact: Instant,
+    previous: &Previous,
     now: Instant,
     boottime: Duration,
 ) -> std::io::Result<()> {
-    let at = boottime.saturating_sub(now.saturating_duration_since(contact));
+    let at = |contact: Instant| {
+        let t = boottime.saturating_sub(now.saturating_duration_since(contact));
+        u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
+    };
     let wire = Wire {
-        boot_id: boot_id.to_string(),
-        last_api_contact_boottime_ns: u64::try_from(at.as_nanos()).unwrap_or(u64::MAX),
+        boot_id: previous.boot_id.clone(),
+        last_api_contact_boottime_ns: previous.last_contact.map(at),
+        self_fence_decided: previous.self_fence_decided,
     };
     let text = serde_json::to_vec(&wire).map_err(std::io::Error::other)?;
     if let Some(dir) = file.parent() {
@@ -90,33 +99,46 @@ pub fn save_at(
 }
 
 /// [`save_at`] now.
-pub fn save(file: &Path, boot_id: &str, contact: Instant) -> std::io::Result<()> {
+pub fn save(file: &Path, previous: &Previous) -> std::io::Result<()> {
     let boottime = boottime_now().ok_or_else(|| std::io::Error::other("no CLOCK_BOOTTIME"))?;
-    save_at(file, boot_id, contact, Instant::now(), boottime)
+    save_at(file, previous, Instant::now(), boottime)
 }
 
-/// How long ago (at `boottime`) the last genuine API contact persisted in
-/// `file` was, if the file is from this boot (`boot_id`, which must be
-/// known). `None`: no file, unreadable, another boot, or from the future.
-pub fn load_at(file: &Path, boot_id: Option<&str>, boottime: Duration) -> Option<Duration> {
+/// What an earlier agent of this boot persisted in `file`, with its times
+/// as `Instant`s of this process (`now` and `boottime` being the same
+/// moment; a contact older than this process's clock can represent is set
+/// to the oldest instant it can). `None`: no file, unreadable, another boot
+/// or an unknown boot ID (`boot_id` must be known). A contact "from the
+/// future" (a garbled file) is dropped.
+pub fn load_at(
+    file: &Path,
+    boot_id: Option<&str>,
+    now: Instant,
+    boottime: Duration,
+) -> Option<Previous> {
     let boot_id = boot_id.filter(|b| !b.is_empty())?;
     let text = std::fs::read(file).ok()?;
     let wire: Wire = serde_json::from_slice(&text).ok()?;
     if wire.boot_id != boot_id {
         return None;
     }
-    boottime.checked_sub(Duration::from_nanos(wire.last_api_contact_boottime_ns))
+    let last_contact = wire
+        .last_api_contact_boottime_ns
+        .and_then(|ns| boottime.checked_sub(Duration::from_nanos(ns)))
+        .map(|age| {
+            now.checked_sub(age)
+                .unwrap_or_else(|| oldest_before(now, age))
+        });
+    Some(Previous {
+        boot_id: wire.boot_id,
+        last_contact,
+        self_fence_decided: wire.self_fence_decided,
+    })
 }
 
-/// [`load_at`] now, as an `Instant` of this process (the oldest one it can
-/// represent, if the contact predates that).
-pub fn load(file: &Path, boot_id: Option<&str>) -> Option<Instant> {
-    let now = Instant::now();
-    let age = load_at(file, boot_id, boottime_now()?)?;
-    Some(
-        now.checked_sub(age)
-            .unwrap_or_else(|| oldest_before(now, age)),
-    )
+/// [`load_at`] now.
+pub fn load(file: &Path, boot_id: Option<&str>) -> Option<Previous> {
+    load_at(file, boot_id, Instant::now(), boottime_now()?)
 }
 
 /// The oldest `Instant` at most `age` before `now` (an `Instant` cannot
@@ -142,6 +164,14 @@ mod tests {
         d
     }
 
+    fn previous(boot: &str, contact: Option<Instant>, decided: bool) -> Previous {
+        Previous {
+            boot_id: boot.into(),
+            last_contact: contact,
+            self_fence_decided: decided,
+        }
+    }
+
     #[test]
     fn the_last_contact_survives_a_restart_within_the_same_boot() {
         let d = dir("roundtrip");
@@ -149,15 +179,20 @@ mod tests {
         let t0 = Instant::now();
         let boot = Duration::from_secs(1_000);
         // Contact 3s before t0; saved at t0 (boottime 1000s).
-        save_at(&file, "b1", t0 - Duration::from_secs(3), t0, boot).unwrap();
-        // Read back 7s later (a restart): the contact was 10s ago.
-        let age = load_at(&file, Some("b1"), boot + Duration::from_secs(7));
-        assert_eq!(age, Some(Duration::from_secs(10)));
+        let p = previous("b1", Some(t0 - Duration::from_secs(3)), true);
+        save_at(&file, &p, t0, boot).unwrap();
+        // Read back by a new process 7s later, whose Instant runs 100s
+        // ahead of the old one's: the contact was 10s ago.
+        let t1 = t0 + Duration::from_secs(100);
+        let back = load_at(&file, Some("b1"), t1, boot + Duration::from_secs(7)).unwrap();
+        assert_eq!(back.last_contact, Some(t1 - Duration::from_secs(10)));
+        assert!(back.self_fence_decided);
+        assert_eq!(back.boot_id, "b1");
         // Another boot, an unknown boot ID, no file: nothing to resume.
-        assert_eq!(load_at(&file, Some("b2"), boot), None);
-        assert_eq!(load_at(&file, None, boot), None);
-        assert_eq!(load_at(&file, Some(""), boot), None);
-        assert_eq!(load_at(&path(&d, "other"), Some("b1"), boot), None);
+        assert_eq!(load_at(&file, Some("b2"), t1, boot), None);
+        assert_eq!(load_at(&file, None, t1, boot), None);
+        assert_eq!(load_at(&file, Some(""), t1, boot), None);
+        assert_eq!(load_at(&path(&d, "other"), Some("b1"), t1, boot), None);
         // Replaced atomically: no temporary file is left behind.
         let names: Vec<_> = std::fs::read_dir(file.parent().unwrap())
             .unwrap()
@@ -168,12 +203,29 @@ mod tests {
     }
 
     #[test]
-    fn a_garbled_file_is_ignored() {
+    fn no_contact_yet_and_garbled_files() {
         let d = dir("garbled");
-        std::fs::create_dir_all(&d).unwrap();
         let file = path(&d, "n");
+        let t0 = Instant::now();
+        save_at(
+            &file,
+            &previous("b", None, false),
+            t0,
+            Duration::from_secs(9),
+        )
+        .unwrap();
+        let back = load_at(&file, Some("b"), t0, Duration::from_secs(9)).unwrap();
+        assert_eq!(back, previous("b", None, false));
         std::fs::write(&file, "{not json").unwrap();
-        assert_eq!(load_at(&file, Some("b"), Duration::from_secs(5)), None);
+        assert_eq!(load_at(&file, Some("b"), t0, Duration::from_secs(5)), None);
+        // A contact after "now" (garbled): dropped, the rest kept.
+        std::fs::write(
+            &file,
+            r#"{"bootId":"b","lastApiContactBoottimeNs":9000000000,"selfFenceDecided":true}"#,
+        )
+        .unwrap();
+        let back = load_at(&file, Some("b"), t0, Duration::from_secs(5)).unwrap();
+        assert_eq!(back, previous("b", None, true));
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -183,8 +235,8 @@ mod tests {
         let file = path(&d, "n/../x");
         assert!(file.file_name().unwrap().to_str().unwrap() == "agent-n_.._x.json");
         let contact = Instant::now() - Duration::from_millis(200);
-        save(&file, "b", contact).unwrap();
-        let back = load(&file, Some("b")).unwrap();
+        save(&file, &previous("b", Some(contact), false)).unwrap();
+        let back = load(&file, Some("b")).unwrap().last_contact.unwrap();
         let err = back.max(contact) - back.min(contact);
         assert!(err < Duration::from_millis(50), "{err:?}");
         let _ = std::fs::remove_dir_all(&d);

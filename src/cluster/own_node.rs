@@ -1,8 +1,9 @@
 //! Every agent watches its own Node (field selector on its name). If a
 //! kube-fencer record appears on it, the cluster believes this node is being
 //! fenced: the [`SelfFence`] hook is told. The agent's hook
-//! ([`super::guardian::Hook`]) logs and hands the record to the guardian,
-//! which fences the node itself if the record concerns this boot.
+//! ([`super::guardian::RecordSender`]) logs and hands the record to the
+//! guardian's self-check, which fences the node itself if the record
+//! concerns this boot.
 
 use std::sync::Arc;
 
