@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Parser;
 use kube_fencer::cluster::Agent;
 use kube_fencer::cluster::guardian::{Guardian, RecordSender, Watchdog};
-use kube_fencer::cluster::peer_auth::{NonceCache, PeerKey};
+use kube_fencer::cluster::peer_auth::{Challenges, NonceCache, PeerKey};
 use kube_fencer::cluster::peers;
 use kube_fencer::config::Args;
 use kube_fencer::config::SelfFence;
@@ -159,10 +159,12 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
                 client: client.clone(),
                 key: key.clone(),
                 nonces: Arc::new(std::sync::Mutex::new(NonceCache::default())),
+                challenges: Arc::new(std::sync::Mutex::new(Challenges::default())),
                 api_timeout: config.agent.api_check_timeout,
                 fresh_within: config.agent.api_check_interval,
                 health: health.clone(),
                 metrics: metrics.clone(),
+                clock: kube_fencer::cluster::peer_auth::unix_now,
             });
             let mut rx = shutdown_rx.clone();
             Some(tokio::spawn(async move {
