@@ -548,7 +548,11 @@ impl Guardian {
                 }
             }
         }
-        let _ = self.withdraw().await;
+        if self.withdraw().await.is_ok() && persist {
+            // A graceful stop while connected: nothing for a successor to
+            // resume (one that failed to withdraw leaves the file behind).
+            let _ = std::fs::remove_file(&state_file);
+        }
     }
 }
 
@@ -807,11 +811,20 @@ mod tests {
         let _ = watch.await;
         let reason = std::fs::read_to_string(&marker).unwrap_or_default();
         let rendered = metrics.render();
+        // The withdrawal failed (cut off): the successor resumes from here.
+        let boot = read_boot_id("/proc/sys/kernel/random/boot_id");
+        let kept = super::super::agent_state::load(
+            &super::super::agent_state::path(&state, "n1"),
+            boot.as_deref(),
+        );
         let _ = std::fs::remove_dir_all(&dir);
         assert!(
             !reason.is_empty(),
             "the isolated agent did not fence itself"
         );
+        let kept = kept.expect("the self-check persisted for a restarted agent");
+        assert!(kept.self_fence_decided, "{kept:?}");
+        assert_eq!(kept.last_contact, None, "no API contact ever: {kept:?}");
         assert!(
             rendered.contains("kube_fencer_api_check_failures 2")
                 || rendered.contains("kube_fencer_api_check_failures 3"),
