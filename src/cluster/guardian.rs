@@ -819,8 +819,8 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&dir);
         assert!(
-            !reason.is_empty(),
-            "the isolated agent did not fence itself"
+            reason.contains("this node is isolated"),
+            "the isolated agent did not fence itself: {reason:?}"
         );
         let kept = kept.expect("the self-check persisted for a restarted agent");
         assert!(kept.self_fence_decided, "{kept:?}");
@@ -829,6 +829,89 @@ mod tests {
             rendered.contains("kube_fencer_api_check_failures 2")
                 || rendered.contains("kube_fencer_api_check_failures 3"),
             "{rendered}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connected_agent_whose_node_is_being_fenced_fences_itself() {
+        // Rule 1: the own-Node watch delivers a Fencing record of this boot
+        // while the API answers: the agent fences its node at its next check.
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let api = tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                let body = if req.uri().path() == "/api/v1/nodes" {
+                    serde_json::json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": []})
+                } else if req.uri().path() == "/readyz" {
+                    serde_json::json!("ok")
+                } else {
+                    serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
+                };
+                send.send_response(
+                    Response::builder()
+                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                        .unwrap(),
+                );
+            }
+        });
+        let dir = std::env::temp_dir().join(format!("kf-guard-rule1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("fenced");
+        let exec = format!(
+            "exec:echo \"$KUBE_FENCER_SELF_FENCE_REASON\" > {}",
+            marker.display()
+        );
+        let mut g = guardian(Client::new(service, "default"), None);
+        g.cfg = cfg(&[
+            "--self-fence",
+            &exec,
+            "--peer-key-file",
+            "/nonexistent/key",
+            "--api-check-interval",
+            "200ms",
+            "--api-check-timeout",
+            "500ms",
+            "--state-dir",
+            dir.join("state").to_str().unwrap(),
+        ]);
+        let (hook, own_record) = RecordSender::channel();
+        g.own_record = own_record;
+        let health = g.health.clone();
+        let (stop, rx) = watch::channel(false);
+        let run = tokio::spawn(g.run(rx));
+        // Connected (watch events keep arriving), no record: no fencing.
+        for _ in 0..10 {
+            health.api_ok();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!marker.exists(), "fenced without a record");
+        hook.own_record_changed(
+            "n1",
+            &RecordState::Valid(decide::FenceRecord {
+                phase: decide::Phase::Fencing,
+                fencing_since: std::time::SystemTime::now(),
+                fenced_at: None,
+                cordoned: true,
+                tainted: false,
+                by: "leader".into(),
+                boot_id: read_boot_id("/proc/sys/kernel/random/boot_id"),
+            }),
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !marker.exists() && Instant::now() < deadline {
+            health.api_ok();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop.send(true);
+        let _ = run.await;
+        api.abort();
+        let reason = std::fs::read_to_string(&marker).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            reason.contains("the cluster is fencing this node"),
+            "rule 1 did not fence the node: {reason:?}"
         );
     }
 
