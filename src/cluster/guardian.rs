@@ -30,7 +30,7 @@ use super::peer_auth::PeerKey;
 use super::peers::{self, Question};
 pub use super::watchdog::Watchdog;
 use crate::config::{AgentConfig, SelfFence};
-use crate::decide::selfcheck::{CheckSettings, Command, Input, PeerReply, SelfCheck};
+use crate::decide::selfcheck::{self, CheckSettings, Command, Input, PeerReply, SelfCheck};
 use crate::decide::selffence::Verdict;
 use crate::decide::{self, AgentAdvert, RecordState};
 use crate::ops::{Health, Metrics};
@@ -122,6 +122,31 @@ pub fn peer_order(node: &str, peers: &mut [String]) {
         h.finish()
     };
     peers.sort_by_cached_key(|p| (key(p), p.clone()));
+}
+
+/// The boot ID file and the state file are touched at most this often: a
+/// leader's loop wakes on every API contact (hundreds of watch events a
+/// second in a large cluster).
+const REREAD: Duration = Duration::from_secs(1);
+
+/// Whether `now` must be written over what was `saved`: anything but the
+/// last contact changed, or the contact moved on by [`REREAD`] (a persisted
+/// contact that is a little old only makes a restarted agent probe sooner).
+fn needs_saving(saved: Option<&selfcheck::Previous>, now: &selfcheck::Previous) -> bool {
+    if now.boot_id.is_empty() {
+        return false; // unknown boot: a successor could not tell it is ours
+    }
+    let Some(saved) = saved else {
+        return true;
+    };
+    if saved.boot_id != now.boot_id || saved.self_fence_decided != now.self_fence_decided {
+        return true;
+    }
+    match (saved.last_contact, now.last_contact) {
+        (None, Some(_)) => true,
+        (Some(a), Some(b)) => b.saturating_duration_since(a) >= REREAD,
+        _ => false,
+    }
 }
 
 /// The metric label of a verdict.
@@ -472,6 +497,7 @@ impl Guardian {
         let mut failures = 0;
         let mut peers_known = None;
         let mut persist_failed = false;
+        let mut boot_read_at = Instant::now();
         // An API contact that predates the loop (or the last restart).
         let mut pending = vec![Input::OwnRecord(own_record.borrow_and_update().clone())];
         if contact.borrow_and_update().is_some() {
@@ -479,10 +505,13 @@ impl Guardian {
         }
         loop {
             let now = Instant::now();
-            let read = read_boot_id(&self.cfg.boot_id_file);
-            if read.is_some() && read != boot {
-                boot = read.clone();
-                pending.push(Input::BootId(read));
+            if now.saturating_duration_since(boot_read_at) >= REREAD {
+                boot_read_at = now;
+                let read = read_boot_id(&self.cfg.boot_id_file);
+                if read.is_some() && read != boot {
+                    boot = read.clone();
+                    pending.push(Input::BootId(read));
+                }
             }
             let mut commands = Vec::new();
             for input in pending.drain(..) {
@@ -519,7 +548,7 @@ impl Guardian {
             }
             if persist {
                 let previous = check.previous();
-                if saved.as_ref() != Some(&previous) && !previous.boot_id.is_empty() {
+                if needs_saving(saved.as_ref(), &previous) {
                     match super::agent_state::save(&state_file, &previous) {
                         Ok(()) => {
                             saved = Some(previous);
@@ -912,6 +941,38 @@ mod tests {
         assert!(
             reason.contains("the cluster is fencing this node"),
             "rule 1 did not fence the node: {reason:?}"
+        );
+    }
+
+    #[test]
+    fn the_state_is_saved_when_it_changes_but_not_on_every_contact() {
+        let t0 = Instant::now();
+        let p = |boot: &str, contact: Option<Duration>, decided: bool| selfcheck::Previous {
+            boot_id: boot.into(),
+            last_contact: contact.map(|d| t0 + d),
+            self_fence_decided: decided,
+        };
+        let ms = Duration::from_millis;
+        let saved = p("b", Some(ms(0)), false);
+        assert!(needs_saving(None, &saved));
+        assert!(!needs_saving(Some(&saved), &saved));
+        assert!(!needs_saving(Some(&saved), &p("b", Some(ms(900)), false)));
+        assert!(needs_saving(Some(&saved), &p("b", Some(ms(1_000)), false)));
+        assert!(
+            needs_saving(Some(&saved), &p("b", Some(ms(10)), true)),
+            "decided"
+        );
+        assert!(
+            needs_saving(Some(&saved), &p("b2", Some(ms(0)), false)),
+            "rebooted"
+        );
+        assert!(
+            needs_saving(Some(&p("b", None, false)), &saved),
+            "first contact"
+        );
+        assert!(
+            !needs_saving(None, &p("", Some(ms(0)), true)),
+            "boot unknown"
         );
     }
 
