@@ -503,6 +503,12 @@ impl Guardian {
         if contact.borrow_and_update().is_some() {
             pending.push(Input::ApiResponse);
         }
+        // `--peers` needs no API: known from the start, so that an agent
+        // (re)started during a control-plane outage can hear from its peers
+        // that it is one (else it knows none and takes it for isolation).
+        if !self.cfg.static_peers.is_empty() {
+            pending.push(Input::Peers(self.cfg.static_peers.clone()));
+        }
         loop {
             let now = Instant::now();
             if now.saturating_duration_since(boot_read_at) >= REREAD {
@@ -974,6 +980,81 @@ mod tests {
             !needs_saving(None, &p("", Some(ms(0)), true)),
             "boot unknown"
         );
+    }
+
+    #[tokio::test]
+    async fn in_a_control_plane_outage_the_agent_asks_its_peers_and_does_not_fence() {
+        // Rule 4: the API is gone for everybody; both peers answer at once
+        // that they cannot reach it either (over real sockets, with the key).
+        const KEY: &str = "0123456789abcdef-outage";
+        let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
+        let mut addrs = Vec::new();
+        for _ in 0..2 {
+            let server = peers::Server {
+                client: crate::cluster::own_node::tests::refusing_client(),
+                key: key.clone(),
+                nonces: Default::default(),
+                challenges: Default::default(),
+                api_timeout: Duration::from_secs(1),
+                fresh_within: Duration::from_secs(1),
+                health: Health::new(Duration::from_secs(30)),
+                metrics: Metrics::new(),
+                clock: super::super::peer_auth::unix_now,
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.push(listener.local_addr().unwrap().to_string());
+            tokio::spawn(async move { axum::serve(listener, peers::router(server)).await });
+        }
+        let dir = std::env::temp_dir().join(format!("kf-guard-outage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("fenced");
+        let exec = format!("exec:touch {}", marker.display());
+        let peer_list = addrs.join(",");
+        let mut g = guardian(crate::cluster::own_node::tests::refusing_client(), None);
+        g.cfg = cfg(&[
+            "--self-fence",
+            &exec,
+            "--peer-key-file",
+            "/nonexistent/key",
+            "--peers",
+            &peer_list,
+            "--api-check-interval",
+            "300ms",
+            "--api-check-timeout",
+            "100ms",
+            "--api-failure-threshold",
+            "2",
+            "--peer-silence-timeout",
+            "200ms",
+            "--state-dir",
+            dir.join("state").to_str().unwrap(),
+        ]);
+        g.key = Some(key);
+        let metrics = g.metrics.clone();
+        let (stop, rx) = watch::channel(false);
+        let run = tokio::spawn(g.run(rx));
+        // Well past the isolation schedule (the test above fences in < 1s).
+        let outage = |m: &Metrics| {
+            m.render()
+                .contains("kube_fencer_self_fence_state{state=\"outage\"} 1")
+        };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && !marker.exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop.send(true);
+        let _ = run.await;
+        let fenced = marker.exists();
+        let rendered = metrics.render();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!fenced, "fenced during a control-plane outage");
+        assert!(outage(&metrics), "{rendered}");
+        assert!(
+            rendered.contains("kube_fencer_peer_requests_total{direction=\"out\",result=\"ok\"}"),
+            "{rendered}"
+        );
+        assert!(rendered.contains("kube_fencer_peers 2"), "{rendered}");
     }
 
     #[test]
