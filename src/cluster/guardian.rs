@@ -387,6 +387,13 @@ impl Guardian {
                         } else {
                             Some(g.cfg.static_peers.clone())
                         };
+                        if found.as_ref().is_some_and(Vec::is_empty)
+                            && g.cfg.self_fence != SelfFence::None
+                        {
+                            tracing::warn!(
+                                "no peers known yet: if the API server became unreachable now, this agent could not tell an outage from isolation and would fence its node"
+                            );
+                        }
                         let _ = tx.send(match found {
                             Some(p) => Input::Peers(p),
                             None => Input::PeersRefreshFailed,
@@ -542,11 +549,6 @@ impl Guardian {
                 if peers_known.is_some() || known > 0 {
                     tracing::info!(count = known, "peers known");
                 }
-                if known == 0 && self.cfg.self_fence != SelfFence::None && peers_known.is_some() {
-                    tracing::warn!(
-                        "no peers known: if the API server became unreachable now, this agent could not tell an outage from isolation and would fence its node"
-                    );
-                }
                 peers_known = Some(known);
                 self.metrics
                     .peers
@@ -573,7 +575,13 @@ impl Guardian {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tokio::time::sleep_until(wake.into()) => {}
-                Some(input) = rx.recv() => pending.push(input),
+                Some(input) = rx.recv() => {
+                    // Whatever else finished meanwhile (a batch of replies).
+                    pending.push(input);
+                    while let Ok(more) = rx.try_recv() {
+                        pending.push(more);
+                    }
+                }
                 Ok(()) = contact.changed() => {
                     contact.borrow_and_update();
                     pending.push(Input::ApiResponse);
