@@ -344,6 +344,19 @@ pub struct Args {
     )]
     pub boot_id_file: String,
 
+    /// Directory for the agent's state across its own restarts within one
+    /// boot (the last genuine API contact, with the boot ID), so that an
+    /// agent restarted while its node is cut off resumes its schedule
+    /// instead of starting from scratch. Must be an absolute path; the
+    /// privileged DaemonSet mounts a hostPath (tmpfs: /run) here.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_STATE_DIR",
+        default_value = "/run/kube-fencer",
+        value_name = "PATH"
+    )]
+    pub state_dir: String,
+
     /// Log output format.
     #[arg(
         long,
@@ -431,6 +444,8 @@ pub struct AgentConfig {
     pub peer_advertise: Option<String>,
     pub peer_key_file: Option<String>,
     pub boot_id_file: String,
+    /// `--state-dir`.
+    pub state_dir: std::path::PathBuf,
     /// `--peers`.
     pub static_peers: Vec<String>,
 }
@@ -621,6 +636,7 @@ impl Args {
                 .then(|| self.peer_advertise.clone()),
             peer_key_file,
             boot_id_file: self.boot_id_file.clone(),
+            state_dir: state_dir(&self.state_dir)?,
             static_peers: self
                 .peers
                 .split(',')
@@ -690,6 +706,19 @@ fn parse_self_fence(value: &str) -> Result<SelfFence, ConfigError> {
             }
         },
     })
+}
+
+/// `--state-dir`: an absolute path.
+fn state_dir(value: &str) -> Result<std::path::PathBuf, ConfigError> {
+    let path = std::path::PathBuf::from(value.trim());
+    if !path.is_absolute() {
+        return Err(invalid(
+            "state-dir",
+            value,
+            "expected an absolute directory path such as /run/kube-fencer",
+        ));
+    }
+    Ok(path)
 }
 
 fn duration(flag: &str, value: &str) -> Result<Duration, ConfigError> {
@@ -1010,6 +1039,29 @@ mod tests {
             c.agent.boot_id_file,
             "/proc/sys/kernel/random/boot_id".to_string()
         );
+    }
+
+    #[test]
+    fn state_dir_is_an_absolute_path() {
+        assert_eq!(
+            parse(&[]).unwrap().agent.state_dir,
+            std::path::PathBuf::from("/run/kube-fencer")
+        );
+        assert_eq!(
+            parse(&["--state-dir", "/var/lib/kf"])
+                .unwrap()
+                .agent
+                .state_dir,
+            std::path::PathBuf::from("/var/lib/kf")
+        );
+        for bad in ["", "run/kube-fencer", "  "] {
+            assert_eq!(
+                err(&["--state-dir", bad]),
+                format!(
+                    "invalid value '{bad}' for '--state-dir': expected an absolute directory path such as /run/kube-fencer"
+                )
+            );
+        }
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use kube_fencer::cluster::Agent;
-use kube_fencer::cluster::guardian::{self, Guardian, Shared, Watchdog};
-use kube_fencer::cluster::peer_auth::{NonceCache, PeerKey};
+use kube_fencer::cluster::guardian::{Guardian, RecordSender, Watchdog};
+use kube_fencer::cluster::peer_auth::{Challenges, NonceCache, PeerKey};
 use kube_fencer::cluster::peers;
 use kube_fencer::config::Args;
 use kube_fencer::config::SelfFence;
@@ -148,7 +148,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
         metrics.clone(),
     ));
 
-    let shared = Arc::new(Shared::default());
+    let (own_record_hook, own_record) = RecordSender::channel();
     let peer_server = match (config.agent.peer_listen, &key) {
         (Some(addr), Some(key)) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -159,10 +159,12 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
                 client: client.clone(),
                 key: key.clone(),
                 nonces: Arc::new(std::sync::Mutex::new(NonceCache::default())),
+                challenges: Arc::new(std::sync::Mutex::new(Challenges::default())),
                 api_timeout: config.agent.api_check_timeout,
                 fresh_within: config.agent.api_check_interval,
                 health: health.clone(),
                 metrics: metrics.clone(),
+                clock: kube_fencer::cluster::peer_auth::unix_now,
             });
             let mut rx = shutdown_rx.clone();
             Some(tokio::spawn(async move {
@@ -182,7 +184,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
             cfg: config.agent.clone(),
             key: key.clone(),
             metrics: metrics.clone(),
-            shared: shared.clone(),
+            own_record,
             health: health.clone(),
             watchdog,
         }
@@ -195,7 +197,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
         metrics,
         health,
         events,
-        self_fence: Arc::new(guardian::Hook(shared)),
+        self_fence: Arc::new(own_record_hook),
         peer_key: key,
     };
     let agent = tokio::spawn(agent.run(shutdown_rx));

@@ -259,7 +259,9 @@ impl Election {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 item = stream.next() => match item {
                     Some(Ok(event)) => {
-                        self.health.api_ok();
+                        if crate::ops::health::is_api_contact(&event) {
+                            self.health.api_ok();
+                        }
                         let now = Instant::now();
                         match event {
                             Event::Init => {
@@ -403,6 +405,36 @@ impl Election {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_lease_watch_that_cannot_reach_the_api_is_no_contact() {
+        let health = Health::new(Duration::from_secs(30));
+        let settings = ElectionSettings {
+            identity: "a".into(),
+            lease_duration: Duration::from_secs(12),
+            renew_deadline: Duration::from_secs(8),
+            retry_period: Duration::from_secs(4),
+        };
+        let election = Election::new(
+            crate::cluster::own_node::tests::refusing_client(),
+            "kube-fencer",
+            "kube-fencer-leader",
+            settings,
+            Metrics::new(),
+            health.clone(),
+        );
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(election.run(Box::new(|_| tokio::spawn(async {})), rx));
+        // The watcher restarts (Event::Init) about every second.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let _ = stop.send(true);
+        let _ = task.await;
+        assert_eq!(
+            health.last_api_ok(),
+            None,
+            "a watch (re)start is not a response from the API server"
+        );
+    }
 
     #[test]
     fn leadership_expires() {

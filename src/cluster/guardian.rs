@@ -1,99 +1,68 @@
-//! The agent's guard over its own node (every agent, leader or not):
+//! The agent's guard over its own node (every agent, leader or not): the
+//! I/O shell of the self-check core ([`crate::decide::selfcheck`]).
 //!
-//! - **API checks**: any contact with the API server proves the path works
-//!   — a watch event (the leader's Lease renewals reach every follower every
-//!   third of `--leader-lease-duration`; the own Node), or a successful
-//!   request. Only when there was no contact for `--api-check-interval` does
-//!   the agent probe `/readyz` (bounded by `--api-check-timeout`), and again
-//!   every interval while probes fail. So a follower sends nothing at steady
-//!   state, and the `k`-th failed probe comes at most `i + (k-1)·p + t` after
-//!   the last contact — the schedule [`crate::decide::safetime`] relies on.
-//! - **Peers**, from the first failed probe on: after each probe, ask the
-//!   next batch of at most [`PEER_BATCH`] peers (rotating through all of
-//!   them) whether they reach the API and what the cluster records for this
-//!   node ([`super::peers`]).
-//! - **Verdict** from the pure decision table ([`crate::decide::selffence`]),
-//!   and the **self-fence action** when it says so (watchdog, sysrq, exec).
-//! - **Advertisement** of all of the above on the own Node
-//!   (`kube-fencer.io/agent`), so the leader can compute the safe time.
+//! The core decides everything — when to probe `/readyz`, whom to ask,
+//! the verdict, when the watchdog may be fed, when to advertise and to
+//! refresh the peers — on an injected clock. This loop only
+//!
+//! - sleeps until the core's `next_wake()` or until an input arrives: a
+//!   genuine API contact ([`Health::subscribe_api_contact`]), the own Node's
+//!   record (a `tokio::sync::watch` fed by the own-Node watch through
+//!   [`RecordSender`]), or the result of a command;
+//! - carries out each command in a task of its own (probe, ask each peer,
+//!   advertise, refresh the peers, the self-fence action), which sends its
+//!   result back on a channel, so no API call ever blocks the loop;
+//! - feeds the watchdog's dead man's switch (`PermitFeeding`), reports the
+//!   verdict (log, `kube_fencer_self_fence_state`,
+//!   `kube_fencer_api_check_failures`, `kube_fencer_peers`), and persists
+//!   what a restarted agent resumes from ([`super::agent_state`]).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::own_node::SelfFence as OwnRecordHook;
 use super::peer_auth::PeerKey;
 use super::peers::{self, Question};
 pub use super::watchdog::Watchdog;
 use crate::config::{AgentConfig, SelfFence};
-use crate::decide::selffence::{self, PeerAnswer, SelfFenceInput, SelfFenceSettings, Verdict};
+use crate::decide::selfcheck::{self, CheckSettings, Command, Input, PeerReply, SelfCheck};
+use crate::decide::selffence::Verdict;
 use crate::decide::{self, AgentAdvert, RecordState};
 use crate::ops::{Health, Metrics};
 
-/// Peers asked at once, after each failed probe. The majority rules count
-/// the distinct peers asked within `--peer-silence-timeout`, so in a large
-/// cluster they are a sample of 32 or more: a group of nodes cut off together
-/// that makes up a fraction f of the cluster answers for a majority of that
-/// sample with a probability that falls fast with f (about 1e-10 for f = 10%,
-/// 1e-5 for f = 20% with one batch); larger groups trip the storm guard.
-pub const PEER_BATCH: usize = 32;
-/// Peer list refreshed from the API this often at steady state (a paged
-/// metadata-only list: N agents cost N/300 lists per second, at most
-/// [`PEER_PAGE`] Nodes per page).
-pub const PEER_REFRESH: Duration = Duration::from_secs(300);
-/// First refresh interval after start: the other agents of a DaemonSet
-/// rollout advertise themselves over the next minutes, so the interval
-/// starts short and doubles up to [`PEER_REFRESH`]. (An agent that knew
-/// only the peers present at its own start would take a later outage for
-/// isolation: rule 5.)
-pub const PEER_REFRESH_FIRST: Duration = Duration::from_secs(5);
+/// Nodes per page of the peer discovery list (bounds the agent's memory:
+/// whole Nodes are listed, for their `status.nodeInfo.bootID`).
+pub const PEER_PAGE: u32 = 50;
 
-/// The refresh interval after `previous` (None: the first refresh).
-pub fn next_peer_refresh(previous: Option<Duration>) -> Duration {
-    previous.map_or(PEER_REFRESH_FIRST, |d| (d * 2).min(PEER_REFRESH))
-}
-/// Nodes per page of the peer discovery list (bounds the agent's memory).
-pub const PEER_PAGE: u32 = 100;
-/// The advertisement is re-written at least this often (if it was removed).
-pub const READVERTISE: Duration = Duration::from_secs(300);
+/// The own-Node watch's hook: log, and hand the record to the guardian.
+pub struct RecordSender(pub watch::Sender<RecordState>);
 
-/// What the own-Node watch tells the guardian.
-#[derive(Default)]
-pub struct Shared {
-    /// The fencing record on the own Node, as last seen through the watch.
-    own_record: Mutex<Option<RecordState>>,
-}
-
-impl Shared {
-    fn own_record(&self) -> RecordState {
-        self.own_record
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .unwrap_or(RecordState::Absent)
+impl RecordSender {
+    /// A hook and the guardian's end of it.
+    pub fn channel() -> (Self, watch::Receiver<RecordState>) {
+        let (tx, rx) = watch::channel(RecordState::Absent);
+        (RecordSender(tx), rx)
     }
 }
 
-/// The own-Node watch's hook: remember the record.
-pub struct Hook(pub Arc<Shared>);
-
-impl OwnRecordHook for Hook {
+impl OwnRecordHook for RecordSender {
     fn own_record_changed(&self, node: &str, record: &RecordState) {
         super::own_node::LogOnly.own_record_changed(node, record);
-        *self.0.own_record.lock().unwrap_or_else(|p| p.into_inner()) = Some(record.clone());
+        self.0.send_replace(record.clone());
     }
 }
 
-/// Read the boot ID (trimmed); empty when unreadable.
-pub fn read_boot_id(path: &str) -> String {
+/// Read the boot ID (trimmed); `None` when unreadable or empty.
+pub fn read_boot_id(path: &str) -> Option<String> {
     std::fs::read_to_string(path)
+        .ok()
         .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+        .filter(|s| !s.is_empty())
 }
 
 /// The address peers reach this agent at: `--peer-advertise`, else
@@ -115,36 +84,31 @@ pub fn peer_address(cfg: &AgentConfig, node: Option<&Node>) -> Option<String> {
     })
 }
 
-pub struct Guardian {
-    pub client: Client,
-    pub node: String,
-    pub cfg: AgentConfig,
-    pub key: Option<PeerKey>,
-    pub metrics: Metrics,
-    pub shared: Arc<Shared>,
-    /// Records every API contact (watch events, requests) of this agent.
-    pub health: Health,
-    pub watchdog: Option<Arc<Watchdog>>,
-}
-
-struct LoopState {
-    boot_id: String,
-    failures: u32,
-    /// End of the first failed probe of the current run of failures.
-    unreachable_since: Option<Instant>,
-    /// peer address → (when, answer)
-    answers: BTreeMap<String, (Instant, PeerAnswer)>,
-    /// peer address → when it was last asked
-    asked: BTreeMap<String, Instant>,
-    /// Known peers, in this agent's own order (see [`peer_order`]).
-    peers: Vec<String>,
-    /// Next peer to ask.
-    cursor: usize,
-    /// When the peers are to be refreshed next, and the interval that led there.
-    peers_due: Option<(Instant, Duration)>,
-    advertised: Option<(String, Instant)>,
-    last_verdict: Option<Verdict>,
-    fenced: bool,
+/// The peer address another Node offers, if it is a live peer: it carries
+/// a valid advertisement with an address, not withdrawn (`selfFence: none`
+/// without an address: a stopped agent), and — when the kubelet reports the
+/// node's boot ID — written during this boot (an advertisement of an earlier
+/// boot is a ghost: no agent answers there). Ghost peers never answer, and
+/// silence makes a control-plane outage look like isolation (rule 5).
+pub fn discovered_peer(node: &Node) -> Option<String> {
+    let value = node
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(decide::AGENT_ANNOTATION)?;
+    let state = decide::agent::parse(value);
+    let advert = state.valid()?;
+    let address = advert.peer_address.clone()?;
+    let kubelet_boot = node
+        .status
+        .as_ref()
+        .and_then(|s| s.node_info.as_ref())
+        .map(|i| i.boot_id.as_str())
+        .filter(|b| !b.is_empty());
+    match (kubelet_boot, state.boot_id()) {
+        (Some(k), Some(a)) if k != a => None,
+        _ => Some(address),
+    }
 }
 
 /// Order peers by a hash of (this node, peer): every agent walks the peers
@@ -160,19 +124,72 @@ pub fn peer_order(node: &str, peers: &mut [String]) {
     peers.sort_by_cached_key(|p| (key(p), p.clone()));
 }
 
-/// The next batch of at most [`PEER_BATCH`] peers from `cursor`, wrapping.
-pub fn next_batch(peers: &[String], cursor: &mut usize) -> Vec<String> {
-    let n = peers.len().min(PEER_BATCH);
-    if peers.is_empty() {
-        return Vec::new();
+/// The boot ID file and the state file are touched at most this often: a
+/// leader's loop wakes on every API contact (hundreds of watch events a
+/// second in a large cluster).
+const REREAD: Duration = Duration::from_secs(1);
+
+/// Whether `now` must be written over what was `saved`: anything but the
+/// last contact changed, or the contact moved on by [`REREAD`] (a persisted
+/// contact that is a little old only makes a restarted agent probe sooner).
+fn needs_saving(saved: Option<&selfcheck::Previous>, now: &selfcheck::Previous) -> bool {
+    if now.boot_id.is_empty() {
+        return false; // unknown boot: a successor could not tell it is ours
     }
-    let start = *cursor % peers.len();
-    *cursor = (start + n) % peers.len();
-    peers.iter().cycle().skip(start).take(n).cloned().collect()
+    let Some(saved) = saved else {
+        return true;
+    };
+    if saved.boot_id != now.boot_id || saved.self_fence_decided != now.self_fence_decided {
+        return true;
+    }
+    match (saved.last_contact, now.last_contact) {
+        (None, Some(_)) => true,
+        (Some(a), Some(b)) => b.saturating_duration_since(a) >= REREAD,
+        _ => false,
+    }
+}
+
+/// The metric label of a verdict.
+fn label(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Healthy => "healthy",
+        Verdict::Consulting { .. } => "consulting",
+        Verdict::ControlPlaneOutage { .. } => "outage",
+        Verdict::SelfFence(_) => "self_fencing",
+    }
+}
+
+/// The core's settings from the agent's flags.
+pub fn check_settings(cfg: &AgentConfig) -> CheckSettings {
+    CheckSettings {
+        api_check_interval: cfg.api_check_interval,
+        api_check_timeout: cfg.api_check_timeout,
+        api_failure_threshold: cfg.api_failure_threshold,
+        peer_silence_timeout: cfg.peer_silence_timeout,
+        action: cfg.self_fence.action(),
+        watchdog_timeout: cfg.watchdog_timeout,
+        static_peers: !cfg.static_peers.is_empty(),
+    }
+}
+
+/// The guardian; its I/O handles are cheap to clone into the command tasks.
+#[derive(Clone)]
+pub struct Guardian {
+    pub client: Client,
+    pub node: String,
+    pub cfg: AgentConfig,
+    pub key: Option<PeerKey>,
+    pub metrics: Metrics,
+    /// The record on the own Node, from the own-Node watch ([`RecordSender`]).
+    pub own_record: watch::Receiver<RecordState>,
+    /// The clock of genuine API contact (shared with the watches, the
+    /// election and the peer endpoint).
+    pub health: Health,
+    pub watchdog: Option<Arc<Watchdog>>,
 }
 
 impl Guardian {
-    fn advert(&self, boot_id: &str, peer_address: Option<String>) -> AgentAdvert {
+    fn advert(&self, boot_id: Option<&str>, peer_address: Option<String>) -> AgentAdvert {
         AgentAdvert {
             self_fence: self.cfg.self_fence.action(),
             watchdog_timeout: self.cfg.watchdog_timeout,
@@ -180,23 +197,28 @@ impl Guardian {
             api_check_timeout: self.cfg.api_check_timeout,
             api_failure_threshold: self.cfg.api_failure_threshold,
             peer_silence_timeout: self.cfg.peer_silence_timeout,
-            boot_id: boot_id.to_string(),
+            boot_id: boot_id.unwrap_or_default().to_string(),
             peer_address,
         }
     }
 
-    /// Write the advertisement on the own Node.
-    async fn advertise(
-        &self,
-        advert_of: impl Fn(Option<String>) -> AgentAdvert,
-    ) -> Result<(), String> {
+    /// Write the advertisement of this boot on the own Node.
+    async fn advertise(&self, boot_id: &str) -> Result<(), String> {
         let api: Api<Node> = Api::all(self.client.clone());
         let node = tokio::time::timeout(self.cfg.api_check_timeout * 2, api.get(&self.node))
             .await
             .map_err(|_| "timed out".to_string())?
             .map_err(|e| e.to_string())?;
-        let advert = advert_of(peer_address(&self.cfg, Some(&node)));
-        let value = decide::agent::render(&advert);
+        self.health.api_ok();
+        let boot = Some(boot_id).filter(|b| !b.is_empty());
+        let advert = self.advert(boot, peer_address(&self.cfg, Some(&node)));
+        self.write_advert(&advert).await
+    }
+
+    /// Patch `advert` onto the own Node's annotation.
+    async fn write_advert(&self, advert: &AgentAdvert) -> Result<(), String> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let value = decide::agent::render(advert);
         let patch =
             serde_json::json!({"metadata": {"annotations": {decide::AGENT_ANNOTATION: value}}});
         tokio::time::timeout(
@@ -206,38 +228,51 @@ impl Guardian {
         .await
         .map_err(|_| "timed out".to_string())?
         .map_err(|e| e.to_string())?;
+        self.health.api_ok();
         tracing::info!(node = %self.node, advertisement = %value, "advertised this agent on its Node");
         Ok(())
     }
 
-    /// Withdraw the self-fence promise (graceful shutdown), best effort.
-    pub async fn withdraw(&self) {
+    /// Withdraw the self-fence promise (graceful shutdown): advertise
+    /// `selfFence: none` without a peer address (a stopped agent is no peer:
+    /// counting it would make a real outage look like isolation), and only
+    /// once that is written disarm the watchdog. If it cannot be written (the
+    /// node is cut off), the Node still says "capable" and the leader may
+    /// delete this node's pods after its safe time: the watchdog stays armed,
+    /// its permit lapses and it resets the node.
+    pub async fn withdraw(&self) -> Result<(), String> {
         if matches!(self.cfg.self_fence, SelfFence::None) {
-            return;
+            return Ok(());
         }
         let boot = read_boot_id(&self.cfg.boot_id_file);
-        let r = self
-            .advertise(|addr| {
-                let mut a = self.advert(&boot, addr);
-                a.self_fence = decide::SelfFenceAction::None;
-                a
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "could not withdraw the self-fence advertisement");
-        }
-        if let Some(w) = &self.watchdog {
-            w.disarm();
+        let mut advert = self.advert(boot.as_deref(), None);
+        advert.self_fence = decide::SelfFenceAction::None;
+        match self.write_advert(&advert).await {
+            Ok(()) => {
+                if let Some(w) = &self.watchdog {
+                    w.disarm();
+                    tracing::info!("self-fence advertisement withdrawn; watchdog disarmed");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if self.watchdog.is_some() {
+                    tracing::error!(error = %e, watchdog_timeout = ?self.cfg.watchdog_timeout, "could not withdraw the self-fence advertisement: the watchdog stays armed and resets this node once its feeds stop");
+                } else {
+                    tracing::warn!(error = %e, "could not withdraw the self-fence advertisement");
+                }
+                Err(e)
+            }
         }
     }
 
-    async fn probe_readyz(&self) -> bool {
+    async fn probe_readyz(&self, timeout: Duration) -> bool {
         let req = match axum::http::Request::get("/readyz").body(Vec::new()) {
             Ok(r) => r,
             Err(_) => return false,
         };
         let ok = matches!(
-            tokio::time::timeout(self.cfg.api_check_timeout, self.client.request_text(req)).await,
+            tokio::time::timeout(timeout, self.client.request_text(req)).await,
             Ok(Ok(_))
         );
         if ok {
@@ -246,111 +281,36 @@ impl Guardian {
         ok
     }
 
-    async fn refresh_peers(&self, st: &mut LoopState) {
-        if !self.cfg.static_peers.is_empty() {
-            st.peers = self.cfg.static_peers.clone();
-            self.metrics
-                .peers
-                .set(i64::try_from(st.peers.len()).unwrap_or(i64::MAX));
-            st.peers_due = Some((Instant::now() + PEER_REFRESH, PEER_REFRESH));
-            return;
-        }
+    /// The peers advertised on the other Nodes (ordered for this agent), or
+    /// `None` when the list failed (the cached peers are kept).
+    async fn discover_peers(&self) -> Option<Vec<String>> {
         let api: Api<Node> = Api::all(self.client.clone());
         let mut peers: Vec<String> = Vec::new();
         let mut params = ListParams::default().limit(PEER_PAGE);
         loop {
             let listed =
-                tokio::time::timeout(self.cfg.api_check_timeout * 2, api.list_metadata(&params))
-                    .await;
+                tokio::time::timeout(self.cfg.api_check_timeout * 2, api.list(&params)).await;
             let Ok(Ok(page)) = listed else {
                 tracing::debug!("peer discovery failed; keeping the cached peers");
-                return;
+                return None;
             };
+            self.health.api_ok();
             // Keep only the addresses: a page of Nodes is dropped at once.
             peers.extend(
                 page.items
                     .iter()
                     .filter(|n| n.metadata.name.as_deref() != Some(self.node.as_str()))
-                    .filter_map(|n| {
-                        n.metadata
-                            .annotations
-                            .as_ref()?
-                            .get(decide::AGENT_ANNOTATION)
-                    })
-                    .filter_map(|v| decide::agent::parse(v).valid()?.peer_address.clone()),
+                    .filter_map(discovered_peer),
             );
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params = params.continue_token(&token),
                 None => break,
             }
         }
-        self.health.api_ok();
         peers.sort();
         peers.dedup();
         peer_order(&self.node, &mut peers);
-        if peers != st.peers {
-            tracing::info!(count = peers.len(), "peers discovered");
-        }
-        if peers.is_empty() && self.cfg.self_fence != SelfFence::None {
-            tracing::warn!(
-                "no peers known yet: if the API server became unreachable now, this agent could not tell an outage from isolation and would fence its node"
-            );
-        }
-        self.metrics
-            .peers
-            .set(i64::try_from(peers.len()).unwrap_or(i64::MAX));
-        st.peers = peers;
-        let every = next_peer_refresh(st.peers_due.map(|(_, d)| d));
-        st.peers_due = Some((Instant::now() + every, every));
-    }
-
-    /// Ask the next batch of peers (concurrently, each for at most the
-    /// peer answer timeout).
-    async fn ask_peers(&self, st: &mut LoopState) {
-        let Some(key) = &self.key else {
-            return;
-        };
-        let q = Question {
-            from: self.node.clone(),
-            node: self.node.clone(),
-        };
-        let timeout = decide::safetime::peer_answer_timeout(self.cfg.api_check_timeout);
-        let batch = next_batch(&st.peers, &mut st.cursor);
-        let asked_at = Instant::now();
-        let asks = batch.iter().map(|addr| {
-            let (key, q) = (key.clone(), q.clone());
-            async move { (addr.clone(), peers::ask_peer(addr, &key, &q, timeout).await) }
-        });
-        for (addr, result) in futures::future::join_all(asks).await {
-            st.asked.insert(addr.clone(), asked_at);
-            match result {
-                Ok(a) => {
-                    self.metrics
-                        .peer_requests
-                        .with_label_values(&["out", "ok"])
-                        .inc();
-                    let my_phase =
-                        selffence::own_record_applies(a.phase, a.boot_id.as_deref(), &st.boot_id);
-                    st.answers.insert(
-                        addr,
-                        (
-                            Instant::now(),
-                            PeerAnswer {
-                                api_reachable: a.api_reachable,
-                                my_phase,
-                            },
-                        ),
-                    );
-                }
-                Err(e) => {
-                    self.metrics
-                        .peer_requests
-                        .with_label_values(&["out", "error"])
-                        .inc();
-                    tracing::debug!(peer = %addr, error = %e, "peer did not answer");
-                }
-            }
-        }
+        Some(peers)
     }
 
     /// Carry out the self-fence action. Returns whether it was carried out.
@@ -394,151 +354,247 @@ impl Guardian {
         }
     }
 
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut st = LoopState {
-            boot_id: read_boot_id(&self.cfg.boot_id_file),
-            failures: 0,
-            unreachable_since: None,
-            answers: BTreeMap::new(),
-            asked: BTreeMap::new(),
-            peers: Vec::new(),
-            cursor: 0,
-            peers_due: None,
-            advertised: None,
-            last_verdict: None,
-            fenced: false,
-        };
-        if st.boot_id.is_empty() {
-            tracing::warn!(file = %self.cfg.boot_id_file, "cannot read the boot ID: a fenced node will need kube-fencer.io/unfence=true to be unfenced");
-        }
-        let settings = SelfFenceSettings {
-            api_failure_threshold: self.cfg.api_failure_threshold,
-            peer_silence_timeout: self.cfg.peer_silence_timeout,
-        };
-        let interval = self.cfg.api_check_interval;
-        let mut next = Instant::now() + interval;
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                _ = tokio::time::sleep_until(next.into()) => {}
+    /// Carry out the core's commands; results come back on `results`.
+    fn execute(&self, commands: Vec<Command>, results: &mpsc::UnboundedSender<Input>) {
+        for command in commands {
+            match command {
+                Command::Probe { timeout } => {
+                    let (g, tx) = (self.clone(), results.clone());
+                    tokio::spawn(async move {
+                        let ok = g.probe_readyz(timeout).await;
+                        let _ = tx.send(Input::ProbeDone { ok });
+                    });
+                }
+                Command::AskPeers { peers, timeout } => self.ask_peers(peers, timeout, results),
+                Command::Advertise { boot_id } => {
+                    let (g, tx) = (self.clone(), results.clone());
+                    tokio::spawn(async move {
+                        let ok = match g.advertise(&boot_id).await {
+                            Ok(()) => true,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not advertise this agent on its Node");
+                                false
+                            }
+                        };
+                        let _ = tx.send(Input::Advertised { ok });
+                    });
+                }
+                Command::RefreshPeers => {
+                    let (g, tx) = (self.clone(), results.clone());
+                    tokio::spawn(async move {
+                        let found = if g.cfg.static_peers.is_empty() {
+                            g.discover_peers().await
+                        } else {
+                            Some(g.cfg.static_peers.clone())
+                        };
+                        if found.as_ref().is_some_and(Vec::is_empty)
+                            && g.cfg.self_fence != SelfFence::None
+                        {
+                            tracing::warn!(
+                                "no peers known yet: if the API server became unreachable now, this agent could not tell an outage from isolation and would fence its node"
+                            );
+                        }
+                        let _ = tx.send(match found {
+                            Some(p) => Input::Peers(p),
+                            None => Input::PeersRefreshFailed,
+                        });
+                    });
+                }
+                Command::PermitFeeding { until } => {
+                    if let Some(w) = &self.watchdog {
+                        w.permit_until(until);
+                    }
+                }
+                Command::SelfFence { description } => {
+                    let (g, tx) = (self.clone(), results.clone());
+                    tokio::spawn(async move {
+                        let ok = g.fence_self(&description).await;
+                        let _ = tx.send(Input::SelfFenceDone { ok });
+                    });
+                }
+                Command::VerdictChanged(v) => {
+                    self.metrics.set_self_fence_state(label(&v));
+                    tracing::warn!(verdict = label(&v), "self-fence check: {}", v.describe());
+                }
             }
-            let started = Instant::now();
-            self.check(&mut st, &settings).await;
-            next = if st.failures == 0 {
-                // The next probe is due one interval after the last contact
-                // (at the latest one interval from now).
-                let contact = self.health.last_api_ok().unwrap_or(started);
-                (contact + interval).clamp(Instant::now(), Instant::now() + interval)
-            } else {
-                started + interval
-            };
         }
-        self.withdraw().await;
     }
 
-    async fn check(&self, st: &mut LoopState, settings: &SelfFenceSettings) {
-        let now = Instant::now();
-        // A new boot ID means the node rebooted (with a real reboot this
-        // process would be new; tests replace the --boot-id-file instead).
-        let boot = read_boot_id(&self.cfg.boot_id_file);
-        if boot != st.boot_id {
-            tracing::warn!(old = %st.boot_id, new = %boot, "boot ID changed: the node rebooted");
-            st.boot_id = boot;
-            st.fenced = false;
-            st.advertised = None;
-            st.answers.clear();
-            st.failures = 0;
-            st.unreachable_since = None;
+    /// Ask each peer concurrently, each in a task of its own.
+    fn ask_peers(
+        &self,
+        batch: Vec<String>,
+        timeout: Duration,
+        results: &mpsc::UnboundedSender<Input>,
+    ) {
+        let key = self.key.clone();
+        let q = Question {
+            from: self.node.clone(),
+            node: self.node.clone(),
+        };
+        for peer in batch {
+            let (key, q, tx, metrics) = (
+                key.clone(),
+                q.clone(),
+                results.clone(),
+                self.metrics.clone(),
+            );
+            tokio::spawn(async move {
+                let result = match &key {
+                    Some(key) => peers::ask_peer(&peer, key, &q, timeout).await,
+                    None => Err("no peer key".to_string()),
+                };
+                let reply = match result {
+                    Ok(a) => {
+                        metrics
+                            .peer_requests
+                            .with_label_values(&["out", "ok"])
+                            .inc();
+                        Some(PeerReply {
+                            api_reachable: a.api_reachable,
+                            phase: a.phase,
+                            boot_id: a.boot_id,
+                        })
+                    }
+                    Err(e) => {
+                        metrics
+                            .peer_requests
+                            .with_label_values(&["out", "error"])
+                            .inc();
+                        tracing::debug!(peer = %peer, error = %e, "peer did not answer");
+                        None
+                    }
+                };
+                let _ = tx.send(Input::PeerReply { peer, reply });
+            });
         }
-        // Contact within the last interval: no probe needed.
-        let fresh = self
-            .health
-            .last_api_ok()
-            .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.api_check_interval);
-        let ok = fresh || self.probe_readyz().await;
-        if ok {
-            st.failures = 0;
-            st.unreachable_since = None;
-            st.answers.clear();
-            st.asked.clear();
-        } else {
-            st.failures = st.failures.saturating_add(1);
-            st.unreachable_since.get_or_insert_with(Instant::now);
-            tracing::warn!(
-                failures = st.failures,
-                threshold = settings.api_failure_threshold,
-                "API check failed"
+    }
+
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut boot = read_boot_id(&self.cfg.boot_id_file);
+        if boot.is_none() {
+            tracing::warn!(file = %self.cfg.boot_id_file, "cannot read the boot ID: a fenced node will need kube-fencer.io/unfence=true to be unfenced, and a restarted agent does not resume its checks");
+        }
+        // An agent restarted within this boot resumes from what the one
+        // before it persisted, not from scratch (its node may be cut off).
+        let persist = self.cfg.self_fence != SelfFence::None;
+        let state_file = super::agent_state::path(&self.cfg.state_dir, &self.node);
+        let previous = persist
+            .then(|| super::agent_state::load(&state_file, boot.as_deref()))
+            .flatten();
+        if let Some(p) = &previous {
+            tracing::info!(
+                file = %state_file.display(),
+                last_api_contact_seconds_ago = ?p.last_contact.map(|t| t.elapsed().as_secs_f64()),
+                self_fence_decided = p.self_fence_decided,
+                "resuming the self-check of this agent's predecessor (same boot)"
             );
         }
-        self.metrics.api_check_failures.set(i64::from(st.failures));
-
-        if ok && !st.fenced {
-            let stale = st
-                .advertised
-                .as_ref()
-                .is_none_or(|(b, at)| *b != st.boot_id || now.duration_since(*at) >= READVERTISE);
-            if stale {
-                let boot = st.boot_id.clone();
-                match self.advertise(|addr| self.advert(&boot, addr)).await {
-                    Ok(()) => st.advertised = Some((boot, now)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not advertise this agent on its Node")
+        let mut saved = previous.clone();
+        let mut check = SelfCheck::new(
+            check_settings(&self.cfg),
+            Instant::now(),
+            boot.clone(),
+            previous,
+        );
+        self.metrics.set_self_fence_state("healthy");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut contact = self.health.subscribe_api_contact();
+        let mut own_record = self.own_record.clone();
+        let mut failures = 0;
+        let mut peers_known = None;
+        let mut persist_failed = false;
+        let mut boot_read_at = Instant::now();
+        // An API contact that predates the loop (or the last restart).
+        let mut pending = vec![Input::OwnRecord(own_record.borrow_and_update().clone())];
+        if contact.borrow_and_update().is_some() {
+            pending.push(Input::ApiResponse);
+        }
+        // `--peers` needs no API: known from the start, so that an agent
+        // (re)started during a control-plane outage can hear from its peers
+        // that it is one (else it knows none and takes it for isolation).
+        if !self.cfg.static_peers.is_empty() {
+            pending.push(Input::Peers(self.cfg.static_peers.clone()));
+        }
+        loop {
+            let now = Instant::now();
+            if now.saturating_duration_since(boot_read_at) >= REREAD {
+                boot_read_at = now;
+                let read = read_boot_id(&self.cfg.boot_id_file);
+                if read.is_some() && read != boot {
+                    boot = read.clone();
+                    pending.push(Input::BootId(read));
+                }
+            }
+            let mut commands = Vec::new();
+            for input in pending.drain(..) {
+                commands.extend(check.handle(now, input));
+            }
+            commands.extend(check.tick(now));
+            self.execute(commands, &tx);
+            // Report.
+            if check.failures() != failures {
+                if check.failures() > failures {
+                    tracing::warn!(
+                        failures = check.failures(),
+                        threshold = self.cfg.api_failure_threshold,
+                        "API check failed"
+                    );
+                }
+                failures = check.failures();
+            }
+            self.metrics.api_check_failures.set(i64::from(failures));
+            let known = check.peers().len();
+            if peers_known != Some(known) {
+                if peers_known.is_some() || known > 0 {
+                    tracing::info!(count = known, "peers known");
+                }
+                peers_known = Some(known);
+                self.metrics
+                    .peers
+                    .set(i64::try_from(known).unwrap_or(i64::MAX));
+            }
+            if persist {
+                let previous = check.previous();
+                if needs_saving(saved.as_ref(), &previous) {
+                    match super::agent_state::save(&state_file, &previous) {
+                        Ok(()) => {
+                            saved = Some(previous);
+                            persist_failed = false;
+                        }
+                        Err(e) if !persist_failed => {
+                            persist_failed = true;
+                            tracing::warn!(file = %state_file.display(), error = %e, "cannot persist the self-check (--state-dir): a restart of this agent would start its checks from scratch");
+                        }
+                        Err(_) => {}
                     }
                 }
             }
-            if st.peers_due.is_none_or(|(due, _)| now >= due) {
-                self.refresh_peers(st).await;
-            }
-        }
-        if st.failures > 0 {
-            self.ask_peers(st).await;
-        }
-        // The verdict is taken after the peers answered.
-        let now = Instant::now();
-        let silence = self.cfg.peer_silence_timeout;
-        st.answers
-            .retain(|_, (at, _)| now.saturating_duration_since(*at) < silence);
-        st.asked
-            .retain(|_, at| now.saturating_duration_since(*at) < silence);
-        let answers: Vec<PeerAnswer> = st.answers.values().map(|(_, a)| *a).collect();
-        let own = if ok {
-            match self.shared.own_record() {
-                RecordState::Valid(r) => {
-                    selffence::own_record_applies(Some(r.phase), r.boot_id.as_deref(), &st.boot_id)
+            // Wait for the core's next deadline or for an input.
+            let wake = check.next_wake().max(now + Duration::from_millis(10));
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                Some(input) = rx.recv() => {
+                    // Whatever else finished meanwhile (a batch of replies).
+                    pending.push(input);
+                    while let Ok(more) = rx.try_recv() {
+                        pending.push(more);
+                    }
                 }
-                _ => None,
+                Ok(()) = contact.changed() => {
+                    contact.borrow_and_update();
+                    pending.push(Input::ApiResponse);
+                }
+                Ok(()) = own_record.changed() => {
+                    pending.push(Input::OwnRecord(own_record.borrow_and_update().clone()));
+                }
             }
-        } else {
-            None
-        };
-        let input = SelfFenceInput {
-            api_failures: st.failures,
-            own_phase_seen_connected: own,
-            known_peers: st.asked.len(),
-            answers: &answers,
-            unreachable_for: st
-                .unreachable_since
-                .map(|t| now.saturating_duration_since(t))
-                .unwrap_or_default(),
-        };
-        let verdict = selffence::decide(&input, settings);
-        let label = match &verdict {
-            Verdict::Healthy => "healthy",
-            Verdict::Consulting { .. } => "consulting",
-            Verdict::ControlPlaneOutage { .. } => "outage",
-            Verdict::SelfFence(_) => "self_fencing",
-        };
-        self.metrics.set_self_fence_state(label);
-        let changed = st
-            .last_verdict
-            .as_ref()
-            .is_none_or(|v| std::mem::discriminant(v) != std::mem::discriminant(&verdict));
-        if changed {
-            tracing::warn!(verdict = label, "self-fence check: {}", verdict.describe());
         }
-        st.last_verdict = Some(verdict.clone());
-        if verdict.self_fence() && !st.fenced {
-            st.fenced = self.fence_self(&verdict.describe()).await;
+        if self.withdraw().await.is_ok() && persist {
+            // A graceful stop while connected: nothing for a successor to
+            // resume (one that failed to withdraw leaves the file behind).
+            let _ = std::fs::remove_file(&state_file);
         }
     }
 }
@@ -606,48 +662,22 @@ mod tests {
     }
 
     #[test]
-    fn boot_id_is_trimmed_and_empty_when_unreadable() {
+    fn boot_id_is_trimmed_and_none_when_unreadable() {
         let dir = std::env::temp_dir().join(format!("kf-boot-{}", std::process::id()));
         std::fs::write(&dir, "  6f1c-boot\n").unwrap();
-        assert_eq!(read_boot_id(dir.to_str().unwrap()), "6f1c-boot");
+        assert_eq!(
+            read_boot_id(dir.to_str().unwrap()).as_deref(),
+            Some("6f1c-boot")
+        );
         let _ = std::fs::remove_file(&dir);
-        assert_eq!(read_boot_id("/nonexistent/boot_id"), "");
+        assert_eq!(read_boot_id("/nonexistent/boot_id"), None);
+        std::fs::write(&dir, "\n").unwrap();
+        assert_eq!(read_boot_id(dir.to_str().unwrap()), None);
+        let _ = std::fs::remove_file(&dir);
     }
 
     fn addrs(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("10.0.0.{i}:9747")).collect()
-    }
-
-    #[test]
-    fn peer_refresh_starts_short_and_backs_off() {
-        let mut d = None;
-        let mut seen = Vec::new();
-        for _ in 0..10 {
-            let next = next_peer_refresh(d);
-            seen.push(next.as_secs());
-            d = Some(next);
-        }
-        assert_eq!(seen, [5, 10, 20, 40, 80, 160, 300, 300, 300, 300]);
-    }
-
-    #[test]
-    fn batches_rotate_through_every_peer() {
-        let peers = addrs(70);
-        let mut cursor = 0;
-        let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..3 {
-            let b = next_batch(&peers, &mut cursor);
-            assert_eq!(b.len(), PEER_BATCH);
-            seen.extend(b);
-        }
-        // 3 batches of 32 cover all 70 peers (wrapping around).
-        assert_eq!(seen.len(), 70);
-        // A small cluster is asked in full every time.
-        let few = addrs(3);
-        let mut c = 0;
-        assert_eq!(next_batch(&few, &mut c), few);
-        assert_eq!(next_batch(&few, &mut c), few);
-        assert!(next_batch(&[], &mut c).is_empty());
     }
 
     #[test]
@@ -671,13 +701,423 @@ mod tests {
         );
     }
 
+    fn guardian(client: Client, watchdog: Option<Arc<Watchdog>>) -> Guardian {
+        Guardian {
+            client,
+            node: "n1".into(),
+            cfg: cfg(&[
+                "--self-fence",
+                "watchdog",
+                "--peer-key-file",
+                "/nonexistent/key",
+                "--api-check-timeout",
+                "1s",
+            ]),
+            key: None,
+            metrics: Metrics::new(),
+            own_record: RecordSender::channel().1,
+            health: Health::new(Duration::from_secs(30)),
+            watchdog,
+        }
+    }
+
+    /// A fed fake watchdog device (a regular file) and its path.
+    fn fed_watchdog(name: &str) -> (Arc<Watchdog>, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("kf-gwd-{name}-{}", std::process::id()));
+        std::fs::write(&path, "").unwrap();
+        let w = Watchdog::open_with(path.to_str().unwrap(), Duration::from_secs(1), |_, s| Ok(s))
+            .unwrap();
+        w.permit_until(Instant::now() + Duration::from_secs(60));
+        (Arc::new(w), path)
+    }
+
+    #[tokio::test]
+    async fn sigterm_keeps_the_watchdog_armed_when_the_withdrawal_fails() {
+        // A partitioned agent being stopped: its Node still says "capable",
+        // so the watchdog is its only guarantee and must not be disarmed.
+        let (w, path) = fed_watchdog("withdraw-fails");
+        let g = guardian(
+            crate::cluster::own_node::tests::refusing_client(),
+            Some(w.clone()),
+        );
+        let withdrawn = g.withdraw().await;
+        let out = std::fs::read(&path).unwrap();
+        w.stop_feeding();
+        let _ = std::fs::remove_file(&path);
+        assert!(withdrawn.is_err());
+        assert!(
+            !out.contains(&b'V'),
+            "disarmed without a withdrawal: {out:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn sigterm_disarms_the_watchdog_once_the_withdrawal_is_written() {
+        use http::{Request, Response};
+        use http_body_util::BodyExt;
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (w, path) = fed_watchdog("withdraw-ok");
+        let g = guardian(Client::new(service, "default"), Some(w.clone()));
+        let api = tokio::spawn(async move {
+            let mut patch = None;
+            while let Some((req, send)) = handle.next_request().await {
+                let is_patch = req.method() == http::Method::PATCH;
+                if is_patch {
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    patch = Some(serde_json::from_slice::<serde_json::Value>(&body).unwrap());
+                }
+                let node = serde_json::json!({
+                    "apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+                    "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.7"}]},
+                });
+                send.send_response(
+                    Response::builder()
+                        .body(Body::from(serde_json::to_vec(&node).unwrap()))
+                        .unwrap(),
+                );
+                if is_patch {
+                    break;
+                }
+            }
+            patch
+        });
+        let withdrawn = g.withdraw().await;
+        let patch = api.await.unwrap().expect("the withdrawal was written");
+        let out = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(withdrawn.is_ok(), "{withdrawn:?}");
+        assert_eq!(out.last(), Some(&b'V'), "disarmed after the withdrawal");
+        let value = patch["metadata"]["annotations"][decide::AGENT_ANNOTATION]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let advert = decide::agent::parse(&value);
+        let advert = advert.valid().expect("a valid advertisement");
+        assert!(!advert.capable(), "{value}");
+        assert_eq!(
+            advert.peer_address, None,
+            "a withdrawn agent is no peer any more: {value}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_agent_cut_off_by_a_fast_failing_network_fences_itself() {
+        // Link down / TCP reset: every request fails at once, and the own
+        // Node watch restarts (Event::Init) about every second. No peers are
+        // known: the agent is isolated (rule 5) and must fence its node.
+        let dir = std::env::temp_dir().join(format!("kf-guard-cut-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("fenced");
+        let exec = format!(
+            "exec:echo \"$KUBE_FENCER_SELF_FENCE_REASON\" > {}",
+            marker.display()
+        );
+        let state = dir.join("state");
+        let mut g = guardian(crate::cluster::own_node::tests::refusing_client(), None);
+        g.cfg = cfg(&[
+            "--self-fence",
+            &exec,
+            "--peer-key-file",
+            "/nonexistent/key",
+            "--api-check-interval",
+            "300ms",
+            "--api-check-timeout",
+            "100ms",
+            "--api-failure-threshold",
+            "2",
+            "--peer-silence-timeout",
+            "200ms",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ]);
+        let (hook, own_record) = RecordSender::channel();
+        g.own_record = own_record;
+        let (stop, rx) = watch::channel(false);
+        let watch = tokio::spawn(crate::cluster::own_node::watch_own_node(
+            g.client.clone(),
+            "n1".into(),
+            Arc::new(hook),
+            g.health.clone(),
+            Metrics::new(),
+            rx.clone(),
+        ));
+        let metrics = g.metrics.clone();
+        let run = tokio::spawn(g.run(rx));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !marker.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop.send(true);
+        let _ = run.await;
+        let _ = watch.await;
+        let reason = std::fs::read_to_string(&marker).unwrap_or_default();
+        let rendered = metrics.render();
+        // The withdrawal failed (cut off): the successor resumes from here.
+        let boot = read_boot_id("/proc/sys/kernel/random/boot_id");
+        let kept = super::super::agent_state::load(
+            &super::super::agent_state::path(&state, "n1"),
+            boot.as_deref(),
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            reason.contains("this node is isolated"),
+            "the isolated agent did not fence itself: {reason:?}"
+        );
+        let kept = kept.expect("the self-check persisted for a restarted agent");
+        assert!(kept.self_fence_decided, "{kept:?}");
+        assert_eq!(kept.last_contact, None, "no API contact ever: {kept:?}");
+        assert!(
+            rendered.contains("kube_fencer_api_check_failures 2")
+                || rendered.contains("kube_fencer_api_check_failures 3"),
+            "{rendered}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connected_agent_whose_node_is_being_fenced_fences_itself() {
+        // Rule 1: the own-Node watch delivers a Fencing record of this boot
+        // while the API answers: the agent fences its node at its next check.
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let api = tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                let body = if req.uri().path() == "/api/v1/nodes" {
+                    serde_json::json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": []})
+                } else if req.uri().path() == "/readyz" {
+                    serde_json::json!("ok")
+                } else {
+                    serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
+                };
+                send.send_response(
+                    Response::builder()
+                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                        .unwrap(),
+                );
+            }
+        });
+        let dir = std::env::temp_dir().join(format!("kf-guard-rule1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("fenced");
+        let exec = format!(
+            "exec:echo \"$KUBE_FENCER_SELF_FENCE_REASON\" > {}",
+            marker.display()
+        );
+        let mut g = guardian(Client::new(service, "default"), None);
+        g.cfg = cfg(&[
+            "--self-fence",
+            &exec,
+            "--peer-key-file",
+            "/nonexistent/key",
+            "--api-check-interval",
+            "200ms",
+            "--api-check-timeout",
+            "500ms",
+            "--state-dir",
+            dir.join("state").to_str().unwrap(),
+        ]);
+        let (hook, own_record) = RecordSender::channel();
+        g.own_record = own_record;
+        let health = g.health.clone();
+        let (stop, rx) = watch::channel(false);
+        let run = tokio::spawn(g.run(rx));
+        // Connected (watch events keep arriving), no record: no fencing.
+        for _ in 0..10 {
+            health.api_ok();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!marker.exists(), "fenced without a record");
+        hook.own_record_changed(
+            "n1",
+            &RecordState::Valid(decide::FenceRecord {
+                phase: decide::Phase::Fencing,
+                fencing_since: std::time::SystemTime::now(),
+                fenced_at: None,
+                cordoned: true,
+                tainted: false,
+                by: "leader".into(),
+                boot_id: read_boot_id("/proc/sys/kernel/random/boot_id"),
+            }),
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !marker.exists() && Instant::now() < deadline {
+            health.api_ok();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop.send(true);
+        let _ = run.await;
+        api.abort();
+        let reason = std::fs::read_to_string(&marker).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            reason.contains("the cluster is fencing this node"),
+            "rule 1 did not fence the node: {reason:?}"
+        );
+    }
+
     #[test]
-    fn the_hook_remembers_the_own_record() {
-        let shared = Arc::new(Shared::default());
-        assert_eq!(shared.own_record(), RecordState::Absent);
-        let hook = Hook(shared.clone());
+    fn the_state_is_saved_when_it_changes_but_not_on_every_contact() {
+        let t0 = Instant::now();
+        let p = |boot: &str, contact: Option<Duration>, decided: bool| selfcheck::Previous {
+            boot_id: boot.into(),
+            last_contact: contact.map(|d| t0 + d),
+            self_fence_decided: decided,
+        };
+        let ms = Duration::from_millis;
+        let saved = p("b", Some(ms(0)), false);
+        assert!(needs_saving(None, &saved));
+        assert!(!needs_saving(Some(&saved), &saved));
+        assert!(!needs_saving(Some(&saved), &p("b", Some(ms(900)), false)));
+        assert!(needs_saving(Some(&saved), &p("b", Some(ms(1_000)), false)));
+        assert!(
+            needs_saving(Some(&saved), &p("b", Some(ms(10)), true)),
+            "decided"
+        );
+        assert!(
+            needs_saving(Some(&saved), &p("b2", Some(ms(0)), false)),
+            "rebooted"
+        );
+        assert!(
+            needs_saving(Some(&p("b", None, false)), &saved),
+            "first contact"
+        );
+        assert!(
+            !needs_saving(None, &p("", Some(ms(0)), true)),
+            "boot unknown"
+        );
+    }
+
+    #[tokio::test]
+    async fn in_a_control_plane_outage_the_agent_asks_its_peers_and_does_not_fence() {
+        // Rule 4: the API is gone for everybody; both peers answer at once
+        // that they cannot reach it either (over real sockets, with the key).
+        const KEY: &str = "0123456789abcdef-outage";
+        let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
+        let mut addrs = Vec::new();
+        for _ in 0..2 {
+            let server = peers::Server {
+                client: crate::cluster::own_node::tests::refusing_client(),
+                key: key.clone(),
+                nonces: Default::default(),
+                challenges: Default::default(),
+                api_timeout: Duration::from_secs(1),
+                fresh_within: Duration::from_secs(1),
+                health: Health::new(Duration::from_secs(30)),
+                metrics: Metrics::new(),
+                clock: super::super::peer_auth::unix_now,
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.push(listener.local_addr().unwrap().to_string());
+            tokio::spawn(async move { axum::serve(listener, peers::router(server)).await });
+        }
+        let dir = std::env::temp_dir().join(format!("kf-guard-outage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("fenced");
+        let exec = format!("exec:touch {}", marker.display());
+        let peer_list = addrs.join(",");
+        let mut g = guardian(crate::cluster::own_node::tests::refusing_client(), None);
+        g.cfg = cfg(&[
+            "--self-fence",
+            &exec,
+            "--peer-key-file",
+            "/nonexistent/key",
+            "--peers",
+            &peer_list,
+            "--api-check-interval",
+            "300ms",
+            "--api-check-timeout",
+            "100ms",
+            "--api-failure-threshold",
+            "2",
+            "--peer-silence-timeout",
+            "200ms",
+            "--state-dir",
+            dir.join("state").to_str().unwrap(),
+        ]);
+        g.key = Some(key);
+        let metrics = g.metrics.clone();
+        let (stop, rx) = watch::channel(false);
+        let run = tokio::spawn(g.run(rx));
+        // Well past the isolation schedule (the test above fences in < 1s).
+        let outage = |m: &Metrics| {
+            m.render()
+                .contains("kube_fencer_self_fence_state{state=\"outage\"} 1")
+        };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && !marker.exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop.send(true);
+        let _ = run.await;
+        let fenced = marker.exists();
+        let rendered = metrics.render();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!fenced, "fenced during a control-plane outage");
+        assert!(outage(&metrics), "{rendered}");
+        assert!(
+            rendered.contains("kube_fencer_peer_requests_total{direction=\"out\",result=\"ok\"}"),
+            "{rendered}"
+        );
+        assert!(rendered.contains("kube_fencer_peers 2"), "{rendered}");
+    }
+
+    #[test]
+    fn the_record_sender_hands_the_own_record_to_the_guardian() {
+        let (hook, mut rx) = RecordSender::channel();
+        assert_eq!(*rx.borrow_and_update(), RecordState::Absent);
         let rec = RecordState::Malformed("x".into());
         hook.own_record_changed("n1", &rec);
-        assert_eq!(shared.own_record(), rec);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), rec);
+    }
+
+    fn advertised(value: &str, kubelet_boot: Option<&str>) -> Node {
+        let mut n = node(&[]);
+        n.metadata.annotations = Some(
+            [(decide::AGENT_ANNOTATION.to_string(), value.to_string())]
+                .into_iter()
+                .collect(),
+        );
+        if let Some(b) = kubelet_boot {
+            n.status.get_or_insert_with(Default::default).node_info =
+                Some(k8s_openapi::api::core::v1::NodeSystemInfo {
+                    boot_id: b.into(),
+                    ..Default::default()
+                });
+        }
+        n
+    }
+
+    #[test]
+    fn discovery_skips_withdrawn_and_stale_advertisements() {
+        let live = r#"{"selfFence":"watchdog","watchdogTimeout":"10s","apiCheckInterval":"5s","apiCheckTimeout":"2s","apiFailureThreshold":3,"peerSilenceTimeout":"10s","bootId":"b1","peerAddress":"10.0.0.7:9747"}"#;
+        assert_eq!(
+            discovered_peer(&advertised(live, None)).as_deref(),
+            Some("10.0.0.7:9747")
+        );
+        assert_eq!(
+            discovered_peer(&advertised(live, Some("b1"))).as_deref(),
+            Some("10.0.0.7:9747"),
+            "the kubelet's boot ID matches"
+        );
+        // Rebooted, and no agent came up since: a ghost.
+        assert_eq!(discovered_peer(&advertised(live, Some("b2"))), None);
+        // Withdrawn (a graceful stop): no address.
+        let withdrawn = live
+            .replace(r#""selfFence":"watchdog""#, r#""selfFence":"none""#)
+            .replace(r#","peerAddress":"10.0.0.7:9747""#, "");
+        assert_eq!(discovered_peer(&advertised(&withdrawn, None)), None);
+        // An agent with --self-fence=none still answers its peers.
+        let none = live.replace(r#""selfFence":"watchdog""#, r#""selfFence":"none""#);
+        assert!(discovered_peer(&advertised(&none, Some("b1"))).is_some());
+        // An agent that could not read its boot ID: kept.
+        let unknown = live.replace(r#""bootId":"b1""#, r#""bootId":"""#);
+        assert!(discovered_peer(&advertised(&unknown, Some("b1"))).is_some());
+        assert_eq!(discovered_peer(&advertised("{garbage", None)), None);
+        assert_eq!(discovered_peer(&node(&[])), None);
     }
 }

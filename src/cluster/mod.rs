@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::ops::events::lease_ref;
 use crate::ops::{EventSink, Health, Metrics};
 
+pub mod agent_state;
 pub mod election;
 pub mod executor;
 pub mod facts;

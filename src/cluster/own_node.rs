@@ -1,8 +1,9 @@
 //! Every agent watches its own Node (field selector on its name). If a
 //! kube-fencer record appears on it, the cluster believes this node is being
 //! fenced: the [`SelfFence`] hook is told. The agent's hook
-//! ([`super::guardian::Hook`]) logs and hands the record to the guardian,
-//! which fences the node itself if the record concerns this boot.
+//! ([`super::guardian::RecordSender`]) logs and hands the record to the
+//! guardian's self-check, which fences the node itself if the record
+//! concerns this boot.
 
 use std::sync::Arc;
 
@@ -82,7 +83,9 @@ pub async fn watch_own_node(
                 continue;
             }
             Some(Ok(event)) => {
-                health.api_ok();
+                if crate::ops::health::is_api_contact(&event) {
+                    health.api_ok();
+                }
                 match event {
                     Event::Init => {
                         health.set_own_node_synced(false);
@@ -112,5 +115,88 @@ pub async fn watch_own_node(
             hook.own_record_changed(&node, &observed);
             last = observed;
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A client of an API server that refuses every connection (a network
+    /// that fails fast: interface down, TCP reset, ICMP unreachable).
+    pub(crate) fn refusing_client() -> Client {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}").parse().unwrap();
+        Client::try_from(kube::Config::new(url)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_cannot_reach_the_api_is_no_contact() {
+        let health = Health::new(Duration::from_secs(30));
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(watch_own_node(
+            refusing_client(),
+            "n1".into(),
+            Arc::new(LogOnly),
+            health.clone(),
+            Metrics::new(),
+            rx,
+        ));
+        // The watcher restarts (Event::Init) about every second.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let _ = stop.send(true);
+        let _ = task.await;
+        assert_eq!(
+            health.last_api_ok(),
+            None,
+            "a watch (re)start is not a response from the API server"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listed_own_node_is_contact() {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let health = Health::new(Duration::from_secs(30));
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(watch_own_node(
+            client,
+            "n1".into(),
+            Arc::new(LogOnly),
+            health.clone(),
+            Metrics::new(),
+            rx,
+        ));
+        let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+            .await
+            .expect("a list")
+            .expect("a request");
+        assert!(req.uri().to_string().contains("nodes"), "{}", req.uri());
+        assert_eq!(health.last_api_ok(), None, "not before the answer");
+        let list = serde_json::json!({
+            "apiVersion": "v1", "kind": "NodeList",
+            "metadata": {"resourceVersion": "7"},
+            "items": [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "resourceVersion": "7"}}],
+        });
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&list).unwrap()))
+                .unwrap(),
+        );
+        // The watch request that follows the list.
+        let _watch = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+            .await
+            .expect("a watch");
+        assert!(health.last_api_ok().is_some(), "the list answered");
+        let _ = stop.send(true);
+        let _ = task.await;
     }
 }

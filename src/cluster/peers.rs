@@ -9,11 +9,15 @@
 //! returns the phase and boot ID of X's fencing record.
 //!
 //! Both directions are authenticated ([`super::peer_auth`]); the answer
-//! echoes the question's nonce. The client is a minimal HTTP/1.1 exchange
-//! over one TCP connection (`Connection: close`), bounded by a timeout.
+//! echoes the question's nonce, which is what makes it fresh. A question
+//! whose timestamp is too far from the receiver's clock is answered `401`
+//! with a challenge ([`CHALLENGE_HEADER`]), and the asker repeats it signed
+//! over that challenge: clock offsets between nodes never silence a peer.
+//! The client is a minimal HTTP/1.1 exchange over one TCP connection per
+//! request (`Connection: close`), bounded by one timeout for the whole ask.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -26,11 +30,14 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::facts::node_facts;
-use super::peer_auth::{NonceCache, PeerKey, new_nonce, unix_now};
+use super::peer_auth::{AuthError, Challenges, NonceCache, PeerKey, new_nonce, unix_now};
 use crate::decide::Phase;
 use crate::ops::{Health, Metrics};
 
 pub const AUTH_HEADER: &str = "x-kube-fencer-auth";
+/// On a `401` to a question from a key holder whose clock is off: the
+/// receiver's challenge to sign the question over.
+pub const CHALLENGE_HEADER: &str = "x-kube-fencer-challenge";
 pub const PATH: &str = "/peer/v1/ask";
 /// Largest answer read from a peer.
 const MAX_ANSWER: u64 = 16 * 1024;
@@ -60,12 +67,16 @@ pub struct Server {
     pub client: Client,
     pub key: PeerKey,
     pub nonces: Arc<Mutex<NonceCache>>,
+    /// Challenges issued to askers whose clock is off.
+    pub challenges: Arc<Mutex<Challenges>>,
     pub api_timeout: Duration,
     /// The API counts as reachable when the last contact is this recent
     /// (the agent's `--api-check-interval`).
     pub fresh_within: Duration,
     pub health: Health,
     pub metrics: Metrics,
+    /// Seconds since the Unix epoch ([`unix_now`]; tests skew it).
+    pub clock: fn() -> u64,
 }
 
 pub fn router(server: Server) -> axum::Router {
@@ -80,20 +91,45 @@ async fn ask(
     body: Bytes,
 ) -> (StatusCode, HeaderMap, String) {
     let mut out = HeaderMap::new();
-    let now = unix_now();
+    let now = (s.clock)();
     let header = headers
         .get(AUTH_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let verified = s.key.verify(header, &body, now).and_then(|nonce| {
-        s.nonces
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .check(&nonce, now)
-            .map(|()| nonce)
-    });
+    let verified = {
+        let mut nonces = s.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        let mut challenges = s.challenges.lock().unwrap_or_else(|p| p.into_inner());
+        s.key.verify_question(
+            header,
+            &body,
+            now,
+            Instant::now(),
+            &mut nonces,
+            &mut challenges,
+        )
+    };
     let nonce = match verified {
         Ok(n) => n,
+        Err(AuthError::Stale(skew)) => {
+            // A key holder whose clock is off: not refused, challenged.
+            let challenge = s
+                .challenges
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .issue(Instant::now());
+            if let Ok(v) = challenge.parse() {
+                out.insert(CHALLENGE_HEADER, v);
+            }
+            s.metrics
+                .peer_requests
+                .with_label_values(&["in", "challenged"])
+                .inc();
+            tracing::debug!(
+                skew_seconds = skew,
+                "a peer's clock is off: answering its question with a challenge"
+            );
+            return (StatusCode::UNAUTHORIZED, out, String::new());
+        }
         Err(e) => {
             s.metrics
                 .peer_requests
@@ -134,7 +170,7 @@ async fn ask(
         .with_label_values(&["in", "ok"])
         .inc();
     let text = serde_json::to_string(&answer).unwrap_or_default();
-    let auth = s.key.sign(unix_now(), &new_nonce(), text.as_bytes());
+    let auth = s.key.sign((s.clock)(), &new_nonce(), text.as_bytes());
     if let Ok(v) = auth.parse() {
         out.insert(AUTH_HEADER, v);
     }
@@ -169,15 +205,66 @@ pub async fn ask_peer(
     question: &Question,
     timeout: Duration,
 ) -> Result<Answer, String> {
-    tokio::time::timeout(timeout, exchange(addr, key, question))
+    ask_peer_with_clock(addr, key, question, timeout, unix_now).await
+}
+
+/// [`ask_peer`] with the asker's clock given (tests skew it).
+pub async fn ask_peer_with_clock(
+    addr: &str,
+    key: &PeerKey,
+    question: &Question,
+    timeout: Duration,
+    clock: fn() -> u64,
+) -> Result<Answer, String> {
+    tokio::time::timeout(timeout, exchange(addr, key, question, clock))
         .await
         .map_err(|_| "timed out".to_string())?
 }
 
-async fn exchange(addr: &str, key: &PeerKey, question: &Question) -> Result<Answer, String> {
+async fn exchange(
+    addr: &str,
+    key: &PeerKey,
+    question: &Question,
+    clock: fn() -> u64,
+) -> Result<Answer, String> {
     let body = serde_json::to_string(question).map_err(|e| e.to_string())?;
-    let nonce = new_nonce();
-    let auth = key.sign(unix_now(), &nonce, body.as_bytes());
+    let mut nonce = new_nonce();
+    let auth = key.sign(clock(), &nonce, body.as_bytes());
+    let mut raw = post_question(addr, &auth, &body).await?;
+    let (status, headers, _) = parse_response(&raw)?;
+    let challenge = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(CHALLENGE_HEADER))
+        .map(|(_, v)| v.clone());
+    if let (401, Some(challenge)) = (status, challenge) {
+        // Our clock and the peer's disagree: sign over its challenge.
+        nonce = new_nonce();
+        let auth = key.sign_challenged(&challenge, &nonce, body.as_bytes());
+        raw = post_question(addr, &auth, &body).await?;
+    }
+    let (status, headers, payload) = parse_response(&raw)?;
+    if status != 200 {
+        return Err(format!("HTTP {status}"));
+    }
+    let auth = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(AUTH_HEADER))
+        .map(|(_, v)| v.as_str())
+        .ok_or("answer is not authenticated")?;
+    // Fresh because it answers our nonce (in the MACed body), whatever the
+    // peer's clock says.
+    key.verify_answer(auth, payload)
+        .map_err(|e| format!("answer rejected: {e}"))?;
+    let answer: Answer =
+        serde_json::from_slice(payload).map_err(|e| format!("malformed answer: {e}"))?;
+    if answer.nonce != nonce {
+        return Err("answer is for another question (nonce mismatch)".into());
+    }
+    Ok(answer)
+}
+
+/// One POST of a question; the raw response.
+async fn post_question(addr: &str, auth: &str, body: &str) -> Result<Vec<u8>, String> {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -195,23 +282,7 @@ async fn exchange(addr: &str, key: &PeerKey, question: &Question) -> Result<Answ
         .read_to_end(&mut raw)
         .await
         .map_err(|e| format!("read: {e}"))?;
-    let (status, headers, payload) = parse_response(&raw)?;
-    if status != 200 {
-        return Err(format!("HTTP {status}"));
-    }
-    let auth = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(AUTH_HEADER))
-        .map(|(_, v)| v.as_str())
-        .ok_or("answer is not authenticated")?;
-    key.verify(auth, payload, unix_now())
-        .map_err(|e| format!("answer rejected: {e}"))?;
-    let answer: Answer =
-        serde_json::from_slice(payload).map_err(|e| format!("malformed answer: {e}"))?;
-    if answer.nonce != nonce {
-        return Err("answer is for another question (nonce mismatch)".into());
-    }
-    Ok(answer)
+    Ok(raw)
 }
 
 /// Status, headers and body of a response.
@@ -292,16 +363,22 @@ mod tests {
     }
 
     async fn serve_with(key: &str, api: &str, health: Health) -> String {
+        serve_at(key, api, health, unix_now).await
+    }
+
+    async fn serve_at(key: &str, api: &str, health: Health, clock: fn() -> u64) -> String {
         let client =
             Client::try_from(kube::Config::new(api.parse().expect("url"))).expect("client");
         let server = Server {
             client,
             key: PeerKey::from_bytes(key.as_bytes()).unwrap(),
             nonces: Arc::new(Mutex::new(NonceCache::default())),
+            challenges: Arc::new(Mutex::new(Challenges::default())),
             api_timeout: Duration::from_secs(3600),
             fresh_within: Duration::from_secs(5),
             health,
             metrics: Metrics::new(),
+            clock,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -405,6 +482,38 @@ mod tests {
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).await.unwrap();
         assert_eq!(parse_response(&raw).unwrap().0, 401);
+    }
+
+    fn two_minutes_ahead() -> u64 {
+        unix_now() + 120
+    }
+
+    fn two_minutes_behind() -> u64 {
+        unix_now() - 120
+    }
+
+    #[tokio::test]
+    async fn an_asker_whose_clock_is_two_minutes_ahead_gets_an_answer() {
+        // Freshness rests on nonces, not on synchronised clocks: a peer
+        // clock offset must not turn peers into silence (rule 5: fence).
+        let addr = serve(KEY).await;
+        let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
+        let a = ask_peer_with_clock(&addr, &key, &q(), T, two_minutes_ahead)
+            .await
+            .expect("an answer despite the clock offset");
+        assert!(!a.api_reachable);
+    }
+
+    #[tokio::test]
+    async fn a_peer_whose_clock_is_two_minutes_behind_answers() {
+        let health = Health::new(Duration::from_secs(10));
+        health.api_ok();
+        let addr = serve_at(KEY, "http://127.0.0.1:9", health, two_minutes_behind).await;
+        let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
+        let a = ask_peer(&addr, &key, &q(), T)
+            .await
+            .expect("an answer despite the clock offset");
+        assert!(!a.api_reachable);
     }
 
     #[tokio::test]

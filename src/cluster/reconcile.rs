@@ -165,7 +165,9 @@ impl Leader {
             tokio::select! {
                 item = nodes.next() => match item {
                     Some(Ok(ev)) => {
-                        self.health.api_ok();
+                        if crate::ops::health::is_api_contact(&ev) {
+                            self.health.api_ok();
+                        }
                         if st.index.on_node_event(ev, Instant::now()) {
                             dirty_since.get_or_insert_with(Instant::now);
                         }
@@ -178,7 +180,9 @@ impl Leader {
                 },
                 item = leases.next() => match item {
                     Some(Ok(ev)) => {
-                        self.health.api_ok();
+                        if crate::ops::health::is_api_contact(&ev) {
+                            self.health.api_ok();
+                        }
                         if std::mem::take(&mut lease_watch_failed) {
                             tracing::warn!("node Lease watch works again: every node's heartbeat timer restarts (renewals during the gap were not seen)");
                             st.index.lease_watch_resumed(Instant::now());

@@ -1,8 +1,10 @@
 //! The hardware watchdog used by `--self-fence=watchdog`: opened at start
 //! (the agent refuses to start without it), its timeout programmed to the
 //! requested `--watchdog-timeout` and read back, fed from a thread of its
-//! own while the node is healthy, and no longer fed when the node must fence
-//! itself, so the watchdog resets the node.
+//! own while the self-check's permit lasts (renewed after every completed
+//! check: a dead man's switch), and no longer fed when the node must fence
+//! itself or the self-check stops completing, so the watchdog resets the
+//! node.
 //!
 //! The timeout read back from the device is the one that counts: the leader
 //! computes when a node's pods may be deleted from the advertised watchdog
@@ -13,9 +15,8 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::io::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// Linux ioctl request encoding (`_IOC` in `<asm-generic/ioctl.h>`), with
 /// the architectures that use other direction values and size widths.
@@ -103,10 +104,24 @@ fn program_timeout(file: &File, seconds: u32) -> Result<u32, String> {
         .ok_or_else(|| format!("WDIOC_GETTIMEOUT returned an invalid timeout of {got}s"))
 }
 
-/// The watchdog device, fed by a thread while `feeding` is true.
+/// What the feeding thread and the agent share (under one lock, so a feed
+/// can never follow the magic close written by [`Watchdog::disarm`]).
+struct Feed {
+    device: File,
+    /// Feed only before this instant: the self-check renews it after every
+    /// completed check. `None`: not yet permitted (a fresh start).
+    permit: Option<Instant>,
+    /// False once the node is to fence itself, or after the magic close.
+    feeding: bool,
+}
+
+/// The watchdog device, fed by a thread of its own while the self-check's
+/// permit lasts: a dead man's switch. A self-check loop that hangs (a stuck
+/// await, a deadlock, blocked logging) stops renewing the permit, the feeds
+/// stop at its end, and the watchdog resets the node its timeout later —
+/// exactly as when the agent crashes.
 pub struct Watchdog {
-    feeding: Arc<AtomicBool>,
-    device: Arc<Mutex<File>>,
+    shared: Arc<(Mutex<Feed>, Condvar)>,
     timeout: Duration,
     period: Duration,
 }
@@ -117,7 +132,10 @@ impl Watchdog {
     /// it actually uses (refuse when that fails: an unverifiable watchdog
     /// cannot back the advertised timeout), and feed it from a thread of its
     /// own, independent of the async runtime, every quarter of the actual
-    /// timeout (within 500ms..10s).
+    /// timeout (within 500ms..10s) — but only while a permit given by
+    /// [`Watchdog::permit_until`] lasts. There is none at first: opening
+    /// arms the device, and the node resets unless the self-check permits
+    /// feeding within the timeout.
     ///
     /// The caller must advertise [`Watchdog::timeout`], which may differ
     /// from `requested_timeout`.
@@ -127,8 +145,9 @@ impl Watchdog {
 
     /// [`Watchdog::open`] with the timeout programming step given:
     /// `program(device, requested seconds)` returns the device's actual
-    /// timeout in seconds.
-    fn open_with(
+    /// timeout in seconds (tests pass a closure and a regular file, which
+    /// skips the ioctls).
+    pub(crate) fn open_with(
         path: &str,
         requested_timeout: Duration,
         program: impl FnOnce(&File, u32) -> Result<u32, String>,
@@ -150,34 +169,57 @@ impl Watchdog {
     /// Feed `file`, whose timeout is `timeout`, from a thread of its own.
     fn start(file: File, timeout: Duration) -> Result<Self, String> {
         let period = feed_period(timeout);
-        let feeding = Arc::new(AtomicBool::new(true));
-        let device = Arc::new(Mutex::new(file));
-        let (f, d) = (feeding.clone(), device.clone());
+        let shared = Arc::new((
+            Mutex::new(Feed {
+                device: file,
+                permit: None,
+                feeding: true,
+            }),
+            Condvar::new(),
+        ));
+        let s = shared.clone();
         std::thread::Builder::new()
             .name("watchdog".into())
             .spawn(move || {
+                let (lock, wake) = &*s;
+                let mut feed = lock.lock().unwrap_or_else(|p| p.into_inner());
                 loop {
-                    {
-                        // Checked under the lock, so a feed can never follow
-                        // the magic close written by `disarm`.
-                        let mut dev = d.lock().unwrap_or_else(|p| p.into_inner());
-                        if !f.load(Ordering::SeqCst) {
-                            return;
-                        }
+                    if !feed.feeding {
+                        return;
+                    }
+                    if feed.permit.is_some_and(|until| Instant::now() < until) {
+                        let dev = &mut feed.device;
                         if let Err(e) = dev.write_all(b"\0").and_then(|()| dev.flush()) {
                             tracing::error!(error = %e, "feeding the watchdog failed");
                         }
                     }
-                    std::thread::sleep(period);
+                    // Sleep one period, or less when the permit ends sooner
+                    // (so the last feed is never after it); a new permit or
+                    // a stop wakes the thread at once.
+                    let now = Instant::now();
+                    let nap = match feed.permit {
+                        Some(until) if until > now => period.min(until - now),
+                        _ => period,
+                    };
+                    feed = wake
+                        .wait_timeout(feed, nap)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
                 }
             })
             .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
         Ok(Watchdog {
-            feeding,
-            device,
+            shared,
             timeout,
             period,
         })
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Feed) -> R) -> R {
+        let (lock, wake) = &*self.shared;
+        let r = f(&mut lock.lock().unwrap_or_else(|p| p.into_inner()));
+        wake.notify_all();
+        r
     }
 
     /// The device's actual timeout, as read back from it: the value to
@@ -191,19 +233,39 @@ impl Watchdog {
         self.period
     }
 
-    /// Stop feeding: the watchdog resets the node when it expires.
+    /// Feed until `until` (the self-check's verdict after a completed
+    /// check); a permit that is not renewed lapses, and the node resets the
+    /// watchdog timeout after the last feed. A lapsed permit renewed feeds
+    /// at once.
+    pub fn permit_until(&self, until: Instant) {
+        self.with(|f| f.permit = Some(until));
+    }
+
+    /// When feeding is permitted until (`None`: never permitted yet).
+    pub fn permitted_until(&self) -> Option<Instant> {
+        self.with(|f| f.permit)
+    }
+
+    /// Stop feeding for good: the watchdog resets the node when it expires.
     pub fn stop_feeding(&self) {
-        let _dev = self.device.lock().unwrap_or_else(|p| p.into_inner());
-        self.feeding.store(false, Ordering::SeqCst);
+        self.with(|f| {
+            f.feeding = false;
+            f.permit = None;
+        });
     }
 
     /// Graceful shutdown: write the magic close character so the watchdog
     /// is disarmed (only when still feeding: a fencing must go through).
+    /// Call it only once nothing relies on the watchdog any more (the
+    /// self-fence advertisement was withdrawn).
     pub fn disarm(&self) {
-        let mut dev = self.device.lock().unwrap_or_else(|p| p.into_inner());
-        if self.feeding.swap(false, Ordering::SeqCst) {
-            let _ = dev.write_all(b"V").and_then(|()| dev.flush());
-        }
+        self.with(|f| {
+            if std::mem::replace(&mut f.feeding, false) {
+                f.permit = None;
+                let dev = &mut f.device;
+                let _ = dev.write_all(b"V").and_then(|()| dev.flush());
+            }
+        });
     }
 }
 
@@ -353,6 +415,7 @@ mod tests {
         let w = Watchdog::open_with(path.to_str().unwrap(), Duration::from_secs(1), |_, _| Ok(8))
             .unwrap();
         assert_eq!(w.feed_period(), Duration::from_secs(2));
+        w.permit_until(Instant::now() + Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(1_200));
         w.stop_feeding();
         let out = std::fs::read(&path).unwrap();
@@ -371,6 +434,59 @@ mod tests {
         assert_eq!(w.feed_period(), Duration::from_secs(1));
     }
 
+    #[test]
+    fn an_opened_watchdog_is_not_fed_before_a_permit() {
+        // A restarted agent must not keep the node alive before its
+        // self-check found the node healthy.
+        let path = temp_device("nopermit");
+        let w = Watchdog::open_with(path.to_str().unwrap(), Duration::from_secs(1), |_, s| Ok(s))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1_200));
+        let out = std::fs::read(&path).unwrap();
+        w.stop_feeding();
+        let _ = std::fs::remove_file(&path);
+        assert!(out.is_empty(), "fed without a permit: {out:?}");
+    }
+
+    #[test]
+    fn a_permit_that_is_not_renewed_stops_the_feeds() {
+        // The dead man's switch: the self-check stops completing (a hung
+        // loop), so the permit is not renewed and the feeds stop at its end.
+        let path = temp_device("lapse");
+        let w = Watchdog::open_with(path.to_str().unwrap(), Duration::from_secs(1), |_, s| Ok(s))
+            .unwrap();
+        let len = || std::fs::read(&path).unwrap().len();
+        let wait_for_more_than = |n: usize| {
+            let deadline = Instant::now() + Duration::from_millis(400);
+            while len() <= n && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            len()
+        };
+        let until = Instant::now() + Duration::from_millis(800);
+        w.permit_until(until);
+        let fed_at_once = wait_for_more_than(0);
+        std::thread::sleep(
+            until.saturating_duration_since(Instant::now()) + Duration::from_millis(50),
+        );
+        let at_lapse = len();
+        // More than one feed period after the end of the permit.
+        std::thread::sleep(w.feed_period() + Duration::from_millis(300));
+        let later = len();
+        // Renewed: fed again at once, without waiting for a period.
+        w.permit_until(Instant::now() + Duration::from_secs(60));
+        let renewed = wait_for_more_than(later);
+        w.stop_feeding();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(fed_at_once, 1, "a new permit feeds at once");
+        assert!(
+            (1..=2).contains(&at_lapse),
+            "fed every 500ms while permitted: {at_lapse}"
+        );
+        assert_eq!(later, at_lapse, "no feed after the permit lapsed");
+        assert_eq!(renewed, later + 1, "a renewed permit feeds at once");
+    }
+
     /// Feeds at the shortest period (a 1s device: every 500ms) for 1.2s,
     /// then `stop`s and waits more than a period.
     fn fed(name: &str, stop: impl FnOnce(&Watchdog)) -> Vec<u8> {
@@ -378,6 +494,7 @@ mod tests {
         let w = Watchdog::open_with(path.to_str().unwrap(), Duration::from_secs(1), |_, s| Ok(s))
             .unwrap();
         assert_eq!(w.feed_period(), Duration::from_millis(500));
+        w.permit_until(Instant::now() + Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(1_200));
         stop(&w);
         std::thread::sleep(Duration::from_millis(700));

@@ -12,18 +12,32 @@ use axum::routing::get;
 
 use super::metrics::Metrics;
 
+/// Whether a watcher event proves a response from the API server.
+///
+/// `Event::Init` is not one: kube-runtime's watcher emits it when it
+/// (re)starts, *before* it sends any request, and with a network that fails
+/// fast (interface down, TCP reset, ICMP unreachable) it restarts about every
+/// second. Every other event carries what the API server sent: a listed
+/// object, the end of a successful list, or a watch event.
+pub fn is_api_contact<K>(event: &kube::runtime::watcher::Event<K>) -> bool {
+    !matches!(event, kube::runtime::watcher::Event::Init)
+}
+
 #[derive(Debug)]
 struct HealthState {
     leader: bool,
     caches_synced: bool,
     own_node_synced: bool,
-    last_api_ok: Option<Instant>,
 }
 
 /// What readiness is judged by; updated by the agent, read by `/readyz`.
+/// Also the agent's clock of genuine API contact (see [`Health::api_ok`]),
+/// which the self-check subscribes to ([`Health::subscribe_api_contact`]).
 #[derive(Clone, Debug)]
 pub struct Health {
     state: Arc<Mutex<HealthState>>,
+    /// The last response from the API server.
+    contact: Arc<tokio::sync::watch::Sender<Option<Instant>>>,
     /// How recent the last successful API interaction must be.
     api_fresh_within: Duration,
 }
@@ -35,8 +49,8 @@ impl Health {
                 leader: false,
                 caches_synced: false,
                 own_node_synced: false,
-                last_api_ok: None,
             })),
+            contact: Arc::new(tokio::sync::watch::Sender::new(None)),
             api_fresh_within,
         }
     }
@@ -63,29 +77,38 @@ impl Health {
         self.with(|s| s.own_node_synced = synced);
     }
 
-    /// An API request or watch event succeeded just now.
+    /// A response from the API server arrived just now (a successful request,
+    /// or a watch event other than `Init`: see [`is_api_contact`]).
     pub fn api_ok(&self) {
         self.api_ok_at(Instant::now());
     }
 
     pub fn api_ok_at(&self, at: Instant) {
-        self.with(|s| {
-            // Never move backwards (a slow request may finish after a newer event).
-            if s.last_api_ok.is_none_or(|t| t < at) {
-                s.last_api_ok = Some(at);
+        // Never move backwards (a slow request may finish after a newer event).
+        self.contact.send_if_modified(|last| {
+            let newer = last.is_none_or(|t| t < at);
+            if newer {
+                *last = Some(at);
             }
+            newer
         });
     }
 
-    /// The last successful API interaction (request or watch event).
+    /// The last response from the API server (request or watch event).
     pub fn last_api_ok(&self) -> Option<Instant> {
-        self.with(|s| s.last_api_ok)
+        *self.contact.borrow()
+    }
+
+    /// Told of every new API contact (the value is its time).
+    pub fn subscribe_api_contact(&self) -> tokio::sync::watch::Receiver<Option<Instant>> {
+        self.contact.subscribe()
     }
 
     /// `Ok(description)` when ready, `Err(reason)` otherwise.
     pub fn readiness(&self, now: Instant) -> Result<String, String> {
+        let last_api_ok = self.last_api_ok();
         self.with(|s| {
-            let api = match s.last_api_ok {
+            let api = match last_api_ok {
                 None => Err("no successful API interaction yet".to_string()),
                 Some(t) if now.saturating_duration_since(t) > self.api_fresh_within => {
                     Err(format!(
@@ -206,6 +229,19 @@ mod tests {
         let status = resp.status();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn api_contact_never_moves_backwards_and_is_announced() {
+        let h = Health::new(Duration::from_secs(30));
+        let mut rx = h.subscribe_api_contact();
+        let t0 = Instant::now();
+        h.api_ok_at(t0 + Duration::from_secs(2));
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), Some(t0 + Duration::from_secs(2)));
+        h.api_ok_at(t0);
+        assert!(!rx.has_changed().unwrap(), "an older contact is no news");
+        assert_eq!(h.last_api_ok(), Some(t0 + Duration::from_secs(2)));
     }
 
     #[tokio::test]
