@@ -939,6 +939,7 @@ mod tests {
                 cordoned: true,
                 tainted: false,
                 by: "leader".into(),
+                held_since: None,
                 boot_id: read_boot_id("/proc/sys/kernel/random/boot_id"),
             }),
         );

@@ -866,6 +866,7 @@ mod tests {
             cordoned: true,
             tainted: false,
             by: "leader".into(),
+            held_since: None,
             boot_id: Some(boot.into()),
         })
     }
