@@ -17,6 +17,19 @@ use crate::support::*;
 
 const NS: &str = "partition";
 
+/// The agent's own default self-check timings (`--api-check-interval` 5 s,
+/// `--api-check-timeout` 2 s, `--api-failure-threshold` 3,
+/// `--peer-silence-timeout` 10 s): how quickly a cut-off agent reaches its
+/// verdict, and whether anything it mistakes for API contact interrupts it,
+/// is the point of the cut scenarios, so they are not shortened here. The
+/// watchdog timeout and margin stay short (they only lengthen the wait).
+const DEFAULT_CHECKS: &[(&str, &str)] = &[
+    ("--api-check-interval", "5s"),
+    ("--api-check-timeout", "2s"),
+    ("--api-failure-threshold", "3"),
+    ("--peer-silence-timeout", "10s"),
+];
+
 /// A 3-node cluster, every agent in its own network namespace with `args`,
 /// a leader elected, every agent advertised and knowing its peers. Returns
 /// the fixture, the victim's pod (not on the leader's node), its node and
@@ -95,13 +108,20 @@ fn parse_seconds(s: &str) -> Option<f64> {
 /// Cut `node` off `how` and stop its kubelet at the same moment; returns
 /// when the cut was made (unix seconds).
 fn cut_off(cluster: &Cluster, node: &str, how: Cut) -> f64 {
+    // cluster.sh node-stop takes a second or two to start on a busy
+    // machine: SIGKILL the kwok process group directly, right after the cut.
+    let pid = std::fs::read_to_string(cluster.dir.join(format!("pids/kwok-{node}.pid")))
+        .expect("kwok pid file")
+        .trim()
+        .to_string();
     let t = unix_now_f64();
     cluster.lab().cut(node, how).expect("cut the node off");
-    cluster.stop_node(node).expect("stop the node's kubelet");
+    sh(&["kill", "-KILL", "--", &format!("-{pid}")]).expect("SIGKILL the node's kwok");
     say(format!(
-        "{node}: kubelet stopped {:.2}s after the cut",
+        "{node}: kubelet (kwok) killed {:.3}s after the cut",
         unix_now_f64() - t
     ));
+    cluster.stop_node(node).expect("node-stop");
     t
 }
 
@@ -201,22 +221,20 @@ async fn partition_scenario(how: Cut, args: &[&str]) {
 
 /// (a) Link down: every request fails at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 9 item 1: with fast-failing connections the watchers' restarts count as API contact, so the cut-off agent never fences itself and its pod is force-deleted"]
 async fn partition_link_down_self_fences_first() {
-    partition_scenario(Cut::LinkDown, FAST_AGENT_ARGS).await;
+    partition_scenario(Cut::LinkDown, &fast_agent_args(DEFAULT_CHECKS)).await;
 }
 
 /// (b) Blackhole: every packet is dropped, connections hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_blackhole_self_fences_first() {
-    partition_scenario(Cut::Blackhole, FAST_AGENT_ARGS).await;
+    partition_scenario(Cut::Blackhole, &fast_agent_args(DEFAULT_CHECKS)).await;
 }
 
 /// (c) TCP reset: every connection is reset at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 9 item 1: with fast-failing connections the watchers' restarts count as API contact, so the cut-off agent never fences itself and its pod is force-deleted"]
 async fn partition_tcp_reset_self_fences_first() {
-    partition_scenario(Cut::TcpReset, FAST_AGENT_ARGS).await;
+    partition_scenario(Cut::TcpReset, &fast_agent_args(DEFAULT_CHECKS)).await;
 }
 
 /// The default `--unreachable-after` (20 s; `--fence-timeout` at its
@@ -348,8 +366,34 @@ fn netns_lab_cuts_and_cleans_up_after_a_failed_test() {
             (Cut::Blackhole, false),
             (Cut::TcpReset, true),
         ] {
+            // An open connection, which a TCP reset cut must abort.
+            let open = lab
+                .command("node-1", std::path::Path::new("python3"))
+                .unwrap()
+                .args([
+                    "-c",
+                    &format!(
+                        "import socket,sys; s=socket.create_connection(('{ip2}',18080)); sys.stdout.write('c\\n'); sys.stdout.flush(); s.settimeout(1.5)\ntry: s.recv(1); print('closed')\nexcept Exception as e: print(type(e).__name__)"
+                    ),
+                ])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut open = open;
+            let mut out = std::io::BufReader::new(open.stdout.take().unwrap());
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+            assert_eq!(line, "c\n", "{how:?}: connected");
             lab.cut("node-1", how).unwrap();
             let (ok, took) = curl(&ns1);
+            line.clear();
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+            assert_eq!(
+                line.trim() == "ConnectionAbortedError",
+                how == Cut::TcpReset,
+                "{how:?}: the open connection: {line}"
+            );
+            let _ = open.wait();
             assert!(!ok, "{how:?}: cut off");
             assert_eq!(took < 1.0, fast, "{how:?}: failed in {took:.2}s");
             lab.heal("node-1").unwrap();
@@ -380,4 +424,78 @@ fn netns_lab_cuts_and_cleans_up_after_a_failed_test() {
         "host links left: {:?}",
         host_links_with_prefix(&name)
     );
+}
+
+/// Send `signal` (`-STOP`, `-CONT`) to the kwok process group of `node`.
+fn signal_kwok(cluster: &Cluster, node: &str, signal: &str) {
+    let pid = std::fs::read_to_string(cluster.dir.join(format!("pids/kwok-{node}.pid")))
+        .expect("kwok pid file")
+        .trim()
+        .to_string();
+    sh(&["kill", signal, "--", &format!("-{pid}")]).expect("signal kwok");
+}
+
+/// A control-plane outage that fails fast: every agent's connections to the
+/// API server are reset (its peers stay reachable) and every kubelet stops
+/// renewing (paused) for 20 s. Nobody may fence itself, and no node may be
+/// fenced after the API server is back. (The outage with hanging
+/// connections, the API server paused, is `split_brain_api_outage_fences_nobody`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_api_outage_fast_failing_fences_nobody() {
+    // As in split_brain_api_outage_fences_nobody: a --unreachable-after that
+    // outlasts the kubelets' first renewals after the outage.
+    let mut overrides = vec![("--unreachable-after", "40s"), ("--fence-timeout", "45s")];
+    overrides.extend_from_slice(DEFAULT_CHECKS);
+    let (s, _pod, _victim, _uid) = setup(&fast_agent_args(&overrides)).await;
+    let cluster = &s.cluster;
+    let nodes = cluster.node_names().await.unwrap();
+    let port: u16 = cluster
+        .api_address()
+        .unwrap()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("API port");
+    let before = cluster.pod_uids().await.unwrap();
+    let t_cut = unix_now_f64();
+    for n in &nodes {
+        cluster.lab().cut_api(n, port).unwrap();
+        signal_kwok(cluster, n, "-STOP");
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    for n in &nodes {
+        cluster.lab().heal(n).unwrap();
+        signal_kwok(cluster, n, "-CONT");
+    }
+    say(format!(
+        "API server reachable again after {:.1}s",
+        unix_now_f64() - t_cut
+    ));
+    cluster
+        .hold_for(
+            "no node fenced, no pod replaced after the outage",
+            Duration::from_secs(45),
+            async || {
+                for n in cluster.node_names().await? {
+                    let node = cluster.node(&n).await?;
+                    if node_annotation(&node, STATE_ANNOTATION).is_some() {
+                        return Ok(Err(format!("{n} has a fencing record")));
+                    }
+                }
+                Ok(Ok(()))
+            },
+        )
+        .await;
+    for n in &nodes {
+        assert!(
+            cluster.self_fence_times(n).is_empty(),
+            "{n} fenced itself during an API outage:\n{}",
+            verdict_lines(cluster, n)
+        );
+        assert!(cluster.agent_running(n).unwrap(), "agent for {n} exited");
+        say(format!("{n}'s agent:\n{}", verdict_lines(cluster, n)));
+    }
+    let after = cluster.pod_uids().await.unwrap();
+    for (name, uid) in &before {
+        assert_eq!(after.get(name), Some(uid), "{name} was replaced");
+    }
 }

@@ -50,7 +50,10 @@ pub enum Cut {
     /// Every packet in and out is dropped (iptables DROP): connections hang.
     Blackhole,
     /// Every TCP packet in and out is answered with a reset (iptables
-    /// REJECT --reject-with tcp-reset): connections fail at once.
+    /// REJECT --reject-with tcp-reset), and the connections open at the cut
+    /// are reset too (`ss -K`), as a firewall or load balancer that starts
+    /// rejecting resets the flows it sees: everything fails at once, and
+    /// every watch has to start over.
     TcpReset,
 }
 
@@ -253,6 +256,12 @@ impl NetLab {
         sh(&args).map(|_| ())
     }
 
+    /// The namespaces' subnet (`10.231.K.0/24`).
+    pub fn subnet(&self) -> String {
+        let net = self.host_ip.rsplit_once('.').map_or("", |(n, _)| n);
+        format!("{net}.0/24")
+    }
+
     /// Cut `node` off from the API server and every peer.
     pub fn cut(&self, node: &str, how: Cut) -> Result<()> {
         let ns = self.ns_of(node)?;
@@ -283,12 +292,52 @@ impl NetLab {
                         ],
                     )?;
                 }
+                sh(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &ns,
+                    "ss",
+                    "-K",
+                    "-t",
+                    "dst",
+                    &self.subnet(),
+                ])?;
             }
         }
         if let Some(n) = self.nodes.lock().unwrap().get_mut(node) {
             n.cut = Some(how);
         }
         say(format!("{node} cut off: {}", how.name()));
+        Ok(())
+    }
+
+    /// Cut `node` off from the API server only (`port` on the host side),
+    /// with TCP resets; its peers stay reachable. Undone by [`NetLab::heal`].
+    pub fn cut_api(&self, node: &str, port: u16) -> Result<()> {
+        let ns = self.ns_of(node)?;
+        let port = port.to_string();
+        Self::iptables(
+            &ns,
+            &[
+                "-I",
+                "OUTPUT",
+                "-d",
+                &self.host_ip,
+                "-p",
+                "tcp",
+                "--dport",
+                &port,
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "tcp-reset",
+            ],
+        )?;
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(node) {
+            n.cut = Some(Cut::TcpReset);
+        }
+        say(format!("{node} cut off from the API server (TCP reset)"));
         Ok(())
     }
 
