@@ -437,7 +437,9 @@ fn signal_kwok(cluster: &Cluster, node: &str, signal: &str) {
 
 /// A control-plane outage that fails fast: every agent's connections to the
 /// API server are reset (its peers stay reachable) and every kubelet stops
-/// renewing (paused) for 20 s. Nobody may fence itself, and no node may be
+/// renewing (paused) for 25 s (the default checks reach a verdict after
+/// three failed 5 s checks). Every agent must see a control-plane outage
+/// through its peers, nobody may fence itself, and no node may be
 /// fenced after the API server is back. (The outage with hanging
 /// connections, the API server paused, is `split_brain_api_outage_fences_nobody`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,7 +463,7 @@ async fn partition_api_outage_fast_failing_fences_nobody() {
         cluster.lab().cut_api(n, port).unwrap();
         signal_kwok(cluster, n, "-STOP");
     }
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(25)).await;
     for n in &nodes {
         cluster.lab().heal(n).unwrap();
         signal_kwok(cluster, n, "-CONT");
@@ -492,7 +494,12 @@ async fn partition_api_outage_fast_failing_fences_nobody() {
             verdict_lines(cluster, n)
         );
         assert!(cluster.agent_running(n).unwrap(), "agent for {n} exited");
-        say(format!("{n}'s agent:\n{}", verdict_lines(cluster, n)));
+        let verdicts = verdict_lines(cluster, n);
+        say(format!("{n}'s agent:\n{verdicts}"));
+        assert!(
+            verdicts.contains("control-plane outage"),
+            "{n}'s agent recognised the outage"
+        );
     }
     let after = cluster.pod_uids().await.unwrap();
     for (name, uid) in &before {

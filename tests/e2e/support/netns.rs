@@ -159,7 +159,7 @@ impl NetLab {
         let pid = std::process::id();
         let n = COUNT.fetch_add(1, Ordering::SeqCst);
         let name = format!("{PREFIX}{pid}x{n}");
-        anyhow::ensure!(name.len() + 1 <= 15, "interface name {name}h too long");
+        anyhow::ensure!(name.len() < 15, "interface name {name}h too long");
         let third = free_subnet(pid.wrapping_mul(7).wrapping_add(n))?;
         let lab = NetLab {
             hub: format!("{name}-hub"),
@@ -390,10 +390,10 @@ impl Drop for NetLab {
             .unwrap_or_default();
         names.push(self.hub.clone());
         for ns in names {
-            if let Err(e) = sh(&["ip", "netns", "del", &ns]) {
-                if namespaces_with_prefix(&ns).contains(&ns) {
-                    eprintln!("warning: {e:#}");
-                }
+            if let Err(e) = sh(&["ip", "netns", "del", &ns])
+                && namespaces_with_prefix(&ns).contains(&ns)
+            {
+                eprintln!("warning: {e:#}");
             }
         }
         // The kernel destroys a deleted namespace's interfaces asynchronously.
