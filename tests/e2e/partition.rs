@@ -277,7 +277,8 @@ async fn partition_link_down_agent_restarted_never_unsafe() {
     let watchdog = advertised_watchdog(cluster, &victim).await;
     let boot_before = std::fs::read_to_string(cluster.boot_id_file(&victim)).unwrap();
     let t_cut = cut_off(cluster, &victim, Cut::LinkDown);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let wait = (t_cut + 2.0 - unix_now_f64()).max(0.0);
+    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
     cluster.stop_agent(&victim);
     let boot_file = cluster.boot_id_file(&victim).display().to_string();
     let args = fast_agent_args(&[("--boot-id-file", &boot_file)]);
