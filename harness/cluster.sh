@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane on loopback, with KWOK-simulated nodes.
 #
-#   cluster.sh up DIR [--nodes N] [--node-lease-seconds S] [--node-monitor-grace-period D]
+#   cluster.sh up DIR [--nodes N] [--node-lease-seconds S] [--node-monitor-grace-period D] [--api-bind ADDR] [--api-san IP]...
 #   cluster.sh down DIR
 #   cluster.sh node-add DIR NAME [label=value ...]
 #   cluster.sh node-stop DIR NAME       # SIGKILL the node's kwok: a power loss
@@ -15,6 +15,9 @@
 # kube-node-lease every lease/4 seconds and plays its pods; killing that
 # process is indistinguishable, from the API's point of view, from the node
 # losing power: the Lease stops renewing and the pods stay as they were.
+# --api-bind (default 127.0.0.1) and --api-san let agents in network
+# namespaces (tests/e2e/support/netns.rs) reach the API server at a host-side
+# address that its serving certificate names.
 #
 # All state (certificates, etcd data, logs, pid files, kubeconfig) lives in
 # DIR. DIR/env can be sourced for KUBECONFIG and PATH. Logs are kept after
@@ -187,8 +190,10 @@ gen_pki() {
   openssl genrsa -out "$pki/ca.key" 2048 2>/dev/null
   openssl req -x509 -new -key "$pki/ca.key" -subj "/CN=kube-fencer-test-ca" \
     -days 30 -sha256 -out "$pki/ca.crt" 2>/dev/null
+  local extra="" ip
+  for ip in ${API_SANS//,/ }; do extra+=",IP:$ip"; done
   gen_cert apiserver kube-apiserver "" \
-    "IP:127.0.0.1,IP:$SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    "IP:127.0.0.1,IP:$SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local$extra"
   gen_cert admin kubernetes-admin system:masters
   gen_cert controller-manager system:kube-controller-manager ""
   gen_cert scheduler system:kube-scheduler ""
@@ -248,7 +253,7 @@ start_apiserver() {
   local pki="$DIR/pki"
   start_proc kube-apiserver "$BIN_DIR/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 \
+    --bind-address "$API_BIND" \
     --advertise-address 127.0.0.1 \
     --secure-port "$API_PORT" \
     --endpoint-reconciler-type none \
@@ -502,8 +507,12 @@ do_up() {
   local nodes=3
   NODE_LEASE_SECONDS=40
   NODE_MONITOR_GRACE_PERIOD=40s
+  API_BIND=127.0.0.1
+  API_SANS=""
   while [[ $# -gt 0 ]]; do
     case "$1" in
+      --api-bind) API_BIND="$2"; shift 2 ;;
+      --api-san) API_SANS+="${API_SANS:+,}$2"; shift 2 ;;
       --nodes) nodes="$2"; shift 2 ;;
       --node-lease-seconds) NODE_LEASE_SECONDS="$2"; shift 2 ;;
       --node-monitor-grace-period) NODE_MONITOR_GRACE_PERIOD="$2"; shift 2 ;;

@@ -15,4 +15,5 @@ mod support;
 mod agent_io;
 mod chaos_stop_node;
 mod control_run;
+mod partition;
 mod split_brain;

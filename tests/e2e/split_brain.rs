@@ -1,9 +1,8 @@
 //! Split-brain safety, end to end: a stale heartbeat alone never lets
 //! kube-fencer delete a pod. A node is marked fenced only when its agent can
 //! fence itself (and its safe time passed) or an external fence command
-//! powered it off; a node that reconnects without rebooting stays fenced; a
-//! partitioned node fences itself before its pods are replaced; an API
-//! outage for everyone fences nobody.
+//! powered it off; a node that reconnects without rebooting stays fenced; an
+//! API outage for everyone fences nobody. (Partitions: `partition.rs`.)
 
 use std::time::{Duration, Instant};
 
@@ -297,86 +296,7 @@ async fn split_brain_reboot_check() {
         .await;
 }
 
-/// (d) Partition: one node loses the API server and every peer. Its agent
-/// declares itself isolated and fences itself (kills its kwok, writes a
-/// timestamped marker) BEFORE the leader force-deletes its pod.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_brain_partition_self_fences_first() {
-    let s = Scenario::new(NS).install_fencer().start().await;
-    let cluster = &s.cluster;
-    let victim = s.node_of(&format!("{STS}-1"));
-    let others = cluster.nodes_except(&victim).await.unwrap();
-    for n in &others {
-        cluster.spawn_agent(n, FAST_AGENT_ARGS).unwrap();
-    }
-    let leader = cluster.wait_leader(Duration::from_secs(60)).await;
-    say(format!("leader {leader}; victim {victim}"));
-
-    // The victim reaches the API and its peers only through proxies.
-    let api = CutProxy::start(&cluster.api_address().unwrap())
-        .await
-        .unwrap();
-    let kubeconfig = cluster
-        .agent_kubeconfig_via(&victim, &format!("https://{}", api.addr))
-        .unwrap();
-    let mut proxies = vec![];
-    let mut peer_addrs = vec![];
-    for n in &others {
-        let port = cluster.peer_port(n).expect("peer port");
-        let p = CutProxy::start(&format!("127.0.0.1:{port}")).await.unwrap();
-        peer_addrs.push(p.addr.clone());
-        proxies.push(p);
-    }
-    let own_port = free_port().unwrap();
-    let inbound = CutProxy::start(&format!("127.0.0.1:{own_port}"))
-        .await
-        .unwrap();
-    let peers = peer_addrs.join(",");
-    let listen = format!("127.0.0.1:{own_port}");
-    let args = fast_agent_args(&[
-        ("--peers", &peers),
-        ("--peer-listen", &listen),
-        ("--peer-advertise", &inbound.addr),
-    ]);
-    cluster
-        .spawn_agent_with_kubeconfig(&victim, &args, &kubeconfig)
-        .unwrap();
-    cluster.wait_advertised(&victim).await;
-    let uid = pod_uid(&cluster.pod(NS, "db-1").await.unwrap().unwrap());
-    // Let it settle (a few healthy checks).
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(cluster.self_fence_times(&victim).is_empty());
-
-    // Partition: the node's kubelet and agent lose the API and the peers.
-    let t_cut = unix_now_f64();
-    api.cut();
-    inbound.cut();
-    for p in &proxies {
-        p.cut();
-    }
-    cluster.stop_node(&victim).unwrap();
-    say(format!("{victim} partitioned"));
-
-    let t_deleted = wait_pod_deleted(cluster, "db-1", &uid).await;
-    let fenced = cluster.self_fence_times(&victim);
-    say(format!(
-        "self-fenced at +{:?}s, pod deleted at +{:.1}s after the partition",
-        fenced
-            .iter()
-            .map(|t| format!("{:.1}", t - t_cut))
-            .collect::<Vec<_>>(),
-        t_deleted - t_cut
-    ));
-    let first = *fenced.first().expect("the partitioned agent fenced itself");
-    assert!(
-        first < t_deleted,
-        "self-fence ({first}) must come before the force-deletion ({t_deleted})"
-    );
-    let marks = std::fs::read_to_string(cluster.self_fence_marker(&victim)).unwrap();
-    assert!(marks.contains("isolated"), "{marks}");
-}
-
-/// (e) The API server is down for everybody (paused) for longer than the
+/// (d) The API server is down for everybody (paused) for longer than the
 /// failure threshold: the agents see a control-plane outage through their
 /// peers; nobody fences itself and no node is fenced after it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,7 +374,7 @@ async fn split_brain_api_outage_fences_nobody() {
     );
 }
 
-/// (f) The kubelet dies, the agent lives: the Lease goes stale while the
+/// (e) The kubelet dies, the agent lives: the Lease goes stale while the
 /// node's agent still reaches the API server. The leader asks that agent,
 /// says so (Event `AgentConnectedLeaseStale`), and does not race it: the
 /// agent fences itself on seeing the Fencing record, and only then is the

@@ -25,8 +25,10 @@ use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+mod netns;
 mod scenario;
 mod split_brain;
+pub use netns::*;
 pub use scenario::*;
 pub use split_brain::*;
 
@@ -71,6 +73,10 @@ pub struct ClusterOpts {
     pub node_lease_seconds: u32,
     /// kube-controller-manager's `--node-monitor-grace-period`.
     pub node_monitor_grace_period: String,
+    /// Run each node's agent in a network namespace of its own ([`NetLab`]);
+    /// the API server then listens on every address and its certificate
+    /// names the namespaces' host-side address.
+    pub netns: bool,
 }
 
 impl Default for ClusterOpts {
@@ -78,6 +84,7 @@ impl Default for ClusterOpts {
         Self {
             node_lease_seconds: 10,
             node_monitor_grace_period: "10s".to_string(),
+            netns: false,
         }
     }
 }
@@ -113,6 +120,9 @@ pub struct Cluster {
     pub opts: ClusterOpts,
     agents: Mutex<HashMap<String, Agent>>,
     agent_kubeconfig: Mutex<Option<PathBuf>>,
+    /// The nodes' network namespaces (with `ClusterOpts::netns`); dropped
+    /// after the agents and the control plane are gone.
+    pub netlab: Option<NetLab>,
 }
 
 /// Repository root (where Cargo.toml, harness/, rbac/ and daemonset/ live).
@@ -202,6 +212,12 @@ impl Cluster {
             "starting cluster with {nodes} node(s) in {}",
             dir.display()
         ));
+        let netlab = if opts.netns {
+            let names: Vec<String> = (1..=nodes).map(|i| format!("node-{i}")).collect();
+            Some(NetLab::new(&names).context("creating the nodes' network namespaces")?)
+        } else {
+            None
+        };
         let script = repo_root.join("harness/cluster.sh");
         let mut cmd = Command::new(&script);
         cmd.arg("up")
@@ -212,6 +228,9 @@ impl Cluster {
             .arg(opts.node_lease_seconds.to_string())
             .arg("--node-monitor-grace-period")
             .arg(&opts.node_monitor_grace_period);
+        if let Some(lab) = &netlab {
+            cmd.args(["--api-bind", "0.0.0.0", "--api-san", &lab.host_ip]);
+        }
         let started = Instant::now();
         tokio::task::block_in_place(|| run(&mut cmd)).context("harness/cluster.sh up")?;
         say(format!(
@@ -239,6 +258,7 @@ impl Cluster {
             opts,
             agents: Mutex::new(HashMap::new()),
             agent_kubeconfig: Mutex::new(None),
+            netlab,
         })
     }
 
@@ -407,41 +427,65 @@ impl Cluster {
     /// would on that node), authenticated as the ServiceAccount, with its own
     /// `--listen` port. Its log goes to `DIR/logs/agent-NODE.log`.
     pub fn spawn_agent(&self, node: &str, extra_args: &[&str]) -> Result<()> {
-        let kubeconfig = self.agent_kubeconfig()?;
-        self.launch_agent(node, extra_args, &kubeconfig, false)
+        let kubeconfig = if self.netns_ip(node).is_some() {
+            self.netns_kubeconfig()?
+        } else {
+            self.agent_kubeconfig()?
+        };
+        self.launch_agent(node, extra_args, &kubeconfig)
+    }
+
+    /// The address of `node`'s network namespace, if its agent runs in one.
+    pub fn netns_ip(&self, node: &str) -> Option<String> {
+        self.netlab.as_ref()?.node(node).map(|(_, ip)| ip)
+    }
+
+    /// The netns lab; panics if the cluster was started without one.
+    pub fn lab(&self) -> &NetLab {
+        self.netlab
+            .as_ref()
+            .expect("the cluster was started with ClusterOpts::netns")
+    }
+
+    /// The agents' kubeconfig with the API server at the namespaces'
+    /// host-side address.
+    pub fn netns_kubeconfig(&self) -> Result<PathBuf> {
+        let port = self
+            .api_address()?
+            .rsplit_once(':')
+            .map(|(_, p)| p.to_string())
+            .context("no port in the API server address")?;
+        let host = &self.lab().host_ip;
+        self.agent_kubeconfig_via("netns", &format!("https://{host}:{port}"))
     }
 
     /// Start the agent of `node` with the split-brain defaults and
-    /// `kubeconfig`; `custom_kubeconfig` says so in its log and output.
-    fn launch_agent(
-        &self,
-        node: &str,
-        extra_args: &[&str],
-        kubeconfig: &Path,
-        custom_kubeconfig: bool,
-    ) -> Result<()> {
-        let port = free_port()?;
-        let listen = format!("127.0.0.1:{port}");
+    /// `kubeconfig` (in the node's network namespace if it has one).
+    fn launch_agent(&self, node: &str, extra_args: &[&str], kubeconfig: &Path) -> Result<()> {
+        let netns = self.netns_ip(node);
+        let listen = match &netns {
+            Some(ip) => format!("{ip}:{NETNS_LISTEN_PORT}"),
+            None => format!("127.0.0.1:{}", free_port()?),
+        };
         let log_path = self.dir.join("logs").join(format!("agent-{node}.log"));
         let mut log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)?;
         let defaults = self.split_brain_args(node, extra_args)?;
-        if custom_kubeconfig {
-            writeln!(
-                log,
-                "### agent for {node} started, listen {listen}, kubeconfig {}, args {extra_args:?} {defaults:?}",
-                kubeconfig.display()
-            )?;
-        } else {
-            writeln!(
-                log,
-                "### agent for {node} started, listen {listen}, args {extra_args:?}"
-            )?;
-        }
+        writeln!(
+            log,
+            "### agent for {node} started at {:.3}, listen {listen}, kubeconfig {}, args {extra_args:?} {defaults:?}",
+            unix_now_f64(),
+            kubeconfig.display()
+        )?;
         let stderr = log.try_clone()?;
-        let child = Command::new(env!("CARGO_BIN_EXE_kube-fencer"))
+        let bin = Path::new(env!("CARGO_BIN_EXE_kube-fencer"));
+        let mut command = match &netns {
+            Some(_) => self.lab().command(node, bin)?,
+            None => Command::new(bin),
+        };
+        let child = command
             .args(["--node-name", node, "--namespace", FENCER_NAMESPACE])
             .args(["--listen", &listen])
             .args(&defaults)
@@ -461,10 +505,9 @@ impl Cluster {
             .stderr(stderr)
             .spawn()
             .context("spawning kube-fencer")?;
-        let via = if custom_kubeconfig {
-            format!(", via {}", kubeconfig.display())
-        } else {
-            String::new()
+        let via = match &netns {
+            Some(ip) => format!(", in its network namespace at {ip}"),
+            None => String::new(),
         };
         say(format!(
             "agent for {node} started (pid {}, listen {listen}{via})",

@@ -54,6 +54,7 @@ pub struct Scenario {
     fencer: Fencer,
     leader_within: Option<Duration>,
     advertised: bool,
+    opts: ClusterOpts,
 }
 
 impl Scenario {
@@ -66,7 +67,15 @@ impl Scenario {
             fencer: Fencer::Absent,
             leader_within: None,
             advertised: false,
+            opts: ClusterOpts::default(),
         }
+    }
+
+    /// Run every node's agent in a network namespace of its own, so the
+    /// scenario can cut a node off for real ([`crate::support::NetLab::cut`]).
+    pub fn netns(mut self) -> Scenario {
+        self.opts.netns = true;
+        self
     }
 
     /// How long the StatefulSet may take to be Running with Bound PVCs.
@@ -103,7 +112,7 @@ impl Scenario {
     }
 
     pub async fn start(self) -> Fixture {
-        let cluster = Cluster::start(NODES, ClusterOpts::default())
+        let cluster = Cluster::start(NODES, self.opts.clone())
             .await
             .expect("cluster start");
         match &self.fencer {

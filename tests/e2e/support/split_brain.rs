@@ -2,20 +2,20 @@
 //! default (an `exec:` action that "powers the node off" by killing its
 //! kwok, writes a timestamped marker and "reboots" it with a new boot ID),
 //! a fresh boot ID per spawn (a respawned agent is a rebooted node), and
-//! cuttable TCP proxies to partition one agent from the API and its peers.
+//! the API server's address. Partitions are cut in network namespaces
+//! (`netns.rs`).
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use tokio::net::{TcpListener, TcpStream};
 
-use super::{Cluster, free_port, say};
+use super::{Cluster, NETNS_PEER_PORT, free_port, say};
 
 /// Short self-fence timings. With FAST_AGENT_ARGS (heartbeat interval 3s,
 /// unreachable-after 6s): peer wait a = 0.5s + 1s, check spacing p = 2s,
@@ -51,7 +51,8 @@ pub fn fresh_boot_id() -> String {
 
 impl Cluster {
     /// Where the self-fence marker of `node` is written (one line per
-    /// self-fence: `<unix seconds with fraction> <reason>`).
+    /// self-fence: `<unix seconds with fraction> <reason>`, the time being
+    /// when the self-fence action started, i.e. just after the decision).
     pub fn self_fence_marker(&self, node: &str) -> PathBuf {
         self.dir.join(format!("self-fenced-{node}"))
     }
@@ -91,7 +92,7 @@ impl Cluster {
     /// re-reads it, as a rebooted node's new agent would read its own).
     pub fn default_self_fence_command(&self, node: &str) -> String {
         format!(
-            "exec:{script} node-stop {dir} {node} >/dev/null 2>&1; echo \"$(date +%s.%N) $KUBE_FENCER_SELF_FENCE_REASON\" >> {marker}; echo {boot} > {bootfile}",
+            "exec:t=$(date +%s.%N); {script} node-stop {dir} {node} >/dev/null 2>&1; echo \"$t $KUBE_FENCER_SELF_FENCE_REASON\" >> {marker}; echo {boot} > {bootfile}",
             script = self.repo_root.join("harness/cluster.sh").display(),
             dir = self.dir.display(),
             marker = self.self_fence_marker(node).display(),
@@ -116,7 +117,9 @@ impl Cluster {
             "--peer-key-file",
             self.peer_key_file()?.display().to_string(),
         );
-        if !has(extra, "--peer-listen") {
+        if let Some(ip) = self.netns_ip(node) {
+            add("--peer-listen", format!("{ip}:{NETNS_PEER_PORT}"));
+        } else if !has(extra, "--peer-listen") {
             let port = free_port()?;
             PEER_PORTS
                 .lock()
@@ -137,7 +140,7 @@ impl Cluster {
         Ok(out)
     }
 
-    /// A kubeconfig like the agents' whose server is `server` (a proxy).
+    /// A kubeconfig like the agents' whose server is `server`.
     pub fn agent_kubeconfig_via(&self, name: &str, server: &str) -> Result<PathBuf> {
         let base = fs::read_to_string(self.agent_kubeconfig()?)?;
         let line = base
@@ -169,17 +172,6 @@ impl Cluster {
             .to_string())
     }
 
-    /// Like `spawn_agent`, with the split-brain defaults, but with its own
-    /// kubeconfig (e.g. through a [`CutProxy`]).
-    pub fn spawn_agent_with_kubeconfig(
-        &self,
-        node: &str,
-        extra_args: &[&str],
-        kubeconfig: &Path,
-    ) -> Result<()> {
-        self.launch_agent(node, extra_args, kubeconfig, true)
-    }
-
     /// Pause (SIGSTOP) or resume (SIGCONT) the kube-apiserver: an API
     /// outage for everybody, kubelets included.
     pub fn pause_apiserver(&self, pause: bool) -> Result<()> {
@@ -195,77 +187,6 @@ impl Cluster {
             if pause { "PAUSED" } else { "resumed" }
         ));
         Ok(())
-    }
-}
-
-/// A TCP proxy on 127.0.0.1 that can be cut: cutting closes every open
-/// connection and refuses new ones (a network partition, as the agent
-/// behind it sees it).
-pub struct CutProxy {
-    pub addr: String,
-    cut: Arc<AtomicBool>,
-    generation: Arc<AtomicU64>,
-}
-
-impl CutProxy {
-    pub async fn start(target: &str) -> Result<CutProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?.to_string();
-        let cut = Arc::new(AtomicBool::new(false));
-        let generation = Arc::new(AtomicU64::new(0));
-        let (c, g, target) = (cut.clone(), generation.clone(), target.to_string());
-        tokio::spawn(async move {
-            loop {
-                let Ok((inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if c.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let (c, g, target) = (c.clone(), g.clone(), target.clone());
-                tokio::spawn(async move {
-                    let born = g.load(Ordering::SeqCst);
-                    let Ok(outbound) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    let (mut ri, mut wi) = inbound.into_split();
-                    let (mut ro, mut wo) = outbound.into_split();
-                    let pump = async {
-                        tokio::select! {
-                            _ = tokio::io::copy(&mut ri, &mut wo) => {}
-                            _ = tokio::io::copy(&mut ro, &mut wi) => {}
-                        }
-                    };
-                    let watch = async {
-                        loop {
-                            if c.load(Ordering::SeqCst) || g.load(Ordering::SeqCst) != born {
-                                return;
-                            }
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        }
-                    };
-                    tokio::select! {
-                        _ = pump => {}
-                        _ = watch => {}
-                    }
-                });
-            }
-        });
-        Ok(CutProxy {
-            addr,
-            cut,
-            generation,
-        })
-    }
-
-    pub fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        self.generation.fetch_add(1, Ordering::SeqCst);
-    }
-
-    pub fn heal(&self) {
-        self.cut.store(false, Ordering::SeqCst);
     }
 }
 
