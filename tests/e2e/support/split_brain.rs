@@ -134,6 +134,12 @@ impl Cluster {
                 self.boot_id_file(node).display().to_string(),
             );
         }
+        // Each cluster keeps its agents' restart state in its own directory
+        // (a respawn with the same boot ID is an agent restart on that node).
+        add(
+            "--state-dir",
+            self.dir.join("agent-state").display().to_string(),
+        );
         for (flag, value) in SELF_FENCE_TIMINGS {
             add(flag, value.to_string());
         }
