@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use kube_fencer::cluster::Agent;
-use kube_fencer::cluster::guardian::{Guardian, RecordSender, Watchdog};
+use kube_fencer::cluster::guardian::{Guardian, Population, RecordSender, Watchdog};
 use kube_fencer::cluster::peer_auth::{Challenges, NonceCache, PeerKey};
 use kube_fencer::cluster::peers;
 use kube_fencer::config::Args;
@@ -187,6 +187,10 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
             own_record,
             health: health.clone(),
             watchdog,
+            population: Population {
+                node_selector: config.settings.node_selector.clone(),
+                manage_control_plane: config.settings.manage_control_plane,
+            },
         }
         .run(shutdown_rx.clone()),
     );

@@ -35,9 +35,22 @@ use crate::decide::selffence::Verdict;
 use crate::decide::{self, AgentAdvert, RecordState};
 use crate::ops::{Health, Metrics};
 
-/// Nodes per page of the peer discovery list (bounds the agent's memory:
-/// whole Nodes are listed, for their `status.nodeInfo.bootID`).
-pub const PEER_PAGE: u32 = 50;
+/// Nodes per page of the peer discovery list (a metadata-only list: labels
+/// and annotations are all it needs; bounds the agent's memory).
+pub const PEER_PAGE: u32 = 100;
+
+/// How a member of the fencing population without a usable peer address
+/// appears in the peer list: it is asked like any peer and never answers.
+pub const NO_ADDRESS_PEER: &str = "no-address/";
+
+/// Which Nodes are this agent's peers: the leader's fencing population
+/// ([`decide::guard::in_population`]), from the same `--node-selector` and
+/// `--manage-control-plane` the DaemonSet gives every agent.
+#[derive(Clone, Debug)]
+pub struct Population {
+    pub node_selector: decide::Selector,
+    pub manage_control_plane: bool,
+}
 
 /// The own-Node watch's hook: log, and hand the record to the guardian.
 pub struct RecordSender(pub watch::Sender<RecordState>);
@@ -84,31 +97,35 @@ pub fn peer_address(cfg: &AgentConfig, node: Option<&Node>) -> Option<String> {
     })
 }
 
-/// The peer address another Node offers, if it is a live peer: it carries
-/// a valid advertisement with an address, not withdrawn (`selfFence: none`
-/// without an address: a stopped agent), and — when the kubelet reports the
-/// node's boot ID — written during this boot (an advertisement of an earlier
-/// boot is a ghost: no agent answers there). Ghost peers never answer, and
-/// silence makes a control-plane outage look like isolation (rule 5).
-pub fn discovered_peer(node: &Node) -> Option<String> {
-    let value = node
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(decide::AGENT_ANNOTATION)?;
-    let state = decide::agent::parse(value);
-    let advert = state.valid()?;
-    let address = advert.peer_address.clone()?;
-    let kubelet_boot = node
-        .status
-        .as_ref()
-        .and_then(|s| s.node_info.as_ref())
-        .map(|i| i.boot_id.as_str())
-        .filter(|b| !b.is_empty());
-    match (kubelet_boot, state.boot_id()) {
-        (Some(k), Some(a)) if k != a => None,
-        _ => Some(address),
+/// How another Node counts in this agent's peer list: not at all when it
+/// is outside the fencing population; else by its agent's advertised peer
+/// address; else (no agent advertised, or a withdrawn advertisement) as a
+/// peer that never answers ([`NO_ADDRESS_PEER`]).
+///
+/// Every member counts, answering or not, because the majority rules must
+/// be taken over the population the leader's storm guard counts: a group cut
+/// off together that the leader may fence (fewer than half of the
+/// population) must hear from fewer than half of its peers, however many of
+/// the others run no agent. The price: an agent-less member is silence, so
+/// in a control-plane outage the agents need a majority of the population
+/// to answer (run the agent on every node of the population).
+pub fn population_peer(
+    name: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+    population: &Population,
+) -> Option<String> {
+    if !decide::guard::in_population(
+        labels,
+        &population.node_selector,
+        population.manage_control_plane,
+    ) {
+        return None;
     }
+    let address = annotations
+        .and_then(|a| a.get(decide::AGENT_ANNOTATION))
+        .and_then(|v| decide::agent::parse(v).valid()?.peer_address.clone());
+    Some(address.unwrap_or_else(|| format!("{NO_ADDRESS_PEER}{name}")))
 }
 
 /// Order peers by a hash of (this node, peer): every agent walks the peers
@@ -186,6 +203,8 @@ pub struct Guardian {
     /// election and the peer endpoint).
     pub health: Health,
     pub watchdog: Option<Arc<Watchdog>>,
+    /// Which Nodes are peers.
+    pub population: Population,
 }
 
 impl Guardian {
@@ -281,27 +300,37 @@ impl Guardian {
         ok
     }
 
-    /// The peers advertised on the other Nodes (ordered for this agent), or
-    /// `None` when the list failed (the cached peers are kept).
+    /// The other members of the fencing population as peers (ordered for
+    /// this agent, see [`population_peer`]), or `None` when the list failed
+    /// (the cached peers are kept).
     async fn discover_peers(&self) -> Option<Vec<String>> {
         let api: Api<Node> = Api::all(self.client.clone());
         let mut peers: Vec<String> = Vec::new();
         let mut params = ListParams::default().limit(PEER_PAGE);
         loop {
             let listed =
-                tokio::time::timeout(self.cfg.api_check_timeout * 2, api.list(&params)).await;
+                tokio::time::timeout(self.cfg.api_check_timeout * 2, api.list_metadata(&params))
+                    .await;
             let Ok(Ok(page)) = listed else {
                 tracing::debug!("peer discovery failed; keeping the cached peers");
                 return None;
             };
             self.health.api_ok();
             // Keep only the addresses: a page of Nodes is dropped at once.
-            peers.extend(
-                page.items
-                    .iter()
-                    .filter(|n| n.metadata.name.as_deref() != Some(self.node.as_str()))
-                    .filter_map(discovered_peer),
-            );
+            let empty = std::collections::BTreeMap::new();
+            peers.extend(page.items.iter().filter_map(|n| {
+                let name = n.metadata.name.as_deref()?;
+                if name == self.node {
+                    return None;
+                }
+                let labels = n.metadata.labels.as_ref().unwrap_or(&empty);
+                population_peer(
+                    name,
+                    labels,
+                    n.metadata.annotations.as_ref(),
+                    &self.population,
+                )
+            }));
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params = params.continue_token(&token),
                 None => break,
@@ -441,6 +470,9 @@ impl Guardian {
             );
             tokio::spawn(async move {
                 let result = match &key {
+                    _ if peer.starts_with(NO_ADDRESS_PEER) => {
+                        Err("no agent advertised a peer address on this node".to_string())
+                    }
                     Some(key) => peers::ask_peer(&peer, key, &q, timeout).await,
                     None => Err("no peer key".to_string()),
                 };
@@ -718,6 +750,10 @@ mod tests {
             own_record: RecordSender::channel().1,
             health: Health::new(Duration::from_secs(30)),
             watchdog,
+            population: Population {
+                node_selector: decide::Selector::everything(),
+                manage_control_plane: false,
+            },
         }
     }
 
@@ -1076,49 +1112,55 @@ mod tests {
         assert_eq!(*rx.borrow_and_update(), rec);
     }
 
-    fn advertised(value: &str, kubelet_boot: Option<&str>) -> Node {
-        let mut n = node(&[]);
-        n.metadata.annotations = Some(
-            [(decide::AGENT_ANNOTATION.to_string(), value.to_string())]
-                .into_iter()
-                .collect(),
-        );
-        if let Some(b) = kubelet_boot {
-            n.status.get_or_insert_with(Default::default).node_info =
-                Some(k8s_openapi::api::core::v1::NodeSystemInfo {
-                    boot_id: b.into(),
-                    ..Default::default()
-                });
-        }
-        n
-    }
-
     #[test]
-    fn discovery_skips_withdrawn_and_stale_advertisements() {
+    fn every_member_of_the_population_is_a_peer_answering_or_not() {
         let live = r#"{"selfFence":"watchdog","watchdogTimeout":"10s","apiCheckInterval":"5s","apiCheckTimeout":"2s","apiFailureThreshold":3,"peerSilenceTimeout":"10s","bootId":"b1","peerAddress":"10.0.0.7:9747"}"#;
+        let pop = Population {
+            node_selector: decide::Selector::parse("pool=db").unwrap(),
+            manage_control_plane: false,
+        };
+        let labels = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let ann = |v: &str| {
+            Some(std::iter::once((decide::AGENT_ANNOTATION.to_string(), v.to_string())).collect())
+        };
+        let db = labels(&[("pool", "db")]);
         assert_eq!(
-            discovered_peer(&advertised(live, None)).as_deref(),
+            population_peer("a", &db, ann(live).as_ref(), &pop).as_deref(),
             Some("10.0.0.7:9747")
         );
-        assert_eq!(
-            discovered_peer(&advertised(live, Some("b1"))).as_deref(),
-            Some("10.0.0.7:9747"),
-            "the kubelet's boot ID matches"
-        );
-        // Rebooted, and no agent came up since: a ghost.
-        assert_eq!(discovered_peer(&advertised(live, Some("b2"))), None);
-        // Withdrawn (a graceful stop): no address.
+        // No agent, a withdrawn advertisement, an unreadable one: members
+        // that never answer, so a group cut off together stays a minority.
         let withdrawn = live
             .replace(r#""selfFence":"watchdog""#, r#""selfFence":"none""#)
             .replace(r#","peerAddress":"10.0.0.7:9747""#, "");
-        assert_eq!(discovered_peer(&advertised(&withdrawn, None)), None);
-        // An agent with --self-fence=none still answers its peers.
-        let none = live.replace(r#""selfFence":"watchdog""#, r#""selfFence":"none""#);
-        assert!(discovered_peer(&advertised(&none, Some("b1"))).is_some());
-        // An agent that could not read its boot ID: kept.
-        let unknown = live.replace(r#""bootId":"b1""#, r#""bootId":"""#);
-        assert!(discovered_peer(&advertised(&unknown, Some("b1"))).is_some());
-        assert_eq!(discovered_peer(&advertised("{garbage", None)), None);
-        assert_eq!(discovered_peer(&node(&[])), None);
+        for a in [None, ann(&withdrawn), ann("{garbage")] {
+            assert_eq!(
+                population_peer("b", &db, a.as_ref(), &pop).as_deref(),
+                Some("no-address/b")
+            );
+        }
+        // Outside the population: not a peer, even with an agent.
+        let web = labels(&[("pool", "web")]);
+        assert_eq!(population_peer("c", &web, ann(live).as_ref(), &pop), None);
+        let excluded = labels(&[("pool", "db"), (decide::EXCLUDE_LABEL, "true")]);
+        assert_eq!(
+            population_peer("d", &excluded, ann(live).as_ref(), &pop),
+            None
+        );
+        let cp = labels(&[
+            ("pool", "db"),
+            ("node-role.kubernetes.io/control-plane", ""),
+        ]);
+        assert_eq!(population_peer("e", &cp, ann(live).as_ref(), &pop), None);
+        let managed_cp = Population {
+            manage_control_plane: true,
+            ..pop.clone()
+        };
+        assert!(population_peer("e", &cp, ann(live).as_ref(), &managed_cp).is_some());
     }
 }
