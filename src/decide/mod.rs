@@ -226,14 +226,12 @@ impl NodeFacts {
     }
 
     /// The node's current boot ID as evidence of a reboot: the kubelet's
-    /// and the agent's where both exist and agree, else whichever exists.
-    /// When both exist and disagree, no evidence (conservative: a Fenced
-    /// node stays fenced and an operator is warned).
+    /// (`status.nodeInfo.bootID`, read from the running kernel) whenever it
+    /// reports one — an agent's advertisement may be left over from before
+    /// the reboot, or claim a reboot the kernel did not have — else the
+    /// agent's.
     pub fn current_boot(&self) -> Result<&str, String> {
         match (self.kubelet_boot_id.as_deref(), self.agent.boot_id()) {
-            (Some(k), Some(a)) if k != a => Err(format!(
-                "the kubelet reports boot ID {k} but the agent advertises {a}; they disagree, so kube-fencer cannot tell which boot is running"
-            )),
             (Some(k), _) => Ok(k),
             (None, Some(a)) => Ok(a),
             (None, None) => Err(
