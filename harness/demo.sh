@@ -75,6 +75,10 @@ STS=db
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 info() { printf '    %s\n' "$*"; }
 
+for tool in python3 openssl curl pgrep setsid; do
+  command -v "$tool" >/dev/null || { echo "demo.sh needs $tool (see harness/README.md)" >&2; exit 1; }
+done
+
 DEMO_START=$SECONDS
 step "Building (only what is missing)"
 BIN_DIR="$("$HARNESS/build.sh" | tail -n1)"
