@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kube-fencer demo on a real local control plane (no Docker needed).
 #
-#   ./harness/demo.sh [--fast] [--debug] [--keep] [--max-unhealthy VALUE] [--no-advert]
+#   ./harness/demo.sh [--fast] [--debug] [--keep] [--max-unhealthy VALUE] [--no-advert] [--kill-leader]
 #
 # 1. builds what is missing (control-plane binaries via harness/build.sh, the
 #    agent via cargo build --release),
@@ -12,9 +12,10 @@
 #    node as a host process authenticated with the kube-fencer ServiceAccount
 #    token (the simulated nodes cannot run containers),
 # 4. deploys a 3-replica StatefulSet with one PVC per replica,
-# 5. powers off the node of replica 1 (kills its kwok process and its agent)
-#    and prints the timeline, relative to the power loss, until the replica
-#    runs elsewhere with the same PVC,
+# 5. powers off the node of a replica (replica 1 unless the leader runs
+#    there; kills its kwok process and its agent) and prints the timeline,
+#    relative to the power loss, until the replica runs elsewhere with the
+#    same PVC,
 # 6. powers the node back on with a new boot ID (a reboot) and shows
 #    kube-fencer unfence it,
 # 7. tears everything down (also on Ctrl-C or failure).
@@ -29,6 +30,8 @@
 # --no-advert powers the node off as if its agent had never advertised (stops
 #    the agent and removes its advertisement first): the kubelet's boot ID
 #    alone must prove the reboot.
+# --kill-leader powers off the leader's node instead: a new leader takes over
+#    first, so the recovery takes longer.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,6 +43,7 @@ KEEP=0
 MAX_UNHEALTHY=40%
 PROFILE=release
 NO_ADVERT=0
+KILL_LEADER=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --fast) FAST=1; shift ;;
@@ -47,7 +51,8 @@ while [[ $# -gt 0 ]]; do
     --keep) KEEP=1; shift ;;
     --max-unhealthy) MAX_UNHEALTHY="$2"; shift 2 ;;
     --no-advert) NO_ADVERT=1; shift ;;
-    -h | --help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --kill-leader) KILL_LEADER=1; shift ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -203,16 +208,29 @@ kc -n "$NS" rollout status "statefulset/$STS" --timeout=120s | sed 's/^/    /'
 kc -n "$NS" get pods -o wide | sed 's/^/    /'
 kc -n "$NS" get pvc | sed 's/^/    /'
 
-POD="$STS-1"
-VICTIM="$(kc -n "$NS" get pod "$POD" -o jsonpath='{.spec.nodeName}')"
-OLD_UID="$(kc -n "$NS" get pod "$POD" -o jsonpath='{.metadata.uid}')"
-
 # Wait until the agents have elected a leader that has seen a healthy cluster.
 for ((w = 0; w < 60; w++)); do
   kc -n kube-fencer get lease kube-fencer-leader >/dev/null 2>&1 && break
   sleep 0.5
 done
 kc -n kube-fencer get lease kube-fencer-leader -o custom-columns='LEADER LEASE:.metadata.name,HOLDER:.spec.holderIdentity' | sed 's/^/    /'
+# The leader's identity is kube-fencer-NODE (no --pod-name here).
+LEADER_NODE="$(kc -n kube-fencer get lease kube-fencer-leader -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)"
+LEADER_NODE="${LEADER_NODE#kube-fencer-}"
+
+# The victim: replica 1's node, unless the leader runs there (then another
+# replica's; with --kill-leader, a replica on the leader's node).
+POD="$STS-1"
+for r in 1 0 2; do
+  where="$(kc -n "$NS" get pod "$STS-$r" -o jsonpath='{.spec.nodeName}')"
+  if { ((KILL_LEADER)) && [[ "$where" == "$LEADER_NODE" ]]; } ||
+    { ((!KILL_LEADER)) && [[ "$where" != "$LEADER_NODE" ]]; }; then
+    POD="$STS-$r"
+    break
+  fi
+done
+VICTIM="$(kc -n "$NS" get pod "$POD" -o jsonpath='{.spec.nodeName}')"
+OLD_UID="$(kc -n "$NS" get pod "$POD" -o jsonpath='{.metadata.uid}')"
 
 # adverts_current: every node carries its agent's advertisement
 # (kube-fencer.io/agent, written after the agent's first self-check) with
