@@ -1,20 +1,48 @@
 #!/usr/bin/env bash
 # The project's test command.
 #
-#   ./test.sh           lint, unit and property tests, then the end-to-end tests
-#                       against a real local control plane (built on first use)
+#   ./test.sh           lint, unit and property tests, then the demo as a smoke
+#                       test and the end-to-end tests against a real local
+#                       control plane (built on first use)
 #   ./test.sh --unit    lint, unit and property tests only
+#   ./test.sh --demo    the demo smoke test only
 set -euo pipefail
 cd "$(dirname "$0")"
 
 unit_only=false
+demo_only=false
 case "${1:-}" in
   --unit) unit_only=true ;;
+  --demo) demo_only=true ;;
   "") ;;
-  *) echo "usage: $0 [--unit]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--unit | --demo]" >&2; exit 2 ;;
 esac
 
 step() { printf '\n==> %s\n' "$*"; }
+
+# The README's main job, end to end: a node powered off, its replica
+# recovered, the node rebooted and unfenced. Quiet when it passes (its
+# figures only); on failure its output, which names the directory with every
+# log.
+demo_smoke_test() {
+  step "demo smoke test (./harness/demo.sh --fast, debug build)"
+  local log start=$SECONDS rc=0
+  log="$(mktemp -t kube-fencer-demo-smoke.XXXXXX)"
+  ./harness/demo.sh --fast --debug >"$log" 2>&1 || rc=$?
+  if ((rc != 0)); then
+    sed 's/\x1b\[[0-9;]*m//g' "$log" | tail -n 80
+    echo "demo smoke test FAILED (exit $rc) after $((SECONDS - start))s; its output: $log" >&2
+    return 1
+  fi
+  grep -E "time to (recovery|unfence):" "$log" | sed 's/^ */    /'
+  echo "    demo passed in $((SECONDS - start))s"
+  rm -f "$log"
+}
+
+if $demo_only; then
+  demo_smoke_test
+  exit 0
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -31,6 +59,8 @@ fi
 
 step "local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)"
 ./harness/build.sh
+
+demo_smoke_test
 
 step "end-to-end tests against the local control plane"
 cargo test --features e2e --test e2e -- --test-threads=1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane on loopback, with KWOK-simulated nodes.
 #
-#   cluster.sh up DIR [--nodes N] [--node-lease-seconds S] [--node-monitor-grace-period D] [--api-bind ADDR] [--api-san IP]...
+#   cluster.sh up DIR [--nodes N] [--node-lease-seconds S] [--node-monitor-grace-period D] [--boot-ids]
+#                     [--api-bind ADDR] [--api-san IP]...
 #   cluster.sh down DIR
 #   cluster.sh node-add DIR NAME [label=value ...]
 #   cluster.sh node-stop DIR NAME       # SIGKILL the node's kwok: a power loss
@@ -18,6 +19,12 @@
 # --api-bind (default 127.0.0.1) and --api-san let agents in network
 # namespaces (tests/e2e/support/netns.rs) reach the API server at a host-side
 # address that its serving certificate names.
+#
+# With --boot-ids every node also has a boot ID, as a kubelet reports it: it
+# is in DIR/nodes/NAME/boot_id (a node's /proc/sys/kernel/random/boot_id, for
+# an agent's --boot-id-file) and in the Node's status.nodeInfo.bootID, and
+# node-start (a reboot) gives the node a new one in both places. Without it
+# nodeInfo.bootID stays empty, as kwok leaves it.
 #
 # All state (certificates, etcd data, logs, pid files, kubeconfig) lives in
 # DIR. DIR/env can be sourced for KUBECONFIG and PATH. Logs are kept after
@@ -60,6 +67,7 @@ find_bin_dir() {
 load_state() {
   DIR="$(cd "$1" 2>/dev/null && pwd)" || die "no cluster directory $1"
   [[ -f "$DIR/cluster.env" ]] || die "$DIR is not a cluster directory (no cluster.env)"
+  BOOT_IDS=0 # absent from the cluster.env of clusters started without --boot-ids
   # shellcheck source=/dev/null
   source "$DIR/cluster.env"
   export KUBECONFIG="$DIR/kubeconfig"
@@ -373,6 +381,13 @@ node_add() { # node_add NAME [label=value ...]
     [[ "$kv" == *=* ]] || die "label must be key=value: $kv"
     labels+="    \"${kv%%=*}\": \"${kv#*=}\""$'\n'
   done
+  local node_info=""
+  if ((BOOT_IDS)); then
+    new_boot_id "$name"
+    # kwok's node-initialize stage keeps a bootID it finds on the Node.
+    node_info="  nodeInfo:
+    bootID: \"$(cat "$DIR/nodes/$name/boot_id")\""
+  fi
   kc apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Node
@@ -396,10 +411,19 @@ status:
     cpu: "16"
     memory: 64Gi
     pods: "110"
+$node_info
 EOF
   start_kwok "$name"
   wait_for "kwok-$name" "$NODE_READY_TIMEOUT" node_ready "$name" || return 1
   log "node $name Ready"
+}
+
+# new_boot_id NAME: a fresh boot ID for the node in DIR/nodes/NAME/boot_id
+# (written whole, then renamed: an agent reading it never sees half of it).
+new_boot_id() {
+  local f="$DIR/nodes/$1/boot_id"
+  printf '%s\n' "$(cat /proc/sys/kernel/random/uuid)" >"$f.tmp"
+  mv -f "$f.tmp" "$f"
 }
 
 node_stop() {
@@ -415,6 +439,14 @@ node_start() {
   local name="$1" since
   [[ -d "$DIR/nodes/$name" ]] || die "no node $name"
   proc_alive "kwok-$name" && { log "node $name is already running"; return 0; }
+  if ((BOOT_IDS)); then
+    # It reboots: a new boot ID, on the Node before its "kubelet" (kwok)
+    # runs again, as a real kubelet reports it in its first status update.
+    new_boot_id "$name"
+    kc patch node "$name" --subresource=status --type=merge \
+      -p "{\"status\":{\"nodeInfo\":{\"bootID\":\"$(cat "$DIR/nodes/$name/boot_id")\"}}}" >/dev/null ||
+      die "could not set the boot ID of node $name"
+  fi
   since="$(date +%s)"
   start_kwok "$name"
   wait_for "kwok-$name" "$NODE_READY_TIMEOUT" lease_renewed_since "$name" "$since" || return 1
@@ -509,11 +541,13 @@ do_up() {
   NODE_MONITOR_GRACE_PERIOD=40s
   API_BIND=127.0.0.1
   API_SANS=""
+  BOOT_IDS=0
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --api-bind) API_BIND="$2"; shift 2 ;;
       --api-san) API_SANS+="${API_SANS:+,}$2"; shift 2 ;;
       --nodes) nodes="$2"; shift 2 ;;
+      --boot-ids) BOOT_IDS=1; shift ;;
       --node-lease-seconds) NODE_LEASE_SECONDS="$2"; shift 2 ;;
       --node-monitor-grace-period) NODE_MONITOR_GRACE_PERIOD="$2"; shift 2 ;;
       *) die "unknown option $1" ;;
@@ -535,6 +569,7 @@ KCM_PORT=$KCM_PORT
 SCHED_PORT=$SCHED_PORT
 NODE_LEASE_SECONDS=$NODE_LEASE_SECONDS
 NODE_MONITOR_GRACE_PERIOD=$NODE_MONITOR_GRACE_PERIOD
+BOOT_IDS=$BOOT_IDS
 EOF
   export PATH="$BIN_DIR:$PATH"
   export KUBECONFIG="$DIR/kubeconfig"

@@ -15,7 +15,8 @@ first happens:
   replica Running       the replacement is Running and Ready (recovery)
 
 With --until unfenced it keeps going after recovery until the node's taint,
-cordon and annotation are gone. Exits 0 when the goal is reached, 1 on
+cordon and annotation are gone, and prints the time to unfence (from
+--restarted-at). Exits 0 when the goal is reached, 1 on
 timeout. Only the standard library and kubectl are needed.
 """
 
@@ -217,6 +218,10 @@ def main():
             if "heartbeat back" in tl.seen and OOS_TAINT not in taints and not spec.get("unschedulable") and ann is None:
                 tl.emit("unfenced", f"node {args.node} unfenced (taint, cordon and annotation removed)")
                 tl.flush()
+                print(
+                    f"  time to unfence: {time.time() - recovered_at:.1f}s after the node was powered back on",
+                    flush=True,
+                )
                 return 0
         tl.flush()
         time.sleep(1)
