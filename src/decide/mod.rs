@@ -29,6 +29,7 @@ pub mod record;
 pub mod recover;
 pub mod safetime;
 pub mod selector;
+pub mod selfcheck;
 pub mod selffence;
 pub mod unfence;
 

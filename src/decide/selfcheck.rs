@@ -1,0 +1,998 @@
+//! The agent's check of its own node, as a pure, time-injected state machine.
+//!
+//! This is the schedule the leader's safe time ([`super::safetime`]) relies
+//! on, so it lives here, beside the leader's core, and the I/O shell
+//! (`crate::cluster::guardian`) only feeds it [`Input`]s and carries out its
+//! [`Command`]s:
+//!
+//! - **API checks**: any contact with the API server proves the path works.
+//!   Only when there was no contact for `--api-check-interval` does the agent
+//!   probe (`/readyz`, bounded by `--api-check-timeout`), and again every
+//!   interval while probes fail (a check that takes longer than the interval
+//!   is followed by the next one at once).
+//! - **Peers**, from the first failed probe on: after each failed probe, ask
+//!   the next batch of at most [`PEER_BATCH`] peers (rotating through all of
+//!   them) whether they reach the API and what the cluster records for this
+//!   node. Answers and "asked" marks expire after `--peer-silence-timeout`.
+//! - **Verdict** from the decision table ([`super::selffence`]), then the
+//!   **self-fence action** when it says so.
+//! - While connected and not fenced: **advertise** when the advertisement is
+//!   missing, for another boot, or older than [`READVERTISE`]; **refresh the
+//!   peers** on the back-off schedule of [`next_peer_refresh`].
+//!
+//! One check runs at a time, its steps in order (probe → advertise → refresh
+//! peers → ask peers → verdict → self-fence), each waiting for its result or
+//! its own deadline, whichever comes first: a result the shell never delivers
+//! counts as a failure at the deadline.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::selffence::{self, PeerAnswer, SelfFenceInput, SelfFenceSettings, Verdict};
+use super::{Phase, RecordState, SelfFenceAction, safetime};
+
+/// Peers asked at once, after each failed probe. The majority rules count
+/// the distinct peers asked within `--peer-silence-timeout`, so in a large
+/// cluster they are a sample of 32 or more: a group of nodes cut off together
+/// that makes up a fraction f of the cluster answers for a majority of that
+/// sample with a probability that falls fast with f (about 1e-10 for f = 10%,
+/// 1e-5 for f = 20% with one batch); larger groups trip the storm guard.
+pub const PEER_BATCH: usize = 32;
+/// Peer list refreshed from the API this often at steady state.
+pub const PEER_REFRESH: Duration = Duration::from_secs(300);
+/// First refresh interval after start: the other agents of a DaemonSet
+/// rollout advertise themselves over the next minutes, so the interval
+/// starts short and doubles up to [`PEER_REFRESH`].
+pub const PEER_REFRESH_FIRST: Duration = Duration::from_secs(5);
+/// The advertisement is re-written at least this often (if it was removed).
+pub const READVERTISE: Duration = Duration::from_secs(300);
+
+/// The refresh interval after `previous` (None: the first refresh).
+pub fn next_peer_refresh(previous: Option<Duration>) -> Duration {
+    previous.map_or(PEER_REFRESH_FIRST, |d| (d * 2).min(PEER_REFRESH))
+}
+
+/// The next batch of at most [`PEER_BATCH`] peers from `cursor`, wrapping.
+pub fn next_batch(peers: &[String], cursor: &mut usize) -> Vec<String> {
+    let n = peers.len().min(PEER_BATCH);
+    if peers.is_empty() {
+        return Vec::new();
+    }
+    let start = *cursor % peers.len();
+    *cursor = (start + n) % peers.len();
+    peers.iter().cycle().skip(start).take(n).cloned().collect()
+}
+
+/// Far enough in the future to mean "until told otherwise".
+const FOREVER: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+fn far_future(now: Instant) -> Instant {
+    now.checked_add(FOREVER)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
+}
+
+/// The agent's own flags, as far as the check is concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckSettings {
+    pub api_check_interval: Duration,
+    pub api_check_timeout: Duration,
+    pub api_failure_threshold: u32,
+    pub peer_silence_timeout: Duration,
+    pub action: SelfFenceAction,
+    pub watchdog_timeout: Duration,
+    /// `--static-peers` given: the peer list is not read from the API (a
+    /// [`Input::Peers`] is then no API contact).
+    pub static_peers: bool,
+}
+
+impl CheckSettings {
+    fn selffence(&self) -> SelfFenceSettings {
+        SelfFenceSettings {
+            api_failure_threshold: self.api_failure_threshold,
+            peer_silence_timeout: self.peer_silence_timeout,
+        }
+    }
+
+    /// How long the agent waits for one peer's answer.
+    pub fn peer_answer_timeout(&self) -> Duration {
+        safetime::peer_answer_timeout(self.api_check_timeout)
+    }
+
+    /// Bound of writing the advertisement (a GET and a PATCH, each bounded
+    /// by twice the API check timeout).
+    pub fn advertise_timeout(&self) -> Duration {
+        self.api_check_timeout.saturating_mul(4)
+    }
+
+    /// Bound of one peer refresh (a paged list, each page bounded by twice
+    /// the API check timeout; the shell gives up on the first slow page).
+    pub fn refresh_timeout(&self) -> Duration {
+        self.api_check_timeout.saturating_mul(2)
+    }
+}
+
+/// A peer's answer about this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerReply {
+    /// The peer reaches the API server.
+    pub api_reachable: bool,
+    /// The phase of the record on *my* Node, as the peer read it.
+    pub phase: Option<Phase>,
+    /// The boot ID in that record.
+    pub boot_id: Option<String>,
+}
+
+/// What the shell tells the check.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// Some API request got a successful response.
+    ApiResponse,
+    /// A watch stream item; `data: false` for kube-runtime's `Event::Init`
+    /// (emitted before any request), `true` for InitApply/InitDone/Apply/Delete.
+    WatchItem {
+        data: bool,
+    },
+    /// Result of [`Command::Probe`].
+    ProbeDone {
+        ok: bool,
+    },
+    /// One peer's answer to [`Command::AskPeers`]; `None`: no (valid) answer in time.
+    PeerReply {
+        peer: String,
+        reply: Option<PeerReply>,
+    },
+    /// The own Node's record, as delivered by the own-Node watch.
+    OwnRecord(RecordState),
+    /// Result of [`Command::RefreshPeers`] (ordered, deduplicated), or the static list.
+    Peers(Vec<String>),
+    PeersRefreshFailed,
+    /// The boot ID, read now; `None`: unreadable (not a reboot).
+    BootId(Option<String>),
+    /// Result of [`Command::Advertise`].
+    Advertised {
+        ok: bool,
+    },
+    /// Result of [`Command::SelfFence`]: whether the action was carried out.
+    SelfFenceDone {
+        ok: bool,
+    },
+}
+
+/// What the check asks the shell to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Probe the API server (`/readyz`), bounded by `timeout`; answer with [`Input::ProbeDone`].
+    Probe { timeout: Duration },
+    /// Ask each peer (concurrently, each for at most `timeout`); answer each with [`Input::PeerReply`].
+    AskPeers {
+        peers: Vec<String>,
+        timeout: Duration,
+    },
+    /// Write the advertisement for this boot; answer with [`Input::Advertised`].
+    Advertise { boot_id: String },
+    /// List the peers; answer with [`Input::Peers`] or [`Input::PeersRefreshFailed`].
+    RefreshPeers,
+    /// Dead man's switch: the watchdog may be fed until `until`.
+    PermitFeeding { until: Instant },
+    /// Carry out the self-fence action (watchdog: stop feeding now);
+    /// answer with [`Input::SelfFenceDone`].
+    SelfFence { description: String },
+    /// The verdict changed (for logs and metrics).
+    VerdictChanged(Verdict),
+}
+
+/// What the shell keeps across agent restarts within one boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Previous {
+    pub boot_id: String,
+    pub last_contact: Option<Instant>,
+    pub self_fence_decided: bool,
+}
+
+/// The step of the running check, and what it waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    /// No check running; the next one is due at `SelfCheck::next_check`.
+    Idle,
+    Probe {
+        deadline: Instant,
+    },
+    Advertise {
+        boot_id: String,
+        deadline: Instant,
+    },
+    Refresh {
+        deadline: Instant,
+    },
+    Ask {
+        asked_at: Instant,
+        deadline: Instant,
+        waiting: BTreeSet<String>,
+        got: Vec<(String, PeerReply)>,
+    },
+    Fence {
+        deadline: Instant,
+    },
+}
+
+/// The agent's check of its own node.
+#[derive(Clone, Debug)]
+pub struct SelfCheck {
+    s: CheckSettings,
+    boot_id: String,
+    /// Last API contact.
+    last_contact: Option<Instant>,
+    own_record: RecordState,
+    failures: u32,
+    /// End of the first failed probe of the current run of failures.
+    unreachable_since: Option<Instant>,
+    /// peer → (when, answer)
+    answers: BTreeMap<String, (Instant, PeerAnswer)>,
+    /// peer → when it was last asked
+    asked: BTreeMap<String, Instant>,
+    peers: Vec<String>,
+    cursor: usize,
+    /// When the peers are to be refreshed next, and the interval that led there.
+    peers_due: Option<(Instant, Duration)>,
+    advertised: Option<(String, Instant)>,
+    verdict: Verdict,
+    last_verdict: Option<Verdict>,
+    fenced: bool,
+    /// The self-fence verdict was reached (at least once, this boot).
+    decided: bool,
+    /// When the next check starts (while idle).
+    next_check: Instant,
+    step: Step,
+    /// The running check: when it started, and whether the API answered.
+    started: Instant,
+    ok: bool,
+    /// Commands produced before the first call (at construction).
+    startup: Vec<Command>,
+}
+
+impl SelfCheck {
+    /// A check started at `now` with the node's boot ID (`None`: unreadable).
+    /// `previous` is what an earlier agent of this boot persisted.
+    pub fn new(
+        settings: CheckSettings,
+        now: Instant,
+        boot_id: Option<String>,
+        previous: Option<Previous>,
+    ) -> Self {
+        let _ = previous;
+        let next_check = now + settings.api_check_interval;
+        SelfCheck {
+            startup: vec![Command::PermitFeeding {
+                until: far_future(now),
+            }],
+            s: settings,
+            boot_id: boot_id.unwrap_or_default(),
+            last_contact: None,
+            own_record: RecordState::Absent,
+            failures: 0,
+            unreachable_since: None,
+            answers: BTreeMap::new(),
+            asked: BTreeMap::new(),
+            peers: Vec::new(),
+            cursor: 0,
+            peers_due: None,
+            advertised: None,
+            verdict: Verdict::Healthy,
+            last_verdict: None,
+            fenced: false,
+            decided: false,
+            next_check,
+            step: Step::Idle,
+            started: now,
+            ok: true,
+        }
+    }
+
+    pub fn settings(&self) -> &CheckSettings {
+        &self.s
+    }
+
+    pub fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
+
+    /// Consecutive failed API checks.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The boot ID the check works with.
+    pub fn boot_id(&self) -> &str {
+        &self.boot_id
+    }
+
+    /// The last API contact.
+    pub fn last_contact(&self) -> Option<Instant> {
+        self.last_contact
+    }
+
+    /// Whether the self-fence action was carried out (this boot).
+    pub fn fenced(&self) -> bool {
+        self.fenced
+    }
+
+    /// The known peers.
+    pub fn peers(&self) -> &[String] {
+        &self.peers
+    }
+
+    /// What the shell persists across agent restarts (same boot).
+    pub fn previous(&self) -> Previous {
+        Previous {
+            boot_id: self.boot_id.clone(),
+            last_contact: self.last_contact,
+            self_fence_decided: self.decided,
+        }
+    }
+
+    /// When [`SelfCheck::tick`] is due (at the latest).
+    pub fn next_wake(&self) -> Instant {
+        if !self.startup.is_empty() {
+            return self.started;
+        }
+        match &self.step {
+            Step::Idle => self.next_check,
+            Step::Probe { deadline }
+            | Step::Advertise { deadline, .. }
+            | Step::Refresh { deadline }
+            | Step::Ask { deadline, .. }
+            | Step::Fence { deadline } => *deadline,
+        }
+    }
+
+    /// Time passed: start a due check, or give up on a step past its deadline.
+    pub fn tick(&mut self, now: Instant) -> Vec<Command> {
+        let mut out = std::mem::take(&mut self.startup);
+        match &self.step {
+            Step::Idle if now >= self.next_check => self.start_check(now, &mut out),
+            Step::Probe { deadline } if now >= *deadline => self.probed(now, false, &mut out),
+            Step::Advertise { deadline, .. } if now >= *deadline => {
+                self.advertised(now, false, &mut out)
+            }
+            Step::Refresh { deadline } if now >= *deadline => self.refreshed(now, None, &mut out),
+            Step::Ask { deadline, .. } if now >= *deadline => self.answered(now, &mut out),
+            Step::Fence { deadline } if now >= *deadline => self.fence_done(now, false),
+            _ => {}
+        }
+        out
+    }
+
+    /// Something happened.
+    pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Command> {
+        let mut out = std::mem::take(&mut self.startup);
+        match input {
+            Input::ApiResponse | Input::WatchItem { .. } => self.contact(now),
+            Input::OwnRecord(r) => self.own_record = r,
+            Input::BootId(Some(b)) if b != self.boot_id => {
+                // A new boot ID means the node rebooted.
+                self.boot_id = b;
+                self.fenced = false;
+                self.decided = false;
+                self.advertised = None;
+                self.answers.clear();
+                self.failures = 0;
+                self.unreachable_since = None;
+            }
+            Input::BootId(_) => {}
+            Input::ProbeDone { ok } => {
+                if matches!(self.step, Step::Probe { .. }) {
+                    self.probed(now, ok, &mut out);
+                } else if ok {
+                    self.contact(now);
+                }
+            }
+            Input::Advertised { ok } => {
+                if matches!(self.step, Step::Advertise { .. }) {
+                    self.advertised(now, ok, &mut out);
+                }
+            }
+            Input::Peers(peers) => {
+                if !self.s.static_peers {
+                    self.contact(now);
+                }
+                if matches!(self.step, Step::Refresh { .. }) {
+                    self.refreshed(now, Some(peers), &mut out);
+                } else {
+                    self.set_peers(now, peers);
+                }
+            }
+            Input::PeersRefreshFailed => {
+                if matches!(self.step, Step::Refresh { .. }) {
+                    self.refreshed(now, None, &mut out);
+                }
+            }
+            Input::PeerReply { peer, reply } => {
+                let mut done = false;
+                if let Step::Ask { waiting, got, .. } = &mut self.step
+                    && waiting.remove(&peer)
+                {
+                    if let Some(r) = reply {
+                        got.push((peer, r));
+                    }
+                    done = waiting.is_empty();
+                }
+                if done {
+                    self.answered(now, &mut out);
+                }
+            }
+            Input::SelfFenceDone { ok } => {
+                if matches!(self.step, Step::Fence { .. }) {
+                    self.fence_done(now, ok);
+                }
+            }
+        }
+        out
+    }
+
+    fn contact(&mut self, at: Instant) {
+        // Never move backwards.
+        if self.last_contact.is_none_or(|t| t < at) {
+            self.last_contact = Some(at);
+        }
+    }
+
+    fn start_check(&mut self, now: Instant, out: &mut Vec<Command>) {
+        self.started = now;
+        // Contact within the last interval: no probe needed.
+        let fresh = self
+            .last_contact
+            .is_some_and(|t| now.saturating_duration_since(t) < self.s.api_check_interval);
+        if fresh {
+            self.probed(now, true, out);
+        } else {
+            self.step = Step::Probe {
+                deadline: now + self.s.api_check_timeout,
+            };
+            out.push(Command::Probe {
+                timeout: self.s.api_check_timeout,
+            });
+        }
+    }
+
+    fn probed(&mut self, now: Instant, ok: bool, out: &mut Vec<Command>) {
+        self.ok = ok;
+        if ok {
+            self.contact(now);
+            self.failures = 0;
+            self.unreachable_since = None;
+            self.answers.clear();
+            self.asked.clear();
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            self.unreachable_since.get_or_insert(now);
+        }
+        if ok && !self.fenced {
+            let stale = self.advertised.as_ref().is_none_or(|(b, at)| {
+                *b != self.boot_id || self.started.saturating_duration_since(*at) >= READVERTISE
+            });
+            if stale {
+                self.step = Step::Advertise {
+                    boot_id: self.boot_id.clone(),
+                    deadline: now + self.s.advertise_timeout(),
+                };
+                out.push(Command::Advertise {
+                    boot_id: self.boot_id.clone(),
+                });
+                return;
+            }
+        }
+        self.after_advertise(now, out);
+    }
+
+    fn advertised(&mut self, now: Instant, ok: bool, out: &mut Vec<Command>) {
+        if let Step::Advertise { boot_id, .. } = &self.step
+            && ok
+        {
+            self.advertised = Some((boot_id.clone(), self.started));
+        }
+        self.after_advertise(now, out);
+    }
+
+    fn after_advertise(&mut self, now: Instant, out: &mut Vec<Command>) {
+        if self.ok && !self.fenced && self.peers_due.is_none_or(|(due, _)| self.started >= due) {
+            self.step = Step::Refresh {
+                deadline: now + self.s.refresh_timeout(),
+            };
+            out.push(Command::RefreshPeers);
+            return;
+        }
+        self.ask(now, out);
+    }
+
+    fn set_peers(&mut self, now: Instant, peers: Vec<String>) {
+        self.peers = peers;
+        let every = if self.s.static_peers {
+            PEER_REFRESH
+        } else {
+            next_peer_refresh(self.peers_due.map(|(_, d)| d))
+        };
+        self.peers_due = Some((now + every, every));
+    }
+
+    fn refreshed(&mut self, now: Instant, peers: Option<Vec<String>>, out: &mut Vec<Command>) {
+        if let Some(p) = peers {
+            self.set_peers(now, p);
+        }
+        self.ask(now, out);
+    }
+
+    fn ask(&mut self, now: Instant, out: &mut Vec<Command>) {
+        if self.failures > 0 {
+            let batch = next_batch(&self.peers, &mut self.cursor);
+            if !batch.is_empty() {
+                let timeout = self.s.peer_answer_timeout();
+                self.step = Step::Ask {
+                    asked_at: now,
+                    deadline: now + timeout,
+                    waiting: batch.iter().cloned().collect(),
+                    got: Vec::new(),
+                };
+                out.push(Command::AskPeers {
+                    peers: batch,
+                    timeout,
+                });
+                return;
+            }
+        }
+        self.conclude(now, out);
+    }
+
+    fn answered(&mut self, now: Instant, out: &mut Vec<Command>) {
+        if let Step::Ask {
+            asked_at,
+            waiting,
+            got,
+            ..
+        } = std::mem::replace(&mut self.step, Step::Idle)
+        {
+            for peer in waiting.iter().chain(got.iter().map(|(p, _)| p)) {
+                self.asked.insert(peer.clone(), asked_at);
+            }
+            for (peer, r) in got {
+                let my_phase =
+                    selffence::own_record_applies(r.phase, r.boot_id.as_deref(), &self.boot_id);
+                self.answers.insert(
+                    peer,
+                    (
+                        now,
+                        PeerAnswer {
+                            api_reachable: r.api_reachable,
+                            my_phase,
+                        },
+                    ),
+                );
+            }
+        }
+        self.conclude(now, out);
+    }
+
+    /// The verdict, taken after the peers answered.
+    fn conclude(&mut self, now: Instant, out: &mut Vec<Command>) {
+        let silence = self.s.peer_silence_timeout;
+        self.answers
+            .retain(|_, (at, _)| now.saturating_duration_since(*at) < silence);
+        self.asked
+            .retain(|_, at| now.saturating_duration_since(*at) < silence);
+        let answers: Vec<PeerAnswer> = self.answers.values().map(|(_, a)| *a).collect();
+        let own = if self.ok {
+            match &self.own_record {
+                RecordState::Valid(r) => selffence::own_record_applies(
+                    Some(r.phase),
+                    r.boot_id.as_deref(),
+                    &self.boot_id,
+                ),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let input = SelfFenceInput {
+            api_failures: self.failures,
+            own_phase_seen_connected: own,
+            known_peers: self.asked.len(),
+            answers: &answers,
+            unreachable_for: self
+                .unreachable_since
+                .map(|t| now.saturating_duration_since(t))
+                .unwrap_or_default(),
+        };
+        let verdict = selffence::decide(&input, &self.s.selffence());
+        let changed = self
+            .last_verdict
+            .as_ref()
+            .is_none_or(|v| std::mem::discriminant(v) != std::mem::discriminant(&verdict));
+        if changed {
+            out.push(Command::VerdictChanged(verdict.clone()));
+        }
+        self.last_verdict = Some(verdict.clone());
+        self.verdict = verdict;
+        if self.verdict.self_fence() {
+            self.decided = true;
+            if !self.fenced {
+                self.step = Step::Fence {
+                    deadline: now + self.s.watchdog_timeout,
+                };
+                out.push(Command::SelfFence {
+                    description: self.verdict.describe(),
+                });
+                return;
+            }
+        }
+        self.finish(now);
+    }
+
+    fn fence_done(&mut self, now: Instant, ok: bool) {
+        self.fenced = ok;
+        self.finish(now);
+    }
+
+    /// Schedule the next check.
+    fn finish(&mut self, now: Instant) {
+        let interval = self.s.api_check_interval;
+        self.step = Step::Idle;
+        self.next_check = if self.failures == 0 {
+            // One interval after the last contact (at the latest one
+            // interval from now).
+            let contact = self.last_contact.unwrap_or(self.started);
+            (contact + interval).clamp(now, now + interval)
+        } else {
+            // The next failing check one interval after this one started
+            // (at once when it took longer).
+            (self.started + interval).max(now)
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::FenceRecord;
+    use crate::decide::selffence::Reason;
+    use crate::decide::testutil::{mono, wall0};
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    fn settings() -> CheckSettings {
+        CheckSettings {
+            api_check_interval: S(5),
+            api_check_timeout: S(2),
+            api_failure_threshold: 3,
+            peer_silence_timeout: S(10),
+            action: SelfFenceAction::Watchdog,
+            watchdog_timeout: S(10),
+            static_peers: false,
+        }
+    }
+
+    fn check() -> SelfCheck {
+        SelfCheck::new(settings(), mono(0), Some("b1".into()), None)
+    }
+
+    fn peers(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("p{i}")).collect()
+    }
+
+    fn probes(cmds: &[Command]) -> usize {
+        cmds.iter()
+            .filter(|c| matches!(c, Command::Probe { .. }))
+            .count()
+    }
+
+    fn asked(cmds: &[Command]) -> Option<Vec<String>> {
+        cmds.iter().find_map(|c| match c {
+            Command::AskPeers { peers, .. } => Some(peers.clone()),
+            _ => None,
+        })
+    }
+
+    fn fences(cmds: &[Command]) -> bool {
+        cmds.iter().any(|c| matches!(c, Command::SelfFence { .. }))
+    }
+
+    /// A connected agent: contact at 0, advertised, peers known.
+    fn connected(n: usize) -> SelfCheck {
+        let mut c = check();
+        let first = c.handle(mono(0), Input::ApiResponse);
+        assert!(matches!(first[..], [Command::PermitFeeding { .. }]));
+        assert_eq!(c.next_wake(), mono(5));
+        // At 5: no contact for an interval: probe; then advertise, refresh.
+        let out = c.tick(mono(5));
+        assert_eq!(probes(&out), 1);
+        let out = c.handle(mono(5), Input::ProbeDone { ok: true });
+        assert_eq!(
+            out,
+            vec![Command::Advertise {
+                boot_id: "b1".into()
+            }]
+        );
+        let out = c.handle(mono(5), Input::Advertised { ok: true });
+        assert_eq!(out, vec![Command::RefreshPeers]);
+        let out = c.handle(mono(5), Input::Peers(peers(n)));
+        assert_eq!(out, vec![Command::VerdictChanged(Verdict::Healthy)]);
+        assert_eq!(c.next_wake(), mono(10));
+        c
+    }
+
+    #[test]
+    fn contact_within_the_interval_needs_no_probe() {
+        let mut c = connected(3);
+        // Contact every 4 s: no probe, ever.
+        for t in (6..100).step_by(4) {
+            c.handle(mono(t), Input::WatchItem { data: true });
+            if c.next_wake() <= mono(t + 1) {
+                let out = c.tick(c.next_wake());
+                assert_eq!(probes(&out), 0, "at {t}: {out:?}");
+            }
+            // Answer peer refreshes as they come.
+            if matches!(c.step, Step::Refresh { .. }) {
+                c.handle(mono(t), Input::Peers(peers(3)));
+            }
+        }
+        assert_eq!(c.verdict(), &Verdict::Healthy);
+        assert_eq!(c.failures(), 0);
+    }
+
+    #[test]
+    fn isolated_agent_follows_the_schedule_and_fences() {
+        // Last contact at 5 (the probe); nothing answers from then on.
+        let mut c = connected(3);
+        let mut t = c.next_wake();
+        let mut fenced_at = None;
+        let mut probe_times = Vec::new();
+        while t < mono(60) && fenced_at.is_none() {
+            let out = c.tick(t);
+            if probes(&out) > 0 {
+                probe_times.push(t);
+            }
+            if let Some(p) = asked(&out) {
+                assert_eq!(p, peers(3));
+            }
+            if fences(&out) {
+                fenced_at = Some(t);
+            }
+            t = c.next_wake();
+        }
+        // Probes at 10, 15, 20: each probe 2 s + asking 3 s = 5 s.
+        assert_eq!(probe_times, vec![mono(10), mono(15), mono(20)]);
+        // The first failure ends at 12; the third check ends at 20 + 2 + 3
+        // = 25, past the silence of 10 s: i + 2p + t + a after the contact.
+        assert_eq!(fenced_at, Some(mono(25)));
+        assert!(matches!(
+            c.verdict(),
+            Verdict::SelfFence(Reason::Isolated { known: 3, .. })
+        ));
+        assert!(c.previous().self_fence_decided);
+        c.handle(mono(30), Input::SelfFenceDone { ok: true });
+        assert!(c.fenced());
+    }
+
+    #[test]
+    fn peers_that_cannot_reach_the_api_mean_an_outage() {
+        let mut c = connected(3);
+        let mut t = c.next_wake();
+        while t < mono(200) {
+            let out = c.tick(t);
+            assert!(!fences(&out));
+            if let Some(p) = asked(&out) {
+                for peer in p {
+                    let reply = PeerReply {
+                        api_reachable: false,
+                        phase: None,
+                        boot_id: None,
+                    };
+                    let o = c.handle(
+                        t + S(1),
+                        Input::PeerReply {
+                            peer,
+                            reply: Some(reply),
+                        },
+                    );
+                    assert!(!fences(&o));
+                }
+            }
+            t = c.next_wake();
+        }
+        assert!(matches!(c.verdict(), Verdict::ControlPlaneOutage { .. }));
+        assert!(c.failures() > 3);
+    }
+
+    #[test]
+    fn a_peer_reporting_my_record_fences_at_the_threshold() {
+        let mut c = connected(3);
+        let mut t = c.next_wake();
+        let mut fenced_at = None;
+        while t < mono(60) && fenced_at.is_none() {
+            let out = c.tick(t);
+            if let Some(p) = asked(&out) {
+                for peer in p {
+                    let reply = PeerReply {
+                        api_reachable: true,
+                        phase: Some(Phase::Fencing),
+                        boot_id: Some("b1".into()),
+                    };
+                    let o = c.handle(
+                        t,
+                        Input::PeerReply {
+                            peer,
+                            reply: Some(reply),
+                        },
+                    );
+                    if fences(&o) {
+                        fenced_at = Some(t);
+                    }
+                }
+            }
+            t = c.next_wake();
+        }
+        // Failures at 12, 17, 22: the third one passes on the record.
+        assert_eq!(fenced_at, Some(mono(22)));
+        // A record of another boot is satisfied already.
+        let mut c = connected(3);
+        let mut t = c.next_wake();
+        while t < mono(25) {
+            let out = c.tick(t);
+            if let Some(p) = asked(&out) {
+                for peer in p {
+                    let reply = PeerReply {
+                        api_reachable: true,
+                        phase: Some(Phase::Fenced),
+                        boot_id: Some("b0".into()),
+                    };
+                    let o = c.handle(
+                        t,
+                        Input::PeerReply {
+                            peer,
+                            reply: Some(reply),
+                        },
+                    );
+                    assert!(!fences(&o));
+                }
+            }
+            t = c.next_wake();
+        }
+    }
+
+    fn record(phase: Phase, boot: &str) -> RecordState {
+        RecordState::Valid(FenceRecord {
+            phase,
+            fencing_since: wall0(),
+            fenced_at: None,
+            cordoned: true,
+            tainted: false,
+            by: "leader".into(),
+            boot_id: Some(boot.into()),
+        })
+    }
+
+    #[test]
+    fn own_record_while_connected_fences_at_the_next_check() {
+        let mut c = connected(3);
+        c.handle(mono(7), Input::OwnRecord(record(Phase::Fencing, "b1")));
+        c.handle(mono(8), Input::WatchItem { data: true });
+        let out = c.tick(mono(10));
+        assert_eq!(out, vec![Command::RefreshPeers]);
+        let out = c.handle(mono(10), Input::Peers(peers(3)));
+        assert!(fences(&out), "{out:?}");
+        // A record of an earlier boot does not.
+        let mut c = connected(3);
+        c.handle(mono(7), Input::OwnRecord(record(Phase::Fenced, "b0")));
+        c.handle(mono(8), Input::WatchItem { data: true });
+        c.tick(mono(10));
+        assert!(!fences(&c.handle(mono(10), Input::Peers(peers(3)))));
+    }
+
+    #[test]
+    fn a_new_boot_id_resets_and_readvertises() {
+        let mut c = connected(3);
+        c.handle(mono(7), Input::OwnRecord(record(Phase::Fencing, "b1")));
+        c.handle(mono(8), Input::WatchItem { data: true });
+        c.tick(mono(10));
+        let out = c.handle(mono(10), Input::Peers(peers(3)));
+        assert!(fences(&out));
+        c.handle(mono(10), Input::SelfFenceDone { ok: true });
+        assert!(c.fenced());
+        // Unreadable: not a reboot.
+        c.handle(mono(11), Input::BootId(None));
+        assert!(c.fenced());
+        c.handle(mono(11), Input::BootId(Some("b2".into())));
+        assert!(!c.fenced());
+        c.handle(mono(12), Input::WatchItem { data: true });
+        let out = c.tick(c.next_wake());
+        assert_eq!(
+            out,
+            vec![Command::Advertise {
+                boot_id: "b2".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn unanswered_steps_fail_at_their_deadline() {
+        let mut c = connected(3);
+        // Probe never answered: failure at 10 + 2; peers asked then.
+        assert_eq!(probes(&c.tick(mono(10))), 1);
+        assert_eq!(c.next_wake(), mono(12));
+        let out = c.tick(mono(12));
+        assert_eq!(c.failures(), 1);
+        assert_eq!(asked(&out), Some(peers(3)));
+        // Peers never answer: verdict at 12 + 3.
+        assert_eq!(c.next_wake(), mono(15));
+        let out = c.tick(mono(15));
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(c.verdict(), &Verdict::Healthy);
+        // Next check at 10 + 5 (started + interval).
+        assert_eq!(c.next_wake(), mono(15));
+    }
+
+    #[test]
+    fn peers_refresh_on_their_back_off() {
+        let mut c = connected(3);
+        let mut refreshes = vec![5];
+        let mut t = mono(5);
+        while t < mono(700) {
+            c.handle(t, Input::WatchItem { data: true });
+            let wake = c.next_wake();
+            if wake <= t + S(4) {
+                let out = c.tick(wake);
+                if out.contains(&Command::RefreshPeers) {
+                    refreshes.push(wake.duration_since(mono(0)).as_secs());
+                    c.handle(wake, Input::Peers(peers(3)));
+                }
+                if out.iter().any(|c| matches!(c, Command::Advertise { .. })) {
+                    c.handle(wake, Input::Advertised { ok: true });
+                    let out = c.tick(wake);
+                    assert!(out.is_empty());
+                }
+            }
+            t += S(4);
+        }
+        // First refresh at 5; then +5, +10, +20, +40, +80, +160, +300 (on
+        // the check schedule, which runs every 5 s with contact every 4 s).
+        let gaps: Vec<u64> = refreshes.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.len() >= 6, "{refreshes:?}");
+        for (g, want) in gaps.iter().zip([5, 10, 20, 40, 80, 160, 300]) {
+            assert!(*g >= want && *g < want + 5, "{refreshes:?}");
+        }
+    }
+
+    #[test]
+    fn batches_rotate_through_every_peer() {
+        let peers = peers(70);
+        let mut cursor = 0;
+        let mut seen = BTreeSet::new();
+        for _ in 0..3 {
+            let b = next_batch(&peers, &mut cursor);
+            assert_eq!(b.len(), PEER_BATCH);
+            seen.extend(b);
+        }
+        assert_eq!(seen.len(), 70);
+        assert!(next_batch(&[], &mut cursor).is_empty());
+    }
+
+    #[test]
+    fn watch_init_counts_as_contact_in_the_port() {
+        // Today's behaviour, kept by the port: an Init item is contact, so
+        // an agent whose watches restart every second never probes.
+        let mut c = connected(3);
+        let mut t = mono(6);
+        while t < mono(120) {
+            c.handle(t, Input::WatchItem { data: false });
+            let wake = c.next_wake();
+            if wake <= t + S(1) {
+                let out = c.tick(wake);
+                assert_eq!(probes(&out), 0);
+                if out.contains(&Command::RefreshPeers) {
+                    c.handle(wake, Input::PeersRefreshFailed);
+                }
+            }
+            t += S(1);
+        }
+        assert_eq!(c.verdict(), &Verdict::Healthy);
+    }
+}
