@@ -1,0 +1,84 @@
+//! The simulator's own behaviour, and the scenarios it found (each named
+//! after its seed or path; each failed on the code before its fix).
+
+use std::time::Duration;
+
+use super::world::{Fault, Link, Sim, SimConfig};
+use super::{FaultSet, run_seed};
+use crate::decide::RecordState;
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+fn sim(nodes: usize) -> Sim {
+    let cfg = SimConfig {
+        nodes,
+        horizon: S(300),
+        ..SimConfig::default()
+    };
+    Sim::new(cfg, 42, true)
+}
+
+fn assert_clean(sim: &Sim) {
+    assert!(
+        sim.violations.is_empty(),
+        "{:?}\n{}",
+        sim.violations,
+        sim.trace_text()
+    );
+}
+
+#[test]
+fn without_faults_nothing_is_fenced() {
+    let mut s = sim(4);
+    s.run();
+    assert_clean(&s);
+    assert!(
+        s.nodes
+            .iter()
+            .all(|n| n.facts.record == RecordState::Absent && n.on && n.boot == 1)
+    );
+    assert!(s.leader.is_some());
+}
+
+#[test]
+fn a_powered_off_node_is_recovered_within_its_bound() {
+    let mut s = sim(4);
+    s.schedule_fault(S(60), Fault::PowerOff(1));
+    s.run();
+    assert_clean(&s);
+    assert_eq!(s.recoveries.len(), 1, "{}", s.trace_text());
+    // Safe time 45 s after the last heartbeat, which is at most 10 s before the power-off.
+    assert!(
+        s.recoveries[0] >= S(35) && s.recoveries[0] <= S(46),
+        "{:?}",
+        s.recoveries
+    );
+    // The pod runs again elsewhere.
+    let pod = s.pods.iter().find(|p| p.sts == "sts1").expect("recreated");
+    assert!(pod.running.is_some_and(|(n, _)| n != 1));
+}
+
+#[test]
+fn a_control_plane_outage_alone_fences_nothing() {
+    for link in [Link::Fast, Link::Blackhole] {
+        let mut s = sim(4);
+        s.schedule_fault(S(60), Fault::ApiOutage(link));
+        s.schedule_fault(S(200), Fault::ApiRestored);
+        s.run();
+        assert_clean(&s);
+        assert!(
+            s.nodes.iter().all(|n| n.on && n.boot == 1),
+            "{}",
+            s.trace_text()
+        );
+    }
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let cfg = SimConfig::default();
+    let a = run_seed(7, &cfg, FaultSet::default(), true);
+    let b = run_seed(7, &cfg, FaultSet::default(), true);
+    assert!(!a.trace_text().is_empty());
+    assert_eq!(a.trace_text(), b.trace_text());
+}
