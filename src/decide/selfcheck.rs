@@ -367,7 +367,11 @@ impl SelfCheck {
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Command> {
         let mut out = std::mem::take(&mut self.startup);
         match input {
-            Input::ApiResponse | Input::WatchItem { .. } => self.contact(now),
+            // Only a response from the API server is contact: kube-runtime
+            // emits `Init` before any request, so with a fast-failing
+            // network it arrives every second from a node that is cut off.
+            Input::ApiResponse | Input::WatchItem { data: true } => self.contact(now),
+            Input::WatchItem { data: false } => {}
             Input::OwnRecord(r) => self.own_record = r,
             Input::BootId(Some(b)) if b != self.boot_id => {
                 // A new boot ID means the node rebooted.
@@ -976,23 +980,34 @@ mod tests {
     }
 
     #[test]
-    fn watch_init_counts_as_contact_in_the_port() {
-        // Today's behaviour, kept by the port: an Init item is contact, so
-        // an agent whose watches restart every second never probes.
+    fn a_fast_failing_network_is_no_contact() {
+        // The watches restart every second (an Init item each time) while
+        // every request fails at once: the agent probes, and with its peers
+        // silent it fences itself on the isolation schedule.
         let mut c = connected(3);
         let mut t = mono(6);
-        while t < mono(120) {
-            c.handle(t, Input::WatchItem { data: false });
-            let wake = c.next_wake();
-            if wake <= t + S(1) {
+        let mut fenced_at = None;
+        while t < mono(60) && fenced_at.is_none() {
+            let out = c.handle(t, Input::WatchItem { data: false });
+            assert!(!fences(&out));
+            while c.next_wake() <= t + S(1) && fenced_at.is_none() {
+                let wake = c.next_wake().max(t);
                 let out = c.tick(wake);
-                assert_eq!(probes(&out), 0);
-                if out.contains(&Command::RefreshPeers) {
-                    c.handle(wake, Input::PeersRefreshFailed);
+                if probes(&out) > 0 {
+                    let o = c.handle(wake, Input::ProbeDone { ok: false });
+                    for peer in asked(&o).unwrap_or_default() {
+                        if fences(&c.handle(wake, Input::PeerReply { peer, reply: None })) {
+                            fenced_at = Some(wake);
+                        }
+                    }
+                }
+                if fences(&out) {
+                    fenced_at = Some(wake);
                 }
             }
             t += S(1);
         }
-        assert_eq!(c.verdict(), &Verdict::Healthy);
+        // Last contact at 5: failures at 10, 15, 20, the third past the silence.
+        assert_eq!(fenced_at, Some(mono(20)), "{:?}", c.verdict());
     }
 }

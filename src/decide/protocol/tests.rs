@@ -82,3 +82,16 @@ fn a_seed_replays_exactly() {
     assert!(!a.trace_text().is_empty());
     assert_eq!(a.trace_text(), b.trace_text());
 }
+
+fn assert_seed_clean(seed: u64) {
+    let sim = run_seed(seed, &SimConfig::default(), FaultSet::default(), true);
+    assert_clean(&sim);
+}
+
+/// A node cut off by a fast-failing network (link down, TCP reset): its
+/// watches restart every second and their Init items passed for contact,
+/// so the agent never probed and the leader deleted its pod (S1).
+#[test]
+fn seed_5_fast_failing_cut_off_node_fences_itself() {
+    assert_seed_clean(5);
+}
