@@ -208,6 +208,7 @@ enum Step {
     Ask {
         asked_at: Instant,
         deadline: Instant,
+        batch: Vec<String>,
         waiting: BTreeSet<String>,
         got: Vec<(String, PeerReply)>,
     },
@@ -535,6 +536,7 @@ impl SelfCheck {
                     asked_at: now,
                     deadline: now + timeout,
                     waiting: batch.iter().cloned().collect(),
+                    batch: batch.clone(),
                     got: Vec::new(),
                 };
                 out.push(Command::AskPeers {
@@ -550,13 +552,14 @@ impl SelfCheck {
     fn answered(&mut self, now: Instant, out: &mut Vec<Command>) {
         if let Step::Ask {
             asked_at,
-            waiting,
+            batch,
             got,
             ..
         } = std::mem::replace(&mut self.step, Step::Idle)
         {
-            for peer in waiting.iter().chain(got.iter().map(|(p, _)| p)) {
-                self.asked.insert(peer.clone(), asked_at);
+            // Every peer asked counts, whether it answered or not.
+            for peer in batch {
+                self.asked.insert(peer, asked_at);
             }
             for (peer, r) in got {
                 let my_phase =
@@ -963,6 +966,50 @@ mod tests {
         for (g, want) in gaps.iter().zip([5, 10, 20, 40, 80, 160, 300]) {
             assert!(*g >= want && *g < want + 5, "{refreshes:?}");
         }
+    }
+
+    #[test]
+    fn peers_that_do_not_answer_count_as_asked() {
+        // Two of three peers answer "no API" and one is silent: a majority
+        // of the three answered, so this is an outage (rule 4), not an
+        // isolation of a node that knows no peers.
+        let mut c = connected(3);
+        let mut t = c.next_wake();
+        while t < mono(120) {
+            let out = c.tick(t);
+            assert!(!fences(&out), "{:?}", c.verdict());
+            for peer in asked(&out).unwrap_or_default() {
+                let reply = (peer != "p2").then_some(PeerReply {
+                    api_reachable: false,
+                    phase: None,
+                    boot_id: None,
+                });
+                let o = c.handle(t, Input::PeerReply { peer, reply });
+                assert!(!fences(&o), "{:?}", c.verdict());
+            }
+            t = c.next_wake();
+        }
+        assert_eq!(
+            c.verdict(),
+            &Verdict::ControlPlaneOutage {
+                unreachable: 2,
+                answered: 2
+            }
+        );
+        // All three silent: isolated, out of three known peers.
+        let mut c = connected(3);
+        let mut t = c.next_wake();
+        while !c.verdict().self_fence() && t < mono(60) {
+            let out = c.tick(t);
+            for peer in asked(&out).unwrap_or_default() {
+                c.handle(t, Input::PeerReply { peer, reply: None });
+            }
+            t = c.next_wake();
+        }
+        assert!(matches!(
+            c.verdict(),
+            Verdict::SelfFence(Reason::Isolated { known: 3, .. })
+        ));
     }
 
     #[test]
