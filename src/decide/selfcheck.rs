@@ -63,15 +63,6 @@ pub fn next_batch(peers: &[String], cursor: &mut usize) -> Vec<String> {
     peers.iter().cycle().skip(start).take(n).cloned().collect()
 }
 
-/// Far enough in the future to mean "until told otherwise".
-const FOREVER: Duration = Duration::from_secs(10 * 365 * 86_400);
-
-fn far_future(now: Instant) -> Instant {
-    now.checked_add(FOREVER)
-        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
-        .unwrap_or(now)
-}
-
 /// The agent's own flags, as far as the check is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckSettings {
@@ -188,6 +179,9 @@ pub struct Previous {
     pub boot_id: String,
     pub last_contact: Option<Instant>,
     pub self_fence_decided: bool,
+    /// The known peers (a restarted agent cut off from the API cannot list
+    /// them, and without them an outage would look like isolation).
+    pub peers: Vec<String>,
 }
 
 /// The step of the running check, and what it waits for.
@@ -250,6 +244,9 @@ pub struct SelfCheck {
     ok: bool,
     /// Commands produced before the first call (at construction).
     startup: Vec<Command>,
+    /// Genuine API contact since this check started (a restarted agent
+    /// feeds the watchdog only after it, or after an outage verdict).
+    contacted: bool,
 }
 
 impl SelfCheck {
@@ -261,14 +258,11 @@ impl SelfCheck {
         boot_id: Option<String>,
         previous: Option<Previous>,
     ) -> Self {
-        let _ = previous;
-        let next_check = now + settings.api_check_interval;
-        SelfCheck {
-            startup: vec![Command::PermitFeeding {
-                until: far_future(now),
-            }],
+        let boot_id = boot_id.unwrap_or_default();
+        let mut check = SelfCheck {
+            startup: Vec::new(),
             s: settings,
-            boot_id: boot_id.unwrap_or_default(),
+            boot_id,
             last_contact: None,
             own_record: RecordState::Absent,
             failures: 0,
@@ -283,10 +277,38 @@ impl SelfCheck {
             last_verdict: None,
             fenced: false,
             decided: false,
-            next_check,
+            // The first check at once: nothing feeds the watchdog before it.
+            next_check: now,
             step: Step::Idle,
             started: now,
             ok: true,
+            contacted: false,
+        };
+        if let Some(p) = previous.filter(|p| p.boot_id == check.boot_id) {
+            check.resume(now, p);
+        }
+        check
+    }
+
+    /// An earlier agent of this boot left `p`: continue its failure run
+    /// from its last contact, as if it had never stopped checking.
+    fn resume(&mut self, now: Instant, p: Previous) {
+        self.last_contact = p.last_contact;
+        self.decided = p.self_fence_decided;
+        self.peers = p.peers;
+        let Some(c) = p.last_contact else {
+            return;
+        };
+        // The schedule: the first failed check ends i + t after the last
+        // contact, then one every p.
+        let first = c + self.s.api_check_interval + self.s.api_check_timeout;
+        if now >= first {
+            let period =
+                safetime::failing_check_period(self.s.api_check_interval, self.s.api_check_timeout);
+            let since = now.duration_since(first);
+            let more = since.as_nanos() / period.as_nanos().max(1);
+            self.failures = u32::try_from(more).unwrap_or(u32::MAX).saturating_add(1);
+            self.unreachable_since = Some(first);
         }
     }
 
@@ -329,6 +351,7 @@ impl SelfCheck {
             boot_id: self.boot_id.clone(),
             last_contact: self.last_contact,
             self_fence_decided: self.decided,
+            peers: self.peers.clone(),
         }
     }
 
@@ -358,7 +381,7 @@ impl SelfCheck {
             }
             Step::Refresh { deadline } if now >= *deadline => self.refreshed(now, None, &mut out),
             Step::Ask { deadline, .. } if now >= *deadline => self.answered(now, &mut out),
-            Step::Fence { deadline } if now >= *deadline => self.fence_done(now, false),
+            Step::Fence { deadline } if now >= *deadline => self.fence_done(now, false, &mut out),
             _ => {}
         }
         out
@@ -428,7 +451,7 @@ impl SelfCheck {
             }
             Input::SelfFenceDone { ok } => {
                 if matches!(self.step, Step::Fence { .. }) {
-                    self.fence_done(now, ok);
+                    self.fence_done(now, ok, &mut out);
                 }
             }
         }
@@ -436,6 +459,7 @@ impl SelfCheck {
     }
 
     fn contact(&mut self, at: Instant) {
+        self.contacted = true;
         // Never move backwards.
         if self.last_contact.is_none_or(|t| t < at) {
             self.last_contact = Some(at);
@@ -444,6 +468,16 @@ impl SelfCheck {
 
     fn start_check(&mut self, now: Instant, out: &mut Vec<Command>) {
         self.started = now;
+        if self.decided && !self.fenced {
+            // An earlier agent of this boot decided: carry it out, feed nothing.
+            self.step = Step::Fence {
+                deadline: now + self.s.watchdog_timeout,
+            };
+            out.push(Command::SelfFence {
+                description: "an earlier agent of this boot decided to fence this node".into(),
+            });
+            return;
+        }
         // Contact within the last interval: no probe needed.
         let fresh = self
             .last_contact
@@ -631,16 +665,33 @@ impl SelfCheck {
                 return;
             }
         }
-        self.finish(now);
+        self.finish(now, out);
     }
 
-    fn fence_done(&mut self, now: Instant, ok: bool) {
+    fn fence_done(&mut self, now: Instant, ok: bool, out: &mut Vec<Command>) {
         self.fenced = ok;
-        self.finish(now);
+        self.finish(now, out);
     }
 
-    /// Schedule the next check.
-    fn finish(&mut self, now: Instant) {
+    /// The longest a check may take from its start to its end (each step
+    /// gives up at its own deadline): probe, advertise and peer refresh
+    /// while connected, probe and peers while failing.
+    pub fn longest_check(&self, failing: bool) -> Duration {
+        let s = &self.s;
+        let probe = s.api_check_timeout;
+        if failing {
+            probe + s.peer_answer_timeout()
+        } else {
+            (probe + s.advertise_timeout() + s.refresh_timeout())
+                .max(probe + s.peer_answer_timeout())
+        }
+    }
+
+    /// Schedule the next check, and renew the dead man's switch: the
+    /// watchdog may be fed until the next check has had time to end. A
+    /// loop that stops (hangs) lets the permit lapse; a check that
+    /// decides to self-fence issues none.
+    fn finish(&mut self, now: Instant, out: &mut Vec<Command>) {
         let interval = self.s.api_check_interval;
         self.step = Step::Idle;
         self.next_check = if self.failures == 0 {
@@ -653,6 +704,12 @@ impl SelfCheck {
             // (at once when it took longer).
             (self.started + interval).max(now)
         };
+        let outage = matches!(self.verdict, Verdict::ControlPlaneOutage { .. });
+        if !self.decided && (self.contacted || outage) {
+            out.push(Command::PermitFeeding {
+                until: self.next_check + self.longest_check(self.failures > 0),
+            });
+        }
     }
 }
 
@@ -702,26 +759,66 @@ mod tests {
         cmds.iter().any(|c| matches!(c, Command::SelfFence { .. }))
     }
 
-    /// A connected agent: contact at 0, advertised, peers known.
+    fn permit(cmds: &[Command]) -> Option<Instant> {
+        cmds.iter().find_map(|c| match c {
+            Command::PermitFeeding { until } => Some(*until),
+            _ => None,
+        })
+    }
+
+    /// Tick at `t`, answering advertisements and peer refreshes at once;
+    /// every command issued.
+    fn drive(c: &mut SelfCheck, t: Instant, n: usize) -> Vec<Command> {
+        let mut all = c.tick(t);
+        let mut i = 0;
+        while i < all.len() {
+            let more = match &all[i] {
+                Command::Advertise { .. } => c.handle(t, Input::Advertised { ok: true }),
+                Command::RefreshPeers => c.handle(t, Input::Peers(peers(n))),
+                _ => Vec::new(),
+            };
+            all.extend(more);
+            i += 1;
+        }
+        all
+    }
+
+    /// A connected agent: contact at 0, advertised, peers known, probed
+    /// successfully at 5.
     fn connected(n: usize) -> SelfCheck {
         let mut c = check();
-        let first = c.handle(mono(0), Input::ApiResponse);
-        assert!(matches!(first[..], [Command::PermitFeeding { .. }]));
-        assert_eq!(c.next_wake(), mono(5));
-        // At 5: no contact for an interval: probe; then advertise, refresh.
-        let out = c.tick(mono(5));
-        assert_eq!(probes(&out), 1);
-        let out = c.handle(mono(5), Input::ProbeDone { ok: true });
+        assert!(c.handle(mono(0), Input::ApiResponse).is_empty());
+        // The first check at once.
+        assert_eq!(c.next_wake(), mono(0));
+        let out = c.tick(mono(0));
         assert_eq!(
             out,
             vec![Command::Advertise {
                 boot_id: "b1".into()
             }]
         );
-        let out = c.handle(mono(5), Input::Advertised { ok: true });
+        let out = c.handle(mono(0), Input::Advertised { ok: true });
+        assert_eq!(out, vec![Command::RefreshPeers]);
+        let out = c.handle(mono(0), Input::Peers(peers(n)));
+        // Fed until the next check (at 5) has had time to end: probe 2 s,
+        // advertise 8 s, refresh 4 s.
+        assert_eq!(
+            out,
+            vec![
+                Command::VerdictChanged(Verdict::Healthy),
+                Command::PermitFeeding {
+                    until: mono(5 + 14)
+                }
+            ]
+        );
+        assert_eq!(c.next_wake(), mono(5));
+        // At 5: no contact for an interval: probe; refresh peers (5 s back-off).
+        let out = c.tick(mono(5));
+        assert_eq!(probes(&out), 1);
+        let out = c.handle(mono(5), Input::ProbeDone { ok: true });
         assert_eq!(out, vec![Command::RefreshPeers]);
         let out = c.handle(mono(5), Input::Peers(peers(n)));
-        assert_eq!(out, vec![Command::VerdictChanged(Verdict::Healthy)]);
+        assert_eq!(permit(&out), Some(mono(10 + 14)));
         assert_eq!(c.next_wake(), mono(10));
         c
     }
@@ -882,16 +979,20 @@ mod tests {
         let mut c = connected(3);
         c.handle(mono(7), Input::OwnRecord(record(Phase::Fencing, "b1")));
         c.handle(mono(8), Input::WatchItem { data: true });
-        let out = c.tick(mono(10));
-        assert_eq!(out, vec![Command::RefreshPeers]);
-        let out = c.handle(mono(10), Input::Peers(peers(3)));
+        let out = drive(&mut c, mono(10), 3);
+        assert_eq!(probes(&out), 0);
         assert!(fences(&out), "{out:?}");
+        // Deciding to fence ends the permits.
+        assert_eq!(permit(&out), None);
+        assert_eq!(
+            permit(&c.handle(mono(10), Input::SelfFenceDone { ok: true })),
+            None
+        );
         // A record of an earlier boot does not.
         let mut c = connected(3);
         c.handle(mono(7), Input::OwnRecord(record(Phase::Fenced, "b0")));
         c.handle(mono(8), Input::WatchItem { data: true });
-        c.tick(mono(10));
-        assert!(!fences(&c.handle(mono(10), Input::Peers(peers(3)))));
+        assert!(!fences(&drive(&mut c, mono(10), 3)));
     }
 
     #[test]
@@ -899,9 +1000,7 @@ mod tests {
         let mut c = connected(3);
         c.handle(mono(7), Input::OwnRecord(record(Phase::Fencing, "b1")));
         c.handle(mono(8), Input::WatchItem { data: true });
-        c.tick(mono(10));
-        let out = c.handle(mono(10), Input::Peers(peers(3)));
-        assert!(fences(&out));
+        assert!(fences(&drive(&mut c, mono(10), 3)));
         c.handle(mono(10), Input::SelfFenceDone { ok: true });
         assert!(c.fenced());
         // Unreadable: not a reboot.
@@ -931,7 +1030,8 @@ mod tests {
         // Peers never answer: verdict at 12 + 3.
         assert_eq!(c.next_wake(), mono(15));
         let out = c.tick(mono(15));
-        assert!(out.is_empty(), "{out:?}");
+        // Fed until the next failing check (at 15) has had time to end.
+        assert_eq!(out, vec![Command::PermitFeeding { until: mono(20) }]);
         assert_eq!(c.verdict(), &Verdict::Healthy);
         // Next check at 10 + 5 (started + interval).
         assert_eq!(c.next_wake(), mono(15));
@@ -940,7 +1040,7 @@ mod tests {
     #[test]
     fn peers_refresh_on_their_back_off() {
         let mut c = connected(3);
-        let mut refreshes = vec![5];
+        let mut refreshes = vec![0, 5];
         let mut t = mono(5);
         while t < mono(700) {
             c.handle(t, Input::WatchItem { data: true });
@@ -1010,6 +1110,142 @@ mod tests {
             c.verdict(),
             Verdict::SelfFence(Reason::Isolated { known: 3, .. })
         ));
+    }
+
+    #[test]
+    fn a_hung_loop_lets_the_permit_lapse() {
+        // Connected, contact every 4 s: every completed check renews the
+        // permit to at most the end of the next one (interval + longest
+        // check = 5 + 14 s). When the loop stops, feeding ends by then.
+        let mut c = connected(3);
+        let mut last = None;
+        let mut t = mono(6);
+        while t < mono(60) {
+            c.handle(t, Input::WatchItem { data: true });
+            while c.next_wake() <= t + S(4) {
+                let wake = c.next_wake();
+                let out = drive(&mut c, wake, 3);
+                if let Some(until) = permit(&out) {
+                    assert!(until <= wake + S(19), "{until:?} at {wake:?}");
+                    assert!(
+                        until > c.next_wake(),
+                        "the next check must end before the permit"
+                    );
+                    last = Some(until);
+                }
+            }
+            t += S(4);
+        }
+        let last = last.expect("permits were issued");
+        // The loop hangs at 60: nothing is fed after the last permit.
+        assert!(last <= mono(60) + S(19));
+    }
+
+    fn previous(contact: u64, decided: bool) -> Previous {
+        Previous {
+            boot_id: "b1".into(),
+            last_contact: Some(mono(contact)),
+            self_fence_decided: decided,
+            peers: peers(3),
+        }
+    }
+
+    #[test]
+    fn a_restarted_agent_cut_off_feeds_nothing_and_fences_at_once() {
+        // Last contact at 0, restarted at 30: the failure run goes on from
+        // there (first failure at 0 + 5 + 2), so the first check, failing
+        // with its peers silent, is the verdict; nothing was fed.
+        let mut c = SelfCheck::new(
+            settings(),
+            mono(30),
+            Some("b1".into()),
+            Some(previous(0, false)),
+        );
+        assert_eq!(c.failures(), 5);
+        let mut all = c.tick(mono(30));
+        assert_eq!(probes(&all), 1);
+        let out = c.handle(mono(32), Input::ProbeDone { ok: false });
+        assert_eq!(asked(&out), Some(peers(3)));
+        all.extend(out.clone());
+        for peer in peers(3) {
+            all.extend(c.handle(mono(35), Input::PeerReply { peer, reply: None }));
+        }
+        assert!(fences(&all), "{all:?}");
+        assert_eq!(permit(&all), None);
+        assert!(matches!(
+            c.verdict(),
+            Verdict::SelfFence(Reason::Isolated { known: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn a_restarted_agent_feeds_after_contact_or_an_outage_verdict() {
+        // Contact: fed.
+        let mut c = SelfCheck::new(
+            settings(),
+            mono(30),
+            Some("b1".into()),
+            Some(previous(0, false)),
+        );
+        c.tick(mono(30));
+        c.handle(mono(30), Input::ProbeDone { ok: true });
+        let out = drive(&mut c, mono(30), 3);
+        let out = [out, c.handle(mono(30), Input::Advertised { ok: true })].concat();
+        let out = [out, c.handle(mono(30), Input::Peers(peers(3)))].concat();
+        assert!(permit(&out).is_some(), "{out:?}");
+        // Peers that cannot reach the API either: an outage, fed.
+        let mut c = SelfCheck::new(
+            settings(),
+            mono(30),
+            Some("b1".into()),
+            Some(previous(0, false)),
+        );
+        c.tick(mono(30));
+        let mut all = c.handle(mono(32), Input::ProbeDone { ok: false });
+        for peer in peers(3) {
+            let reply = Some(PeerReply {
+                api_reachable: false,
+                phase: None,
+                boot_id: None,
+            });
+            all.extend(c.handle(mono(33), Input::PeerReply { peer, reply }));
+        }
+        assert!(matches!(c.verdict(), Verdict::ControlPlaneOutage { .. }));
+        assert!(permit(&all).is_some(), "{all:?}");
+        // Restarted soon after the last contact: not yet failing, and not
+        // fed before contact either.
+        let mut c = SelfCheck::new(
+            settings(),
+            mono(3),
+            Some("b1".into()),
+            Some(previous(0, false)),
+        );
+        assert_eq!(c.failures(), 0);
+        let mut all = c.tick(mono(3));
+        all.extend(c.handle(mono(5), Input::ProbeDone { ok: false }));
+        for peer in peers(3) {
+            all.extend(c.handle(mono(8), Input::PeerReply { peer, reply: None }));
+        }
+        assert_eq!(permit(&all), None, "{all:?}");
+    }
+
+    #[test]
+    fn a_decision_survives_a_restart() {
+        let mut c = SelfCheck::new(
+            settings(),
+            mono(30),
+            Some("b1".into()),
+            Some(previous(0, true)),
+        );
+        let out = c.tick(mono(30));
+        assert!(fences(&out));
+        assert_eq!(permit(&out), None);
+        // A record of another boot is not resumed.
+        let mut p = previous(0, true);
+        p.boot_id = "b0".into();
+        let mut c = SelfCheck::new(settings(), mono(30), Some("b1".into()), Some(p));
+        assert_eq!(c.failures(), 0);
+        assert!(!fences(&c.tick(mono(30))));
     }
 
     #[test]

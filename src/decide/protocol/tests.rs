@@ -18,6 +18,13 @@ fn sim(nodes: usize) -> Sim {
     Sim::new(cfg, 42, true)
 }
 
+/// Run the cluster for 50 s and name a node that is not the leader's.
+fn follower(s: &mut Sim) -> usize {
+    s.run_until(50_000_000_000);
+    let leader = s.leader.as_ref().expect("a leader by now").node;
+    (leader + 1) % s.nodes.len()
+}
+
 fn assert_clean(sim: &Sim) {
     assert!(
         sim.violations.is_empty(),
@@ -94,4 +101,63 @@ fn assert_seed_clean(seed: u64) {
 #[test]
 fn seed_5_fast_failing_cut_off_node_fences_itself() {
     assert_seed_clean(5);
+}
+
+/// A cut-off agent restarted mid-partition (a crash, an OOM kill or a
+/// liveness restart, which the kubelet performs while partitioned) fed
+/// the watchdog at once and started its timers from scratch: it fenced
+/// itself too late, after the leader had deleted its pod (S1).
+#[test]
+fn seed_195_agent_restarted_mid_partition() {
+    assert_seed_clean(195);
+}
+
+#[test]
+fn seed_142_agent_restarted_while_cut_off() {
+    assert_seed_clean(142);
+}
+
+/// The same, written out: cut off from everything, restarted 2 s later,
+/// or just before it would have fenced itself.
+#[test]
+fn restart_after_the_cut() {
+    for (link, after) in [
+        (Link::Fast, 2),
+        (Link::Blackhole, 2),
+        (Link::Fast, 17),
+        (Link::Blackhole, 17),
+    ] {
+        let mut s = sim(4);
+        let n = follower(&mut s);
+        s.schedule_fault(S(60), Fault::CutAll(n, link));
+        s.schedule_fault(S(60 + after), Fault::AgentCrash(n));
+        s.run();
+        assert_clean(&s);
+        assert!(
+            s.nodes[n].boot > 1,
+            "n{n} must have been reset:\n{}",
+            s.trace_text()
+        );
+    }
+}
+
+/// An agent whose check loop hangs (process alive) kept the watchdog fed
+/// from its own thread; cut off afterwards, the node ran on for ever
+/// while the leader deleted its pod (S1). A dead man's switch lets the
+/// permit lapse and the watchdog reset the node in time.
+#[test]
+fn hung_agent_then_cut_off_is_reset_in_time() {
+    for cut_after in [1, 15] {
+        let mut s = sim(4);
+        let n = follower(&mut s);
+        s.schedule_fault(S(60), Fault::AgentHang(n, S(300)));
+        s.schedule_fault(S(60 + cut_after), Fault::CutAll(n, Link::Blackhole));
+        s.run();
+        assert_clean(&s);
+        assert!(
+            s.nodes[n].boot > 1,
+            "n{n} must have been reset:\n{}",
+            s.trace_text()
+        );
+    }
 }
