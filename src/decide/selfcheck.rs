@@ -93,13 +93,13 @@ impl CheckSettings {
     /// Bound of writing the advertisement (a GET and a PATCH, each bounded
     /// by twice the API check timeout).
     pub fn advertise_timeout(&self) -> Duration {
-        self.api_check_timeout.saturating_mul(4)
+        safetime::advertise_timeout(self.api_check_timeout)
     }
 
     /// Bound of one peer refresh (a paged list, each page bounded by twice
     /// the API check timeout; the shell gives up on the first slow page).
     pub fn refresh_timeout(&self) -> Duration {
-        self.api_check_timeout.saturating_mul(2)
+        safetime::refresh_timeout(self.api_check_timeout)
     }
 }
 
@@ -396,7 +396,25 @@ impl SelfCheck {
             // network it arrives every second from a node that is cut off.
             Input::ApiResponse | Input::WatchItem { data: true } => self.contact(now),
             Input::WatchItem { data: false } => {}
-            Input::OwnRecord(r) => self.own_record = r,
+            Input::OwnRecord(r) => {
+                // A record for this boot: check at once (rule 1), do not
+                // wait for the next interval.
+                let applies = r.valid().is_some_and(|v| {
+                    selffence::own_record_applies(
+                        Some(v.phase),
+                        v.boot_id.as_deref(),
+                        &self.boot_id,
+                    )
+                    .is_some()
+                });
+                self.own_record = r;
+                if applies && self.step == Step::Idle {
+                    self.next_check = self.next_check.min(now);
+                    if !self.startup.is_empty() || now >= self.next_check {
+                        self.start_check(now, &mut out);
+                    }
+                }
+            }
             Input::BootId(Some(b)) if b != self.boot_id => {
                 // A new boot ID means the node rebooted.
                 self.boot_id = b;
@@ -677,14 +695,7 @@ impl SelfCheck {
     /// gives up at its own deadline): probe, advertise and peer refresh
     /// while connected, probe and peers while failing.
     pub fn longest_check(&self, failing: bool) -> Duration {
-        let s = &self.s;
-        let probe = s.api_check_timeout;
-        if failing {
-            probe + s.peer_answer_timeout()
-        } else {
-            (probe + s.advertise_timeout() + s.refresh_timeout())
-                .max(probe + s.peer_answer_timeout())
-        }
+        safetime::longest_check(self.s.api_check_timeout, failing)
     }
 
     /// Schedule the next check, and renew the dead man's switch: the
@@ -907,7 +918,7 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_reporting_my_record_fences_at_the_threshold() {
+    fn a_peer_reporting_my_record_fences_at_the_first_failure() {
         let mut c = connected(3);
         let mut t = c.next_wake();
         let mut fenced_at = None;
@@ -934,8 +945,8 @@ mod tests {
             }
             t = c.next_wake();
         }
-        // Failures at 12, 17, 22: the third one passes on the record.
-        assert_eq!(fenced_at, Some(mono(22)));
+        // Rule 3 from the first failed check (ending at 12) on.
+        assert_eq!(fenced_at, Some(mono(12)));
         // A record of another boot is satisfied already.
         let mut c = connected(3);
         let mut t = c.next_wake();
@@ -975,11 +986,11 @@ mod tests {
     }
 
     #[test]
-    fn own_record_while_connected_fences_at_the_next_check() {
+    fn own_record_while_connected_fences_at_once() {
         let mut c = connected(3);
-        c.handle(mono(7), Input::OwnRecord(record(Phase::Fencing, "b1")));
-        c.handle(mono(8), Input::WatchItem { data: true });
-        let out = drive(&mut c, mono(10), 3);
+        c.handle(mono(6), Input::WatchItem { data: true });
+        // The record arrives: a check at once (contact is fresh: no probe).
+        let out = c.handle(mono(7), Input::OwnRecord(record(Phase::Fencing, "b1")));
         assert_eq!(probes(&out), 0);
         assert!(fences(&out), "{out:?}");
         // Deciding to fence ends the permits.
@@ -998,9 +1009,11 @@ mod tests {
     #[test]
     fn a_new_boot_id_resets_and_readvertises() {
         let mut c = connected(3);
-        c.handle(mono(7), Input::OwnRecord(record(Phase::Fencing, "b1")));
-        c.handle(mono(8), Input::WatchItem { data: true });
-        assert!(fences(&drive(&mut c, mono(10), 3)));
+        c.handle(mono(6), Input::WatchItem { data: true });
+        assert!(fences(&c.handle(
+            mono(7),
+            Input::OwnRecord(record(Phase::Fencing, "b1"))
+        )));
         c.handle(mono(10), Input::SelfFenceDone { ok: true });
         assert!(c.fenced());
         // Unreadable: not a reboot.

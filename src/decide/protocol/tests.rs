@@ -54,9 +54,9 @@ fn a_powered_off_node_is_recovered_within_its_bound() {
     s.run();
     assert_clean(&s);
     assert_eq!(s.recoveries.len(), 1, "{}", s.trace_text());
-    // Safe time 45 s after the last heartbeat, which is at most 10 s before the power-off.
+    // Safe time 56 s after the last heartbeat, which is at most 10 s before the power-off.
     assert!(
-        s.recoveries[0] >= S(35) && s.recoveries[0] <= S(46),
+        s.recoveries[0] >= S(46) && s.recoveries[0] <= S(57),
         "{:?}",
         s.recoveries
     );
@@ -159,5 +159,42 @@ fn hung_agent_then_cut_off_is_reset_in_time() {
             "n{n} must have been reset:\n{}",
             s.trace_text()
         );
+    }
+}
+
+/// The kubelet dies first and the agent, still in contact, is cut off
+/// later, just before the Fencing record reaches it: its isolation
+/// schedule starts from that late contact, after the safe time assumed
+/// (last heartbeat + one heartbeat interval) (S1).
+#[test]
+fn seed_91_kubelet_dies_then_cut_off() {
+    assert_seed_clean(91);
+}
+
+#[test]
+fn seed_666_kubelet_dies_then_blackholed() {
+    assert_seed_clean(666);
+}
+
+#[test]
+fn kubelet_dies_then_cut_off_just_before_the_record() {
+    for (link, before) in [
+        (Link::Blackhole, 1),
+        (Link::Fast, 1),
+        (Link::Blackhole, 5),
+        (Link::Fast, 9),
+    ] {
+        let mut s = sim(4);
+        let n = follower(&mut s);
+        s.schedule_fault(S(60), Fault::KubeletDies(n));
+        s.run_until(60_000_000_000);
+        // The leader records Fencing 20 s after the last renewal.
+        let lr = s.nodes[n].last_renewal.expect("renewed");
+        s.schedule_fault(
+            Duration::from_nanos(lr + 20_000_000_000 - before * 1_000_000_000),
+            Fault::CutAll(n, link),
+        );
+        s.run();
+        assert_clean(&s);
     }
 }
