@@ -10,7 +10,9 @@
 //! Options: `--first SEED` (first seed, default 0), `--leader-side` (also
 //! draw the faults whose known violations are on the leader's side),
 //! `--legacy-sigterm` (disarm on SIGTERM even when the withdrawal failed),
-//! `--threads N`. Exits 1 on any violation.
+//! `--threads N`, `--verbose` (timings, recovery times and the largest
+//! time from a node's last observed heartbeat to its being off, on
+//! stderr). Exits 1 on any violation.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,7 @@ use kube_fencer::decide::protocol::{self, FaultSet, SimConfig};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| args.iter().any(|a| a == name);
+    let verbose = flag("--verbose");
     let value = |name: &str| {
         args.iter()
             .position(|a| a == name)
@@ -81,15 +84,17 @@ fn main() {
             sum.percentile(q)
                 .map_or("-".to_string(), |d| format!("{:.1}s", d.as_secs_f64()))
         };
-        eprintln!(
-            "  {:.1}s; power-off to pod deletion p50 {} p95 {} max {} ({} recoveries); node off at most {:.1}s after its last observed heartbeat",
-            started.elapsed().as_secs_f64(),
-            p(0.5),
-            p(0.95),
-            p(1.0),
-            sum.recoveries.len(),
-            sum.worst_dead_after_heartbeat.as_secs_f64()
-        );
+        if verbose {
+            eprintln!(
+                "  {:.1}s; power-off to pod deletion p50 {} p95 {} max {} ({} recoveries); node off at most {:.1}s after its last observed heartbeat",
+                started.elapsed().as_secs_f64(),
+                p(0.5),
+                p(0.95),
+                p(1.0),
+                sum.recoveries.len(),
+                sum.worst_dead_after_heartbeat.as_secs_f64()
+            );
+        }
         for (seed, v) in sum.violations.iter().take(10) {
             eprintln!("  seed {seed}: {v}");
         }
@@ -109,14 +114,16 @@ fn main() {
             out.states,
             u8::from(out.violation.is_some())
         );
-        eprintln!(
-            "  {:.1}s; {} paths of depth {} ({} nodes, {}s between actions)",
-            started.elapsed().as_secs_f64(),
-            out.paths,
-            bounds.depth,
-            bounds.nodes,
-            bounds.step.as_secs()
-        );
+        if verbose {
+            eprintln!(
+                "  {:.1}s; {} paths of depth {} ({} nodes, {}s between actions)",
+                started.elapsed().as_secs_f64(),
+                out.paths,
+                bounds.depth,
+                bounds.nodes,
+                bounds.step.as_secs()
+            );
+        }
         if let Some((path, v)) = &out.violation {
             eprintln!("  counterexample: {path:?}\n  {v}");
             let sim = checker::replay(&bounds, &cfg, path);

@@ -68,8 +68,10 @@ impl Rng {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FaultSet {
     /// Faults whose known violations are on the leader's side and fixed
-    /// elsewhere (the leader deciding on heartbeats that aged while it was
-    /// blind after a short API outage or its own cut; a leader change).
+    /// elsewhere: short API outages (the leader decides on heartbeats that
+    /// aged while it was blind), leader crashes, reboots and nodes booting
+    /// again after a reset (record and advertisement of an earlier boot),
+    /// groups larger than the storm guard allows (its release).
     pub leader_side: bool,
     /// SIGTERM of agents (the shell must disarm only after withdrawing).
     pub sigterm: bool,
@@ -140,6 +142,11 @@ pub fn random_schedule(
                 if group.is_empty() {
                     group.push(node);
                 }
+                if !set.leader_side {
+                    // A group larger than the storm guard allows trips it,
+                    // and what follows its release is the leader's side.
+                    group.truncate((nodes * 40 / 100).max(1));
+                }
                 for &g in &group {
                     out.push((heal, Fault::Heal(g)));
                 }
@@ -147,7 +154,8 @@ pub fn random_schedule(
             }
             5 => Fault::AgentCrash(node),
             6 => Fault::AgentHang(node, rng.between(s(2), s(90))),
-            7 => Fault::Reboot(node),
+            7 if set.leader_side => Fault::Reboot(node),
+            7 => Fault::PowerOff(node),
             8 => {
                 // Kubelet dies, and the node is cut a little later (just
                 // before or after the Fencing record).
@@ -206,6 +214,7 @@ impl Summary {
 pub fn run_seed(seed: u64, base: &SimConfig, set: FaultSet, trace: bool) -> Sim {
     let mut rng = Rng(seed);
     let mut cfg = base.clone();
+    cfg.boot_after_reset |= set.leader_side;
     cfg.nodes = 3 + rng.below(3) as usize;
     let schedule = random_schedule(&mut rng, cfg.nodes, cfg.horizon, set);
     let mut sim = Sim::new(cfg, rng.next_u64(), trace);

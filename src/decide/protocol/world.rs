@@ -113,6 +113,11 @@ pub struct SimConfig {
     pub election: (Duration, Duration, Duration),
     /// Legacy SIGTERM: disarm the watchdog even when the withdrawal failed.
     pub legacy_sigterm: bool,
+    /// A node reset by its watchdog boots again (new boot ID). Off by
+    /// default: a node back with a new boot while its old record and
+    /// advertisement are still on its Node is the leader's side (record and
+    /// advertisement freshness tied to the kubelet's boot ID), fixed there.
+    pub boot_after_reset: bool,
 }
 
 impl Default for SimConfig {
@@ -150,6 +155,7 @@ impl Default for SimConfig {
             heartbeat: s(10),
             election: (s(12), s(8), s(4)),
             legacy_sigterm: false,
+            boot_after_reset: false,
         }
     }
 }
@@ -572,8 +578,10 @@ impl Sim {
                     if at <= self.now {
                         self.log(|| format!("n{n}: WATCHDOG RESET"));
                         self.power_down(n);
-                        let boot = self.now + 20 * SEC + self.rng.below(20 * SEC);
-                        self.push(boot, Ev::Boot(n));
+                        if self.cfg.boot_after_reset {
+                            let boot = self.now + 20 * SEC + self.rng.below(20 * SEC);
+                            self.push(boot, Ev::Boot(n));
+                        }
                     } else {
                         self.push(at, Ev::WatchdogCheck(n, g));
                     }
@@ -609,10 +617,10 @@ impl Sim {
         self.log(|| format!("FAULT {f:?}"));
         if !f.is_control_plane_only() {
             self.cp_only = false;
-            // Anything else spoils the L1 watch (except more power-offs).
-            if !matches!(f, Fault::PowerOff(_)) {
-                self.l1.clear();
-            }
+        }
+        // Anything else spoils the L1 watch (except more power-offs).
+        if !matches!(f, Fault::PowerOff(_)) {
+            self.l1.clear();
         }
         match f {
             Fault::PowerOff(n) => {
@@ -766,6 +774,8 @@ impl Sim {
         if self.leader.as_ref().is_some_and(|l| l.node == n) {
             self.log(|| format!("leader n{n} is gone"));
             self.leader = None;
+            // L1 assumes the leader stays up.
+            self.l1.clear();
         }
     }
 
@@ -998,7 +1008,10 @@ impl Sim {
         node.check = None;
         node.agent_gen += 1;
         if self.leader.as_ref().is_some_and(|l| l.node == n) {
+            self.log(|| format!("leader n{n} is gone"));
             self.leader = None;
+            // L1 assumes the leader stays up.
+            self.l1.clear();
         }
         self.arm_watchdog_check(n);
     }
@@ -1148,6 +1161,11 @@ impl Sim {
                     );
                 }
                 let node = &mut self.nodes[n];
+                if s.action == SelfFenceAction::Watchdog && !node.wd.armed {
+                    // Never fed yet: the device is opened now, and not fed.
+                    node.wd.armed = true;
+                    node.wd.permit_until = at;
+                }
                 node.wd.stopped = true;
                 node.wd.permit_until = node.wd.permit_until.min(at);
                 node.wd.g += 1;
