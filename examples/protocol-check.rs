@@ -10,7 +10,8 @@
 //! Options: `--first SEED` (first seed, default 0), `--leader-side` (also
 //! draw the faults whose known violations are on the leader's side),
 //! `--legacy-sigterm` (disarm on SIGTERM even when the withdrawal failed),
-//! `--threads N`, `--verbose` (timings, recovery times and the largest
+//! `--threads N`, `--margin SECS` (the leader's `--safe-time-margin`, to
+//! find the floor the simulator accepts), `--verbose` (timings, recovery times and the largest
 //! time from a node's last observed heartbeat to its being off, on
 //! stderr). Exits 1 on any violation.
 
@@ -29,10 +30,14 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .and_then(|v| v.parse::<u64>().ok())
     };
-    let cfg = SimConfig {
+    let mut cfg = SimConfig {
         legacy_sigterm: flag("--legacy-sigterm"),
         ..SimConfig::default()
     };
+    if let Some(m) = value("--margin") {
+        // The leader's --safe-time-margin: how low the safe time may go.
+        cfg.leader.safe_time_margin = Duration::from_secs(m);
+    }
     let set = FaultSet {
         leader_side: flag("--leader-side"),
         ..FaultSet::default()
