@@ -76,9 +76,10 @@ fn main() {
             sum.schedules += p.schedules;
             sum.violations.extend(p.violations);
             sum.recoveries.extend(p.recoveries);
-            sum.worst_dead_after_heartbeat = sum
-                .worst_dead_after_heartbeat
-                .max(p.worst_dead_after_heartbeat);
+            if p.worst_dead_after_heartbeat > sum.worst_dead_after_heartbeat {
+                sum.worst_dead_after_heartbeat = p.worst_dead_after_heartbeat;
+                sum.worst_seed = p.worst_seed;
+            }
         }
         println!(
             "protocol simulation: {} schedules, {} violations",
@@ -91,13 +92,14 @@ fn main() {
         };
         if verbose {
             eprintln!(
-                "  {:.1}s; power-off to pod deletion p50 {} p95 {} max {} ({} recoveries); node off at most {:.1}s after its last observed heartbeat",
+                "  {:.1}s; power-off to pod deletion p50 {} p95 {} max {} ({} recoveries); node off at most {:.1}s after its last observed heartbeat (seed {})",
                 started.elapsed().as_secs_f64(),
                 p(0.5),
                 p(0.95),
                 p(1.0),
                 sum.recoveries.len(),
-                sum.worst_dead_after_heartbeat.as_secs_f64()
+                sum.worst_dead_after_heartbeat.as_secs_f64(),
+                sum.worst_seed
             );
         }
         for (seed, v) in sum.violations.iter().take(10) {

@@ -192,13 +192,6 @@ enum Step {
     Probe {
         deadline: Instant,
     },
-    Advertise {
-        boot_id: String,
-        deadline: Instant,
-    },
-    Refresh {
-        deadline: Instant,
-    },
     Ask {
         asked_at: Instant,
         deadline: Instant,
@@ -247,6 +240,10 @@ pub struct SelfCheck {
     /// Genuine API contact since this check started (a restarted agent
     /// feeds the watchdog only after it, or after an outage verdict).
     contacted: bool,
+    /// An advertisement in flight: for which boot, from which check, until when.
+    advertising: Option<(String, Instant, Instant)>,
+    /// A peer refresh in flight, until when.
+    refreshing: Option<Instant>,
 }
 
 impl SelfCheck {
@@ -283,6 +280,8 @@ impl SelfCheck {
             started: now,
             ok: true,
             contacted: false,
+            advertising: None,
+            refreshing: None,
         };
         if let Some(p) = previous.filter(|p| p.boot_id == check.boot_id) {
             check.resume(now, p);
@@ -362,11 +361,9 @@ impl SelfCheck {
         }
         match &self.step {
             Step::Idle => self.next_check,
-            Step::Probe { deadline }
-            | Step::Advertise { deadline, .. }
-            | Step::Refresh { deadline }
-            | Step::Ask { deadline, .. }
-            | Step::Fence { deadline } => *deadline,
+            Step::Probe { deadline } | Step::Ask { deadline, .. } | Step::Fence { deadline } => {
+                *deadline
+            }
         }
     }
 
@@ -376,10 +373,6 @@ impl SelfCheck {
         match &self.step {
             Step::Idle if now >= self.next_check => self.start_check(now, &mut out),
             Step::Probe { deadline } if now >= *deadline => self.probed(now, false, &mut out),
-            Step::Advertise { deadline, .. } if now >= *deadline => {
-                self.advertised(now, false, &mut out)
-            }
-            Step::Refresh { deadline } if now >= *deadline => self.refreshed(now, None, &mut out),
             Step::Ask { deadline, .. } if now >= *deadline => self.answered(now, &mut out),
             Step::Fence { deadline } if now >= *deadline => self.fence_done(now, false, &mut out),
             _ => {}
@@ -434,25 +427,21 @@ impl SelfCheck {
                 }
             }
             Input::Advertised { ok } => {
-                if matches!(self.step, Step::Advertise { .. }) {
-                    self.advertised(now, ok, &mut out);
+                if let Some((boot, at, _)) = self.advertising.take()
+                    && ok
+                {
+                    self.contact(now);
+                    self.advertised = Some((boot, at));
                 }
             }
             Input::Peers(peers) => {
                 if !self.s.static_peers {
                     self.contact(now);
                 }
-                if matches!(self.step, Step::Refresh { .. }) {
-                    self.refreshed(now, Some(peers), &mut out);
-                } else {
-                    self.set_peers(now, peers);
-                }
+                self.refreshing = None;
+                self.set_peers(now, peers);
             }
-            Input::PeersRefreshFailed => {
-                if matches!(self.step, Step::Refresh { .. }) {
-                    self.refreshed(now, None, &mut out);
-                }
-            }
+            Input::PeersRefreshFailed => self.refreshing = None,
             Input::PeerReply { peer, reply } => {
                 let mut done = false;
                 if let Step::Ask { waiting, got, .. } = &mut self.step
@@ -515,7 +504,12 @@ impl SelfCheck {
     fn probed(&mut self, now: Instant, ok: bool, out: &mut Vec<Command>) {
         self.ok = ok;
         if ok {
-            self.contact(now);
+            // A probe that succeeded is contact; a check skipped for fresh
+            // contact is not new contact (a restarted agent's fresh contact
+            // may be the persisted one of its predecessor).
+            if matches!(self.step, Step::Probe { .. }) {
+                self.contact(now);
+            }
             self.failures = 0;
             self.unreachable_since = None;
             self.answers.clear();
@@ -525,39 +519,32 @@ impl SelfCheck {
             self.unreachable_since.get_or_insert(now);
         }
         if ok && !self.fenced {
+            // Advertise and refresh the peers beside the check, never on its
+            // path: a write that hangs must not delay the next probe.
+            let started = self.started;
+            if self.advertising.as_ref().is_some_and(|(_, _, d)| now >= *d) {
+                self.advertising = None;
+            }
+            if self.refreshing.is_some_and(|d| now >= d) {
+                self.refreshing = None;
+            }
             let stale = self.advertised.as_ref().is_none_or(|(b, at)| {
-                *b != self.boot_id || self.started.saturating_duration_since(*at) >= READVERTISE
+                *b != self.boot_id || started.saturating_duration_since(*at) >= READVERTISE
             });
-            if stale {
-                self.step = Step::Advertise {
-                    boot_id: self.boot_id.clone(),
-                    deadline: now + self.s.advertise_timeout(),
-                };
+            if stale && self.advertising.is_none() {
+                self.advertising = Some((
+                    self.boot_id.clone(),
+                    started,
+                    now + self.s.advertise_timeout(),
+                ));
                 out.push(Command::Advertise {
                     boot_id: self.boot_id.clone(),
                 });
-                return;
             }
-        }
-        self.after_advertise(now, out);
-    }
-
-    fn advertised(&mut self, now: Instant, ok: bool, out: &mut Vec<Command>) {
-        if let Step::Advertise { boot_id, .. } = &self.step
-            && ok
-        {
-            self.advertised = Some((boot_id.clone(), self.started));
-        }
-        self.after_advertise(now, out);
-    }
-
-    fn after_advertise(&mut self, now: Instant, out: &mut Vec<Command>) {
-        if self.ok && !self.fenced && self.peers_due.is_none_or(|(due, _)| self.started >= due) {
-            self.step = Step::Refresh {
-                deadline: now + self.s.refresh_timeout(),
-            };
-            out.push(Command::RefreshPeers);
-            return;
+            if self.refreshing.is_none() && self.peers_due.is_none_or(|(due, _)| started >= due) {
+                self.refreshing = Some(now + self.s.refresh_timeout());
+                out.push(Command::RefreshPeers);
+            }
         }
         self.ask(now, out);
     }
@@ -570,13 +557,6 @@ impl SelfCheck {
             next_peer_refresh(self.peers_due.map(|(_, d)| d))
         };
         self.peers_due = Some((now + every, every));
-    }
-
-    fn refreshed(&mut self, now: Instant, peers: Option<Vec<String>>, out: &mut Vec<Command>) {
-        if let Some(p) = peers {
-            self.set_peers(now, p);
-        }
-        self.ask(now, out);
     }
 
     fn ask(&mut self, now: Instant, out: &mut Vec<Command>) {
@@ -692,10 +672,9 @@ impl SelfCheck {
     }
 
     /// The longest a check may take from its start to its end (each step
-    /// gives up at its own deadline): probe, advertise and peer refresh
-    /// while connected, probe and peers while failing.
-    pub fn longest_check(&self, failing: bool) -> Duration {
-        safetime::longest_check(self.s.api_check_timeout, failing)
+    /// gives up at its own deadline): the probe and asking the peers.
+    pub fn longest_check(&self) -> Duration {
+        safetime::longest_check(self.s.api_check_timeout)
     }
 
     /// Schedule the next check, and renew the dead man's switch: the
@@ -718,7 +697,7 @@ impl SelfCheck {
         let outage = matches!(self.verdict, Verdict::ControlPlaneOutage { .. });
         if !self.decided && (self.contacted || outage) {
             out.push(Command::PermitFeeding {
-                until: self.next_check + self.longest_check(self.failures > 0),
+                until: self.next_check + self.longest_check(),
             });
         }
     }
@@ -801,35 +780,30 @@ mod tests {
         assert!(c.handle(mono(0), Input::ApiResponse).is_empty());
         // The first check at once.
         assert_eq!(c.next_wake(), mono(0));
+        // Advertise and refresh the peers beside the check; fed until the
+        // next check (at 5) has had time to end: probe 2 s, peers 3 s.
         let out = c.tick(mono(0));
         assert_eq!(
             out,
-            vec![Command::Advertise {
-                boot_id: "b1".into()
-            }]
-        );
-        let out = c.handle(mono(0), Input::Advertised { ok: true });
-        assert_eq!(out, vec![Command::RefreshPeers]);
-        let out = c.handle(mono(0), Input::Peers(peers(n)));
-        // Fed until the next check (at 5) has had time to end: probe 2 s,
-        // advertise 8 s, refresh 4 s.
-        assert_eq!(
-            out,
             vec![
+                Command::Advertise {
+                    boot_id: "b1".into()
+                },
+                Command::RefreshPeers,
                 Command::VerdictChanged(Verdict::Healthy),
-                Command::PermitFeeding {
-                    until: mono(5 + 14)
-                }
+                Command::PermitFeeding { until: mono(5 + 5) }
             ]
         );
+        assert!(c.handle(mono(0), Input::Advertised { ok: true }).is_empty());
+        assert!(c.handle(mono(0), Input::Peers(peers(n))).is_empty());
         assert_eq!(c.next_wake(), mono(5));
         // At 5: no contact for an interval: probe; refresh peers (5 s back-off).
         let out = c.tick(mono(5));
         assert_eq!(probes(&out), 1);
         let out = c.handle(mono(5), Input::ProbeDone { ok: true });
-        assert_eq!(out, vec![Command::RefreshPeers]);
-        let out = c.handle(mono(5), Input::Peers(peers(n)));
-        assert_eq!(permit(&out), Some(mono(10 + 14)));
+        assert_eq!(out[0], Command::RefreshPeers);
+        assert_eq!(permit(&out), Some(mono(10 + 5)));
+        c.handle(mono(5), Input::Peers(peers(n)));
         assert_eq!(c.next_wake(), mono(10));
         c
     }
@@ -845,7 +819,7 @@ mod tests {
                 assert_eq!(probes(&out), 0, "at {t}: {out:?}");
             }
             // Answer peer refreshes as they come.
-            if matches!(c.step, Step::Refresh { .. }) {
+            if c.refreshing.is_some() {
                 c.handle(mono(t), Input::Peers(peers(3)));
             }
         }
@@ -1024,10 +998,10 @@ mod tests {
         c.handle(mono(12), Input::WatchItem { data: true });
         let out = c.tick(c.next_wake());
         assert_eq!(
-            out,
-            vec![Command::Advertise {
+            out[0],
+            Command::Advertise {
                 boot_id: "b2".into()
-            }]
+            }
         );
     }
 
@@ -1126,10 +1100,31 @@ mod tests {
     }
 
     #[test]
+    fn a_hanging_advertisement_does_not_delay_the_first_probe() {
+        // The advertisement is due again (READVERTISE) at the check right
+        // before the cut, and its write hangs: the probe still comes one
+        // interval after the last contact, and fails on time.
+        let mut c = connected(3);
+        let t0 = mono(5) + READVERTISE;
+        c.handle(t0, Input::WatchItem { data: true });
+        let out = c.tick(c.next_wake().max(t0));
+        assert!(
+            out.iter().any(|c| matches!(c, Command::Advertise { .. })),
+            "{out:?}"
+        );
+        // Never answered. The next check: no contact since t0.
+        assert_eq!(c.next_wake(), t0 + S(5));
+        let out = c.tick(t0 + S(5));
+        assert_eq!(probes(&out), 1);
+        c.tick(t0 + S(7));
+        assert_eq!(c.failures(), 1);
+    }
+
+    #[test]
     fn a_hung_loop_lets_the_permit_lapse() {
         // Connected, contact every 4 s: every completed check renews the
         // permit to at most the end of the next one (interval + longest
-        // check = 5 + 14 s). When the loop stops, feeding ends by then.
+        // check = 5 + 5 s). When the loop stops, feeding ends by then.
         let mut c = connected(3);
         let mut last = None;
         let mut t = mono(6);
@@ -1139,7 +1134,7 @@ mod tests {
                 let wake = c.next_wake();
                 let out = drive(&mut c, wake, 3);
                 if let Some(until) = permit(&out) {
-                    assert!(until <= wake + S(19), "{until:?} at {wake:?}");
+                    assert!(until <= wake + S(10), "{until:?} at {wake:?}");
                     assert!(
                         until > c.next_wake(),
                         "the next check must end before the permit"
@@ -1151,7 +1146,7 @@ mod tests {
         }
         let last = last.expect("permits were issued");
         // The loop hangs at 60: nothing is fed after the last permit.
-        assert!(last <= mono(60) + S(19));
+        assert!(last <= mono(60) + S(10));
     }
 
     fn previous(contact: u64, decided: bool) -> Previous {
@@ -1200,11 +1195,8 @@ mod tests {
             Some("b1".into()),
             Some(previous(0, false)),
         );
-        c.tick(mono(30));
-        c.handle(mono(30), Input::ProbeDone { ok: true });
-        let out = drive(&mut c, mono(30), 3);
-        let out = [out, c.handle(mono(30), Input::Advertised { ok: true })].concat();
-        let out = [out, c.handle(mono(30), Input::Peers(peers(3)))].concat();
+        assert_eq!(probes(&c.tick(mono(30))), 1);
+        let out = c.handle(mono(30), Input::ProbeDone { ok: true });
         assert!(permit(&out).is_some(), "{out:?}");
         // Peers that cannot reach the API either: an outage, fed.
         let mut c = SelfCheck::new(

@@ -196,6 +196,8 @@ pub struct Summary {
     /// Largest observed time from the leader's last observed heartbeat of
     /// a node marked fenced on time to that node being off (or reset).
     pub worst_dead_after_heartbeat: Duration,
+    /// The seed of that worst case.
+    pub worst_seed: u64,
 }
 
 impl Summary {
@@ -235,9 +237,10 @@ pub fn simulate(first: u64, count: u64, base: &SimConfig, set: FaultSet) -> Summ
             sum.violations.push((seed, v.clone()));
         }
         sum.recoveries.extend(sim.recoveries.iter().copied());
-        sum.worst_dead_after_heartbeat = sum
-            .worst_dead_after_heartbeat
-            .max(sim.worst_dead_after_heartbeat);
+        if sim.worst_dead_after_heartbeat > sum.worst_dead_after_heartbeat {
+            sum.worst_dead_after_heartbeat = sim.worst_dead_after_heartbeat;
+            sum.worst_seed = seed;
+        }
     }
     sum
 }
