@@ -20,10 +20,28 @@
 //!   missing, for another boot, or older than [`READVERTISE`]; **refresh the
 //!   peers** on the back-off schedule of [`next_peer_refresh`].
 //!
-//! One check runs at a time, its steps in order (probe → advertise → refresh
-//! peers → ask peers → verdict → self-fence), each waiting for its result or
-//! its own deadline, whichever comes first: a result the shell never delivers
-//! counts as a failure at the deadline.
+//! One check runs at a time, its steps in order (probe → ask peers →
+//! verdict → self-fence), each waiting for its result or its own deadline,
+//! whichever comes first: a result the shell never delivers counts as a
+//! failure at the deadline. The advertisement and the peer refresh run
+//! beside the check (their results are taken whenever they come), so a
+//! write that hangs never delays the next probe.
+//!
+//! What the shell must do (the simulator in [`super::protocol`] models
+//! exactly this):
+//! - deliver only responses as contact: [`Input::ApiResponse`] for any
+//!   successful request, [`Input::WatchItem`] with `data: false` for
+//!   kube-runtime's `Event::Init` (it is not contact);
+//! - feed the watchdog only until the latest [`Command::PermitFeeding`]'s
+//!   `until` (a dead man's switch: a hung loop lets it lapse), open the
+//!   device at the first permit, and on [`Command::SelfFence`] open it if it
+//!   never was and stop feeding;
+//! - persist [`SelfCheck::previous`] after every call (e.g. on a hostPath)
+//!   and pass it to [`SelfCheck::new`] on restart: a restarted agent of the
+//!   same boot continues the failure run from the persisted last contact,
+//!   keeps the persisted peers, and permits feeding only after genuine
+//!   contact or an outage verdict;
+//! - call [`SelfCheck::tick`] at [`SelfCheck::next_wake`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
