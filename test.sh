@@ -53,6 +53,12 @@ cargo clippy --all-targets --features e2e -- -D warnings
 step "unit and property tests"
 cargo test --lib --bins
 
+# The whole protocol (src/decide/protocol): 10,000 random fault schedules
+# and the bounded model check, debug build (about a minute). The long run:
+#   cargo run --release --example protocol-check -- --schedules 1000000 --verbose
+step "protocol simulation and model check"
+cargo run --quiet --example protocol-check -- --schedules 10000 --check --depth 4
+
 if $unit_only; then
   exit 0
 fi

@@ -31,6 +31,10 @@ struct Wire {
     /// The agent had decided to fence its node (this boot).
     #[serde(default)]
     self_fence_decided: bool,
+    /// The known peers: a restarted agent cut off from the API cannot list
+    /// them, and without them an outage would look like isolation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    peers: Vec<String>,
 }
 
 /// `CLOCK_BOOTTIME` now (since boot, including suspend).
@@ -83,6 +87,7 @@ pub fn save_at(
         boot_id: previous.boot_id.clone(),
         last_api_contact_boottime_ns: previous.last_contact.map(at),
         self_fence_decided: previous.self_fence_decided,
+        peers: previous.peers.clone(),
     };
     let text = serde_json::to_vec(&wire).map_err(std::io::Error::other)?;
     if let Some(dir) = file.parent() {
@@ -133,6 +138,7 @@ pub fn load_at(
         boot_id: wire.boot_id,
         last_contact,
         self_fence_decided: wire.self_fence_decided,
+        peers: wire.peers,
     })
 }
 
@@ -169,6 +175,7 @@ mod tests {
             boot_id: boot.into(),
             last_contact: contact,
             self_fence_decided: decided,
+            peers: vec!["10.0.0.2:9747".into(), "no-address/n3".into()],
         }
     }
 
@@ -225,7 +232,11 @@ mod tests {
         )
         .unwrap();
         let back = load_at(&file, Some("b"), t0, Duration::from_secs(5)).unwrap();
-        assert_eq!(back, previous("b", None, true));
+        let written = Previous {
+            peers: Vec::new(),
+            ..previous("b", None, true)
+        };
+        assert_eq!(back, written);
         let _ = std::fs::remove_dir_all(&d);
     }
 

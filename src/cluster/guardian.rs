@@ -156,7 +156,10 @@ fn needs_saving(saved: Option<&selfcheck::Previous>, now: &selfcheck::Previous) 
     let Some(saved) = saved else {
         return true;
     };
-    if saved.boot_id != now.boot_id || saved.self_fence_decided != now.self_fence_decided {
+    if saved.boot_id != now.boot_id
+        || saved.self_fence_decided != now.self_fence_decided
+        || saved.peers != now.peers
+    {
         return true;
     }
     match (saved.last_contact, now.last_contact) {
@@ -1002,6 +1005,7 @@ mod tests {
             boot_id: boot.into(),
             last_contact: contact.map(|d| t0 + d),
             self_fence_decided: decided,
+            peers: Vec::new(),
         };
         let ms = Duration::from_millis;
         let saved = p("b", Some(ms(0)), false);

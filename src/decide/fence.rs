@@ -77,6 +77,23 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
                 }
                 return;
             }
+            // A record of an earlier boot: the node rebooted since fencing
+            // began, and its agent of this boot ignores the record (rule 1
+            // is for this boot only), so no safe time holds for it. Restart
+            // the fencing for the current boot first.
+            if let (Some(recorded), Ok(current)) =
+                (r.boot_id.as_deref(), view.obs.facts.current_boot())
+                && recorded != current
+            {
+                plan.actions.push(Action::UpdateNode {
+                    node: name.to_string(),
+                    intent: NodeIntent::RestartFencing,
+                    why: format!(
+                        "the node rebooted since its fencing began (boot {recorded}, now {current}) and its Lease went stale again: restarting its fencing for the current boot"
+                    ),
+                });
+                return;
+            }
             if let Some(held) = r.held_since {
                 // Whatever the node's agent concluded while the guard held
                 // it, the clock of its safe time starts again now.

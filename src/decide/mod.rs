@@ -25,6 +25,7 @@ pub mod fence;
 pub mod guard;
 pub mod leader;
 pub mod patch;
+pub mod protocol;
 pub mod record;
 pub mod recover;
 pub mod safetime;

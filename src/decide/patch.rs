@@ -136,7 +136,16 @@ pub fn render(
                 }
             };
             let hold = *intent == NodeIntent::HoldFencing;
-            if record.held_since.is_some() == hold {
+            // The boot a restarted fencing concerns: the current one.
+            let current = facts.current_boot().ok().map(String::from);
+            let other_boot =
+                record.boot_id.is_some() && current.is_some() && record.boot_id != current;
+            let done = if hold {
+                record.held_since.is_some()
+            } else {
+                record.held_since.is_none() && !other_boot
+            };
+            if done {
                 return Err(Skip::AlreadyDone);
             }
             let mut next = record.clone();
@@ -146,6 +155,9 @@ pub fn render(
             } else {
                 next.held_since = None;
                 next.fencing_since = now.wall;
+                if current.is_some() {
+                    next.boot_id = current;
+                }
             }
             patch.record = Some(Some(next));
         }
@@ -277,9 +289,10 @@ mod tests {
             wall0() + std::time::Duration::from_secs(90)
         );
         assert_eq!(restarted.held_since, None);
+        // The cordon is kept; the record names the node's current boot.
         assert_eq!(
             (restarted.cordoned, restarted.boot_id.clone()),
-            (held.cordoned, held.boot_id)
+            (held.cordoned, f.boot_id().map(String::from))
         );
         f.record = RecordState::Valid(restarted);
         assert_eq!(

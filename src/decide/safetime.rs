@@ -4,10 +4,12 @@
 //!
 //! ```text
 //! safe    = last observed heartbeat
-//!         + max(isolated, reported)           (the agent's verdict, at the latest)
+//!         + max(isolated, reported, hung)     (the agent's verdict, at the latest)
 //!         + watchdog timeout + margin
-//! isolated = heartbeat interval + i + (j-1)·p + t + a
+//! contact  = max(heartbeat interval, (fencing recorded - last heartbeat) + RECORD_DELIVERY)
+//! isolated = contact + i + (j-1)·p + t + a
 //! reported = (fencing recorded - last heartbeat) + p + t + a
+//! hung     = contact + i + longest connected check
 //! i = api-check-interval, k = api-failure-threshold, t = api-check-timeout,
 //! a = t + PEER_ANSWER_SLACK (how long the agent waits for a peer),
 //! p = max(i, t + a)       (spacing of checks once they fail),
@@ -16,8 +18,14 @@
 //!
 //! Why each term — the agent's side is [`crate::cluster::guardian`]:
 //!
-//! - **heartbeat interval**: the node may have been cut off up to one kubelet
-//!   Lease renewal after the last renewal the leader saw (`--node-heartbeat-interval`).
+//! - **contact**: the agent's last API contact. When the whole node is cut
+//!   off, it is at most one kubelet Lease renewal after the last renewal the
+//!   leader saw (`--node-heartbeat-interval`). But the kubelet may die first
+//!   while the agent stays in contact, and the agent be cut off just before
+//!   the Fencing record reaches it: then its last contact is as late as the
+//!   record ([`RECORD_DELIVERY`] after it was written). Its verdict follows
+//!   from that contact on the schedule below (the simulator in
+//!   [`super::protocol`] checks this bound).
 //! - The agent probes `/readyz` one interval `i` after its last contact with
 //!   the API (contact: any watch event or successful request), then every `p`
 //!   while probes fail. From the first failure on it asks a batch of peers
@@ -26,9 +34,12 @@
 //!   the `k`-th (`--api-failure-threshold`) and ends `--peer-silence-timeout`
 //!   after the first failure with no majority of peers heard.
 //! - **reported** (rule 3): if the node still reaches its peers, it learns
-//!   from them that the cluster records it as Fencing at the first probe after
-//!   the leader wrote that record (at least `--unreachable-after` after the
-//!   heartbeat, later if the storm guard held it).
+//!   from them that the cluster records it as Fencing at the first failed
+//!   check after the leader wrote that record (at least `--unreachable-after`
+//!   after the heartbeat, later if the storm guard held it).
+//! - **hung**: the agent feeds the watchdog only until its next check has
+//!   had time to end (a dead man's switch, [`super::selfcheck`]); a loop that
+//!   hung while connected stops feeding by then.
 //! - Then the self-fence action takes at most the **watchdog timeout**, and
 //!   the **margin** (`--safe-time-margin`) absorbs watch and reconcile
 //!   latency and clock-rate differences.
@@ -46,6 +57,29 @@ pub const PEER_ANSWER_SLACK: Duration = Duration::from_secs(1);
 /// How long an agent waits for one peer's answer.
 pub fn peer_answer_timeout(api_check_timeout: Duration) -> Duration {
     api_check_timeout.saturating_add(PEER_ANSWER_SLACK)
+}
+
+/// How long after the leader writes the Fencing record a connected agent's
+/// own-Node watch delivers it (at the latest; slower watches are what the
+/// margin is for).
+pub const RECORD_DELIVERY: Duration = Duration::from_secs(1);
+
+/// Bound of writing the advertisement (a GET and a PATCH, each bounded by
+/// twice the API check timeout).
+pub fn advertise_timeout(api_check_timeout: Duration) -> Duration {
+    api_check_timeout.saturating_mul(4)
+}
+
+/// Bound of one peer refresh (each page bounded by twice the API check timeout).
+pub fn refresh_timeout(api_check_timeout: Duration) -> Duration {
+    api_check_timeout.saturating_mul(2)
+}
+
+/// The longest one check takes: the probe, then asking the peers (the
+/// advertisement and the peer refresh run beside the check, never on its
+/// path, so a write that hangs does not delay the next probe).
+pub fn longest_check(api_check_timeout: Duration) -> Duration {
+    api_check_timeout.saturating_add(peer_answer_timeout(api_check_timeout))
 }
 
 /// Spacing of the agent's checks once they fail: a check (probe + asking
@@ -140,15 +174,21 @@ pub fn safe_time(
             .saturating_add(a)
     };
     let j = k.max(ceil_div(advert.peer_silence_timeout.saturating_sub(a), p).saturating_add(1));
-    let isolated = leader.heartbeat_interval.saturating_add(probe(j));
     let recorded = fencing_recorded
         .saturating_duration_since(last_heartbeat)
         .max(leader.unreachable_after);
+    // The agent's last contact: the node cut off with its kubelet, or the
+    // kubelet dead first and the agent cut off just before the record.
+    let contact = leader
+        .heartbeat_interval
+        .max(recorded.saturating_add(RECORD_DELIVERY));
+    let isolated = contact.saturating_add(probe(j));
     let reported = recorded
         .saturating_add(p)
         .saturating_add(t)
         .saturating_add(a);
-    let verdict = isolated.max(reported);
+    let hung = contact.saturating_add(i).saturating_add(longest_check(t));
+    let verdict = isolated.max(reported).max(hung);
     let detect = i.saturating_add(p.saturating_mul(k - 1)).saturating_add(t);
     let mut st = SafeTime {
         at: last_heartbeat,
@@ -204,19 +244,22 @@ mod tests {
         let t = Instant::now();
         let st = at_once(&advert(), t, &leader(20, 5));
         // a = 2+1 = 3, p = max(5, 2+3) = 5, j = max(3, 1+ceil(7/5)) = 3
-        // isolated = 10 + 5 + 2·5 + 2 + 3 = 30; reported = 20 + 5 + 2 + 3 = 30
-        // detect = 5 + 10 + 2 = 17; consult = 30 - 10 - 17 = 3
+        // contact = max(10, 20 + 1) = 21 (the kubelet died first, the agent
+        // was cut off just before the record reached it)
+        // isolated = 21 + 5 + 2·5 + 2 + 3 = 41; reported = 20 + 5 + 2 + 3 = 30
+        // hung = 21 + 5 + (2 + 3) = 31
+        // detect = 5 + 10 + 2 = 17; consult = 41 - 10 - 17 = 14
         assert_eq!(st.heartbeat, S(10));
         assert_eq!(st.detect, S(17));
-        assert_eq!(st.consult, S(3));
-        assert_eq!(st.total(), S(45));
-        assert_eq!(st.at, t + S(45));
+        assert_eq!(st.consult, S(14));
+        assert_eq!(st.total(), S(56));
+        assert_eq!(st.at, t + S(56));
         let text = st.to_string();
         assert!(
-            text.contains("45s after")
+            text.contains("56s after")
                 && text.contains("heartbeat interval 10s")
                 && text.contains("detect 17s")
-                && text.contains("peer consultation 3s")
+                && text.contains("peer consultation 14s")
                 && text.contains("watchdog 10s")
                 && text.contains("margin 5s"),
             "{text}"
@@ -227,9 +270,9 @@ mod tests {
     fn every_term_counts() {
         let t = Instant::now();
         let l = leader(10, 5);
-        // With unreachable-after 10 the isolation branch decides: 10 + 17 + 3 + 10 + 5.
+        // With unreachable-after 10: contact 11, isolated 11 + 20, + 10 + 5.
         let base = at_once(&advert(), t, &l).total();
-        assert_eq!(base, S(45));
+        assert_eq!(base, S(46));
         let with = |f: &dyn Fn(&mut AgentAdvert)| {
             let mut a = advert();
             f(&mut a);
@@ -246,9 +289,14 @@ mod tests {
         let mut l2 = l;
         l2.margin = S(6);
         assert_eq!(at_once(&advert(), t, &l2).total(), base + S(1));
+        // The heartbeat interval counts once it exceeds the record's delivery.
         l2 = l;
-        l2.heartbeat_interval = S(11);
+        l2.heartbeat_interval = S(12);
         assert_eq!(at_once(&advert(), t, &l2).total(), base + S(1));
+        l2.unreachable_after = S(11);
+        assert_eq!(at_once(&advert(), t, &l2).total(), base + S(1));
+        l2.unreachable_after = S(12);
+        assert_eq!(at_once(&advert(), t, &l2).total(), base + S(2));
     }
 
     #[test]
@@ -270,14 +318,15 @@ mod tests {
         // agent hears it after its next probe.
         let t = Instant::now();
         let st = at_once(&advert(), t, &leader(100, 0));
-        // reported = 100 + 5 + 2 + 3 = 110
-        assert_eq!(st.heartbeat + st.detect + st.consult, S(110));
-        assert_eq!(st.total(), S(120));
+        // An agent in contact until the record: 100 + 1 + 20 = 121
+        // (reported: 100 + 5 + 2 + 3 = 110).
+        assert_eq!(st.heartbeat + st.detect + st.consult, S(121));
+        assert_eq!(st.total(), S(131));
         let later = safe_time(&advert(), t, t + S(300), &leader(100, 0));
-        assert_eq!(later.heartbeat + later.detect + later.consult, S(310));
+        assert_eq!(later.heartbeat + later.detect + later.consult, S(321));
         // A record dated before the heartbeat + unreachable-after counts from there.
         let early = safe_time(&advert(), t + S(50), t, &leader(100, 0));
-        assert_eq!(early.total(), S(120));
+        assert_eq!(early.total(), S(131));
     }
 
     #[test]

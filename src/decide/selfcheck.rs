@@ -20,10 +20,28 @@
 //!   missing, for another boot, or older than [`READVERTISE`]; **refresh the
 //!   peers** on the back-off schedule of [`next_peer_refresh`].
 //!
-//! One check runs at a time, its steps in order (probe → advertise → refresh
-//! peers → ask peers → verdict → self-fence), each waiting for its result or
-//! its own deadline, whichever comes first: a result the shell never delivers
-//! counts as a failure at the deadline.
+//! One check runs at a time, its steps in order (probe → ask peers →
+//! verdict → self-fence), each waiting for its result or its own deadline,
+//! whichever comes first: a result the shell never delivers counts as a
+//! failure at the deadline. The advertisement and the peer refresh run
+//! beside the check (their results are taken whenever they come), so a
+//! write that hangs never delays the next probe.
+//!
+//! What the shell must do (the simulator in [`super::protocol`] models
+//! exactly this):
+//! - deliver only responses as contact: [`Input::ApiResponse`] for any
+//!   successful request, [`Input::WatchItem`] with `data: false` for
+//!   kube-runtime's `Event::Init` (it is not contact);
+//! - feed the watchdog only until the latest [`Command::PermitFeeding`]'s
+//!   `until` (a dead man's switch: a hung loop lets it lapse), open the
+//!   device at the first permit, and on [`Command::SelfFence`] open it if it
+//!   never was and stop feeding;
+//! - persist [`SelfCheck::previous`] after every call (e.g. on a hostPath)
+//!   and pass it to [`SelfCheck::new`] on restart: a restarted agent of the
+//!   same boot continues the failure run from the persisted last contact,
+//!   keeps the persisted peers, and permits feeding only after genuine
+//!   contact or an outage verdict;
+//! - call [`SelfCheck::tick`] at [`SelfCheck::next_wake`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -63,15 +81,6 @@ pub fn next_batch(peers: &[String], cursor: &mut usize) -> Vec<String> {
     peers.iter().cycle().skip(start).take(n).cloned().collect()
 }
 
-/// Far enough in the future to mean "until told otherwise".
-const FOREVER: Duration = Duration::from_secs(10 * 365 * 86_400);
-
-fn far_future(now: Instant) -> Instant {
-    now.checked_add(FOREVER)
-        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
-        .unwrap_or(now)
-}
-
 /// The agent's own flags, as far as the check is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckSettings {
@@ -102,13 +111,13 @@ impl CheckSettings {
     /// Bound of writing the advertisement (a GET and a PATCH, each bounded
     /// by twice the API check timeout).
     pub fn advertise_timeout(&self) -> Duration {
-        self.api_check_timeout.saturating_mul(4)
+        safetime::advertise_timeout(self.api_check_timeout)
     }
 
     /// Bound of one peer refresh (a paged list, each page bounded by twice
     /// the API check timeout; the shell gives up on the first slow page).
     pub fn refresh_timeout(&self) -> Duration {
-        self.api_check_timeout.saturating_mul(2)
+        safetime::refresh_timeout(self.api_check_timeout)
     }
 }
 
@@ -188,6 +197,9 @@ pub struct Previous {
     pub boot_id: String,
     pub last_contact: Option<Instant>,
     pub self_fence_decided: bool,
+    /// The known peers (a restarted agent cut off from the API cannot list
+    /// them, and without them an outage would look like isolation).
+    pub peers: Vec<String>,
 }
 
 /// The step of the running check, and what it waits for.
@@ -198,16 +210,10 @@ enum Step {
     Probe {
         deadline: Instant,
     },
-    Advertise {
-        boot_id: String,
-        deadline: Instant,
-    },
-    Refresh {
-        deadline: Instant,
-    },
     Ask {
         asked_at: Instant,
         deadline: Instant,
+        batch: Vec<String>,
         waiting: BTreeSet<String>,
         got: Vec<(String, PeerReply)>,
     },
@@ -249,6 +255,13 @@ pub struct SelfCheck {
     ok: bool,
     /// Commands produced before the first call (at construction).
     startup: Vec<Command>,
+    /// Genuine API contact since this check started (a restarted agent
+    /// feeds the watchdog only after it, or after an outage verdict).
+    contacted: bool,
+    /// An advertisement in flight: for which boot, from which check, until when.
+    advertising: Option<(String, Instant, Instant)>,
+    /// A peer refresh in flight, until when.
+    refreshing: Option<Instant>,
 }
 
 impl SelfCheck {
@@ -260,14 +273,11 @@ impl SelfCheck {
         boot_id: Option<String>,
         previous: Option<Previous>,
     ) -> Self {
-        let _ = previous;
-        let next_check = now + settings.api_check_interval;
-        SelfCheck {
-            startup: vec![Command::PermitFeeding {
-                until: far_future(now),
-            }],
+        let boot_id = boot_id.unwrap_or_default();
+        let mut check = SelfCheck {
+            startup: Vec::new(),
             s: settings,
-            boot_id: boot_id.unwrap_or_default(),
+            boot_id,
             last_contact: None,
             own_record: RecordState::Absent,
             failures: 0,
@@ -282,10 +292,40 @@ impl SelfCheck {
             last_verdict: None,
             fenced: false,
             decided: false,
-            next_check,
+            // The first check at once: nothing feeds the watchdog before it.
+            next_check: now,
             step: Step::Idle,
             started: now,
             ok: true,
+            contacted: false,
+            advertising: None,
+            refreshing: None,
+        };
+        if let Some(p) = previous.filter(|p| p.boot_id == check.boot_id) {
+            check.resume(now, p);
+        }
+        check
+    }
+
+    /// An earlier agent of this boot left `p`: continue its failure run
+    /// from its last contact, as if it had never stopped checking.
+    fn resume(&mut self, now: Instant, p: Previous) {
+        self.last_contact = p.last_contact;
+        self.decided = p.self_fence_decided;
+        self.peers = p.peers;
+        let Some(c) = p.last_contact else {
+            return;
+        };
+        // The schedule: the first failed check ends i + t after the last
+        // contact, then one every p.
+        let first = c + self.s.api_check_interval + self.s.api_check_timeout;
+        if now >= first {
+            let period =
+                safetime::failing_check_period(self.s.api_check_interval, self.s.api_check_timeout);
+            let since = now.duration_since(first);
+            let more = since.as_nanos() / period.as_nanos().max(1);
+            self.failures = u32::try_from(more).unwrap_or(u32::MAX).saturating_add(1);
+            self.unreachable_since = Some(first);
         }
     }
 
@@ -328,6 +368,7 @@ impl SelfCheck {
             boot_id: self.boot_id.clone(),
             last_contact: self.last_contact,
             self_fence_decided: self.decided,
+            peers: self.peers.clone(),
         }
     }
 
@@ -338,11 +379,9 @@ impl SelfCheck {
         }
         match &self.step {
             Step::Idle => self.next_check,
-            Step::Probe { deadline }
-            | Step::Advertise { deadline, .. }
-            | Step::Refresh { deadline }
-            | Step::Ask { deadline, .. }
-            | Step::Fence { deadline } => *deadline,
+            Step::Probe { deadline } | Step::Ask { deadline, .. } | Step::Fence { deadline } => {
+                *deadline
+            }
         }
     }
 
@@ -352,12 +391,8 @@ impl SelfCheck {
         match &self.step {
             Step::Idle if now >= self.next_check => self.start_check(now, &mut out),
             Step::Probe { deadline } if now >= *deadline => self.probed(now, false, &mut out),
-            Step::Advertise { deadline, .. } if now >= *deadline => {
-                self.advertised(now, false, &mut out)
-            }
-            Step::Refresh { deadline } if now >= *deadline => self.refreshed(now, None, &mut out),
             Step::Ask { deadline, .. } if now >= *deadline => self.answered(now, &mut out),
-            Step::Fence { deadline } if now >= *deadline => self.fence_done(now, false),
+            Step::Fence { deadline } if now >= *deadline => self.fence_done(now, false, &mut out),
             _ => {}
         }
         out
@@ -367,8 +402,30 @@ impl SelfCheck {
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Command> {
         let mut out = std::mem::take(&mut self.startup);
         match input {
-            Input::ApiResponse | Input::WatchItem { .. } => self.contact(now),
-            Input::OwnRecord(r) => self.own_record = r,
+            // Only a response from the API server is contact: kube-runtime
+            // emits `Init` before any request, so with a fast-failing
+            // network it arrives every second from a node that is cut off.
+            Input::ApiResponse | Input::WatchItem { data: true } => self.contact(now),
+            Input::WatchItem { data: false } => {}
+            Input::OwnRecord(r) => {
+                // A record for this boot: check at once (rule 1), do not
+                // wait for the next interval.
+                let applies = r.valid().is_some_and(|v| {
+                    selffence::own_record_applies(
+                        Some(v.phase),
+                        v.boot_id.as_deref(),
+                        &self.boot_id,
+                    )
+                    .is_some()
+                });
+                self.own_record = r;
+                if applies && self.step == Step::Idle {
+                    self.next_check = self.next_check.min(now);
+                    if !self.startup.is_empty() || now >= self.next_check {
+                        self.start_check(now, &mut out);
+                    }
+                }
+            }
             Input::BootId(Some(b)) if b != self.boot_id => {
                 // A new boot ID means the node rebooted.
                 self.boot_id = b;
@@ -388,25 +445,21 @@ impl SelfCheck {
                 }
             }
             Input::Advertised { ok } => {
-                if matches!(self.step, Step::Advertise { .. }) {
-                    self.advertised(now, ok, &mut out);
+                if let Some((boot, at, _)) = self.advertising.take()
+                    && ok
+                {
+                    self.contact(now);
+                    self.advertised = Some((boot, at));
                 }
             }
             Input::Peers(peers) => {
                 if !self.s.static_peers {
                     self.contact(now);
                 }
-                if matches!(self.step, Step::Refresh { .. }) {
-                    self.refreshed(now, Some(peers), &mut out);
-                } else {
-                    self.set_peers(now, peers);
-                }
+                self.refreshing = None;
+                self.set_peers(now, peers);
             }
-            Input::PeersRefreshFailed => {
-                if matches!(self.step, Step::Refresh { .. }) {
-                    self.refreshed(now, None, &mut out);
-                }
-            }
+            Input::PeersRefreshFailed => self.refreshing = None,
             Input::PeerReply { peer, reply } => {
                 let mut done = false;
                 if let Step::Ask { waiting, got, .. } = &mut self.step
@@ -423,7 +476,7 @@ impl SelfCheck {
             }
             Input::SelfFenceDone { ok } => {
                 if matches!(self.step, Step::Fence { .. }) {
-                    self.fence_done(now, ok);
+                    self.fence_done(now, ok, &mut out);
                 }
             }
         }
@@ -431,6 +484,7 @@ impl SelfCheck {
     }
 
     fn contact(&mut self, at: Instant) {
+        self.contacted = true;
         // Never move backwards.
         if self.last_contact.is_none_or(|t| t < at) {
             self.last_contact = Some(at);
@@ -439,6 +493,16 @@ impl SelfCheck {
 
     fn start_check(&mut self, now: Instant, out: &mut Vec<Command>) {
         self.started = now;
+        if self.decided && !self.fenced {
+            // An earlier agent of this boot decided: carry it out, feed nothing.
+            self.step = Step::Fence {
+                deadline: now + self.s.watchdog_timeout,
+            };
+            out.push(Command::SelfFence {
+                description: "an earlier agent of this boot decided to fence this node".into(),
+            });
+            return;
+        }
         // Contact within the last interval: no probe needed.
         let fresh = self
             .last_contact
@@ -458,7 +522,12 @@ impl SelfCheck {
     fn probed(&mut self, now: Instant, ok: bool, out: &mut Vec<Command>) {
         self.ok = ok;
         if ok {
-            self.contact(now);
+            // A probe that succeeded is contact; a check skipped for fresh
+            // contact is not new contact (a restarted agent's fresh contact
+            // may be the persisted one of its predecessor).
+            if matches!(self.step, Step::Probe { .. }) {
+                self.contact(now);
+            }
             self.failures = 0;
             self.unreachable_since = None;
             self.answers.clear();
@@ -468,39 +537,32 @@ impl SelfCheck {
             self.unreachable_since.get_or_insert(now);
         }
         if ok && !self.fenced {
+            // Advertise and refresh the peers beside the check, never on its
+            // path: a write that hangs must not delay the next probe.
+            let started = self.started;
+            if self.advertising.as_ref().is_some_and(|(_, _, d)| now >= *d) {
+                self.advertising = None;
+            }
+            if self.refreshing.is_some_and(|d| now >= d) {
+                self.refreshing = None;
+            }
             let stale = self.advertised.as_ref().is_none_or(|(b, at)| {
-                *b != self.boot_id || self.started.saturating_duration_since(*at) >= READVERTISE
+                *b != self.boot_id || started.saturating_duration_since(*at) >= READVERTISE
             });
-            if stale {
-                self.step = Step::Advertise {
-                    boot_id: self.boot_id.clone(),
-                    deadline: now + self.s.advertise_timeout(),
-                };
+            if stale && self.advertising.is_none() {
+                self.advertising = Some((
+                    self.boot_id.clone(),
+                    started,
+                    now + self.s.advertise_timeout(),
+                ));
                 out.push(Command::Advertise {
                     boot_id: self.boot_id.clone(),
                 });
-                return;
             }
-        }
-        self.after_advertise(now, out);
-    }
-
-    fn advertised(&mut self, now: Instant, ok: bool, out: &mut Vec<Command>) {
-        if let Step::Advertise { boot_id, .. } = &self.step
-            && ok
-        {
-            self.advertised = Some((boot_id.clone(), self.started));
-        }
-        self.after_advertise(now, out);
-    }
-
-    fn after_advertise(&mut self, now: Instant, out: &mut Vec<Command>) {
-        if self.ok && !self.fenced && self.peers_due.is_none_or(|(due, _)| self.started >= due) {
-            self.step = Step::Refresh {
-                deadline: now + self.s.refresh_timeout(),
-            };
-            out.push(Command::RefreshPeers);
-            return;
+            if self.refreshing.is_none() && self.peers_due.is_none_or(|(due, _)| started >= due) {
+                self.refreshing = Some(now + self.s.refresh_timeout());
+                out.push(Command::RefreshPeers);
+            }
         }
         self.ask(now, out);
     }
@@ -515,13 +577,6 @@ impl SelfCheck {
         self.peers_due = Some((now + every, every));
     }
 
-    fn refreshed(&mut self, now: Instant, peers: Option<Vec<String>>, out: &mut Vec<Command>) {
-        if let Some(p) = peers {
-            self.set_peers(now, p);
-        }
-        self.ask(now, out);
-    }
-
     fn ask(&mut self, now: Instant, out: &mut Vec<Command>) {
         if self.failures > 0 {
             let batch = next_batch(&self.peers, &mut self.cursor);
@@ -531,6 +586,7 @@ impl SelfCheck {
                     asked_at: now,
                     deadline: now + timeout,
                     waiting: batch.iter().cloned().collect(),
+                    batch: batch.clone(),
                     got: Vec::new(),
                 };
                 out.push(Command::AskPeers {
@@ -546,13 +602,14 @@ impl SelfCheck {
     fn answered(&mut self, now: Instant, out: &mut Vec<Command>) {
         if let Step::Ask {
             asked_at,
-            waiting,
+            batch,
             got,
             ..
         } = std::mem::replace(&mut self.step, Step::Idle)
         {
-            for peer in waiting.iter().chain(got.iter().map(|(p, _)| p)) {
-                self.asked.insert(peer.clone(), asked_at);
+            // Every peer asked counts, whether it answered or not.
+            for peer in batch {
+                self.asked.insert(peer, asked_at);
             }
             for (peer, r) in got {
                 let my_phase =
@@ -624,16 +681,25 @@ impl SelfCheck {
                 return;
             }
         }
-        self.finish(now);
+        self.finish(now, out);
     }
 
-    fn fence_done(&mut self, now: Instant, ok: bool) {
+    fn fence_done(&mut self, now: Instant, ok: bool, out: &mut Vec<Command>) {
         self.fenced = ok;
-        self.finish(now);
+        self.finish(now, out);
     }
 
-    /// Schedule the next check.
-    fn finish(&mut self, now: Instant) {
+    /// The longest a check may take from its start to its end (each step
+    /// gives up at its own deadline): the probe and asking the peers.
+    pub fn longest_check(&self) -> Duration {
+        safetime::longest_check(self.s.api_check_timeout)
+    }
+
+    /// Schedule the next check, and renew the dead man's switch: the
+    /// watchdog may be fed until the next check has had time to end. A
+    /// loop that stops (hangs) lets the permit lapse; a check that
+    /// decides to self-fence issues none.
+    fn finish(&mut self, now: Instant, out: &mut Vec<Command>) {
         let interval = self.s.api_check_interval;
         self.step = Step::Idle;
         self.next_check = if self.failures == 0 {
@@ -646,6 +712,12 @@ impl SelfCheck {
             // (at once when it took longer).
             (self.started + interval).max(now)
         };
+        let outage = matches!(self.verdict, Verdict::ControlPlaneOutage { .. });
+        if !self.decided && (self.contacted || outage) {
+            out.push(Command::PermitFeeding {
+                until: self.next_check + self.longest_check(),
+            });
+        }
     }
 }
 
@@ -695,26 +767,61 @@ mod tests {
         cmds.iter().any(|c| matches!(c, Command::SelfFence { .. }))
     }
 
-    /// A connected agent: contact at 0, advertised, peers known.
+    fn permit(cmds: &[Command]) -> Option<Instant> {
+        cmds.iter().find_map(|c| match c {
+            Command::PermitFeeding { until } => Some(*until),
+            _ => None,
+        })
+    }
+
+    /// Tick at `t`, answering advertisements and peer refreshes at once;
+    /// every command issued.
+    fn drive(c: &mut SelfCheck, t: Instant, n: usize) -> Vec<Command> {
+        let mut all = c.tick(t);
+        let mut i = 0;
+        while i < all.len() {
+            let more = match &all[i] {
+                Command::Advertise { .. } => c.handle(t, Input::Advertised { ok: true }),
+                Command::RefreshPeers => c.handle(t, Input::Peers(peers(n))),
+                _ => Vec::new(),
+            };
+            all.extend(more);
+            i += 1;
+        }
+        all
+    }
+
+    /// A connected agent: contact at 0, advertised, peers known, probed
+    /// successfully at 5.
     fn connected(n: usize) -> SelfCheck {
         let mut c = check();
-        let first = c.handle(mono(0), Input::ApiResponse);
-        assert!(matches!(first[..], [Command::PermitFeeding { .. }]));
+        assert!(c.handle(mono(0), Input::ApiResponse).is_empty());
+        // The first check at once.
+        assert_eq!(c.next_wake(), mono(0));
+        // Advertise and refresh the peers beside the check; fed until the
+        // next check (at 5) has had time to end: probe 2 s, peers 3 s.
+        let out = c.tick(mono(0));
+        assert_eq!(
+            out,
+            vec![
+                Command::Advertise {
+                    boot_id: "b1".into()
+                },
+                Command::RefreshPeers,
+                Command::VerdictChanged(Verdict::Healthy),
+                Command::PermitFeeding { until: mono(5 + 5) }
+            ]
+        );
+        assert!(c.handle(mono(0), Input::Advertised { ok: true }).is_empty());
+        assert!(c.handle(mono(0), Input::Peers(peers(n))).is_empty());
         assert_eq!(c.next_wake(), mono(5));
-        // At 5: no contact for an interval: probe; then advertise, refresh.
+        // At 5: no contact for an interval: probe; refresh peers (5 s back-off).
         let out = c.tick(mono(5));
         assert_eq!(probes(&out), 1);
         let out = c.handle(mono(5), Input::ProbeDone { ok: true });
-        assert_eq!(
-            out,
-            vec![Command::Advertise {
-                boot_id: "b1".into()
-            }]
-        );
-        let out = c.handle(mono(5), Input::Advertised { ok: true });
-        assert_eq!(out, vec![Command::RefreshPeers]);
-        let out = c.handle(mono(5), Input::Peers(peers(n)));
-        assert_eq!(out, vec![Command::VerdictChanged(Verdict::Healthy)]);
+        assert_eq!(out[0], Command::RefreshPeers);
+        assert_eq!(permit(&out), Some(mono(10 + 5)));
+        c.handle(mono(5), Input::Peers(peers(n)));
         assert_eq!(c.next_wake(), mono(10));
         c
     }
@@ -730,7 +837,7 @@ mod tests {
                 assert_eq!(probes(&out), 0, "at {t}: {out:?}");
             }
             // Answer peer refreshes as they come.
-            if matches!(c.step, Step::Refresh { .. }) {
+            if c.refreshing.is_some() {
                 c.handle(mono(t), Input::Peers(peers(3)));
             }
         }
@@ -803,7 +910,7 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_reporting_my_record_fences_at_the_threshold() {
+    fn a_peer_reporting_my_record_fences_at_the_first_failure() {
         let mut c = connected(3);
         let mut t = c.next_wake();
         let mut fenced_at = None;
@@ -830,8 +937,8 @@ mod tests {
             }
             t = c.next_wake();
         }
-        // Failures at 12, 17, 22: the third one passes on the record.
-        assert_eq!(fenced_at, Some(mono(22)));
+        // Rule 3 from the first failed check (ending at 12) on.
+        assert_eq!(fenced_at, Some(mono(12)));
         // A record of another boot is satisfied already.
         let mut c = connected(3);
         let mut t = c.next_wake();
@@ -872,30 +979,34 @@ mod tests {
     }
 
     #[test]
-    fn own_record_while_connected_fences_at_the_next_check() {
+    fn own_record_while_connected_fences_at_once() {
         let mut c = connected(3);
-        c.handle(mono(7), Input::OwnRecord(record(Phase::Fencing, "b1")));
-        c.handle(mono(8), Input::WatchItem { data: true });
-        let out = c.tick(mono(10));
-        assert_eq!(out, vec![Command::RefreshPeers]);
-        let out = c.handle(mono(10), Input::Peers(peers(3)));
+        c.handle(mono(6), Input::WatchItem { data: true });
+        // The record arrives: a check at once (contact is fresh: no probe).
+        let out = c.handle(mono(7), Input::OwnRecord(record(Phase::Fencing, "b1")));
+        assert_eq!(probes(&out), 0);
         assert!(fences(&out), "{out:?}");
+        // Deciding to fence ends the permits.
+        assert_eq!(permit(&out), None);
+        assert_eq!(
+            permit(&c.handle(mono(10), Input::SelfFenceDone { ok: true })),
+            None
+        );
         // A record of an earlier boot does not.
         let mut c = connected(3);
         c.handle(mono(7), Input::OwnRecord(record(Phase::Fenced, "b0")));
         c.handle(mono(8), Input::WatchItem { data: true });
-        c.tick(mono(10));
-        assert!(!fences(&c.handle(mono(10), Input::Peers(peers(3)))));
+        assert!(!fences(&drive(&mut c, mono(10), 3)));
     }
 
     #[test]
     fn a_new_boot_id_resets_and_readvertises() {
         let mut c = connected(3);
-        c.handle(mono(7), Input::OwnRecord(record(Phase::Fencing, "b1")));
-        c.handle(mono(8), Input::WatchItem { data: true });
-        c.tick(mono(10));
-        let out = c.handle(mono(10), Input::Peers(peers(3)));
-        assert!(fences(&out));
+        c.handle(mono(6), Input::WatchItem { data: true });
+        assert!(fences(&c.handle(
+            mono(7),
+            Input::OwnRecord(record(Phase::Fencing, "b1"))
+        )));
         c.handle(mono(10), Input::SelfFenceDone { ok: true });
         assert!(c.fenced());
         // Unreadable: not a reboot.
@@ -906,10 +1017,10 @@ mod tests {
         c.handle(mono(12), Input::WatchItem { data: true });
         let out = c.tick(c.next_wake());
         assert_eq!(
-            out,
-            vec![Command::Advertise {
+            out[0],
+            Command::Advertise {
                 boot_id: "b2".into()
-            }]
+            }
         );
     }
 
@@ -925,7 +1036,8 @@ mod tests {
         // Peers never answer: verdict at 12 + 3.
         assert_eq!(c.next_wake(), mono(15));
         let out = c.tick(mono(15));
-        assert!(out.is_empty(), "{out:?}");
+        // Fed until the next failing check (at 15) has had time to end.
+        assert_eq!(out, vec![Command::PermitFeeding { until: mono(20) }]);
         assert_eq!(c.verdict(), &Verdict::Healthy);
         // Next check at 10 + 5 (started + interval).
         assert_eq!(c.next_wake(), mono(15));
@@ -934,7 +1046,7 @@ mod tests {
     #[test]
     fn peers_refresh_on_their_back_off() {
         let mut c = connected(3);
-        let mut refreshes = vec![5];
+        let mut refreshes = vec![0, 5];
         let mut t = mono(5);
         while t < mono(700) {
             c.handle(t, Input::WatchItem { data: true });
@@ -963,6 +1075,204 @@ mod tests {
     }
 
     #[test]
+    fn peers_that_do_not_answer_count_as_asked() {
+        // Two of three peers answer "no API" and one is silent: a majority
+        // of the three answered, so this is an outage (rule 4), not an
+        // isolation of a node that knows no peers.
+        let mut c = connected(3);
+        let mut t = c.next_wake();
+        while t < mono(120) {
+            let out = c.tick(t);
+            assert!(!fences(&out), "{:?}", c.verdict());
+            for peer in asked(&out).unwrap_or_default() {
+                let reply = (peer != "p2").then_some(PeerReply {
+                    api_reachable: false,
+                    phase: None,
+                    boot_id: None,
+                });
+                let o = c.handle(t, Input::PeerReply { peer, reply });
+                assert!(!fences(&o), "{:?}", c.verdict());
+            }
+            t = c.next_wake();
+        }
+        assert_eq!(
+            c.verdict(),
+            &Verdict::ControlPlaneOutage {
+                unreachable: 2,
+                answered: 2
+            }
+        );
+        // All three silent: isolated, out of three known peers.
+        let mut c = connected(3);
+        let mut t = c.next_wake();
+        while !c.verdict().self_fence() && t < mono(60) {
+            let out = c.tick(t);
+            for peer in asked(&out).unwrap_or_default() {
+                c.handle(t, Input::PeerReply { peer, reply: None });
+            }
+            t = c.next_wake();
+        }
+        assert!(matches!(
+            c.verdict(),
+            Verdict::SelfFence(Reason::Isolated { known: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn a_hanging_advertisement_does_not_delay_the_first_probe() {
+        // The advertisement is due again (READVERTISE) at the check right
+        // before the cut, and its write hangs: the probe still comes one
+        // interval after the last contact, and fails on time.
+        let mut c = connected(3);
+        let t0 = mono(5) + READVERTISE;
+        c.handle(t0, Input::WatchItem { data: true });
+        let out = c.tick(c.next_wake().max(t0));
+        assert!(
+            out.iter().any(|c| matches!(c, Command::Advertise { .. })),
+            "{out:?}"
+        );
+        // Never answered. The next check: no contact since t0.
+        assert_eq!(c.next_wake(), t0 + S(5));
+        let out = c.tick(t0 + S(5));
+        assert_eq!(probes(&out), 1);
+        c.tick(t0 + S(7));
+        assert_eq!(c.failures(), 1);
+    }
+
+    #[test]
+    fn a_hung_loop_lets_the_permit_lapse() {
+        // Connected, contact every 4 s: every completed check renews the
+        // permit to at most the end of the next one (interval + longest
+        // check = 5 + 5 s). When the loop stops, feeding ends by then.
+        let mut c = connected(3);
+        let mut last = None;
+        let mut t = mono(6);
+        while t < mono(60) {
+            c.handle(t, Input::WatchItem { data: true });
+            while c.next_wake() <= t + S(4) {
+                let wake = c.next_wake();
+                let out = drive(&mut c, wake, 3);
+                if let Some(until) = permit(&out) {
+                    assert!(until <= wake + S(10), "{until:?} at {wake:?}");
+                    assert!(
+                        until > c.next_wake(),
+                        "the next check must end before the permit"
+                    );
+                    last = Some(until);
+                }
+            }
+            t += S(4);
+        }
+        let last = last.expect("permits were issued");
+        // The loop hangs at 60: nothing is fed after the last permit.
+        assert!(last <= mono(60) + S(10));
+    }
+
+    fn previous(contact: u64, decided: bool) -> Previous {
+        Previous {
+            boot_id: "b1".into(),
+            last_contact: Some(mono(contact)),
+            self_fence_decided: decided,
+            peers: peers(3),
+        }
+    }
+
+    #[test]
+    fn a_restarted_agent_cut_off_feeds_nothing_and_fences_at_once() {
+        // Last contact at 0, restarted at 30: the failure run goes on from
+        // there (first failure at 0 + 5 + 2), so the first check, failing
+        // with its peers silent, is the verdict; nothing was fed.
+        let mut c = SelfCheck::new(
+            settings(),
+            mono(30),
+            Some("b1".into()),
+            Some(previous(0, false)),
+        );
+        assert_eq!(c.failures(), 5);
+        let mut all = c.tick(mono(30));
+        assert_eq!(probes(&all), 1);
+        let out = c.handle(mono(32), Input::ProbeDone { ok: false });
+        assert_eq!(asked(&out), Some(peers(3)));
+        all.extend(out.clone());
+        for peer in peers(3) {
+            all.extend(c.handle(mono(35), Input::PeerReply { peer, reply: None }));
+        }
+        assert!(fences(&all), "{all:?}");
+        assert_eq!(permit(&all), None);
+        assert!(matches!(
+            c.verdict(),
+            Verdict::SelfFence(Reason::Isolated { known: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn a_restarted_agent_feeds_after_contact_or_an_outage_verdict() {
+        // Contact: fed.
+        let mut c = SelfCheck::new(
+            settings(),
+            mono(30),
+            Some("b1".into()),
+            Some(previous(0, false)),
+        );
+        assert_eq!(probes(&c.tick(mono(30))), 1);
+        let out = c.handle(mono(30), Input::ProbeDone { ok: true });
+        assert!(permit(&out).is_some(), "{out:?}");
+        // Peers that cannot reach the API either: an outage, fed.
+        let mut c = SelfCheck::new(
+            settings(),
+            mono(30),
+            Some("b1".into()),
+            Some(previous(0, false)),
+        );
+        c.tick(mono(30));
+        let mut all = c.handle(mono(32), Input::ProbeDone { ok: false });
+        for peer in peers(3) {
+            let reply = Some(PeerReply {
+                api_reachable: false,
+                phase: None,
+                boot_id: None,
+            });
+            all.extend(c.handle(mono(33), Input::PeerReply { peer, reply }));
+        }
+        assert!(matches!(c.verdict(), Verdict::ControlPlaneOutage { .. }));
+        assert!(permit(&all).is_some(), "{all:?}");
+        // Restarted soon after the last contact: not yet failing, and not
+        // fed before contact either.
+        let mut c = SelfCheck::new(
+            settings(),
+            mono(3),
+            Some("b1".into()),
+            Some(previous(0, false)),
+        );
+        assert_eq!(c.failures(), 0);
+        let mut all = c.tick(mono(3));
+        all.extend(c.handle(mono(5), Input::ProbeDone { ok: false }));
+        for peer in peers(3) {
+            all.extend(c.handle(mono(8), Input::PeerReply { peer, reply: None }));
+        }
+        assert_eq!(permit(&all), None, "{all:?}");
+    }
+
+    #[test]
+    fn a_decision_survives_a_restart() {
+        let mut c = SelfCheck::new(
+            settings(),
+            mono(30),
+            Some("b1".into()),
+            Some(previous(0, true)),
+        );
+        let out = c.tick(mono(30));
+        assert!(fences(&out));
+        assert_eq!(permit(&out), None);
+        // A record of another boot is not resumed.
+        let mut p = previous(0, true);
+        p.boot_id = "b0".into();
+        let mut c = SelfCheck::new(settings(), mono(30), Some("b1".into()), Some(p));
+        assert_eq!(c.failures(), 0);
+        assert!(!fences(&c.tick(mono(30))));
+    }
+
+    #[test]
     fn batches_rotate_through_every_peer() {
         let peers = peers(70);
         let mut cursor = 0;
@@ -977,23 +1287,34 @@ mod tests {
     }
 
     #[test]
-    fn watch_init_counts_as_contact_in_the_port() {
-        // Today's behaviour, kept by the port: an Init item is contact, so
-        // an agent whose watches restart every second never probes.
+    fn a_fast_failing_network_is_no_contact() {
+        // The watches restart every second (an Init item each time) while
+        // every request fails at once: the agent probes, and with its peers
+        // silent it fences itself on the isolation schedule.
         let mut c = connected(3);
         let mut t = mono(6);
-        while t < mono(120) {
-            c.handle(t, Input::WatchItem { data: false });
-            let wake = c.next_wake();
-            if wake <= t + S(1) {
+        let mut fenced_at = None;
+        while t < mono(60) && fenced_at.is_none() {
+            let out = c.handle(t, Input::WatchItem { data: false });
+            assert!(!fences(&out));
+            while c.next_wake() <= t + S(1) && fenced_at.is_none() {
+                let wake = c.next_wake().max(t);
                 let out = c.tick(wake);
-                assert_eq!(probes(&out), 0);
-                if out.contains(&Command::RefreshPeers) {
-                    c.handle(wake, Input::PeersRefreshFailed);
+                if probes(&out) > 0 {
+                    let o = c.handle(wake, Input::ProbeDone { ok: false });
+                    for peer in asked(&o).unwrap_or_default() {
+                        if fences(&c.handle(wake, Input::PeerReply { peer, reply: None })) {
+                            fenced_at = Some(wake);
+                        }
+                    }
+                }
+                if fences(&out) {
+                    fenced_at = Some(wake);
                 }
             }
             t += S(1);
         }
-        assert_eq!(c.verdict(), &Verdict::Healthy);
+        // Last contact at 5: failures at 10, 15, 20, the third past the silence.
+        assert_eq!(fenced_at, Some(mono(20)), "{:?}", c.verdict());
     }
 }

@@ -4,8 +4,8 @@
 //! | # | situation | verdict |
 //! |---|---|---|
 //! | 1 | connected, and my own Node carries a fencing record (Fencing or Fenced) | **self-fence now** |
-//! | 2 | fewer than `--api-failure-threshold` API checks failed in a row | healthy, nothing to do |
-//! | 3 | API lost; a peer that reaches the API says my Node is Fencing/Fenced | **self-fence** |
+//! | 2 | fewer than `--api-failure-threshold` API checks failed in a row, and rule 3 does not apply | healthy, nothing to do |
+//! | 3 | API lost (from the first failed check on); a peer that reaches the API says my Node is Fencing/Fenced | **self-fence** |
 //! | 4 | API lost; a majority of all my peers answered and most of them cannot reach the API either | control-plane outage: **do not** self-fence |
 //! | 5 | API lost; no majority of my peers answered for `--peer-silence-timeout` | isolated: **self-fence** |
 //! | 6 | API lost; peers answer, reach the API and report me healthy (or too few answered, not yet for the timeout) | keep checking |
@@ -146,18 +146,21 @@ pub fn decide(input: &SelfFenceInput<'_>, s: &SelfFenceSettings) -> Verdict {
     {
         return Verdict::SelfFence(Reason::OwnRecord(phase));
     }
+    // Rule 3 (before rule 2): someone who can see the cluster says I am
+    // being fenced — from the first failed check on: the leader is fencing
+    // this node, and waiting for the threshold would only let it run on.
+    if input.api_failures > 0
+        && let Some(phase) = input
+            .answers
+            .iter()
+            .filter(|a| a.api_reachable)
+            .find_map(|a| a.my_phase)
+    {
+        return Verdict::SelfFence(Reason::PeersReportFencing(phase));
+    }
     // Rule 2.
     if input.api_failures < s.api_failure_threshold.max(1) {
         return Verdict::Healthy;
-    }
-    // Rule 3: someone who can see the cluster says I am being fenced.
-    if let Some(phase) = input
-        .answers
-        .iter()
-        .filter(|a| a.api_reachable)
-        .find_map(|a| a.my_phase)
-    {
-        return Verdict::SelfFence(Reason::PeersReportFencing(phase));
     }
     let answered = input.answers.len();
     let known = input.known_peers;
@@ -234,6 +237,19 @@ mod tests {
         }
         // At the threshold, with every peer silent past the timeout: isolated.
         assert!(decide(&input(3, &[], 5, 30), &S).self_fence());
+    }
+
+    #[test]
+    fn rule3_applies_from_the_first_failed_check() {
+        // One failed check, and a peer that reaches the API passes on my
+        // Fencing record: fence now, not at the threshold.
+        let answers = [up(Some(Phase::Fencing)), down()];
+        assert_eq!(
+            decide(&input(1, &answers, 3, 0), &S),
+            Verdict::SelfFence(Reason::PeersReportFencing(Phase::Fencing))
+        );
+        // Connected (no failed check): peers are not consulted.
+        assert_eq!(decide(&input(0, &answers, 3, 0), &S), Verdict::Healthy);
     }
 
     #[test]
@@ -371,14 +387,20 @@ mod tests {
 
     proptest! {
         /// Whatever peers say, an agent that reaches the API and sees no
-        /// record on its own Node never fences itself.
+        /// record on its own Node never fences itself; below the threshold
+        /// only a peer passing on a record can make it.
         #[test]
         fn connected_and_unrecorded_never_fences(
             failures in 0u32..3,
-            answers in proptest::collection::vec(answer(), 0..8),
+            mut answers in proptest::collection::vec(answer(), 0..8),
             extra in 0usize..4,
             secs in 0u64..1000,
         ) {
+            if failures > 0 {
+                for a in &mut answers {
+                    a.my_phase = None;
+                }
+            }
             let known = answers.len() + extra;
             let i = input(failures, &answers, known, secs);
             prop_assert_eq!(decide(&i, &S), Verdict::Healthy);

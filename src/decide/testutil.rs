@@ -70,10 +70,10 @@ pub fn facts(name: &str) -> NodeFacts {
     }
 }
 
-/// A self-fence capable agent whose safe time (detect 2×3+1 = 7, consult
-/// max(7+3, 20) + round (2+3×1) - 7 = 18, watchdog 10, margin 5: 40s with
-/// the test settings) stays within the test fence timeout (60s), so the
-/// fence-timeout rule is what the older scenario tests see.
+/// A self-fence capable agent whose safe time (47 s with the test
+/// settings: see `split_brain::mark_fenced_waits_for_the_fence_timeout_when_it_is_later`)
+/// stays within the test fence timeout (60s), so the fence-timeout rule is
+/// what the older scenario tests see.
 pub fn advert() -> AgentAdvert {
     AgentAdvert {
         self_fence: SelfFenceAction::Exec,
