@@ -270,7 +270,6 @@ fn without<'a>(args: &[&'a str], flag: &str) -> Vec<&'a str> {
 /// pod is deleted, or the pod must stay: never a deletion while the node
 /// still runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 9 item 3 (and 1): the restarted agent counts each of its watchers' initial-list retries (Event::Init, about one a second) as API contact, so its API checks never reach the threshold, it never fences itself, and its pod is force-deleted ~16 s after the cut"]
 async fn partition_link_down_agent_restarted_never_unsafe() {
     let (s, pod, victim, uid) = setup(FAST_AGENT_ARGS).await;
     let cluster = &s.cluster;

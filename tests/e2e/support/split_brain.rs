@@ -156,10 +156,16 @@ impl Cluster {
             .to_string();
         let indent = &line[..line.len() - line.trim_start().len()];
         let path = self.dir.join(format!("agent-{name}.kubeconfig"));
+        // Agents start while the next one's kubeconfig is (re)written: a
+        // rename makes each reader see the whole file, never a truncated one.
+        let tmp = self
+            .dir
+            .join(format!("agent-{name}.kubeconfig.{}", fresh_boot_id()));
         fs::write(
-            &path,
+            &tmp,
             base.replace(&line, &format!("{indent}server: {server}")),
         )?;
+        fs::rename(&tmp, &path)?;
         Ok(path)
     }
 
