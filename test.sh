@@ -54,10 +54,11 @@ step "unit and property tests"
 cargo test --lib --bins
 
 # The whole protocol (src/decide/protocol): 10,000 random fault schedules
-# and the bounded model check, debug build (about a minute). The long run:
-#   cargo run --release --example protocol-check -- --schedules 1000000 --verbose
+# (every fault kind, the leader-side ones included) and the bounded model
+# check, debug build (about two minutes). The long run:
+#   cargo run --release --example protocol-check -- --schedules 1000000 --leader-side --verbose
 step "protocol simulation and model check"
-cargo run --quiet --example protocol-check -- --schedules 10000 --check --depth 4
+cargo run --quiet --example protocol-check -- --schedules 10000 --check --depth 4 --leader-side
 
 if $unit_only; then
   exit 0

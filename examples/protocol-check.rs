@@ -8,7 +8,10 @@
 //! ```
 //!
 //! Options: `--first SEED` (first seed, default 0), `--leader-side` (also
-//! draw the faults whose known violations are on the leader's side),
+//! draw node reboots, boots after a watchdog reset and short outages with a
+//! surviving leader: the faults that found the leader-side defects of the
+//! storm-guard release and of records from an earlier boot; `./test.sh`
+//! draws them),
 //! `--legacy-sigterm` (disarm on SIGTERM even when the withdrawal failed),
 //! `--threads N`, `--margin SECS` (the leader's `--safe-time-margin`, to
 //! find the floor the simulator accepts), `--verbose` (timings, recovery times and the largest
