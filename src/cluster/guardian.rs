@@ -419,7 +419,10 @@ impl Guardian {
                         } else {
                             Some(g.cfg.static_peers.clone())
                         };
-                        if found.as_ref().is_some_and(Vec::is_empty)
+                        let answering = |p: &Vec<String>| {
+                            p.iter().filter(|a| !a.starts_with(NO_ADDRESS_PEER)).count()
+                        };
+                        if found.as_ref().is_some_and(|p| answering(p) == 0)
                             && g.cfg.self_fence != SelfFence::None
                         {
                             tracing::warn!(
@@ -579,10 +582,20 @@ impl Guardian {
                 failures = check.failures();
             }
             self.metrics.api_check_failures.set(i64::from(failures));
-            let known = check.peers().len();
+            // Peers that can answer: members without a peer address count
+            // for the majority but are no one to ask.
+            let known = check
+                .peers()
+                .iter()
+                .filter(|p| !p.starts_with(NO_ADDRESS_PEER))
+                .count();
             if peers_known != Some(known) {
                 if peers_known.is_some() || known > 0 {
-                    tracing::info!(count = known, "peers known");
+                    tracing::info!(
+                        count = known,
+                        population = check.peers().len(),
+                        "peers known"
+                    );
                 }
                 peers_known = Some(known);
                 self.metrics

@@ -319,7 +319,7 @@ impl Metrics {
                 &registry,
                 IntGauge::new(
                     "kube_fencer_peers",
-                    "Peers this agent knows and would ask if it lost the API server.",
+                    "Peers with a peer address this agent would ask if it lost the API server (members of the fencing population without one count as silent).",
                 )
                 .unwrap(),
             ),
