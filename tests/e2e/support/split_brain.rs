@@ -19,8 +19,9 @@ use super::{Cluster, NETNS_PEER_PORT, free_port, say};
 
 /// Short self-fence timings. With FAST_AGENT_ARGS (heartbeat interval 3s,
 /// unreachable-after 6s): peer wait a = 0.5s + 1s, check spacing p = 2s,
-/// verdict at max(3 + 1 + 2×2 + 0.5 + 1.5, 6 + 2 + 0.5 + 1.5) = 10s, + exec
-/// bound 5s + margin 2s = a safe time 17s after the last heartbeat
+/// last contact at most max(3, 6 + 1) = 7s after the heartbeat, verdict at
+/// max(7 + 1 + 2×2 + 0.5 + 1.5, 6 + 2 + 0.5 + 1.5, 7 + 1 + 2) = 14s, + exec
+/// bound 5s + margin 2s = a safe time 21s after the last heartbeat
 /// (`src/decide/safetime.rs`).
 pub const SELF_FENCE_TIMINGS: &[(&str, &str)] = &[
     ("--api-check-interval", "1s"),
