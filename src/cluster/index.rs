@@ -332,6 +332,18 @@ mod tests {
         .unwrap()
     }
 
+    /// An index synced at `t` with node `a` (Ready) and its Lease (version 10).
+    fn synced_with_a(t: Instant) -> Index {
+        let mut index = Index::new(Duration::from_secs(20));
+        sync(
+            &mut index,
+            vec![node("a", "1", "True")],
+            vec![lease("a", "10")],
+            t,
+        );
+        index
+    }
+
     fn sync(
         index: &mut Index,
         nodes: Vec<Node>,
@@ -376,13 +388,7 @@ mod tests {
     #[test]
     fn a_failed_lease_watch_makes_the_index_blind_until_it_works_again() {
         let t0 = Instant::now();
-        let mut index = Index::new(Duration::from_secs(20));
-        sync(
-            &mut index,
-            vec![node("a", "1", "True")],
-            vec![lease("a", "10")],
-            t0,
-        );
+        let mut index = synced_with_a(t0);
         assert!(index.synced());
         index.lease_watch_failed();
         assert!(!index.synced() && !index.observations().synced);
@@ -400,13 +406,7 @@ mod tests {
     #[test]
     fn a_consistent_lease_read_confirms_or_counts_as_a_renewal() {
         let t0 = Instant::now();
-        let mut index = Index::new(Duration::from_secs(20));
-        sync(
-            &mut index,
-            vec![node("a", "1", "True")],
-            vec![lease("a", "10")],
-            t0,
-        );
+        let mut index = synced_with_a(t0);
         let t1 = t0 + Duration::from_secs(25);
         assert_eq!(index.lease_read("a", Some("10"), t1), LeaseRead::Unchanged);
         assert_eq!(index.observations().lease_confirmed["a"], t1);
@@ -478,13 +478,7 @@ mod tests {
     #[test]
     fn renewal_updates_heartbeat() {
         let t0 = Instant::now();
-        let mut index = Index::new(Duration::from_secs(20));
-        sync(
-            &mut index,
-            vec![node("a", "1", "True")],
-            vec![lease("a", "10")],
-            t0,
-        );
+        let mut index = synced_with_a(t0);
         let t1 = t0 + Duration::from_secs(10);
         assert!(index.on_lease_event(Event::Apply(lease("a", "11")), t1));
         let hb = index.observations().nodes["a"].heartbeat.unwrap();
@@ -497,13 +491,7 @@ mod tests {
     #[test]
     fn relist_restarts_timers() {
         let t0 = Instant::now();
-        let mut index = Index::new(Duration::from_secs(20));
-        sync(
-            &mut index,
-            vec![node("a", "1", "True")],
-            vec![lease("a", "10")],
-            t0,
-        );
+        let mut index = synced_with_a(t0);
         let t1 = t0 + Duration::from_secs(60);
         sync(
             &mut index,
@@ -519,13 +507,7 @@ mod tests {
     #[test]
     fn a_resumed_lease_watch_restarts_timers() {
         let t0 = Instant::now();
-        let mut index = Index::new(Duration::from_secs(20));
-        sync(
-            &mut index,
-            vec![node("a", "1", "True")],
-            vec![lease("a", "10")],
-            t0,
-        );
+        let mut index = synced_with_a(t0);
         let t1 = t0 + Duration::from_secs(60);
         index.lease_watch_resumed(t1);
         let a = &index.observations().nodes["a"];

@@ -45,22 +45,7 @@ async fn setup(args: &[&str]) -> (Fixture, String, String, String) {
     let (pod, victim) = s.victim_off_leader();
     let cluster = &s.cluster;
     let nodes = cluster.node_names().await.unwrap();
-    let want = format!("kube_fencer_peers {}", nodes.len() - 1);
-    for n in &nodes {
-        cluster
-            .wait_until(
-                &format!("the agent of {n} to know its peers"),
-                Duration::from_secs(60),
-                async || {
-                    Ok(cluster
-                        .agent_metrics(n)?
-                        .lines()
-                        .any(|l| l == want)
-                        .then_some(()))
-                },
-            )
-            .await;
-    }
+    cluster.wait_peers_known(&nodes).await;
     let uid = pod_uid(&cluster.pod(NS, &pod).await.unwrap().unwrap());
     assert!(cluster.self_fence_times(&victim).is_empty());
     say(format!(

@@ -320,24 +320,8 @@ async fn split_brain_api_outage_fences_nobody() {
     for n in &nodes {
         cluster.wait_advertised(n).await;
     }
-    // Every agent must know its peers before the outage (an agent that knows
-    // none cannot tell an outage from isolation, and fences: that is right).
-    let want = format!("kube_fencer_peers {}", nodes.len() - 1);
-    for n in &nodes {
-        cluster
-            .wait_until(
-                &format!("the agent of {n} to know its peers"),
-                Duration::from_secs(60),
-                async || {
-                    Ok(cluster
-                        .agent_metrics(n)?
-                        .lines()
-                        .any(|l| l == want)
-                        .then_some(()))
-                },
-            )
-            .await;
-    }
+    // Every agent must know its peers before the outage.
+    cluster.wait_peers_known(&nodes).await;
     let before = cluster.pod_uids().await.unwrap();
     cluster.pause_apiserver(true).unwrap();
     tokio::time::sleep(Duration::from_secs(15)).await;

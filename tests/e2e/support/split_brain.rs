@@ -51,6 +51,27 @@ pub fn fresh_boot_id() -> String {
 }
 
 impl Cluster {
+    /// Wait until the agent of every one of `nodes` knows all the others as
+    /// peers it can ask (`kube_fencer_peers`): an agent that knows none
+    /// cannot tell an outage from isolation, and fences.
+    pub async fn wait_peers_known(&self, nodes: &[String]) {
+        let want = format!("kube_fencer_peers {}", nodes.len().saturating_sub(1));
+        for n in nodes {
+            self.wait_until(
+                &format!("the agent of {n} to know its peers"),
+                std::time::Duration::from_secs(60),
+                async || {
+                    Ok(self
+                        .agent_metrics(n)?
+                        .lines()
+                        .any(|l| l == want)
+                        .then_some(()))
+                },
+            )
+            .await;
+        }
+    }
+
     /// Where the self-fence marker of `node` is written (one line per
     /// self-fence: `<unix seconds with fraction> <reason>`, the time being
     /// when the self-fence action started, i.e. just after the decision).
