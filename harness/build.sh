@@ -99,11 +99,13 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   LDFLAGS+=" -X $pkg.gitTreeState=clean"
 done
 RENAME_FROM="" build_component kubernetes "$KUBERNETES_VERSION" "$HARNESS_DIR/k8s" \
-  kube-apiserver kube-controller-manager kube-scheduler kubectl -- \
+  kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy -- \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler \
-  k8s.io/kubernetes/cmd/kubectl
+  k8s.io/kubernetes/cmd/kubectl \
+  k8s.io/kubernetes/cmd/kubelet \
+  k8s.io/kubernetes/cmd/kube-proxy
 
 LDFLAGS="-s -w"
 RENAME_FROM="server" build_component etcd "$ETCD_VERSION" "$HARNESS_DIR/etcd" \
@@ -116,7 +118,7 @@ RENAME_FROM="" build_component kwok "$KWOK_VERSION" "$HARNESS_DIR/kwok" \
 # One directory of symlinks, keyed by all versions, to put on PATH.
 bindir="$CACHE/bin-k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
 mkdir -p "$bindir"
-for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
   ln -sfn "$CACHE/kubernetes-$KUBERNETES_VERSION/$b" "$bindir/$b"
 done
 ln -sfn "$CACHE/etcd-$ETCD_VERSION/etcd" "$bindir/etcd"
