@@ -35,6 +35,7 @@ fn main() {
     };
     let mut cfg = SimConfig {
         legacy_sigterm: flag("--legacy-sigterm"),
+        legacy_watchdog: flag("--legacy-watchdog"),
         ..SimConfig::default()
     };
     if let Some(m) = value("--margin") {

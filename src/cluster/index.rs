@@ -141,10 +141,18 @@ impl Index {
     fn insert_node(&mut self, node: &Node, now: Instant, relist: bool) {
         let facts = node_facts(node);
         let name = facts.name.clone();
-        let previous_ready_since = if relist {
+        let previous = if relist {
             None
         } else {
-            self.obs.nodes.get(&name).and_then(|n| n.ready_since)
+            self.obs.nodes.get(&name)
+        };
+        let previous_ready_since = previous.and_then(|n| n.ready_since);
+        let boot_since = match (facts.current_boot(), previous) {
+            (Err(_), _) => None,
+            (Ok(boot), Some(p)) if p.facts.current_boot().ok() == Some(boot) => {
+                p.boot_since.or(Some(now))
+            }
+            (Ok(_), _) => Some(now),
         };
         let ready_since = match facts.ready {
             Readiness::True => Some(previous_ready_since.unwrap_or(now)),
@@ -168,6 +176,7 @@ impl Index {
                 facts,
                 heartbeat,
                 ready_since,
+                boot_since,
             },
         );
     }

@@ -830,7 +830,9 @@ fn describe(intent: &NodeIntent) -> &'static str {
         NodeIntent::MarkFenced => "mark the node fenced",
         NodeIntent::Unfence => "remove kube-fencer's cordon, taint and record",
         NodeIntent::HoldFencing => "note in the record that the storm guard holds the node",
-        NodeIntent::RestartFencing => "restart the node's fencing from the storm guard's release",
+        NodeIntent::RestartFencing => {
+            "restart the node's fencing now, for its current boot (storm guard released, or the node booted again)"
+        }
     }
 }
 

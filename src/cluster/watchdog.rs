@@ -11,12 +11,26 @@
 //! timeout, so the agent must advertise the device's real timeout, never
 //! merely the requested one. A device whose timeout cannot be read back is
 //! refused.
+//!
+//! The kernel's watchdog core pings a running device in two more places
+//! than a write (`drivers/watchdog/watchdog_dev.c`): `WDIOC_SETTIMEOUT`,
+//! and the last close without the magic character — which is what every
+//! process exit is. So an agent that decided to fence its node and then
+//! crashed (or was restarted, and programmed the timeout again) would give
+//! the node another full timeout. Hence: the timeout is programmed only when
+//! the device does not already have it (an agent restarted within the same
+//! boot finds it programmed, and does not ping), and once the node must
+//! fence itself — a self-fence decision, or a permit that lapsed — the
+//! reset is *expedited*: the timeout is set to the shortest the device
+//! takes (1 s), so an exit ping after it buys at most that much.
 
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::decide::selfcheck::{EXPEDITED_TIMEOUT, PERMIT_GRACE};
 
 /// Linux ioctl request encoding (`_IOC` in `<asm-generic/ioctl.h>`), with
 /// the architectures that use other direction values and size widths.
@@ -75,23 +89,36 @@ fn feed_period(timeout: Duration) -> Duration {
     (timeout / 4).clamp(Duration::from_millis(500), Duration::from_secs(10))
 }
 
-/// Program the device's timeout to `seconds` (WDIOC_SETTIMEOUT) and read
-/// back the timeout it actually uses (WDIOC_GETTIMEOUT). A failed set is
-/// tolerated (some devices have a fixed timeout); a failed read-back is not.
-fn program_timeout(file: &File, seconds: u32) -> Result<u32, String> {
-    let fd = file.as_raw_fd();
+/// `WDIOC_SETTIMEOUT`: the timeout the device took (a ping, if it runs).
+fn set_timeout(file: &File, seconds: u32) -> std::io::Result<()> {
     let mut set: libc::c_int = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
     // SAFETY: WDIOC_SETTIMEOUT reads and writes one c_int through the
     // pointer, which is valid for the duration of the call.
-    let r = unsafe { libc::ioctl(fd, WDIOC_SETTIMEOUT as _, &mut set as *mut libc::c_int) };
+    let r = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            WDIOC_SETTIMEOUT as _,
+            &mut set as *mut libc::c_int,
+        )
+    };
     if r < 0 {
-        let e = std::io::Error::last_os_error();
-        tracing::warn!(error = %e, requested_seconds = seconds, "WDIOC_SETTIMEOUT failed; reading the device's own timeout");
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// `WDIOC_GETTIMEOUT`, validated.
+fn get_timeout(file: &File) -> Result<u32, String> {
     let mut got: libc::c_int = 0;
     // SAFETY: WDIOC_GETTIMEOUT writes one c_int through the pointer, which
     // is valid for the duration of the call.
-    let r = unsafe { libc::ioctl(fd, WDIOC_GETTIMEOUT as _, &mut got as *mut libc::c_int) };
+    let r = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            WDIOC_GETTIMEOUT as _,
+            &mut got as *mut libc::c_int,
+        )
+    };
     if r < 0 {
         let e = std::io::Error::last_os_error();
         return Err(format!(
@@ -104,6 +131,46 @@ fn program_timeout(file: &File, seconds: u32) -> Result<u32, String> {
         .ok_or_else(|| format!("WDIOC_GETTIMEOUT returned an invalid timeout of {got}s"))
 }
 
+/// Program the device's timeout to `seconds` and read back the timeout it
+/// actually uses. The device is asked first: when it already has that
+/// timeout (an agent restarted within the boot), nothing is written, as a
+/// `WDIOC_SETTIMEOUT` would ping it. A failed set is tolerated (some
+/// devices have a fixed timeout); a failed read-back is not.
+fn program_timeout(file: &File, seconds: u32) -> Result<u32, String> {
+    if get_timeout(file).is_ok_and(|s| s == seconds) {
+        return Ok(seconds);
+    }
+    if let Err(e) = set_timeout(file, seconds) {
+        tracing::warn!(error = %e, requested_seconds = seconds, "WDIOC_SETTIMEOUT failed; reading the device's own timeout");
+    }
+    get_timeout(file)
+}
+
+/// Make the reset come as soon as the device allows: the shortest timeout
+/// it takes (from 1 s up to its current one). Called once the node must
+/// fence itself, so that a ping after it (the kernel pings on the exit of
+/// the process, and programming pings) buys the node at most that long.
+fn expedite(file: &File, timeout: Duration) {
+    let current = seconds_rounded_up(timeout);
+    let shortest = seconds_rounded_up(EXPEDITED_TIMEOUT);
+    for s in shortest..current.min(8) {
+        match set_timeout(file, s) {
+            Ok(()) => {
+                tracing::warn!(
+                    seconds = s,
+                    "watchdog reset expedited: the device's timeout is now {s}s and it is no longer fed"
+                );
+                return;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot expedite the watchdog reset; it comes within the device's {current}s timeout after the last feed");
+                return;
+            }
+        }
+    }
+}
+
 /// What the feeding thread and the agent share (under one lock, so a feed
 /// can never follow the magic close written by [`Watchdog::disarm`]).
 struct Feed {
@@ -113,6 +180,16 @@ struct Feed {
     permit: Option<Instant>,
     /// False once the node is to fence itself, or after the magic close.
     feeding: bool,
+}
+
+impl Feed {
+    /// Feeding ends for good: expedite the reset (unless disarmed).
+    fn end(&mut self, timeout: Duration) {
+        if std::mem::replace(&mut self.feeding, false) {
+            self.permit = None;
+            expedite(&self.device, timeout);
+        }
+    }
 }
 
 /// The watchdog device, fed by a thread of its own while the self-check's
@@ -187,6 +264,16 @@ impl Watchdog {
                     if !feed.feeding {
                         return;
                     }
+                    if feed
+                        .permit
+                        .is_some_and(|until| Instant::now() >= until + PERMIT_GRACE)
+                    {
+                        // The permit lapsed: the self-check stopped
+                        // completing (hung, or its process is going).
+                        tracing::error!("the self-check's feeding permit lapsed: the node resets");
+                        feed.end(timeout);
+                        return;
+                    }
                     if feed.permit.is_some_and(|until| Instant::now() < until) {
                         let dev = &mut feed.device;
                         if let Err(e) = dev.write_all(b"\0").and_then(|()| dev.flush()) {
@@ -199,7 +286,8 @@ impl Watchdog {
                     let now = Instant::now();
                     let nap = match feed.permit {
                         Some(until) if until > now => period.min(until - now),
-                        _ => period,
+                        Some(until) => (until + PERMIT_GRACE).saturating_duration_since(now),
+                        None => period,
                     };
                     feed = wake
                         .wait_timeout(feed, nap)
@@ -234,9 +322,9 @@ impl Watchdog {
     }
 
     /// Feed until `until` (the self-check's verdict after a completed
-    /// check); a permit that is not renewed lapses, and the node resets the
-    /// watchdog timeout after the last feed. A lapsed permit renewed feeds
-    /// at once.
+    /// check); a permit that is not renewed lapses: no feed follows its end.
+    /// Renewed within [`PERMIT_GRACE`] it feeds again at once; later, the
+    /// feeding has ended for good and the reset was expedited.
     pub fn permit_until(&self, until: Instant) {
         self.with(|f| f.permit = Some(until));
     }
@@ -246,12 +334,11 @@ impl Watchdog {
         self.with(|f| f.permit)
     }
 
-    /// Stop feeding for good: the watchdog resets the node when it expires.
+    /// Stop feeding for good and expedite the reset: the node must fence
+    /// itself.
     pub fn stop_feeding(&self) {
-        self.with(|f| {
-            f.feeding = false;
-            f.permit = None;
-        });
+        let timeout = self.timeout;
+        self.with(|f| f.end(timeout));
     }
 
     /// Graceful shutdown: write the magic close character so the watchdog
@@ -485,6 +572,22 @@ mod tests {
         );
         assert_eq!(later, at_lapse, "no feed after the permit lapsed");
         assert_eq!(renewed, later + 1, "a renewed permit feeds at once");
+    }
+
+    #[test]
+    fn a_permit_lapsed_beyond_the_grace_ends_the_feeding_for_good() {
+        let path = temp_device("grace");
+        let w = Watchdog::open_with(path.to_str().unwrap(), Duration::from_secs(1), |_, s| Ok(s))
+            .unwrap();
+        w.permit_until(Instant::now() + Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100) + PERMIT_GRACE + Duration::from_millis(300));
+        let at_end = std::fs::read(&path).unwrap().len();
+        w.permit_until(Instant::now() + Duration::from_secs(60));
+        std::thread::sleep(w.feed_period() + Duration::from_millis(300));
+        let later = std::fs::read(&path).unwrap().len();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(at_end, 1, "fed once while permitted");
+        assert_eq!(later, at_end, "a permit after the grace feeds nothing");
     }
 
     /// Feeds at the shortest period (a 1s device: every 500ms) for 1.2s,

@@ -112,6 +112,7 @@ mod tests {
                 facts: f,
                 heartbeat: None,
                 ready_since: None,
+                boot_since: None,
             },
         );
         obs.pods.insert(

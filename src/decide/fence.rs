@@ -77,21 +77,7 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
                 }
                 return;
             }
-            // A record of an earlier boot: the node rebooted since fencing
-            // began, and its agent of this boot ignores the record (rule 1
-            // is for this boot only), so no safe time holds for it. Restart
-            // the fencing for the current boot first.
-            if let (Some(recorded), Ok(current)) =
-                (r.boot_id.as_deref(), view.obs.facts.current_boot())
-                && recorded != current
-            {
-                plan.actions.push(Action::UpdateNode {
-                    node: name.to_string(),
-                    intent: NodeIntent::RestartFencing,
-                    why: format!(
-                        "the node rebooted since its fencing began (boot {recorded}, now {current}) and its Lease went stale again: restarting its fencing for the current boot"
-                    ),
-                });
+            if restart_for_current_boot(view, plan) {
                 return;
             }
             if let Some(held) = r.held_since {
@@ -118,9 +104,57 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
             }
             self_fenced(view, plan, age, settled);
         }
-        // Fenced: recovery's business. Malformed: never managed.
+        // Fenced in an earlier boot: recovery holds back (see `recover`)
+        // until this boot is fenced in turn.
+        RecordState::Valid(r)
+            if r.phase == Phase::Fenced && view.obs.facts.record_of_other_boot().is_some() =>
+        {
+            if plan.guard.active {
+                plan.warn(
+                    name,
+                    held_message(
+                        name,
+                        "restarting the fencing of",
+                        &plan.guard,
+                        s.max_unhealthy,
+                    ),
+                );
+            } else {
+                restart_for_current_boot(view, plan);
+            }
+        }
+        // Fenced (recovery's business), Malformed (never managed).
         _ => {}
     }
+}
+
+/// A record of an earlier boot on a stale node: the node rebooted since its
+/// fencing began (or since it was marked fenced, perhaps before its pods were
+/// deleted, so its kubelet may have started them again), and its agent of
+/// this boot ignores the record, so no safe time of the record says anything
+/// about this boot. Restart the fencing for the current boot once this boot
+/// has had `--unreachable-after` to renew its Lease: a node just rebooting
+/// reports its new boot ID a moment before its first renewal, and fencing it
+/// then would make its agent fence a healthy node again. Returns whether
+/// the record is of another boot (restarted now or waiting).
+fn restart_for_current_boot(view: &NodeView<'_>, plan: &mut Plan<'_>) -> bool {
+    let Some((recorded, current)) = view.obs.facts.record_of_other_boot() else {
+        return false;
+    };
+    let s = plan.settings;
+    let due = view.obs.boot_since.unwrap_or(plan.now.mono) + s.unreachable_after;
+    if plan.now.mono < due {
+        plan.wake(due);
+        return true;
+    }
+    plan.actions.push(Action::UpdateNode {
+        node: view.name.to_string(),
+        intent: NodeIntent::RestartFencing,
+        why: format!(
+            "the node rebooted since its fencing began (boot {recorded}, now {current}) and its Lease went stale again: restarting its fencing for the current boot"
+        ),
+    });
+    true
 }
 
 /// The external fence command. Returns true when the node was marked fenced.

@@ -226,6 +226,17 @@ impl NodeFacts {
         self.kubelet_boot_id.as_deref().or(self.agent.boot_id())
     }
 
+    /// A record stamped with another boot than the node's current one:
+    /// `(recorded, current)`. The node rebooted since its fencing began, and
+    /// its agent of this boot ignores the record (rule 1 is for the boot it
+    /// names), so neither the record's safe time nor its "fenced" says
+    /// anything about what the node runs now.
+    pub fn record_of_other_boot(&self) -> Option<(&str, &str)> {
+        let recorded = self.record.valid()?.boot_id.as_deref()?;
+        let current = self.current_boot().ok()?;
+        (recorded != current).then_some((recorded, current))
+    }
+
     /// The node's current boot ID as evidence of a reboot: the kubelet's
     /// (`status.nodeInfo.bootID`, read from the running kernel) whenever it
     /// reports one — an agent's advertisement may be left over from before
@@ -264,6 +275,31 @@ pub struct NodeObs {
     /// When we first observed Ready=True in the current run of Ready=True
     /// (or the sync time); `None` while Ready is not True.
     pub ready_since: Option<Instant>,
+    /// When we first observed the node's current boot
+    /// ([`NodeFacts::current_boot`]) in this run of our caches (or the sync
+    /// time); `None` while no boot ID is known.
+    pub boot_since: Option<Instant>,
+}
+
+/// [`NodeObs::boot_since`] for observers that keep it per node name: the
+/// instant stays while the node's current boot stays the same and restarts
+/// at `now` when it changes.
+pub fn boot_seen_since(
+    seen: &mut BTreeMap<String, (String, Instant)>,
+    facts: &NodeFacts,
+    now: Instant,
+) -> Option<Instant> {
+    let Ok(boot) = facts.current_boot() else {
+        seen.remove(&facts.name);
+        return None;
+    };
+    match seen.get(&facts.name) {
+        Some((b, since)) if b == boot => Some(*since),
+        _ => {
+            seen.insert(facts.name.clone(), (boot.to_string(), now));
+            Some(now)
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -117,8 +117,12 @@ pub fn render(
             }));
         }
         NodeIntent::HoldFencing | NodeIntent::RestartFencing => {
+            let hold = *intent == NodeIntent::HoldFencing;
             let record = match &facts.record {
                 RecordState::Valid(r) if r.phase == Phase::Fencing => r,
+                // Fenced in an earlier boot: back to Fencing for this one,
+                // without our taint (the node is no longer known fenced).
+                RecordState::Valid(r) if !hold && facts.record_of_other_boot().is_some() => r,
                 RecordState::Valid(_) => {
                     return Err(Skip::NoLongerApplies(
                         "the node is no longer in phase Fencing".into(),
@@ -135,7 +139,6 @@ pub fn render(
                     )));
                 }
             };
-            let hold = *intent == NodeIntent::HoldFencing;
             // The boot a restarted fencing concerns: the current one.
             let current = facts.current_boot().ok().map(String::from);
             let other_boot =
@@ -157,6 +160,22 @@ pub fn render(
                 next.fencing_since = now.wall;
                 if current.is_some() {
                     next.boot_id = current;
+                }
+                if record.phase == Phase::Fenced {
+                    next.phase = Phase::Fencing;
+                    next.fenced_at = None;
+                    let ours = Taint::out_of_service();
+                    if record.tainted && facts.taints.contains(&ours) {
+                        patch.taints = Some(
+                            facts
+                                .taints
+                                .iter()
+                                .filter(|t| **t != ours)
+                                .cloned()
+                                .collect(),
+                        );
+                    }
+                    next.tainted = false;
                 }
             }
             patch.record = Some(Some(next));
@@ -308,6 +327,43 @@ mod tests {
         f.record = RecordState::Absent;
         assert!(matches!(
             render(&NodeIntent::RestartFencing, &f, now_at(0), &s),
+            Err(Skip::NoLongerApplies(_))
+        ));
+    }
+
+    #[test]
+    fn a_node_fenced_in_an_earlier_boot_goes_back_to_fencing_without_our_taint() {
+        let s = settings();
+        let mut f = facts("n1");
+        let RecordState::Valid(mut r) = record(Phase::Fenced, true, true) else {
+            unreachable!()
+        };
+        r.boot_id = Some("boot-0".into());
+        f.record = RecordState::Valid(r.clone());
+        f.taints.push(Taint::out_of_service());
+        f.unschedulable = true;
+        let p = render(&NodeIntent::RestartFencing, &f, now_at(90), &s).unwrap();
+        let Some(Some(next)) = p.record else {
+            panic!("{p:?}")
+        };
+        assert_eq!(next.phase, Phase::Fencing);
+        assert_eq!(next.fenced_at, None);
+        assert!(!next.tainted);
+        assert!(next.cordoned, "the cordon stays");
+        assert_eq!(next.boot_id.as_deref(), f.current_boot().ok());
+        assert_ne!(next.boot_id, r.boot_id);
+        assert_eq!(
+            next.fencing_since,
+            wall0() + std::time::Duration::from_secs(90)
+        );
+        let taints = p.taints.expect("our taint is removed");
+        assert!(!taints.contains(&Taint::out_of_service()), "{taints:?}");
+        assert!(p.unschedulable.is_none());
+        // Fenced in this very boot: nothing to restart.
+        r.boot_id = f.current_boot().ok().map(String::from);
+        f.record = RecordState::Valid(r);
+        assert!(matches!(
+            render(&NodeIntent::RestartFencing, &f, now_at(91), &s),
             Err(Skip::NoLongerApplies(_))
         ));
     }

@@ -178,6 +178,7 @@ fn arb_node(name: String) -> impl Strategy<Value = NodeObs> {
                         streak_since: mono(NOW - age - streak),
                     }),
                     ready_since: ready_for.map(|d| mono(NOW - d)),
+                    boot_since: None,
                 }
             },
         )

@@ -27,6 +27,18 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
         return;
     }
     let name = view.name;
+    if let Some((recorded, current)) = view.obs.facts.record_of_other_boot() {
+        // Fenced in boot `recorded`, but the node has booted again since
+        // (perhaps before its pods were deleted, so its kubelet may be
+        // running them): `fence` restarts its fencing for this boot first.
+        plan.warn(
+            name,
+            format!(
+                "node {name} was marked fenced in boot {recorded} but has booted again since (boot {current}) and may be running its pods: nothing is deleted until this boot is fenced"
+            ),
+        );
+        return;
+    }
     let Some(pods) = plan.obs.pods.get(name) else {
         return;
     };

@@ -9,7 +9,7 @@
 //! contact  = max(heartbeat interval, (fencing recorded - last heartbeat) + RECORD_DELIVERY)
 //! isolated = contact + i + (j-1)·p + t + a
 //! reported = (fencing recorded - last heartbeat) + p + t + a
-//! hung     = contact + i + longest connected check
+//! hung     = contact + i + longest connected check + permit grace
 //! i = api-check-interval, k = api-failure-threshold, t = api-check-timeout,
 //! a = t + PEER_ANSWER_SLACK (how long the agent waits for a peer),
 //! p = max(i, t + a)       (spacing of checks once they fail),
@@ -39,7 +39,10 @@
 //!   after the heartbeat, later if the storm guard held it).
 //! - **hung**: the agent feeds the watchdog only until its next check has
 //!   had time to end (a dead man's switch, [`super::selfcheck`]); a loop that
-//!   hung while connected stops feeding by then.
+//!   hung while connected stops feeding by then, and its feeding thread
+//!   expedites the reset [`PERMIT_GRACE`](super::selfcheck::PERMIT_GRACE)
+//!   later — unless the process exits within that grace, whose exit ping
+//!   then restarts the full timeout (hence the grace in the term).
 //! - Then the self-fence action takes at most the **watchdog timeout**, and
 //!   the **margin** (`--safe-time-margin`) absorbs watch and reconcile
 //!   latency and clock-rate differences.
@@ -187,7 +190,10 @@ pub fn safe_time(
         .saturating_add(p)
         .saturating_add(t)
         .saturating_add(a);
-    let hung = contact.saturating_add(i).saturating_add(longest_check(t));
+    let hung = contact
+        .saturating_add(i)
+        .saturating_add(longest_check(t))
+        .saturating_add(super::selfcheck::PERMIT_GRACE);
     let verdict = isolated.max(reported).max(hung);
     let detect = i.saturating_add(p.saturating_mul(k - 1)).saturating_add(t);
     let mut st = SafeTime {

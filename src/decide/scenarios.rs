@@ -278,6 +278,7 @@ fn unfencing_needs_the_lease_streak_as_well_as_ready() {
                     streak_since: mono(1000 - streak),
                 }),
                 ready_since: Some(mono(1000 - ready)),
+                boot_since: None,
             },
         );
         decide(&obs, now_at(1000), &settings())
@@ -743,6 +744,7 @@ fn a_fenced_record_with_a_stale_lease_recovers_in_the_first_decision() {
             facts: f,
             heartbeat: Some(Heartbeat::first_seen(mono(0))),
             ready_since: None,
+            boot_since: None,
         },
     );
     assert_eq!(
@@ -1369,4 +1371,98 @@ fn settle_window_trade_off_on_the_benchmarks_tight_timings() {
     );
     assert_eq!(self_default, self_none);
     assert!(cmd_default > cmd_none && cmd_default <= cmd_none + 5);
+}
+
+/// Marked fenced in boot `boot-0`, the node booted again (`boot-1`) before
+/// its pods were deleted, its kubelet renewed its Lease and started them
+/// again, and then it was cut off. The record of the earlier boot says
+/// nothing about this one (its agent ignores it): deleting the pod on it
+/// would delete a pod that may be running.
+#[test]
+fn a_node_fenced_in_an_earlier_boot_is_fenced_again_before_its_pods_are_deleted() {
+    let mut sim = Sim::new();
+    sim.nodes(&["n1", "n2", "n3", SELF_NODE]);
+    let pod = sim.sts_pod("n1", "db/db-0", "db");
+    let n1 = sim.get_mut("n1");
+    n1.facts.record = RecordState::Valid(FenceRecord {
+        phase: Phase::Fenced,
+        fencing_since: wall0(),
+        fenced_at: Some(wall0()),
+        cordoned: true,
+        tainted: true,
+        by: "x".into(),
+        boot_id: Some("boot-0".into()),
+        held_since: None,
+    });
+    n1.facts.unschedulable = true;
+    n1.facts.taints.push(Taint::out_of_service());
+    sim.sync();
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(300);
+    let restarted = 20;
+    assert_eq!(
+        sim.updates("n1", NodeIntent::RestartFencing),
+        vec![restarted],
+        "{:?}",
+        sim.log
+    );
+    let marked = sim.updates("n1", mark());
+    assert_eq!(marked.len(), 1, "{:?}", sim.log);
+    let a = testutil::advert();
+    let floor = restarted
+        + (a.api_check_timeout + a.watchdog_timeout + sim.settings.safe_time_margin).as_secs();
+    assert!(marked[0] >= floor, "marked at {} < {floor}", marked[0]);
+    let deleted = sim.deleted_pods();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(deleted[0].0 >= marked[0], "{deleted:?} before {marked:?}");
+    assert!(!sim.pod_exists(&pod));
+    let RecordState::Valid(r) = sim.record("n1") else {
+        panic!("n1 has a record")
+    };
+    assert_eq!(r.boot_id.as_deref(), Some("boot-1"));
+}
+
+/// A node that rebooted reports its new boot ID a moment before its first
+/// Lease renewal: its fencing is not restarted then (its agent of the new
+/// boot would take the record for its own and fence a healthy node); it is
+/// unfenced once healthy.
+#[test]
+fn a_node_fenced_in_an_earlier_boot_that_is_coming_back_is_not_fenced_again() {
+    let mut sim = Sim::new();
+    sim.nodes(&["n1", "n2", "n3", SELF_NODE]);
+    let n1 = sim.get_mut("n1");
+    n1.facts.record = RecordState::Valid(FenceRecord {
+        phase: Phase::Fenced,
+        fencing_since: wall0(),
+        fenced_at: Some(wall0()),
+        cordoned: true,
+        tainted: true,
+        by: "x".into(),
+        boot_id: Some("boot-0".into()),
+        held_since: None,
+    });
+    n1.facts.kubelet_boot_id = Some("boot-0".into());
+    n1.facts.unschedulable = true;
+    n1.facts.taints.push(Taint::out_of_service());
+    sim.sync();
+    sim.kill("n1");
+    sim.run_until(100);
+    // The reboot: the kubelet's status names the new boot, its first Lease
+    // renewal follows a few seconds later.
+    sim.get_mut("n1").facts.kubelet_boot_id = Some("boot-1".into());
+    sim.run_until(104);
+    sim.reconnect("n1");
+    sim.run_until(200);
+    assert!(
+        sim.updates("n1", NodeIntent::RestartFencing).is_empty(),
+        "{:?}",
+        sim.log
+    );
+    assert_eq!(
+        sim.updates("n1", NodeIntent::Unfence).len(),
+        1,
+        "{:?}",
+        sim.log
+    );
 }

@@ -33,9 +33,11 @@
 //!   successful request, [`Input::WatchItem`] with `data: false` for
 //!   kube-runtime's `Event::Init` (it is not contact);
 //! - feed the watchdog only until the latest [`Command::PermitFeeding`]'s
-//!   `until` (a dead man's switch: a hung loop lets it lapse), open the
-//!   device at the first permit, and on [`Command::SelfFence`] open it if it
-//!   never was and stop feeding;
+//!   `until` (a dead man's switch: a hung loop lets it lapse); open the
+//!   device at start without pinging one that runs already (the kernel pings
+//!   on `WDIOC_SETTIMEOUT` and on every process exit); expedite the reset
+//!   ([`EXPEDITED_TIMEOUT`]) on [`Command::SelfFence`] and when a permit
+//!   lapsed for [`PERMIT_GRACE`], so an exit ping after it buys little;
 //! - persist [`SelfCheck::previous`] after every call (e.g. on a hostPath)
 //!   and pass it to [`SelfCheck::new`] on restart: a restarted agent of the
 //!   same boot continues the failure run from the persisted last contact,
@@ -56,6 +58,14 @@ use super::{Phase, RecordState, SelfFenceAction, safetime};
 /// sample with a probability that falls fast with f (about 1e-10 for f = 10%,
 /// 1e-5 for f = 20% with one batch); larger groups trip the storm guard.
 pub const PEER_BATCH: usize = 32;
+/// How long after a permit's end the watchdog's feeding thread takes it as
+/// lapsed (the loop hung: the reset is then expedited); a renewal that comes
+/// within it resumes the feeding. Feeds never follow the permit's end.
+pub const PERMIT_GRACE: Duration = Duration::from_secs(2);
+/// The watchdog timeout an expedited reset sets: the node resets this long
+/// after the last ping (a self-fence decision, a lapsed permit).
+pub const EXPEDITED_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Peer list refreshed from the API this often at steady state.
 pub const PEER_REFRESH: Duration = Duration::from_secs(300);
 /// First refresh interval after start: the other agents of a DaemonSet

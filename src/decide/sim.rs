@@ -54,6 +54,7 @@ pub struct Agent {
     /// watch cache) while the API server has the truth.
     pub lease_events_lost: std::collections::BTreeSet<String>,
     pub ready_since: BTreeMap<String, Instant>,
+    pub boot_since: BTreeMap<String, (String, Instant)>,
     pub dry_run: Option<Overlay>,
 }
 
@@ -242,6 +243,7 @@ impl Sim {
         self.agent.synced = true;
         self.agent.heartbeats.clear();
         self.agent.ready_since.clear();
+        self.agent.boot_since.clear();
         self.agent.lease_rvs.clear();
         self.agent.lease_confirmed.clear();
         for (name, n) in &self.world.nodes {
@@ -290,6 +292,7 @@ impl Sim {
                 }
             }
             if self.agent.synced {
+                boot_seen_since(&mut self.agent.boot_since, &n.facts, now);
                 if n.facts.ready == Readiness::True {
                     self.agent.ready_since.entry(name.clone()).or_insert(now);
                 } else {
@@ -328,6 +331,7 @@ impl Sim {
                         None
                     },
                     ready_since: self.agent.ready_since.get(name).copied(),
+                    boot_since: self.agent.boot_since.get(name).map(|(_, at)| *at),
                 },
             );
         }

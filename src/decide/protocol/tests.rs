@@ -201,6 +201,32 @@ fn kubelet_dies_then_cut_off_just_before_the_record() {
 
 /// The model checker's counterexample on the faithful port: a follower
 /// cut off from the API by a fast-failing network.
+/// The kernel pings a running watchdog on every process exit and on
+/// `WDIOC_SETTIMEOUT`. A cut-off agent decided to fence its node, then
+/// crashed, was restarted (programming the timeout again), stopped by
+/// SIGTERM without withdrawing and restarted again: each ping gave the
+/// node another full timeout, and the leader deleted its pod while it still
+/// ran (S1). Fixed by not reprogramming a device that has the timeout and
+/// by expediting the reset once the node must fence itself.
+#[test]
+fn seed_9552_exit_and_programming_pings_after_the_decision() {
+    let set = FaultSet {
+        leader_side: true,
+        ..FaultSet::default()
+    };
+    let legacy = SimConfig {
+        legacy_watchdog: true,
+        ..SimConfig::default()
+    };
+    let before = run_seed(9552, &legacy, set, true);
+    assert!(
+        before.violations.iter().any(|v| v.invariant == "S1"),
+        "the adversary no longer sees the defect: {:?}",
+        before.violations
+    );
+    assert_clean(&run_seed(9552, &SimConfig::default(), set, true));
+}
+
 #[test]
 fn model_check_path_wait_then_cut_api_fast() {
     use super::checker::{Action, Bounds, replay};

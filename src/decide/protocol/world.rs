@@ -15,7 +15,7 @@ use super::super::selfcheck::{
 use super::super::{
     AdvertState, AgentAdvert, Decision, Heartbeat, MaxUnhealthy, NodeFacts, NodeIntent, NodeObs,
     Now, Observations, OwnerRef, PodObs, Readiness, RecordState, Selector, SelfFenceAction,
-    Settings, Strategy, Taint, decide, nodes_needing_pods, patch, safetime,
+    Settings, Strategy, Taint, boot_seen_since, decide, nodes_needing_pods, patch, safetime,
 };
 use super::{DRIFT_BOUND, Rng};
 
@@ -113,6 +113,11 @@ pub struct SimConfig {
     pub election: (Duration, Duration, Duration),
     /// Legacy SIGTERM: disarm the watchdog even when the withdrawal failed.
     pub legacy_sigterm: bool,
+    /// Legacy watchdog handling: every agent start programs the timeout
+    /// (a ping, also of a device its crashed predecessor left running), and
+    /// a decision or a lapsed permit only stops feeding (a process exit
+    /// before the reset then pings it once more).
+    pub legacy_watchdog: bool,
     /// A node reset by its watchdog boots again (new boot ID). Off by
     /// default: a node back with a new boot while its old record and
     /// advertisement are still on its Node is the leader's side (record and
@@ -156,6 +161,7 @@ impl Default for SimConfig {
             heartbeat: s(10),
             election: (s(12), s(8), s(4)),
             legacy_sigterm: false,
+            legacy_watchdog: false,
             boot_after_reset: false,
         }
     }
@@ -168,37 +174,50 @@ pub enum Proc {
     Down,
 }
 
+/// A Linux watchdog device as the kernel's watchdog core runs it
+/// (`drivers/watchdog/watchdog_dev.c`): opening starts it, a write feeds
+/// it, `WDIOC_SETTIMEOUT` on a running device also pings it, and the last
+/// close without the magic 'V' — which is what a process exit does —
+/// pings it once more ("watchdog did not stop!"). It resets the node its
+/// timeout after the last ping. The device outlives the agent process;
+/// only a reset (or a magic close) ends it.
 #[derive(Clone, Debug)]
 pub struct Watchdog {
-    /// Opened (by the first feed permit) and not disarmed.
+    /// Running: opened and not disarmed.
     pub armed: bool,
-    /// Told to stop feeding (self-fence).
+    /// The current agent process decided to self-fence.
     pub stopped: bool,
-    /// Feeding permitted until (real time).
+    /// The last ping not from the current process's feeding: its start
+    /// (open), a `WDIOC_SETTIMEOUT`, an earlier process's exit.
+    pub ping: T,
+    /// The device's timeout is the shortest (the agent expedited the reset).
+    pub short: bool,
+    /// The current process's feeding is permitted until (real time); 0: not yet.
     pub permit_until: T,
-    /// The feeding thread died at (process gone).
-    pub dead_at: Option<T>,
     pub g: u64,
 }
+
+/// The timeout an agent expedites the reset with.
+const EXPEDITED: T = selfcheck::EXPEDITED_TIMEOUT.as_nanos() as T;
+/// How long after a permit's end the feeding thread expedites.
+const GRACE: T = selfcheck::PERMIT_GRACE.as_nanos() as T;
 
 impl Watchdog {
     fn new() -> Self {
         Watchdog {
             armed: false,
             stopped: false,
+            ping: 0,
+            short: false,
             permit_until: 0,
-            dead_at: None,
             g: 0,
         }
     }
 
-    /// The last feed (or `None`: still feeding at `now`).
+    /// The last ping at or before `now`: the current process feeds
+    /// continuously while its permit lasts.
     fn last_feed(&self, now: T) -> T {
-        let mut end = self.permit_until;
-        if let Some(d) = self.dead_at {
-            end = end.min(d);
-        }
-        end.min(now)
+        self.ping.max(self.permit_until.min(now))
     }
 }
 
@@ -249,6 +268,7 @@ pub struct Leader {
     pub heartbeats: BTreeMap<String, Heartbeat>,
     pub seen_rv: BTreeMap<String, u64>,
     pub ready_since: BTreeMap<String, Instant>,
+    pub boot_since: BTreeMap<String, (String, Instant)>,
     /// The leader's watches missed events (and how): caught up on reconnect.
     pub blind: Option<Link>,
     pub valid_until: T,
@@ -825,7 +845,10 @@ impl Sim {
         if !clean {
             return;
         }
-        let AdvertState::Valid(a) = &self.nodes[n].facts.agent else {
+        // Only a node whose agent advertised in this boot can be fenced on
+        // time (one powered off before its agent of this boot spoke waits,
+        // rightly, for an operator or a fence command).
+        let Ok(a) = self.nodes[n].facts.capable_advert() else {
             return;
         };
         let s = &self.cfg.leader;
@@ -976,9 +999,23 @@ impl Sim {
         let previous = node.persisted.clone();
         let check = SelfCheck::new(self.cfg.check.clone(), now, Some(node.boot_id()), previous);
         node.check = Some(check);
-        node.wd.dead_at = None;
         node.wd.stopped = false;
         node.wd.permit_until = 0;
+        if self.cfg.check.action == SelfFenceAction::Watchdog {
+            // The agent opens the device at start and programs its timeout:
+            // opening starts a stopped device; on one left running by a
+            // crashed predecessor, programming pings it — unless, as the
+            // agent does, the timeout read back is already the one wanted.
+            if !node.wd.armed {
+                node.wd.armed = true;
+                node.wd.ping = self.now;
+                node.wd.short = false;
+            } else if self.cfg.legacy_watchdog {
+                node.wd.ping = self.now;
+                node.wd.short = false;
+            }
+            node.wd.g += 1;
+        }
         self.log(|| format!("n{n}: agent starts"));
         let cmds = self.nodes[n]
             .check
@@ -1008,9 +1045,20 @@ impl Sim {
     }
 
     fn stop_agent(&mut self, n: usize) {
+        let expedite = !self.cfg.legacy_watchdog;
         let node = &mut self.nodes[n];
-        if node.proc != Proc::Down {
-            node.wd.dead_at = Some(self.now);
+        if node.proc != Proc::Down && node.wd.armed && node.on {
+            // The process exits: its feeding ends, a lapse before now was
+            // expedited by its feeding thread, and the kernel's close
+            // without the magic character pings the device once more.
+            let wd = &mut node.wd;
+            if expedite && wd.permit_until > 0 && wd.permit_until + GRACE <= self.now && !wd.short {
+                // Expedited at the lapse, pinged at the exit.
+                wd.short = true;
+            }
+            wd.ping = self.now;
+            wd.permit_until = 0;
+            wd.g += 1;
         }
         node.proc = Proc::Down;
         node.check = None;
@@ -1149,10 +1197,6 @@ impl Sim {
             Command::PermitFeeding { until } => {
                 let real = self.real(n, until);
                 let node = &mut self.nodes[n];
-                if !node.wd.armed && s.action == SelfFenceAction::Watchdog {
-                    // The device is opened with the first permit.
-                    node.wd.armed = true;
-                }
                 node.wd.permit_until = real;
                 node.wd.g += 1;
                 self.arm_watchdog_check(n);
@@ -1168,14 +1212,16 @@ impl Sim {
                         ),
                     );
                 }
+                let legacy = self.cfg.legacy_watchdog;
                 let node = &mut self.nodes[n];
-                if s.action == SelfFenceAction::Watchdog && !node.wd.armed {
-                    // Never fed yet: the device is opened now, and not fed.
-                    node.wd.armed = true;
-                    node.wd.permit_until = at;
-                }
                 node.wd.stopped = true;
                 node.wd.permit_until = node.wd.permit_until.min(at);
+                if node.wd.armed && !legacy {
+                    // Expedite: WDIOC_SETTIMEOUT to the shortest (a ping).
+                    node.wd.ping = node.wd.last_feed(at).max(at);
+                    node.wd.permit_until = 0;
+                    node.wd.short = true;
+                }
                 node.wd.g += 1;
                 self.arm_watchdog_check(n);
                 self.send_agent(n, 0, Input::SelfFenceDone { ok: true });
@@ -1239,9 +1285,18 @@ impl Sim {
 
     fn reset_at(&self, n: usize) -> T {
         let node = &self.nodes[n];
-        let last = node.wd.last_feed(u64::MAX);
+        let wd = &node.wd;
         let wdt = ns(self.cfg.check.watchdog_timeout) as f64 / node.rate;
-        last.saturating_add(wdt as u64)
+        let fed = wd.permit_until > 0 && node.proc != Proc::Down;
+        if wd.short {
+            return wd.ping.saturating_add(EXPEDITED);
+        }
+        if fed && !self.cfg.legacy_watchdog {
+            // The feeding thread expedites the reset when the permit lapsed.
+            let last = wd.ping.max(wd.permit_until);
+            return (last + GRACE + EXPEDITED).min(last.saturating_add(wdt as u64));
+        }
+        wd.last_feed(u64::MAX).saturating_add(wdt as u64)
     }
 
     fn arm_watchdog_check(&mut self, n: usize) {
@@ -1291,6 +1346,7 @@ impl Sim {
                     heartbeats: BTreeMap::new(),
                     seen_rv: BTreeMap::new(),
                     ready_since: BTreeMap::new(),
+                    boot_since: BTreeMap::new(),
                     blind: None,
                     valid_until: self.now + ns(deadline),
                     token: 0,
@@ -1407,7 +1463,9 @@ impl Sim {
             ..Default::default()
         };
         let mut ready_since = l.ready_since.clone();
+        let mut boot_since = l.boot_since.clone();
         for node in &self.nodes {
+            let bs = boot_seen_since(&mut boot_since, &node.facts, local);
             let rs = if node.facts.ready == Readiness::True {
                 Some(*ready_since.entry(node.name.clone()).or_insert(local))
             } else {
@@ -1420,6 +1478,7 @@ impl Sim {
                     facts: node.facts.clone(),
                     heartbeat: l.heartbeats.get(&node.name).copied(),
                     ready_since: rs,
+                    boot_since: bs,
                 },
             );
         }
@@ -1447,6 +1506,7 @@ impl Sim {
         }
         if let Some(l) = &mut self.leader {
             l.ready_since = ready_since;
+            l.boot_since = boot_since;
         }
         let d: Decision = decide(&obs, now, &settings);
         if d.report.storm_guard.active {
