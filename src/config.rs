@@ -229,9 +229,12 @@ pub struct Args {
     pub node_heartbeat_interval: String,
 
     /// How this agent fences its own node when it must:
-    /// none | watchdog | sysrq-reboot | exec:<command>. Without a self-fence
-    /// action (and without --fence-command) the leader never marks this
-    /// node fenced.
+    /// none | auto | watchdog | sysrq-reboot | exec:<command>. `auto` is
+    /// `watchdog` when --watchdog-device opens and reports its timeout, else
+    /// `none` — said loudly (a Warning Event on the Node, the metric
+    /// kube_fencer_self_fence_capable 0, and the advertisement's reason).
+    /// Without a self-fence action (and without --fence-command) the leader
+    /// never marks this node fenced.
     #[arg(
         long,
         env = "KUBE_FENCER_SELF_FENCE",
@@ -316,7 +319,7 @@ pub struct Args {
     pub peer_advertise: String,
 
     /// File holding the shared peer key (HMAC-SHA256; at least 16 bytes).
-    /// Required with a self-fence action.
+    /// A self-fence action needs this or --peer-key-secret.
     #[arg(
         long,
         env = "KUBE_FENCER_PEER_KEY_FILE",
@@ -324,6 +327,17 @@ pub struct Args {
         value_name = "PATH"
     )]
     pub peer_key_file: String,
+
+    /// Secret (in the agent's namespace, data key `key`) holding the shared
+    /// peer key; the first agent that finds none creates it with a random
+    /// key. Cached in --state-dir for restarts while the API is out of reach.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_PEER_KEY_SECRET",
+        default_value = "",
+        value_name = "NAME"
+    )]
+    pub peer_key_secret: String,
 
     /// Fixed peer addresses (host:port, comma-separated) instead of
     /// discovering them from the other Nodes' advertisements.
@@ -413,6 +427,8 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SelfFence {
     None,
+    /// The watchdog if it can be used, else none (resolved at start).
+    Auto,
     Watchdog,
     SysrqReboot,
     Exec(String),
@@ -422,7 +438,7 @@ impl SelfFence {
     pub fn action(&self) -> crate::decide::SelfFenceAction {
         use crate::decide::SelfFenceAction as A;
         match self {
-            SelfFence::None => A::None,
+            SelfFence::None | SelfFence::Auto => A::None,
             SelfFence::Watchdog => A::Watchdog,
             SelfFence::SysrqReboot => A::SysrqReboot,
             SelfFence::Exec(_) => A::Exec,
@@ -434,6 +450,8 @@ impl SelfFence {
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub self_fence: SelfFence,
+    /// Why `--self-fence=auto` resolved to none (set at start).
+    pub self_fence_unavailable: Option<String>,
     pub watchdog_device: String,
     pub watchdog_timeout: Duration,
     pub api_check_interval: Duration,
@@ -443,6 +461,7 @@ pub struct AgentConfig {
     pub peer_listen: Option<SocketAddr>,
     pub peer_advertise: Option<String>,
     pub peer_key_file: Option<String>,
+    pub peer_key_secret: Option<String>,
     pub boot_id_file: String,
     /// `--state-dir`.
     pub state_dir: std::path::PathBuf,
@@ -615,16 +634,33 @@ impl Args {
         };
         let peer_key_file =
             (!self.peer_key_file.trim().is_empty()).then(|| self.peer_key_file.clone());
+        let peer_key_secret = (!self.peer_key_secret.trim().is_empty())
+            .then(|| self.peer_key_secret.trim().to_string());
+        if peer_key_file.is_some() && peer_key_secret.is_some() {
+            return Err(ConfigError(
+                "'--peer-key-file' and '--peer-key-secret' are both set: give one source of the peer key".into(),
+            ));
+        }
+        if let Some(name) = &peer_key_secret
+            && !is_dns1123_subdomain(name)
+        {
+            return Err(invalid(
+                "peer-key-secret",
+                name,
+                "expected a Secret name (a DNS subdomain such as kube-fencer-peer-key)",
+            ));
+        }
         if !matches!(self_fence, SelfFence::None)
-            && (peer_listen.is_none() || peer_key_file.is_none())
+            && (peer_listen.is_none() || (peer_key_file.is_none() && peer_key_secret.is_none()))
         {
             return Err(ConfigError(format!(
-                "'--self-fence' ({}) needs '--peer-listen' and '--peer-key-file': without peers, an API-server outage would make every node fence itself",
+                "'--self-fence' ({}) needs '--peer-listen' and '--peer-key-file' or '--peer-key-secret': without peers, an API-server outage would make every node fence itself",
                 self.self_fence
             )));
         }
         let agent = AgentConfig {
             self_fence,
+            self_fence_unavailable: None,
             watchdog_device: self.watchdog_device.clone(),
             watchdog_timeout,
             api_check_interval,
@@ -635,6 +671,7 @@ impl Args {
             peer_advertise: (!self.peer_advertise.trim().is_empty())
                 .then(|| self.peer_advertise.clone()),
             peer_key_file,
+            peer_key_secret,
             boot_id_file: self.boot_id_file.clone(),
             state_dir: state_dir(&self.state_dir)?,
             static_peers: self
@@ -693,6 +730,7 @@ fn parse_self_fence(value: &str) -> Result<SelfFence, ConfigError> {
     let v = value.trim();
     Ok(match v {
         "none" | "" => SelfFence::None,
+        "auto" => SelfFence::Auto,
         "watchdog" => SelfFence::Watchdog,
         "sysrq-reboot" => SelfFence::SysrqReboot,
         _ => match v.strip_prefix("exec:") {
@@ -701,7 +739,7 @@ fn parse_self_fence(value: &str) -> Result<SelfFence, ConfigError> {
                 return Err(invalid(
                     "self-fence",
                     value,
-                    "expected none, watchdog, sysrq-reboot or exec:<command>",
+                    "expected none, auto, watchdog, sysrq-reboot or exec:<command>",
                 ));
             }
         },
@@ -1069,6 +1107,7 @@ mod tests {
         let key = ["--peer-key-file", "/k"];
         for (arg, want) in [
             ("watchdog", SelfFence::Watchdog),
+            ("auto", SelfFence::Auto),
             ("sysrq-reboot", SelfFence::SysrqReboot),
             ("exec:kill -9 1", SelfFence::Exec("kill -9 1".into())),
         ] {

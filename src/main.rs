@@ -71,7 +71,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
         Health::new((config.election.lease_duration * 3).max(std::time::Duration::from_secs(30)));
 
     // Self-fencing prerequisites first: refuse to start without them.
-    let key = match &config.agent.peer_key_file {
+    let mut key = match &config.agent.peer_key_file {
         Some(path) => {
             let bytes = std::fs::read(path)
                 .with_context(|| format!("cannot read --peer-key-file {path}"))?;
@@ -82,6 +82,29 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if config.agent.self_fence == SelfFence::Auto {
+        // The best mechanism this node has: its watchdog, else none — and
+        // said loudly (advertisement, Event, metric), as such a node is
+        // never fenced automatically.
+        let device = &config.agent.watchdog_device;
+        match Watchdog::open(device, config.agent.watchdog_timeout) {
+            Ok(w) => {
+                drop(w);
+                config.agent.self_fence = SelfFence::Watchdog;
+            }
+            Err(e) => {
+                let why = format!(
+                    "--self-fence=auto found no usable watchdog ({e}); load a watchdog driver (a hardware one, or `modprobe softdog`) and restart the agent"
+                );
+                tracing::error!(device = %device, "{why}; this node cannot fence itself and is never fenced automatically");
+                config.agent.self_fence = SelfFence::None;
+                config.agent.self_fence_unavailable = Some(why);
+            }
+        }
+    }
+    metrics
+        .self_fence_capable
+        .set(i64::from(config.agent.self_fence != SelfFence::None));
     let watchdog = if config.agent.self_fence == SelfFence::Watchdog {
         let requested = config.agent.watchdog_timeout;
         let w = Watchdog::open(&config.agent.watchdog_device, requested)
@@ -140,6 +163,17 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("cannot build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
+    if let Some(name) = &config.agent.peer_key_secret {
+        let loaded = kube_fencer::cluster::peer_key::load(
+            client.clone(),
+            &config.namespace,
+            name,
+            &config.agent.state_dir,
+        )
+        .await
+        .with_context(|| format!("--peer-key-secret {name}"))?;
+        key = Some(loaded);
+    }
     let (events, events_rx) = EventSink::channel(1024, metrics.clone());
     let publisher = tokio::spawn(ops::events::publish_loop(
         client.clone(),
@@ -147,6 +181,14 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
         events_rx,
         metrics.clone(),
     ));
+    if let Some(why) = &config.agent.self_fence_unavailable {
+        events.warning(
+            ops::events::node_ref(config.node_name(), None),
+            "SelfFenceUnavailable",
+            "Advertise",
+            &format!("this node cannot fence itself, so it is never fenced automatically: {why}"),
+        );
+    }
 
     let (own_record_hook, own_record) = RecordSender::channel();
     let peer_server = match (config.agent.peer_listen, &key) {

@@ -221,6 +221,7 @@ impl Guardian {
             peer_silence_timeout: self.cfg.peer_silence_timeout,
             boot_id: boot_id.unwrap_or_default().to_string(),
             peer_address,
+            self_fence_unavailable: self.cfg.self_fence_unavailable.clone(),
         }
     }
 
@@ -351,15 +352,13 @@ impl Guardian {
             tracing::error!(node = %self.node, reason = %why, "this node should fence itself, but --self-fence=none: not fencing (the leader does not mark it fenced on time alone either)");
             return true;
         }
+        // Stop feeding before anything that may block (logging included).
+        if let (SelfFence::Watchdog, Some(w)) = (&self.cfg.self_fence, &self.watchdog) {
+            w.stop_feeding();
+        }
         tracing::error!(node = %self.node, reason = %why, action = self.cfg.self_fence.action().as_str(), "SELF-FENCING this node");
         match &self.cfg.self_fence {
-            SelfFence::None => true,
-            SelfFence::Watchdog => {
-                if let Some(w) = &self.watchdog {
-                    w.stop_feeding();
-                }
-                true
-            }
+            SelfFence::None | SelfFence::Auto | SelfFence::Watchdog => true,
             SelfFence::SysrqReboot => match std::fs::write("/proc/sysrq-trigger", b"b") {
                 Ok(()) => true,
                 Err(e) => {

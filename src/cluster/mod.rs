@@ -25,6 +25,7 @@ pub mod index;
 pub mod own_node;
 pub mod patch;
 pub mod peer_auth;
+pub mod peer_key;
 pub mod peers;
 pub mod pods;
 pub mod reconcile;

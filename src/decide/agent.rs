@@ -62,6 +62,9 @@ pub struct AgentAdvert {
     pub boot_id: String,
     /// Where peers reach this agent (`host:port`).
     pub peer_address: Option<String>,
+    /// Why this agent cannot fence its node although it was asked to
+    /// (`--self-fence=auto` on a node without a usable watchdog).
+    pub self_fence_unavailable: Option<String>,
 }
 
 impl AgentAdvert {
@@ -110,9 +113,10 @@ impl AdvertState {
                 "the node's {} annotation is unreadable ({why})",
                 super::AGENT_ANNOTATION
             ),
-            AdvertState::Valid(a) if !a.capable() => {
-                "the node's agent runs with --self-fence=none".to_string()
-            }
+            AdvertState::Valid(a) if !a.capable() => match &a.self_fence_unavailable {
+                Some(why) => format!("the node's agent cannot fence it: {why}"),
+                None => "the node's agent runs with --self-fence=none".to_string(),
+            },
             AdvertState::Valid(_) => "the node's agent is self-fence capable".to_string(),
         }
     }
@@ -131,6 +135,8 @@ struct Wire {
     boot_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     peer_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    self_fence_unavailable: Option<String>,
 }
 
 /// Parse the annotation value. Never panics.
@@ -153,6 +159,7 @@ pub fn parse(value: &str) -> AdvertState {
             peer_silence_timeout: d("peerSilenceTimeout", &wire.peer_silence_timeout)?,
             boot_id: wire.boot_id.clone(),
             peer_address: wire.peer_address.clone(),
+            self_fence_unavailable: wire.self_fence_unavailable.clone(),
         })
     })();
     match parsed {
@@ -176,6 +183,7 @@ pub fn render(a: &AgentAdvert) -> String {
         peer_silence_timeout: f(a.peer_silence_timeout),
         boot_id: a.boot_id.clone(),
         peer_address: a.peer_address.clone(),
+        self_fence_unavailable: a.self_fence_unavailable.clone(),
     };
     serde_json::to_string(&wire).unwrap_or_default()
 }
@@ -195,7 +203,24 @@ mod tests {
             peer_silence_timeout: Duration::from_secs(30),
             boot_id: "6f1c2d3e-0000-4000-8000-000000000001".into(),
             peer_address: None,
+            self_fence_unavailable: None,
         }
+    }
+
+    #[test]
+    fn a_node_without_a_usable_watchdog_says_why_it_cannot_be_fenced() {
+        let mut a = sample();
+        a.self_fence = SelfFenceAction::None;
+        a.self_fence_unavailable = Some("no usable watchdog (no /dev/watchdog)".into());
+        let text = render(&a);
+        assert!(text.contains("\"selfFenceUnavailable\""), "{text}");
+        let back = parse(&text);
+        assert_eq!(back, AdvertState::Valid(a));
+        assert!(!back.capable());
+        let why = back.not_capable_because();
+        assert!(why.contains("no /dev/watchdog"), "{why}");
+        // Without a reason the field is left out.
+        assert!(!render(&sample()).contains("selfFenceUnavailable"));
     }
 
     #[test]

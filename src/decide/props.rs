@@ -345,6 +345,8 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
             Action::DeletePod { node, pod, .. } => {
                 let n = &obs.nodes[node];
                 prop_assert_eq!(n.facts.record.phase(), Some(Phase::Fenced), "{:?}", a);
+                // Never on the record of an earlier boot of the node.
+                prop_assert!(n.facts.record_of_other_boot().is_none(), "{:?}", a);
                 prop_assert!(stale(obs, node, s, now), "{:?}", a);
                 prop_assert!(guard::scope(n, s).is_managed(), "{:?}", a);
                 let listed = obs.pods[node].iter().find(|p| p.uid == pod.uid);
@@ -382,7 +384,6 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                     NodeIntent::HoldFencing | NodeIntent::RestartFencing => {
                         prop_assert!(stale(obs, node, s, now), "{:?}", a);
                         prop_assert!(guard::scope(n, s).is_managed(), "{:?}", a);
-                        prop_assert_eq!(n.facts.record.phase(), Some(Phase::Fencing));
                         let held = n
                             .facts
                             .record
@@ -401,9 +402,14 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                         // another boot.
                         prop_assert_eq!(d.report.storm_guard.active, hold, "{:?}", a);
                         if hold {
+                            prop_assert_eq!(n.facts.record.phase(), Some(Phase::Fencing));
                             prop_assert!(!held, "{:?}", a);
                         } else {
                             prop_assert!(held || other_boot, "{:?}", a);
+                            // A Fenced record is restarted only for another boot.
+                            if n.facts.record.phase() == Some(Phase::Fenced) {
+                                prop_assert!(other_boot, "{:?}", a);
+                            }
                         }
                     }
                 }

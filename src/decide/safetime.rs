@@ -227,6 +227,7 @@ mod tests {
             peer_silence_timeout: S(10),
             boot_id: "b".into(),
             peer_address: None,
+            self_fence_unavailable: None,
         }
     }
 

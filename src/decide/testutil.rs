@@ -84,5 +84,6 @@ pub fn advert() -> AgentAdvert {
         peer_silence_timeout: Duration::from_secs(3),
         boot_id: "boot-1".into(),
         peer_address: None,
+        self_fence_unavailable: None,
     }
 }

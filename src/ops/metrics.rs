@@ -69,6 +69,7 @@ pub struct Metrics {
     pub external_fencing_required: IntGaugeVec,
     pub fence_commands: IntCounterVec,
     pub self_fence_state: IntGaugeVec,
+    pub self_fence_capable: IntGauge,
     pub api_check_failures: IntGauge,
     pub peers: IntGauge,
     pub contradictions: IntCounter,
@@ -296,6 +297,14 @@ impl Metrics {
                         "This agent's self-fence verdict: 1 for the current state.",
                     ),
                     &["state"],
+                )
+                .unwrap(),
+            ),
+            self_fence_capable: reg(
+                &registry,
+                IntGauge::new(
+                    "kube_fencer_self_fence_capable",
+                    "1 if this agent can fence its own node (a self-fence action is configured and, for the watchdog, the device opened); 0: the node is never fenced on time alone.",
                 )
                 .unwrap(),
             ),

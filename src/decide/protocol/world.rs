@@ -1172,6 +1172,7 @@ impl Sim {
                         peer_silence_timeout: s.peer_silence_timeout,
                         boot_id,
                         peer_address: Some(self.nodes[n].name.clone()),
+                        self_fence_unavailable: None,
                     });
                     self.write_facts(n, f);
                     let lat = self.latency();
