@@ -4,7 +4,7 @@
 # both into the k8s.io namespace of a throwaway containerd, list the refs, run
 # kube-fencer --help with runc, and check that the images' processes run as
 # their Dockerfiles' USER (kube-fencer 65532:65532, pause 65535:65535, PID 1
-# of its PID namespace, exits 0 on SIGTERM).
+# of its PID namespace, reaps an orphan, exits 0 on SIGTERM).
 #
 # Usage: harness/image-test.sh [--keep]
 #   --keep  keep the temporary directory (containerd's config, log, outputs);
@@ -267,14 +267,31 @@ log "$kf_ref runs as ${kf_user/ /:} (Dockerfile USER)"
 
 # The pause image as a sandbox runs it: its own entrypoint, PID 1, SIGTERM ends it.
 pause_user="$(sed -n 's/^USER[[:space:]]\{1,\}\([0-9]*\):\([0-9]*\)$/\1 \2/p' "$HARNESS_DIR/pause/Dockerfile" | tail -n1)"
-start_task pause "$pause_ref" pause
+# harness/pause/orphan.c leaves a child behind, which the pause process (PID 1
+# of the namespace) inherits and must reap.
+musl-gcc -static -Os -o "$tmp/orphan" "$HARNESS_DIR/pause/orphan.c" || fail "compiling harness/pause/orphan.c"
+start_task pause --mount "type=bind,src=$tmp/orphan,dst=/orphan,options=rbind:ro" "$pause_ref" pause
 # shellcheck disable=SC2086
 expect_ids "$TASK_PID" $pause_user
 nspid="$(awk '/^NSpid:/{print $NF}' "/proc/$TASK_PID/status")"
 [[ "$nspid" == 1 ]] || fail "pause is PID $nspid in its namespace, expected 1"
 [[ "$(readlink "/proc/$TASK_PID/exe")" == /pause* ]] || fail "the pause task runs $(readlink "/proc/$TASK_PID/exe")"
+timeout 20 "${CTR[@]}" tasks exec --exec-id orphan pause /orphan 2 >"$tmp/orphan.out" 2>&1 ||
+  fail "ctr tasks exec pause /orphan: $(cat "$tmp/orphan.out")"
+children() { ps -o pid=,stat= --ppid "$1" || true; }
+deadline=$((SECONDS + 5))
+until [[ -n "$(children "$TASK_PID")" ]]; do
+  ((SECONDS < deadline)) || fail "the orphan (pid $(cat "$tmp/orphan.out") in the pod) was not reparented to pause"
+  sleep 0.1
+done
+log "orphan $(children "$TASK_PID" | awk '{print $1}') reparented to pause (host pid $TASK_PID)"
+deadline=$((SECONDS + 10))
+while [[ -n "$(children "$TASK_PID")" ]]; do
+  ((SECONDS < deadline)) || fail "pause left its child unreaped: $(children "$TASK_PID")"
+  sleep 0.2
+done
 stop_task pause
 grep -q 'SIGTERM, exiting' "$tmp/pause.out" || fail "pause said nothing on SIGTERM: $(cat "$tmp/pause.out")"
-log "$pause_ref runs /pause as ${pause_user/ /:}, PID 1, exits 0 on SIGTERM"
+log "$pause_ref runs /pause as ${pause_user/ /:}, PID 1, reaps orphans, exits 0 on SIGTERM"
 
 log "all image checks passed in $((SECONDS - start))s"
