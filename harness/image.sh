@@ -101,7 +101,13 @@ parse_final_stage() {
         [[ -z "$DF_COPY_DEST" ]] || die "$file: the final stage copies more than one file; this script makes one layer of one file"
         local -a words
         read -r -a words <<<"$args"
-        while [[ "${words[0]:-}" == --* ]]; do words=("${words[@]:1}"); done
+        while [[ "${words[0]:-}" == --* ]]; do
+          # The file's owner and mode are fixed here (root, 0755): refuse
+          # flags that would say otherwise.
+          [[ "${words[0]}" == --from=* || "${words[0]}" == --link ]] ||
+            die "$file: $inst ${words[0]} is not supported (only --from and --link)"
+          words=("${words[@]:1}")
+        done
         ((${#words[@]} == 2)) || die "$file: expected '${inst} [--from=...] SRC DEST', got: $line"
         DF_COPY_SRC="${words[0]}"
         DF_COPY_DEST="${words[1]}"
@@ -174,8 +180,16 @@ assemble() {
     log "$name:$tag: cached ($(tr '\n' ' ' <"$dest/refs")) $ARCHIVE"
     return 0
   fi
-  log "$name:$tag: assembling from $bin (sha256 ${bin_sha:0:12}) and $dockerfile"
   mkdir -p "$CACHE"
+  # One assembly at a time per cache; a waiting run may find its archive made.
+  exec 8>"$CACHE/.image.lock"
+  flock 8
+  if [[ -f "$ARCHIVE" ]]; then
+    log "$name:$tag: made meanwhile by another run: $ARCHIVE"
+    exec 8>&-
+    return 0
+  fi
+  log "$name:$tag: assembling from $bin (sha256 ${bin_sha:0:12}) and $dockerfile"
   local tmp
   tmp="$(mktemp -d "$CACHE/.tmp-image-$base.XXXXXX")"
   # shellcheck disable=SC2064
@@ -237,6 +251,7 @@ assemble() {
   rm -rf "$dest"
   mv -T "$tmp" "$dest"
   trap - EXIT
+  exec 8>&-
   log "$name:$tag: $full:$tag, $full:$dev -> $ARCHIVE ($(stat -c %s "$ARCHIVE") bytes)"
 }
 
