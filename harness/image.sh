@@ -20,7 +20,7 @@
 #
 # build and pause print progress on stderr and the archive's path as the last
 # line on stdout; with --out DIR the archive is also copied to DIR. Archives
-# are cached in ${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}/image-<name>-<tag>-<key>/,
+# are cached in ${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}/image-<name>-<tag>-<binary sha256>-<key>/,
 # keyed by the binary's sha256 and the image config, so a warm run only builds
 # (a no-op for cargo when nothing changed) and hashes the binary.
 #
@@ -30,8 +30,8 @@
 #                                a CARGO_TARGET_DIR set for host builds is not used)
 #   SOURCE_DATE_EPOCH            image creation time (default 0), part of the key
 #
-# Requires: root (umoci writes files owned by root), cargo + rustup, musl-tools,
-# umoci, jq, GNU tar, file, readelf; missing Debian packages are installed with apt.
+# Requires: cargo + rustup, musl-tools, umoci, jq, GNU tar, file, readelf;
+# missing Debian packages are installed with apt when run as root.
 set -euo pipefail
 
 HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
