@@ -212,23 +212,25 @@ fn run(args: Args) -> i32 {
     code
 }
 
-/// Unmount, or detach lazily when the device is still open (`EBUSY`): the
-/// open files then fail once this process has exited.
+/// Unmount (lazily when the device is still open: `EBUSY`), then wait a
+/// little for the FUSE session to end. It does not end while a copy of the
+/// mount lives on in another mount namespace (one created while it was
+/// mounted, e.g. by `unshare -m` or `ip netns exec`): then the process exits
+/// anyway, and closing /dev/fuse aborts the connection, so those copies fail
+/// with ENOTCONN instead of keeping this process alive.
 fn unmount(session: fuser::BackgroundSession, mount: &std::path::Path) {
-    if session.guard.is_finished() {
-        let _ = session.join();
-        return;
-    }
-    match session.umount_and_join() {
-        Ok(()) => log::line(format_args!("unmounted {}", mount.display())),
-        Err(e) => {
+    if !session.guard.is_finished() {
+        let c = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes())
+            .expect("a path without NUL");
+        // SAFETY: a valid C string.
+        if unsafe { libc::umount(c.as_ptr()) } == 0 {
+            log::line(format_args!("unmounted {}", mount.display()));
+        } else {
+            let e = std::io::Error::last_os_error();
             log::line(format_args!(
                 "unmounting {} failed ({e}); detaching it lazily",
                 mount.display()
             ));
-            let Ok(c) = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()) else {
-                return;
-            };
             // SAFETY: a valid C string.
             if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
                 log::line(format_args!(
@@ -238,6 +240,20 @@ fn unmount(session: fuser::BackgroundSession, mount: &std::path::Path) {
                 ));
             }
         }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !session.guard.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if session.guard.is_finished() {
+        let _ = session.join();
+    } else {
+        log::line(
+            "the FUSE session goes on (a copy of the mount in another mount namespace?); \
+             exiting, which aborts the connection",
+        );
+        // Exiting closes /dev/fuse; dropping the session would join it.
+        std::mem::forget(session);
     }
 }
 

@@ -193,3 +193,39 @@ fn sigterm_unmounts_even_while_the_device_is_open() {
     assert!(!f.is_mounted());
     assert!(f.log().contains("unmounted"), "{}", f.log());
 }
+
+#[test]
+fn sigterm_exits_even_while_another_mount_namespace_holds_a_copy_of_the_mount() {
+    let mut f = Fakewdog::start("sigterm-ns", 60, &[]);
+    // A mount namespace created now copies the mount; unmounting here does
+    // not end the FUSE session while that copy lives.
+    // (Killed on drop, also when the test fails: the copy holds every
+    // mount of the machine as it was.)
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let holder = KillOnDrop(
+        std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sleep", "60"])
+            .spawn()
+            .expect("unshare (util-linux) is needed"),
+    );
+    let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(format!("/proc/{}/ns/mnt", holder.0.id())).ok() == Some(ours.clone()) {
+        assert!(Instant::now() < deadline, "unshare did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let start = Instant::now();
+    let status = f.terminate();
+    let took = start.elapsed();
+    drop(holder);
+    assert!(status.success(), "{status}:\n{}", f.log());
+    assert!(took < Duration::from_secs(5), "took {took:?}:\n{}", f.log());
+    assert!(!f.is_mounted());
+    assert!(f.log().contains("aborts the connection"), "{}", f.log());
+}

@@ -165,10 +165,12 @@ impl Fakewdog {
                 return status;
             }
             if Instant::now() > deadline {
+                let threads = threads_waiting_in(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "kube-fencer-fakewdog ignored SIGTERM for 10s:\n{}",
+                    "kube-fencer-fakewdog ignored SIGTERM for 10s; its threads wait in:\n\
+                     {threads}\nits log:\n{}",
                     self.log()
                 );
             }
@@ -197,6 +199,20 @@ impl Drop for Fakewdog {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// `comm wchan` of each thread of `pid` (where a hung process waits).
+fn threads_waiting_in(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return String::new();
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            let read = |f| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+            format!("{} {}\n", read("comm").trim(), read("wchan").trim())
+        })
+        .collect()
 }
 
 /// Whether `path` is a mount point (in /proc/self/mountinfo).
