@@ -154,6 +154,20 @@ fn run(args: Args) -> i32 {
             return 1;
         }
     };
+    // The file system answers from one thread: writing the state file
+    // inside it would wait for that thread forever.
+    if let Some(f) = &args.state_file {
+        let parent = f.parent().filter(|p| !p.as_os_str().is_empty());
+        let dir = parent.unwrap_or(std::path::Path::new(".")).canonicalize();
+        if dir.is_ok_and(|d| d.starts_with(&mount)) {
+            log::line(format_args!(
+                "the state file {} cannot be inside the mount {}",
+                f.display(),
+                mount.display()
+            ));
+            return 2;
+        }
+    }
     let dev = Device::new(args.timeout, args.max_timeout, std::time::Instant::now());
     let shared = fs::Shared::new(dev, mount.clone(), args.on_expire, args.state_file);
     let timer = {
@@ -245,16 +259,15 @@ fn unmount(session: fuser::BackgroundSession, mount: &std::path::Path) {
     while !session.guard.is_finished() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    if session.guard.is_finished() {
-        let _ = session.join();
-    } else {
+    if !session.guard.is_finished() {
         log::line(
             "the FUSE session goes on (a copy of the mount in another mount namespace?); \
              exiting, which aborts the connection",
         );
-        // Exiting closes /dev/fuse; dropping the session would join it.
-        std::mem::forget(session);
     }
+    // Not dropped: that would join a session that goes on, or unmount again
+    // (fuser's own unmount, after ours). Exiting closes /dev/fuse.
+    std::mem::forget(session);
 }
 
 #[cfg(test)]
