@@ -524,6 +524,20 @@ mod tests {
     }
 
     #[test]
+    fn the_timer_wakes_for_the_deadline_or_the_next_summary() {
+        let t0 = Instant::now();
+        let mut d = Device::new(5, 60, t0);
+        assert_eq!(d.next_wake(), None, "not armed: nothing to wait for");
+        let fh = d.open(1, t0).unwrap();
+        assert_eq!(d.next_wake(), Some(t0 + 5 * S));
+        d.ioctl(fh, WDIOC_SETTIMEOUT, &30i32.to_ne_bytes(), t0)
+            .unwrap();
+        assert_eq!(d.next_wake(), Some(t0 + SUMMARY_EVERY));
+        d.summarize(t0 + SUMMARY_EVERY);
+        assert_eq!(d.next_wake(), Some(t0 + 2 * SUMMARY_EVERY));
+    }
+
+    #[test]
     fn the_status_names_the_state() {
         let t0 = Instant::now();
         let mut d = dev(t0);
