@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Build, test or run kube-fencer-fakewdog, the Linux watchdog device emulated
+# in user space (FUSE) of harness/fakewdog/ (see harness/README.md).
+#
+# Usage:
+#   harness/fakewdog.sh build          # release build; the last line on stdout is the binary's path
+#   harness/fakewdog.sh test [ARGS]    # cargo test in harness/fakewdog (needs root and /dev/fuse);
+#                                      # ARGS go to cargo test, e.g. -- --nocapture
+#   harness/fakewdog.sh run ARGS...    # build, then exec the binary with ARGS
+#                                      # (--mount DIR --on-expire CMD [--timeout 60s] ...)
+#
+# build puts the binary in
+#   ${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}/fakewdog-<key>/kube-fencer-fakewdog
+# where <key> hashes harness/fakewdog/{Cargo.toml,Cargo.lock,src/**}: a warm run
+# only finds it, any change to the sources builds a new one. cargo builds into
+# ${CARGO_TARGET_DIR:-harness/fakewdog/target}; the binary is copied into a
+# temporary directory in the cache that is renamed into place, so an
+# interrupted build leaves nothing half-written.
+set -euo pipefail
+
+HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PKG="$HARNESS_DIR/fakewdog"
+BIN=kube-fencer-fakewdog
+CACHE="${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PKG/target}"
+
+log() { printf '[fakewdog %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; }
+
+command -v cargo >/dev/null || die "cargo not found (needs a Rust toolchain >= 1.85)"
+
+source_key() {
+  (
+    cd "$PKG"
+    find Cargo.toml Cargo.lock src -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+  ) | sha256sum | cut -c1-16
+}
+
+build() {
+  local key dest
+  key="$(source_key)"
+  dest="$CACHE/fakewdog-$key"
+  if [[ -x "$dest/$BIN" ]]; then
+    log "cached: $dest/$BIN"
+    printf '%s\n' "$dest/$BIN"
+    return 0
+  fi
+  mkdir -p "$CACHE"
+  # One build at a time per cache; a waiting run then finds the binary.
+  exec 8>"$CACHE/.fakewdog.lock"
+  if ! flock -n 8; then
+    log "another fakewdog build is running in $CACHE; waiting for it"
+    flock 8
+  fi
+  if [[ ! -x "$dest/$BIN" ]]; then
+    local tmp start=$SECONDS
+    tmp="$(mktemp -d "$CACHE/.tmp-fakewdog-$key.XXXXXX")"
+    # shellcheck disable=SC2064
+    trap "rm -rf '$tmp'" EXIT
+    log "building $BIN (key $key) in $CARGO_TARGET_DIR ..."
+    if ! cargo build --release --locked --manifest-path "$PKG/Cargo.toml" >"$tmp/build.log" 2>&1; then
+      tail -n 40 "$tmp/build.log" >&2
+      die "cargo build of $BIN failed (log tail above)"
+    fi
+    [[ -x "$CARGO_TARGET_DIR/release/$BIN" ]] || die "cargo build did not produce $CARGO_TARGET_DIR/release/$BIN"
+    cp "$CARGO_TARGET_DIR/release/$BIN" "$tmp/$BIN"
+    printf '%s\n' "$key" >"$tmp/KEY"
+    chmod 755 "$tmp"
+    rm -f "$tmp/build.log"
+    rm -rf "$dest"
+    mv -T "$tmp" "$dest"
+    trap - EXIT
+    log "built in $((SECONDS - start))s -> $dest/$BIN"
+  fi
+  printf '%s\n' "$dest/$BIN"
+}
+
+run_tests() {
+  [[ "$(id -u)" -eq 0 ]] || die "the tests mount FUSE file systems with mount(2): run them as root"
+  [[ -c /dev/fuse ]] || die "/dev/fuse is missing (try: modprobe fuse)"
+  local c
+  for c in sh date; do
+    command -v "$c" >/dev/null || die "the tests need $c"
+  done
+  log "cargo test in $PKG (target $CARGO_TARGET_DIR)"
+  cargo test --locked --manifest-path "$PKG/Cargo.toml" "$@"
+}
+
+case "${1:-}" in
+  build) build ;;
+  test) shift; run_tests "$@" ;;
+  run)
+    shift
+    bin="$(build | tail -n1)"
+    exec "$bin" "$@"
+    ;;
+  -h | --help) usage ;;
+  *) usage; exit 2 ;;
+esac
