@@ -2,8 +2,8 @@
 # The project's test command.
 #
 #   ./test.sh           lint, unit and property tests, then the demo as a smoke
-#                       test and the end-to-end tests against a real local
-#                       control plane (built on first use)
+#                       test, the container images, and the end-to-end tests
+#                       against a real local control plane (built on first use)
 #   ./test.sh --unit    lint, unit and property tests only
 #   ./test.sh --demo    the demo smoke test only
 set -euo pipefail
@@ -68,6 +68,19 @@ step "local control plane (etcd, kube-apiserver, kube-controller-manager, kube-s
 ./harness/build.sh
 
 demo_smoke_test
+
+# The Dockerfile's image, built without Docker (musl binary + umoci), checked
+# against the Dockerfile, imported into a throwaway containerd and run with
+# runc; and the pause image real nodes need.
+step "container images (harness/image-test.sh)"
+./harness/image-test.sh
+
+# The agent's watchdog code (src/cluster/watchdog.rs, compiled into the
+# test) against a Linux watchdog device emulated with FUSE: feeding while
+# permitted, the magic close, firing once the permit lapses, the reset
+# expedited by a self-fence decision, no ping from a restarted agent.
+step "watchdog device (harness/fakewdog.sh test)"
+./harness/fakewdog.sh test
 
 step "end-to-end tests against the local control plane"
 cargo test --features e2e --test e2e -- --test-threads=1

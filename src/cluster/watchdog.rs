@@ -30,7 +30,7 @@ use std::os::unix::io::AsRawFd;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::decide::selfcheck::{EXPEDITED_TIMEOUT, PERMIT_GRACE};
+use crate::decide::watchdog_timing::{EXPEDITED_TIMEOUT, PERMIT_GRACE};
 
 /// Linux ioctl request encoding (`_IOC` in `<asm-generic/ioctl.h>`), with
 /// the architectures that use other direction values and size widths.

@@ -33,6 +33,7 @@ pub mod selector;
 pub mod selfcheck;
 pub mod selffence;
 pub mod unfence;
+pub mod watchdog_timing;
 
 #[cfg(test)]
 mod props;

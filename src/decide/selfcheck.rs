@@ -58,13 +58,7 @@ use super::{Phase, RecordState, SelfFenceAction, safetime};
 /// sample with a probability that falls fast with f (about 1e-10 for f = 10%,
 /// 1e-5 for f = 20% with one batch); larger groups trip the storm guard.
 pub const PEER_BATCH: usize = 32;
-/// How long after a permit's end the watchdog's feeding thread takes it as
-/// lapsed (the loop hung: the reset is then expedited); a renewal that comes
-/// within it resumes the feeding. Feeds never follow the permit's end.
-pub const PERMIT_GRACE: Duration = Duration::from_secs(2);
-/// The watchdog timeout an expedited reset sets: the node resets this long
-/// after the last ping (a self-fence decision, a lapsed permit).
-pub const EXPEDITED_TIMEOUT: Duration = Duration::from_secs(1);
+pub use super::watchdog_timing::{EXPEDITED_TIMEOUT, PERMIT_GRACE};
 
 /// Peer list refreshed from the API this often at steady state.
 pub const PEER_REFRESH: Duration = Duration::from_secs(300);

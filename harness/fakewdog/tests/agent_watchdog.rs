@@ -10,6 +10,13 @@ mod support;
 #[path = "../../../src/cluster/watchdog.rs"]
 mod watchdog;
 
+// What watchdog.rs takes from the root crate, at the same path.
+#[path = "../../../src/decide/watchdog_timing.rs"]
+pub mod watchdog_timing;
+mod decide {
+    pub use super::watchdog_timing;
+}
+
 use std::time::{Duration, Instant};
 
 use support::{Fakewdog, unix_ns};
@@ -94,4 +101,95 @@ fn the_agent_uses_the_device_s_own_timeout_when_its_request_is_refused() {
     drop(w);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(f.state("state"), "stopped", "{}", f.log());
+}
+
+/// The kernel pings a running device on `WDIOC_SETTIMEOUT`: once its node
+/// must fence itself the agent sets the shortest timeout, so the reset
+/// comes within a second, not after the full timeout (and a process exit
+/// after it, which pings once more, buys the node at most that second).
+#[test]
+fn a_self_fence_decision_expedites_the_reset() {
+    let f = Fakewdog::start("agent-expedite", 60, &[]);
+    let dev = f.device();
+    let w = Watchdog::open(dev.to_str().unwrap(), Duration::from_secs(10)).unwrap();
+    assert_eq!(w.timeout(), Duration::from_secs(10));
+    w.permit_until(Instant::now() + Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(700));
+    let decided = unix_ns();
+    w.stop_feeding();
+    let fired = f.wait_fired(Duration::from_secs(5));
+    let after = (fired[0].0 - decided) as f64 / 1e9;
+    eprintln!("fired {after:.3}s after the decision");
+    assert!(
+        (0.9..2.0).contains(&after),
+        "fired {after:.3}s after the decision, not within the expedited 1s:\n{}",
+        f.log()
+    );
+}
+
+/// A crashed agent's exit pings the device (the close without the magic
+/// character); its successor, started within the boot, must not ping it
+/// again by programming the timeout it already has — the node resets the
+/// timeout after the predecessor's exit unless the successor is permitted
+/// to feed.
+#[test]
+fn a_restarted_agent_does_not_ping_a_programmed_device() {
+    let f = Fakewdog::start("agent-restart", 60, &[]);
+    let dev = f.device();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_agent_feeds_then_exits_without_disarming",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("FAKEWDOG_CHILD_DEVICE", &dev)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child agent failed");
+    let exited = unix_ns();
+    // The kernel passes the close on to the device asynchronously.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while f.state("open") != "0" {
+        assert!(Instant::now() < deadline, "still open:\n{}", f.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let last_feed: u128 = f.state("last_feed_unix_ms").parse().unwrap();
+    let feeds = f.state("feeds");
+    assert_eq!(f.state("timeout_seconds"), "3");
+    // The device may still report the closed file as open for a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let w = loop {
+        match Watchdog::open(dev.to_str().unwrap(), Duration::from_secs(3)) {
+            Ok(w) => break w,
+            Err(e) if Instant::now() < deadline && e.contains("busy") => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("{e}:\n{}", f.log()),
+        }
+    };
+    assert_eq!(w.timeout(), Duration::from_secs(3));
+    assert_eq!(f.state("feeds"), feeds, "the restart pinged:\n{}", f.log());
+    let fired = f.wait_fired(Duration::from_secs(6));
+    let after_feed = fired[0].0 as f64 / 1e9 - last_feed as f64 / 1e3;
+    eprintln!("fired {after_feed:.3}s after the predecessor's last ping");
+    assert!(
+        (2.9..3.6).contains(&after_feed),
+        "fired {after_feed:.3}s after the last ping (timeout 3s):\n{}",
+        f.log()
+    );
+    assert!(fired[0].0 >= exited, "fired before the predecessor exited");
+    drop(w);
+}
+
+/// The predecessor of [`a_restarted_agent_does_not_ping_a_programmed_device`],
+/// run by it as a process of its own: opens, feeds, exits without disarming.
+#[test]
+#[ignore = "a child process of a_restarted_agent_does_not_ping_a_programmed_device"]
+fn child_agent_feeds_then_exits_without_disarming() {
+    let dev = std::env::var("FAKEWDOG_CHILD_DEVICE").expect("run by its parent test");
+    let w = Watchdog::open(&dev, Duration::from_secs(3)).unwrap();
+    w.permit_until(Instant::now() + Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(1200));
+    std::process::exit(0);
 }
