@@ -39,23 +39,27 @@ fn main() -> ExitCode {
         }
     };
     ops::logging::init(config.log_format, &config.log_level);
+    let plain_fatal = config.log_format != kube_fencer::config::LogFormat::Text;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
-        Err(e) => return fatal(&format!("cannot start the async runtime: {e}")),
+        Err(e) => return fatal(&format!("cannot start the async runtime: {e}"), plain_fatal),
     };
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fatal(&format!("{e:#}")),
+        Err(e) => fatal(&format!("{e:#}"), plain_fatal),
     }
 }
 
-/// Log a fatal error, also to the Kubernetes termination log when present.
-fn fatal(message: &str) -> ExitCode {
+/// Log a fatal error (once: as a plain line too when the log is JSON), also
+/// to the Kubernetes termination log when present.
+fn fatal(message: &str, plain: bool) -> ExitCode {
     tracing::error!("fatal: {message}");
-    eprintln!("kube-fencer: fatal: {message}");
+    if plain {
+        eprintln!("kube-fencer: fatal: {message}");
+    }
     if std::path::Path::new(TERMINATION_LOG).exists() {
         let _ = std::fs::write(TERMINATION_LOG, message);
     }
@@ -82,61 +86,47 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    if config.agent.self_fence == SelfFence::Auto {
-        // The best mechanism this node has: its watchdog, else none — and
-        // said loudly (advertisement, Event, metric), as such a node is
-        // never fenced automatically.
-        let device = &config.agent.watchdog_device;
-        match Watchdog::open(device, config.agent.watchdog_timeout) {
+    // The first API contact (own Node GET) before anything is armed: a
+    // misconfigured agent must exit before it opens the watchdog.
+    let client = connect(&config).await?;
+
+    // Self-fencing: the watchdog (with auto: if the node has a usable one;
+    // said loudly when not — advertisement, Event, metric — as such a node
+    // is never fenced automatically).
+    let auto = config.agent.self_fence == SelfFence::Auto;
+    let watchdog = if auto || config.agent.self_fence == SelfFence::Watchdog {
+        let requested = config.agent.watchdog_timeout;
+        let device = config.agent.watchdog_device.clone();
+        match Watchdog::open(&device, requested) {
             Ok(w) => {
-                drop(w);
                 config.agent.self_fence = SelfFence::Watchdog;
+                // The leader derives when this node's pods may be deleted
+                // from the advertised timeout: advertise the device's real
+                // one, never merely the requested one.
+                let actual = w.timeout();
+                log_watchdog_timeout(&device, requested, actual, w.feed_period());
+                config.agent.watchdog_timeout = actual;
+                Some(Arc::new(w))
             }
-            Err(e) => {
+            Err(e) if auto => {
                 let why = format!(
                     "--self-fence=auto found no usable watchdog ({e}); load a watchdog driver (a hardware one, or `modprobe softdog`) and restart the agent"
                 );
                 tracing::error!(device = %device, "{why}; this node cannot fence itself and is never fenced automatically");
                 config.agent.self_fence = SelfFence::None;
                 config.agent.self_fence_unavailable = Some(why);
+                None
             }
+            Err(e) => anyhow::bail!(
+                "--self-fence=watchdog: {e}; load a watchdog driver (a hardware one, or `modprobe softdog`), or run with --self-fence=auto to start without one"
+            ),
         }
-    }
-    metrics
-        .self_fence_capable
-        .set(i64::from(config.agent.self_fence != SelfFence::None));
-    let watchdog = if config.agent.self_fence == SelfFence::Watchdog {
-        let requested = config.agent.watchdog_timeout;
-        let w = Watchdog::open(&config.agent.watchdog_device, requested)
-            .map_err(|e| anyhow::anyhow!("--self-fence=watchdog: {e}"))?;
-        // The leader derives when this node's pods may be deleted from the
-        // advertised timeout: advertise the device's real one, never merely
-        // the requested one (set before the guardian and the agent get it).
-        let actual = w.timeout();
-        let h = humantime::format_duration;
-        if actual > requested {
-            tracing::warn!(
-                requested = %h(requested),
-                actual = %h(actual),
-                device = %config.agent.watchdog_device,
-                "--self-fence=watchdog: the device's timeout is longer than --watchdog-timeout; advertising the device's (pods of this node are deleted later)"
-            );
-        } else if actual < requested {
-            tracing::warn!(
-                requested = %h(requested),
-                actual = %h(actual),
-                device = %config.agent.watchdog_device,
-                feed_period = %h(w.feed_period()),
-                "--self-fence=watchdog: the device's timeout is shorter than --watchdog-timeout; advertising the device's, and feeding it at a period derived from it"
-            );
-        } else {
-            tracing::info!(timeout = %h(actual), device = %config.agent.watchdog_device, feed_period = %h(w.feed_period()), "watchdog armed");
-        }
-        config.agent.watchdog_timeout = actual;
-        Some(Arc::new(w))
     } else {
         None
     };
+    metrics
+        .self_fence_capable
+        .set(i64::from(config.agent.self_fence != SelfFence::None));
     if config.agent.self_fence == SelfFence::SysrqReboot
         && !std::path::Path::new("/proc/sysrq-trigger").exists()
     {
@@ -160,9 +150,6 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
         })
     };
 
-    let client = kube::Client::try_default()
-        .await
-        .context("cannot build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
     if let Some(name) = &config.agent.peer_key_secret {
         let loaded = kube_fencer::cluster::peer_key::load(
             client.clone(),
@@ -274,4 +261,51 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
+}
+
+/// Log the watchdog's timeout against the requested one.
+fn log_watchdog_timeout(
+    device: &str,
+    requested: std::time::Duration,
+    actual: std::time::Duration,
+    feed_period: std::time::Duration,
+) {
+    let h = humantime::format_duration;
+    if actual > requested {
+        tracing::warn!(
+            requested = %h(requested),
+            actual = %h(actual),
+            device = %device,
+            "--self-fence=watchdog: the device's timeout is longer than --watchdog-timeout; advertising the device's (pods of this node are deleted later)"
+        );
+    } else if actual < requested {
+        tracing::warn!(
+            requested = %h(requested),
+            actual = %h(actual),
+            device = %device,
+            feed_period = %h(feed_period),
+            "--self-fence=watchdog: the device's timeout is shorter than --watchdog-timeout; advertising the device's, and feeding it at a period derived from it"
+        );
+    } else {
+        tracing::info!(timeout = %h(actual), device = %device, feed_period = %h(feed_period), "watchdog armed");
+    }
+}
+
+/// The API client, after a first request that proves address, credentials
+/// and RBAC. An API server out of reach is fatal only to an agent that has
+/// not run in this boot yet: one restarted within the boot (its state is in
+/// --state-dir) may be on a node cut off right now, and must carry on from
+/// its peers and its persisted checks.
+async fn connect(config: &kube_fencer::config::Config) -> anyhow::Result<kube::Client> {
+    use kube_fencer::cluster::{agent_state, startup};
+    let node = config.node_name();
+    let boot = std::fs::read_to_string(&config.agent.boot_id_file).ok();
+    let state = agent_state::path(&config.agent.state_dir, node);
+    if agent_state::load(&state, boot.as_deref().map(str::trim)).is_some() {
+        // Restarted within the boot: resume at once, without waiting on a
+        // first request (the node may be cut off right now).
+        let cfg = startup::config().await?;
+        return Ok(kube::Client::try_from(cfg)?);
+    }
+    Ok(startup::connect(node, std::time::Duration::from_secs(15)).await?)
 }

@@ -29,6 +29,7 @@ pub mod peer_key;
 pub mod peers;
 pub mod pods;
 pub mod reconcile;
+pub mod startup;
 pub mod watchdog;
 
 pub use own_node::{LogOnly, SelfFence};

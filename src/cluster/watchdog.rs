@@ -270,8 +270,9 @@ impl Watchdog {
                     {
                         // The permit lapsed: the self-check stopped
                         // completing (hung, or its process is going).
-                        tracing::error!("the self-check's feeding permit lapsed: the node resets");
+                        // Expedite first: logging may block.
                         feed.end(timeout);
+                        tracing::error!("the self-check's feeding permit lapsed: the node resets");
                         return;
                     }
                     if feed.permit.is_some_and(|until| Instant::now() < until) {

@@ -5,13 +5,22 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// The filter: `RUST_LOG` if set and valid, else `level`.
+/// The filter: `RUST_LOG` if set and valid, else `level` — without the
+/// client library's own error line per failed request (kube-fencer reports
+/// every failure itself, with its cause and what it does about it).
 pub fn filter(level: &str) -> EnvFilter {
+    let quiet = |f: EnvFilter| {
+        f.add_directive(
+            "kube_client::client=off"
+                .parse()
+                .expect("a valid directive"),
+        )
+    };
     match std::env::var("RUST_LOG") {
         Ok(v) if !v.trim().is_empty() => {
-            EnvFilter::try_new(&v).unwrap_or_else(|_| EnvFilter::new(level))
+            EnvFilter::try_new(&v).unwrap_or_else(|_| quiet(EnvFilter::new(level)))
         }
-        _ => EnvFilter::new(level),
+        _ => quiet(EnvFilter::new(level)),
     }
 }
 

@@ -135,11 +135,10 @@ impl Cluster {
             }
         };
         add("--self-fence", self.default_self_fence_command(node));
-        // The agents share the key the way the default manifests do: the
-        // first creates the Secret, the others read it.
-        if !has(extra, "--peer-key-file") {
-            add("--peer-key-secret", "kube-fencer-peer-key".to_string());
-        }
+        add(
+            "--peer-key-file",
+            self.peer_key_file()?.display().to_string(),
+        );
         if let Some(ip) = self.netns_ip(node) {
             add("--peer-listen", format!("{ip}:{NETNS_PEER_PORT}"));
         } else if !has(extra, "--peer-listen") {
