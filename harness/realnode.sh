@@ -2,7 +2,7 @@
 # Real Kubernetes nodes (kubelet + containerd + runc + CNI + kube-proxy) on
 # this one machine, beside the KWOK nodes of a cluster made by cluster.sh.
 #
-#   realnode.sh add DIR NAME [--images DIR_OF_ARCHIVES]
+#   realnode.sh add DIR NAME [--images DIR_OF_ARCHIVES] [--watchdog FILE]
 #   realnode.sh poweroff DIR NAME      # a power loss: freeze, SIGKILL, all at once
 #   realnode.sh boot DIR NAME          # power back on: new boot ID, fresh /run
 #   realnode.sh cut DIR NAME down|drop|reject
@@ -23,8 +23,9 @@
 # default 0: use distinct values for clusters that run at the same time); a
 # private mount namespace in which per-node directories under DIR/nodes/NAME/
 # are bind-mounted over /run, /var/lib/kubelet, /etc/cni/net.d, /var/lib/cni,
-# /var/log/pods, /var/log/containers and, if DIR/nodes/NAME/watchdog exists,
-# /dev/watchdog, and DIR/nodes/NAME/boot_id over
+# /var/log/pods, /var/log/containers, FILE of --watchdog (e.g. a file of a
+# harness/fakewdog mount made before) over /dev/watchdog, and
+# DIR/nodes/NAME/boot_id over
 # /proc/sys/kernel/random/boot_id; one cgroup kfnode-CID-NAME in every v1
 # hierarchy holding every process of the node (containers too, through the
 # kubelet's cgroupRoot). Pods get 10.244.i.0/24 (the Node's spec.podCIDR).
@@ -62,7 +63,7 @@ load_cluster() {
     source "$DIR/realnode.env"
   else
     NET="${KUBE_FENCER_REALNODE_NET:-0}"
-    [[ "$NET" =~ ^[0-9]+$ ]] && ((NET < 20)) || die "KUBE_FENCER_REALNODE_NET must be 0..19"
+    if ! [[ "$NET" =~ ^[0-9]+$ ]] || ((NET >= 20)); then die "KUBE_FENCER_REALNODE_NET must be 0..19"; fi
     CID="$(head -c2 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   fi
   BRIDGE="kfnbr$NET"
@@ -275,6 +276,9 @@ cut_apply() { # cut_apply MODE
       # Forwarded traffic from the pods going out.
       ipt -I FORWARD 1 -o eth0 -m comment --comment kfn-cut -j REJECT
       ipt -I FORWARD 1 -o eth0 -p tcp -m comment --comment kfn-cut -j REJECT --reject-with tcp-reset
+      # The resets and ICMP errors REJECT sends go out through OUTPUT too.
+      ipt -I OUTPUT 1 -o eth0 -p tcp --tcp-flags RST RST -m comment --comment kfn-cut -j ACCEPT
+      ipt -I OUTPUT 1 -o eth0 -p icmp --icmp-type destination-unreachable -m comment --comment kfn-cut -j ACCEPT
       ;;
     *) die "cut mode must be down, drop or reject" ;;
   esac
@@ -502,6 +506,11 @@ EOF
 
 # -------------------------------------------------------- the node's init --
 
+write_pid() { # write_pid COMPONENT PID: whole, so that a reader never sees it empty
+  printf '%s\n' "$2" >"$ND/$1.pid.tmp"
+  mv -f "$ND/$1.pid.tmp" "$ND/$1.pid"
+}
+
 # realnode.sh _init DIR NAME: runs as the node's first process, inside its
 # cgroups, network namespace and a new mount namespace (see node_start).
 node_init() {
@@ -516,13 +525,18 @@ node_init() {
   bind_dir "$ND/pod-logs" /var/log/pods
   bind_dir "$ND/container-logs" /var/log/containers
   mount --bind "$ND/boot_id" /proc/sys/kernel/random/boot_id
-  if [[ -e "$ND/watchdog" ]]; then
+  if [[ -f "$ND/watchdog-file" ]]; then
     if [[ ! -e /dev/watchdog ]]; then
       # A mount point without touching the host's /dev: the node gets a /dev
       # of its own holding the host's device nodes.
       mkdir -p "$ND/.hostdev"
       mount --rbind /dev "$ND/.hostdev"
+      # Private first: / is shared here, and a peer of /dev would get the
+      # tmpfs too, and its lazy unmount would take the tmpfs away again.
+      mount --make-rprivate "$ND/.hostdev"
       mount -t tmpfs -o mode=755 kfn-dev /dev
+      [[ "$(findmnt -n -o FSTYPE --mountpoint /dev | tail -n1)" == tmpfs ]] ||
+        die "node $NAME: no private /dev (the host's devtmpfs must not get a watchdog file)"
       local e n
       for e in "$ND"/.hostdev/* "$ND"/.hostdev/.[!.]*; do
         [[ -e "$e" || -L "$e" ]] || continue
@@ -535,14 +549,14 @@ node_init() {
       umount -l "$ND/.hostdev"
       touch /dev/watchdog
     fi
-    mount --bind "$ND/watchdog" /dev/watchdog
+    mount --bind "$(cat "$ND/watchdog-file")" /dev/watchdog
   fi
   export PATH="$ND/bin:$BIN_DIR:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-  printf '%s\n' "$$" >"$ND/init.pid"
+  write_pid init "$$"
   log "node $NAME: boot $(cat /proc/sys/kernel/random/boot_id), starting containerd"
   containerd --config "$ND/containerd.toml" >>"$ND/containerd.log" 2>&1 &
-  printf '%s\n' "$!" >"$ND/containerd.pid"
+  write_pid containerd "$!"
   local i
   for ((i = 0; i < 300; i++)); do
     [[ -S /run/containerd/containerd.sock ]] && ctr -a /run/containerd/containerd.sock version >/dev/null 2>&1 && break
@@ -560,7 +574,7 @@ node_init() {
   fi
   log "node $NAME: starting kube-proxy and kubelet"
   kube-proxy --config "$ND/kube-proxy.yaml" --v 1 >>"$ND/kube-proxy.log" 2>&1 &
-  printf '%s\n' "$!" >"$ND/kube-proxy.pid"
+  write_pid kube-proxy "$!"
   kubelet --config "$ND/kubelet.yaml" \
     --kubeconfig "$ND/kubelet.kubeconfig" \
     --root-dir /var/lib/kubelet \
@@ -569,7 +583,7 @@ node_init() {
     --node-ip "$NODE_IP" \
     --node-labels "$NODE_LABEL" \
     --v 1 >>"$ND/kubelet.log" 2>&1 &
-  printf '%s\n' "$!" >"$ND/kubelet.pid"
+  write_pid kubelet "$!"
   # Stay, as the node's first process, until the power goes.
   while :; do
     sleep 3600 &
@@ -579,6 +593,8 @@ node_init() {
 
 # ------------------------------------------------------------ start/stop --
 
+# Print what failed, with the logs' tails, and power the node off again so
+# that a failed start leaves nothing running (the node stays, for `rm`).
 show_component_failure() { # show_component_failure WHY
   log "FAILED: node $NAME: $1"
   local c
@@ -592,6 +608,7 @@ show_component_failure() { # show_component_failure WHY
     log "last lines of $ND/$c.log:"
     tail -n 25 "$ND/$c.log" | sed 's/^/    /' >&2
   done
+  node_poweroff >/dev/null 2>&1 || true
 }
 
 node_ready() {
@@ -701,6 +718,8 @@ node_poweroff() {
     return 1
   fi
   cg_remove
+  # Its pids may be reused now.
+  rm -f "$ND"/*.pid
   date +%s >"$ND/stopped-at"
   log "node $NAME powered off (killed $(wc -w <<<"$pids") tasks)"
 }
@@ -708,10 +727,11 @@ node_poweroff() {
 # ----------------------------------------------------------------- add/rm --
 
 node_add() {
-  local images="${KUBE_FENCER_IMAGES:-}"
+  local images="${KUBE_FENCER_IMAGES:-}" watchdog=""
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --images) images="$2"; shift 2 ;;
+      --watchdog) watchdog="$2"; shift 2 ;;
       *) die "unknown option $1" ;;
     esac
   done
@@ -732,6 +752,10 @@ node_add() {
   if [[ -n "$images" ]]; then
     images="$(cd "$images" && pwd)" || die "no image directory $images"
     printf '%s\n' "$images" >"$ND/images-dir"
+  fi
+  if [[ -n "$watchdog" ]]; then
+    [[ -e "$watchdog" ]] || die "no watchdog file $watchdog"
+    printf '%s\n' "$(cd "$(dirname "$watchdog")" && pwd)/$(basename "$watchdog")" >"$ND/watchdog-file"
   fi
   save_realnode_env
   node_vars "$NAME"
