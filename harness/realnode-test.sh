@@ -88,6 +88,7 @@ T_ADD_A=$(($(now_ms) - t))
 t=$(now_ms)
 "$RN" add "$DIR" rn-b --images "$IMAGES"
 T_ADD_B=$(($(now_ms) - t))
+CID="$(sed -n 's/^CID=//p' "$DIR/realnode.env")" # names this cluster's netns, links, cgroups
 pass "two real nodes Ready (rn-a ${T_ADD_A} ms, rn-b ${T_ADD_B} ms from add)"
 kubectl get nodes -o wide
 
@@ -150,7 +151,16 @@ pass "a pod on rn-b reaches $IP_A:9747 (hostPort of a pod on rn-a)"
 wait_until 30 "a pod on rn-b connects to 10.96.0.1:443" log_has rn-b client svc "10.96.0.1:443 connected"
 pass "a pod on rn-b connects to the kubernetes Service 10.96.0.1:443"
 
-pid="$(pgrep -f 'kfn-probe connect 10.96.0.1 443' | head -n1)"
+# node_pid NODE PATTERN: a process of NODE (by its cgroup: other clusters may
+# run the same pods) whose command line matches PATTERN.
+node_pid() {
+  local p
+  for p in $(pgrep -f -- "$2"); do
+    grep -q "/kfnode-$CID-$1/" "/proc/$p/cgroup" 2>/dev/null && { echo "$p"; return 0; }
+  done
+  return 1
+}
+pid="$(node_pid rn-b 'kfn-probe connect 10.96.0.1 443' || true)"
 [[ -n "$pid" ]] || fail "no process of the svc container"
 out="$(nsenter -n -t "$pid" curl -sk --max-time 5 https://10.96.0.1/readyz || true)"
 [[ "$out" == ok ]] || fail "curl -k https://10.96.0.1/readyz from the pod's netns said '$out'"
@@ -187,7 +197,7 @@ T_OFF=$(($(now_ms) - t))
 left="$(pgrep -f -- "$DIR/nodes/rn-a/" || true)"
 [[ -z "$left" ]] || fail "processes of rn-a left after poweroff: $left"
 for m in /sys/fs/cgroup/*/; do
-  compgen -G "$m/kfnode-*-rn-a" >/dev/null && fail "a cgroup of rn-a is left in $m"
+  compgen -G "$m/kfnode-$CID-rn-a" >/dev/null && fail "a cgroup of rn-a is left in $m"
 done
 renew1="$(kubectl -n kube-node-lease get lease rn-a -o jsonpath='{.spec.renewTime}')"
 sleep 25 # the kubelet renews every 10 s (a quarter of the 40 s lease)
@@ -210,7 +220,6 @@ pass "the server pod runs again after the reboot (answers ${T_POD_BACK} ms after
 
 # --------------------------------------------------------------- teardown --
 
-CID="$(sed -n 's/^CID=//p' "$DIR/realnode.env")"
 if ((KEEP)); then
   log "timings: add rn-a ${T_ADD_A} ms, add rn-b ${T_ADD_B} ms, pods ${T_PODS} ms, poweroff ${T_OFF} ms, boot ${T_BOOT} ms"
   exit 0
