@@ -2,8 +2,9 @@
 # Smoke test of real nodes (harness/realnode.sh): a control plane with one
 # KWOK node and two real nodes, rn-a and rn-b, and then
 #   - a pod on rn-a is Running with a pod IP, serving on hostPort 9747;
-#   - a pod on rn-b reaches <rn-a's IP>:9747 (portmap), connects to the
-#     kubernetes Service 10.96.0.1:443 (kube-proxy), and from its network
+#   - a pod on rn-b reaches <rn-a's IP>:9747 (portmap), the pod's IP, and
+#     a ClusterIP Service in front of it; it connects to the kubernetes
+#     Service 10.96.0.1:443 (kube-proxy), and from its network
 #     namespace `curl -k https://10.96.0.1/readyz` answers ok;
 #   - containers see their node's boot ID; `kubectl logs` works;
 #   - cut drop / heal: the peer stops and starts answering;
@@ -102,6 +103,8 @@ apiVersion: v1
 kind: Pod
 metadata:
   name: server
+  labels:
+    app: server
 spec:
   nodeName: rn-a
   terminationGracePeriodSeconds: 1
@@ -115,6 +118,26 @@ spec:
       hostPort: 9747
 ---
 apiVersion: v1
+kind: Service
+metadata:
+  name: server
+spec:
+  selector:
+    app: server
+  ports:
+  - port: 80
+    targetPort: 9747
+EOF
+
+pod_running() { [[ "$(kubectl get pod "$1" -o jsonpath='{.status.phase}')" == Running ]]; }
+t=$(now_ms)
+wait_until 90 "pod server Running on rn-a" pod_running server
+POD_IP="$(kubectl get pod server -o jsonpath='{.status.podIP}')"
+[[ "$POD_IP" == 10.244.1.* ]] || fail "pod server has IP '$POD_IP', not in rn-a's 10.244.1.0/24"
+SVC_IP="$(kubectl get service server -o jsonpath='{.spec.clusterIP}')"
+
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
 kind: Pod
 metadata:
   name: client
@@ -126,20 +149,22 @@ spec:
     image: kube-fencer.test/probe:1
     imagePullPolicy: Never
     command: ["/kfn-probe", "get", "$IP_A", "9747"]
+  - name: pod
+    image: kube-fencer.test/probe:1
+    imagePullPolicy: Never
+    command: ["/kfn-probe", "get", "$POD_IP", "9747"]
+  - name: service
+    image: kube-fencer.test/probe:1
+    imagePullPolicy: Never
+    command: ["/kfn-probe", "get", "$SVC_IP", "80"]
   - name: svc
     image: kube-fencer.test/probe:1
     imagePullPolicy: Never
     command: ["/kfn-probe", "connect", "10.96.0.1", "443"]
 EOF
-
-pod_running() { [[ "$(kubectl get pod "$1" -o jsonpath='{.status.phase}')" == Running ]]; }
-t=$(now_ms)
-wait_until 90 "pod server Running on rn-a" pod_running server
 wait_until 90 "pod client Running on rn-b" pod_running client
 T_PODS=$(($(now_ms) - t))
-POD_IP="$(kubectl get pod server -o jsonpath='{.status.podIP}')"
-[[ "$POD_IP" == 10.244.1.* ]] || fail "pod server has IP '$POD_IP', not in rn-a's 10.244.1.0/24"
-pass "pods Running in ${T_PODS} ms; server has pod IP $POD_IP"
+pass "pods Running in ${T_PODS} ms; server has pod IP $POD_IP, client $(kubectl get pod client -o jsonpath='{.status.podIP}')"
 
 # Container logs, read where the node's /var/log/pods is.
 container_log() { # container_log NODE POD CONTAINER
@@ -148,6 +173,10 @@ container_log() { # container_log NODE POD CONTAINER
 log_has() { container_log "$1" "$2" "$3" | grep -q -- "$4"; }
 wait_until 30 "a pod on rn-b reaches hostPort $IP_A:9747" log_has rn-b client get "reply hello from server"
 pass "a pod on rn-b reaches $IP_A:9747 (hostPort of a pod on rn-a)"
+wait_until 30 "a pod on rn-b reaches the pod IP $POD_IP:9747 on rn-a" log_has rn-b client pod "reply hello from server"
+pass "a pod on rn-b reaches the pod on rn-a at its pod IP $POD_IP:9747"
+wait_until 30 "a pod on rn-b reaches the Service $SVC_IP:80" log_has rn-b client service "reply hello from server"
+pass "a pod on rn-b reaches the pod on rn-a through its Service $SVC_IP:80 (kube-proxy)"
 wait_until 30 "a pod on rn-b connects to 10.96.0.1:443" log_has rn-b client svc "10.96.0.1:443 connected"
 pass "a pod on rn-b connects to the kubernetes Service 10.96.0.1:443"
 
