@@ -252,49 +252,70 @@ netns_reset() {
 
 # --------------------------------------------------------------------- cut --
 
-cut_apply() { # cut_apply MODE
-  local mode="$1"
-  cut_remove
+# cut_apply MODE: cut the node off its network (its processes keep running).
+#   down    eth0 down
+#   drop    drop everything through eth0, in raw PREROUTING and mangle
+#           POSTROUTING: before anything kube-proxy or CNI puts in nat/filter
+#   reject  answer it with TCP resets / ICMP port unreachable (chain KFN-CUT,
+#           jumped to first from filter INPUT, FORWARD and OUTPUT)
+cut_apply() {
+  local mode="$1" chain
+  case "$mode" in down | drop | reject) ;; *) die "cut mode must be down, drop or reject" ;; esac
+  cut_rules_remove
   case "$mode" in
     down)
       node_exec ip link set eth0 down
       ;;
     drop)
-      # Before everything else: raw sees every packet coming in, mangle
-      # POSTROUTING every packet going out (local or forwarded).
       ipt -t raw -I PREROUTING 1 -i eth0 -m comment --comment kfn-cut -j DROP
       ipt -t mangle -I POSTROUTING 1 -o eth0 -m comment --comment kfn-cut -j DROP
       ;;
     reject)
-      local chain dir
-      for chain in INPUT FORWARD OUTPUT; do
-        dir="-i"
-        [[ "$chain" == OUTPUT ]] && dir="-o"
-        ipt -I "$chain" 1 "$dir" eth0 -m comment --comment kfn-cut -j REJECT
-        ipt -I "$chain" 1 "$dir" eth0 -p tcp -m comment --comment kfn-cut -j REJECT --reject-with tcp-reset
-      done
-      # Forwarded traffic from the pods going out.
-      ipt -I FORWARD 1 -o eth0 -m comment --comment kfn-cut -j REJECT
-      ipt -I FORWARD 1 -o eth0 -p tcp -m comment --comment kfn-cut -j REJECT --reject-with tcp-reset
+      ipt -N KFN-CUT
       # The resets and ICMP errors REJECT sends go out through OUTPUT too.
-      ipt -I OUTPUT 1 -o eth0 -p tcp --tcp-flags RST RST -m comment --comment kfn-cut -j ACCEPT
-      ipt -I OUTPUT 1 -o eth0 -p icmp --icmp-type destination-unreachable -m comment --comment kfn-cut -j ACCEPT
+      ipt -A KFN-CUT -o eth0 -p tcp --tcp-flags RST RST -j RETURN
+      ipt -A KFN-CUT -o eth0 -p icmp --icmp-type destination-unreachable -j RETURN
+      ipt -A KFN-CUT -i eth0 -p tcp -j REJECT --reject-with tcp-reset
+      ipt -A KFN-CUT -o eth0 -p tcp -j REJECT --reject-with tcp-reset
+      ipt -A KFN-CUT -i eth0 -j REJECT
+      ipt -A KFN-CUT -o eth0 -j REJECT
+      for chain in INPUT FORWARD OUTPUT; do
+        ipt -I "$chain" 1 -m comment --comment kfn-cut -j KFN-CUT
+      done
       ;;
-    *) die "cut mode must be down, drop or reject" ;;
   esac
   printf '%s\n' "$mode" >"$ND/cut"
 }
 
-cut_remove() {
+# After kube-proxy has put its jumps first: put the KFN-CUT jumps first
+# again, the new one before the old one goes, so that no packet slips by.
+cut_reassert() {
+  [[ "$(cat "$ND/cut" 2>/dev/null)" == reject ]] || return 0
+  local chain n
+  for chain in INPUT FORWARD OUTPUT; do
+    ipt -I "$chain" 1 -m comment --comment kfn-cut -j KFN-CUT
+    n="$(ipt -L "$chain" -n --line-numbers | awk '$2 == "KFN-CUT" {print $1}' | tail -n +2 | sort -rn)"
+    for n in $n; do ipt -D "$chain" "$n"; done
+  done
+}
+
+cut_rules_remove() {
   local t rule
   for t in raw mangle filter; do
     # Delete every rule tagged kfn-cut (iptables -S prints them re-usable).
     while read -r rule; do
       [[ -n "$rule" ]] || continue
-      # shellcheck disable=SC2086
       eval "ipt -t $t ${rule/-A /-D }" || true
     done < <(ipt -t "$t" -S 2>/dev/null | grep -- '--comment kfn-cut' || true)
   done
+  if ipt -L KFN-CUT -n >/dev/null 2>&1; then
+    ipt -F KFN-CUT
+    ipt -X KFN-CUT
+  fi
+}
+
+cut_heal() {
+  cut_rules_remove
   node_exec ip link set eth0 up
   netns_routes
   rm -f "$ND/cut"
@@ -649,6 +670,8 @@ node_start() {
   mkdir -p "$ND/run"
   rm -f "$ND"/{init,containerd,kube-proxy,kubelet}.pid
   netns_reset
+  # A cut is outside the node: it stays across the reboot.
+  [[ -f "$ND/cut" ]] && cut_apply "$(cat "$ND/cut")"
   cg_create
   local procs="" m
   for m in $(cg_mounts); do procs+=" $m/$CG/cgroup.procs"; done
@@ -669,10 +692,10 @@ node_start() {
     sleep 0.2
   done
   if [[ -f "$ND/cut" ]]; then
-    # Cut off: it cannot become Ready; put the cut back above what
-    # kube-proxy inserts at the top of the chains.
+    # Cut off: it cannot become Ready. Give kube-proxy time to put in its
+    # rules, then put the cut first again.
     sleep 3
-    cut_apply "$(cat "$ND/cut")"
+    cut_reassert
     log "node $NAME booted while cut off ($(cat "$ND/cut")); not waiting for Ready"
     return 0
   fi
@@ -859,7 +882,7 @@ case "$cmd" in
         log "node $NAME cut off ($1)"
         ;;
       heal)
-        cut_remove
+        cut_heal
         log "node $NAME healed"
         ;;
       rm) node_rm ;;
