@@ -7,7 +7,7 @@
 #     Service 10.96.0.1:443 (kube-proxy), and from its network
 #     namespace `curl -k https://10.96.0.1/readyz` answers ok;
 #   - containers see their node's boot ID; `kubectl logs` works;
-#   - cut drop / heal: the peer stops and starts answering;
+#   - cut drop, cut reject / heal: the peer stops and starts answering;
 #   - poweroff rn-a: the Lease stops renewing, no process of rn-a is left;
 #   - boot rn-a: a new status.nodeInfo.bootID, the pod runs again;
 #   - teardown leaves no process, netns, veth, bridge, mount or cgroup.
@@ -206,16 +206,21 @@ pass "kubectl logs works (API server -> kubelet)"
 
 # ------------------------------------------------------------------- cut --
 
-"$RN" cut "$DIR" rn-a drop
-since=$(date +%s)
-errors_since() { container_log rn-b client get | awk -v s="$since" '$4 > s + 1 && /error/' | grep -q .; }
+errors_since() { container_log rn-b client get | awk -v s="$since" '$4 > s + 1 && /error/' | grep -q -- "${1:-error}"; }
 replies_since() { container_log rn-b client get | awk -v s="$since" '$4 > s + 1 && /reply hello/' | grep -q .; }
-wait_until 20 "rn-a unreachable while cut" errors_since
-pass "cut drop: rn-a's hostPort no longer answers"
-"$RN" heal "$DIR" rn-a
-since=$(date +%s)
-wait_until 20 "rn-a reachable again after heal" replies_since
-pass "heal: rn-a answers again"
+# drop: connections time out; reject: they are refused (TCP reset).
+for mode in drop reject; do
+  "$RN" cut "$DIR" rn-a "$mode"
+  since=$(date +%s)
+  expect=error
+  [[ "$mode" == reject ]] && expect="Connection refused"
+  wait_until 20 "rn-a unreachable while cut ($mode: $expect)" errors_since "$expect"
+  pass "cut $mode: rn-a's hostPort no longer answers ($expect)"
+  "$RN" heal "$DIR" rn-a
+  since=$(date +%s)
+  wait_until 20 "rn-a reachable again after heal" replies_since
+  pass "heal: rn-a answers again"
+done
 
 # -------------------------------------------------------------- power off --
 
