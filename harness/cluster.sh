@@ -2,7 +2,7 @@
 # A real Kubernetes control plane on loopback, with KWOK-simulated nodes.
 #
 #   cluster.sh up DIR [--nodes N] [--node-lease-seconds S] [--node-monitor-grace-period D] [--boot-ids]
-#                     [--api-bind ADDR] [--api-san IP]...
+#                     [--api-bind ADDR] [--api-san IP]... [--advertise-address IP]
 #   cluster.sh down DIR
 #   cluster.sh node-add DIR NAME [label=value ...]
 #   cluster.sh node-stop DIR NAME       # SIGKILL the node's kwok: a power loss
@@ -18,7 +18,10 @@
 # losing power: the Lease stops renewing and the pods stay as they were.
 # --api-bind (default 127.0.0.1) and --api-san let agents in network
 # namespaces (tests/e2e/support/netns.rs) reach the API server at a host-side
-# address that its serving certificate names.
+# address that its serving certificate names. --advertise-address IP (also
+# put in the certificate) makes IP:port the endpoint of the kubernetes
+# Service (10.96.0.1:443) instead of none, for pods on real nodes
+# (harness/realnode.sh), which `down` also removes.
 #
 # With --boot-ids every node also has a boot ID, as a kubelet reports it: it
 # is in DIR/nodes/NAME/boot_id (a node's /proc/sys/kernel/random/boot_id, for
@@ -206,6 +209,8 @@ gen_pki() {
   gen_cert controller-manager system:kube-controller-manager ""
   gen_cert scheduler system:kube-scheduler ""
   gen_cert loopback-serving localhost "" "IP:127.0.0.1,DNS:localhost"
+  # The API server's client certificate towards kubelets (logs, exec).
+  gen_cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
   chmod 600 "$pki"/*.key
@@ -258,13 +263,19 @@ etcd_healthy() {
 }
 
 start_apiserver() {
-  local pki="$DIR/pki"
+  local pki="$DIR/pki" advertise=(--advertise-address 127.0.0.1 --endpoint-reconciler-type none)
+  # A loopback address cannot be a Service endpoint: without a routable
+  # advertise address the kubernetes Service has none.
+  [[ -n "$ADVERTISE_ADDRESS" ]] &&
+    advertise=(--advertise-address "$ADVERTISE_ADDRESS" --endpoint-reconciler-type lease)
   start_proc kube-apiserver "$BIN_DIR/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
     --bind-address "$API_BIND" \
-    --advertise-address 127.0.0.1 \
+    "${advertise[@]}" \
     --secure-port "$API_PORT" \
-    --endpoint-reconciler-type none \
+    --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types InternalIP \
     --authorization-mode Node,RBAC \
     --client-ca-file "$pki/ca.crt" \
     --tls-cert-file "$pki/apiserver.crt" \
@@ -491,6 +502,11 @@ EOF
 
 do_down() {
   local f name pid pids=() i
+  # Real nodes (harness/realnode.sh) first: their kubelets, containers,
+  # network namespaces, bridge and cgroups.
+  if compgen -G "$DIR/nodes/*/realnode" >/dev/null; then
+    "$HARNESS_DIR/realnode.sh" down "$DIR" || log "ERROR: removing the real nodes failed"
+  fi
   if [[ -d "$DIR/pids" ]]; then
     # Nodes first (a hard power-off), then the control plane, all at once:
     # nothing here needs a graceful shutdown.
@@ -541,11 +557,13 @@ do_up() {
   NODE_MONITOR_GRACE_PERIOD=40s
   API_BIND=127.0.0.1
   API_SANS=""
+  ADVERTISE_ADDRESS=""
   BOOT_IDS=0
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --api-bind) API_BIND="$2"; shift 2 ;;
       --api-san) API_SANS+="${API_SANS:+,}$2"; shift 2 ;;
+      --advertise-address) ADVERTISE_ADDRESS="$2"; API_SANS+="${API_SANS:+,}$2"; shift 2 ;;
       --nodes) nodes="$2"; shift 2 ;;
       --boot-ids) BOOT_IDS=1; shift ;;
       --node-lease-seconds) NODE_LEASE_SECONDS="$2"; shift 2 ;;
@@ -570,6 +588,8 @@ SCHED_PORT=$SCHED_PORT
 NODE_LEASE_SECONDS=$NODE_LEASE_SECONDS
 NODE_MONITOR_GRACE_PERIOD=$NODE_MONITOR_GRACE_PERIOD
 BOOT_IDS=$BOOT_IDS
+API_BIND=$API_BIND
+ADVERTISE_ADDRESS=$ADVERTISE_ADDRESS
 EOF
   export PATH="$BIN_DIR:$PATH"
   export KUBECONFIG="$DIR/kubeconfig"
