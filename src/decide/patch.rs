@@ -34,6 +34,20 @@ pub enum Skip {
     NoLongerApplies(String),
 }
 
+/// The node's taints without the out-of-service taint kube-fencer added
+/// (`None`: nothing of ours to remove).
+fn without_our_taint(record: &FenceRecord, facts: &NodeFacts) -> Option<Vec<Taint>> {
+    let ours = Taint::out_of_service();
+    (record.tainted && facts.taints.contains(&ours)).then(|| {
+        facts
+            .taints
+            .iter()
+            .filter(|t| **t != ours)
+            .cloned()
+            .collect()
+    })
+}
+
 pub fn render(
     intent: &NodeIntent,
     facts: &NodeFacts,
@@ -164,17 +178,7 @@ pub fn render(
                 if record.phase == Phase::Fenced {
                     next.phase = Phase::Fencing;
                     next.fenced_at = None;
-                    let ours = Taint::out_of_service();
-                    if record.tainted && facts.taints.contains(&ours) {
-                        patch.taints = Some(
-                            facts
-                                .taints
-                                .iter()
-                                .filter(|t| **t != ours)
-                                .cloned()
-                                .collect(),
-                        );
-                    }
+                    patch.taints = without_our_taint(record, facts);
                     next.tainted = false;
                 }
             }
@@ -190,17 +194,7 @@ pub fn render(
                     )));
                 }
             };
-            let ours = Taint::out_of_service();
-            if record.tainted && facts.taints.contains(&ours) {
-                patch.taints = Some(
-                    facts
-                        .taints
-                        .iter()
-                        .filter(|t| **t != ours)
-                        .cloned()
-                        .collect(),
-                );
-            }
+            patch.taints = without_our_taint(record, facts);
             if record.cordoned && facts.unschedulable {
                 patch.unschedulable = Some(false);
             }
