@@ -1373,6 +1373,22 @@ fn settle_window_trade_off_on_the_benchmarks_tight_timings() {
     assert!(cmd_default > cmd_none && cmd_default <= cmd_none + 5);
 }
 
+/// A record Fenced in boot `boot-0`, with our cordon and taint.
+fn fenced_in_boot_0(facts: &mut NodeFacts) {
+    facts.record = RecordState::Valid(FenceRecord {
+        phase: Phase::Fenced,
+        fencing_since: wall0(),
+        fenced_at: Some(wall0()),
+        cordoned: true,
+        tainted: true,
+        by: "x".into(),
+        boot_id: Some("boot-0".into()),
+        held_since: None,
+    });
+    facts.unschedulable = true;
+    facts.taints.push(Taint::out_of_service());
+}
+
 /// Marked fenced in boot `boot-0`, the node booted again (`boot-1`) before
 /// its pods were deleted, its kubelet renewed its Lease and started them
 /// again, and then it was cut off. The record of the earlier boot says
@@ -1384,18 +1400,7 @@ fn a_node_fenced_in_an_earlier_boot_is_fenced_again_before_its_pods_are_deleted(
     sim.nodes(&["n1", "n2", "n3", SELF_NODE]);
     let pod = sim.sts_pod("n1", "db/db-0", "db");
     let n1 = sim.get_mut("n1");
-    n1.facts.record = RecordState::Valid(FenceRecord {
-        phase: Phase::Fenced,
-        fencing_since: wall0(),
-        fenced_at: Some(wall0()),
-        cordoned: true,
-        tainted: true,
-        by: "x".into(),
-        boot_id: Some("boot-0".into()),
-        held_since: None,
-    });
-    n1.facts.unschedulable = true;
-    n1.facts.taints.push(Taint::out_of_service());
+    fenced_in_boot_0(&mut n1.facts);
     sim.sync();
     sim.run_until(5);
     sim.kill("n1");
@@ -1432,19 +1437,8 @@ fn a_node_fenced_in_an_earlier_boot_that_is_coming_back_is_not_fenced_again() {
     let mut sim = Sim::new();
     sim.nodes(&["n1", "n2", "n3", SELF_NODE]);
     let n1 = sim.get_mut("n1");
-    n1.facts.record = RecordState::Valid(FenceRecord {
-        phase: Phase::Fenced,
-        fencing_since: wall0(),
-        fenced_at: Some(wall0()),
-        cordoned: true,
-        tainted: true,
-        by: "x".into(),
-        boot_id: Some("boot-0".into()),
-        held_since: None,
-    });
+    fenced_in_boot_0(&mut n1.facts);
     n1.facts.kubelet_boot_id = Some("boot-0".into());
-    n1.facts.unschedulable = true;
-    n1.facts.taints.push(Taint::out_of_service());
     sim.sync();
     sim.kill("n1");
     sim.run_until(100);
