@@ -448,18 +448,18 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                     && let Some(r) = n.facts.record.valid()
                     && r.phase == Phase::Fenced
                 {
-                    // Every boot ID reported now (kubelet's, agent's) is a
-                    // new one, and they agree.
-                    let ids: Vec<&str> =
-                        [n.facts.kubelet_boot_id.as_deref(), n.facts.agent.boot_id()]
-                            .into_iter()
-                            .flatten()
-                            .collect();
-                    let rebooted = r.boot_id.as_deref().is_some_and(|old| {
-                        !ids.is_empty()
-                            && ids.iter().all(|b| *b != old)
-                            && ids.windows(2).all(|w| w[0] == w[1])
-                    });
+                    // The reboot is proven by the kernel's boot ID as the
+                    // kubelet reports it (an advertisement may be left over
+                    // from the fenced boot); only when the kubelet reports
+                    // none may the agent's prove it.
+                    let now_reported = match n.facts.kubelet_boot_id.as_deref() {
+                        Some(kubelet) => Some(kubelet),
+                        None => n.facts.agent.boot_id(),
+                    };
+                    let rebooted = matches!(
+                        (r.boot_id.as_deref(), now_reported),
+                        (Some(old), Some(new)) if old != new
+                    );
                     prop_assert!(
                         rebooted || n.facts.unfence_requested,
                         "unfenced without a reboot: {:?}",
