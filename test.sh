@@ -50,8 +50,8 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --all-targets --features e2e -- -D warnings
 
-step "unit and property tests"
-cargo test --lib --bins
+step "unit and property tests, start-up errors of the real binary"
+cargo test --lib --bins --test startup
 
 # The whole protocol (src/decide/protocol): 10,000 random fault schedules
 # (every fault kind, the leader-side ones included) and the bounded model
