@@ -10,3 +10,4 @@ pub mod cluster;
 pub mod config;
 pub mod decide;
 pub mod ops;
+pub mod status;

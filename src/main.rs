@@ -29,6 +29,17 @@ fn cap_malloc_arenas() {
 
 fn main() -> ExitCode {
     cap_malloc_arenas();
+    // `kube-fencer status …`, also as the kubectl plugin `kubectl fencer
+    // status …` (kubectl runs `kubectl-fencer status …`).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let plugin = argv.first().is_some_and(|a| {
+        std::path::Path::new(a)
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("kubectl-fencer"))
+    });
+    if plugin || argv.get(1).is_some_and(|a| a == "status") {
+        return status_command(plugin, &argv);
+    }
     let args = Args::parse();
     let config = match args.into_config() {
         Ok(c) => c,
@@ -50,6 +61,44 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fatal(&format!("{e:#}"), plain_fatal),
+    }
+}
+
+fn status_command(plugin: bool, argv: &[std::ffi::OsString]) -> ExitCode {
+    use clap::Parser;
+    use kube_fencer::status::cli::{StatusArgs, run};
+    if argv.get(1).is_none_or(|a| a != "status") {
+        eprintln!("usage: kubectl fencer status [NODE] [-o table|json] [--watch]");
+        return ExitCode::from(2);
+    }
+    let name = if plugin {
+        "kubectl fencer status"
+    } else {
+        "kube-fencer status"
+    };
+    let args = match StatusArgs::try_parse_from(&argv[1..]) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -24,6 +24,12 @@ use tokio::task::JoinHandle;
 use super::is_status;
 use crate::decide::leader::{self, ElectionSettings, LeaseObs, Step};
 use crate::ops::{Health, Metrics};
+use crate::status::summary::{LEADER_STATUS_ANNOTATION, LeaderSummary};
+
+/// The leader's latest summary: written by its loop after every decision,
+/// put on the leader Lease by the renewals (`kube-fencer status` reads it),
+/// cleared when leadership ends.
+pub type Published = Arc<watch::Sender<Option<LeaderSummary>>>;
 
 /// Shared "may I still act as leader?" check. The election loop extends it
 /// on every successful renewal; everything that writes checks it first, so a
@@ -78,6 +84,7 @@ pub struct Election {
     metrics: Metrics,
     health: Health,
     leadership: Leadership,
+    published: Published,
 }
 
 /// The observed leader Lease.
@@ -134,6 +141,27 @@ impl Election {
             metrics,
             health,
             leadership: Leadership::default(),
+            published: Arc::new(watch::channel(None).0),
+        }
+    }
+
+    /// Where the leader's loop publishes its summary.
+    pub fn published(&self) -> Published {
+        self.published.clone()
+    }
+
+    /// The leader-status annotation a renewal writes: the summary, or none
+    /// (a summary of an earlier leadership says nothing now).
+    fn annotate(&self, meta: &mut ObjectMeta) {
+        let summary = self.published.borrow().as_ref().map(LeaderSummary::to_json);
+        let annotations = meta.annotations.get_or_insert_with(Default::default);
+        match summary {
+            Some(json) => {
+                annotations.insert(LEADER_STATUS_ANNOTATION.to_string(), json);
+            }
+            None => {
+                annotations.remove(LEADER_STATUS_ANNOTATION);
+            }
         }
     }
 
@@ -304,6 +332,7 @@ impl Election {
             let _ = handle.await;
             tracing::info!("stopped acting as leader");
         }
+        self.published.send_replace(None);
         self.metrics.leader.set(0);
         self.metrics.clear_leader_gauges();
         self.health.set_leader(false);
@@ -349,6 +378,7 @@ impl Election {
                     spec.holder_identity = Some(s.identity.clone());
                     spec.lease_duration_seconds = Some(s.lease_duration.as_secs() as i32);
                     spec.renew_time = Some(now);
+                    self.annotate(&mut lease.metadata);
                     self.api
                         .replace(&self.name, &PostParams::default(), &lease)
                         .await

@@ -71,6 +71,14 @@ impl Agent {
             shutdown.clone(),
         ));
         let announce = lease_ref(&config.namespace, &config.leader_lease_name);
+        let election = election::Election::new(
+            client.clone(),
+            &config.namespace,
+            &config.leader_lease_name,
+            config.election.clone(),
+            metrics.clone(),
+            health.clone(),
+        );
         let leader_template = reconcile::Leader {
             client: client.clone(),
             settings: config.settings.clone(),
@@ -83,22 +91,14 @@ impl Agent {
             fence_command: config.fence_command.clone(),
             fence_command_timeout: config.fence_command_timeout,
             peer_key,
+            published: election.published(),
         };
         let leader_task: election::LeaderTask = Box::new(move |leadership| {
             let mut leader = leader_template.clone();
             leader.leadership = leadership;
             tokio::spawn(leader.run())
         });
-        election::Election::new(
-            client,
-            &config.namespace,
-            &config.leader_lease_name,
-            config.election.clone(),
-            metrics,
-            health,
-        )
-        .run(leader_task, shutdown)
-        .await;
+        election.run(leader_task, shutdown).await;
         own_node.abort();
         let _ = own_node.await;
     }

@@ -30,6 +30,7 @@ use crate::decide::{
 };
 use crate::ops::events::{Edge, WarningDedupe, node_ref, statefulset_ref};
 use crate::ops::{EventSink, Health, Metrics};
+use crate::status::summary::LeaderSummary;
 
 /// Namespace of the kubelets' node Leases.
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -59,6 +60,8 @@ pub struct Leader {
     /// The peer key: with it, the leader asks the agent of a node it begins
     /// to fence whether it is alive and connected (a contradiction).
     pub peer_key: Option<PeerKey>,
+    /// The summary `kube-fencer status` reads from the leader Lease.
+    pub published: super::election::Published,
 }
 
 /// How long the leader waits for a node's agent when it checks for a contradiction.
@@ -754,6 +757,12 @@ impl Leader {
     /// Gauges, storm-guard edge and deduplicated warnings.
     fn report(&self, st: &mut LoopState, report: &Report, extra: &[Warning]) {
         self.metrics.observe_report(report);
+        let now = Now {
+            mono: Instant::now(),
+            wall: std::time::SystemTime::now(),
+        };
+        self.published
+            .send_replace(Some(LeaderSummary::from_report(report, now)));
         st.safe_times_logged
             .retain(|n, _| report.safe_times.contains_key(n));
         for (node, safe) in &report.safe_times {
