@@ -60,6 +60,13 @@ cargo test --lib --bins --test startup
 step "protocol simulation and model check"
 cargo run --quiet --example protocol-check -- --schedules 10000 --check --depth 4 --leader-side
 
+# The alerts and the dashboard of daemonset/monitoring/: derived files up to
+# date, promtool check/test rules (a case per alert), every metric they name
+# registered, promtool check metrics on the real exposition (promtool is
+# built once from the pinned Prometheus module; no cluster needed).
+step "alerts and dashboard (harness/monitoring.sh test)"
+./harness/monitoring.sh test
+
 if $unit_only; then
   exit 0
 fi
