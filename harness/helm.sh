@@ -327,7 +327,7 @@ test_chart() {
     expect_failure "dashboard without its file" "files/grafana-dashboard.json .*not there yet" \
       template x "$CHART_DIR" --set monitoring.dashboard.enabled=true
   fi
-  log "helm lint: defaults and ${combos[*]}"
+  log "helm lint --strict with ci/: ${combos[*]}"
   # What must not render.
   expect_failure "an unknown mode" "fencing.mode" template x "$CHART_DIR" --set fencing.mode=selffence
   expect_failure "a duration that is none" "timings.fenceTimeout|fenceTimeout" template x "$CHART_DIR" --set timings.fenceTimeout=forty
