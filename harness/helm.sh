@@ -376,6 +376,25 @@ test_chart() {
     jq -e '.kind == "List" and (.items | length) > 0' "$out" >/dev/null || die "$name: no objects back from the dry run"
     assertions "$name" "$ns"
   done
+
+  # A real install, upgrade to the other mode, and uninstall, under a
+  # release name of its own (objects kf-helm-kube-fencer*, beside the plain
+  # install's) into a namespace Helm creates.
+  local rel=kf-helm relns=kf-helm-release
+  "$HELM" install "$rel" "$CHART_DIR" --namespace "$relns" --create-namespace --wait --timeout 90s >"$dir/install.log" 2>&1 \
+    || { cat "$dir/install.log" >&2; kubectl -n "$relns" get all >&2 || true; die "helm install"; }
+  grep -q 'fencing.mode=selfFence' "$dir/install.log" || die "helm install printed no NOTES"
+  [[ "$(kubectl -n "$relns" get daemonset "$rel-kube-fencer" -o jsonpath='{.metadata.labels.app\.kubernetes\.io/managed-by} {.spec.template.spec.containers[0].securityContext.privileged}')" == "Helm true" ]] \
+    || die "helm install: no privileged DaemonSet $rel-kube-fencer managed by Helm in $relns"
+  "$HELM" upgrade "$rel" "$CHART_DIR" --namespace "$relns" --set fencing.mode=fenceCommand --wait --timeout 90s >"$dir/upgrade.log" 2>&1 \
+    || { cat "$dir/upgrade.log" >&2; die "helm upgrade --set fencing.mode=fenceCommand"; }
+  [[ "$(kubectl -n "$relns" get daemonset "$rel-kube-fencer" -o jsonpath='{.spec.template.spec.securityContext.runAsUser}')" == 65532 ]] \
+    || die "helm upgrade: the DaemonSet is not the unprivileged one"
+  "$HELM" uninstall "$rel" --namespace "$relns" --wait >"$dir/uninstall.log" 2>&1 || { cat "$dir/uninstall.log" >&2; die "helm uninstall"; }
+  [[ -z "$(kubectl get clusterrole,clusterrolebinding -o name | grep "$rel-kube-fencer" || true)" ]] \
+    || die "helm uninstall left cluster-scoped objects"
+  log "helm install (selfFence), upgrade (fenceCommand), uninstall: ok"
+
   log "helm chart tests passed in $((SECONDS - start))s"
 }
 
