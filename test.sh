@@ -77,7 +77,7 @@ step "container images (harness/image-test.sh)"
 
 # The Helm chart: the plain manifests are what it renders, every values
 # combination of charts/kube-fencer/ci/ lints and is accepted by the API
-# server (dry run).
+# server (dry run); then a helm install, upgrade and uninstall.
 step "helm chart (harness/helm.sh test)"
 ./harness/helm.sh test
 
