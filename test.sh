@@ -82,6 +82,12 @@ demo_smoke_test
 step "container images (harness/image-test.sh)"
 ./harness/image-test.sh
 
+# The Helm chart: the plain manifests are what it renders, every values
+# combination of charts/kube-fencer/ci/ lints and is accepted by the API
+# server (dry run); then a helm install, upgrade and uninstall.
+step "helm chart (harness/helm.sh test)"
+./harness/helm.sh test
+
 # The agent's watchdog code (src/cluster/watchdog.rs, compiled into the
 # test) against a Linux watchdog device emulated with FUSE: feeding while
 # permitted, the magic close, firing once the permit lapses, the reset
