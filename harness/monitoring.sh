@@ -34,6 +34,8 @@ MON="$ROOT/daemonset/monitoring"
 RULES_SRC="$MON/rules/kube-fencer.rules.yaml"
 RULES_CR="$MON/prometheusrule.yaml"
 DASHBOARD_SRC="$MON/grafana/dashboard.json"
+# The Helm chart's copies (charts/kube-fencer/files/README.md).
+CHART_FILES="$ROOT/charts/kube-fencer/files"
 DASHBOARD_CM="$MON/dashboard-configmap.yaml"
 RULES_TEST="$HARNESS_DIR/monitoring/rules-test.yaml"
 CACHE="${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}"
@@ -137,7 +139,9 @@ EOF
 render() {
   render_prometheusrule >"$RULES_CR.tmp" && mv "$RULES_CR.tmp" "$RULES_CR"
   render_dashboard_configmap >"$DASHBOARD_CM.tmp" && mv "$DASHBOARD_CM.tmp" "$DASHBOARD_CM"
-  log "rendered ${RULES_CR#"$ROOT"/} and ${DASHBOARD_CM#"$ROOT"/}"
+  render_prometheusrule >"$CHART_FILES/prometheusrule.yaml"
+  cp "$DASHBOARD_SRC" "$CHART_FILES/grafana-dashboard.json"
+  log "rendered ${RULES_CR#"$ROOT"/}, ${DASHBOARD_CM#"$ROOT"/} and the chart's copies in ${CHART_FILES#"$ROOT"/}"
 }
 
 check() {
@@ -151,6 +155,11 @@ check() {
   if ! diff -u --label "${DASHBOARD_CM#"$ROOT"/} (committed)" --label "rendered from ${DASHBOARD_SRC#"$ROOT"/}" \
     "$DASHBOARD_CM" <(render_dashboard_configmap); then
     log "FAIL: ${DASHBOARD_CM#"$ROOT"/} differs from its source; run harness/monitoring.sh render"
+    failed=1
+  fi
+  if ! cmp -s "$CHART_FILES/prometheusrule.yaml" <(render_prometheusrule) ||
+    ! cmp -s "$CHART_FILES/grafana-dashboard.json" "$DASHBOARD_SRC"; then
+    log "FAIL: the chart's copies in ${CHART_FILES#"$ROOT"/} differ from their sources; run harness/monitoring.sh render"
     failed=1
   fi
   # The dashboard is valid JSON and templates its data source.
