@@ -111,7 +111,8 @@ fn wall(now: Now, at: std::time::Instant) -> SystemTime {
 }
 
 fn safe_time(now: Now, s: &SafeTime) -> SafeTimeSummary {
-    let secs = Duration::as_secs_f64;
+    // Milliseconds are precision enough for an operator.
+    let secs = |d: &Duration| d.as_millis() as f64 / 1000.0;
     SafeTimeSummary {
         at: rfc3339(wall(now, s.at)),
         heartbeat_seconds: secs(&s.heartbeat),

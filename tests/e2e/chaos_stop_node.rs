@@ -55,6 +55,26 @@ async fn chaos_stop_node() {
     }
     let leader = cluster.wait_leader(Duration::from_secs(30)).await;
     say(format!("kube-fencer leader: {leader}"));
+    // `kube-fencer status` sees the leader's view: every node healthy and
+    // self-fence capable from its current boot.
+    cluster
+        .wait_until(
+            "status: every node healthy",
+            Duration::from_secs(30),
+            async || {
+                let v: serde_json::Value = serde_json::from_str(&cluster.status(&["-o", "json"])?)?;
+                let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+                let all = !nodes.is_empty()
+                    && nodes
+                        .iter()
+                        .all(|n| n["phase"] == "healthy" && n["fencing"]["current"] == true);
+                Ok(
+                    (all && v["leader"]["current"] == true && v["leader"]["synced"] == true)
+                        .then_some(()),
+                )
+            },
+        )
+        .await;
 
     let old = cluster.replica(NS, &victim_pod).await;
     // UIDs of everything on healthy nodes, which must survive untouched.
@@ -70,6 +90,32 @@ async fn chaos_stop_node() {
     // Power loss: the node's agent dies with it.
     let t0 = Instant::now();
     cluster.power_off(&victim);
+
+    // Status shows it being fenced, with the time left until its pods may
+    // be deleted and the replica awaiting recovery.
+    let fencing = cluster
+        .wait_until(
+            &format!("status: {victim} fencing"),
+            Duration::from_secs(90),
+            async || {
+                let (phase, row) = cluster.status_of(&victim)?;
+                Ok((phase == "fencing" && row["safeTime"].is_object()).then_some(row))
+            },
+        )
+        .await;
+    say(format!("status while fencing: {fencing}"));
+    assert!(
+        fencing["awaitingRecovery"].as_array().is_some_and(|p| p
+            .iter()
+            .any(|p| p.as_str() == Some(format!("{NS}/{victim_pod}").as_str()))),
+        "{fencing}"
+    );
+    assert!(
+        fencing["safeTime"]["terms"]["watchdogSeconds"]
+            .as_f64()
+            .is_some(),
+        "{fencing}"
+    );
 
     // The replica comes back on another node, Running, with the same PVC.
     let new_pod = cluster
@@ -110,6 +156,23 @@ async fn chaos_stop_node() {
         node_annotation(&node, STATE_ANNOTATION)
     ));
 
+    // (The leader's summary reaches its Lease with the next renewal.)
+    cluster
+        .wait_until(
+            &format!("status: {victim} fenced"),
+            Duration::from_secs(20),
+            async || Ok((cluster.status_of(&victim)?.0 == "fenced").then_some(())),
+        )
+        .await;
+    let timeline = cluster.status(&[victim.as_str()]).unwrap();
+    say(format!("kube-fencer status {victim}:\n{timeline}"));
+    for reason in ["FencingStarted", "NodeFenced"] {
+        assert!(
+            timeline.contains(reason),
+            "{reason} missing from:\n{timeline}"
+        );
+    }
+
     // Nothing else changed: every pod on a healthy node kept its UID (the
     // other replicas, the Deployment pod, the bare pod, the DaemonSet pods).
     cluster.assert_healthy_pods_kept(&healthy_pods).await;
@@ -138,6 +201,13 @@ async fn chaos_stop_node() {
         "{victim} unfenced {:.1}s after it came back",
         t1.elapsed().as_secs_f64()
     ));
+    cluster
+        .wait_until(
+            &format!("status: {victim} healthy again"),
+            Duration::from_secs(30),
+            async || Ok((cluster.status_of(&victim)?.0 == "healthy").then_some(())),
+        )
+        .await;
 
     // Still exactly one pod for the identity, on the healthy node.
     let p = cluster.pod(NS, &victim_pod).await.unwrap().unwrap();

@@ -288,6 +288,30 @@ impl Cluster {
         tokio::task::block_in_place(|| run(&mut cmd))
     }
 
+    /// `kube-fencer status [NODE] ARGS…` as cluster admin (the user's
+    /// kubeconfig, not the agents'); returns stdout.
+    pub fn status(&self, args: &[&str]) -> Result<String> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-fencer"));
+        cmd.arg("status")
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env_remove("KUBERNETES_SERVICE_HOST");
+        tokio::task::block_in_place(|| run(&mut cmd))
+    }
+
+    /// `kube-fencer status -o json`: the phase it reports for `node`, and
+    /// that node's row.
+    pub fn status_of(&self, node: &str) -> Result<(String, serde_json::Value)> {
+        let v: serde_json::Value = serde_json::from_str(&self.status(&["-o", "json"])?)?;
+        let row = v["nodes"]
+            .as_array()
+            .and_then(|ns| ns.iter().find(|n| n["name"] == node))
+            .cloned()
+            .ok_or_else(|| anyhow!("status lists no node {node}: {v}"))?;
+        let phase = row["phase"].as_str().unwrap_or_default().to_string();
+        Ok((phase, row))
+    }
+
     /// `kubectl apply -f -` with the given manifest.
     pub fn apply(&self, manifest: &str) -> Result<String> {
         let mut child = Command::new(self.bin_dir.join("kubectl"))
