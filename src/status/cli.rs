@@ -197,8 +197,8 @@ fn render(args: &StatusArgs, inputs: &Inputs) -> anyhow::Result<String> {
     }
 }
 
-/// Runs `status` with `argv` (`status …`); prints, and returns an error
-/// to report as fatal.
+/// Reads and prints once, or every `--interval` with `--watch`; an error
+/// is for the caller to report.
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let cfg = crate::cluster::startup::config().await?;
     let client = Client::try_from(cfg)?;

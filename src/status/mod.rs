@@ -297,7 +297,7 @@ impl Status {
             .map(|n| {
                 [
                     n.name.clone(),
-                    n.phase.to_uppercase_first(),
+                    capitalized(&n.phase),
                     secs(n.since_seconds_ago),
                     secs(n.heartbeat_age_seconds),
                     n.safe_time
@@ -421,18 +421,12 @@ impl Status {
     }
 }
 
-trait UpperFirst {
-    fn to_uppercase_first(&self) -> String;
-}
-
-impl UpperFirst for String {
-    fn to_uppercase_first(&self) -> String {
-        let mut c = self.chars();
-        match c.next() {
-            Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
-            None => String::new(),
-        }
-    }
+/// `fencing` → `Fencing`, as kubectl prints phases.
+fn capitalized(word: &str) -> String {
+    let mut c = word.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
