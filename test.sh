@@ -62,8 +62,9 @@ cargo run --quiet --example protocol-check -- --schedules 10000 --check --depth 
 
 # The alerts and the dashboard of daemonset/monitoring/: derived files up to
 # date, promtool check/test rules (a case per alert), every metric they name
-# registered, promtool check metrics on the real exposition (promtool is
-# built once from the pinned Prometheus module; no cluster needed).
+# registered, promtool check metrics on the real exposition (promtool and
+# the Prometheus server of the end-to-end alert scenario are built once from
+# the pinned Prometheus module; no cluster needed).
 step "alerts and dashboard (harness/monitoring.sh test)"
 ./harness/monitoring.sh test
 

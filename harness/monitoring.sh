@@ -3,7 +3,8 @@
 # checks with promtool (built from the pinned Prometheus module).
 #
 # Usage:
-#   harness/monitoring.sh build    # build promtool (cached); the last line on stdout is its path
+#   harness/monitoring.sh build    # build prometheus and promtool (cached); the last line on
+#                                  # stdout is the directory holding both
 #   harness/monitoring.sh render   # regenerate the derived files from their sources
 #   harness/monitoring.sh check    # derived files up to date, dashboard JSON valid, every
 #                                  # runbook_url anchored in README.md, every file of
@@ -18,10 +19,11 @@
 #   daemonset/monitoring/grafana/dashboard.json        (the Grafana dashboard)
 #     -> daemonset/monitoring/dashboard-configmap.yaml (the ConfigMap Grafana's sidecar loads)
 #
-# promtool is built with the installed Go (GOTOOLCHAIN=local, CGO_ENABLED=0)
-# from harness/monitoring/promtool (a module requiring
+# promtool and the Prometheus server (the end-to-end alert scenario,
+# tests/e2e/monitoring.rs) are built with the installed Go (GOTOOLCHAIN=local,
+# CGO_ENABLED=0) from harness/monitoring/prometheus (a module requiring
 # github.com/prometheus/prometheus at PROMETHEUS_VERSION of versions.env) into
-#   ${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}/promtool-<version>/promtool
+#   ${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}/prometheus-<version>/{promtool,prometheus}
 # through a temporary directory renamed into place, one build at a time.
 set -euo pipefail
 
@@ -54,44 +56,47 @@ prometheus_release() {
 }
 
 build() {
-  local dest="$CACHE/promtool-$PROMETHEUS_VERSION" moddir="$HARNESS_DIR/monitoring/promtool"
-  if [[ -x "$dest/promtool" ]]; then
-    log "promtool $PROMETHEUS_VERSION: cached in $dest"
-    printf '%s\n' "$dest/promtool"
+  local dest="$CACHE/prometheus-$PROMETHEUS_VERSION" moddir="$HARNESS_DIR/monitoring/prometheus"
+  if [[ -x "$dest/promtool" && -x "$dest/prometheus" ]]; then
+    log "prometheus and promtool $PROMETHEUS_VERSION: cached in $dest"
+    printf '%s\n' "$dest"
     return 0
   fi
-  command -v go >/dev/null || die "go not found (promtool is built from the Prometheus Go module)"
+  command -v go >/dev/null || die "go not found (prometheus and promtool are built from the Prometheus Go module)"
   grep -qxF "require github.com/prometheus/prometheus $PROMETHEUS_VERSION" "$moddir/go.mod" ||
     die "$moddir/go.mod does not require github.com/prometheus/prometheus $PROMETHEUS_VERSION (versions.env); update it with: cd $moddir && go get github.com/prometheus/prometheus@$PROMETHEUS_VERSION && go mod tidy"
   mkdir -p "$CACHE"
-  # One build at a time per cache; a waiting run then finds the binary.
-  exec 7>"$CACHE/.promtool.lock"
+  # One build at a time per cache; a waiting run then finds the binaries.
+  exec 7>"$CACHE/.prometheus.lock"
   if ! flock -n 7; then
-    log "another promtool build is running in $CACHE; waiting for it"
+    log "another Prometheus build is running in $CACHE; waiting for it"
     flock 7
   fi
-  if [[ ! -x "$dest/promtool" ]]; then
+  if [[ ! -x "$dest/promtool" || ! -x "$dest/prometheus" ]]; then
     local tmp start=$SECONDS release
     release="$(prometheus_release "$PROMETHEUS_VERSION")"
-    tmp="$(mktemp -d "$CACHE/.tmp-promtool-$PROMETHEUS_VERSION.XXXXXX")"
+    tmp="$(mktemp -d "$CACHE/.tmp-prometheus-$PROMETHEUS_VERSION.XXXXXX")"
     # shellcheck disable=SC2064
     trap "rm -rf '$tmp'" EXIT
-    log "promtool $PROMETHEUS_VERSION ($release): building (module $moddir) ..."
+    log "prometheus and promtool $PROMETHEUS_VERSION ($release): building (module $moddir) ..."
+    # One go build for both: they share almost every package. The server is
+    # built without the builtinassets tag (no web UI; its HTTP API is all
+    # the end-to-end scenario uses).
     (
       cd "$moddir"
       GOTOOLCHAIN=local CGO_ENABLED=0 go build -trimpath \
         -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
-        -o "$tmp/promtool" github.com/prometheus/prometheus/cmd/promtool
+        -o "$tmp/" github.com/prometheus/prometheus/cmd/promtool github.com/prometheus/prometheus/cmd/prometheus
     )
-    [[ -x "$tmp/promtool" ]] || die "go build did not produce promtool"
+    [[ -x "$tmp/promtool" && -x "$tmp/prometheus" ]] || die "go build did not produce promtool and prometheus"
     printf '%s\n' "$PROMETHEUS_VERSION" >"$tmp/VERSION"
     chmod 755 "$tmp"
     rm -rf "$dest"
     mv -T "$tmp" "$dest"
     trap - EXIT
-    log "promtool $PROMETHEUS_VERSION: built in $((SECONDS - start))s -> $dest"
+    log "prometheus and promtool $PROMETHEUS_VERSION: built in $((SECONDS - start))s -> $dest"
   fi
-  printf '%s\n' "$dest/promtool"
+  printf '%s\n' "$dest"
 }
 
 # The source's header comment is its own; the rest is copied verbatim.
@@ -201,7 +206,7 @@ check() {
 run_tests() {
   local promtool out start=$SECONDS
   check
-  promtool="$(build | tail -n1)"
+  promtool="$(build | tail -n1)/promtool"
   "$promtool" check rules "$RULES_SRC"
   "$promtool" test rules "$RULES_TEST"
   # The metric names, labels and phases used by the dashboard, the rules and
