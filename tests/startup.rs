@@ -212,7 +212,14 @@ fn an_identity_rbac_does_not_allow() {
     );
     let cfg = kubeconfig(&dir, &server);
     let out = run(&dir, &cfg, &["--self-fence=none"]);
-    fatal_line(&out, &["refuses this identity", "apply rbac/", "node-a"]);
+    fatal_line(
+        &out,
+        &[
+            "refuses this identity (system:anonymous)",
+            "apply rbac/",
+            "node-a",
+        ],
+    );
 }
 
 #[test]

@@ -133,7 +133,7 @@ pub async fn connect(node: &str, timeout: Duration) -> Result<Client, StartupErr
         Ok(Ok(_)) => Ok(client),
         Ok(Err(kube::Error::Api(s))) if s.code == 403 => Err(StartupError::Forbidden {
             url,
-            user,
+            user: forbidden_user(&s.message).unwrap_or(user),
             node: node.to_string(),
         }),
         Ok(Err(kube::Error::Api(s))) if s.code == 404 => Err(StartupError::NoSuchNode {
@@ -153,9 +153,38 @@ pub async fn connect(node: &str, timeout: Duration) -> Result<Client, StartupErr
     }
 }
 
+/// The identity the API server refused, from its 403 message
+/// (`nodes "n" is forbidden: User "system:serviceaccount:ns:sa" cannot get
+/// resource "nodes" …`): a token names no user in the kubeconfig, but the
+/// server knows whom it authenticated.
+fn forbidden_user(message: &str) -> Option<String> {
+    let rest = &message[message.find("User \"")? + "User \"".len()..];
+    let user = &rest[..rest.find('"')?];
+    (!user.is_empty()).then(|| user.to_string())
+}
+
 impl StartupError {
     /// Whether waiting may cure it (the API server is down or out of reach).
     pub fn transient(&self) -> bool {
         matches!(self, StartupError::Unreachable { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forbidden_user;
+
+    #[test]
+    fn the_refused_identity_comes_from_the_api_servers_message() {
+        assert_eq!(
+            forbidden_user(
+                "nodes \"node-1\" is forbidden: User \"system:serviceaccount:kube-fencer:nobody\" cannot get resource \"nodes\" in API group \"\" at the cluster scope"
+            )
+            .as_deref(),
+            Some("system:serviceaccount:kube-fencer:nobody")
+        );
+        assert_eq!(forbidden_user("forbidden"), None);
+        assert_eq!(forbidden_user("User \"\" cannot"), None);
+        assert_eq!(forbidden_user("User \"unterminated"), None);
     }
 }
