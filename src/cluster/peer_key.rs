@@ -174,7 +174,10 @@ fn write_cache(path: &Path, key: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("tmp");
+    // A name of this process's own: agents sharing a state directory (one
+    // host, several agents, as in the end-to-end tests) never rename each
+    // other's file away.
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
