@@ -1,6 +1,7 @@
 //! End-to-end tests of kube-fencer against a real local control plane
 //! (harness/cluster.sh: etcd, kube-apiserver, kube-controller-manager,
-//! kube-scheduler, one kwok process per simulated node).
+//! kube-scheduler, one kwok process per simulated node), the Helm chart
+//! installed with helm, and a Prometheus server (tests/e2e/monitoring.rs).
 //!
 //! Run with: `cargo test --features e2e --test e2e -- --test-threads=1`
 //! The first run builds the control-plane binaries (harness/build.sh) into
@@ -15,5 +16,6 @@ mod support;
 mod agent_io;
 mod chaos_stop_node;
 mod control_run;
+mod monitoring;
 mod partition;
 mod split_brain;

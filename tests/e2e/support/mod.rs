@@ -25,9 +25,11 @@ use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+mod chart;
 mod netns;
 mod scenario;
 mod split_brain;
+pub use chart::*;
 pub use netns::*;
 pub use scenario::*;
 pub use split_brain::*;
@@ -410,11 +412,19 @@ impl Cluster {
         if let Some(p) = cached.as_ref() {
             return Ok(p.clone());
         }
+        let path = self.service_account_kubeconfig(FENCER_SERVICE_ACCOUNT)?;
+        *cached = Some(path.clone());
+        Ok(path)
+    }
+
+    /// A kubeconfig (`DIR/SA.kubeconfig`) that authenticates as the
+    /// ServiceAccount `sa` of FENCER_NAMESPACE with a bound token.
+    pub fn service_account_kubeconfig(&self, sa: &str) -> Result<PathBuf> {
         let token = self
             .kubectl([
                 "create",
                 "token",
-                FENCER_SERVICE_ACCOUNT,
+                sa,
                 "-n",
                 FENCER_NAMESPACE,
                 "--duration=2h",
@@ -422,7 +432,7 @@ impl Cluster {
             .trim()
             .to_string();
         if token.is_empty() {
-            bail!("kubectl create token returned nothing");
+            bail!("kubectl create token {sa} returned nothing");
         }
         let server = self
             .kubectl([
@@ -434,16 +444,19 @@ impl Cluster {
             ])?
             .trim()
             .to_string();
-        let path = self.dir.join("agent.kubeconfig");
+        let path = self.dir.join(if sa == FENCER_SERVICE_ACCOUNT {
+            "agent.kubeconfig".to_string()
+        } else {
+            format!("{sa}.kubeconfig")
+        });
         let ca = self.dir.join("pki/ca.crt");
         fs::write(
             &path,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: {FENCER_SERVICE_ACCOUNT}\n  user:\n    token: {token}\ncontexts:\n- name: agent\n  context:\n    cluster: local\n    user: {FENCER_SERVICE_ACCOUNT}\n    namespace: {FENCER_NAMESPACE}\ncurrent-context: agent\n",
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: {sa}\n  user:\n    token: {token}\ncontexts:\n- name: agent\n  context:\n    cluster: local\n    user: {sa}\n    namespace: {FENCER_NAMESPACE}\ncurrent-context: agent\n",
                 ca.display()
             ),
         )?;
-        *cached = Some(path.clone());
         Ok(path)
     }
 

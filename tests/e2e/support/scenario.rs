@@ -45,6 +45,10 @@ enum Fencer {
     Installed,
     /// The manifests and one agent per node, all with these arguments.
     Agents(Vec<String>),
+    /// `helm install` of the chart with these `--set` values, then one agent
+    /// per node with the installed DaemonSet's arguments
+    /// ([`Cluster::chart_agent_args`]).
+    Helm(Vec<String>),
 }
 
 /// How a scenario's cluster is set up; [`Scenario::start`] runs it.
@@ -55,6 +59,8 @@ pub struct Scenario {
     leader_within: Option<Duration>,
     advertised: bool,
     opts: ClusterOpts,
+    /// Arguments added for one node's agent only.
+    node_args: BTreeMap<String, Vec<String>>,
 }
 
 impl Scenario {
@@ -68,6 +74,7 @@ impl Scenario {
             leader_within: None,
             advertised: false,
             opts: ClusterOpts::default(),
+            node_args: BTreeMap::new(),
         }
     }
 
@@ -97,6 +104,24 @@ impl Scenario {
         self
     }
 
+    /// Install kube-fencer with `helm install` and `sets` (`key=value`), and
+    /// start one agent per node with the arguments of the DaemonSet the
+    /// chart installed (plus the split-brain defaults for what is the pod's).
+    pub fn helm(mut self, sets: &[&str]) -> Scenario {
+        self.fencer = Fencer::Helm(sets.iter().map(|a| a.to_string()).collect());
+        self
+    }
+
+    /// Add `args` to the agent of `node` only (its flags then win over the
+    /// split-brain defaults).
+    pub fn node_args(mut self, node: &str, args: &[&str]) -> Scenario {
+        self.node_args.insert(
+            node.to_string(),
+            args.iter().map(|a| a.to_string()).collect(),
+        );
+        self
+    }
+
     /// After the workload is ready, wait this long at most for a leader.
     pub fn leader_within(mut self, deadline: Duration) -> Scenario {
         self.leader_within = Some(deadline);
@@ -111,6 +136,17 @@ impl Scenario {
         self
     }
 
+    async fn spawn_agents(&self, cluster: &Cluster, args: &[String]) {
+        for n in cluster.node_names().await.expect("node names") {
+            let all = match self.node_args.get(&n) {
+                Some(extra) => with_overrides(args, extra),
+                None => args.to_vec(),
+            };
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            cluster.spawn_agent(&n, &all).expect("spawn agent");
+        }
+    }
+
     pub async fn start(self) -> Fixture {
         let cluster = Cluster::start(NODES, self.opts.clone())
             .await
@@ -120,8 +156,18 @@ impl Scenario {
             Fencer::Installed => cluster.install_kube_fencer().expect("install manifests"),
             Fencer::Agents(args) => {
                 cluster.install_kube_fencer().expect("install manifests");
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                cluster.spawn_agents(&args).await.expect("spawn agents");
+                self.spawn_agents(&cluster, args).await;
+            }
+            Fencer::Helm(sets) => {
+                let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+                cluster.helm_install(&sets).expect("helm install");
+                let args = cluster
+                    .chart_agent_args()
+                    .expect("the installed DaemonSet's args");
+                say(format!(
+                    "agents' arguments from the installed DaemonSet: {args:?}"
+                ));
+                self.spawn_agents(&cluster, &args).await;
             }
         }
         cluster
@@ -372,6 +418,30 @@ pub fn fast_agent_args<'a>(overrides: &[(&'a str, &'a str)]) -> Vec<&'a str> {
         }
     }
     args
+}
+
+/// `args` with every flag that `overrides` sets removed (`--flag=value`, or
+/// `--flag value`), then `overrides` appended.
+fn with_overrides(args: &[String], overrides: &[String]) -> Vec<String> {
+    let flag = |s: &str| s.split_once('=').map_or(s, |(f, _)| f).to_string();
+    let set: Vec<String> = overrides
+        .iter()
+        .filter(|o| o.starts_with("--"))
+        .map(|o| flag(o))
+        .collect();
+    let mut out = Vec::new();
+    let mut it = args.iter().peekable();
+    while let Some(a) = it.next() {
+        if a.starts_with("--") && set.contains(&flag(a)) {
+            if !a.contains('=') && it.peek().is_some_and(|v| !v.starts_with("--")) {
+                it.next();
+            }
+            continue;
+        }
+        out.push(a.clone());
+    }
+    out.extend(overrides.iter().cloned());
+    out
 }
 
 /// `kube-fencer-node-2` -> `node-2` (agents run without `--pod-name`).

@@ -135,10 +135,13 @@ impl Cluster {
             }
         };
         add("--self-fence", self.default_self_fence_command(node));
-        add(
-            "--peer-key-file",
-            self.peer_key_file()?.display().to_string(),
-        );
+        // (The chart's agents read the key from its Secret instead.)
+        if !has(extra, "--peer-key-secret") {
+            add(
+                "--peer-key-file",
+                self.peer_key_file()?.display().to_string(),
+            );
+        }
         if let Some(ip) = self.netns_ip(node) {
             add("--peer-listen", format!("{ip}:{NETNS_PEER_PORT}"));
         } else if !has(extra, "--peer-listen") {
