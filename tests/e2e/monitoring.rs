@@ -13,7 +13,9 @@
 //! 2. the node comes back and is unfenced;
 //! 3. a node whose agent has no self-fence action loses power: kube-fencer
 //!    cordons it and waits for a human, and `KubeFencerExternalFencingRequired`
-//!    fires for that node (after the rule's `for: 2m`).
+//!    fires for that node (after the rule's `for: 2m`);
+//! 4. `kube-fencer status` in the phases the other scenarios do not reach:
+//!    a node nobody can fence, an excluded node, no leader.
 
 use std::time::{Duration, Instant};
 
@@ -268,4 +270,45 @@ async fn helm_install_fences_a_node_and_prometheus_alerts() {
         Some(UNFENCEABLE),
         "{stuck} left {UNFENCEABLE} though nobody fenced it"
     );
+
+    // `kube-fencer status` says why it waits: fencing, and nobody can.
+    let (phase, row) = cluster.status_of(UNFENCEABLE).unwrap();
+    say(format!("status of {UNFENCEABLE}: {row}"));
+    assert_eq!(phase, "fencing", "{row}");
+    assert!(
+        row["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("cannot be fenced automatically")),
+        "{row}"
+    );
+    // An excluded node shows as excluded, with the reason.
+    let excluded = "node-1";
+    cluster
+        .kubectl(["label", "node", excluded, "kube-fencer.io/exclude=true"])
+        .unwrap();
+    let row = cluster
+        .wait_until(
+            &format!("status: {excluded} excluded"),
+            Duration::from_secs(30),
+            async || {
+                let (phase, row) = cluster.status_of(excluded)?;
+                Ok((phase == "excluded").then_some(row))
+            },
+        )
+        .await;
+    assert!(row["note"].as_str().is_some_and(|n| !n.is_empty()), "{row}");
+    // With no agent left, status says there is no leader and falls back to
+    // the nodes' records.
+    for n in &nodes {
+        cluster.stop_agent(n);
+    }
+    let v = cluster
+        .wait_until("status: no leader", Duration::from_secs(30), async || {
+            let v: serde_json::Value = serde_json::from_str(&cluster.status(&["-o", "json"])?)?;
+            Ok((v["leader"]["current"] == false).then_some(v))
+        })
+        .await;
+    say(format!("status without a leader: {}", v["leader"]));
+    assert!(v["leader"]["problem"].as_str().is_some(), "{v}");
+    assert_eq!(cluster.status_of(UNFENCEABLE).unwrap().0, "fencing");
 }
