@@ -25,7 +25,8 @@ pub trait SelfFence: Send + Sync {
     fn own_record_changed(&self, node: &str, record: &RecordState);
 }
 
-/// The current implementation: log loudly, do nothing else.
+/// Logs the change (a warning while a record is there); the agent's
+/// reaction to its record is the self-check's ([`crate::decide::selfcheck`]).
 pub struct LogOnly;
 
 impl SelfFence for LogOnly {

@@ -36,11 +36,6 @@ impl PodCache {
         self.attachments = None;
     }
 
-    pub fn clear(&mut self) {
-        self.pods.clear();
-        self.attachments = None;
-    }
-
     /// Pods of `nodes` and the VolumeAttachments on them, listing what is
     /// missing or stale. An error leaves the node out (the core then does
     /// nothing for it this pass).

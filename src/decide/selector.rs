@@ -52,11 +52,6 @@ impl Selector {
             Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
         })
     }
-
-    /// True for the selector that matches everything.
-    pub fn is_everything(&self) -> bool {
-        self.requirements.is_empty()
-    }
 }
 
 impl std::fmt::Display for Selector {
@@ -363,7 +358,6 @@ mod tests {
     fn empty_matches_everything() {
         for s in ["", "   "] {
             let x = sel(s);
-            assert!(x.is_everything());
             assert!(x.matches(&labels(&[])));
             assert!(x.matches(&labels(&[("a", "b")])));
             assert_eq!(x.to_string(), "");

@@ -167,11 +167,6 @@ impl WarningDedupe {
         self.active = current;
         fresh
     }
-
-    /// Forget everything (e.g. on losing leadership), so a new term reports afresh.
-    pub fn reset(&mut self) {
-        self.active.clear();
-    }
 }
 
 /// Rising-edge detector for the storm guard.
@@ -181,11 +176,6 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// True exactly when `now` is true and the previous value was false.
-    pub fn rising(&mut self, now: bool) -> bool {
-        self.changed(now) == Some(true)
-    }
-
     /// `Some(new value)` when the value changed, else `None`.
     pub fn changed(&mut self, now: bool) -> Option<bool> {
         let changed = (now != self.last).then_some(now);
@@ -218,20 +208,19 @@ mod tests {
         // Gone, then back: reported again.
         assert!(d.fresh(&[]).is_empty());
         assert_eq!(d.fresh(&round3).len(), 2);
-        // Duplicates within a round are reported once.
-        d.reset();
+        // Duplicates within a round are reported once (a new term starts
+        // with a new dedupe: the leader's loop state is made per term).
+        let mut d = WarningDedupe::default();
         let dup = vec![w(Some("b"), "x"), w(Some("b"), "x")];
         assert_eq!(d.fresh(&dup).len(), 1);
     }
 
     #[test]
-    fn edge_detects_rising_only() {
+    fn edge_reports_each_change_once() {
         let mut e = Edge::default();
-        assert!(!e.rising(false));
-        assert!(e.rising(true));
-        assert!(!e.rising(true));
-        assert!(!e.rising(false));
-        assert!(e.rising(true));
+        assert_eq!(e.changed(false), None, "starts false");
+        assert_eq!(e.changed(true), Some(true));
+        assert_eq!(e.changed(true), None);
         assert_eq!(e.changed(false), Some(false));
         assert_eq!(e.changed(false), None);
         assert_eq!(e.changed(true), Some(true));

@@ -138,7 +138,6 @@ impl Cluster {
 /// `harness/monitoring.sh build`) scraping the agents; killed on drop.
 pub struct Prometheus {
     pub url: String,
-    pub dir: PathBuf,
     child: Child,
 }
 
@@ -231,7 +230,6 @@ impl Prometheus {
             .with_context(|| format!("spawning {}", bin.display()))?;
         let p = Prometheus {
             url: format!("http://{addr}"),
-            dir,
             child,
         };
         say(format!(

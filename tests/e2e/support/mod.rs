@@ -6,8 +6,6 @@
 //!
 //! Nothing here is mocked: every assertion reads the API server.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -93,9 +91,7 @@ impl Default for ClusterOpts {
 
 /// A kube-fencer agent running as a host process; killed on drop.
 pub struct Agent {
-    pub node: String,
     pub listen: String,
-    pub log: PathBuf,
     child: Child,
 }
 
@@ -119,7 +115,6 @@ pub struct Cluster {
     pub repo_root: PathBuf,
     pub bin_dir: PathBuf,
     pub client: Client,
-    pub opts: ClusterOpts,
     agents: Mutex<HashMap<String, Agent>>,
     agent_kubeconfig: Mutex<Option<PathBuf>>,
     /// The nodes' network namespaces (with `ClusterOpts::netns`); dropped
@@ -257,7 +252,6 @@ impl Cluster {
             repo_root,
             bin_dir,
             client,
-            opts,
             agents: Mutex::new(HashMap::new()),
             agent_kubeconfig: Mutex::new(None),
             netlab,
@@ -341,12 +335,6 @@ impl Cluster {
     }
 
     // ------------------------------------------------------------- nodes --
-
-    pub fn add_node(&self, name: &str, labels: &[&str]) -> Result<()> {
-        let mut cmd = self.script();
-        cmd.arg("node-add").arg(&self.dir).arg(name).args(labels);
-        tokio::task::block_in_place(|| run(&mut cmd)).map(|_| ())
-    }
 
     /// Power the node off: SIGKILL its kwok process, so its Lease stops
     /// renewing and its pods stay as they are.
@@ -550,24 +538,12 @@ impl Cluster {
             "agent for {node} started (pid {}, listen {listen}{via})",
             child.id()
         ));
-        let old = self.agents.lock().unwrap().insert(
-            node.to_string(),
-            Agent {
-                node: node.to_string(),
-                listen,
-                log: log_path,
-                child,
-            },
-        );
+        let old = self
+            .agents
+            .lock()
+            .unwrap()
+            .insert(node.to_string(), Agent { listen, child });
         drop(old);
-        Ok(())
-    }
-
-    /// One agent per node, all with the same extra arguments.
-    pub async fn spawn_agents(&self, extra_args: &[&str]) -> Result<()> {
-        for n in self.node_names().await? {
-            self.spawn_agent(&n, extra_args)?;
-        }
         Ok(())
     }
 

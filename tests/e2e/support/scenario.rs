@@ -41,8 +41,6 @@ pub const PHASE_LABEL: &str = "kube-fencer.io/phase";
 enum Fencer {
     /// Nothing (the control run).
     Absent,
-    /// The rbac/ and daemonset/ manifests, but no agent yet.
-    Installed,
     /// The manifests and one agent per node, all with these arguments.
     Agents(Vec<String>),
     /// `helm install` of the chart with these `--set` values, then one agent
@@ -88,12 +86,6 @@ impl Scenario {
     /// How long the StatefulSet may take to be Running with Bound PVCs.
     pub fn ready_within(mut self, deadline: Duration) -> Scenario {
         self.ready_within = deadline;
-        self
-    }
-
-    /// Install the kube-fencer manifests, but start no agent.
-    pub fn install_fencer(mut self) -> Scenario {
-        self.fencer = Fencer::Installed;
         self
     }
 
@@ -153,7 +145,6 @@ impl Scenario {
             .expect("cluster start");
         match &self.fencer {
             Fencer::Absent => {}
-            Fencer::Installed => cluster.install_kube_fencer().expect("install manifests"),
             Fencer::Agents(args) => {
                 cluster.install_kube_fencer().expect("install manifests");
                 self.spawn_agents(&cluster, args).await;
@@ -273,7 +264,6 @@ impl Fixture {
 
 /// A StatefulSet pod's identity before a failure: its UID and its PVC.
 pub struct Replica {
-    pub pod: String,
     pub uid: String,
     pub claim: String,
     pub pvc_name: String,
@@ -312,7 +302,6 @@ impl Cluster {
         let claim = format!("data-{pod}");
         let (pvc_name, pvc_uid) = self.pvc(ns, &claim).await.unwrap().expect("PVC exists");
         Replica {
-            pod: pod.to_string(),
             uid,
             claim,
             pvc_name,

@@ -5,11 +5,9 @@
 //! the API server's address. Partitions are cut in network namespaces
 //! (`netns.rs`).
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -32,7 +30,6 @@ pub const SELF_FENCE_TIMINGS: &[(&str, &str)] = &[
     ("--safe-time-margin", "2s"),
 ];
 
-static PEER_PORTS: Mutex<BTreeMap<String, u16>> = Mutex::new(BTreeMap::new());
 static BOOTS: AtomicU64 = AtomicU64::new(0);
 
 fn has(args: &[&str], flag: &str) -> bool {
@@ -100,15 +97,6 @@ impl Cluster {
         Ok(path)
     }
 
-    /// The `--peer-listen` port given to the agent of `node`.
-    pub fn peer_port(&self, node: &str) -> Option<u16> {
-        PEER_PORTS
-            .lock()
-            .unwrap()
-            .get(&format!("{}/{node}", self.dir.display()))
-            .copied()
-    }
-
     /// The default self-fence command of `node`: kill its kwok ("power
     /// off"), write the marker, and give the node a new boot ID (the agent
     /// re-reads it, as a rebooted node's new agent would read its own).
@@ -146,10 +134,6 @@ impl Cluster {
             add("--peer-listen", format!("{ip}:{NETNS_PEER_PORT}"));
         } else if !has(extra, "--peer-listen") {
             let port = free_port()?;
-            PEER_PORTS
-                .lock()
-                .unwrap()
-                .insert(format!("{}/{node}", self.dir.display()), port);
             add("--peer-listen", format!("127.0.0.1:{port}"));
         }
         if !has(extra, "--boot-id-file") {
