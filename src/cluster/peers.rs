@@ -27,7 +27,6 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::Api;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::facts::node_facts;
 use super::peer_auth::{AuthError, Challenges, NonceCache, PeerKey, new_nonce, unix_now};
@@ -40,7 +39,7 @@ pub const AUTH_HEADER: &str = "x-kube-fencer-auth";
 pub const CHALLENGE_HEADER: &str = "x-kube-fencer-challenge";
 pub const PATH: &str = "/peer/v1/ask";
 /// Largest answer read from a peer.
-const MAX_ANSWER: u64 = 16 * 1024;
+const MAX_ANSWER: usize = 16 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -230,131 +229,88 @@ async fn exchange(
     let body = serde_json::to_string(question).map_err(|e| e.to_string())?;
     let mut nonce = new_nonce();
     let auth = key.sign(clock(), &nonce, body.as_bytes());
-    let mut raw = post_question(addr, &auth, &body).await?;
-    let (status, headers, _) = parse_response(&raw)?;
-    let challenge = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(CHALLENGE_HEADER))
-        .map(|(_, v)| v.clone());
-    if let (401, Some(challenge)) = (status, challenge) {
+    let (mut status, mut headers, mut payload) = post_question(addr, &auth, &body).await?;
+    if let (StatusCode::UNAUTHORIZED, Some(challenge)) =
+        (status, header(&headers, CHALLENGE_HEADER))
+    {
         // Our clock and the peer's disagree: sign over its challenge.
         nonce = new_nonce();
         let auth = key.sign_challenged(&challenge, &nonce, body.as_bytes());
-        raw = post_question(addr, &auth, &body).await?;
+        (status, headers, payload) = post_question(addr, &auth, &body).await?;
     }
-    let (status, headers, payload) = parse_response(&raw)?;
-    if status != 200 {
-        return Err(format!("HTTP {status}"));
+    if status != StatusCode::OK {
+        return Err(format!("HTTP {}", status.as_u16()));
     }
-    let auth = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(AUTH_HEADER))
-        .map(|(_, v)| v.as_str())
-        .ok_or("answer is not authenticated")?;
+    let auth = header(&headers, AUTH_HEADER).ok_or("answer is not authenticated")?;
     // Fresh because it answers our nonce (in the MACed body), whatever the
     // peer's clock says.
-    key.verify_answer(auth, payload)
+    key.verify_answer(&auth, &payload)
         .map_err(|e| format!("answer rejected: {e}"))?;
     let answer: Answer =
-        serde_json::from_slice(payload).map_err(|e| format!("malformed answer: {e}"))?;
+        serde_json::from_slice(&payload).map_err(|e| format!("malformed answer: {e}"))?;
     if answer.nonce != nonce {
         return Err("answer is for another question (nonce mismatch)".into());
     }
     Ok(answer)
 }
 
-/// One POST of a question; the raw response.
-async fn post_question(addr: &str, auth: &str, body: &str) -> Result<Vec<u8>, String> {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let request = format!(
-        "POST {PATH} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{AUTH_HEADER}: {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    let mut raw = Vec::new();
-    stream
-        .take(MAX_ANSWER)
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| format!("read: {e}"))?;
-    Ok(raw)
+/// A header's value, if it is there and readable.
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name)?.to_str().ok().map(str::to_string)
 }
 
-/// Status, headers and body of a response.
-pub type Response<'a> = (u16, Vec<(String, String)>, &'a [u8]);
-
-/// Split an HTTP/1.1 response into status, headers and body. Handles
-/// `Content-Length` and chunked bodies (hyper may send either).
-pub fn parse_response(raw: &[u8]) -> Result<Response<'_>, String> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("truncated response")?;
-    let head = std::str::from_utf8(&raw[..split]).map_err(|_| "response head is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or("bad status line")?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let body = &raw[split + 4..];
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
-    if chunked {
-        // One chunk is all an answer needs; take the first.
-        let line_end = body
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("bad chunk")?;
-        let size = usize::from_str_radix(
-            std::str::from_utf8(&body[..line_end])
-                .map_err(|_| "bad chunk")?
-                .trim(),
-            16,
-        )
-        .map_err(|_| "bad chunk size")?;
-        let start = line_end + 2;
-        let chunk = body.get(start..start + size).ok_or("truncated chunk")?;
-        return Ok((status, headers, chunk));
-    }
-    let len = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok());
-    let body = match len {
-        Some(n) => body.get(..n).ok_or("truncated body")?,
-        None => body,
+/// One POST of a question over a connection of its own (hyper's HTTP/1.1
+/// client, driven in this future: a cancelled ask leaves no task behind);
+/// status, headers and at most [`MAX_ANSWER`] bytes of body.
+async fn post_question(
+    addr: &str,
+    auth: &str,
+    body: &str,
+) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    use http_body_util::{BodyExt, Full, Limited};
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+    let request = axum::http::Request::post(PATH)
+        .header(axum::http::header::HOST, addr)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .header(AUTH_HEADER, auth)
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .map_err(|e| format!("request: {e}"))?;
+    let exchange = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let (parts, payload) = response.into_parts();
+        let payload = Limited::new(payload, MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| format!("read: {e}"))?
+            .to_bytes();
+        Ok::<_, String>((parts.status, parts.headers, payload))
     };
-    Ok((status, headers, body))
+    let mut exchange = std::pin::pin!(exchange);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        biased;
+        done = &mut exchange => done,
+        closed = &mut conn => {
+            // The connection ended first: what it delivered may still make
+            // a whole answer.
+            closed.map_err(|e| format!("connection: {e}"))?;
+            exchange.await
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_content_length_and_chunked_responses() {
-        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nX-Kube-Fencer-Auth: a\r\n\r\n{}junk";
-        let (s, h, b) = parse_response(raw).unwrap();
-        assert_eq!((s, b), (200, &b"{}"[..]));
-        assert!(h.iter().any(|(k, v)| k == "X-Kube-Fencer-Auth" && v == "a"));
-        let raw =
-            b"HTTP/1.1 401 Unauthorized\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
-        let (s, _, b) = parse_response(raw).unwrap();
-        assert_eq!((s, b), (401, &b"abc"[..]));
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
-        assert!(parse_response(b"garbage\r\n\r\n").is_err());
-    }
 
     async fn serve(key: &str) -> String {
         let health = Health::new(Duration::from_secs(10));
@@ -457,31 +413,15 @@ mod tests {
         let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
         let body = serde_json::to_string(&q()).unwrap();
         let auth = key.sign(unix_now(), "fixed-nonce", body.as_bytes());
-        let request = format!(
-            "POST {PATH} HTTP/1.1\r\nHost: x\r\n{AUTH_HEADER}: {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
         let mut statuses = Vec::new();
         for _ in 0..2 {
-            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-            s.write_all(request.as_bytes()).await.unwrap();
-            let mut raw = Vec::new();
-            s.read_to_end(&mut raw).await.unwrap();
-            statuses.push(parse_response(&raw).unwrap().0);
+            statuses.push(post_question(&addr, &auth, &body).await.unwrap().0);
         }
-        assert_eq!(statuses, vec![200, 401]);
+        assert_eq!(statuses, vec![StatusCode::OK, StatusCode::UNAUTHORIZED]);
         // An old message is refused even with a fresh nonce.
         let auth = key.sign(unix_now() - 60, "other-nonce", body.as_bytes());
-        let request = request.replace(
-            &request
-                [request.find(AUTH_HEADER).unwrap()..request.find("\r\nContent-Length").unwrap()],
-            &format!("{AUTH_HEADER}: {auth}"),
-        );
-        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        s.write_all(request.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.unwrap();
-        assert_eq!(parse_response(&raw).unwrap().0, 401);
+        let status = post_question(&addr, &auth, &body).await.unwrap().0;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
 
     fn two_minutes_ahead() -> u64 {
@@ -520,6 +460,67 @@ mod tests {
     async fn an_absent_peer_is_an_error() {
         let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
         assert!(ask_peer("127.0.0.1:1", &key, &q(), T).await.is_err());
+    }
+
+    /// A listener that answers every connection with `response` (after
+    /// reading the request), or holds it open without a word if `None`.
+    async fn raw_peer(response: Option<Vec<u8>>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let response = response.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    match response {
+                        Some(r) => {
+                            let _ = s.write_all(&r).await;
+                        }
+                        None => tokio::time::sleep(Duration::from_secs(60)).await,
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_answers_times_out() {
+        let addr = raw_peer(None).await;
+        let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
+        let e = ask_peer(&addr, &key, &q(), Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert_eq!(e, "timed out");
+    }
+
+    #[tokio::test]
+    async fn an_answer_larger_than_the_limit_is_refused() {
+        let mut big = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+            MAX_ANSWER + 1
+        )
+        .into_bytes();
+        big.extend(std::iter::repeat_n(b'x', MAX_ANSWER + 1));
+        let addr = raw_peer(Some(big)).await;
+        let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
+        let e = ask_peer(&addr, &key, &q(), T).await.unwrap_err();
+        assert!(e.starts_with("read:"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_unauthenticated_answer_is_refused() {
+        let body = "{}";
+        let ok = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let addr = raw_peer(Some(ok.into_bytes())).await;
+        let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
+        let e = ask_peer(&addr, &key, &q(), T).await.unwrap_err();
+        assert_eq!(e, "answer is not authenticated");
     }
 
     #[test]
