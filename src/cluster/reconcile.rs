@@ -25,8 +25,7 @@ use super::pods::PodCache;
 use crate::decide::dryrun::Overlay;
 use crate::decide::patch::Skip;
 use crate::decide::{
-    self, Action, Decision, NodeIntent, NodeStatus, Now, Phase, RecordState, Report, Settings,
-    Warning,
+    self, Action, Decision, NodeIntent, NodeStatus, Now, Report, Settings, Warning,
 };
 use crate::ops::events::{Edge, WarningDedupe, node_ref, statefulset_ref};
 use crate::ops::{EventSink, Health, Metrics};
@@ -89,31 +88,6 @@ struct LoopState {
     fence_commands: FenceCommands,
     /// Safe times already logged (node → total), to log each once.
     safe_times_logged: HashMap<String, Duration>,
-}
-
-/// Metric label of a node intent.
-pub fn operation(intent: &NodeIntent) -> &'static str {
-    match intent {
-        NodeIntent::BeginFencing => "begin",
-        NodeIntent::MarkFenced => "fence",
-        NodeIntent::Unfence => "unfence",
-        NodeIntent::HoldFencing => "hold",
-        NodeIntent::RestartFencing => "restart",
-    }
-}
-
-/// Event reason of a node intent, given the record before the write.
-pub fn reason(intent: &NodeIntent, before: &RecordState) -> &'static str {
-    match intent {
-        NodeIntent::BeginFencing => "FencingStarted",
-        NodeIntent::MarkFenced => "NodeFenced",
-        NodeIntent::Unfence => match before {
-            RecordState::Valid(r) if r.phase == Phase::Fencing => "FencingCancelled",
-            _ => "NodeUnfenced",
-        },
-        NodeIntent::HoldFencing => "FencingHeld",
-        NodeIntent::RestartFencing => "FencingRestarted",
-    }
 }
 
 impl Leader {
@@ -335,7 +309,7 @@ impl Leader {
     fn simulate(&self, obs: &decide::Observations, action: &Action, now: Now) -> bool {
         match action {
             Action::UpdateNode { node, intent, why } => {
-                let op = operation(intent);
+                let op = intent.operation();
                 let Some(n) = obs.nodes.get(node) else {
                     return false;
                 };
@@ -347,7 +321,7 @@ impl Leader {
                     tracing::info!(node = %node, operation = op, skip = ?skip, dry_run = true, "node update not needed");
                     return false;
                 }
-                let reason = reason(intent, &n.facts.record);
+                let reason = intent.reason(&n.facts.record);
                 self.metrics
                     .fencing_operations
                     .with_label_values(&[op, "dry_run"])
@@ -356,8 +330,8 @@ impl Leader {
                 self.events.normal(
                     node_ref(node, None),
                     &format!("DryRun{reason}"),
-                    &format!("DryRun{}", action_name(intent)),
-                    &format!("would {}: {why}", describe(intent)),
+                    &format!("DryRun{}", intent.action()),
+                    &format!("would {}: {why}", intent.description()),
                 );
                 true
             }
@@ -444,13 +418,13 @@ impl Leader {
             }
             match action {
                 Action::UpdateNode { node, intent, why } => {
-                    let op = operation(intent);
+                    let op = intent.operation();
                     let Some(n) = st.index.observations().nodes.get(node) else {
                         continue;
                     };
                     let facts = n.facts.clone();
                     let extra = st.index.extra(node).cloned().unwrap_or_default();
-                    let reason = reason(intent, &facts.record);
+                    let reason = intent.reason(&facts.record);
                     match executor
                         .update_node(intent, &facts, &extra.taints, now)
                         .await
@@ -462,15 +436,10 @@ impl Leader {
                                 .inc();
                             tracing::warn!(node = %node, operation = op, reason, why = %why, "node updated");
                             self.events.warning_or_normal(
-                                matches!(
-                                    intent,
-                                    NodeIntent::BeginFencing
-                                        | NodeIntent::MarkFenced
-                                        | NodeIntent::RestartFencing
-                                ),
+                                intent.is_warning(),
                                 node_ref(node, extra.uid.as_deref()),
                                 reason,
-                                action_name(intent),
+                                intent.action(),
                                 why,
                             );
                             if *intent == NodeIntent::BeginFencing {
@@ -819,87 +788,5 @@ impl Leader {
             self.events
                 .warning(regarding, "KubeFencerWarning", "Report", &w.message);
         }
-    }
-}
-
-/// The Event action of a node intent.
-pub fn action_name(intent: &NodeIntent) -> &'static str {
-    match intent {
-        NodeIntent::BeginFencing => "BeginFencing",
-        NodeIntent::MarkFenced => "MarkFenced",
-        NodeIntent::Unfence => "Unfence",
-        NodeIntent::HoldFencing => "HoldFencing",
-        NodeIntent::RestartFencing => "RestartFencing",
-    }
-}
-
-fn describe(intent: &NodeIntent) -> &'static str {
-    match intent {
-        NodeIntent::BeginFencing => "record fencing and cordon the node",
-        NodeIntent::MarkFenced => "mark the node fenced",
-        NodeIntent::Unfence => "remove kube-fencer's cordon, taint and record",
-        NodeIntent::HoldFencing => "note in the record that the storm guard holds the node",
-        NodeIntent::RestartFencing => {
-            "restart the node's fencing now, for its current boot (storm guard released, or the node booted again)"
-        }
-    }
-}
-
-impl EventSink {
-    /// A Warning Event when `warning`, else Normal.
-    pub fn warning_or_normal(
-        &self,
-        warning: bool,
-        regarding: ObjectReference,
-        reason: &str,
-        action: &str,
-        note: &str,
-    ) {
-        if warning {
-            self.warning(regarding, reason, action, note)
-        } else {
-            self.normal(regarding, reason, action, note)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::decide::FenceRecord;
-
-    #[test]
-    fn reasons() {
-        let rec = |phase| {
-            RecordState::Valid(FenceRecord {
-                phase,
-                fencing_since: SystemTime::UNIX_EPOCH,
-                fenced_at: None,
-                cordoned: true,
-                tainted: false,
-                by: "x".into(),
-                boot_id: None,
-                held_since: None,
-            })
-        };
-        assert_eq!(
-            reason(&NodeIntent::BeginFencing, &RecordState::Absent),
-            "FencingStarted"
-        );
-        assert_eq!(
-            reason(&NodeIntent::MarkFenced, &rec(Phase::Fencing)),
-            "NodeFenced"
-        );
-        assert_eq!(
-            reason(&NodeIntent::Unfence, &rec(Phase::Fencing)),
-            "FencingCancelled"
-        );
-        assert_eq!(
-            reason(&NodeIntent::Unfence, &rec(Phase::Fenced)),
-            "NodeUnfenced"
-        );
-        assert_eq!(operation(&NodeIntent::MarkFenced), "fence");
-        assert_eq!(operation(&NodeIntent::Unfence), "unfence");
-        assert_eq!(operation(&NodeIntent::BeginFencing), "begin");
     }
 }

@@ -406,6 +406,67 @@ pub enum NodeIntent {
     RestartFencing,
 }
 
+/// What the shell says about a node intent: its metric label, Event reason
+/// and action, and a description (one place, for the write and its dry run).
+impl NodeIntent {
+    /// Label `operation` of `kube_fencer_fencing_operations_total`.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            NodeIntent::BeginFencing => "begin",
+            NodeIntent::MarkFenced => "fence",
+            NodeIntent::Unfence => "unfence",
+            NodeIntent::HoldFencing => "hold",
+            NodeIntent::RestartFencing => "restart",
+        }
+    }
+
+    /// The Event reason, given the record before the write.
+    pub fn reason(&self, before: &RecordState) -> &'static str {
+        match self {
+            NodeIntent::BeginFencing => "FencingStarted",
+            NodeIntent::MarkFenced => "NodeFenced",
+            NodeIntent::Unfence => match before {
+                RecordState::Valid(r) if r.phase == Phase::Fencing => "FencingCancelled",
+                _ => "NodeUnfenced",
+            },
+            NodeIntent::HoldFencing => "FencingHeld",
+            NodeIntent::RestartFencing => "FencingRestarted",
+        }
+    }
+
+    /// The Event action.
+    pub fn action(&self) -> &'static str {
+        match self {
+            NodeIntent::BeginFencing => "BeginFencing",
+            NodeIntent::MarkFenced => "MarkFenced",
+            NodeIntent::Unfence => "Unfence",
+            NodeIntent::HoldFencing => "HoldFencing",
+            NodeIntent::RestartFencing => "RestartFencing",
+        }
+    }
+
+    /// What the write does, for a dry run's "would …".
+    pub fn description(&self) -> &'static str {
+        match self {
+            NodeIntent::BeginFencing => "record fencing and cordon the node",
+            NodeIntent::MarkFenced => "mark the node fenced",
+            NodeIntent::Unfence => "remove kube-fencer's cordon, taint and record",
+            NodeIntent::HoldFencing => "note in the record that the storm guard holds the node",
+            NodeIntent::RestartFencing => {
+                "restart the node's fencing now, for its current boot (storm guard released, or the node booted again)"
+            }
+        }
+    }
+
+    /// Whether its Event is a Warning: the steps toward deleting pods.
+    pub fn is_warning(&self) -> bool {
+        matches!(
+            self,
+            NodeIntent::BeginFencing | NodeIntent::MarkFenced | NodeIntent::RestartFencing
+        )
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodRef {
     pub namespace: String,
@@ -724,4 +785,71 @@ pub fn nodes_needing_pods(obs: &Observations, settings: &Settings) -> Vec<String
         })
         .map(|(name, _)| name.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod intent_tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    const ALL: [NodeIntent; 5] = [
+        NodeIntent::BeginFencing,
+        NodeIntent::MarkFenced,
+        NodeIntent::Unfence,
+        NodeIntent::HoldFencing,
+        NodeIntent::RestartFencing,
+    ];
+
+    #[test]
+    fn reasons_follow_the_record_before_the_write() {
+        let rec = |phase| {
+            RecordState::Valid(FenceRecord {
+                phase,
+                fencing_since: SystemTime::UNIX_EPOCH,
+                fenced_at: None,
+                cordoned: true,
+                tainted: false,
+                by: "x".into(),
+                boot_id: None,
+                held_since: None,
+            })
+        };
+        assert_eq!(
+            NodeIntent::BeginFencing.reason(&RecordState::Absent),
+            "FencingStarted"
+        );
+        assert_eq!(
+            NodeIntent::MarkFenced.reason(&rec(Phase::Fencing)),
+            "NodeFenced"
+        );
+        assert_eq!(
+            NodeIntent::Unfence.reason(&rec(Phase::Fencing)),
+            "FencingCancelled"
+        );
+        assert_eq!(
+            NodeIntent::Unfence.reason(&rec(Phase::Fenced)),
+            "NodeUnfenced"
+        );
+        assert_eq!(NodeIntent::MarkFenced.operation(), "fence");
+        assert_eq!(NodeIntent::Unfence.operation(), "unfence");
+        assert_eq!(NodeIntent::BeginFencing.operation(), "begin");
+    }
+
+    #[test]
+    fn each_intent_has_labels_of_its_own() {
+        let ops: std::collections::BTreeSet<_> = ALL.iter().map(|i| i.operation()).collect();
+        let actions: std::collections::BTreeSet<_> = ALL.iter().map(|i| i.action()).collect();
+        assert_eq!((ops.len(), actions.len()), (ALL.len(), ALL.len()));
+        // Only the steps toward a deletion warn; unfencing and holding do not.
+        let warning: Vec<_> = ALL.iter().filter(|i| i.is_warning()).collect();
+        assert_eq!(
+            warning,
+            [
+                &NodeIntent::BeginFencing,
+                &NodeIntent::MarkFenced,
+                &NodeIntent::RestartFencing
+            ]
+        );
+    }
 }

@@ -66,6 +66,22 @@ pub struct EventSink {
 }
 
 impl EventSink {
+    /// A Warning Event when `warning`, else Normal.
+    pub fn warning_or_normal(
+        &self,
+        warning: bool,
+        regarding: ObjectReference,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        if warning {
+            self.warning(regarding, reason, action, note)
+        } else {
+            self.normal(regarding, reason, action, note)
+        }
+    }
+
     /// A sink and the receiving end (tests read from it; production hands it to [`publish_loop`]).
     pub fn channel(capacity: usize, metrics: Metrics) -> (Self, mpsc::Receiver<EventMsg>) {
         let (tx, rx) = mpsc::channel(capacity);
