@@ -475,11 +475,9 @@ impl Guardian {
             );
             tokio::spawn(async move {
                 let result = match &key {
-                    _ if peer.starts_with(NO_ADDRESS_PEER) => {
-                        Err("no agent advertised a peer address on this node".to_string())
-                    }
+                    _ if peer.starts_with(NO_ADDRESS_PEER) => Err(peers::AskError::NoAddress),
                     Some(key) => peers::ask_peer(&peer, key, &q, timeout).await,
-                    None => Err("no peer key".to_string()),
+                    None => Err(peers::AskError::NoKey),
                 };
                 let reply = match result {
                     Ok(a) => {

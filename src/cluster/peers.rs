@@ -196,6 +196,38 @@ async fn read_node(s: &Server, name: &str) -> Option<Node> {
     Some(node)
 }
 
+/// Why asking a peer gave no answer to go by.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("timed out")]
+    TimedOut,
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("{stage}: {source}")]
+    Http {
+        stage: &'static str,
+        source: hyper::Error,
+    },
+    #[error("request: {0}")]
+    Request(String),
+    #[error("read: {0}")]
+    Read(String),
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error("answer is not authenticated")]
+    Unauthenticated,
+    #[error("answer rejected: {0}")]
+    Rejected(AuthError),
+    #[error("malformed answer: {0}")]
+    Malformed(serde_json::Error),
+    #[error("answer is for another question (nonce mismatch)")]
+    NonceMismatch,
+    #[error("no agent advertised a peer address on this node")]
+    NoAddress,
+    #[error("no peer key")]
+    NoKey,
+}
+
 /// Ask the peer at `addr` (`host:port`) about `node`. Any failure (network,
 /// timeout, status, authentication, nonce mismatch) is an `Err`.
 pub async fn ask_peer(
@@ -203,7 +235,7 @@ pub async fn ask_peer(
     key: &PeerKey,
     question: &Question,
     timeout: Duration,
-) -> Result<Answer, String> {
+) -> Result<Answer, AskError> {
     ask_peer_with_clock(addr, key, question, timeout, unix_now).await
 }
 
@@ -214,10 +246,10 @@ pub async fn ask_peer_with_clock(
     question: &Question,
     timeout: Duration,
     clock: fn() -> u64,
-) -> Result<Answer, String> {
+) -> Result<Answer, AskError> {
     tokio::time::timeout(timeout, exchange(addr, key, question, clock))
         .await
-        .map_err(|_| "timed out".to_string())?
+        .map_err(|_| AskError::TimedOut)?
 }
 
 async fn exchange(
@@ -225,8 +257,8 @@ async fn exchange(
     key: &PeerKey,
     question: &Question,
     clock: fn() -> u64,
-) -> Result<Answer, String> {
-    let body = serde_json::to_string(question).map_err(|e| e.to_string())?;
+) -> Result<Answer, AskError> {
+    let body = serde_json::to_string(question).map_err(|e| AskError::Request(e.to_string()))?;
     let mut nonce = new_nonce();
     let auth = key.sign(clock(), &nonce, body.as_bytes());
     let (mut status, mut headers, mut payload) = post_question(addr, &auth, &body).await?;
@@ -239,17 +271,16 @@ async fn exchange(
         (status, headers, payload) = post_question(addr, &auth, &body).await?;
     }
     if status != StatusCode::OK {
-        return Err(format!("HTTP {}", status.as_u16()));
+        return Err(AskError::Status(status.as_u16()));
     }
-    let auth = header(&headers, AUTH_HEADER).ok_or("answer is not authenticated")?;
+    let auth = header(&headers, AUTH_HEADER).ok_or(AskError::Unauthenticated)?;
     // Fresh because it answers our nonce (in the MACed body), whatever the
     // peer's clock says.
     key.verify_answer(&auth, &payload)
-        .map_err(|e| format!("answer rejected: {e}"))?;
-    let answer: Answer =
-        serde_json::from_slice(&payload).map_err(|e| format!("malformed answer: {e}"))?;
+        .map_err(AskError::Rejected)?;
+    let answer: Answer = serde_json::from_slice(&payload).map_err(AskError::Malformed)?;
     if answer.nonce != nonce {
-        return Err("answer is for another question (nonce mismatch)".into());
+        return Err(AskError::NonceMismatch);
     }
     Ok(answer)
 }
@@ -266,33 +297,39 @@ async fn post_question(
     addr: &str,
     auth: &str,
     body: &str,
-) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+) -> Result<(StatusCode, HeaderMap, Bytes), AskError> {
     use http_body_util::{BodyExt, Full, Limited};
     let stream = tokio::net::TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(AskError::Connect)?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|e| format!("handshake: {e}"))?;
+            .map_err(|source| AskError::Http {
+                stage: "handshake",
+                source,
+            })?;
     let request = axum::http::Request::post(PATH)
         .header(axum::http::header::HOST, addr)
         .header(axum::http::header::CONTENT_TYPE, "application/json")
         .header(AUTH_HEADER, auth)
         .body(Full::new(Bytes::from(body.to_owned())))
-        .map_err(|e| format!("request: {e}"))?;
+        .map_err(|e| AskError::Request(e.to_string()))?;
     let exchange = async {
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| format!("request: {e}"))?;
+            .map_err(|source| AskError::Http {
+                stage: "request",
+                source,
+            })?;
         let (parts, payload) = response.into_parts();
         let payload = Limited::new(payload, MAX_ANSWER)
             .collect()
             .await
-            .map_err(|e| format!("read: {e}"))?
+            .map_err(|e| AskError::Read(e.to_string()))?
             .to_bytes();
-        Ok::<_, String>((parts.status, parts.headers, payload))
+        Ok::<_, AskError>((parts.status, parts.headers, payload))
     };
     let mut exchange = std::pin::pin!(exchange);
     let mut conn = std::pin::pin!(conn);
@@ -302,7 +339,10 @@ async fn post_question(
         closed = &mut conn => {
             // The connection ended first: what it delivered may still make
             // a whole answer.
-            closed.map_err(|e| format!("connection: {e}"))?;
+            closed.map_err(|source| AskError::Http {
+                stage: "connection",
+                source,
+            })?;
             exchange.await
         }
     }
@@ -396,7 +436,7 @@ mod tests {
         let e = ask_peer(&addr, &key, &q(), Duration::from_millis(300))
             .await
             .unwrap_err();
-        assert!(e.contains("timed out"), "{e}");
+        assert!(matches!(e, AskError::TimedOut), "{e}");
     }
 
     #[tokio::test]
@@ -404,7 +444,7 @@ mod tests {
         let addr = serve(KEY).await;
         let wrong = PeerKey::from_bytes(b"another-key-0123456").unwrap();
         let e = ask_peer(&addr, &wrong, &q(), T).await.unwrap_err();
-        assert!(e.contains("401"), "{e}");
+        assert!(matches!(e, AskError::Status(401)), "{e}");
     }
 
     #[tokio::test]
@@ -493,7 +533,7 @@ mod tests {
         let e = ask_peer(&addr, &key, &q(), Duration::from_millis(300))
             .await
             .unwrap_err();
-        assert_eq!(e, "timed out");
+        assert!(matches!(e, AskError::TimedOut), "{e}");
     }
 
     #[tokio::test]
@@ -507,7 +547,7 @@ mod tests {
         let addr = raw_peer(Some(big)).await;
         let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
         let e = ask_peer(&addr, &key, &q(), T).await.unwrap_err();
-        assert!(e.starts_with("read:"), "{e}");
+        assert!(matches!(e, AskError::Read(_)), "{e}");
     }
 
     #[tokio::test]
@@ -520,7 +560,7 @@ mod tests {
         let addr = raw_peer(Some(ok.into_bytes())).await;
         let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
         let e = ask_peer(&addr, &key, &q(), T).await.unwrap_err();
-        assert_eq!(e, "answer is not authenticated");
+        assert!(matches!(e, AskError::Unauthenticated), "{e}");
     }
 
     #[test]
