@@ -22,6 +22,7 @@ import os
 import platform
 import re
 import signal
+import string
 import ssl
 import subprocess
 import sys
@@ -563,43 +564,12 @@ def metrics_delta(a, b):
 
 
 def statefulset_manifest():
-    return f"""apiVersion: v1
-kind: Service
-metadata: {{name: {STS}, namespace: {STS_NS}}}
-spec:
-  clusterIP: None
-  selector: {{app: {STS}}}
-  ports: [{{name: db, port: 5432}}]
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {{name: {STS}, namespace: {STS_NS}}}
-spec:
-  serviceName: {STS}
-  replicas: {REPLICAS}
-  podManagementPolicy: Parallel
-  selector: {{matchLabels: {{app: {STS}}}}}
-  template:
-    metadata: {{labels: {{app: {STS}}}}}
-    spec:
-      affinity:
-        podAntiAffinity:
-          preferredDuringSchedulingIgnoredDuringExecution:
-          - weight: 100
-            podAffinityTerm:
-              topologyKey: kubernetes.io/hostname
-              labelSelector: {{matchLabels: {{app: {STS}}}}}
-      containers:
-      - name: db
-        image: registry.k8s.io/pause:3.10
-        volumeMounts: [{{name: data, mountPath: /data}}]
-  volumeClaimTemplates:
-  - metadata: {{name: data}}
-    spec:
-      accessModes: [ReadWriteOnce]
-      storageClassName: static
-      resources: {{requests: {{storage: 1Gi}}}}
-"""
+    """harness/statefulset.yaml filled in (the workload of every scenario)."""
+    template = (REPO / "harness" / "statefulset.yaml").read_text()
+    body = "\n".join(l for l in template.splitlines() if not l.startswith("#"))
+    return string.Template(body).substitute(
+        NAMESPACE=STS_NS, NAME=STS, REPLICAS=REPLICAS, SIZE="1Gi", STORAGE_CLASS="static"
+    ) + "\n"
 
 
 # ----------------------------------------------------------------- results --

@@ -1101,60 +1101,14 @@ pub fn pod_claims(pod: &Pod) -> Vec<String> {
 
 /// Headless Service + StatefulSet with a `data` volumeClaimTemplate.
 pub fn statefulset_manifest(ns: &str, name: &str, replicas: u32) -> String {
-    format!(
-        "apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {ns}
-spec:
-  clusterIP: None
-  selector: {{app: {name}}}
-  ports:
-  - name: db
-    port: 5432
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata:
-  name: {name}
-  namespace: {ns}
-spec:
-  serviceName: {name}
-  replicas: {replicas}
-  podManagementPolicy: Parallel
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-    spec:
-      affinity:
-        podAntiAffinity:
-          preferredDuringSchedulingIgnoredDuringExecution:
-          - weight: 100
-            podAffinityTerm:
-              topologyKey: kubernetes.io/hostname
-              labelSelector:
-                matchLabels: {{app: {name}}}
-      containers:
-      - name: db
-        image: registry.k8s.io/pause:3.10
-        ports:
-        - containerPort: 5432
-          name: db
-        volumeMounts:
-        - name: data
-          mountPath: /data
-  volumeClaimTemplates:
-  - metadata:
-      name: data
-    spec:
-      accessModes: [ReadWriteOnce]
-      storageClassName: static
-      resources:
-        requests:
-          storage: 1Gi
-"
-    )
+    include_str!("../../../harness/statefulset.yaml")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("${NAMESPACE}", ns)
+        .replace("${NAME}", name)
+        .replace("${REPLICAS}", &replicas.to_string())
+        .replace("${SIZE}", "1Gi")
+        .replace("${STORAGE_CLASS}", "static")
 }
