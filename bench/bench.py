@@ -11,7 +11,7 @@ Run through bench/run.sh, which builds what is missing first. Sections:
 
 Every section writes docs/benchmarks/raw/<name>.json as soon as it is done;
 `report` renders docs/benchmarks/README.md from whatever raw results exist.
-Only the Python standard library is used; the API is read over HTTPS with the
+The API is read over HTTPS (standard library) with the
 cluster's admin client certificate.
 """
 

@@ -1,117 +1,40 @@
-"""A PNG strip chart of the time-to-recovery runs, standard library only
-(zlib + a built-in 5x7 bitmap font), so the benchmark needs no plotting
-package."""
+"""The time-to-recovery chart of docs/benchmarks/: one dot per run, the
+median as a bar, the target as a dashed line, per configuration profile.
+Drawn with matplotlib (bench/requirements.txt, installed by bench/run.sh)."""
 
-import struct
-import zlib
+import matplotlib
 
-FONT = {
-    "A": (0x0E, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11), "B": (0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E),
-    "C": (0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E), "D": (0x1E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1E),
-    "E": (0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F), "F": (0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10),
-    "G": (0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F), "H": (0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11),
-    "I": (0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E), "J": (0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C),
-    "K": (0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11), "L": (0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F),
-    "M": (0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11), "N": (0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11),
-    "O": (0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E), "P": (0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10),
-    "Q": (0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D), "R": (0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11),
-    "S": (0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E), "T": (0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04),
-    "U": (0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E), "V": (0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04),
-    "W": (0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A), "X": (0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11),
-    "Y": (0x11, 0x11, 0x11, 0x0A, 0x04, 0x04, 0x04), "Z": (0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F),
-    "0": (0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E), "1": (0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E),
-    "2": (0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F), "3": (0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E),
-    "4": (0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02), "5": (0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E),
-    "6": (0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E), "7": (0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08),
-    "8": (0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E), "9": (0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C),
-    "-": (0, 0, 0, 0x1F, 0, 0, 0), " ": (0, 0, 0, 0, 0, 0, 0), ".": (0, 0, 0, 0, 0, 0x0C, 0x0C),
-    "(": (0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02), ")": (0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08),
-    ",": (0, 0, 0, 0, 0x0C, 0x04, 0x08), ":": (0, 0x0C, 0x0C, 0, 0x0C, 0x0C, 0),
-    "/": (0, 0x01, 0x02, 0x04, 0x08, 0x10, 0), "=": (0, 0, 0x1F, 0, 0x1F, 0, 0),
-    "+": (0, 0x04, 0x04, 0x1F, 0x04, 0x04, 0), "|": (0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04),
-}
+matplotlib.use("Agg")  # files only, no display
 
-WHITE = (255, 255, 255)
-BLACK = (30, 30, 30)
-GREY = (200, 200, 200)
-BLUE = (31, 119, 180)
-RED = (214, 39, 40)
-GREEN = (44, 160, 44)
-
-
-class Canvas:
-    def __init__(self, w, h):
-        self.w, self.h = w, h
-        self.px = bytearray(WHITE * (w * h))
-
-    def set(self, x, y, c):
-        if 0 <= x < self.w and 0 <= y < self.h:
-            i = 3 * (y * self.w + x)
-            self.px[i:i + 3] = bytes(c)
-
-    def rect(self, x0, y0, x1, y1, c):
-        for y in range(max(0, y0), min(self.h, y1)):
-            for x in range(max(0, x0), min(self.w, x1)):
-                self.set(x, y, c)
-
-    def disc(self, cx, cy, r, c):
-        for y in range(cy - r, cy + r + 1):
-            for x in range(cx - r, cx + r + 1):
-                if (x - cx) ** 2 + (y - cy) ** 2 <= r * r:
-                    self.set(x, y, c)
-
-    def text(self, x, y, s, c=BLACK, scale=2):
-        for ch in s.upper():
-            glyph = FONT.get(ch, FONT[" "])
-            for row, bits in enumerate(glyph):
-                for col in range(5):
-                    if bits & (0x10 >> col):
-                        self.rect(x + col * scale, y + row * scale, x + (col + 1) * scale, y + (row + 1) * scale, c)
-            x += 6 * scale
-
-    def png(self):
-        raw = b"".join(b"\x00" + bytes(self.px[3 * y * self.w:3 * (y + 1) * self.w]) for y in range(self.h))
-
-        def chunk(kind, data):
-            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", self.w, self.h, 8, 2, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+import matplotlib.pyplot as plt  # noqa: E402
 
 
 def ttr_chart(rows, path):
-    """rows: [(label, [ttr seconds...], p50, target or None)]. Writes a PNG."""
+    """rows: [(label, [ttr seconds...], p50, target or None)]. Writes a PNG;
+    False when there is nothing to draw."""
+    rows = [r for r in rows if r[1]]
     if not rows:
         return False
-    left, right, top, row_h = 330, 40, 60, 56
-    w = 1100
-    h = top + row_h * len(rows) + 70
-    c = Canvas(w, h)
-    xmax = max(max(v) for _, v, _, _ in rows if v)
-    xmax = max(xmax, max((t or 0) for *_, t in rows))
-    step = 10 if xmax <= 80 else (20 if xmax <= 200 else 50)
-    xmax = step * (int(xmax // step) + 1)
-    sx = lambda s: left + int((w - left - right) * s / xmax)  # noqa: E731
-    c.text(20, 16, "kube-fencer time to recovery (s): one dot per run, bar = p50, red = target", BLACK, 2)
-    axis_y = top + row_h * len(rows)
-    for t in range(0, int(xmax) + 1, step):
-        x = sx(t)
-        c.rect(x, top - 6, x + 1, axis_y, GREY)
-        lab = str(t)
-        c.text(x - 6 * len(lab), axis_y + 8, lab, BLACK, 2)
-    c.rect(left, axis_y, w - right, axis_y + 2, BLACK)
-    c.text(left, axis_y + 34, "seconds from power-off to the replica running elsewhere", BLACK, 2)
+    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.8 * len(rows)), dpi=100)
     for i, (label, values, p50, target) in enumerate(rows):
-        y = top + row_h * i + row_h // 2
-        c.text(20, y - 7, label, BLACK, 2)
-        if target:
-            x = sx(target)
-            for yy in range(y - row_h // 2 + 4, y + row_h // 2 - 4, 6):
-                c.rect(x - 1, yy, x + 2, yy + 3, RED)
-        for j, v in enumerate(sorted(values)):
-            c.disc(sx(v), y + (j % 3 - 1) * 6, 4, BLUE)
+        y = len(rows) - 1 - i
+        jitter = [y + ((j % 3) - 1) * 0.08 for j in range(len(values))]
+        ax.scatter(sorted(values), jitter, s=28, color="tab:blue", zorder=3,
+                   label="run" if i == 0 else None)
         if p50 is not None:
-            x = sx(p50)
-            c.rect(x - 1, y - 18, x + 2, y + 18, GREEN)
-    with open(path, "wb") as f:
-        f.write(c.png())
+            ax.vlines(p50, y - 0.3, y + 0.3, color="tab:green", linewidth=3, zorder=4,
+                      label="p50" if i == 0 else None)
+        if target:
+            ax.vlines(target, y - 0.4, y + 0.4, color="tab:red", linestyles="dashed",
+                      linewidth=1.5, label="p50 target" if i == 0 else None)
+    ax.set_yticks(range(len(rows)), [r[0] for r in reversed(rows)])
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("seconds from power-off to the replica running elsewhere")
+    ax.set_title("kube-fencer time to recovery")
+    ax.grid(axis="x", color="0.85", zorder=0)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
     return True

@@ -29,6 +29,19 @@ for a in "$@"; do
 done
 export BENCH_COMMAND="./bench/run.sh${*:+ $*}"
 
+# matplotlib (bench/requirements.txt, for the chart) in a virtualenv of its
+# own, cached by the file's content: the benchmark needs nothing installed
+# system-wide beyond python3.
+CACHE="${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}"
+VENV="$CACHE/bench-venv-$(sha256sum bench/requirements.txt | cut -c1-12)"
+if [[ ! -x "$VENV/bin/python" ]]; then
+  rm -rf "$VENV.tmp"
+  python3 -m venv "$VENV.tmp"
+  "$VENV.tmp/bin/pip" install --quiet --disable-pip-version-check -r bench/requirements.txt
+  mv -T "$VENV.tmp" "$VENV"
+fi
+PYTHON="$VENV/bin/python"
+
 BIN_DIR="$(./harness/build.sh | tail -n1)"
 export KUBE_FENCER_BIN_DIR="$BIN_DIR"
 cargo build --release --bin kube-fencer 2>&1 | tail -n 2
@@ -62,6 +75,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-python3 bench/bench.py --agent-bin "$AGENT_BIN" --bin-dir "$BIN_DIR" --workdir "$WORK" ${ARGS[@]+"${ARGS[@]}"} &
+"$PYTHON" bench/bench.py --agent-bin "$AGENT_BIN" --bin-dir "$BIN_DIR" --workdir "$WORK" ${ARGS[@]+"${ARGS[@]}"} &
 CHILD=$!
 wait "$CHILD"
