@@ -17,7 +17,6 @@ cluster's admin client certificate.
 
 import argparse
 import json
-import math
 import os
 import platform
 import re
@@ -31,6 +30,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from report import pct  # bench/report.py: one nearest-rank percentile for both
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_SH = REPO / "harness" / "cluster.sh"
@@ -582,13 +583,6 @@ def save(name, data):
     log(f"wrote {RAW / (name + '.json')}")
 
 
-def pct(values, p):
-    """Nearest-rank percentile."""
-    v = sorted(values)
-    if not v:
-        return None
-    k = max(1, math.ceil(p / 100 * len(v)))
-    return v[k - 1]
 
 
 def summary(values):

@@ -25,6 +25,7 @@ def load(name):
 
 
 def pct(values, p):
+    """Nearest-rank percentile (None for no values)."""
     v = sorted(values)
     if not v:
         return None
