@@ -38,7 +38,7 @@ pub fn node_facts(node: &Node) -> NodeFacts {
         record,
         agent: match annotations.and_then(|a| a.get(decide::AGENT_ANNOTATION)) {
             None => decide::AdvertState::Absent,
-            Some(value) => decide::agent::parse(value),
+            Some(value) => decide::advert::parse(value),
         },
         unfence_requested: annotations
             .and_then(|a| a.get(decide::UNFENCE_ANNOTATION))

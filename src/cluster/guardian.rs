@@ -124,7 +124,7 @@ pub fn population_peer(
     }
     let address = annotations
         .and_then(|a| a.get(decide::AGENT_ANNOTATION))
-        .and_then(|v| decide::agent::parse(v).valid()?.peer_address.clone());
+        .and_then(|v| decide::advert::parse(v).valid()?.peer_address.clone());
     Some(address.unwrap_or_else(|| format!("{NO_ADDRESS_PEER}{name}")))
 }
 
@@ -241,7 +241,7 @@ impl Guardian {
     /// Patch `advert` onto the own Node's annotation.
     async fn write_advert(&self, advert: &AgentAdvert) -> Result<(), String> {
         let api: Api<Node> = Api::all(self.client.clone());
-        let value = decide::agent::render(advert);
+        let value = decide::advert::render(advert);
         let patch =
             serde_json::json!({"metadata": {"annotations": {decide::AGENT_ANNOTATION: value}}});
         tokio::time::timeout(
@@ -841,7 +841,7 @@ mod tests {
             .as_str()
             .unwrap()
             .to_string();
-        let advert = decide::agent::parse(&value);
+        let advert = decide::advert::parse(&value);
         let advert = advert.valid().expect("a valid advertisement");
         assert!(!advert.capable(), "{value}");
         assert_eq!(

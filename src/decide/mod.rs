@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
-pub mod agent;
+pub mod advert;
 pub mod detect;
 pub mod dryrun;
 pub mod fence;
@@ -46,7 +46,7 @@ mod split_brain;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-pub use agent::{AdvertState, AgentAdvert, SelfFenceAction};
+pub use advert::{AdvertState, AgentAdvert, SelfFenceAction};
 pub use record::{FenceRecord, Phase, RecordState};
 pub use safetime::{LeaderTerms, SafeTime};
 pub use selector::Selector;

@@ -1,6 +1,6 @@
 //! The safe time of a node: the moment after which the node's own agent has
 //! certainly fenced itself, if it is self-fence capable, computed from what
-//! the agent advertised ([`super::agent`]) and the leader's settings.
+//! the agent advertised ([`super::advert`]) and the leader's settings.
 //!
 //! ```text
 //! safe    = last observed heartbeat
@@ -50,7 +50,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::agent::AgentAdvert;
+use super::advert::AgentAdvert;
 
 /// How much longer than its own API timeout an agent waits for a peer's answer
 /// (a peer answers from its last API contact, or after one GET bounded by
@@ -215,7 +215,7 @@ pub fn safe_time(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::agent::SelfFenceAction;
+    use crate::decide::advert::SelfFenceAction;
 
     fn advert() -> AgentAdvert {
         AgentAdvert {

@@ -186,7 +186,7 @@ impl Cluster {
             .agents
             .lock()
             .unwrap()
-            .insert(node.to_string(), Agent { listen, child });
+            .insert(node.to_string(), AgentProcess { listen, child });
         drop(old);
         Ok(())
     }

@@ -102,19 +102,19 @@ impl Default for ClusterOpts {
 }
 
 /// A kube-fencer agent running as a host process; killed on drop.
-pub struct Agent {
+pub struct AgentProcess {
     pub listen: String,
     child: Child,
 }
 
-impl Agent {
+impl AgentProcess {
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-impl Drop for Agent {
+impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill();
     }
@@ -127,7 +127,7 @@ pub struct Cluster {
     pub repo_root: PathBuf,
     pub bin_dir: PathBuf,
     pub client: Client,
-    agents: Mutex<HashMap<String, Agent>>,
+    agents: Mutex<HashMap<String, AgentProcess>>,
     agent_kubeconfig: Mutex<Option<PathBuf>>,
     /// The nodes' network namespaces (with `ClusterOpts::netns`); dropped
     /// after the agents and the control plane are gone.
