@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use kube_fencer::cluster::Agent;
-use kube_fencer::cluster::guardian::{Guardian, Population, RecordSender, Watchdog};
+use kube_fencer::cluster::guardian::{Guardian, Population, Watchdog};
 use kube_fencer::cluster::peer_auth::{Challenges, NonceCache, PeerKey};
 use kube_fencer::cluster::peers;
 use kube_fencer::config::Args;
@@ -226,7 +226,8 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
         );
     }
 
-    let (own_record_hook, own_record) = RecordSender::channel();
+    let (own_record_tx, own_record) =
+        tokio::sync::watch::channel(kube_fencer::decide::RecordState::Absent);
     let peer_server = match (config.agent.peer_listen, &key) {
         (Some(addr), Some(key)) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -279,7 +280,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
         metrics,
         health,
         events,
-        self_fence: Arc::new(own_record_hook),
+        own_record: own_record_tx,
         peer_key: key,
     };
     let agent = tokio::spawn(agent.run(shutdown_rx));

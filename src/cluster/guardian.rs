@@ -7,8 +7,8 @@
 //!
 //! - sleeps until the core's `next_wake()` or until an input arrives: a
 //!   genuine API contact ([`Health::subscribe_api_contact`]), the own Node's
-//!   record (a `tokio::sync::watch` fed by the own-Node watch through
-//!   [`RecordSender`]), or the result of a command;
+//!   record (a `tokio::sync::watch` fed by the own-Node watch,
+//!   [`super::own_node`]), or the result of a command;
 //! - carries out each command in a task of its own (probe, ask each peer,
 //!   advertise, refresh the peers, the self-fence action), which sends its
 //!   result back on a channel, so no API call ever blocks the loop;
@@ -25,7 +25,6 @@ use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use tokio::sync::{mpsc, watch};
 
-use super::own_node::SelfFence as OwnRecordHook;
 use super::peer_auth::PeerKey;
 use super::peers::{self, Question};
 pub use super::watchdog::Watchdog;
@@ -50,24 +49,6 @@ pub const NO_ADDRESS_PEER: &str = "no-address/";
 pub struct Population {
     pub node_selector: decide::Selector,
     pub manage_control_plane: bool,
-}
-
-/// The own-Node watch's hook: log, and hand the record to the guardian.
-pub struct RecordSender(pub watch::Sender<RecordState>);
-
-impl RecordSender {
-    /// A hook and the guardian's end of it.
-    pub fn channel() -> (Self, watch::Receiver<RecordState>) {
-        let (tx, rx) = watch::channel(RecordState::Absent);
-        (RecordSender(tx), rx)
-    }
-}
-
-impl OwnRecordHook for RecordSender {
-    fn own_record_changed(&self, node: &str, record: &RecordState) {
-        super::own_node::LogOnly.own_record_changed(node, record);
-        self.0.send_replace(record.clone());
-    }
 }
 
 /// Read the boot ID (trimmed); `None` when unreadable or empty.
@@ -200,7 +181,8 @@ pub struct Guardian {
     pub cfg: AgentConfig,
     pub key: Option<PeerKey>,
     pub metrics: Metrics,
-    /// The record on the own Node, from the own-Node watch ([`RecordSender`]).
+    /// The record on the own Node, from the own-Node watch
+    /// ([`super::own_node::watch_own_node`]).
     pub own_record: watch::Receiver<RecordState>,
     /// The clock of genuine API contact (shared with the watches, the
     /// election and the peer endpoint).
@@ -760,7 +742,7 @@ mod tests {
             ]),
             key: None,
             metrics: Metrics::new(),
-            own_record: RecordSender::channel().1,
+            own_record: watch::channel(RecordState::Absent).1,
             health: Health::new(Duration::from_secs(30)),
             watchdog,
             population: Population {
@@ -881,13 +863,13 @@ mod tests {
             "--state-dir",
             state.to_str().unwrap(),
         ]);
-        let (hook, own_record) = RecordSender::channel();
+        let (hook, own_record) = watch::channel(RecordState::Absent);
         g.own_record = own_record;
         let (stop, rx) = watch::channel(false);
         let watch = tokio::spawn(crate::cluster::own_node::watch_own_node(
             g.client.clone(),
             "n1".into(),
-            Arc::new(hook),
+            hook,
             g.health.clone(),
             Metrics::new(),
             rx.clone(),
@@ -968,7 +950,7 @@ mod tests {
             "--state-dir",
             dir.join("state").to_str().unwrap(),
         ]);
-        let (hook, own_record) = RecordSender::channel();
+        let (hook, own_record) = watch::channel(RecordState::Absent);
         g.own_record = own_record;
         let health = g.health.clone();
         let (stop, rx) = watch::channel(false);
@@ -979,19 +961,16 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(!marker.exists(), "fenced without a record");
-        hook.own_record_changed(
-            "n1",
-            &RecordState::Valid(decide::FenceRecord {
-                phase: decide::Phase::Fencing,
-                fencing_since: std::time::SystemTime::now(),
-                fenced_at: None,
-                cordoned: true,
-                tainted: false,
-                by: "leader".into(),
-                held_since: None,
-                boot_id: read_boot_id("/proc/sys/kernel/random/boot_id"),
-            }),
-        );
+        hook.send_replace(RecordState::Valid(decide::FenceRecord {
+            phase: decide::Phase::Fencing,
+            fencing_since: std::time::SystemTime::now(),
+            fenced_at: None,
+            cordoned: true,
+            tainted: false,
+            by: "leader".into(),
+            held_since: None,
+            boot_id: read_boot_id("/proc/sys/kernel/random/boot_id"),
+        }));
         let deadline = Instant::now() + Duration::from_secs(5);
         while !marker.exists() && Instant::now() < deadline {
             health.api_ok();
@@ -1114,16 +1093,6 @@ mod tests {
             "{rendered}"
         );
         assert!(rendered.contains("kube_fencer_peers 2"), "{rendered}");
-    }
-
-    #[test]
-    fn the_record_sender_hands_the_own_record_to_the_guardian() {
-        let (hook, mut rx) = RecordSender::channel();
-        assert_eq!(*rx.borrow_and_update(), RecordState::Absent);
-        let rec = RecordState::Malformed("x".into());
-        hook.own_record_changed("n1", &rec);
-        assert!(rx.has_changed().unwrap());
-        assert_eq!(*rx.borrow_and_update(), rec);
     }
 
     #[test]

@@ -1,17 +1,16 @@
 //! Kubernetes I/O shell.
 //!
 //! - [`election`]: leader election on a Lease (every agent).
-//! - [`own_node`]: the watch on the agent's own Node, with the [`SelfFence`] seam (every agent).
+//! - [`own_node`]: the watch on the agent's own Node, whose record it sends to the guardian (every agent).
 //! - [`reconcile`]: the leader's loop: watchers → [`index`] → decide → [`executor`].
 //! - [`facts`] and [`patch`]: pure conversions between Kubernetes objects and the core's types.
 //! - [`pods`]: pods and VolumeAttachments of fenced nodes, listed on demand.
-
-use std::sync::Arc;
 
 use kube::Client;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::decide::RecordState;
 use crate::ops::events::lease_ref;
 use crate::ops::{EventSink, Health, Metrics};
 
@@ -32,8 +31,6 @@ pub mod reconcile;
 pub mod startup;
 pub mod watchdog;
 
-pub use own_node::{LogOnly, SelfFence};
-
 /// Whether an API error is a `Status` with this HTTP code.
 pub fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
@@ -46,7 +43,9 @@ pub struct Agent {
     pub metrics: Metrics,
     pub health: Health,
     pub events: EventSink,
-    pub self_fence: Arc<dyn SelfFence>,
+    /// Where the own-Node watch sends the node's record (the guardian's
+    /// self-check holds the other end).
+    pub own_record: watch::Sender<RecordState>,
     pub peer_key: Option<peer_auth::PeerKey>,
 }
 
@@ -59,13 +58,13 @@ impl Agent {
             metrics,
             health,
             events,
-            self_fence,
+            own_record,
             peer_key,
         } = self;
         let own_node = tokio::spawn(own_node::watch_own_node(
             client.clone(),
             config.node_name().to_string(),
-            self_fence,
+            own_record,
             health.clone(),
             metrics.clone(),
             shutdown.clone(),

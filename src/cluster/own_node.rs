@@ -1,11 +1,8 @@
 //! Every agent watches its own Node (field selector on its name). If a
 //! kube-fencer record appears on it, the cluster believes this node is being
-//! fenced: the [`SelfFence`] hook is told. The agent's hook
-//! ([`super::guardian::RecordSender`]) logs and hands the record to the
-//! guardian's self-check, which fences the node itself if the record
-//! concerns this boot.
-
-use std::sync::Arc;
+//! fenced: the watch logs it loudly and hands the record to the guardian's
+//! self-check on a `tokio::sync::watch` channel; the self-check fences the
+//! node itself if the record concerns this boot.
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -19,44 +16,34 @@ use super::facts::{node_facts, trim_node};
 use crate::decide::RecordState;
 use crate::ops::{Health, Metrics};
 
-/// Reaction to this agent's own Node carrying a kube-fencer record.
-pub trait SelfFence: Send + Sync {
-    /// Called whenever the record on the own Node changes (including back to `Absent`).
-    fn own_record_changed(&self, node: &str, record: &RecordState);
-}
-
-/// Logs the change (a warning while a record is there); the agent's
-/// reaction to its record is the self-check's ([`crate::decide::selfcheck`]).
-pub struct LogOnly;
-
-impl SelfFence for LogOnly {
-    fn own_record_changed(&self, node: &str, record: &RecordState) {
-        match record {
-            RecordState::Absent => {
-                tracing::info!(node, "own node no longer carries a kube-fencer record")
-            }
-            RecordState::Valid(r) => tracing::warn!(
-                node,
-                phase = ?r.phase,
-                by = %r.by,
-                boot_id = ?r.boot_id,
-                "OWN NODE IS BEING FENCED by kube-fencer: the cluster considers this node down \
-                 (with --self-fence it fences itself now, unless the record predates its last reboot)"
-            ),
-            RecordState::Malformed(e) => tracing::warn!(
-                node,
-                error = %e,
-                "own node carries a malformed kube-fencer record"
-            ),
+/// Log a change of the own Node's record (a warning while one is there).
+fn log_record_change(node: &str, record: &RecordState) {
+    match record {
+        RecordState::Absent => {
+            tracing::info!(node, "own node no longer carries a kube-fencer record")
         }
+        RecordState::Valid(r) => tracing::warn!(
+            node,
+            phase = ?r.phase,
+            by = %r.by,
+            boot_id = ?r.boot_id,
+            "OWN NODE IS BEING FENCED by kube-fencer: the cluster considers this node down \
+             (with --self-fence it fences itself now, unless the record predates its last reboot)"
+        ),
+        RecordState::Malformed(e) => tracing::warn!(
+            node,
+            error = %e,
+            "own node carries a malformed kube-fencer record"
+        ),
     }
 }
 
-/// Watch the own Node until `shutdown`.
+/// Watch the own Node until `shutdown`, sending each change of its record
+/// (including back to `Absent`) on `record`.
 pub async fn watch_own_node(
     client: Client,
     node: String,
-    hook: Arc<dyn SelfFence>,
+    record: watch::Sender<RecordState>,
     health: Health,
     metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
@@ -113,7 +100,8 @@ pub async fn watch_own_node(
             }
         };
         if observed != last {
-            hook.own_record_changed(&node, &observed);
+            log_record_change(&node, &observed);
+            record.send_replace(observed.clone());
             last = observed;
         }
     }
@@ -144,7 +132,7 @@ pub(crate) mod tests {
         let task = tokio::spawn(watch_own_node(
             refusing_client(),
             "n1".into(),
-            Arc::new(LogOnly),
+            watch::channel(RecordState::Absent).0,
             health.clone(),
             Metrics::new(),
             rx,
@@ -171,7 +159,7 @@ pub(crate) mod tests {
         let task = tokio::spawn(watch_own_node(
             client,
             "n1".into(),
-            Arc::new(LogOnly),
+            watch::channel(RecordState::Absent).0,
             health.clone(),
             Metrics::new(),
             rx,
