@@ -445,6 +445,22 @@ impl Leader {
                             if *intent == NodeIntent::BeginFencing {
                                 self.check_contradiction(node, &facts, extra.uid.as_deref());
                             }
+                            // Marked fenced = its pods are released: the
+                            // out-of-service taint lets Kubernetes' PodGC
+                            // delete them at once (often before this leader's
+                            // own force-delete, which then finds them gone),
+                            // and the leader force-deletes its StatefulSet
+                            // pods in the same or the next pass.
+                            if *intent == NodeIntent::MarkFenced
+                                && st.recovered.insert(node.clone())
+                                && let Some(hb) = st.index.heartbeat(node)
+                            {
+                                self.metrics.recovery_seconds.observe(
+                                    Instant::now()
+                                        .saturating_duration_since(hb.last_renewal)
+                                        .as_secs_f64(),
+                                );
+                            }
                             trim_node(&mut written);
                             st.index.upsert_node(&written, Instant::now());
                             st.pods.invalidate_node(node);
@@ -515,15 +531,6 @@ impl Leader {
                                         "PodForceDeleted",
                                         "ForceDelete",
                                         &note,
-                                    );
-                                }
-                                if st.recovered.insert(node.clone())
-                                    && let Some(hb) = st.index.heartbeat(node)
-                                {
-                                    self.metrics.recovery_seconds.observe(
-                                        Instant::now()
-                                            .saturating_duration_since(hb.last_renewal)
-                                            .as_secs_f64(),
                                     );
                                 }
                             } else {
