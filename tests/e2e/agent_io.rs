@@ -566,6 +566,22 @@ async fn storm_guard_holds_two_of_three_with_a_running_leader() {
         let node = cluster.node(n).await.unwrap();
         say(format!("{n}: phase {:?}", node_phase(&node)));
     }
+    // `kube-fencer status` shows the guard holding, and the nodes it holds
+    // as suspect (the one that may have begun fencing first as fencing).
+    let v: serde_json::Value =
+        serde_json::from_str(&cluster.status(&["-o", "json"]).unwrap()).unwrap();
+    say(format!("status storm guard: {}", v["stormGuard"]));
+    assert_eq!(v["stormGuard"]["active"], true, "{v}");
+    assert_eq!(v["stormGuard"]["unhealthy"], 2, "{v}");
+    let phases: Vec<String> = dead
+        .iter()
+        .map(|n| cluster.status_of(n).unwrap().0)
+        .collect();
+    assert!(phases.iter().any(|p| p == "suspect"), "{phases:?}");
+    assert!(
+        phases.iter().all(|p| p == "suspect" || p == "fencing"),
+        "{phases:?}"
+    );
 }
 
 /// The leader records a node as Fencing and dies (SIGKILL, the leader Lease
