@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use super::args::flag_name;
 use super::{Cluster, FENCER_NAMESPACE, free_port, run, say};
 
 /// The chart's release name: objects are then named `kube-fencer`, as in
@@ -48,10 +49,6 @@ pub fn harness_build(script: &str) -> Result<PathBuf> {
         .find(|l| !l.trim().is_empty())
         .with_context(|| format!("harness/{script} build printed no path"))?;
     Ok(PathBuf::from(last.trim()))
-}
-
-fn flag_of(arg: &str) -> &str {
-    arg.split_once('=').map_or(arg, |(f, _)| f)
 }
 
 impl Cluster {
@@ -113,7 +110,7 @@ impl Cluster {
             if !a.starts_with("--") {
                 bail!("DaemonSet arg {a:?} is not a --flag[=value]");
             }
-            if !POD_ONLY_FLAGS.contains(&flag_of(a)) {
+            if !POD_ONLY_FLAGS.contains(&flag_name(a)) {
                 out.push(a.to_string());
             }
         }

@@ -30,6 +30,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 mod agents;
+mod args;
 mod chart;
 mod diagnostics;
 mod netns;

@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::args::flag_name;
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{Node, Pod};
 
@@ -412,16 +413,15 @@ pub fn fast_agent_args<'a>(overrides: &[(&'a str, &'a str)]) -> Vec<&'a str> {
 /// `args` with every flag that `overrides` sets removed (`--flag=value`, or
 /// `--flag value`), then `overrides` appended.
 fn with_overrides(args: &[String], overrides: &[String]) -> Vec<String> {
-    let flag = |s: &str| s.split_once('=').map_or(s, |(f, _)| f).to_string();
-    let set: Vec<String> = overrides
+    let set: Vec<&str> = overrides
         .iter()
         .filter(|o| o.starts_with("--"))
-        .map(|o| flag(o))
+        .map(|o| flag_name(o))
         .collect();
     let mut out = Vec::new();
     let mut it = args.iter().peekable();
     while let Some(a) = it.next() {
-        if a.starts_with("--") && set.contains(&flag(a)) {
+        if a.starts_with("--") && set.contains(&flag_name(a)) {
             if !a.contains('=') && it.peek().is_some_and(|v| !v.starts_with("--")) {
                 it.next();
             }

@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
+use super::args::has_flag;
 use super::{Cluster, NETNS_PEER_PORT, free_port, say};
 
 /// Short self-fence timings. With FAST_AGENT_ARGS (heartbeat interval 3s,
@@ -31,11 +32,6 @@ pub const SELF_FENCE_TIMINGS: &[(&str, &str)] = &[
 ];
 
 static BOOTS: AtomicU64 = AtomicU64::new(0);
-
-fn has(args: &[&str], flag: &str) -> bool {
-    args.iter()
-        .any(|a| *a == flag || a.starts_with(&format!("{flag}=")))
-}
 
 /// A boot ID that no other spawn has used.
 pub fn fresh_boot_id() -> String {
@@ -117,14 +113,14 @@ impl Cluster {
     pub fn split_brain_args(&self, node: &str, extra: &[&str]) -> Result<Vec<String>> {
         let mut out: Vec<String> = Vec::new();
         let mut add = |flag: &str, value: String| {
-            if !has(extra, flag) {
+            if !has_flag(extra, flag) {
                 out.push(flag.to_string());
                 out.push(value);
             }
         };
         add("--self-fence", self.default_self_fence_command(node));
         // (The chart's agents read the key from its Secret instead.)
-        if !has(extra, "--peer-key-secret") {
+        if !has_flag(extra, "--peer-key-secret") {
             add(
                 "--peer-key-file",
                 self.peer_key_file()?.display().to_string(),
@@ -132,11 +128,11 @@ impl Cluster {
         }
         if let Some(ip) = self.netns_ip(node) {
             add("--peer-listen", format!("{ip}:{NETNS_PEER_PORT}"));
-        } else if !has(extra, "--peer-listen") {
+        } else if !has_flag(extra, "--peer-listen") {
             let port = free_port()?;
             add("--peer-listen", format!("127.0.0.1:{port}"));
         }
-        if !has(extra, "--boot-id-file") {
+        if !has_flag(extra, "--boot-id-file") {
             fs::write(self.boot_id_file(node), format!("{}\n", fresh_boot_id()))?;
             add(
                 "--boot-id-file",
