@@ -2,8 +2,9 @@
 # The project's test command.
 #
 #   ./test.sh           lint, unit and property tests, then the demo as a smoke
-#                       test, the container images, and the end-to-end tests
-#                       against a real local control plane (built on first use)
+#                       test, the container images, the default install on
+#                       real nodes, and the end-to-end tests against a real
+#                       local control plane (built on first use)
 #   ./test.sh --unit    lint, unit and property tests only
 #   ./test.sh --demo    the demo smoke test only
 set -euo pipefail
@@ -95,6 +96,15 @@ step "helm chart (harness/helm.sh test)"
 # expedited by a self-fence decision, no ping from a restarted agent.
 step "watchdog device (harness/fakewdog.sh test)"
 ./harness/fakewdog.sh test
+
+# The default install on real nodes (harness/realnode.sh: kubelet,
+# containerd, runc, CNI and kube-proxy in a network and mount namespace per
+# node, a FUSE watchdog per node that powers it off when it fires):
+# `kubectl apply -f rbac/ -f daemonset/` unchanged, a node powered off and
+# recovered, rebooted and unfenced, a node cut off that fences itself through
+# its watchdog before its replica is force-deleted (about four minutes).
+step "real nodes: the default install, power-off and partition (harness/realnode-chaos.sh)"
+./harness/realnode-chaos.sh
 
 step "end-to-end tests against the local control plane"
 cargo test --features e2e --test e2e -- --test-threads=1

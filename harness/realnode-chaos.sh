@@ -225,6 +225,17 @@ log_time_ms() { # log_time_ms LINE: the CRI log line's timestamp in epoch ms
 STEP="1: images, control plane, three real nodes with watchdogs"
 [[ "$(id -u)" == 0 ]] || fail "needs root"
 [[ -e /dev/fuse ]] || fail "needs /dev/fuse"
+# Real nodes run containerd, runc and the CNI plugins from Debian's packages.
+missing=()
+for entry in containerd:containerd containerd-shim-runc-v2:containerd runc:runc jq:jq \
+  "${KUBE_FENCER_CNI_BIN_DIR:-/usr/lib/cni}/bridge:containernetworking-plugins"; do
+  command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
+done
+if ((${#missing[@]})); then
+  log "installing ${missing[*]} (apt)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
 BIN="$("$HARNESS_DIR/build.sh" | tail -n1)"
 FAKEWDOG="$("$HARNESS_DIR/fakewdog.sh" build | tail -n1)"
 [[ -x "$FAKEWDOG" ]] || fail "harness/fakewdog.sh build gave no binary ($FAKEWDOG)"
@@ -325,8 +336,8 @@ deadline=$((SECONDS + TTR_BOUND))
 while :; do
   ((SECONDS < deadline)) || fail "db-0 not Running on another node within ${TTR_BOUND}s of the power-off"
   p="$(phase "$VICTIM" 2>/dev/null || true)"
-  [[ -z "$T_FENCING" && "$p" == Fencing ]] && { T_FENCING=$(now_ms); log "$VICTIM recorded Fencing"; }
-  if [[ -z "$T_FENCED" && "$p" == Fenced ]]; then
+  [[ -z "$T_FENCING" && "$p" == fencing ]] && { T_FENCING=$(now_ms); log "$VICTIM recorded Fencing"; }
+  if [[ -z "$T_FENCED" && "$p" == fenced ]]; then
     T_FENCED=$(now_ms)
     log "$VICTIM recorded Fenced"
   fi
@@ -345,7 +356,7 @@ done
 read -r DB_UID2 DB_NODE2 _ <<<"$(db_pod)"
 [[ "$DB_NODE2" != "$VICTIM" ]] || fail "db-0 is Running on $VICTIM again"
 [[ -n "$T_FENCING" ]] || fail "$VICTIM was never seen Fencing"
-[[ -n "$T_FENCED" ]] || { [[ "$(phase "$VICTIM")" == Fenced ]] && T_FENCED=$(now_ms); } || fail "$VICTIM is not Fenced"
+[[ -n "$T_FENCED" ]] || { [[ "$(phase "$VICTIM")" == fenced ]] && T_FENCED=$(now_ms); } || fail "$VICTIM is not Fenced"
 ((T_FENCING <= T_FENCED)) || fail "Fenced seen before Fencing"
 kc get node "$VICTIM" -o jsonpath='{.spec.taints[*].key}' | grep -qw node.kubernetes.io/out-of-service ||
   fail "$VICTIM has no out-of-service taint"
@@ -434,7 +445,7 @@ while read -r name uid node; do
   [[ "$node" == "$CUT" ]] && continue
   grep -q "^$name $uid " "$DIR/uids-after-cut" || fail "pod $name (uid $uid) on healthy node $node was deleted or replaced"
 done <"$DIR/uids-before-cut"
-[[ "$(phase "$CUT")" == Fenced ]] || fail "$CUT is not Fenced"
+[[ "$(phase "$CUT")" == fenced ]] || fail "$CUT is not Fenced"
 TTR2=$((T_RECOVERED2 - T_CUT))
 pass "cut $CUT: self-fence decision at +$(secs $((T_DECISION - T_CUT))) s, watchdog fired $(secs $((T_FIRED - T_DECISION))) s later (bound ${WATCHDOG_TIMEOUT}+${WATCHDOG_SLACK} s) and powered it off; old db-0 still there at +$(secs $((T_LAST_PRESENT - T_CUT))) s (after the fire), db-0 Running on $DB_NODE4 (uid $DB_UID4, same claim) $(secs "$TTR2") s after the cut; other pods kept their UIDs"
 
