@@ -18,7 +18,11 @@
 #   5. cut the replica's new node off (`realnode.sh cut down`): its agent
 #      decides to fence itself, its watchdog fires within the watchdog
 #      timeout of that decision and powers it off, and the leader deletes the
-#      replica only after that; heal, boot, unfenced again.
+#      replica only after that; heal, boot, unfenced again;
+#   6. cut the replica's node off (packets dropped) and freeze its agent
+#      (SIGSTOP) 2 s later: its watchdog, no longer fed, fires within its
+#      timeout of the freeze and powers the node off before the replica is
+#      force-deleted; heal, boot, unfenced again.
 # It prints the timings (node Ready, DaemonSet Ready, time to recovery, time
 # to unfence, the watchdog's delay) and exits 0 only if every check passed.
 #
@@ -460,16 +464,74 @@ T_UNFENCE2=$(($(now_ms) - T_BOOT2))
 wait_until 60 "$CUT's agent pod Ready again" agent_ready "$CUT"
 pass "$CUT healed and booted: unfenced $(secs "$T_UNFENCE2") s after boot, its agent Ready"
 
+# ------------------------------------------------------- 7. frozen agent --
+
+STEP="7: cut $DB_NODE4 off and freeze its agent; its watchdog must power it off"
+FROZEN="$DB_NODE4"
+[[ "$(leader_node)" != "$FROZEN" ]] || fail "db-0 is on the leader's node $FROZEN"
+wait_until 30 "$FROZEN's watchdog armed and fed" wd_armed_fed "$FROZEN"
+read -r DB_UID5 _ <<<"$(db_pod)"
+CID="$(sed -n 's/^CID=//p' "$DIR/realnode.env")"
+agent_pid() { # the host PID of the kube-fencer process in NODE's cgroup
+  local pid
+  for pid in $(pgrep -x kube-fencer); do
+    grep -q "kfnode-$CID-$1" "/proc/$pid/cgroup" 2>/dev/null && { echo "$pid"; return 0; }
+  done
+  return 1
+}
+APID="$(agent_pid "$FROZEN")" || fail "no kube-fencer process in $FROZEN's cgroup"
+T_CUT3=$(now_ms)
+"$RN" cut "$DIR" "$FROZEN" drop || fail "realnode.sh cut $FROZEN drop failed"
+sleep 2
+kill -STOP "$APID" || fail "cannot SIGSTOP $FROZEN's agent (pid $APID)"
+T_FREEZE=$(now_ms)
+log "$FROZEN cut off (packets dropped), its agent (pid $APID) frozen 2 s later"
+T_FIRED3="" T_LAST3="" T_RECOVERED3=""
+deadline=$((SECONDS + TTR_BOUND))
+while :; do
+  ((SECONDS < deadline)) || fail "db-0 not Running on another node within ${TTR_BOUND}s of the cut"
+  if [[ -z "$T_FIRED3" && "$(wd_field "$FROZEN" state)" == fired ]]; then
+    T_FIRED3="$(wd_field "$FROZEN" fired_unix_ms)"
+    log "$FROZEN's watchdog fired $(secs $((T_FIRED3 - T_FREEZE))) s after the freeze"
+  fi
+  read -r uid node ph ready del <<<"$(db_pod || true)"
+  [[ "${uid:-}" == "$DB_UID5" ]] && T_LAST3=$(now_ms)
+  if [[ -n "${uid:-}" && "$uid" != "$DB_UID5" && "$ph" == Running && "$ready" == true ]]; then
+    T_RECOVERED3=$(now_ms)
+    break
+  fi
+  sleep 0.5
+done
+[[ -n "$T_FIRED3" ]] || fail "$FROZEN's watchdog never fired although its agent was frozen"
+((T_FIRED3 >= T_FREEZE - 1000)) || fail "$FROZEN's watchdog fired before its agent was frozen"
+((T_FIRED3 <= T_FREEZE + (WATCHDOG_TIMEOUT + WATCHDOG_SLACK) * 1000)) ||
+  fail "$FROZEN's watchdog fired $(secs $((T_FIRED3 - T_FREEZE))) s after the freeze (more than ${WATCHDOG_TIMEOUT}+${WATCHDOG_SLACK} s)"
+[[ "$("$RN" status "$DIR" | awk -v n="$FROZEN" '$1 == n {print $2}')" == off ]] || fail "$FROZEN is not off after its watchdog fired"
+[[ -n "$T_LAST3" ]] || fail "the old db-0 was never seen after the cut"
+((T_LAST3 > T_FIRED3)) || fail "the old db-0 was gone before $FROZEN's watchdog fired"
+TTR3=$((T_RECOVERED3 - T_CUT3))
+pass "froze $FROZEN's agent on a cut-off node: its watchdog fired $(secs $((T_FIRED3 - T_FREEZE))) s after the freeze (bound ${WATCHDOG_TIMEOUT}+${WATCHDOG_SLACK} s) and powered it off; old db-0 still there at +$(secs $((T_LAST3 - T_CUT3))) s, db-0 Running elsewhere $(secs "$TTR3") s after the cut"
+
+STEP="7: heal and boot $FROZEN"
+"$RN" heal "$DIR" "$FROZEN" || fail "realnode.sh heal $FROZEN failed"
+wd_stop "$FROZEN"
+wd_start "$FROZEN"
+T_BOOT3=$(now_ms)
+"$RN" boot "$DIR" "$FROZEN" || fail "realnode.sh boot $FROZEN failed"
+wait_until "$UNFENCE_BOUND" "$FROZEN unfenced after its reboot" unfenced "$FROZEN"
+wait_until 60 "$FROZEN's agent pod Ready again" agent_ready "$FROZEN"
+pass "$FROZEN healed and booted: unfenced $(secs $(($(now_ms) - T_BOOT3))) s after boot, its agent Ready"
+
 # --------------------------------------------------------------- teardown --
 
 STEP="teardown"
 T_TOTAL=$(($(now_ms) - T_START))
 log "timings: node Ready rn-1 $(secs "${T_READY[rn-1]}") s, rn-2 $(secs "${T_READY[rn-2]}") s, rn-3 $(secs "${T_READY[rn-3]}") s; DaemonSet Ready $(secs "$T_DS") s;" \
   "power-off TTR $(secs "$TTR") s (Fencing +$(secs $((T_FENCING - T_OFF))) s, Fenced +$(secs $((T_FENCED - T_OFF))) s); unfence $(secs "$T_UNFENCE") s after boot;" \
-  "cut: decision +$(secs $((T_DECISION - T_CUT))) s, watchdog +$(secs $((T_FIRED - T_DECISION))) s after it, TTR $(secs "$TTR2") s, unfence $(secs "$T_UNFENCE2") s; total $(secs "$T_TOTAL") s"
+  "cut: decision +$(secs $((T_DECISION - T_CUT))) s, watchdog +$(secs $((T_FIRED - T_DECISION))) s after it, TTR $(secs "$TTR2") s, unfence $(secs "$T_UNFENCE2") s;" \
+  "frozen agent: watchdog +$(secs $((T_FIRED3 - T_FREEZE))) s after the freeze, TTR $(secs "$TTR3") s; total $(secs "$T_TOTAL") s"
 if ((KEEP)); then exit 0; fi
 trap - EXIT
-CID="$(sed -n 's/^CID=//p' "$DIR/realnode.env")"
 t=$(now_ms)
 "$RN" down "$DIR" >/dev/null 2>&1 || fail "realnode.sh down failed"
 for n in "${NODES[@]}"; do wd_stop "$n"; done
