@@ -220,6 +220,25 @@ wd_armed_fed() { # the device is armed and was fed within its timeout
   [[ "$st" == armed && "${feeds:-0}" -gt 1 && -n "$last" ]] || return 1
   (($(now_ms) - last < WATCHDOG_TIMEOUT * 1000))
 }
+agent_pid() { # the host PID of the kube-fencer process in NODE's cgroup
+  local pid
+  for pid in $(pgrep -x kube-fencer); do
+    grep -q "kfnode-$CID-$1" "/proc/$pid/cgroup" 2>/dev/null && { echo "$pid"; return 0; }
+  done
+  return 1
+}
+heal_and_boot() { # heal NODE's network, power it on with a fresh device, wait until it is unfenced (T_UNFENCED: ms after boot)
+  "$RN" heal "$DIR" "$1" || fail "realnode.sh heal $1 failed"
+  wd_stop "$1"
+  wd_start "$1"
+  local t
+  t=$(now_ms)
+  "$RN" boot "$DIR" "$1" || fail "realnode.sh boot $1 failed"
+  wait_until "$UNFENCE_BOUND" "$1 unfenced after its reboot" unfenced "$1"
+  T_UNFENCED=$(($(now_ms) - t))
+  wait_until 60 "$1's agent pod Ready again" agent_ready "$1"
+  pass "$1 healed and booted: unfenced $(secs "$T_UNFENCED") s after boot, its agent Ready"
+}
 log_time_ms() { # log_time_ms LINE: the CRI log line's timestamp in epoch ms
   date -d "${1%% *}" +%s%3N
 }
@@ -454,15 +473,8 @@ TTR2=$((T_RECOVERED2 - T_CUT))
 pass "cut $CUT: self-fence decision at +$(secs $((T_DECISION - T_CUT))) s, watchdog fired $(secs $((T_FIRED - T_DECISION))) s later (bound ${WATCHDOG_TIMEOUT}+${WATCHDOG_SLACK} s) and powered it off; old db-0 still there at +$(secs $((T_LAST_PRESENT - T_CUT))) s (after the fire), db-0 Running on $DB_NODE4 (uid $DB_UID4, same claim) $(secs "$TTR2") s after the cut; other pods kept their UIDs"
 
 STEP="6: heal and boot $CUT"
-"$RN" heal "$DIR" "$CUT" || fail "realnode.sh heal $CUT failed"
-wd_stop "$CUT"
-wd_start "$CUT"
-T_BOOT2=$(now_ms)
-"$RN" boot "$DIR" "$CUT" || fail "realnode.sh boot $CUT failed"
-wait_until "$UNFENCE_BOUND" "$CUT unfenced after its reboot" unfenced "$CUT"
-T_UNFENCE2=$(($(now_ms) - T_BOOT2))
-wait_until 60 "$CUT's agent pod Ready again" agent_ready "$CUT"
-pass "$CUT healed and booted: unfenced $(secs "$T_UNFENCE2") s after boot, its agent Ready"
+heal_and_boot "$CUT"
+T_UNFENCE2=$T_UNFENCED
 
 # ------------------------------------------------------- 7. frozen agent --
 
@@ -472,13 +484,6 @@ FROZEN="$DB_NODE4"
 wait_until 30 "$FROZEN's watchdog armed and fed" wd_armed_fed "$FROZEN"
 read -r DB_UID5 _ <<<"$(db_pod)"
 CID="$(sed -n 's/^CID=//p' "$DIR/realnode.env")"
-agent_pid() { # the host PID of the kube-fencer process in NODE's cgroup
-  local pid
-  for pid in $(pgrep -x kube-fencer); do
-    grep -q "kfnode-$CID-$1" "/proc/$pid/cgroup" 2>/dev/null && { echo "$pid"; return 0; }
-  done
-  return 1
-}
 APID="$(agent_pid "$FROZEN")" || fail "no kube-fencer process in $FROZEN's cgroup"
 T_CUT3=$(now_ms)
 "$RN" cut "$DIR" "$FROZEN" drop || fail "realnode.sh cut $FROZEN drop failed"
@@ -513,14 +518,7 @@ TTR3=$((T_RECOVERED3 - T_CUT3))
 pass "froze $FROZEN's agent on a cut-off node: its watchdog fired $(secs $((T_FIRED3 - T_FREEZE))) s after the freeze (bound ${WATCHDOG_TIMEOUT}+${WATCHDOG_SLACK} s) and powered it off; old db-0 still there at +$(secs $((T_LAST3 - T_CUT3))) s, db-0 Running elsewhere $(secs "$TTR3") s after the cut"
 
 STEP="7: heal and boot $FROZEN"
-"$RN" heal "$DIR" "$FROZEN" || fail "realnode.sh heal $FROZEN failed"
-wd_stop "$FROZEN"
-wd_start "$FROZEN"
-T_BOOT3=$(now_ms)
-"$RN" boot "$DIR" "$FROZEN" || fail "realnode.sh boot $FROZEN failed"
-wait_until "$UNFENCE_BOUND" "$FROZEN unfenced after its reboot" unfenced "$FROZEN"
-wait_until 60 "$FROZEN's agent pod Ready again" agent_ready "$FROZEN"
-pass "$FROZEN healed and booted: unfenced $(secs $(($(now_ms) - T_BOOT3))) s after boot, its agent Ready"
+heal_and_boot "$FROZEN"
 
 # --------------------------------------------------------------- teardown --
 
