@@ -467,6 +467,11 @@ pub struct AgentConfig {
     pub state_dir: std::path::PathBuf,
     /// `--peers`.
     pub static_peers: Vec<String>,
+    /// `--unreachable-after` as the agent uses it: once its own kubelet's
+    /// Lease has gone unrenewed this long, the leader is fencing the node,
+    /// and one failed API check with silent peers is isolation (rule 5b of
+    /// [`crate::decide::selffence`]).
+    pub kubelet_stale_after: Duration,
 }
 
 impl Config {
@@ -681,6 +686,7 @@ impl Args {
                 .filter(|p| !p.is_empty())
                 .map(String::from)
                 .collect(),
+            kubelet_stale_after: unreachable_after,
         };
         let settings = Settings {
             self_node: node,

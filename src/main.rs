@@ -228,6 +228,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
 
     let (own_record_tx, own_record) =
         tokio::sync::watch::channel(kube_fencer::decide::RecordState::Absent);
+    let (kubelet_lease_tx, kubelet_lease) = tokio::sync::watch::channel(None);
     let peer_server = match (config.agent.peer_listen, &key) {
         (Some(addr), Some(key)) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -264,6 +265,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
             key: key.clone(),
             metrics: metrics.clone(),
             own_record,
+            kubelet_lease,
             health: health.clone(),
             watchdog,
             population: Population {
@@ -281,6 +283,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
         health,
         events,
         own_record: own_record_tx,
+        kubelet_lease: kubelet_lease_tx,
         peer_key: key,
     };
     let agent = tokio::spawn(agent.run(shutdown_rx));

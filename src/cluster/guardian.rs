@@ -150,6 +150,15 @@ fn needs_saving(saved: Option<&selfcheck::Previous>, now: &selfcheck::Previous) 
     }
 }
 
+/// How long ago the own kubelet renewed its Lease, by this node's wall
+/// clock (the kubelet's own): zero for a renewTime in the future.
+fn lease_age(renewed: Option<std::time::SystemTime>) -> Option<Input> {
+    let age = std::time::SystemTime::now()
+        .duration_since(renewed?)
+        .unwrap_or_default();
+    Some(Input::KubeletLease { age })
+}
+
 /// The metric label of a verdict.
 fn label(v: &Verdict) -> &'static str {
     match v {
@@ -170,6 +179,7 @@ pub fn check_settings(cfg: &AgentConfig) -> CheckSettings {
         action: cfg.self_fence.action(),
         watchdog_timeout: cfg.watchdog_timeout,
         static_peers: !cfg.static_peers.is_empty(),
+        kubelet_stale_after: Some(cfg.kubelet_stale_after),
     }
 }
 
@@ -184,6 +194,9 @@ pub struct Guardian {
     /// The record on the own Node, from the own-Node watch
     /// ([`super::own_node::watch_own_node`]).
     pub own_record: watch::Receiver<RecordState>,
+    /// The own kubelet's Lease renewTime, from the own-Lease watch
+    /// ([`super::own_node::watch_own_lease`]).
+    pub kubelet_lease: watch::Receiver<Option<std::time::SystemTime>>,
     /// The clock of genuine API contact (shared with the watches, the
     /// election and the peer endpoint).
     pub health: Health,
@@ -204,6 +217,7 @@ impl Guardian {
             boot_id: boot_id.unwrap_or_default().to_string(),
             peer_address,
             self_fence_unavailable: self.cfg.self_fence_unavailable.clone(),
+            kubelet_stale_after: Some(self.cfg.kubelet_stale_after),
         }
     }
 
@@ -518,6 +532,7 @@ impl Guardian {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut contact = self.health.subscribe_api_contact();
         let mut own_record = self.own_record.clone();
+        let mut kubelet_lease = self.kubelet_lease.clone();
         let mut failures = 0;
         let mut peers_known = None;
         let mut persist_failed = false;
@@ -527,6 +542,7 @@ impl Guardian {
         if contact.borrow_and_update().is_some() {
             pending.push(Input::ApiResponse);
         }
+        pending.extend(lease_age(*kubelet_lease.borrow_and_update()));
         // `--peers` needs no API: known from the start, so that an agent
         // (re)started during a control-plane outage can hear from its peers
         // that it is one (else it knows none and takes it for isolation).
@@ -615,6 +631,9 @@ impl Guardian {
                 }
                 Ok(()) = own_record.changed() => {
                     pending.push(Input::OwnRecord(own_record.borrow_and_update().clone()));
+                }
+                Ok(()) = kubelet_lease.changed() => {
+                    pending.extend(lease_age(*kubelet_lease.borrow_and_update()));
                 }
             }
         }
@@ -743,6 +762,7 @@ mod tests {
             key: None,
             metrics: Metrics::new(),
             own_record: watch::channel(RecordState::Absent).1,
+            kubelet_lease: watch::channel(None).1,
             health: Health::new(Duration::from_secs(30)),
             watchdog,
             population: Population {
@@ -899,9 +919,10 @@ mod tests {
         let kept = kept.expect("the self-check persisted for a restarted agent");
         assert!(kept.self_fence_decided, "{kept:?}");
         assert_eq!(kept.last_contact, None, "no API contact ever: {kept:?}");
+        // No renewal of its kubelet's Lease seen either: rule 5b, one
+        // failed check and one silent round of peers.
         assert!(
-            rendered.contains("kube_fencer_api_check_failures 2")
-                || rendered.contains("kube_fencer_api_check_failures 3"),
+            rendered.contains("kube_fencer_api_check_failures 1"),
             "{rendered}"
         );
     }

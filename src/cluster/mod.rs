@@ -46,6 +46,8 @@ pub struct Agent {
     /// Where the own-Node watch sends the node's record (the guardian's
     /// self-check holds the other end).
     pub own_record: watch::Sender<RecordState>,
+    /// Where the own-Lease watch sends the kubelet's last renewTime.
+    pub kubelet_lease: watch::Sender<Option<std::time::SystemTime>>,
     pub peer_key: Option<peer_auth::PeerKey>,
 }
 
@@ -59,8 +61,17 @@ impl Agent {
             health,
             events,
             own_record,
+            kubelet_lease,
             peer_key,
         } = self;
+        let own_lease = tokio::spawn(own_node::watch_own_lease(
+            client.clone(),
+            config.node_name().to_string(),
+            kubelet_lease,
+            health.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
         let own_node = tokio::spawn(own_node::watch_own_node(
             client.clone(),
             config.node_name().to_string(),
@@ -99,6 +110,8 @@ impl Agent {
         });
         election.run(leader_task, shutdown).await;
         own_node.abort();
+        own_lease.abort();
         let _ = own_node.await;
+        let _ = own_lease.await;
     }
 }

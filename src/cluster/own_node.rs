@@ -3,8 +3,16 @@
 //! fenced: the watch logs it loudly and hands the record to the guardian's
 //! self-check on a `tokio::sync::watch` channel; the self-check fences the
 //! node itself if the record concerns this boot.
+//!
+//! It also watches its own kubelet's Lease (`kube-node-lease/<node>`, one
+//! object, one event per renewal): the self-check takes a cut-off node
+//! for isolated sooner once that Lease has gone unrenewed for
+//! `--unreachable-after` (rule 5b of [`crate::decide::selffence`]).
 
 use futures::StreamExt;
+use std::time::SystemTime;
+
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::Api;
@@ -103,6 +111,58 @@ pub async fn watch_own_node(
             log_record_change(&node, &observed);
             record.send_replace(observed.clone());
             last = observed;
+        }
+    }
+}
+
+/// Watch the own kubelet's Lease until `shutdown`, sending its `renewTime`
+/// (`None` while the Lease or its renewTime is missing) on `renewed`.
+pub async fn watch_own_lease(
+    client: Client,
+    node: String,
+    renewed: watch::Sender<Option<SystemTime>>,
+    health: Health,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let api: Api<Lease> = Api::namespaced(client, super::reconcile::NODE_LEASE_NAMESPACE);
+    let mut stream = watcher::watcher(
+        api,
+        watcher::Config::default().fields(&format!("metadata.name={node}")),
+    )
+    .default_backoff()
+    .boxed();
+    let renew_time = |l: &Lease| {
+        l.spec
+            .as_ref()
+            .and_then(|s| s.renew_time.as_ref())
+            .map(|t| SystemTime::from(t.0))
+    };
+    loop {
+        let item = tokio::select! {
+            _ = shutdown.changed() => return,
+            item = stream.next() => item,
+        };
+        match item {
+            None => return,
+            Some(Err(e)) => {
+                metrics.watch_error("own_lease");
+                tracing::warn!(error = %e, "own kubelet Lease watch failed; retrying");
+            }
+            Some(Ok(event)) => {
+                if crate::ops::health::is_api_contact(&event) {
+                    health.api_ok();
+                }
+                match event {
+                    Event::InitApply(l) | Event::Apply(l) => {
+                        renewed.send_replace(renew_time(&l));
+                    }
+                    Event::Delete(_) => {
+                        renewed.send_replace(None);
+                    }
+                    Event::Init | Event::InitDone => {}
+                }
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 //! fenced, see [`super::unfence`]).
 //!
 //! The value is JSON, for example
-//! `{"selfFence":"watchdog","watchdogTimeout":"60s","apiCheckInterval":"5s","apiCheckTimeout":"5s","apiFailureThreshold":3,"peerSilenceTimeout":"30s","bootId":"6f1c…"}`.
+//! `{"selfFence":"watchdog","watchdogTimeout":"60s","apiCheckInterval":"5s","apiCheckTimeout":"5s","apiFailureThreshold":3,"peerSilenceTimeout":"30s","bootId":"6f1c…","kubeletStaleAfter":"20s"}`.
 //! Durations are humantime strings; unknown fields are ignored; anything
 //! else unreadable makes the advertisement [`AdvertState::Malformed`], which
 //! the leader treats exactly like no advertisement: not self-fence capable.
@@ -65,6 +65,12 @@ pub struct AgentAdvert {
     /// Why this agent cannot fence its node although it was asked to
     /// (`--self-fence=auto` on a node without a usable watchdog).
     pub self_fence_unavailable: Option<String>,
+    /// Once its own kubelet's Lease has gone unrenewed for this long, the
+    /// agent takes a single failed API check with silent peers for isolation
+    /// (the leader is fencing the node by then): see
+    /// [`super::selffence`]. `None` from agents that predate it (the leader
+    /// then counts on the full `apiFailureThreshold` and `peerSilenceTimeout`).
+    pub kubelet_stale_after: Option<Duration>,
 }
 
 impl AgentAdvert {
@@ -137,6 +143,8 @@ struct Wire {
     peer_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     self_fence_unavailable: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kubelet_stale_after: Option<String>,
 }
 
 /// Parse the annotation value. Never panics.
@@ -160,6 +168,11 @@ pub fn parse(value: &str) -> AdvertState {
             boot_id: wire.boot_id.clone(),
             peer_address: wire.peer_address.clone(),
             self_fence_unavailable: wire.self_fence_unavailable.clone(),
+            kubelet_stale_after: wire
+                .kubelet_stale_after
+                .as_deref()
+                .map(|t| d("kubeletStaleAfter", t))
+                .transpose()?,
         })
     })();
     match parsed {
@@ -184,6 +197,7 @@ pub fn render(a: &AgentAdvert) -> String {
         boot_id: a.boot_id.clone(),
         peer_address: a.peer_address.clone(),
         self_fence_unavailable: a.self_fence_unavailable.clone(),
+        kubelet_stale_after: a.kubelet_stale_after.map(f),
     };
     serde_json::to_string(&wire).unwrap_or_default()
 }
@@ -204,6 +218,7 @@ mod tests {
             boot_id: "6f1c2d3e-0000-4000-8000-000000000001".into(),
             peer_address: None,
             self_fence_unavailable: None,
+            kubelet_stale_after: Some(Duration::from_secs(20)),
         }
     }
 
@@ -227,7 +242,23 @@ mod tests {
     fn renders_the_documented_format() {
         assert_eq!(
             render(&sample()),
-            r#"{"selfFence":"watchdog","watchdogTimeout":"1m","apiCheckInterval":"5s","apiCheckTimeout":"5s","apiFailureThreshold":3,"peerSilenceTimeout":"30s","bootId":"6f1c2d3e-0000-4000-8000-000000000001"}"#
+            r#"{"selfFence":"watchdog","watchdogTimeout":"1m","apiCheckInterval":"5s","apiCheckTimeout":"5s","apiFailureThreshold":3,"peerSilenceTimeout":"30s","bootId":"6f1c2d3e-0000-4000-8000-000000000001","kubeletStaleAfter":"20s"}"#
+        );
+    }
+
+    #[test]
+    fn an_advertisement_without_kubelet_stale_after_is_an_older_agent() {
+        // Agents that predate the field: valid, and the leader counts on
+        // their full failure threshold and silence timeout.
+        let mut a = sample();
+        a.kubelet_stale_after = None;
+        let text = render(&a);
+        assert!(!text.contains("kubeletStaleAfter"), "{text}");
+        assert_eq!(parse(&text), AdvertState::Valid(a));
+        let bad = render(&sample()).replace("\"20s\"", "\"soon\"");
+        assert!(
+            matches!(parse(&bad), AdvertState::Malformed(ref e) if e.contains("kubeletStaleAfter")),
+            "{bad}"
         );
     }
 

@@ -7,13 +7,15 @@
 //!         + max(isolated, reported, hung)     (the agent's verdict, at the latest)
 //!         + watchdog timeout + margin
 //! contact  = max(heartbeat interval, (fencing recorded - last heartbeat) + RECORD_DELIVERY)
-//! isolated = contact + i + (j-1)·p + t + a
+//! isolated = min(contact + i + (j-1)·p + t + a,
+//!               max(contact + i, x + p) + t + a)   (the second only with x)
 //! reported = (fencing recorded - last heartbeat) + p + t + a
 //! hung     = contact + i + longest connected check + permit grace
 //! i = api-check-interval, k = api-failure-threshold, t = api-check-timeout,
 //! a = t + PEER_ANSWER_SLACK (how long the agent waits for a peer),
 //! p = max(i, t + a)       (spacing of checks once they fail),
 //! j = max(k, 1 + ceil((peer-silence-timeout - a) / p))
+//! x = kubeletStaleAfter (the agent's --unreachable-after), when advertised
 //! ```
 //!
 //! Why each term — the agent's side is [`crate::cluster::guardian`]:
@@ -32,7 +34,18 @@
 //!   after each probe (each waits at most `a`).
 //! - **isolated** (rule 5): its `j`-th failed probe is the first that is both
 //!   the `k`-th (`--api-failure-threshold`) and ends `--peer-silence-timeout`
-//!   after the first failure with no majority of peers heard.
+//!   after the first failure with no majority of peers heard. Or sooner, by
+//!   rule 5b: the first check that starts when the agent's own kubelet Lease
+//!   has gone unrenewed for `x` ends the verdict with a single failed probe
+//!   and one round of asking. Checks start every `p` at most from `i` after
+//!   the contact, so the first one to start later than `x` after the
+//!   heartbeat starts by `max(contact + i, x + p)`. This holds because the
+//!   renewal the agent last saw is no later than the one the leader last
+//!   saw: the agent saw it through the API (a committed renewal, its
+//!   renewTime by the node's clock no later than its commit), and the leader
+//!   reads the Lease with a quorum GET (it found no renewal since) before it
+//!   marks the node fenced. (When the kubelet renewed after all, the leader
+//!   sees it and the safe time moves on with its heartbeat.)
 //! - **reported** (rule 3): if the node still reaches its peers, it learns
 //!   from them that the cluster records it as Fencing at the first failed
 //!   check after the leader wrote that record (at least `--unreachable-after`
@@ -186,6 +199,17 @@ pub fn safe_time(
         .heartbeat_interval
         .max(recorded.saturating_add(RECORD_DELIVERY));
     let isolated = contact.saturating_add(probe(j));
+    // Rule 5b: the first check started after x ends by then.
+    let isolated = match advert.kubelet_stale_after {
+        Some(x) => isolated.min(
+            contact
+                .saturating_add(i)
+                .max(x.saturating_add(p))
+                .saturating_add(t)
+                .saturating_add(a),
+        ),
+        None => isolated,
+    };
     let reported = recorded
         .saturating_add(p)
         .saturating_add(t)
@@ -195,7 +219,11 @@ pub fn safe_time(
         .saturating_add(longest_check(t))
         .saturating_add(super::selfcheck::PERMIT_GRACE);
     let verdict = isolated.max(reported).max(hung);
-    let detect = i.saturating_add(p.saturating_mul(k - 1)).saturating_add(t);
+    // The k-th failed probe (rule 5b may conclude before it).
+    let detect = i
+        .saturating_add(p.saturating_mul(k - 1))
+        .saturating_add(t)
+        .min(verdict.saturating_sub(leader.heartbeat_interval));
     let mut st = SafeTime {
         at: last_heartbeat,
         heartbeat: leader.heartbeat_interval,
@@ -228,6 +256,7 @@ mod tests {
             boot_id: "b".into(),
             peer_address: None,
             self_fence_unavailable: None,
+            kubelet_stale_after: None,
         }
     }
 
@@ -271,6 +300,41 @@ mod tests {
                 && text.contains("margin 5s"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_stale_kubelet_shortens_the_verdict_of_an_isolated_agent() {
+        // The defaults, from an agent that advertises kubeletStaleAfter 20s:
+        // isolated = min(41, max(21 + 5, 20 + 5) + 2 + 3) = 31; reported 30;
+        // hung = 21 + 5 + 5 + 2 = 33 is the latest now.
+        let t = Instant::now();
+        let mut a = advert();
+        a.kubelet_stale_after = Some(S(20));
+        let st = at_once(&a, t, &leader(20, 5));
+        assert_eq!(st.total(), S(48));
+        assert_eq!(st.heartbeat + st.detect + st.consult, S(33));
+        assert_eq!(st.detect, S(17));
+        // Without the field (an older agent): the whole threshold, 56 s.
+        assert_eq!(at_once(&advert(), t, &leader(20, 5)).total(), S(56));
+        // A threshold past the contact counts from the heartbeat: x = 40
+        // gives max(26, 45) + 5 = 50, later than rule 5's 41, which stays.
+        a.kubelet_stale_after = Some(S(40));
+        assert_eq!(at_once(&a, t, &leader(20, 5)).total(), S(56));
+        // x = 30: max(26, 35) + 5 = 40 < 41.
+        a.kubelet_stale_after = Some(S(30));
+        assert_eq!(at_once(&a, t, &leader(20, 5)).total(), S(55));
+        // A Fencing record the storm guard held back: the contact moves on,
+        // rule 5b stays one check after it (101 + 5 + 5 = 111, not 121);
+        // the hung loop's 101 + 5 + 5 + 2 = 113 is the latest.
+        a.kubelet_stale_after = Some(S(20));
+        let late = at_once(&a, t, &leader(100, 0));
+        assert_eq!(late.heartbeat + late.detect + late.consult, S(113));
+        // A long failure threshold: the verdict may come before the k-th
+        // probe, and the terms still add up.
+        a.api_failure_threshold = 10;
+        let st = at_once(&a, t, &leader(20, 5));
+        assert_eq!(st.total(), S(48));
+        assert_eq!(st.heartbeat + st.detect + st.consult, S(33));
     }
 
     #[test]

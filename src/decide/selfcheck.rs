@@ -97,6 +97,10 @@ pub struct CheckSettings {
     /// `--static-peers` given: the peer list is not read from the API (a
     /// [`Input::Peers`] is then no API contact).
     pub static_peers: bool,
+    /// Rule 5b of [`super::selffence`]: once the own kubelet's Lease has gone
+    /// unrenewed this long (`--unreachable-after`), one failed check with
+    /// silent peers is isolation. `None`: never (rules 2 and 5 only).
+    pub kubelet_stale_after: Option<Duration>,
 }
 
 impl CheckSettings {
@@ -169,6 +173,13 @@ pub enum Input {
     /// Result of [`Command::SelfFence`]: whether the action was carried out.
     SelfFenceDone {
         ok: bool,
+    },
+    /// The own kubelet's Lease, as the own-Lease watch delivered it: its
+    /// `renewTime` was `age` ago by the node's wall clock (the kubelet's
+    /// clock too; zero when it lies in the future). Not contact by itself:
+    /// the watch item that carried it is.
+    KubeletLease {
+        age: Duration,
     },
 }
 
@@ -266,6 +277,8 @@ pub struct SelfCheck {
     advertising: Option<(String, Instant, Instant)>,
     /// A peer refresh in flight, until when.
     refreshing: Option<Instant>,
+    /// The own kubelet's last Lease renewal seen (`None`: none seen).
+    kubelet_renewed: Option<Instant>,
 }
 
 impl SelfCheck {
@@ -304,6 +317,7 @@ impl SelfCheck {
             contacted: false,
             advertising: None,
             refreshing: None,
+            kubelet_renewed: None,
         };
         if let Some(p) = previous.filter(|p| p.boot_id == check.boot_id) {
             check.resume(now, p);
@@ -481,6 +495,14 @@ impl SelfCheck {
             Input::SelfFenceDone { ok } => {
                 if matches!(self.step, Step::Fence { .. }) {
                     self.fence_done(now, ok, &mut out);
+                }
+            }
+            Input::KubeletLease { age } => {
+                // A renewal older than this clock can express is no news.
+                if let Some(at) = now.checked_sub(age)
+                    && self.kubelet_renewed.is_none_or(|t| t < at)
+                {
+                    self.kubelet_renewed = Some(at);
                 }
             }
         }
@@ -662,6 +684,7 @@ impl SelfCheck {
                 .unreachable_since
                 .map(|t| now.saturating_duration_since(t))
                 .unwrap_or_default(),
+            kubelet_stale: self.kubelet_stale(now),
         };
         let verdict = selffence::decide(&input, &self.s.selffence());
         let changed = self
@@ -686,6 +709,19 @@ impl SelfCheck {
             }
         }
         self.finish(now, out);
+    }
+
+    /// Rule 5b's condition: the own kubelet's Lease unrenewed for longer
+    /// than `kubelet_stale_after`, or no renewal seen at all.
+    fn kubelet_stale(&self, now: Instant) -> Option<selffence::KubeletStale> {
+        let after = self.s.kubelet_stale_after?;
+        match self.kubelet_renewed {
+            None => Some(selffence::KubeletStale::NeverSeen),
+            Some(t) => {
+                let d = now.saturating_duration_since(t);
+                (d > after).then_some(selffence::KubeletStale::For(d))
+            }
+        }
     }
 
     fn fence_done(&mut self, now: Instant, ok: bool, out: &mut Vec<Command>) {
@@ -743,6 +779,7 @@ mod tests {
             action: SelfFenceAction::Watchdog,
             watchdog_timeout: S(10),
             static_peers: false,
+            kubelet_stale_after: None,
         }
     }
 
@@ -881,6 +918,127 @@ mod tests {
         assert!(c.previous().self_fence_decided);
         c.handle(mono(30), Input::SelfFenceDone { ok: true });
         assert!(c.fenced());
+    }
+
+    /// Run a cut-off agent (nothing answers after the contact at 5) until
+    /// it fences or 60 s pass; when it fenced, with which verdict.
+    fn run_cut_off(mut c: SelfCheck) -> (Option<Instant>, Verdict) {
+        let mut t = c.next_wake();
+        let mut fenced_at = None;
+        while t < mono(60) && fenced_at.is_none() {
+            if fences(&c.tick(t)) {
+                fenced_at = Some(t);
+            }
+            t = c.next_wake();
+        }
+        (fenced_at, c.verdict().clone())
+    }
+
+    /// A connected agent with rule 5b on (`--unreachable-after` 20 s).
+    fn connected_5b(n: usize) -> SelfCheck {
+        let mut c = connected(n);
+        c.s.kubelet_stale_after = Some(S(20));
+        c
+    }
+
+    #[test]
+    fn a_stale_kubelet_fences_after_one_failed_check() {
+        // The kubelet renewed at -18 (by the Lease's renewTime, seen at 0):
+        // stale for more than 20 s from 2 on. The contact at 5 is the last;
+        // the first check fails at 10 + 2, nobody answers by 15: isolated
+        // then (rule 5b), not at 25 (rule 5).
+        let mut c = connected_5b(3);
+        c.handle(mono(0), Input::KubeletLease { age: S(18) });
+        let (at, v) = run_cut_off(c);
+        assert_eq!(at, Some(mono(15)));
+        assert!(
+            matches!(
+                v,
+                Verdict::SelfFence(Reason::IsolatedKubeletStale {
+                    answered: 0,
+                    known: 3,
+                    kubelet: selffence::KubeletStale::For(d)
+                }) if d == S(33)
+            ),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_kubelet_renewed_recently_leaves_the_full_schedule() {
+        // Renewed at 0 (seen at once): not stale before 20, so the checks
+        // ending at 15 and 20 follow rules 2 and 5; the one ending at 25 is
+        // isolated by either rule.
+        let mut c = connected_5b(3);
+        c.handle(mono(0), Input::KubeletLease { age: S(0) });
+        // A renewal seen late but older than the one known changes nothing.
+        c.handle(mono(4), Input::KubeletLease { age: S(30) });
+        let (at, _) = run_cut_off(c);
+        assert_eq!(at, Some(mono(25)));
+        // The same renewal with rule 5b off.
+        let mut c = connected(3);
+        c.handle(mono(0), Input::KubeletLease { age: S(0) });
+        assert_eq!(run_cut_off(c).0, Some(mono(25)));
+        // A renewal that stays fresh through the checks (seen at 4, made
+        // then), and the threshold well above the schedule: rule 5.
+        let mut c = connected_5b(3);
+        c.s.kubelet_stale_after = Some(S(100));
+        c.handle(mono(4), Input::KubeletLease { age: S(0) });
+        let (at, v) = run_cut_off(c);
+        assert_eq!(at, Some(mono(25)));
+        assert!(
+            matches!(v, Verdict::SelfFence(Reason::Isolated { .. })),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn no_renewal_seen_counts_as_stale() {
+        let (at, v) = run_cut_off(connected_5b(3));
+        assert_eq!(at, Some(mono(15)));
+        assert!(
+            matches!(
+                v,
+                Verdict::SelfFence(Reason::IsolatedKubeletStale {
+                    kubelet: selffence::KubeletStale::NeverSeen,
+                    ..
+                })
+            ),
+            "{v:?}"
+        );
+        // A renewal older than the clock can express is no renewal either.
+        let mut c = connected_5b(3);
+        c.handle(mono(0), Input::KubeletLease { age: Duration::MAX });
+        assert_eq!(run_cut_off(c).0, Some(mono(15)));
+    }
+
+    #[test]
+    fn a_stale_kubelet_in_an_outage_does_not_fence() {
+        // Every peer answers that it cannot reach the API either: rule 4
+        // comes before rule 5b, however stale the kubelet.
+        let mut c = connected_5b(3);
+        let mut t = c.next_wake();
+        while t < mono(200) {
+            let out = c.tick(t);
+            assert!(!fences(&out), "{out:?}");
+            for peer in asked(&out).unwrap_or_default() {
+                let reply = PeerReply {
+                    api_reachable: false,
+                    phase: None,
+                    boot_id: None,
+                };
+                let o = c.handle(
+                    t + S(1),
+                    Input::PeerReply {
+                        peer,
+                        reply: Some(reply),
+                    },
+                );
+                assert!(!fences(&o), "{o:?}");
+            }
+            t = c.next_wake();
+        }
+        assert!(matches!(c.verdict(), Verdict::ControlPlaneOutage { .. }));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | 3 | API lost (from the first failed check on); a peer that reaches the API says my Node is Fencing/Fenced | **self-fence** |
 //! | 4 | API lost; a majority of all my peers answered and most of them cannot reach the API either | control-plane outage: **do not** self-fence |
 //! | 5 | API lost; no majority of my peers answered for `--peer-silence-timeout` | isolated: **self-fence** |
+//! | 5b | my own kubelet's Lease unrenewed for `--unreachable-after` (or never seen); one API check failed; no majority of the peers asked after it answered | isolated: **self-fence** |
 //! | 6 | API lost; peers answer, reach the API and report me healthy (or too few answered, not yet for the timeout) | keep checking |
 //!
 //! Rule 4 counts answers against *all* peers asked, not only those that
@@ -16,7 +17,19 @@
 //! outage". Such a group is a minority, hears from fewer than half of the
 //! peers it asks, and falls under rule 5. The silence of rule 5 is counted
 //! from the first failed check, while the failures add up to the threshold.
+//!
+//! Rule 5b is rule 5 without the wait, for a node the leader is fencing by
+//! now: once its own kubelet has not renewed its Lease for
+//! `--unreachable-after` (the leader's threshold for a Fencing record), a
+//! blip that the threshold and the silence timeout would forgive is no blip
+//! any more. It needs one failed check and one round of asking, so the
+//! leader's safe time ([`super::safetime`]) counts on it instead of on the
+//! whole threshold. It changes nothing in an outage of the control plane
+//! alone (rule 4 still comes first: the peers answer that they cannot reach
+//! the API either), and "never seen" counts as stale: an agent that does not
+//! know may only fence sooner, never later.
 
+use std::fmt;
 use std::time::Duration;
 
 use super::Phase;
@@ -54,6 +67,33 @@ pub struct SelfFenceInput<'a> {
     /// Time since the first failed API check of the current run of
     /// failures (the agent asks peers from then on).
     pub unreachable_for: Duration,
+    /// `Some` once the own kubelet's Lease has gone unrenewed for
+    /// `--unreachable-after` (rule 5b).
+    pub kubelet_stale: Option<KubeletStale>,
+}
+
+/// How stale the own kubelet's Lease is, past the threshold of rule 5b.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KubeletStale {
+    /// Last renewal this long ago.
+    For(Duration),
+    /// No renewal seen since the agent started.
+    NeverSeen,
+}
+
+impl fmt::Display for KubeletStale {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KubeletStale::For(d) => write!(
+                f,
+                "my kubelet's Lease has not been renewed for {}",
+                humantime::format_duration(Duration::from_secs(d.as_secs()))
+            ),
+            KubeletStale::NeverSeen => {
+                write!(f, "I have seen no renewal of my kubelet's Lease")
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +123,12 @@ pub enum Reason {
         answered: usize,
         known: usize,
         silent_for: Duration,
+    },
+    /// Rule 5b.
+    IsolatedKubeletStale {
+        answered: usize,
+        known: usize,
+        kubelet: KubeletStale,
     },
 }
 
@@ -117,6 +163,13 @@ impl Verdict {
             }) => format!(
                 "API unreachable and only {answered} of {known} peers answered for {}: this node is isolated",
                 humantime::format_duration(Duration::from_secs(silent_for.as_secs()))
+            ),
+            Verdict::SelfFence(Reason::IsolatedKubeletStale {
+                answered,
+                known,
+                kubelet,
+            }) => format!(
+                "API unreachable, {kubelet} (the cluster is fencing this node), and only {answered} of {known} peers answered: this node is isolated"
             ),
         }
     }
@@ -158,8 +211,13 @@ pub fn decide(input: &SelfFenceInput<'_>, s: &SelfFenceSettings) -> Verdict {
     {
         return Verdict::SelfFence(Reason::PeersReportFencing(phase));
     }
-    // Rule 2.
-    if input.api_failures < s.api_failure_threshold.max(1) {
+    // Rule 2 (rule 5b needs a single failed check).
+    let threshold = if input.kubelet_stale.is_some() {
+        1
+    } else {
+        s.api_failure_threshold.max(1)
+    };
+    if input.api_failures < threshold {
         return Verdict::Healthy;
     }
     let answered = input.answers.len();
@@ -179,6 +237,15 @@ pub fn decide(input: &SelfFenceInput<'_>, s: &SelfFenceSettings) -> Verdict {
             answered,
             known,
             silent_for: input.unreachable_for,
+        });
+    }
+    // Rule 5b: the leader is fencing this node, and one round of asking
+    // found no majority.
+    if !majority_answered && let Some(kubelet) = input.kubelet_stale {
+        return Verdict::SelfFence(Reason::IsolatedKubeletStale {
+            answered,
+            known,
+            kubelet,
         });
     }
     // Rule 6.
@@ -216,7 +283,57 @@ mod tests {
             known_peers: known,
             answers,
             unreachable_for: Duration::from_secs(secs),
+            kubelet_stale: None,
         }
+    }
+
+    fn stale(mut i: SelfFenceInput<'_>, kubelet: KubeletStale) -> SelfFenceInput<'_> {
+        i.kubelet_stale = Some(kubelet);
+        i
+    }
+
+    #[test]
+    fn rule5b_a_stale_kubelet_needs_one_failed_check_and_one_round() {
+        let k = KubeletStale::For(Duration::from_secs(21));
+        // One failed check, nobody answered: isolated at once.
+        let v = decide(&stale(input(1, &[], 4, 0), k), &S);
+        assert_eq!(
+            v,
+            Verdict::SelfFence(Reason::IsolatedKubeletStale {
+                answered: 0,
+                known: 4,
+                kubelet: k
+            })
+        );
+        assert!(
+            v.describe().contains("not been renewed for 21s"),
+            "{}",
+            v.describe()
+        );
+        assert!(
+            decide(&stale(input(1, &[], 4, 0), KubeletStale::NeverSeen), &S)
+                .describe()
+                .contains("no renewal")
+        );
+        // The same without the stale kubelet: below the threshold, healthy.
+        assert_eq!(decide(&input(1, &[], 4, 0), &S), Verdict::Healthy);
+        // No failed check: nothing to decide.
+        assert_eq!(decide(&stale(input(0, &[], 4, 0), k), &S), Verdict::Healthy);
+        // A minority answered (a group cut off together): isolated.
+        let answers = [down()];
+        assert!(decide(&stale(input(1, &answers, 4, 0), k), &S).self_fence());
+        // Most peers reach the API and see me healthy: keep checking.
+        let answers = [up(None), up(None), up(None)];
+        assert!(matches!(
+            decide(&stale(input(1, &answers, 4, 0), k), &S),
+            Verdict::Consulting { .. }
+        ));
+        // An outage of the control plane: rule 4 first, however stale.
+        let answers = [down(), down(), down()];
+        assert!(matches!(
+            decide(&stale(input(1, &answers, 4, 0), k), &S),
+            Verdict::ControlPlaneOutage { .. }
+        ));
     }
 
     #[test]
@@ -409,10 +526,17 @@ mod tests {
         /// With every answering peer unable to reach the API and a majority
         /// answering, no self-fence, however long it lasts.
         #[test]
-        fn outage_never_fences(n in 1usize..10, missing in 0usize..10, secs in 0u64..100_000) {
+        fn outage_never_fences(
+            n in 1usize..10,
+            missing in 0usize..10,
+            secs in 0u64..100_000,
+            failures in 1u32..10,
+            kubelet in proptest::option::of(0u64..1000),
+        ) {
             let answers = vec![down(); n];
             let known = n + missing.min(n.saturating_sub(1));
-            let i = input(3, &answers, known, secs);
+            let mut i = input(failures, &answers, known, secs);
+            i.kubelet_stale = kubelet.map(|s| KubeletStale::For(Duration::from_secs(s)));
             prop_assert!(!decide(&i, &S).self_fence());
         }
     }

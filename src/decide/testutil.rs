@@ -85,5 +85,6 @@ pub fn advert() -> AgentAdvert {
         boot_id: "boot-1".into(),
         peer_address: None,
         self_fence_unavailable: None,
+        kubelet_stale_after: None,
     }
 }

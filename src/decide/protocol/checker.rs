@@ -64,6 +64,7 @@ pub fn alphabet(nodes: usize, leader: usize) -> Vec<Action> {
             [
                 Fault::PowerOff(n),
                 Fault::KubeletDies(n),
+                Fault::KubeletHang(n, Duration::from_secs(30)),
                 Fault::CutApi(n, Link::Fast),
                 Fault::CutAll(n, Link::Fast),
                 Fault::CutAll(n, Link::Blackhole),

@@ -127,6 +127,18 @@ pub fn random_schedule(
         let heal = t + rng.between(s(1), s(120));
         let f = match rng.below(if set.sigterm { 12 } else { 11 }) {
             0 => Fault::PowerOff(node),
+            // Half of the kubelet failures hang for a while instead (and the
+            // node may be cut off meanwhile): renewals resume after the
+            // Fencing record, or the agent sees a later renewal than the
+            // leader. Drawn from bits of `t`, so that the stream of draws,
+            // and every recorded seed, stays what it was.
+            1 if t.subsec_nanos() & 1 == 1 => {
+                let bits = u64::from(t.subsec_nanos() >> 1);
+                if bits & 1 == 1 {
+                    out.push((t + s(5 + (bits >> 1) % 30), Fault::CutAll(node, link)));
+                }
+                Fault::KubeletHang(node, s(5 + (bits >> 6) % 55))
+            }
             1 => Fault::KubeletDies(node),
             2 => {
                 out.push((heal, Fault::Heal(node)));

@@ -54,9 +54,9 @@ fn a_powered_off_node_is_recovered_within_its_bound() {
     s.run();
     assert_clean(&s);
     assert_eq!(s.recoveries.len(), 1, "{}", s.trace_text());
-    // Safe time 56 s after the last heartbeat, which is at most 10 s before the power-off.
+    // Safe time 48 s after the last heartbeat, which is at most 10 s before the power-off.
     assert!(
-        s.recoveries[0] >= S(46) && s.recoveries[0] <= S(57),
+        s.recoveries[0] >= S(38) && s.recoveries[0] <= S(49),
         "{:?}",
         s.recoveries
     );

@@ -52,6 +52,11 @@ pub enum Fault {
     Reboot(usize),
     /// The kubelet stops (its containers keep running).
     KubeletDies(usize),
+    /// The kubelet stops renewing for the duration (hung, or its own
+    /// requests failing), then renews again.
+    KubeletHang(usize, Duration),
+    /// A hung kubelet renews again (the follow-up of [`Fault::KubeletHang`]).
+    KubeletResumes(usize),
     /// Cut from the API server only.
     CutApi(usize, Link),
     /// Cut from the API server and from every peer.
@@ -140,6 +145,7 @@ impl Default for SimConfig {
                 action: SelfFenceAction::Watchdog,
                 watchdog_timeout: s(10),
                 static_peers: false,
+                kubelet_stale_after: Some(s(20)),
             },
             leader: Settings {
                 self_node: String::new(),
@@ -661,6 +667,21 @@ impl Sim {
                 }
             }
             Fault::KubeletDies(n) => self.nodes[n].kubelet = false,
+            Fault::KubeletHang(n, d) => {
+                if self.nodes[n].kubelet {
+                    self.nodes[n].kubelet = false;
+                    let at = self.now + ns(d);
+                    self.schedule_fault(Duration::from_nanos(at), Fault::KubeletResumes(n));
+                }
+            }
+            Fault::KubeletResumes(n) => {
+                if self.nodes[n].on && !self.nodes[n].kubelet {
+                    let node = &mut self.nodes[n];
+                    node.kubelet = true;
+                    node.kubelet_next = self.now;
+                    self.push(self.now, Ev::Kubelet(n));
+                }
+            }
             Fault::CutApi(n, link) => self.set_api(n, link),
             Fault::CutAll(n, link) => {
                 self.set_api(n, link);
@@ -721,6 +742,8 @@ impl Sim {
         | Fault::CutAll(n, _)
         | Fault::Heal(n)
         | Fault::KubeletDies(n)
+        | Fault::KubeletHang(n, _)
+        | Fault::KubeletResumes(n)
         | Fault::AgentCrash(n)
         | Fault::AgentHang(n, _)
         | Fault::Sigterm(n)
@@ -755,6 +778,8 @@ impl Sim {
                         let lat = self.latency();
                         self.send_agent(n, lat, Input::WatchItem { data: true });
                         self.send_agent(n, lat, Input::OwnRecord(rec));
+                        // And the own-Lease watch.
+                        self.deliver_lease(n, lat);
                     }
                     Link::Blackhole => {}
                 }
@@ -900,6 +925,10 @@ impl Sim {
                 }
             }
             self.schedule_pending();
+            // The agent's own-Lease watch delivers the renewal.
+            let lat = self.latency();
+            self.send_agent(n, lat, Input::WatchItem { data: true });
+            self.deliver_lease(n, lat);
             self.leader_sees_renewal(n);
         } else {
             // Retry with back-off (200 ms doubling up to 7 s).
@@ -1031,6 +1060,7 @@ impl Sim {
                 let lat = self.latency();
                 self.send_agent(n, lat, Input::WatchItem { data: true });
                 self.send_agent(n, lat, Input::OwnRecord(rec));
+                self.deliver_lease(n, lat);
             }
             Link::Fast => {
                 let g = self.nodes[n].agent_gen;
@@ -1109,6 +1139,18 @@ impl Sim {
         self.push(self.now + 5 * SEC, Ev::AgentStart(n, g));
     }
 
+    /// The node's own-Lease watch hands its agent the last renewal, `lat`
+    /// from now: its renewTime aged by the node's clock at delivery.
+    fn deliver_lease(&mut self, n: usize, lat: T) {
+        let Some(r) = self.nodes[n].last_renewal else {
+            return;
+        };
+        let age = self
+            .local(n, self.now + lat)
+            .saturating_duration_since(self.local(n, r));
+        self.send_agent(n, lat, Input::KubeletLease { age });
+    }
+
     fn send_agent(&mut self, n: usize, after: T, input: Input) {
         let g = self.nodes[n].agent_gen;
         self.push(self.now + after, Ev::Deliver(n, g, DeliverBox(input)));
@@ -1173,6 +1215,7 @@ impl Sim {
                         boot_id,
                         peer_address: Some(self.nodes[n].name.clone()),
                         self_fence_unavailable: None,
+                        kubelet_stale_after: s.kubelet_stale_after,
                     });
                     self.write_facts(n, f);
                     let lat = self.latency();
