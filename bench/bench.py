@@ -63,7 +63,7 @@ def log(msg):
 # ------------------------------------------------------------------ profiles --
 
 # Self-fence timings of the agents (exec: self-fence, as in the e2e tests).
-SF_DEFAULT = []  # the agent's documented defaults: safe time 56 s
+SF_DEFAULT = []  # the agent's documented defaults: safe time 48 s
 SF_TIGHT = [
     "--api-check-interval", "1s",
     "--api-check-timeout", "500ms",
@@ -98,8 +98,8 @@ PROFILES = {
         "fence_timeout": 40.0,
         "healthy_after": 30.0,
         "leader_lease": 12.0,
-        "safe_time": 56.0,
-        "safe_time_terms": "heartbeat 10 + detect 17 + consultation 14 + watchdog 10 + margin 5",
+        "safe_time": 48.0,
+        "safe_time_terms": "heartbeat 10 + detect 17 + consultation 6 + watchdog 10 + margin 5",
         "deadline": 200.0,
     },
     "default-fence-command": {
@@ -125,8 +125,8 @@ PROFILES = {
         "fence_timeout": 10.0,
         "healthy_after": 5.0,
         "leader_lease": 8.0,
-        "safe_time": 22.0,
-        "safe_time_terms": "heartbeat 3 + detect 5.5 + consultation 5.5 + watchdog 5 + margin 3",
+        "safe_time": 20.0,
+        "safe_time_terms": "heartbeat 3 + detect 5.5 + consultation 3.5 + watchdog 5 + margin 3",
         "deadline": 150.0,
     },
     "tight-fence-command": {

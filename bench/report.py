@@ -464,10 +464,10 @@ def analysis(out, ttr, steady, scale):
                    "The wait is the safety rule working as designed: a node that merely *looks* dead may still "
                    "be writing to its volume until its watchdog has certainly fired.\n")
     else:
-        out.append("With self-fencing and the default timings the safe time is 45 s after the last observed "
-                   "heartbeat (heartbeat interval 10 + detect 17 (5 + 2 × 5 + 2) + peer consultation 3 + "
+        out.append("With self-fencing and the default timings the safe time is 48 s after the last observed "
+                   "heartbeat (heartbeat interval 10 + detect 17 (5 + 2 × 5 + 2) + peer consultation 6 + "
                    f"watchdog 10 + margin 5; {rule}). TTR ≈ safe time − (last renewal → power-off, 0–10 s with "
-                   "the kubelet's 10 s renewal) + pod start, so p50 ≈ 45 − 5 + a few seconds (not measured in "
+                   "the kubelet's 10 s renewal) + pod start, so p50 ≈ 48 − 5 + a few seconds (not measured in "
                    "this run).\n")
     missed = s is not None and (s["p50"] > 45 or s["p95"] > 60)
     out.append("Ways to reach p50 ≤ 45 s / p95 ≤ 60 s (1 and 2 keep every rule):\n" if missed else
@@ -498,11 +498,11 @@ def analysis(out, ttr, steady, scale):
                      f"{f(stats([r['running'] for r in t['runs']])['p50'])}, p95 "
                      f"{f(stats([r['running'] for r in t['runs']])['p95'])}")
     else:
-        tight_txt = " — the `tight` profile (node Lease 10 s, 5 s watchdog: safe time 18 s; not measured in this run)"
+        tight_txt = " — the `tight` profile (node Lease 10 s, 5 s watchdog: safe time 20 s; not measured in this run)"
     out.append("2. **Shorter self-fence timings.** Every term of the safe time is a flag or the kubelet's "
                "renewal interval, and each must still be true of the node; the defaults already assume a 10 s "
                "hardware watchdog. Every second cut from a term comes off the TTR one for one (e.g. a 5 s "
-               "watchdog: safe time 40 s). The largest terms follow the kubelet's node Lease: shorten it "
+               "watchdog: safe time 43 s). The largest terms follow the kubelet's node Lease: shorten it "
                "(`nodeLeaseDurationSeconds`, renewed every quarter) and `--node-heartbeat-interval`, "
                "`--unreachable-after` and the check timings can shrink with it" + tight_txt + ".")
     out.append("3. **Design change, with a trade-off (proposal, not measured): a hardware-enforced promise.** "
@@ -546,7 +546,7 @@ def analysis(out, ttr, steady, scale):
     few = [n for n in ("default", "default-fence-command") if not ttr.get(n) or len(ttr[n]["runs"]) < 10]
     if few:
         missing.append(f"{', '.join(f'`{n}`' for n in few)} with fewer than 10 runs (each self-fencing run takes "
-                       "~1.5 min: the 56 s safe time plus the reboot and the 30 s `--healthy-after`); run "
+                       "~1.5 min: the 48 s safe time plus the reboot and the 30 s `--healthy-after`); run "
                        "`./bench/run.sh --only ttr-default` for the full count")
     if not scale or max(r["nodes"] for r in scale["sizes"]) < 1000:
         missing.append("the 1000-node scale point")

@@ -42,7 +42,7 @@ NET="${KUBE_FENCER_REALNODE_NET:-0}"
 GATEWAY="10.232.$NET.1"
 NODES=(rn-1 rn-2 rn-3)
 NS=kube-fencer
-# Agent defaults (daemonset/10-daemonset.yaml): safe time 56 s after the last
+# Agent defaults (daemonset/10-daemonset.yaml): safe time 48 s after the last
 # heartbeat, --healthy-after 30s, --watchdog-timeout 10s.
 TTR_BOUND=120
 UNFENCE_BOUND=120

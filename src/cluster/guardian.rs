@@ -852,12 +852,16 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn an_agent_cut_off_by_a_fast_failing_network_fences_itself() {
-        // Link down / TCP reset: every request fails at once, and the own
-        // Node watch restarts (Event::Init) about every second. No peers are
-        // known: the agent is isolated (rule 5) and must fence its node.
-        let dir = std::env::temp_dir().join(format!("kf-guard-cut-{}", std::process::id()));
+    /// An agent cut off by a fast-failing network (link down / TCP reset:
+    /// every request fails at once, and the own Node watch restarts with
+    /// Event::Init about every second), no peers known, its kubelet's
+    /// Lease last renewed at `renewed` as far as it knows. Until it fences
+    /// (10 s at most): the reason it gave, its metrics, what it persisted.
+    async fn cut_off(
+        tag: &str,
+        renewed: Option<std::time::SystemTime>,
+    ) -> (String, String, Option<selfcheck::Previous>) {
+        let dir = std::env::temp_dir().join(format!("kf-guard-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let marker = dir.join("fenced");
@@ -880,11 +884,17 @@ mod tests {
             "2",
             "--peer-silence-timeout",
             "200ms",
+            "--unreachable-after",
+            "20s",
+            "--fence-timeout",
+            "40s",
             "--state-dir",
             state.to_str().unwrap(),
         ]);
         let (hook, own_record) = watch::channel(RecordState::Absent);
         g.own_record = own_record;
+        let (_lease, kubelet_lease) = watch::channel(renewed);
+        g.kubelet_lease = kubelet_lease;
         let (stop, rx) = watch::channel(false);
         let watch = tokio::spawn(crate::cluster::own_node::watch_own_node(
             g.client.clone(),
@@ -912,17 +922,41 @@ mod tests {
             boot.as_deref(),
         );
         let _ = std::fs::remove_dir_all(&dir);
+        (reason, rendered, kept)
+    }
+
+    #[tokio::test]
+    async fn an_agent_cut_off_by_a_fast_failing_network_fences_itself() {
+        // No renewal of its kubelet's Lease seen: rule 5b, one failed check
+        // and one silent round of peers.
+        let (reason, rendered, kept) = cut_off("cut", None).await;
         assert!(
-            reason.contains("this node is isolated"),
+            reason.contains("this node is isolated") && reason.contains("no renewal"),
             "the isolated agent did not fence itself: {reason:?}"
         );
         let kept = kept.expect("the self-check persisted for a restarted agent");
         assert!(kept.self_fence_decided, "{kept:?}");
         assert_eq!(kept.last_contact, None, "no API contact ever: {kept:?}");
-        // No renewal of its kubelet's Lease seen either: rule 5b, one
-        // failed check and one silent round of peers.
         assert!(
             rendered.contains("kube_fencer_api_check_failures 1"),
+            "{rendered}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cut_off_agent_whose_kubelet_renewed_just_now_waits_for_the_threshold() {
+        // The own-Lease watch saw a renewal (dated a little in the future:
+        // age 0): not stale for 20 s, so rules 2 and 5 decide, after the
+        // second failed check and the silence timeout.
+        let soon = std::time::SystemTime::now() + Duration::from_secs(1);
+        let (reason, rendered, _) = cut_off("fresh", Some(soon)).await;
+        assert!(
+            reason.contains("this node is isolated") && reason.contains("peers answered for"),
+            "{reason:?}"
+        );
+        assert!(
+            rendered.contains("kube_fencer_api_check_failures 2")
+                || rendered.contains("kube_fencer_api_check_failures 3"),
             "{rendered}"
         );
     }

@@ -248,4 +248,54 @@ pub(crate) mod tests {
         let _ = stop.send(true);
         let _ = task.await;
     }
+
+    #[tokio::test]
+    async fn the_own_lease_watch_hands_on_the_kubelets_renew_time() {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let health = Health::new(Duration::from_secs(30));
+        let (renewed_tx, mut renewed) = watch::channel(None);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(watch_own_lease(
+            client,
+            "n1".into(),
+            renewed_tx,
+            health.clone(),
+            Metrics::new(),
+            rx,
+        ));
+        let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+            .await
+            .expect("a list")
+            .expect("a request");
+        let uri = req.uri().to_string();
+        assert!(
+            uri.contains("/namespaces/kube-node-lease/leases")
+                && uri.contains("metadata.name%3Dn1"),
+            "{uri}"
+        );
+        let list = serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList",
+            "metadata": {"resourceVersion": "7"},
+            "items": [{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": "n1", "namespace": "kube-node-lease", "resourceVersion": "7"},
+                "spec": {"holderIdentity": "n1", "renewTime": "2026-12-03T07:00:00.250000Z"}}],
+        });
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&list).unwrap()))
+                .unwrap(),
+        );
+        tokio::time::timeout(Duration::from_secs(5), renewed.changed())
+            .await
+            .expect("the renewTime handed on")
+            .unwrap();
+        let expect = std::time::UNIX_EPOCH + Duration::from_millis(1_796_281_200_250);
+        assert_eq!(*renewed.borrow(), Some(expect));
+        assert!(health.last_api_ok().is_some(), "the list answered");
+        let _ = stop.send(true);
+        let _ = task.await;
+    }
 }
