@@ -208,12 +208,34 @@ pub(crate) mod tests {
         );
     }
 
+    type Handle = tower_test::mock::Handle<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >;
+
+    /// A client of a mocked API server, and the server's handle.
+    fn mocked_api() -> (Client, Handle) {
+        let (service, handle) = tower_test::mock::pair();
+        (Client::new(service, "default"), handle)
+    }
+
+    /// Wait for the first request and answer it with `body`; its URI.
+    async fn answer_first(handle: &mut Handle, body: serde_json::Value) -> String {
+        let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+            .await
+            .expect("a list")
+            .expect("a request");
+        send.send_response(
+            http::Response::builder()
+                .body(kube::client::Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap(),
+        );
+        req.uri().to_string()
+    }
+
     #[tokio::test]
     async fn a_listed_own_node_is_contact() {
-        use http::{Request, Response};
-        use kube::client::Body;
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = Client::new(service, "default");
+        let (client, mut handle) = mocked_api();
         let health = Health::new(Duration::from_secs(30));
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(watch_own_node(
@@ -224,22 +246,15 @@ pub(crate) mod tests {
             Metrics::new(),
             rx,
         ));
-        let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-            .await
-            .expect("a list")
-            .expect("a request");
-        assert!(req.uri().to_string().contains("nodes"), "{}", req.uri());
+        tokio::task::yield_now().await;
         assert_eq!(health.last_api_ok(), None, "not before the answer");
         let list = serde_json::json!({
             "apiVersion": "v1", "kind": "NodeList",
             "metadata": {"resourceVersion": "7"},
             "items": [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "resourceVersion": "7"}}],
         });
-        send.send_response(
-            Response::builder()
-                .body(Body::from(serde_json::to_vec(&list).unwrap()))
-                .unwrap(),
-        );
+        let uri = answer_first(&mut handle, list).await;
+        assert!(uri.contains("nodes"), "{uri}");
         // The watch request that follows the list.
         let _watch = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
             .await
@@ -251,10 +266,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn the_own_lease_watch_hands_on_the_kubelets_renew_time() {
-        use http::{Request, Response};
-        use kube::client::Body;
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = Client::new(service, "default");
+        let (client, mut handle) = mocked_api();
         let health = Health::new(Duration::from_secs(30));
         let (renewed_tx, mut renewed) = watch::channel(None);
         let (stop, rx) = watch::channel(false);
@@ -266,16 +278,6 @@ pub(crate) mod tests {
             Metrics::new(),
             rx,
         ));
-        let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-            .await
-            .expect("a list")
-            .expect("a request");
-        let uri = req.uri().to_string();
-        assert!(
-            uri.contains("/namespaces/kube-node-lease/leases")
-                && uri.contains("metadata.name%3Dn1"),
-            "{uri}"
-        );
         let list = serde_json::json!({
             "apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList",
             "metadata": {"resourceVersion": "7"},
@@ -283,10 +285,11 @@ pub(crate) mod tests {
                 "metadata": {"name": "n1", "namespace": "kube-node-lease", "resourceVersion": "7"},
                 "spec": {"holderIdentity": "n1", "renewTime": "2026-12-03T07:00:00.250000Z"}}],
         });
-        send.send_response(
-            Response::builder()
-                .body(Body::from(serde_json::to_vec(&list).unwrap()))
-                .unwrap(),
+        let uri = answer_first(&mut handle, list).await;
+        assert!(
+            uri.contains("/namespaces/kube-node-lease/leases")
+                && uri.contains("metadata.name%3Dn1"),
+            "{uri}"
         );
         tokio::time::timeout(Duration::from_secs(5), renewed.changed())
             .await
