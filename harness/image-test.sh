@@ -41,15 +41,9 @@ fail() {
 }
 
 [[ $EUID -eq 0 ]] || fail "needs root (containerd, runc and cgroups)"
-missing=()
-for entry in containerd:containerd ctr:containerd containerd-shim-runc-v2:containerd runc:runc jq:jq; do
-  command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
-done
-if ((${#missing[@]})); then
-  log "installing ${missing[*]} (apt)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-fi
+source "$HARNESS_DIR/apt-need.sh"
+apt_need containerd:containerd ctr:containerd containerd-shim-runc-v2:containerd runc:runc jq:jq ||
+  fail "cannot install containerd, runc and jq"
 
 # ---- build and check the archives ------------------------------------------
 

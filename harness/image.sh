@@ -54,17 +54,8 @@ usage() {
 }
 
 # need TOOL:PACKAGE... installs the Debian packages of the tools not found.
-need() {
-  local entry missing=()
-  for entry in "$@"; do
-    command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
-  done
-  ((${#missing[@]})) || return 0
-  [[ $EUID -eq 0 ]] || die "missing ${missing[*]} (install them, or run as root to let apt do it)"
-  log "installing ${missing[*]} (apt)"
-  apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-}
+source "$(dirname "${BASH_SOURCE[0]}")/apt-need.sh"
+need() { apt_need "$@" || die "cannot install the tools image.sh needs"; }
 
 # ---- Dockerfile final stage ------------------------------------------------
 

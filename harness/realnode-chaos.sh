@@ -249,16 +249,10 @@ STEP="1: images, control plane, three real nodes with watchdogs"
 [[ "$(id -u)" == 0 ]] || fail "needs root"
 [[ -e /dev/fuse ]] || fail "needs /dev/fuse"
 # Real nodes run containerd, runc and the CNI plugins from Debian's packages.
-missing=()
-for entry in containerd:containerd containerd-shim-runc-v2:containerd runc:runc jq:jq \
-  "${KUBE_FENCER_CNI_BIN_DIR:-/usr/lib/cni}/bridge:containernetworking-plugins"; do
-  command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
-done
-if ((${#missing[@]})); then
-  log "installing ${missing[*]} (apt)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-fi
+source "$HARNESS_DIR/apt-need.sh"
+apt_need containerd:containerd containerd-shim-runc-v2:containerd runc:runc jq:jq \
+  "${KUBE_FENCER_CNI_BIN_DIR:-/usr/lib/cni}/bridge:containernetworking-plugins" ||
+  fail "cannot install containerd, runc, jq and the CNI plugins"
 BIN="$("$HARNESS_DIR/build.sh" | tail -n1)"
 FAKEWDOG="$("$HARNESS_DIR/fakewdog.sh" build | tail -n1)"
 [[ -x "$FAKEWDOG" ]] || fail "harness/fakewdog.sh build gave no binary ($FAKEWDOG)"
