@@ -807,6 +807,35 @@ def section_api(c, profile, window):
         "leader": leader_now})
 
 
+def section_realnode(runs, workdir):
+    """harness/realnode-chaos.sh `runs` times: three real nodes (kubelet,
+    containerd, runc; the default manifests; a FUSE watchdog per node), each
+    run's figures from its KUBE_FENCER_REALNODE_RESULT file."""
+    script = REPO / "harness" / "realnode-chaos.sh"
+    done, failed = [], []
+    for i in range(1, runs + 1):
+        result = Path(workdir) / f"realnode-{i}.json"
+        logf = Path(workdir) / f"realnode-{i}.log"
+        env = dict(os.environ, KUBE_FENCER_REALNODE_RESULT=str(result), KUBE_FENCER_REALNODE_NET="7")
+        log(f"[realnode #{i}] harness/realnode-chaos.sh (log: {logf})")
+        t0 = time.time()
+        with open(logf, "w") as out:
+            rc = subprocess.run([str(script)], env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+        if rc != 0 or not result.exists():
+            tail = logf.read_text().splitlines()[-5:]
+            failed.append({"run": i, "rc": rc, "tail": tail})
+            log(f"[realnode #{i}] FAILED (exit {rc}): " + " | ".join(tail))
+            continue
+        r = json.loads(result.read_text())
+        done.append(r)
+        log(f"[realnode #{i}] passed in {time.time() - t0:.0f}s: power-off TTR {r['poweroff']['ttr']:.1f}s, "
+            f"cut TTR {r['cut']['ttr']:.1f}s, frozen agent TTR {r['frozen']['ttr']:.1f}s")
+        save("realnode", {"runs": done, "failed": failed})
+    save("realnode", {"runs": done, "failed": failed})
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {runs} real-node runs failed")
+
+
 def section_failover(c, profile):
     if c.profile != profile:
         c.stop_all_agents()
@@ -1000,9 +1029,10 @@ def main():
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--runs", type=int, default=10, help="TTR runs per profile (default 10)")
     ap.add_argument("--runs-default", type=int, help="TTR runs for the default-timing profiles (default: --runs)")
+    ap.add_argument("--runs-realnode", type=int, default=3, help="real-node chaos runs (default 3)")
     ap.add_argument("--only", default="control,ttr-tight,failover,api,ttr-default,scale",
                     help="comma-separated sections: control, ttr-tight, failover, api, ttr-default, scale, "
-                    "scale-static-peers (not in the default set)")
+                    "scale-static-peers and realnode (root; not in the default set)")
     ap.add_argument("--profiles-tight", default="tight,tight-fence-command")
     ap.add_argument("--profiles-default", default="default,default-fence-command")
     ap.add_argument("--control-window", type=float, default=120.0)
@@ -1067,6 +1097,12 @@ def main():
         if "scale-static-peers" in only:
             sizes = [int(s) for s in args.scale_sizes.split(",") if s]
             section_scale(args.workdir, sizes, args.scale_window, static_peers=True)
+        if "realnode" in only:
+            try:
+                section_realnode(args.runs_realnode, args.workdir)
+            except Exception as e:  # noqa: BLE001
+                failures.append(f"realnode: {e}")
+                log(f"FAILED realnode: {e}")
     finally:
         cleanup()
         render(machine_facts())

@@ -177,7 +177,8 @@ def render(facts):
     steady = load("api-steady")
     scale = load("scale")
     failover = load("failover")
-    commands = sorted({d.get("command") for d in [control, steady, scale, failover, load("scale-static-peers"),
+    realnode = load("realnode")
+    commands = sorted({d.get("command") for d in [control, steady, scale, failover, realnode, load("scale-static-peers"),
                                                    *ttr.values()] if d and d.get("command")})
 
     out.append("# kube-fencer benchmarks\n")
@@ -410,6 +411,9 @@ def render(facts):
                    "the `Fencing` record on the Node; nothing is deleted before its own safe time has passed. "
                    "Worst case after a leader failure: leader-Lease duration + safe time + recreate time.\n")
 
+    if realnode and realnode["runs"]:
+        realnode_section(realnode, out)
+
     from chart import ttr_chart
     rows = []
     for name, target in (("default", 45), ("default-fence-command", 45), ("tight", 25), ("tight-fence-command", 25)):
@@ -425,6 +429,42 @@ def render(facts):
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "README.md").write_text("\n".join(out).rstrip() + "\n")
     print(f"wrote {OUT / 'README.md'}")
+
+
+def realnode_section(data, out):
+    runs = data["runs"]
+    out.append("## 5. Real nodes\n")
+    out.append(f"`harness/realnode-chaos.sh`, {len(runs)} run(s)"
+               + (f" ({len(data['failed'])} more failed: see the raw file)" if data.get("failed") else "")
+               + ": three real nodes, each a kubelet, containerd, runc, the CNI plugins and kube-proxy in "
+               "network, mount and cgroup namespaces of its own, with a FUSE watchdog device that powers its "
+               "node off when it fires; the default manifests applied unchanged (`kubectl apply -f rbac/ -f "
+               "daemonset/`), the agents in containers of the image the Dockerfile describes; a StatefulSet "
+               "pod with a PVC. Power-off = freeze and kill every process of the node; cut = veth down; "
+               "frozen agent = packets dropped, then SIGSTOP of the agent 2 s later. TTR = from the fault to "
+               "the replica Running and Ready on another node with the same PVC (the script's 0.5 s "
+               "polling); unlike the kwok runs above, it includes the real container start.\n")
+    out.append("| | min | p50 | p95 | max |\n|---|---|---|---|---|")
+
+    def row(label, vals):
+        s = stats(vals)
+        if s:
+            out.append(f"| {label} | {f(s['min'])} | {f(s['p50'])} | {f(s['p95'])} | {f(s['max'])} |")
+    row("nodes Ready after add", [v for r in runs for v in r["node_ready"]])
+    row("DaemonSet pods Ready after `kubectl apply`", [r["daemonset_ready"] for r in runs])
+    row("power-off: Fencing recorded", [r["poweroff"]["fencing"] for r in runs])
+    row("power-off: Fenced recorded", [r["poweroff"]["fenced"] for r in runs])
+    row("**power-off: TTR**", [r["poweroff"]["ttr"] for r in runs])
+    row("cut: the agent decides to fence itself", [r["cut"]["decision"] for r in runs])
+    row("cut: its watchdog fires, after the decision", [r["cut"]["watchdog_after_decision"] for r in runs])
+    row("**cut: TTR**", [r["cut"]["ttr"] for r in runs])
+    row("frozen agent: its watchdog fires, after the freeze", [r["frozen"]["watchdog_after_freeze"] for r in runs])
+    row("**frozen agent: TTR**", [r["frozen"]["ttr"] for r in runs])
+    row("unfenced after the reboot (`--healthy-after` 30 s)",
+        [r[k]["unfence_after_boot"] for r in runs for k in ("poweroff", "cut", "frozen")])
+    row("unprivileged variant: pods Ready after `kubectl apply`", [r["unprivileged"]["daemonset_ready"] for r in runs])
+    row("whole script", [r["total"] for r in runs])
+    out.append("")
 
 
 def analysis(out, ttr, steady, scale):

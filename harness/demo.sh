@@ -2,6 +2,7 @@
 # kube-fencer demo on a real local control plane (no Docker needed).
 #
 #   ./harness/demo.sh [--fast] [--debug] [--keep] [--max-unhealthy VALUE] [--no-advert] [--kill-leader]
+#   ./harness/demo.sh --real-nodes [--keep]
 #
 # 1. builds what is missing (control-plane binaries via harness/build.sh, the
 #    agent via cargo build --release),
@@ -32,6 +33,11 @@
 #    alone must prove the reboot.
 # --kill-leader powers off the leader's node instead: a new leader takes over
 #    first, so the recovery takes longer.
+# --real-nodes runs the same story on three real nodes (a kubelet, containerd
+#    and runc each, in network namespaces of their own) with the default
+#    manifests applied unchanged, the agents in containers of the image the
+#    Dockerfile describes and a watchdog device per node that powers it off
+#    (harness/realnode-chaos.sh --demo; root and /dev/fuse, about 2.5 min).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,8 +50,12 @@ MAX_UNHEALTHY=40%
 PROFILE=release
 NO_ADVERT=0
 KILL_LEADER=0
+REAL_NODES=0
+OTHER=()
 while [[ $# -gt 0 ]]; do
+  [[ "$1" == --real-nodes || "$1" == --keep ]] || OTHER+=("$1")
   case "$1" in
+    --real-nodes) REAL_NODES=1; shift ;;
     --fast) FAST=1; shift ;;
     --debug) PROFILE=debug; shift ;;
     --keep) KEEP=1; shift ;;
@@ -56,6 +66,15 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+if ((REAL_NODES)); then
+  if ((${#OTHER[@]})); then
+    echo "demo.sh: --real-nodes takes only --keep (not ${OTHER[*]}): real nodes run the default manifests and timings" >&2
+    exit 2
+  fi
+  chaos=(--demo)
+  ((KEEP)) && chaos+=(--keep)
+  exec "$HARNESS/realnode-chaos.sh" "${chaos[@]}"
+fi
 
 if ((FAST)); then
   LEASE=10

@@ -22,22 +22,41 @@
 #   6. cut the replica's node off (packets dropped) and freeze its agent
 #      (SIGSTOP) 2 s later: its watchdog, no longer fed, fires within its
 #      timeout of the freeze and powers the node off before the replica is
-#      force-deleted; heal, boot, unfenced again.
+#      force-deleted; heal, boot, unfenced again;
+#   7. delete the default DaemonSet (every agent withdraws and disarms its
+#      watchdog; no node goes down), apply daemonset/unprivileged/ under Pod
+#      Security "restricted", power a node off: with nothing to fence it,
+#      it stays Fencing and cordoned, and none of its pods is deleted;
+#      boot it, unfenced.
+# After the default install, a Prometheus server (built by
+# harness/monitoring.sh) discovers the agent pods through the API and
+# scrapes them by their prometheus.io annotations.
 # It prints the timings (node Ready, DaemonSet Ready, time to recovery, time
 # to unfence, the watchdog's delay) and exits 0 only if every check passed.
 #
-#   harness/realnode-chaos.sh [--keep]
+#   harness/realnode-chaos.sh [--keep] [--demo]
 #
 # --keep keeps the cluster running (tear it down with harness/cluster.sh down
 # DIR after stopping the fakewdog processes listed in DIR/wd/*.pid).
-# KUBE_FENCER_REALNODE_NET picks the bridge (default 0). Needs root,
+# --demo stops after the reboot (steps 1 to 4): the story of the demo
+# (`harness/demo.sh --real-nodes`) on real nodes.
+# KUBE_FENCER_REALNODE_RESULT=FILE writes the run's figures there as JSON
+# (bench/run.sh --only realnode). KUBE_FENCER_REALNODE_NET picks the bridge
+# (default 0). Needs root,
 # /dev/fuse and what harness/realnode.sh needs.
 set -euo pipefail
 
 HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HARNESS_DIR/.." && pwd)"
 KEEP=0
-[[ "${1:-}" == --keep ]] && KEEP=1
+DEMO=0
+for a in "$@"; do
+  case "$a" in
+    --keep) KEEP=1 ;;
+    --demo) DEMO=1 ;;
+    *) echo "realnode-chaos.sh: unknown option $a (valid: --keep, --demo)" >&2; exit 2 ;;
+  esac
+done
 NET="${KUBE_FENCER_REALNODE_NET:-0}"
 GATEWAY="10.232.$NET.1"
 NODES=(rn-1 rn-2 rn-3)
@@ -145,6 +164,7 @@ cleanup() {
     log "kept the cluster in $DIR (stop the fakewdog pids in $DIR/wd/*.pid, then harness/cluster.sh down $DIR)"
     return
   fi
+  [[ -f "$DIR/prometheus.pid" ]] && kill "$(cat "$DIR/prometheus.pid")" 2>/dev/null
   "$RN" down "$DIR" >/dev/null 2>&1 || log "realnode.sh down failed"
   local n
   for n in "${NODES[@]}"; do wd_stop "$n"; done
@@ -324,6 +344,47 @@ grep -q 'created the peer key Secret' <<<"$(for n in "${NODES[@]}"; do agent_log
 kc -n "$NS" get secret kube-fencer-peer-key >/dev/null || fail "no Secret $NS/kube-fencer-peer-key"
 pass "every agent: image $DS_IMAGE, peer key read in-cluster, selfFence watchdog with the kubelet's boot ID and <IP>:9747, device armed ($WATCHDOG_TIMEOUT s) and fed, /metrics says kube_fencer_self_fence_capable 1; Secret kube-fencer-peer-key exists"
 
+# --------------------------------------------------- 2b. Prometheus scrape --
+
+STEP="2b: Prometheus finds the agents through the API and scrapes them by their annotations"
+PROM_DIR="$("$HARNESS_DIR/monitoring.sh" build | tail -n1)"
+[[ -x "$PROM_DIR/prometheus" ]] || fail "harness/monitoring.sh build gave no prometheus ($PROM_DIR)"
+PROM_PORT=$((19090 + NET))
+# The usual annotation-driven pod job: keep pods with prometheus.io/scrape
+# "true", take the path and port from prometheus.io/path and /port.
+cat >"$DIR/prometheus.yaml" <<YAML
+global: {scrape_interval: 2s, scrape_timeout: 1s}
+scrape_configs:
+  - job_name: kubernetes-pods
+    kubernetes_sd_configs:
+      - role: pod
+        kubeconfig_file: $KUBECONFIG
+    relabel_configs:
+      - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], action: keep, regex: "true"}
+      - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], target_label: __metrics_path__, regex: (.+)}
+      - source_labels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port]
+        regex: '([^:]+)(?::\d+)?;(\d+)'
+        replacement: '\$1:\$2'
+        target_label: __address__
+      - {source_labels: [__meta_kubernetes_pod_node_name], target_label: node}
+YAML
+"$PROM_DIR/prometheus" --config.file="$DIR/prometheus.yaml" --storage.tsdb.path="$DIR/prom-data" \
+  --web.listen-address="127.0.0.1:$PROM_PORT" >"$DIR/prometheus.log" 2>&1 &
+echo $! >"$DIR/prometheus.pid"
+prom_query() { # prom_query EXPR: the result vector as "node value" lines
+  curl -sS --max-time 5 --get "http://127.0.0.1:$PROM_PORT/api/v1/query" --data-urlencode "query=$1" |
+    jq -r '.data.result[] | "\(.metric.node) \(.value[1])"' | sort
+}
+scraped_all() {
+  [[ "$(prom_query 'up{job="kubernetes-pods"} == 1' | awk '{print $1}' | tr '\n' ' ')" == "rn-1 rn-2 rn-3 " ]]
+}
+wait_until 60 "Prometheus scraping an agent on every node through the pod annotations (log: $DIR/prometheus.log)" scraped_all
+capable="$(prom_query 'kube_fencer_self_fence_capable')"
+[[ "$capable" == $'rn-1 1\nrn-2 1\nrn-3 1' ]] || fail "kube_fencer_self_fence_capable as scraped: $capable"
+[[ "$(prom_query 'sum(kube_fencer_leader)' | awk '{print $2}')" == 1 ]] ||
+  fail "scraped kube_fencer_leader does not sum to 1: $(prom_query 'kube_fencer_leader')"
+pass "Prometheus (pod discovery through the API, the DaemonSet's prometheus.io annotations) scrapes all three agents on port 9746: up 1, kube_fencer_self_fence_capable 1 each, one kube_fencer_leader"
+
 # ------------------------------------------------------------ 3. workload --
 
 STEP="3: a StatefulSet off the leader's node"
@@ -409,6 +470,12 @@ wait_until 30 "$VICTIM advertises its new boot ID" bash -c "[[ \"\$(kubectl get 
 wait_until 15 "$VICTIM's new watchdog armed and fed" wd_armed_fed "$VICTIM"
 ((T_UNFENCE >= 30000)) || fail "$VICTIM unfenced $(secs "$T_UNFENCE") s after boot, before --healthy-after (30 s)"
 pass "$VICTIM booted (Ready in $(secs "$T_BOOT_READY") s, boot ID $BOOT_OLD -> $BOOT_NEW), unfenced $(secs "$T_UNFENCE") s after boot (record, taint, cordon gone), its agent Ready, its new device armed and fed"
+
+if ((DEMO)); then
+  STEP="teardown"
+  log "demo done: $VICTIM powered off, db-0 Running on $DB_NODE2 with the same claim $(secs "$TTR") s later; $VICTIM rebooted and unfenced $(secs "$T_UNFENCE") s after its boot"
+  exit 0
+fi
 
 # -------------------------------------------------------------- 6. watchdog --
 
@@ -513,6 +580,74 @@ pass "froze $FROZEN's agent on a cut-off node: its watchdog fired $(secs $((T_FI
 
 STEP="7: heal and boot $FROZEN"
 heal_and_boot "$FROZEN"
+T_UNFENCE3=$T_UNFENCED
+
+# ------------------------------------------ 8. the unprivileged variant --
+
+STEP="8: uninstall the default DaemonSet; every agent withdraws and disarms its watchdog"
+timeout 90 kubectl delete -f "$REPO/daemonset/10-daemonset.yaml" --wait=true --timeout=80s >/dev/null ||
+  fail "kubectl delete -f daemonset/10-daemonset.yaml failed"
+no_agents() { [[ -z "$(kc -n "$NS" get pods -l app.kubernetes.io/name=kube-fencer -o name)" ]]; }
+wait_until 60 "every agent pod gone" no_agents
+self_fence_is() { [[ "$(advert "$1" | jq -r .selfFence)" == "$2" ]]; }
+for n in "${NODES[@]}"; do
+  self_fence_is "$n" none || fail "$n still advertises $(advert "$n") after its agent stopped"
+  [[ "$(wd_field "$n" state)" == stopped ]] ||
+    fail "$n's watchdog is $(wd_field "$n" state) after its agent's graceful stop (the magic close stops it)"
+  [[ "$(kc get node "$n" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]] || fail "$n is not Ready"
+done
+pass "default DaemonSet deleted: every agent withdrew (selfFence none) and disarmed its watchdog (stopped, not fired); every node still up"
+
+STEP="8: kubectl apply -f daemonset/unprivileged/ under Pod Security 'restricted'"
+t=$(now_ms)
+kc label --overwrite namespace "$NS" pod-security.kubernetes.io/enforce=restricted >/dev/null ||
+  fail "cannot label namespace $NS"
+(cd "$REPO" && kc apply -f daemonset/unprivileged/) >/dev/null || fail "kubectl apply -f daemonset/unprivileged/ failed"
+wait_until 180 "an unprivileged agent pod Running and Ready on every real node (Pod Security 'restricted' admitted them)" all_agents_ready
+T_UNPRIV=$(($(now_ms) - t))
+wait_until 30 "a leader elected (Lease $NS/kube-fencer-leader)" leader_node
+LEADER="$(leader_node)"
+for n in "${NODES[@]}"; do
+  wait_until 30 "$n advertises selfFence none" self_fence_is "$n" none
+  m="$(node_metrics "$n")" || fail "GET /metrics of the unprivileged agent on $n failed"
+  grep -qx 'kube_fencer_self_fence_capable 0' <<<"$m" || fail "$n: $(grep self_fence_capable <<<"$m" || echo 'no kube_fencer_self_fence_capable')"
+done
+pass "unprivileged agents Running and Ready on all three nodes $(secs "$T_UNPRIV") s after apply, admitted under 'restricted'; leader on $LEADER; every node advertises selfFence none, /metrics says kube_fencer_self_fence_capable 0"
+
+read -r _ VICTIM5 _ <<<"$(db_pod)"
+if [[ "$VICTIM5" == "$LEADER" ]]; then
+  for n in "${NODES[@]}"; do [[ "$n" != "$LEADER" ]] && { VICTIM5="$n"; break; }; done
+fi
+STEP="8: power $VICTIM5 off with no way to fence it: nothing may be deleted"
+pod_uids >"$DIR/uids-before-unprivileged"
+T_OFF5=$(now_ms)
+"$RN" poweroff "$DIR" "$VICTIM5" || fail "realnode.sh poweroff $VICTIM5 failed"
+wait_until 60 "$VICTIM5 recorded Fencing" bash -c "[[ \"\$(kubectl get node $VICTIM5 -o jsonpath='{.metadata.labels.kube-fencer\.io/phase}')\" == fencing ]]"
+T_FENCING5=$(($(now_ms) - T_OFF5))
+external_required() { node_metrics "$LEADER" | grep -qx "kube_fencer_external_fencing_required{node=\"$VICTIM5\"} 1"; }
+wait_until 30 "the leader reports kube_fencer_external_fencing_required for $VICTIM5" external_required
+# Past --fence-timeout and what the safe time would have been (48 s after
+# the last heartbeat, at most 10 s before the power-off), with margin.
+while (($(now_ms) - T_OFF5 < 75000)); do
+  [[ "$(phase "$VICTIM5")" == fencing ]] || fail "$VICTIM5 is '$(phase "$VICTIM5")' without a way to fence it"
+  kc get node "$VICTIM5" -o jsonpath='{.spec.taints[*].key}' | grep -qw node.kubernetes.io/out-of-service &&
+    fail "$VICTIM5 tainted out-of-service without a way to fence it"
+  sleep 2
+done
+pod_uids >"$DIR/uids-after-unprivileged"
+while read -r name uid node; do
+  [[ "$node" == "$VICTIM5" ]] || continue
+  grep -q "^$name $uid " "$DIR/uids-after-unprivileged" || fail "pod $name (uid $uid) of the unfenceable $VICTIM5 was deleted"
+done <"$DIR/uids-before-unprivileged"
+[[ "$(kc get node "$VICTIM5" -o jsonpath='{.spec.unschedulable}')" == true ]] || fail "$VICTIM5 is not cordoned"
+kc get events -A --field-selector reason=FencingStarted -o json |
+  jq -e --arg n "$VICTIM5" '[.items[] | select(.involvedObject.name == $n)] | length > 0' >/dev/null ||
+  fail "no FencingStarted Event for $VICTIM5"
+pass "$VICTIM5 powered off: recorded Fencing at +$(secs "$T_FENCING5") s and cordoned, the leader reports kube_fencer_external_fencing_required; 75 s later it is still only Fencing, untainted, and every pod bound to it kept its UID"
+
+STEP="8: boot $VICTIM5"
+heal_and_boot "$VICTIM5"
+T_UNFENCE5=$T_UNFENCED
 
 # --------------------------------------------------------------- teardown --
 
@@ -521,7 +656,26 @@ T_TOTAL=$(($(now_ms) - T_START))
 log "timings: node Ready rn-1 $(secs "${T_READY[rn-1]}") s, rn-2 $(secs "${T_READY[rn-2]}") s, rn-3 $(secs "${T_READY[rn-3]}") s; DaemonSet Ready $(secs "$T_DS") s;" \
   "power-off TTR $(secs "$TTR") s (Fencing +$(secs $((T_FENCING - T_OFF))) s, Fenced +$(secs $((T_FENCED - T_OFF))) s); unfence $(secs "$T_UNFENCE") s after boot;" \
   "cut: decision +$(secs $((T_DECISION - T_CUT))) s, watchdog +$(secs $((T_FIRED - T_DECISION))) s after it, TTR $(secs "$TTR2") s, unfence $(secs "$T_UNFENCE2") s;" \
-  "frozen agent: watchdog +$(secs $((T_FIRED3 - T_FREEZE))) s after the freeze, TTR $(secs "$TTR3") s; total $(secs "$T_TOTAL") s"
+  "frozen agent: watchdog +$(secs $((T_FIRED3 - T_FREEZE))) s after the freeze, TTR $(secs "$TTR3") s;" \
+  "unprivileged: Ready $(secs "$T_UNPRIV") s after apply, unfenceable node kept its pods, unfence $(secs "$T_UNFENCE5") s after boot; total $(secs "$T_TOTAL") s"
+if [[ -n "${KUBE_FENCER_REALNODE_RESULT:-}" ]]; then
+  # The figures of this run, in seconds, for bench/ (the realnode section).
+  s() { secs "$1"; }
+  cat >"$KUBE_FENCER_REALNODE_RESULT" <<JSON
+{"node_ready": [$(s "${T_READY[rn-1]}"), $(s "${T_READY[rn-2]}"), $(s "${T_READY[rn-3]}")],
+ "daemonset_ready": $(s "$T_DS"),
+ "poweroff": {"ttr": $(s "$TTR"), "fencing": $(s $((T_FENCING - T_OFF))), "fenced": $(s $((T_FENCED - T_OFF))),
+              "old_pod_gone": $(s $((${T_DB_GONE:-$T_RECOVERED} - T_OFF))), "unfence_after_boot": $(s "$T_UNFENCE")},
+ "cut": {"decision": $(s $((T_DECISION - T_CUT))), "watchdog_after_decision": $(s $((T_FIRED - T_DECISION))),
+         "ttr": $(s "$TTR2"), "unfence_after_boot": $(s "$T_UNFENCE2")},
+ "frozen": {"watchdog_after_freeze": $(s $((T_FIRED3 - T_FREEZE))), "ttr": $(s "$TTR3"),
+            "unfence_after_boot": $(s "$T_UNFENCE3")},
+ "unprivileged": {"daemonset_ready": $(s "$T_UNPRIV"), "fencing": $(s "$T_FENCING5"),
+                  "unfence_after_boot": $(s "$T_UNFENCE5")},
+ "total": $(s "$T_TOTAL")}
+JSON
+  jq -e . "$KUBE_FENCER_REALNODE_RESULT" >/dev/null || fail "wrote an invalid $KUBE_FENCER_REALNODE_RESULT"
+fi
 if ((KEEP)); then exit 0; fi
 trap - EXIT
 t=$(now_ms)
