@@ -324,6 +324,8 @@ for n in "${NODES[@]}"; do
   pod="$(agent_pod "$n")"
   img="$(kc -n "$NS" get pod "$pod" -o jsonpath='{.status.containerStatuses[0].image}')"
   [[ "$img" == "docker.io/library/$DS_IMAGE" ]] || fail "$pod runs image '$img'"
+  cid="$(kc -n "$NS" get pod "$pod" -o jsonpath='{.status.containerStatuses[0].containerID}')"
+  [[ "$cid" == containerd://* ]] || fail "$pod's container ID is '$cid', not a containerd one"
   # The peer key is read through the API before the peer endpoint serves:
   # the agent's in-cluster config (ServiceAccount token, kubernetes Service).
   lg="$(agent_log "$n")"
@@ -342,6 +344,9 @@ for n in "${NODES[@]}"; do
 done
 grep -q 'created the peer key Secret' <<<"$(for n in "${NODES[@]}"; do agent_log "$n"; done)" || fail "no agent says it created the peer key Secret"
 kc -n "$NS" get secret kube-fencer-peer-key >/dev/null || fail "no Secret $NS/kube-fencer-peer-key"
+log "the DaemonSet's pods:"
+kc -n "$NS" get pods -l app.kubernetes.io/name=kube-fencer \
+  -o custom-columns='POD:.metadata.name,NODE:.spec.nodeName,IP:.status.podIP,READY:.status.containerStatuses[0].ready,CONTAINER:.status.containerStatuses[0].containerID' >&2
 pass "every agent: image $DS_IMAGE, peer key read in-cluster, selfFence watchdog with the kubelet's boot ID and <IP>:9747, device armed ($WATCHDOG_TIMEOUT s) and fed, /metrics says kube_fencer_self_fence_capable 1; Secret kube-fencer-peer-key exists"
 
 # --------------------------------------------------- 2b. Prometheus scrape --
@@ -367,6 +372,19 @@ scrape_configs:
         replacement: '\$1:\$2'
         target_label: __address__
       - {source_labels: [__meta_kubernetes_pod_node_name], target_label: node}
+  # What prometheus-operator makes of daemonset/monitoring/servicemonitor.yaml:
+  # the endpoints of Services labelled app.kubernetes.io/name=kube-fencer in
+  # kube-fencer, port "metrics", path /metrics.
+  - job_name: serviceMonitor/kube-fencer/kube-fencer/0
+    metrics_path: /metrics
+    kubernetes_sd_configs:
+      - role: endpointslice
+        kubeconfig_file: $KUBECONFIG
+        namespaces: {names: [kube-fencer]}
+    relabel_configs:
+      - {source_labels: [__meta_kubernetes_service_label_app_kubernetes_io_name], action: keep, regex: kube-fencer}
+      - {source_labels: [__meta_kubernetes_endpointslice_port_name], action: keep, regex: metrics}
+      - {source_labels: [__meta_kubernetes_pod_node_name], target_label: node}
 YAML
 "$PROM_DIR/prometheus" --config.file="$DIR/prometheus.yaml" --storage.tsdb.path="$DIR/prom-data" \
   --web.listen-address="127.0.0.1:$PROM_PORT" >"$DIR/prometheus.log" 2>&1 &
@@ -375,15 +393,17 @@ prom_query() { # prom_query EXPR: the result vector as "node value" lines
   curl -sS --max-time 5 --get "http://127.0.0.1:$PROM_PORT/api/v1/query" --data-urlencode "query=$1" |
     jq -r '.data.result[] | "\(.metric.node) \(.value[1])"' | sort
 }
-scraped_all() {
-  [[ "$(prom_query 'up{job="kubernetes-pods"} == 1' | awk '{print $1}' | tr '\n' ' ')" == "rn-1 rn-2 rn-3 " ]]
+scraped_all() { # scraped_all JOB: every node's agent up in JOB
+  [[ "$(prom_query "up{job=\"$1\"} == 1" | awk '{print $1}' | tr '\n' ' ')" == "rn-1 rn-2 rn-3 " ]]
 }
-wait_until 60 "Prometheus scraping an agent on every node through the pod annotations (log: $DIR/prometheus.log)" scraped_all
-capable="$(prom_query 'kube_fencer_self_fence_capable')"
+wait_until 60 "Prometheus scraping an agent on every node through the pod annotations (log: $DIR/prometheus.log)" scraped_all kubernetes-pods
+wait_until 30 "Prometheus scraping an agent on every node as the ServiceMonitor describes (log: $DIR/prometheus.log)" \
+  scraped_all serviceMonitor/kube-fencer/kube-fencer/0
+capable="$(prom_query 'kube_fencer_self_fence_capable{job="kubernetes-pods"}')"
 [[ "$capable" == $'rn-1 1\nrn-2 1\nrn-3 1' ]] || fail "kube_fencer_self_fence_capable as scraped: $capable"
-[[ "$(prom_query 'sum(kube_fencer_leader)' | awk '{print $2}')" == 1 ]] ||
+[[ "$(prom_query 'sum(kube_fencer_leader{job="kubernetes-pods"})' | awk '{print $2}')" == 1 ]] ||
   fail "scraped kube_fencer_leader does not sum to 1: $(prom_query 'kube_fencer_leader')"
-pass "Prometheus (pod discovery through the API, the DaemonSet's prometheus.io annotations) scrapes all three agents on port 9746: up 1, kube_fencer_self_fence_capable 1 each, one kube_fencer_leader"
+pass "Prometheus scrapes all three agents on port 9746 both ways: by the DaemonSet's prometheus.io pod annotations and by the ServiceMonitor's Service endpoints (up 1), kube_fencer_self_fence_capable 1 each, one kube_fencer_leader"
 
 # ------------------------------------------------------------ 3. workload --
 
