@@ -820,7 +820,13 @@ def section_realnode(runs, workdir):
         log(f"[realnode #{i}] harness/realnode-chaos.sh (log: {logf})")
         t0 = time.time()
         with open(logf, "w") as out:
-            rc = subprocess.run([str(script)], env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+            child = subprocess.Popen([str(script)], env=env, stdout=out, stderr=subprocess.STDOUT)
+            try:
+                rc = child.wait()
+            finally:
+                if child.poll() is None:  # interrupted: let the script tear its cluster down
+                    child.terminate()
+                    child.wait(timeout=120)
         if rc != 0 or not result.exists():
             tail = logf.read_text().splitlines()[-5:]
             failed.append({"run": i, "rc": rc, "tail": tail})

@@ -549,7 +549,7 @@ def analysis(out, ttr, steady, scale):
                "The agent would feed its watchdog only while its own renewals of a short promise (say 10 s, "
                "renewed every 3 s) succeed; the leader's safe time would shrink to promise + watchdog timeout + "
                "margin ≈ 25 s after the last renewal it saw (with the default watchdog and margin, instead of "
-               "45 s), dropping the detection and peer-consultation terms. "
+               "48 s), dropping the detection and peer-consultation terms. "
                "The price is rule 4 of the self-fence table: a control-plane outage longer than the promise would "
                "reboot every node. That is the wrong default, but a cluster that values recovery time over "
                "riding out API outages could opt in; it needs its own review and tests.")
@@ -562,8 +562,8 @@ def analysis(out, ttr, steady, scale):
         fol = [a for a in steady["agents"].values() if a["role"] == "follower"]
         rz = [a["requests"].get("GET /readyz", 0) / w for a in fol]
         other = [(sum(a["requests"].values()) - a["requests"].get("GET /readyz", 0)) / w for a in fol]
-        design = ("A follower counts every contact with the API server as a passed check: events on its two "
-                  "watches (its own Node and the leader Lease, which the leader renews every "
+        design = ("A follower counts every contact with the API server as a passed check: events on its "
+                  "watches (its own Node, its own kubelet's Lease and the leader Lease, which the leader renews every "
                   "`--leader-lease-duration`/3 = 4 s with the default 12 s) or any request. It probes `/readyz` "
                   "only after an `--api-check-interval` (5 s) without contact, so at steady state it should "
                   "send ~0 requests.")

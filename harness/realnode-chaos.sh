@@ -172,6 +172,8 @@ cleanup() {
   ((rc == 0)) || log "logs are in $DIR (nodes/*/, wd/ and logs/)"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 # wait_until TIMEOUT WHAT CMD...: poll CMD every 0.5 s.
 wait_until() {

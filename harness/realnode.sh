@@ -219,9 +219,15 @@ netns_routes() {
   done
 }
 
-# Tell the other nodes how to reach this node's pods (or forget it).
+# Tell the other nodes and the host (a monitoring system scrapes pod IPs)
+# how to reach this node's pods, or forget it.
 peer_routes() { # peer_routes add|del
   local other ns
+  if [[ "$1" == add ]]; then
+    ip route replace "$POD_CIDR" via "$NODE_IP" dev "$BRIDGE" 2>/dev/null || true
+  else
+    ip route del "$POD_CIDR" 2>/dev/null || true
+  fi
   for other in $(real_nodes); do
     [[ "$other" == "$NAME" ]] && continue
     ns="kfn-$CID-$other"
