@@ -37,7 +37,7 @@
 #    and runc each, in network namespaces of their own) with the default
 #    manifests applied unchanged, the agents in containers of the image the
 #    Dockerfile describes and a watchdog device per node that powers it off
-#    (harness/realnode-chaos.sh --demo; root and /dev/fuse, about 2.5 min).
+#    (harness/realnode-chaos.sh --demo; root and /dev/fuse, about 2 min warm).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
