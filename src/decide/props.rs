@@ -112,7 +112,7 @@ fn arb_node(name: String) -> impl Strategy<Value = NodeObs> {
         any::<bool>(),
         proptest::sample::subsequence(taint_pool(), 0..=5),
         proptest::bool::weighted(0.3),
-        (0u8..5, any::<bool>(), 0u8..3, 0u8..3),
+        (0u8..6, any::<bool>(), 0u8..3, 0u8..3),
     )
         .prop_map(
             move |(
@@ -160,6 +160,11 @@ fn arb_node(name: String) -> impl Strategy<Value = NodeObs> {
                     3 => AdvertState::Valid(AgentAdvert {
                         // A safe time (130 s) longer than the fence timeout.
                         watchdog_timeout: Duration::from_secs(100),
+                        ..testutil::advert()
+                    }),
+                    4 => AdvertState::Valid(AgentAdvert {
+                        // Rule 5b: one failed check once the kubelet is stale.
+                        kubelet_stale_after: Some(Duration::from_secs(6)),
                         ..testutil::advert()
                     }),
                     _ => AdvertState::Valid(testutil::advert()),
@@ -425,9 +430,11 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                     // An independent lower bound from the advertised terms
                     // (not the production formula): the agent cannot have
                     // decided before it failed `k` checks `i` apart after the
-                    // last heartbeat, nor before the Fencing record it may
-                    // learn of existed; its action then takes up to the
-                    // watchdog timeout, and the margin comes on top.
+                    // last heartbeat (one check with rule 5b, whose stale
+                    // kubelet it may have seen at once), nor before the
+                    // Fencing record it may learn of existed; its action
+                    // then takes up to the watchdog timeout, and the margin
+                    // comes on top.
                     let record = n.facts.record.valid().unwrap();
                     prop_assert!(record.held_since.is_none(), "marked a held node: {:?}", a);
                     let recorded_age = now
@@ -436,7 +443,12 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                         .unwrap_or_default();
                     let self_fenced = n.facts.agent.valid().is_some_and(|a| {
                         let action = a.watchdog_timeout + s.safe_time_margin;
-                        let detect = a.api_check_interval * a.api_failure_threshold;
+                        let checks = if a.kubelet_stale_after.is_some() {
+                            1
+                        } else {
+                            a.api_failure_threshold
+                        };
+                        let detect = a.api_check_interval * checks;
                         a.capable()
                             && hb.age(now.mono) >= s.fence_timeout
                             && hb.age(now.mono) >= detect + action
