@@ -345,10 +345,27 @@ for n in "${NODES[@]}"; do
   grep -qx 'kube_fencer_self_fence_capable 1' <<<"$m" || fail "$pod: $(grep self_fence_capable <<<"$m" || echo 'no kube_fencer_self_fence_capable')"
 done
 grep -q 'created the peer key Secret' <<<"$(for n in "${NODES[@]}"; do agent_log "$n"; done)" || fail "no agent says it created the peer key Secret"
+# Every agent's peer port answers from every other node (an unsigned
+# question is refused with 401, and counted as such by the receiver).
+for n in "${NODES[@]}"; do
+  for m in "${NODES[@]}"; do
+    [[ "$n" == "$m" ]] && continue
+    code="$("$RN" exec "$DIR" "$n" curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST "http://$(node_ip "$m"):9747/peer/v1/ask")"
+    [[ "$code" == 401 ]] || fail "$m's peer port 9747 answered $code to an unsigned question from $n (want 401)"
+  done
+done
+refused_in() { # refused_in NODE: peer questions NODE's agent refused
+  node_metrics "$1" | awk '/^kube_fencer_peer_requests_total\{/ && /direction="in"/ && !/result="ok"/ {s += $NF} END {print s + 0}'
+}
+for n in "${NODES[@]}"; do
+  (($(refused_in "$n") >= 2)) ||
+    fail "$n's agent did not count the two unsigned questions: $(node_metrics "$n" | grep peer_requests_total)"
+done
 kc -n "$NS" get secret kube-fencer-peer-key >/dev/null || fail "no Secret $NS/kube-fencer-peer-key"
 log "the DaemonSet's pods:"
 kc -n "$NS" get pods -l app.kubernetes.io/name=kube-fencer \
   -o custom-columns='POD:.metadata.name,NODE:.spec.nodeName,IP:.status.podIP,READY:.status.containerStatuses[0].ready,CONTAINER:.status.containerStatuses[0].containerID' >&2
+pass "every agent's peer port 9747 answers from both other nodes (401 to an unsigned question, counted by the receiver)"
 pass "every agent: image $DS_IMAGE, peer key read in-cluster, selfFence watchdog with the kubelet's boot ID and <IP>:9747, device armed ($WATCHDOG_TIMEOUT s) and fed, /metrics says kube_fencer_self_fence_capable 1; Secret kube-fencer-peer-key exists"
 
 # --------------------------------------------------- 2b. Prometheus scrape --
