@@ -234,6 +234,9 @@ node_metrics() { # node_metrics NODE: /metrics of NODE's agent, from the node's 
   [[ -n "$ip" ]] || return 1
   "$RN" exec "$DIR" "$1" curl -s --max-time 5 "http://$ip:9746/metrics"
 }
+refused_in() { # refused_in NODE: peer questions NODE's agent refused, from its /metrics
+  node_metrics "$1" | awk '/^kube_fencer_peer_requests_total\{/ && /direction="in"/ && !/result="ok"/ {s += $NF} END {print s + 0}'
+}
 wd_armed_fed() { # the device is armed and was fed within its timeout
   local st feeds last
   st="$(wd_field "$1" state)"
@@ -347,19 +350,15 @@ done
 grep -q 'created the peer key Secret' <<<"$(for n in "${NODES[@]}"; do agent_log "$n"; done)" || fail "no agent says it created the peer key Secret"
 # Every agent's peer port answers from every other node (an unsigned
 # question is refused with 401, and counted as such by the receiver).
-for n in "${NODES[@]}"; do
-  for m in "${NODES[@]}"; do
+for m in "${NODES[@]}"; do
+  peer_ip="$(node_ip "$m")"
+  for n in "${NODES[@]}"; do
     [[ "$n" == "$m" ]] && continue
-    code="$("$RN" exec "$DIR" "$n" curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST "http://$(node_ip "$m"):9747/peer/v1/ask")"
+    code="$("$RN" exec "$DIR" "$n" curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST "http://$peer_ip:9747/peer/v1/ask")"
     [[ "$code" == 401 ]] || fail "$m's peer port 9747 answered $code to an unsigned question from $n (want 401)"
   done
-done
-refused_in() { # refused_in NODE: peer questions NODE's agent refused
-  node_metrics "$1" | awk '/^kube_fencer_peer_requests_total\{/ && /direction="in"/ && !/result="ok"/ {s += $NF} END {print s + 0}'
-}
-for n in "${NODES[@]}"; do
-  (($(refused_in "$n") >= 2)) ||
-    fail "$n's agent did not count the two unsigned questions: $(node_metrics "$n" | grep peer_requests_total)"
+  (($(refused_in "$m") >= 2)) ||
+    fail "$m's agent did not count the two unsigned questions: $(node_metrics "$m" | grep peer_requests_total)"
 done
 kc -n "$NS" get secret kube-fencer-peer-key >/dev/null || fail "no Secret $NS/kube-fencer-peer-key"
 log "the DaemonSet's pods:"
