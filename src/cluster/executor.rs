@@ -29,6 +29,8 @@ pub enum NodeWrite {
     Written(Box<Node>),
     /// Nothing to write (rendered against the latest facts known).
     Skipped(Skip),
+    /// Dry run: it would have been written; nothing was sent.
+    DryRun,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,8 @@ pub enum Deleted {
     NotFound,
     /// 409 on the UID precondition: a replacement reused the name; left alone.
     PreconditionFailed,
+    /// Dry run: it would have been deleted; nothing was sent.
+    DryRun,
 }
 
 impl Deleted {
@@ -71,6 +75,7 @@ impl Deleted {
             Deleted::Deleted => "success",
             Deleted::NotFound => "not_found",
             Deleted::PreconditionFailed => "precondition_failed",
+            Deleted::DryRun => "dry_run",
         }
     }
 }

@@ -1,19 +1,12 @@
 //! External fencing: the leader runs `--fence-command` (`sh -c`) to power a
 //! node off. The core decides when (and when to retry, with backoff); this
 //! module only runs the command, bounded by `--fence-command-timeout`, and
-//! hands the result back as a [`FenceCommandState`].
+//! says how it ended (the leader's loop gets it on a channel and records it).
 
-use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
-
-use crate::decide::FenceCommandState;
-
-/// Results of fence commands, shared between the runs and the leader's loop.
-pub type FenceCommands = Arc<Mutex<BTreeMap<String, FenceCommandState>>>;
 
 /// How one run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,28 +77,10 @@ pub async fn run(command: &str, node: &str, addresses: &[String], timeout: Durat
     }
 }
 
-/// Record a finished run in the shared state.
-pub fn finish(state: &FenceCommands, node: &str, attempt: u32, outcome: &Outcome) {
-    let new = match outcome {
-        Outcome::Success => FenceCommandState::Succeeded { attempt },
-        Outcome::Failure(e) => FenceCommandState::Failed {
-            attempt,
-            at: Instant::now(),
-            error: e.clone(),
-        },
-        Outcome::Timeout => FenceCommandState::Failed {
-            attempt,
-            at: Instant::now(),
-            error: "timed out (--fence-command-timeout)".into(),
-        },
-    };
-    if let Ok(mut m) = state.lock() {
-        m.insert(node.to_string(), new);
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     const T: Duration = Duration::from_secs(5);
@@ -137,20 +112,5 @@ mod tests {
         let out = run("sleep 30", "n1", &[], Duration::from_millis(200)).await;
         assert_eq!(out, Outcome::Timeout);
         assert!(started.elapsed() < Duration::from_secs(5));
-    }
-
-    #[test]
-    fn finish_records_the_state() {
-        let state = FenceCommands::default();
-        finish(&state, "n1", 2, &Outcome::Timeout);
-        assert!(matches!(
-            state.lock().unwrap().get("n1"),
-            Some(FenceCommandState::Failed { attempt: 2, .. })
-        ));
-        finish(&state, "n1", 3, &Outcome::Success);
-        assert_eq!(
-            state.lock().unwrap().get("n1"),
-            Some(&FenceCommandState::Succeeded { attempt: 3 })
-        );
     }
 }

@@ -16,7 +16,17 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
 
 use super::facts::node_facts;
-use crate::decide::{Heartbeat, NodeObs, Observations, Readiness};
+use crate::decide::{
+    FenceCommandState, Heartbeat, NodeObs, Observations, PodObs, Readiness, VolumeAttachmentObs,
+};
+
+/// What one decision sees beyond the watched Nodes and Leases.
+#[derive(Debug, Default)]
+pub struct Attached {
+    pub pods: BTreeMap<String, Vec<PodObs>>,
+    pub volume_attachments: Vec<VolumeAttachmentObs>,
+    pub fence_commands: BTreeMap<String, FenceCommandState>,
+}
 
 /// What the executor needs beyond the core's facts.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -83,9 +93,22 @@ impl Index {
         &self.obs
     }
 
-    /// Mutable access, for the reconciler to attach pods and VolumeAttachments.
-    pub fn observations_mut(&mut self) -> &mut Observations {
-        &mut self.obs
+    /// `f` of the observations with this pass's pods, VolumeAttachments and
+    /// fence command states attached; they are detached again before this
+    /// returns, so none outlives the decision it was listed for.
+    pub fn with_attached<R>(
+        &mut self,
+        attached: Attached,
+        f: impl FnOnce(&Observations) -> R,
+    ) -> R {
+        self.obs.pods = attached.pods;
+        self.obs.volume_attachments = attached.volume_attachments;
+        self.obs.fence_commands = attached.fence_commands;
+        let result = f(&self.obs);
+        self.obs.pods = BTreeMap::new();
+        self.obs.volume_attachments = Vec::new();
+        self.obs.fence_commands = BTreeMap::new();
+        result
     }
 
     pub fn extra(&self, node: &str) -> Option<&NodeExtra> {
@@ -312,12 +335,6 @@ impl Index {
     /// Heartbeat of a node, if its Lease is known.
     pub fn heartbeat(&self, node: &str) -> Option<Heartbeat> {
         self.leases.get(node).map(|l| l.heartbeat)
-    }
-
-    /// Drop pods and VolumeAttachments attached for the last decision.
-    pub fn clear_pods(&mut self) {
-        self.obs.pods = BTreeMap::new();
-        self.obs.volume_attachments = Vec::new();
     }
 }
 

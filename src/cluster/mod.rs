@@ -21,6 +21,7 @@ pub mod facts;
 pub mod fence_command;
 pub mod guardian;
 pub mod index;
+pub mod leader_state;
 pub mod own_node;
 pub mod patch;
 pub mod peer_auth;
@@ -29,7 +30,9 @@ pub mod peers;
 pub mod pods;
 pub mod reconcile;
 pub mod startup;
+pub mod telemetry;
 pub mod watchdog;
+pub mod writer;
 
 /// Whether an API error is a `Status` with this HTTP code.
 pub fn is_status(e: &kube::Error, code: u16) -> bool {

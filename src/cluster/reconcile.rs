@@ -1,8 +1,8 @@
 //! The leader's work: watch Nodes and node Leases into the [`Index`], decide
 //! (on any change, debounced; on the core's `next_wakeup`; at least every
-//! second), and execute — or, in dry run, simulate — the actions.
+//! second), and execute the actions through a [`ClusterWriter`]: the API, or
+//! with `--dry-run` a writer that only records what it would do.
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
@@ -13,21 +13,23 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
+use tokio::sync::mpsc;
 
 use super::election::Leadership;
 use super::executor::{Deleted, Executor, NodeWrite};
 use super::facts::trim_node;
-use super::fence_command::{self, FenceCommands};
-use super::index::{Index, LeaseRead};
+use super::index::{Attached, Index};
+use super::leader_state::{LeaderState, attachment_key, pod_key};
 use super::peer_auth::PeerKey;
 use super::peers;
 use super::pods::PodCache;
-use crate::decide::dryrun::Overlay;
-use crate::decide::patch::Skip;
-use crate::decide::{
-    self, Action, Decision, NodeIntent, NodeStatus, Now, Report, Settings, Warning,
+use super::telemetry::{About, Telemetry};
+use super::writer::{
+    ClusterWriter, DryRunWriter, FenceCommand, FenceResult, FenceRun, FenceStart, KubeWriter,
 };
-use crate::ops::events::{Edge, WarningDedupe, node_ref, statefulset_ref};
+use crate::decide::dryrun::Overlay;
+use crate::decide::{self, Action, NodeIntent, Now, PodRef, Report, Settings, Warning};
+use crate::ops::events::node_ref;
 use crate::ops::{EventSink, Health, Metrics};
 use crate::status::summary::LeaderSummary;
 
@@ -37,9 +39,6 @@ pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 /// A decision is made at least this often.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(1);
-/// A pod or VolumeAttachment deleted successfully is not deleted again for
-/// this long (it may linger with a finalizer).
-pub const REDELETE_AFTER: Duration = Duration::from_secs(30);
 
 /// Everything the leader's loop needs; built by the agent when it becomes leader.
 #[derive(Clone)]
@@ -68,30 +67,73 @@ const CONTRADICTION_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct PassOutcome {
-    /// Something was written (or simulated): decide again promptly.
+    /// Something was written (or, in a dry run, would have been): decide again promptly.
     wrote: bool,
     next_wakeup: Option<Instant>,
 }
 
-struct LoopState {
+/// One action, with the node's facts as the decision saw them (what a node
+/// update is rendered against).
+struct Step {
+    action: Action,
+    facts: Option<decide::NodeFacts>,
+}
+
+/// What executing a decision's actions did.
+#[derive(Default)]
+struct Executed {
+    wrote: bool,
+    /// Failures to report with the decision's own warnings.
+    warnings: Vec<Warning>,
+    /// Nodes whose fencing began: their agents are asked whether they still
+    /// reach the API server.
+    began_fencing: Vec<(String, decide::NodeFacts, Option<String>)>,
+}
+
+/// The leader loop's state, with the writer it drives.
+struct LoopState<W> {
+    writer: W,
+    telemetry: Telemetry,
+    state: LeaderState,
     index: Index,
-    overlay: Overlay,
     pods: PodCache,
-    warnings: WarningDedupe,
-    storm: Edge,
-    /// Fenced nodes whose recovery time was already observed.
-    recovered: HashSet<String>,
-    /// UIDs of pods / names of VolumeAttachments deleted recently.
-    recently_deleted: HashMap<String, Instant>,
     was_synced: bool,
-    /// External fence command runs of this leader.
-    fence_commands: FenceCommands,
-    /// Safe times already logged (node → total), to log each once.
-    safe_times_logged: HashMap<String, Duration>,
 }
 
 impl Leader {
     pub async fn run(self) {
+        let executor = Executor::new(
+            self.client.clone(),
+            self.settings.clone(),
+            self.metrics.clone(),
+            self.leadership.clone(),
+        );
+        let (results, results_rx) = mpsc::unbounded_channel();
+        if self.dry_run {
+            let writer = DryRunWriter {
+                reader: executor,
+                settings: self.settings.clone(),
+                overlay: Overlay::default(),
+            };
+            // Nothing runs, so nothing sends; the sender lives as long as the loop.
+            let _results = results;
+            self.run_with(writer, results_rx).await
+        } else {
+            let fence = FenceCommand {
+                command: self.fence_command.clone(),
+                timeout: self.fence_command_timeout,
+                results,
+            };
+            self.run_with(KubeWriter { executor, fence }, results_rx)
+                .await
+        }
+    }
+
+    async fn run_with<W: ClusterWriter>(
+        self,
+        writer: W,
+        mut fence_results: mpsc::UnboundedReceiver<FenceResult>,
+    ) {
         let nodes_api: Api<Node> = Api::all(self.client.clone());
         let leases_api: Api<PartialObjectMeta<Lease>> =
             Api::namespaced(self.client.clone(), NODE_LEASE_NAMESPACE);
@@ -107,17 +149,16 @@ impl Leader {
                 l.metadata.labels = None;
             })
             .boxed();
-        let mut st = LoopState {
+        let mut ls = LoopState {
+            writer,
+            telemetry: Telemetry {
+                metrics: self.metrics.clone(),
+                events: self.events.clone(),
+            },
+            state: LeaderState::default(),
             index: Index::new(self.settings.unreachable_after),
-            overlay: Overlay::default(),
             pods: PodCache::default(),
-            warnings: WarningDedupe::default(),
-            storm: Edge::default(),
-            recovered: HashSet::new(),
-            recently_deleted: HashMap::new(),
             was_synced: false,
-            fence_commands: FenceCommands::default(),
-            safe_times_logged: HashMap::new(),
         };
         self.health.set_caches_synced(false);
         self.metrics.cache_synced.set(0);
@@ -145,7 +186,7 @@ impl Leader {
                         if crate::ops::health::is_api_contact(&ev) {
                             self.health.api_ok();
                         }
-                        if st.index.on_node_event(ev, Instant::now()) {
+                        if ls.index.on_node_event(ev, Instant::now()) {
                             dirty_since.get_or_insert_with(Instant::now);
                         }
                     }
@@ -162,24 +203,28 @@ impl Leader {
                         }
                         if std::mem::take(&mut lease_watch_failed) {
                             tracing::warn!("node Lease watch works again: every node's heartbeat timer restarts (renewals during the gap were not seen)");
-                            st.index.lease_watch_resumed(Instant::now());
+                            ls.index.lease_watch_resumed(Instant::now());
                         }
-                        if st.index.on_lease_event(ev, Instant::now()) {
+                        if ls.index.on_lease_event(ev, Instant::now()) {
                             dirty_since.get_or_insert_with(Instant::now);
                         }
                     }
                     Some(Err(e)) => {
                         lease_watch_failed = true;
                         // Blind until it works again: decide nothing.
-                        st.index.lease_watch_failed();
+                        ls.index.lease_watch_failed();
                         self.metrics.watch_error("leases");
                         tracing::warn!(error = %e, "node Lease watch failed; retrying");
                     }
                     None => return,
                 },
+                Some(done) = fence_results.recv() => {
+                    ls.fence_finished(&done, Instant::now());
+                    dirty_since.get_or_insert_with(Instant::now);
+                }
                 _ = tokio::time::sleep_until(due.into()) => {
                     let started = Instant::now();
-                    let outcome = self.pass(&mut st).await;
+                    let outcome = self.pass(&mut ls).await;
                     self.metrics
                         .reconcile_duration
                         .observe(started.elapsed().as_secs_f64());
@@ -191,14 +236,15 @@ impl Leader {
         }
     }
 
-    async fn pass(&self, st: &mut LoopState) -> PassOutcome {
-        let synced = st.index.synced();
+    /// Decide on the index (with the pods the decision needs), execute, report.
+    async fn pass<W: ClusterWriter>(&self, ls: &mut LoopState<W>) -> PassOutcome {
+        let synced = ls.index.synced();
         self.health.set_caches_synced(synced);
         self.metrics.cache_synced.set(i64::from(synced));
-        if synced != st.was_synced {
-            st.was_synced = synced;
+        if synced != ls.was_synced {
+            ls.was_synced = synced;
             if synced {
-                tracing::info!(nodes = st.index.node_count(), "caches synced");
+                tracing::info!(nodes = ls.index.node_count(), "caches synced");
             } else {
                 tracing::info!("caches resyncing: deciding nothing until complete");
             }
@@ -206,489 +252,39 @@ impl Leader {
         if !synced {
             return PassOutcome::default();
         }
+        let s = &self.settings;
         let now = Now {
             mono: Instant::now(),
             wall: SystemTime::now(),
         };
-        st.recently_deleted
-            .retain(|_, at| now.mono.saturating_duration_since(*at) < REDELETE_AFTER);
-        {
-            // Forget fence command results of nodes no longer being fenced
-            // (a later fencing starts from scratch), then show the rest to the core.
-            let obs = st.index.observations_mut();
-            let mut cmds = st.fence_commands.lock().unwrap_or_else(|p| p.into_inner());
-            cmds.retain(|node, state| {
-                matches!(state, decide::FenceCommandState::Running { .. })
-                    || obs
-                        .nodes
-                        .get(node)
-                        .is_some_and(|n| n.facts.record.phase().is_some())
-            });
-            obs.fence_commands = cmds.clone();
-        }
-        if self.dry_run {
-            self.dry_pass(st, now).await
-        } else {
-            self.real_pass(st, now).await
-        }
-    }
-
-    async fn real_pass(&self, st: &mut LoopState, now: Now) -> PassOutcome {
-        let s = &self.settings;
-        let needing = decide::nodes_needing_pods(st.index.observations(), s);
-        let (pods, attachments) = st
+        ls.state.begin_pass(ls.index.observations(), now.mono);
+        let needing = decide::nodes_needing_pods(&ls.writer.view(ls.index.observations()), s);
+        let (pods, volume_attachments) = ls
             .pods
             .fetch(&self.client, &needing, &self.metrics, now.mono)
             .await;
-        {
-            let obs = st.index.observations_mut();
-            obs.pods = pods;
-            obs.volume_attachments = attachments;
-        }
-        let decision = decide::decide(st.index.observations(), now, s);
-        st.index.clear_pods();
-        let mut extra_warnings = Vec::new();
-        let wrote = self.execute(st, &decision, now, &mut extra_warnings).await;
-        self.report(st, &decision.report, &extra_warnings);
-        PassOutcome {
-            wrote,
-            next_wakeup: decision.report.next_wakeup,
-        }
-    }
-
-    async fn dry_pass(&self, st: &mut LoopState, now: Now) -> PassOutcome {
-        let s = &self.settings;
-        let needing = {
-            let mut o = st.index.observations().clone();
-            st.overlay.apply(&mut o);
-            decide::nodes_needing_pods(&o, s)
+        let attached = Attached {
+            pods,
+            volume_attachments,
+            fence_commands: ls.state.fence_commands().clone(),
         };
-        let (pods, attachments) = st
-            .pods
-            .fetch(&self.client, &needing, &self.metrics, now.mono)
-            .await;
-        let mut obs = st.index.observations().clone();
-        obs.pods = pods;
-        obs.volume_attachments = attachments;
-        st.overlay.apply(&mut obs);
-        let decision = decide::decide(&obs, now, s);
-        let mut simulated = false;
-        for action in &decision.actions {
-            if let Action::ConfirmLease { node, .. } = action {
-                // A read: done for real in a dry run too, so it progresses.
-                let executor = Executor::new(
-                    self.client.clone(),
-                    self.settings.clone(),
-                    self.metrics.clone(),
-                    self.leadership.clone(),
-                );
-                simulated |= self.confirm_lease(st, &executor, node).await.is_ok();
-                continue;
-            }
-            simulated |= self.simulate(&obs, action, now);
-            if let Action::RunFenceCommand { node, attempt, .. } = action {
-                // A dry run never learns the result: "run" it once only.
-                st.fence_commands
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(
-                        node.clone(),
-                        decide::FenceCommandState::Running { attempt: *attempt },
-                    );
-            }
+        let writer = &mut ls.writer;
+        let (decision, steps) = ls.index.with_attached(attached, |obs| {
+            let view = writer.view(obs);
+            let decision = decide::decide(&view, now, s);
+            writer.decided(&decision.actions, &view, now, s);
+            let steps = plan(&decision.actions, &view);
+            (decision, steps)
+        });
+        let executed = ls.execute(steps, now, &self.leadership).await;
+        for (node, facts, uid) in &executed.began_fencing {
+            self.check_contradiction(node, facts, uid.as_deref());
         }
-        st.overlay.record(&decision.actions, &obs, now, s);
-        self.report(st, &decision.report, &[]);
+        self.report(ls, &decision.report, executed.warnings);
         PassOutcome {
-            wrote: simulated,
+            wrote: executed.wrote,
             next_wakeup: decision.report.next_wakeup,
         }
-    }
-
-    /// Log, count and Event what an action would do. Returns whether it would write.
-    fn simulate(&self, obs: &decide::Observations, action: &Action, now: Now) -> bool {
-        match action {
-            Action::UpdateNode { node, intent, why } => {
-                let op = intent.operation();
-                let Some(n) = obs.nodes.get(node) else {
-                    return false;
-                };
-                if let Err(skip) = decide::patch::render(intent, &n.facts, now, &self.settings) {
-                    self.metrics
-                        .fencing_operations
-                        .with_label_values(&[op, "skipped"])
-                        .inc();
-                    tracing::info!(node = %node, operation = op, skip = ?skip, dry_run = true, "node update not needed");
-                    return false;
-                }
-                let reason = intent.reason(&n.facts.record);
-                self.metrics
-                    .fencing_operations
-                    .with_label_values(&[op, "dry_run"])
-                    .inc();
-                tracing::warn!(node = %node, operation = op, reason, why = %why, dry_run = true, "dry run: would update node");
-                self.events.normal(
-                    node_ref(node, None),
-                    &format!("DryRun{reason}"),
-                    &format!("DryRun{}", intent.action()),
-                    &format!("would {}: {why}", intent.description()),
-                );
-                true
-            }
-            Action::DeletePod { node, pod, why } => {
-                self.metrics
-                    .pods_force_deleted
-                    .with_label_values(&["dry_run"])
-                    .inc();
-                tracing::warn!(node = %node, namespace = %pod.namespace, pod = %pod.name, uid = %pod.uid, why = %why, dry_run = true, "dry run: would force-delete pod");
-                let note = format!(
-                    "would force-delete pod {}/{}: {why}",
-                    pod.namespace, pod.name
-                );
-                self.events.normal(
-                    node_ref(node, None),
-                    "DryRunPodForceDeleted",
-                    "DryRunForceDelete",
-                    &note,
-                );
-                if let Some(sts) = &pod.statefulset {
-                    self.events.normal(
-                        statefulset_ref(&pod.namespace, sts),
-                        "DryRunPodForceDeleted",
-                        "DryRunForceDelete",
-                        &note,
-                    );
-                }
-                true
-            }
-            Action::DeleteVolumeAttachment {
-                node,
-                name,
-                volume,
-                why,
-            } => {
-                self.metrics
-                    .volume_attachments_deleted
-                    .with_label_values(&["dry_run"])
-                    .inc();
-                tracing::warn!(node = %node, volume_attachment = %name, volume = %volume, why = %why, dry_run = true, "dry run: would delete VolumeAttachment");
-                self.events.normal(
-                    node_ref(node, None),
-                    "DryRunVolumeAttachmentDeleted",
-                    "DryRunDelete",
-                    &format!("would delete VolumeAttachment {name} (volume {volume}): {why}"),
-                );
-                true
-            }
-            Action::ConfirmLease { .. } => false,
-            Action::RunFenceCommand {
-                node, attempt, why, ..
-            } => {
-                tracing::warn!(node = %node, attempt, why = %why, dry_run = true, "dry run: would run --fence-command");
-                self.events.normal(
-                    node_ref(node, None),
-                    "DryRunFenceCommand",
-                    "DryRunFenceCommand",
-                    &format!("would run --fence-command: {why}"),
-                );
-                false
-            }
-        }
-    }
-
-    /// Execute actions in order. Returns whether anything was written.
-    async fn execute(
-        &self,
-        st: &mut LoopState,
-        decision: &Decision,
-        now: Now,
-        errors: &mut Vec<Warning>,
-    ) -> bool {
-        let executor = Executor::new(
-            self.client.clone(),
-            self.settings.clone(),
-            self.metrics.clone(),
-            self.leadership.clone(),
-        );
-        let mut wrote = false;
-        for action in &decision.actions {
-            if !self.leadership.is_valid(Instant::now()) {
-                tracing::warn!("leadership not confirmed: not executing further actions");
-                break;
-            }
-            match action {
-                Action::UpdateNode { node, intent, why } => {
-                    let op = intent.operation();
-                    let Some(n) = st.index.observations().nodes.get(node) else {
-                        continue;
-                    };
-                    let facts = n.facts.clone();
-                    let extra = st.index.extra(node).cloned().unwrap_or_default();
-                    let reason = intent.reason(&facts.record);
-                    match executor
-                        .update_node(intent, &facts, &extra.taints, now)
-                        .await
-                    {
-                        Ok(NodeWrite::Written(mut written)) => {
-                            self.metrics
-                                .fencing_operations
-                                .with_label_values(&[op, "success"])
-                                .inc();
-                            tracing::warn!(node = %node, operation = op, reason, why = %why, "node updated");
-                            self.events.warning_or_normal(
-                                intent.is_warning(),
-                                node_ref(node, extra.uid.as_deref()),
-                                reason,
-                                intent.action(),
-                                why,
-                            );
-                            if *intent == NodeIntent::BeginFencing {
-                                self.check_contradiction(node, &facts, extra.uid.as_deref());
-                            }
-                            // Marked fenced = its pods are released: the
-                            // out-of-service taint lets Kubernetes' PodGC
-                            // delete them at once (often before this leader's
-                            // own force-delete, which then finds them gone),
-                            // and the leader force-deletes its StatefulSet
-                            // pods in the same or the next pass.
-                            if *intent == NodeIntent::MarkFenced
-                                && st.recovered.insert(node.clone())
-                                && let Some(hb) = st.index.heartbeat(node)
-                            {
-                                self.metrics.recovery_seconds.observe(
-                                    Instant::now()
-                                        .saturating_duration_since(hb.last_renewal)
-                                        .as_secs_f64(),
-                                );
-                            }
-                            trim_node(&mut written);
-                            st.index.upsert_node(&written, Instant::now());
-                            st.pods.invalidate_node(node);
-                            wrote = true;
-                        }
-                        Ok(NodeWrite::Skipped(skip)) => {
-                            self.metrics
-                                .fencing_operations
-                                .with_label_values(&[op, "skipped"])
-                                .inc();
-                            match skip {
-                                Skip::AlreadyDone => {
-                                    tracing::debug!(node = %node, operation = op, "node already as intended")
-                                }
-                                Skip::NoLongerApplies(r) => {
-                                    tracing::info!(node = %node, operation = op, reason = %r, "node update no longer applies")
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            self.metrics
-                                .fencing_operations
-                                .with_label_values(&[op, "error"])
-                                .inc();
-                            tracing::warn!(node = %node, operation = op, error = %e, "node update failed");
-                            errors.push(Warning {
-                                node: Some(node.clone()),
-                                message: format!("{reason} failed: {e}"),
-                            });
-                        }
-                    }
-                }
-                Action::DeletePod { node, pod, why } => {
-                    if st.recently_deleted.contains_key(&pod.uid) {
-                        continue;
-                    }
-                    match executor.delete_pod(pod).await {
-                        Ok(result) => {
-                            self.metrics
-                                .pods_force_deleted
-                                .with_label_values(&[result.as_label()])
-                                .inc();
-                            if result != Deleted::PreconditionFailed {
-                                // A pod changed since it was listed (409 on
-                                // the resourceVersion) is re-listed next pass.
-                                st.recently_deleted.insert(pod.uid.clone(), Instant::now());
-                            }
-                            st.pods.invalidate_node(node);
-                            wrote = true;
-                            if result == Deleted::Deleted {
-                                tracing::warn!(node = %node, namespace = %pod.namespace, pod = %pod.name, uid = %pod.uid, why = %why, "pod force-deleted");
-                                let note = format!(
-                                    "force-deleted pod {}/{}: {why}",
-                                    pod.namespace, pod.name
-                                );
-                                self.events.normal(
-                                    node_ref(
-                                        node,
-                                        st.index.extra(node).and_then(|e| e.uid.as_deref()),
-                                    ),
-                                    "PodForceDeleted",
-                                    "ForceDelete",
-                                    &note,
-                                );
-                                if let Some(sts) = &pod.statefulset {
-                                    self.events.normal(
-                                        statefulset_ref(&pod.namespace, sts),
-                                        "PodForceDeleted",
-                                        "ForceDelete",
-                                        &note,
-                                    );
-                                }
-                            } else {
-                                tracing::info!(node = %node, namespace = %pod.namespace, pod = %pod.name, uid = %pod.uid, result = result.as_label(), "pod already gone or replaced; left alone");
-                            }
-                        }
-                        Err(e) => {
-                            self.metrics
-                                .pods_force_deleted
-                                .with_label_values(&["error"])
-                                .inc();
-                            tracing::warn!(node = %node, namespace = %pod.namespace, pod = %pod.name, error = %e, "pod force-delete failed");
-                            errors.push(Warning {
-                                node: Some(node.clone()),
-                                message: format!(
-                                    "force-deleting pod {}/{} failed: {e}",
-                                    pod.namespace, pod.name
-                                ),
-                            });
-                        }
-                    }
-                }
-                Action::DeleteVolumeAttachment {
-                    node,
-                    name,
-                    volume,
-                    why,
-                } => {
-                    let key = format!("va/{name}");
-                    if st.recently_deleted.contains_key(&key) {
-                        continue;
-                    }
-                    match executor.delete_volume_attachment(name).await {
-                        Ok(result) => {
-                            self.metrics
-                                .volume_attachments_deleted
-                                .with_label_values(&[result.as_label()])
-                                .inc();
-                            st.recently_deleted.insert(key, Instant::now());
-                            st.pods.invalidate_attachments();
-                            wrote = true;
-                            if result == Deleted::Deleted {
-                                tracing::warn!(node = %node, volume_attachment = %name, volume = %volume, why = %why, "VolumeAttachment deleted");
-                                self.events.normal(
-                                    node_ref(
-                                        node,
-                                        st.index.extra(node).and_then(|e| e.uid.as_deref()),
-                                    ),
-                                    "VolumeAttachmentDeleted",
-                                    "Delete",
-                                    &format!(
-                                        "deleted VolumeAttachment {name} (volume {volume}): {why}"
-                                    ),
-                                );
-                            }
-                        }
-                        Err(e) => {
-                            self.metrics
-                                .volume_attachments_deleted
-                                .with_label_values(&["error"])
-                                .inc();
-                            tracing::warn!(node = %node, volume_attachment = %name, error = %e, "VolumeAttachment delete failed");
-                            errors.push(Warning {
-                                node: Some(node.clone()),
-                                message: format!("deleting VolumeAttachment {name} failed: {e}"),
-                            });
-                        }
-                    }
-                }
-                Action::ConfirmLease { node, why } => {
-                    tracing::debug!(node = %node, why = %why, "confirming the node's Lease");
-                    match self.confirm_lease(st, &executor, node).await {
-                        Ok(_) => wrote = true,
-                        Err(e) => errors.push(Warning {
-                            node: Some(node.clone()),
-                            message: format!(
-                                "re-reading node {node}'s Lease before an irreversible step failed: {e}; nothing irreversible is done until it succeeds"
-                            ),
-                        }),
-                    }
-                }
-                Action::RunFenceCommand {
-                    node,
-                    addresses,
-                    attempt,
-                    why,
-                } => {
-                    let Some(command) = self.fence_command.clone() else {
-                        continue;
-                    };
-                    st.fence_commands
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(
-                            node.clone(),
-                            decide::FenceCommandState::Running { attempt: *attempt },
-                        );
-                    tracing::warn!(node = %node, attempt, addresses = ?addresses, why = %why, "running --fence-command");
-                    let state = st.fence_commands.clone();
-                    let metrics = self.metrics.clone();
-                    let events = self.events.clone();
-                    let timeout = self.fence_command_timeout;
-                    let (node, addresses, attempt) = (node.clone(), addresses.clone(), *attempt);
-                    let uid = st.index.extra(&node).and_then(|e| e.uid.clone());
-                    tokio::spawn(async move {
-                        let outcome =
-                            fence_command::run(&command, &node, &addresses, timeout).await;
-                        metrics
-                            .fence_commands
-                            .with_label_values(&[outcome.as_label()])
-                            .inc();
-                        match &outcome {
-                            fence_command::Outcome::Success => {
-                                tracing::warn!(node = %node, attempt, "--fence-command exited 0: the node is powered off");
-                                events.normal(
-                                    node_ref(&node, uid.as_deref()),
-                                    "FenceCommandSucceeded",
-                                    "FenceCommand",
-                                    &format!("--fence-command exited 0 (attempt {attempt}): the node is powered off"),
-                                );
-                            }
-                            other => {
-                                tracing::error!(node = %node, attempt, outcome = ?other, "--fence-command FAILED: the node is not known to be off; nothing is deleted, retrying with backoff");
-                                events.warning(
-                                    node_ref(&node, uid.as_deref()),
-                                    "FenceCommandFailed",
-                                    "FenceCommand",
-                                    &format!("--fence-command failed (attempt {attempt}): {other:?}; nothing is deleted, retrying with backoff"),
-                                );
-                            }
-                        }
-                        fence_command::finish(&state, &node, attempt, &outcome);
-                    });
-                }
-            }
-        }
-        wrote
-    }
-
-    /// A consistent read of the node's Lease, fed to the index: unchanged
-    /// confirms the stale heartbeat, renewed is a renewal observed now.
-    async fn confirm_lease(
-        &self,
-        st: &mut LoopState,
-        executor: &Executor,
-        node: &str,
-    ) -> Result<LeaseRead, super::executor::ExecError> {
-        let rv = executor.read_lease(node).await?;
-        let read = st.index.lease_read(node, rv.as_deref(), Instant::now());
-        match read {
-            LeaseRead::Renewed => tracing::warn!(
-                node = %node,
-                "the node's Lease was renewed although the watch had not shown it (stale or stalled watch): treated as a fresh renewal, nothing irreversible done"
-            ),
-            LeaseRead::Gone => tracing::warn!(node = %node, "the node's Lease is gone"),
-            LeaseRead::Unchanged => {}
-        }
-        Ok(read)
     }
 
     /// A node whose Lease went stale may still run a connected agent (its
@@ -730,33 +326,33 @@ impl Leader {
         });
     }
 
-    /// Gauges, storm-guard edge and deduplicated warnings.
-    fn report(&self, st: &mut LoopState, report: &Report, extra: &[Warning]) {
+    /// Gauges, the published summary, new safe times, the storm guard's
+    /// edge and the warnings not reported yet.
+    fn report<W>(&self, ls: &mut LoopState<W>, report: &Report, failures: Vec<Warning>) {
         self.metrics.observe_report(report);
         let now = Now {
             mono: Instant::now(),
-            wall: std::time::SystemTime::now(),
+            wall: SystemTime::now(),
         };
         self.published
             .send_replace(Some(LeaderSummary::from_report(report, now)));
-        st.safe_times_logged
-            .retain(|n, _| report.safe_times.contains_key(n));
-        for (node, safe) in &report.safe_times {
-            if st.safe_times_logged.insert(node.clone(), safe.total()) != Some(safe.total()) {
-                tracing::info!(
-                    node = %node,
-                    safe_time_seconds = safe.total().as_secs_f64(),
-                    detect_seconds = safe.detect.as_secs_f64(),
-                    consult_seconds = safe.consult.as_secs_f64(),
-                    watchdog_seconds = safe.watchdog.as_secs_f64(),
-                    margin_seconds = safe.margin.as_secs_f64(),
-                    "safe time: {safe}"
-                );
-            }
+        let mut warnings = report.warnings.clone();
+        warnings.extend(failures);
+        let news = ls.state.after_report(report, &warnings);
+        for node in &news.new_safe_times {
+            let safe = &report.safe_times[node];
+            tracing::info!(
+                node = %node,
+                safe_time_seconds = safe.total().as_secs_f64(),
+                detect_seconds = safe.detect.as_secs_f64(),
+                consult_seconds = safe.consult.as_secs_f64(),
+                watchdog_seconds = safe.watchdog.as_secs_f64(),
+                margin_seconds = safe.margin.as_secs_f64(),
+                "safe time: {safe}"
+            );
         }
         let guard = &report.storm_guard;
-        let storm_change = st.storm.changed(guard.active);
-        if storm_change == Some(true) {
+        if news.storm_change == Some(true) {
             self.metrics.storm_guard_activations.inc();
             let note = format!(
                 "{} of {} managed nodes are unhealthy (at most {} allowed): no new fencing until fewer are",
@@ -774,26 +370,595 @@ impl Leader {
                 "HoldFencing",
                 &note,
             );
-        } else if storm_change == Some(false) {
+        } else if news.storm_change == Some(false) {
             tracing::info!(
                 unhealthy = guard.unhealthy,
                 managed = guard.managed,
                 "storm guard released"
             );
         }
-        st.recovered
-            .retain(|n| matches!(report.nodes.get(n), Some(NodeStatus::Fenced)));
-        let mut all: Vec<Warning> = report.warnings.clone();
-        all.extend_from_slice(extra);
-        for w in st.warnings.fresh(&all) {
+        for w in news.fresh_warnings {
             self.metrics.warnings.inc();
             let regarding = match &w.node {
-                Some(n) => node_ref(n, st.index.extra(n).and_then(|e| e.uid.as_deref())),
+                Some(n) => node_ref(n, ls.index.extra(n).and_then(|e| e.uid.as_deref())),
                 None => self.announce.clone(),
             };
             tracing::warn!(node = ?w.node, "{}", w.message);
             self.events
                 .warning(regarding, "KubeFencerWarning", "Report", &w.message);
         }
+    }
+}
+
+/// The decision's actions, each with the facts it is rendered against.
+fn plan(actions: &[Action], view: &decide::Observations) -> Vec<Step> {
+    actions
+        .iter()
+        .map(|action| Step {
+            facts: match action {
+                Action::UpdateNode { node, .. } => view.nodes.get(node).map(|n| n.facts.clone()),
+                _ => None,
+            },
+            action: action.clone(),
+        })
+        .collect()
+}
+
+impl<W: ClusterWriter> LoopState<W> {
+    fn about<'a>(&'a self, node: &'a str) -> About<'a> {
+        About {
+            node,
+            uid: self.index.extra(node).and_then(|e| e.uid.as_deref()),
+        }
+    }
+
+    /// Execute the steps in order, while leadership is confirmed.
+    async fn execute(&mut self, steps: Vec<Step>, now: Now, leadership: &Leadership) -> Executed {
+        let mut done = Executed::default();
+        for Step { action, facts } in steps {
+            if !leadership.is_valid(Instant::now()) {
+                tracing::warn!("leadership not confirmed: not executing further actions");
+                break;
+            }
+            match action {
+                Action::UpdateNode { node, intent, why } => {
+                    if let Some(facts) = facts {
+                        self.update_node(&node, &intent, facts, &why, now, &mut done)
+                            .await;
+                    }
+                }
+                Action::DeletePod { node, pod, why } => {
+                    self.delete_pod(&node, &pod, &why, &mut done).await
+                }
+                Action::DeleteVolumeAttachment {
+                    node,
+                    name,
+                    volume,
+                    why,
+                } => {
+                    self.delete_attachment(&node, &name, &volume, &why, &mut done)
+                        .await
+                }
+                Action::ConfirmLease { node, why } => {
+                    tracing::debug!(node = %node, why = %why, "confirming the node's Lease");
+                    let result = match self.writer.read_lease(&node).await {
+                        Ok(rv) => Ok(self.index.lease_read(&node, rv.as_deref(), Instant::now())),
+                        Err(e) => Err(e),
+                    };
+                    done.wrote |= result.is_ok();
+                    done.warnings
+                        .extend(self.telemetry.lease_read(&node, &result));
+                }
+                Action::RunFenceCommand {
+                    node,
+                    addresses,
+                    attempt,
+                    why,
+                } => {
+                    let start = self.writer.run_fence_command(FenceRun {
+                        node: node.clone(),
+                        addresses: addresses.clone(),
+                        attempt,
+                    });
+                    if start != FenceStart::NoCommand {
+                        self.state.fence_started(&node, attempt);
+                    }
+                    self.telemetry.fence_started(
+                        self.about(&node),
+                        attempt,
+                        &addresses,
+                        &why,
+                        start,
+                    );
+                }
+            }
+        }
+        done
+    }
+
+    async fn update_node(
+        &mut self,
+        node: &str,
+        intent: &NodeIntent,
+        facts: decide::NodeFacts,
+        why: &str,
+        now: Now,
+        done: &mut Executed,
+    ) {
+        let extra = self.index.extra(node).cloned().unwrap_or_default();
+        let result = self
+            .writer
+            .update_node(intent, &facts, &extra.taints, now)
+            .await;
+        let about = About {
+            node,
+            uid: extra.uid.as_deref(),
+        };
+        done.warnings.extend(self.telemetry.node_update(
+            about,
+            intent,
+            &facts.record,
+            why,
+            &result,
+        ));
+        match result {
+            Ok(NodeWrite::Written(mut written)) => {
+                if *intent == NodeIntent::BeginFencing {
+                    done.began_fencing
+                        .push((node.to_string(), facts, extra.uid.clone()));
+                }
+                // Marked fenced = its pods are released: the out-of-service
+                // taint lets Kubernetes' PodGC delete them at once (often
+                // before this leader's own force-delete, which then finds
+                // them gone), and the leader force-deletes its StatefulSet
+                // pods in the same or the next pass.
+                if *intent == NodeIntent::MarkFenced
+                    && self.state.first_fenced(node)
+                    && let Some(hb) = self.index.heartbeat(node)
+                {
+                    self.telemetry
+                        .recovered(Instant::now().saturating_duration_since(hb.last_renewal));
+                }
+                trim_node(&mut written);
+                self.index.upsert_node(&written, Instant::now());
+                self.pods.invalidate_node(node);
+                done.wrote = true;
+            }
+            Ok(NodeWrite::DryRun) => done.wrote = true,
+            Ok(NodeWrite::Skipped(_)) | Err(_) => {}
+        }
+    }
+
+    async fn delete_pod(&mut self, node: &str, pod: &PodRef, why: &str, done: &mut Executed) {
+        let key = pod_key(&pod.uid);
+        if self.state.deleted_recently(&key) {
+            return;
+        }
+        let result = self.writer.delete_pod(pod).await;
+        done.warnings.extend(
+            self.telemetry
+                .pod_delete(self.about(node), pod, why, &result),
+        );
+        if let Ok(deleted) = result {
+            if deleted != Deleted::PreconditionFailed {
+                // A pod changed since it was listed (409 on the
+                // resourceVersion) is re-listed next pass.
+                self.state.deleted(key, Instant::now());
+            }
+            self.pods.invalidate_node(node);
+            done.wrote = true;
+        }
+    }
+
+    async fn delete_attachment(
+        &mut self,
+        node: &str,
+        name: &str,
+        volume: &str,
+        why: &str,
+        done: &mut Executed,
+    ) {
+        let key = attachment_key(name);
+        if self.state.deleted_recently(&key) {
+            return;
+        }
+        let result = self.writer.delete_volume_attachment(name).await;
+        done.warnings.extend(self.telemetry.attachment_delete(
+            self.about(node),
+            name,
+            volume,
+            why,
+            &result,
+        ));
+        if result.is_ok() {
+            self.state.deleted(key, Instant::now());
+            self.pods.invalidate_attachments();
+            done.wrote = true;
+        }
+    }
+
+    /// A fence command run came back.
+    fn fence_finished(&mut self, done: &FenceResult, now: Instant) {
+        self.telemetry
+            .fence_finished(self.about(&done.node), done.attempt, &done.outcome);
+        self.state
+            .fence_finished(&done.node, done.attempt, &done.outcome, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! `execute` against a fake writer (and the dry-run writer): what is
+    //! sent, in which order, what is remembered and what is reported.
+
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use kube::runtime::watcher::Event;
+    use serde_json::json;
+
+    use super::*;
+    use crate::cluster::executor::ExecError;
+    use crate::cluster::fence_command::Outcome;
+    use crate::decide::testutil::{self, now_at};
+    use crate::decide::{FenceCommandState, NodeFacts};
+    use crate::ops::events::EventMsg;
+
+    /// Records every call; answers from queues (a write succeeds by default).
+    #[derive(Default)]
+    struct FakeWriter {
+        calls: Mutex<Vec<String>>,
+        node_results: Mutex<VecDeque<Result<NodeWrite, ExecError>>>,
+        delete_results: Mutex<VecDeque<Result<Deleted, ExecError>>>,
+        fence: Option<FenceStart>,
+    }
+
+    impl FakeWriter {
+        fn call(&self, what: String) {
+            self.calls.lock().unwrap().push(what);
+        }
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+        fn next_delete(&self) -> Result<Deleted, ExecError> {
+            let next = self.delete_results.lock().unwrap().pop_front();
+            next.unwrap_or(Ok(Deleted::Deleted))
+        }
+    }
+
+    impl ClusterWriter for FakeWriter {
+        fn view<'a>(
+            &self,
+            obs: &'a decide::Observations,
+        ) -> std::borrow::Cow<'a, decide::Observations> {
+            std::borrow::Cow::Borrowed(obs)
+        }
+        fn decided(&mut self, _: &[Action], _: &decide::Observations, _: Now, _: &Settings) {}
+        async fn update_node(
+            &self,
+            intent: &NodeIntent,
+            facts: &NodeFacts,
+            _: &[k8s_openapi::api::core::v1::Taint],
+            _: Now,
+        ) -> Result<NodeWrite, ExecError> {
+            self.call(format!("update {} {}", facts.name, intent.operation()));
+            let next = self.node_results.lock().unwrap().pop_front();
+            next.unwrap_or_else(|| Ok(NodeWrite::Written(Box::new(node(&facts.name, "2")))))
+        }
+        async fn delete_pod(&self, pod: &PodRef) -> Result<Deleted, ExecError> {
+            self.call(format!("delete pod {}", pod.name));
+            self.next_delete()
+        }
+        async fn delete_volume_attachment(&self, name: &str) -> Result<Deleted, ExecError> {
+            self.call(format!("delete va {name}"));
+            self.next_delete()
+        }
+        async fn read_lease(&self, node: &str) -> Result<Option<String>, ExecError> {
+            self.call(format!("read lease {node}"));
+            Ok(Some("10".into()))
+        }
+        fn run_fence_command(&self, run: FenceRun) -> FenceStart {
+            self.call(format!("fence {} {}", run.node, run.attempt));
+            self.fence.unwrap_or(FenceStart::Started)
+        }
+    }
+
+    fn node(name: &str, rv: &str) -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "resourceVersion": rv, "uid": format!("uid-{name}")},
+        }))
+        .unwrap()
+    }
+
+    fn lease(name: &str) -> PartialObjectMeta<Lease> {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": NODE_LEASE_NAMESPACE, "resourceVersion": "10"},
+        }))
+        .unwrap()
+    }
+
+    /// A loop state with node n1 (and its Lease) in the index, and where its Events go.
+    fn loop_state<W>(writer: W) -> (LoopState<W>, tokio::sync::mpsc::Receiver<EventMsg>) {
+        let metrics = Metrics::new();
+        let (events, rx) = EventSink::channel(64, metrics.clone());
+        let mut index = Index::new(Duration::from_secs(20));
+        let t = Instant::now();
+        index.on_node_event(Event::Init, t);
+        index.on_node_event(Event::InitApply(node("n1", "1")), t);
+        index.on_node_event(Event::InitDone, t);
+        index.on_lease_event(Event::Init, t);
+        index.on_lease_event(Event::InitApply(lease("n1")), t);
+        index.on_lease_event(Event::InitDone, t);
+        let ls = LoopState {
+            writer,
+            telemetry: Telemetry { metrics, events },
+            state: LeaderState::default(),
+            index,
+            pods: PodCache::default(),
+            was_synced: true,
+        };
+        (ls, rx)
+    }
+
+    fn leader() -> Leadership {
+        let l = Leadership::default();
+        l.grant_until(Instant::now() + Duration::from_secs(60));
+        l
+    }
+
+    fn update(intent: NodeIntent) -> Step {
+        Step {
+            action: Action::UpdateNode {
+                node: "n1".into(),
+                intent,
+                why: "test".into(),
+            },
+            facts: Some(testutil::facts("n1")),
+        }
+    }
+
+    fn delete_pod(name: &str) -> Step {
+        Step {
+            action: Action::DeletePod {
+                node: "n1".into(),
+                pod: PodRef {
+                    namespace: "default".into(),
+                    name: name.into(),
+                    uid: format!("uid-{name}"),
+                    resource_version: None,
+                    statefulset: Some("web".into()),
+                },
+                why: "test".into(),
+            },
+            facts: None,
+        }
+    }
+
+    fn delete_va(name: &str) -> Step {
+        Step {
+            action: Action::DeleteVolumeAttachment {
+                node: "n1".into(),
+                name: name.into(),
+                volume: "pv-1".into(),
+                why: "test".into(),
+            },
+            facts: None,
+        }
+    }
+
+    fn fence(attempt: u32) -> Step {
+        Step {
+            action: Action::RunFenceCommand {
+                node: "n1".into(),
+                addresses: vec!["10.0.0.1".into()],
+                attempt,
+                why: "test".into(),
+            },
+            facts: None,
+        }
+    }
+
+    fn reasons(rx: &mut tokio::sync::mpsc::Receiver<EventMsg>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            out.push(e.reason);
+        }
+        out
+    }
+
+    fn count(metrics: &Metrics, vec: &str, labels: &[&str]) -> u64 {
+        let v = match vec {
+            "fencing_operations" => &metrics.fencing_operations,
+            "pods_force_deleted" => &metrics.pods_force_deleted,
+            _ => &metrics.volume_attachments_deleted,
+        };
+        v.with_label_values(labels).get()
+    }
+
+    #[tokio::test]
+    async fn actions_go_through_the_writer_in_order_and_are_told() {
+        let (mut ls, mut rx) = loop_state(FakeWriter::default());
+        let steps = vec![
+            update(NodeIntent::MarkFenced),
+            delete_pod("web-1"),
+            delete_va("va-1"),
+        ];
+        let done = ls.execute(steps, now_at(1), &leader()).await;
+        assert_eq!(
+            ls.writer.calls(),
+            ["update n1 fence", "delete pod web-1", "delete va va-1"]
+        );
+        assert!(done.wrote && done.warnings.is_empty());
+        assert_eq!(
+            reasons(&mut rx),
+            [
+                "NodeFenced",
+                "PodForceDeleted",
+                "PodForceDeleted",
+                "VolumeAttachmentDeleted"
+            ]
+        );
+        let m = &ls.telemetry.metrics.clone();
+        assert_eq!(count(m, "fencing_operations", &["fence", "success"]), 1);
+        assert_eq!(count(m, "pods_force_deleted", &["success"]), 1);
+        assert_eq!(count(m, "volume_attachments_deleted", &["success"]), 1);
+        // The node as written is in the index; its recovery was timed once.
+        assert_eq!(
+            ls.index.observations().nodes["n1"]
+                .facts
+                .resource_version
+                .as_deref(),
+            Some("2")
+        );
+        assert_eq!(m.recovery_seconds.get_sample_count(), 1);
+        ls.execute(vec![update(NodeIntent::MarkFenced)], now_at(2), &leader())
+            .await;
+        assert_eq!(m.recovery_seconds.get_sample_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_deletion_is_not_sent_twice_but_a_changed_pod_is_tried_again() {
+        let (mut ls, _rx) = loop_state(FakeWriter::default());
+        ls.writer
+            .delete_results
+            .lock()
+            .unwrap()
+            .push_back(Ok(Deleted::PreconditionFailed));
+        for t in 1..=3 {
+            let steps = vec![delete_pod("web-1"), delete_va("va-1")];
+            ls.execute(steps, now_at(t), &leader()).await;
+        }
+        assert_eq!(
+            ls.writer.calls(),
+            [
+                "delete pod web-1", // 409: changed since it was listed
+                "delete va va-1",
+                "delete pod web-1", // deleted
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_reported_and_the_next_action_still_runs() {
+        let (mut ls, mut rx) = loop_state(FakeWriter::default());
+        ls.writer
+            .node_results
+            .lock()
+            .unwrap()
+            .push_back(Err(ExecError::NodeGone("n1".into())));
+        let steps = vec![update(NodeIntent::BeginFencing), delete_pod("web-1")];
+        let done = ls.execute(steps, now_at(1), &leader()).await;
+        assert_eq!(ls.writer.calls(), ["update n1 begin", "delete pod web-1"]);
+        assert_eq!(done.warnings.len(), 1, "{:?}", done.warnings);
+        assert!(
+            done.warnings[0].message.contains("FencingStarted failed")
+                && done.warnings[0].message.contains("not found"),
+            "{:?}",
+            done.warnings
+        );
+        assert!(
+            done.began_fencing.is_empty(),
+            "no contradiction check for a failed write"
+        );
+        let m = &ls.telemetry.metrics;
+        assert_eq!(count(m, "fencing_operations", &["begin", "error"]), 1);
+        assert_eq!(reasons(&mut rx), ["PodForceDeleted", "PodForceDeleted"]);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_sent_without_confirmed_leadership() {
+        let (mut ls, _rx) = loop_state(FakeWriter::default());
+        let steps = vec![
+            update(NodeIntent::MarkFenced),
+            delete_pod("web-1"),
+            fence(1),
+        ];
+        let done = ls.execute(steps, now_at(1), &Leadership::default()).await;
+        assert!(ls.writer.calls().is_empty());
+        assert!(!done.wrote);
+        assert!(ls.state.fence_commands().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_fence_command_runs_until_its_result_comes_back() {
+        let (mut ls, mut rx) = loop_state(FakeWriter::default());
+        ls.execute(vec![fence(1)], now_at(1), &leader()).await;
+        assert_eq!(
+            ls.state.fence_commands().get("n1"),
+            Some(&FenceCommandState::Running { attempt: 1 })
+        );
+        let result = FenceResult {
+            node: "n1".into(),
+            attempt: 1,
+            outcome: Outcome::Failure("exit 1".into()),
+        };
+        ls.fence_finished(&result, testutil::mono(5));
+        assert!(matches!(
+            ls.state.fence_commands().get("n1"),
+            Some(FenceCommandState::Failed { attempt: 1, .. })
+        ));
+        let m = &ls.telemetry.metrics;
+        assert_eq!(m.fence_commands.with_label_values(&["failure"]).get(), 1);
+        assert_eq!(reasons(&mut rx), ["FenceCommandFailed"]);
+    }
+
+    #[tokio::test]
+    async fn without_a_fence_command_nothing_is_running() {
+        let writer = FakeWriter {
+            fence: Some(FenceStart::NoCommand),
+            ..FakeWriter::default()
+        };
+        let (mut ls, _rx) = loop_state(writer);
+        ls.execute(vec![fence(1)], now_at(1), &leader()).await;
+        assert!(ls.state.fence_commands().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_sends_nothing_and_says_what_it_would_do() {
+        let (service, mut handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let client = Client::new(service, "default");
+        let settings = testutil::settings();
+        let writer = DryRunWriter {
+            reader: Executor::new(client, settings.clone(), Metrics::new(), leader()),
+            settings,
+            overlay: Overlay::default(),
+        };
+        let (mut ls, mut rx) = loop_state(writer);
+        let steps = vec![
+            update(NodeIntent::BeginFencing),
+            delete_pod("web-1"),
+            fence(1),
+        ];
+        let done = ls.execute(steps, now_at(1), &leader()).await;
+        assert!(done.wrote && done.warnings.is_empty());
+        assert!(
+            done.began_fencing.is_empty(),
+            "nobody to ask: nothing was written"
+        );
+        assert_eq!(
+            reasons(&mut rx),
+            [
+                "DryRunFencingStarted",
+                "DryRunPodForceDeleted",
+                "DryRunPodForceDeleted",
+                "DryRunFenceCommand"
+            ]
+        );
+        let m = &ls.telemetry.metrics;
+        assert_eq!(count(m, "fencing_operations", &["begin", "dry_run"]), 1);
+        assert_eq!(count(m, "pods_force_deleted", &["dry_run"]), 1);
+        // The index still shows the node as watched.
+        assert_eq!(
+            ls.index.observations().nodes["n1"]
+                .facts
+                .resource_version
+                .as_deref(),
+            Some("1")
+        );
+        let sent = tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await;
+        assert!(sent.is_err(), "a dry run sent a request");
     }
 }
