@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use kube_fencer::cluster::Agent;
-use kube_fencer::cluster::guardian::{Guardian, Population, Watchdog};
 use kube_fencer::cluster::peer_auth::{Challenges, NonceCache, PeerKey};
 use kube_fencer::cluster::peers;
+use kube_fencer::cluster::self_check::{Population, SelfCheckTask, Watchdog};
 use kube_fencer::config::Args;
 use kube_fencer::config::SelfFence;
 use kube_fencer::ops::{self, EventSink, Health, Metrics};
@@ -257,8 +257,8 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let guardian = tokio::spawn(
-        Guardian {
+    let self_check = tokio::spawn(
+        SelfCheckTask {
             client: client.clone(),
             node: config.node_name().to_string(),
             cfg: config.agent.clone(),
@@ -295,7 +295,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
         Ok(r) => r.context("agent task failed")?,
         Err(_) => tracing::warn!("agent did not stop within 10s"),
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), guardian).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self_check).await;
     if let Some(p) = peer_server {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), p).await;
     }

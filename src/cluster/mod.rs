@@ -1,7 +1,7 @@
 //! Kubernetes I/O shell.
 //!
 //! - [`election`]: leader election on a Lease (every agent).
-//! - [`own_node`]: the watch on the agent's own Node, whose record it sends to the guardian (every agent).
+//! - [`own_node`]: the watch on the agent's own Node, whose record it sends to the self-check (every agent).
 //! - [`reconcile`]: the leader's loop: watchers → [`index`] → decide → [`executor`].
 //! - [`facts`] and [`patch`]: pure conversions between Kubernetes objects and the core's types.
 //! - [`pods`]: pods and VolumeAttachments of fenced nodes, listed on demand.
@@ -19,7 +19,6 @@ pub mod election;
 pub mod executor;
 pub mod facts;
 pub mod fence_command;
-pub mod guardian;
 pub mod index;
 pub mod leader_state;
 pub mod own_node;
@@ -29,6 +28,7 @@ pub mod peer_key;
 pub mod peers;
 pub mod pods;
 pub mod reconcile;
+pub mod self_check;
 pub mod startup;
 pub mod telemetry;
 pub mod watchdog;
@@ -46,7 +46,7 @@ pub struct Agent {
     pub metrics: Metrics,
     pub health: Health,
     pub events: EventSink,
-    /// Where the own-Node watch sends the node's record (the guardian's
+    /// Where the own-Node watch sends the node's record (the self-check's
     /// self-check holds the other end).
     pub own_record: watch::Sender<RecordState>,
     /// Where the own-Lease watch sends the kubelet's last renewTime.

@@ -1,6 +1,6 @@
 //! Every agent watches its own Node (field selector on its name). If a
 //! kube-fencer record appears on it, the cluster believes this node is being
-//! fenced: the watch logs it loudly and hands the record to the guardian's
+//! fenced: the watch logs it loudly and hands the record to the self-check's
 //! self-check on a `tokio::sync::watch` channel; the self-check fences the
 //! node itself if the record concerns this boot.
 //!

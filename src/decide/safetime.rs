@@ -18,7 +18,7 @@
 //! x = kubeletStaleAfter (the agent's --unreachable-after), when advertised
 //! ```
 //!
-//! Why each term — the agent's side is [`crate::cluster::guardian`]:
+//! Why each term — the agent's side is [`crate::cluster::self_check`]:
 //!
 //! - **contact**: the agent's last API contact. When the whole node is cut
 //!   off, it is at most one kubelet Lease renewal after the last renewal the

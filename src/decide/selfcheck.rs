@@ -2,7 +2,7 @@
 //!
 //! This is the schedule the leader's safe time ([`super::safetime`]) relies
 //! on, so it lives here, beside the leader's core, and the I/O shell
-//! (`crate::cluster::guardian`) only feeds it [`Input`]s and carries out its
+//! (`crate::cluster::self_check`) only feeds it [`Input`]s and carries out its
 //! [`Command`]s:
 //!
 //! - **API checks**: any contact with the API server proves the path works.

@@ -183,9 +183,9 @@ pub fn check_settings(cfg: &AgentConfig) -> CheckSettings {
     }
 }
 
-/// The guardian; its I/O handles are cheap to clone into the command tasks.
+/// The self-check's shell: runs the core's [`SelfCheck`]; its I/O handles are cheap to clone into the command tasks.
 #[derive(Clone)]
-pub struct Guardian {
+pub struct SelfCheckTask {
     pub client: Client,
     pub node: String,
     pub cfg: AgentConfig,
@@ -205,7 +205,7 @@ pub struct Guardian {
     pub population: Population,
 }
 
-impl Guardian {
+impl SelfCheckTask {
     fn advert(&self, boot_id: Option<&str>, peer_address: Option<String>) -> AgentAdvert {
         AgentAdvert {
             self_fence: self.cfg.self_fence.action(),
@@ -747,8 +747,8 @@ mod tests {
         );
     }
 
-    fn guardian(client: Client, watchdog: Option<Arc<Watchdog>>) -> Guardian {
-        Guardian {
+    fn self_check(client: Client, watchdog: Option<Arc<Watchdog>>) -> SelfCheckTask {
+        SelfCheckTask {
             client,
             node: "n1".into(),
             cfg: cfg(&[
@@ -787,7 +787,7 @@ mod tests {
         // A partitioned agent being stopped: its Node still says "capable",
         // so the watchdog is its only guarantee and must not be disarmed.
         let (w, path) = fed_watchdog("withdraw-fails");
-        let g = guardian(
+        let g = self_check(
             crate::cluster::own_node::tests::refusing_client(),
             Some(w.clone()),
         );
@@ -809,7 +809,7 @@ mod tests {
         use kube::client::Body;
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let (w, path) = fed_watchdog("withdraw-ok");
-        let g = guardian(Client::new(service, "default"), Some(w.clone()));
+        let g = self_check(Client::new(service, "default"), Some(w.clone()));
         let api = tokio::spawn(async move {
             let mut patch = None;
             while let Some((req, send)) = handle.next_request().await {
@@ -870,7 +870,7 @@ mod tests {
             marker.display()
         );
         let state = dir.join("state");
-        let mut g = guardian(crate::cluster::own_node::tests::refusing_client(), None);
+        let mut g = self_check(crate::cluster::own_node::tests::refusing_client(), None);
         g.cfg = cfg(&[
             "--self-fence",
             &exec,
@@ -992,7 +992,7 @@ mod tests {
             "exec:echo \"$KUBE_FENCER_SELF_FENCE_REASON\" > {}",
             marker.display()
         );
-        let mut g = guardian(Client::new(service, "default"), None);
+        let mut g = self_check(Client::new(service, "default"), None);
         g.cfg = cfg(&[
             "--self-fence",
             &exec,
@@ -1104,7 +1104,7 @@ mod tests {
         let marker = dir.join("fenced");
         let exec = format!("exec:touch {}", marker.display());
         let peer_list = addrs.join(",");
-        let mut g = guardian(crate::cluster::own_node::tests::refusing_client(), None);
+        let mut g = self_check(crate::cluster::own_node::tests::refusing_client(), None);
         g.cfg = cfg(&[
             "--self-fence",
             &exec,
