@@ -7,11 +7,14 @@ RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+COPY crates/decide/Cargo.toml crates/decide/
+RUN mkdir -p src crates/decide/src && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs crates/decide/src/lib.rs \
     && cargo build --release --locked --target x86_64-unknown-linux-musl \
-    && rm -rf src
+    && rm -rf src crates/decide/src
 COPY src ./src
-RUN touch src/main.rs src/lib.rs \
+COPY crates ./crates
+RUN touch src/main.rs src/lib.rs crates/decide/src/lib.rs \
     && cargo build --release --locked --target x86_64-unknown-linux-musl \
     && cp target/x86_64-unknown-linux-musl/release/kube-fencer /kube-fencer
 

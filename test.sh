@@ -49,12 +49,15 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
-cargo clippy --all-targets --features e2e -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+# The decision core (crates/decide: stages, scenarios, simulator, property
+# tests), then the shell's unit tests and the real binary's start-up errors.
 step "unit and property tests, start-up errors of the real binary"
-cargo test --lib --bins --test startup
+cargo test -p kube-fencer-decide
+cargo test -p kube-fencer --lib --bins --test startup
 
-# The whole protocol (src/decide/protocol): 10,000 random fault schedules
+# The whole protocol (crates/decide/src/protocol): 10,000 random fault schedules
 # (every fault kind, the leader-side ones included) and the bounded model
 # check, debug build (about two minutes). The long run:
 #   cargo run --release --example protocol-check -- --schedules 1000000 --leader-side --verbose

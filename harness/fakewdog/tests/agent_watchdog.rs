@@ -10,8 +10,8 @@ mod support;
 #[path = "../../../src/cluster/watchdog.rs"]
 mod watchdog;
 
-// What watchdog.rs takes from the root crate, at the same path.
-#[path = "../../../src/decide/watchdog_timing.rs"]
+// What watchdog.rs takes from the decision core (crates/decide), as `crate::decide`.
+#[path = "../../../crates/decide/src/watchdog_timing.rs"]
 pub mod watchdog_timing;
 mod decide {
     pub use super::watchdog_timing;

@@ -21,7 +21,7 @@ use super::{Cluster, NETNS_PEER_PORT, free_port, say};
 /// last contact at most max(3, 6 + 1) = 7s after the heartbeat, verdict at
 /// max(7 + 1 + 2×2 + 0.5 + 1.5, 6 + 2 + 0.5 + 1.5, 7 + 1 + 2) = 14s, + exec
 /// bound 5s + margin 2s = a safe time 21s after the last heartbeat
-/// (`src/decide/safetime.rs`).
+/// (`crates/decide/src/safetime.rs`).
 pub const SELF_FENCE_TIMINGS: &[(&str, &str)] = &[
     ("--api-check-interval", "1s"),
     ("--api-check-timeout", "500ms"),

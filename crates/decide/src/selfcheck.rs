@@ -2,7 +2,7 @@
 //!
 //! This is the schedule the leader's safe time ([`super::safetime`]) relies
 //! on, so it lives here, beside the leader's core, and the I/O shell
-//! (`crate::cluster::self_check`) only feeds it [`Input`]s and carries out its
+//! (`kube_fencer::cluster::self_check`) only feeds it [`Input`]s and carries out its
 //! [`Command`]s:
 //!
 //! - **API checks**: any contact with the API server proves the path works.
@@ -764,9 +764,9 @@ impl SelfCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::FenceRecord;
-    use crate::decide::selffence::Reason;
-    use crate::decide::testutil::{mono, wall0};
+    use crate::FenceRecord;
+    use crate::selffence::Reason;
+    use crate::testutil::{mono, wall0};
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 

@@ -1,7 +1,8 @@
 //! The pure decision core: (observed cluster state, time, settings) → actions.
 //!
-//! Nothing in this module performs I/O, reads a clock or knows about the
-//! Kubernetes client. The I/O shell (`crate::cluster`) turns watch events into
+//! Nothing in this crate performs I/O, reads a clock or knows about the
+//! Kubernetes client: it does not depend on `kube` or `k8s-openapi`, so the
+//! compiler keeps it pure. The I/O shell (`kube_fencer::cluster`) turns watch events into
 //! [`Observations`], calls [`decide`], and executes the returned [`Action`]s.
 //!
 //! The pipeline is one file per stage:
@@ -43,8 +44,10 @@ mod scenarios;
 mod sim;
 #[cfg(test)]
 mod split_brain;
-#[cfg(test)]
-pub(crate) mod testutil;
+/// Fixtures for tests of this crate and of the shell (feature `testutil`).
+#[cfg(any(test, feature = "testutil"))]
+#[doc(hidden)]
+pub mod testutil;
 
 pub use advert::{AdvertState, AgentAdvert, SelfFenceAction};
 pub use record::{FenceRecord, Phase, RecordState};

@@ -83,8 +83,8 @@ impl Overlay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::testutil::*;
-    use crate::decide::{NodeObs, PodObs, RecordState, Taint, VolumeAttachmentObs};
+    use crate::testutil::*;
+    use crate::{NodeObs, PodObs, RecordState, Taint, VolumeAttachmentObs};
 
     fn update(node: &str, intent: NodeIntent) -> Action {
         Action::UpdateNode {
@@ -162,7 +162,7 @@ mod tests {
             &[
                 Action::DeletePod {
                     node: "n1".into(),
-                    pod: crate::decide::PodRef {
+                    pod: crate::PodRef {
                         namespace: "ns".into(),
                         name: "u1".into(),
                         uid: "u1".into(),
@@ -189,7 +189,7 @@ mod tests {
         assert_eq!(f.taints.len(), 2);
         assert_eq!(f.taints[1], Taint::out_of_service());
         assert!(
-            matches!(&f.record, RecordState::Valid(r) if r.phase == crate::decide::Phase::Fenced && r.tainted && r.cordoned)
+            matches!(&f.record, RecordState::Valid(r) if r.phase == crate::Phase::Fenced && r.tainted && r.cordoned)
         );
         assert_eq!(
             f.labels.get("zone").map(String::as_str),

@@ -18,7 +18,7 @@
 //! x = kubeletStaleAfter (the agent's --unreachable-after), when advertised
 //! ```
 //!
-//! Why each term — the agent's side is [`crate::cluster::self_check`]:
+//! Why each term — the agent's side is `kube_fencer::cluster::self_check`:
 //!
 //! - **contact**: the agent's last API contact. When the whole node is cut
 //!   off, it is at most one kubelet Lease renewal after the last renewal the
@@ -243,7 +243,7 @@ pub fn safe_time(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::advert::SelfFenceAction;
+    use crate::advert::SelfFenceAction;
 
     fn advert() -> AgentAdvert {
         AgentAdvert {

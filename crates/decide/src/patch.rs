@@ -246,7 +246,7 @@ pub fn apply(facts: &NodeFacts, patch: &NodePatch) -> NodeFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::testutil::*;
+    use crate::testutil::*;
 
     fn taint(key: &str, value: Option<&str>, effect: &str) -> Taint {
         Taint {
@@ -377,7 +377,7 @@ mod tests {
         assert_eq!(stamp(&f).as_deref(), Some("kubelet-boot"));
         f.kubelet_boot_id = None;
         assert_eq!(stamp(&f).as_deref(), Some("boot-1"), "the agent's");
-        f.agent = crate::decide::AdvertState::Absent;
+        f.agent = crate::AdvertState::Absent;
         assert_eq!(stamp(&f), None);
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::world::{Fault, Link, Sim, SimConfig};
 use super::{FaultSet, run_seed};
-use crate::decide::RecordState;
+use crate::RecordState;
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 

@@ -1,0 +1,219 @@
+//! Fencing: the record, the cordon, the taint, and nodes fenced in an earlier boot.
+
+use super::guard::excluded_reason;
+use super::*;
+
+#[test]
+fn malformed_record_means_hands_off_with_a_warning() {
+    let mut sim = Sim::new();
+    sim.nodes(&["n1", "n2", "n3"]);
+    let bad = record::parse(r#"{"phase":"Zombie"}"#);
+    assert!(matches!(bad, RecordState::Malformed(_)));
+    sim.get_mut("n1").facts.record = bad;
+    sim.get_mut("n1").facts.unschedulable = true;
+    sim.sts_pod("n1", "db/pg-0", "pg");
+    sim.sync();
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(300);
+    assert!(sim.log.is_empty());
+    assert!(excluded_reason(&sim, "n1").contains("malformed"));
+    let w = sim.warnings();
+    let w = w
+        .iter()
+        .find(|w| w.node.as_deref() == Some("n1"))
+        .expect("warning");
+    assert!(
+        w.message.contains("n1") && w.message.contains("Zombie"),
+        "{}",
+        w.message
+    );
+    // Healthy again with a malformed record: still hands off.
+    sim.revive("n1");
+    sim.run_until(600);
+    assert!(sim.log.is_empty());
+    assert!(sim.get("n1").facts.unschedulable);
+}
+
+#[test]
+fn a_new_leader_resumes_fencing_from_the_record_alone() {
+    let mut sim = cluster();
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(30);
+    assert_eq!(sim.updates("n1", begin()), vec![20]);
+    sim.new_leader("kube-fencer-new");
+    // The new leader's timers start at its own sync (30): MarkFenced at 90, not 60.
+    sim.run_until(89);
+    assert!(sim.updates("n1", mark()).is_empty());
+    assert_eq!(sim.status("n1"), NodeStatus::Fencing);
+    sim.run_until(90);
+    assert_eq!(sim.updates("n1", mark()), vec![90]);
+    assert_eq!(sim.updates("n1", begin()), vec![20], "never begun twice");
+    match sim.record("n1") {
+        RecordState::Valid(r) => {
+            assert_eq!(r.by, "kube-fencer-new");
+            assert_eq!(
+                r.fencing_since,
+                wall0() + secs(20),
+                "kept from the first leader"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn foreign_taints_are_never_removed_or_reordered() {
+    let foreign = |key: &str, value: Option<&str>, effect: &str| Taint {
+        key: key.into(),
+        value: value.map(String::from),
+        effect: effect.into(),
+    };
+    let theirs = vec![
+        foreign("z-last", Some("1"), "NoSchedule"),
+        foreign("a-first", None, "PreferNoSchedule"),
+        foreign("node.kubernetes.io/unreachable", None, "NoExecute"),
+    ];
+    let mut sim = cluster();
+    sim.get_mut("n1").facts.taints = theirs.clone();
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(70);
+    let mut with_ours = theirs.clone();
+    with_ours.push(Taint::out_of_service());
+    assert_eq!(sim.get("n1").facts.taints, with_ours);
+    sim.revive("n1");
+    sim.run_until(100);
+    assert_eq!(sim.updates("n1", unfence()), vec![100]);
+    assert_eq!(sim.get("n1").facts.taints, theirs);
+}
+
+#[test]
+fn a_pre_existing_out_of_service_taint_is_left_alone() {
+    let operators = Taint {
+        key: OUT_OF_SERVICE_TAINT_KEY.into(),
+        value: Some("manual".into()),
+        effect: "NoSchedule".into(),
+    };
+    let mut sim = cluster();
+    sim.get_mut("n1").facts.taints = vec![operators.clone()];
+    sim.get_mut("n1").facts.unschedulable = true; // and cordoned by the operator
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(70);
+    assert_eq!(sim.updates("n1", mark()), vec![60]);
+    assert_eq!(sim.get("n1").facts.taints, vec![operators.clone()]);
+    assert!(matches!(sim.record("n1"), RecordState::Valid(r) if !r.tainted && !r.cordoned));
+    sim.revive("n1");
+    sim.run_until(100);
+    assert_eq!(sim.updates("n1", unfence()), vec![100]);
+    assert_eq!(sim.get("n1").facts.taints, vec![operators]);
+    assert!(
+        sim.get("n1").facts.unschedulable,
+        "the operator's cordon stays"
+    );
+}
+
+#[test]
+fn delete_pods_strategy_adds_no_taint() {
+    let mut s = settings();
+    s.strategy = Strategy::DeletePods;
+    let mut sim = Sim::with(s);
+    sim.nodes(&["n1", "n2", "n3"]);
+    sim.sync();
+    let pod = sim.sts_pod("n1", "db/pg-0", "pg");
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(70);
+    assert!(sim.get("n1").facts.taints.is_empty());
+    assert_eq!(sim.deleted_pods(), vec![(61, pod)]);
+}
+
+/// A record Fenced in boot `boot-0`, with our cordon and taint.
+fn fenced_in_boot_0(facts: &mut NodeFacts) {
+    facts.record = RecordState::Valid(FenceRecord {
+        phase: Phase::Fenced,
+        fencing_since: wall0(),
+        fenced_at: Some(wall0()),
+        cordoned: true,
+        tainted: true,
+        by: "x".into(),
+        boot_id: Some("boot-0".into()),
+        held_since: None,
+    });
+    facts.unschedulable = true;
+    facts.taints.push(Taint::out_of_service());
+}
+
+/// Marked fenced in boot `boot-0`, the node booted again (`boot-1`) before
+/// its pods were deleted, its kubelet renewed its Lease and started them
+/// again, and then it was cut off. The record of the earlier boot says
+/// nothing about this one (its agent ignores it): deleting the pod on it
+/// would delete a pod that may be running.
+#[test]
+fn a_node_fenced_in_an_earlier_boot_is_fenced_again_before_its_pods_are_deleted() {
+    let mut sim = Sim::new();
+    sim.nodes(&["n1", "n2", "n3", SELF_NODE]);
+    let pod = sim.sts_pod("n1", "db/db-0", "db");
+    let n1 = sim.get_mut("n1");
+    fenced_in_boot_0(&mut n1.facts);
+    sim.sync();
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(300);
+    let restarted = 20;
+    assert_eq!(
+        sim.updates("n1", NodeIntent::RestartFencing),
+        vec![restarted],
+        "{:?}",
+        sim.log
+    );
+    let marked = sim.updates("n1", mark());
+    assert_eq!(marked.len(), 1, "{:?}", sim.log);
+    let a = testutil::advert();
+    let floor = restarted
+        + (a.api_check_timeout + a.watchdog_timeout + sim.settings.safe_time_margin).as_secs();
+    assert!(marked[0] >= floor, "marked at {} < {floor}", marked[0]);
+    let deleted = sim.deleted_pods();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(deleted[0].0 >= marked[0], "{deleted:?} before {marked:?}");
+    assert!(!sim.pod_exists(&pod));
+    let RecordState::Valid(r) = sim.record("n1") else {
+        panic!("n1 has a record")
+    };
+    assert_eq!(r.boot_id.as_deref(), Some("boot-1"));
+}
+
+/// A node that rebooted reports its new boot ID a moment before its first
+/// Lease renewal: its fencing is not restarted then (its agent of the new
+/// boot would take the record for its own and fence a healthy node); it is
+/// unfenced once healthy.
+#[test]
+fn a_node_fenced_in_an_earlier_boot_that_is_coming_back_is_not_fenced_again() {
+    let mut sim = Sim::new();
+    sim.nodes(&["n1", "n2", "n3", SELF_NODE]);
+    let n1 = sim.get_mut("n1");
+    fenced_in_boot_0(&mut n1.facts);
+    n1.facts.kubelet_boot_id = Some("boot-0".into());
+    sim.sync();
+    sim.kill("n1");
+    sim.run_until(100);
+    // The reboot: the kubelet's status names the new boot, its first Lease
+    // renewal follows a few seconds later.
+    sim.get_mut("n1").facts.kubelet_boot_id = Some("boot-1".into());
+    sim.run_until(104);
+    sim.reconnect("n1");
+    sim.run_until(200);
+    assert!(
+        sim.updates("n1", NodeIntent::RestartFencing).is_empty(),
+        "{:?}",
+        sim.log
+    );
+    assert_eq!(
+        sim.updates("n1", NodeIntent::Unfence).len(),
+        1,
+        "{:?}",
+        sim.log
+    );
+}
