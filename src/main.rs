@@ -10,7 +10,7 @@ use kube_fencer::cluster::peers;
 use kube_fencer::cluster::self_check::{Population, SelfCheckTask, Watchdog};
 use kube_fencer::config::Args;
 use kube_fencer::config::SelfFence;
-use kube_fencer::ops::{self, EventSink, Health, Metrics};
+use kube_fencer::ops::{self, ApiContact, EventSink, Health, Metrics};
 use tokio::sync::watch;
 
 const TERMINATION_LOG: &str = "/dev/termination-log";
@@ -119,9 +119,13 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
     use anyhow::Context;
     config.log_effective();
     let metrics = Metrics::new();
+    // Set by every watch and request that the API server answers.
+    let contact = ApiContact::default();
     // A follower hears from the API at least every renewal of the leader Lease.
-    let health =
-        Health::new((config.election.lease_duration * 3).max(std::time::Duration::from_secs(30)));
+    let health = Health::new(
+        (config.election.lease_duration * 3).max(std::time::Duration::from_secs(30)),
+        contact.clone(),
+    );
 
     // Self-fencing prerequisites first: refuse to start without them.
     let mut key = match &config.agent.peer_key_file {
@@ -242,7 +246,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
                 challenges: Arc::new(std::sync::Mutex::new(Challenges::default())),
                 api_timeout: config.agent.api_check_timeout,
                 fresh_within: config.agent.api_check_interval,
-                health: health.clone(),
+                contact: contact.clone(),
                 metrics: metrics.clone(),
                 clock: kube_fencer::cluster::peer_auth::unix_now,
             });
@@ -266,7 +270,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             own_record,
             kubelet_lease,
-            health: health.clone(),
+            contact: contact.clone(),
             watchdog,
             population: Population {
                 node_selector: config.settings.node_selector.clone(),
@@ -281,6 +285,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
         config,
         metrics,
         health,
+        contact,
         events,
         own_record: own_record_tx,
         kubelet_lease: kubelet_lease_tx,

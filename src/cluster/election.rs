@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::is_status;
 use crate::decide::leader::{self, ElectionSettings, LeaseObs, Step};
-use crate::ops::{Health, Metrics};
+use crate::ops::{ApiContact, Health, Metrics};
 use crate::status::summary::{LEADER_STATUS_ANNOTATION, LeaderSummary};
 
 /// The leader's latest summary: written by its loop after every decision,
@@ -83,6 +83,7 @@ pub struct Election {
     settings: ElectionSettings,
     metrics: Metrics,
     health: Health,
+    contact: ApiContact,
     leadership: Leadership,
     published: Published,
 }
@@ -133,6 +134,7 @@ impl Election {
         settings: ElectionSettings,
         metrics: Metrics,
         health: Health,
+        contact: ApiContact,
     ) -> Self {
         Election {
             api: Api::namespaced(client, namespace),
@@ -140,6 +142,7 @@ impl Election {
             settings,
             metrics,
             health,
+            contact,
             leadership: Leadership::default(),
             published: Arc::new(watch::channel(None).0),
         }
@@ -236,7 +239,7 @@ impl Election {
                     let started = Instant::now();
                     match self.write(&observed, acquiring).await {
                         Ok(lease) => {
-                            self.health.api_ok();
+                            self.contact.seen();
                             last_renew = Some(started);
                             self.leadership.grant_until(started + s.renew_deadline);
                             observed.update(Some(lease), Instant::now(), s.lease_duration);
@@ -287,8 +290,8 @@ impl Election {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 item = stream.next() => match item {
                     Some(Ok(event)) => {
-                        if crate::ops::health::is_api_contact(&event) {
-                            self.health.api_ok();
+                        if crate::ops::api_contact::is_api_contact(&event) {
+                            self.contact.seen();
                         }
                         let now = Instant::now();
                         match event {
@@ -438,7 +441,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_lease_watch_that_cannot_reach_the_api_is_no_contact() {
-        let health = Health::new(Duration::from_secs(30));
+        let contact = ApiContact::default();
+        let health = Health::new(Duration::from_secs(30), contact.clone());
         let settings = ElectionSettings {
             identity: "a".into(),
             lease_duration: Duration::from_secs(12),
@@ -451,7 +455,8 @@ mod tests {
             "kube-fencer-leader",
             settings,
             Metrics::new(),
-            health.clone(),
+            health,
+            contact.clone(),
         );
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(election.run(Box::new(|_| tokio::spawn(async {})), rx));
@@ -460,7 +465,7 @@ mod tests {
         let _ = stop.send(true);
         let _ = task.await;
         assert_eq!(
-            health.last_api_ok(),
+            contact.last(),
             None,
             "a watch (re)start is not a response from the API server"
         );

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::decide::RecordState;
 use crate::ops::events::lease_ref;
-use crate::ops::{EventSink, Health, Metrics};
+use crate::ops::{ApiContact, EventSink, Health, Metrics};
 
 pub mod agent_state;
 pub mod election;
@@ -45,9 +45,11 @@ pub struct Agent {
     pub config: Config,
     pub metrics: Metrics,
     pub health: Health,
+    /// The API contact clock every watch and request sets.
+    pub contact: ApiContact,
     pub events: EventSink,
-    /// Where the own-Node watch sends the node's record (the self-check's
-    /// self-check holds the other end).
+    /// Where the own-Node watch sends the node's record (the self-check
+    /// holds the other end).
     pub own_record: watch::Sender<RecordState>,
     /// Where the own-Lease watch sends the kubelet's last renewTime.
     pub kubelet_lease: watch::Sender<Option<std::time::SystemTime>>,
@@ -62,6 +64,7 @@ impl Agent {
             config,
             metrics,
             health,
+            contact,
             events,
             own_record,
             kubelet_lease,
@@ -71,7 +74,7 @@ impl Agent {
             client.clone(),
             config.node_name().to_string(),
             kubelet_lease,
-            health.clone(),
+            contact.clone(),
             metrics.clone(),
             shutdown.clone(),
         ));
@@ -80,6 +83,7 @@ impl Agent {
             config.node_name().to_string(),
             own_record,
             health.clone(),
+            contact.clone(),
             metrics.clone(),
             shutdown.clone(),
         ));
@@ -91,6 +95,7 @@ impl Agent {
             config.election.clone(),
             metrics.clone(),
             health.clone(),
+            contact.clone(),
         );
         let leader_template = reconcile::Leader {
             client: client.clone(),
@@ -99,6 +104,7 @@ impl Agent {
             metrics: metrics.clone(),
             events,
             health: health.clone(),
+            contact,
             leadership: election::Leadership::default(),
             announce,
             fence_command: config.fence_command.clone(),

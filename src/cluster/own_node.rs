@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use super::facts::{node_facts, trim_node};
 use crate::decide::RecordState;
-use crate::ops::{Health, Metrics};
+use crate::ops::{ApiContact, Health, Metrics};
 
 /// Log a change of the own Node's record (a warning while one is there).
 fn log_record_change(node: &str, record: &RecordState) {
@@ -53,6 +53,7 @@ pub async fn watch_own_node(
     node: String,
     record: watch::Sender<RecordState>,
     health: Health,
+    contact: ApiContact,
     metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -79,8 +80,8 @@ pub async fn watch_own_node(
                 continue;
             }
             Some(Ok(event)) => {
-                if crate::ops::health::is_api_contact(&event) {
-                    health.api_ok();
+                if crate::ops::api_contact::is_api_contact(&event) {
+                    contact.seen();
                 }
                 match event {
                     Event::Init => {
@@ -121,7 +122,7 @@ pub async fn watch_own_lease(
     client: Client,
     node: String,
     renewed: watch::Sender<Option<SystemTime>>,
-    health: Health,
+    contact: ApiContact,
     metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -150,8 +151,8 @@ pub async fn watch_own_lease(
                 tracing::warn!(error = %e, "own kubelet Lease watch failed; retrying");
             }
             Some(Ok(event)) => {
-                if crate::ops::health::is_api_contact(&event) {
-                    health.api_ok();
+                if crate::ops::api_contact::is_api_contact(&event) {
+                    contact.seen();
                 }
                 match event {
                     Event::InitApply(l) | Event::Apply(l) => {
@@ -187,13 +188,14 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_watch_that_cannot_reach_the_api_is_no_contact() {
-        let health = Health::new(Duration::from_secs(30));
+        let contact = ApiContact::default();
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(watch_own_node(
             refusing_client(),
             "n1".into(),
             watch::channel(RecordState::Absent).0,
-            health.clone(),
+            Health::new(Duration::from_secs(30), contact.clone()),
+            contact.clone(),
             Metrics::new(),
             rx,
         ));
@@ -202,7 +204,7 @@ pub(crate) mod tests {
         let _ = stop.send(true);
         let _ = task.await;
         assert_eq!(
-            health.last_api_ok(),
+            contact.last(),
             None,
             "a watch (re)start is not a response from the API server"
         );
@@ -236,18 +238,19 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_listed_own_node_is_contact() {
         let (client, mut handle) = mocked_api();
-        let health = Health::new(Duration::from_secs(30));
+        let contact = ApiContact::default();
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(watch_own_node(
             client,
             "n1".into(),
             watch::channel(RecordState::Absent).0,
-            health.clone(),
+            Health::new(Duration::from_secs(30), contact.clone()),
+            contact.clone(),
             Metrics::new(),
             rx,
         ));
         tokio::task::yield_now().await;
-        assert_eq!(health.last_api_ok(), None, "not before the answer");
+        assert_eq!(contact.last(), None, "not before the answer");
         let list = serde_json::json!({
             "apiVersion": "v1", "kind": "NodeList",
             "metadata": {"resourceVersion": "7"},
@@ -259,7 +262,7 @@ pub(crate) mod tests {
         let _watch = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
             .await
             .expect("a watch");
-        assert!(health.last_api_ok().is_some(), "the list answered");
+        assert!(contact.last().is_some(), "the list answered");
         let _ = stop.send(true);
         let _ = task.await;
     }
@@ -267,14 +270,14 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn the_own_lease_watch_hands_on_the_kubelets_renew_time() {
         let (client, mut handle) = mocked_api();
-        let health = Health::new(Duration::from_secs(30));
+        let contact = ApiContact::default();
         let (renewed_tx, mut renewed) = watch::channel(None);
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(watch_own_lease(
             client,
             "n1".into(),
             renewed_tx,
-            health.clone(),
+            contact.clone(),
             Metrics::new(),
             rx,
         ));
@@ -297,7 +300,7 @@ pub(crate) mod tests {
             .unwrap();
         let expect = std::time::UNIX_EPOCH + Duration::from_millis(1_796_281_200_250);
         assert_eq!(*renewed.borrow(), Some(expect));
-        assert!(health.last_api_ok().is_some(), "the list answered");
+        assert!(contact.last().is_some(), "the list answered");
         let _ = stop.send(true);
         let _ = task.await;
     }

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::facts::node_facts;
 use super::peer_auth::{AuthError, Challenges, NonceCache, PeerKey, new_nonce, unix_now};
 use crate::decide::Phase;
-use crate::ops::{Health, Metrics};
+use crate::ops::{ApiContact, Metrics};
 
 pub const AUTH_HEADER: &str = "x-kube-fencer-auth";
 /// On a `401` to a question from a key holder whose clock is off: the
@@ -72,7 +72,8 @@ pub struct Server {
     /// The API counts as reachable when the last contact is this recent
     /// (the agent's `--api-check-interval`).
     pub fresh_within: Duration,
-    pub health: Health,
+    /// The agent's API contact clock.
+    pub contact: ApiContact,
     pub metrics: Metrics,
     /// Seconds since the Unix epoch ([`unix_now`]; tests skew it).
     pub clock: fn() -> u64,
@@ -181,8 +182,8 @@ async fn ask(
 /// within `api_timeout`.
 async fn read_node(s: &Server, name: &str) -> Option<Node> {
     let fresh = s
-        .health
-        .last_api_ok()
+        .contact
+        .last()
         .is_some_and(|t| t.elapsed() < s.fresh_within);
     if !fresh {
         return None;
@@ -192,7 +193,7 @@ async fn read_node(s: &Server, name: &str) -> Option<Node> {
         .await
         .ok()?
         .ok()?;
-    s.health.api_ok();
+    s.contact.seen();
     Some(node)
 }
 
@@ -353,16 +354,16 @@ mod tests {
     use super::*;
 
     async fn serve(key: &str) -> String {
-        let health = Health::new(Duration::from_secs(10));
-        health.api_ok();
-        serve_with(key, "http://127.0.0.1:9", health).await
+        let contact = ApiContact::default();
+        contact.seen();
+        serve_with(key, "http://127.0.0.1:9", contact).await
     }
 
-    async fn serve_with(key: &str, api: &str, health: Health) -> String {
-        serve_at(key, api, health, unix_now).await
+    async fn serve_with(key: &str, api: &str, contact: ApiContact) -> String {
+        serve_at(key, api, contact, unix_now).await
     }
 
-    async fn serve_at(key: &str, api: &str, health: Health, clock: fn() -> u64) -> String {
+    async fn serve_at(key: &str, api: &str, contact: ApiContact, clock: fn() -> u64) -> String {
         let client =
             Client::try_from(kube::Config::new(api.parse().expect("url"))).expect("client");
         let server = Server {
@@ -372,7 +373,7 @@ mod tests {
             challenges: Arc::new(Mutex::new(Challenges::default())),
             api_timeout: Duration::from_secs(3600),
             fresh_within: Duration::from_secs(5),
-            health,
+            contact,
             metrics: Metrics::new(),
             clock,
         };
@@ -422,7 +423,7 @@ mod tests {
         // it as silent — and fence itself during a control-plane outage.
         let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
         let api = hanging_api().await;
-        let stale = Health::new(Duration::from_secs(10));
+        let stale = ApiContact::default();
         let addr = serve_with(KEY, &api, stale).await;
         let a = ask_peer(&addr, &key, &q(), T)
             .await
@@ -430,8 +431,8 @@ mod tests {
         assert!(!a.api_reachable);
         // With a recent contact it does try the GET (bounded by its API
         // timeout, here an hour): the asker times out.
-        let fresh = Health::new(Duration::from_secs(10));
-        fresh.api_ok();
+        let fresh = ApiContact::default();
+        fresh.seen();
         let addr = serve_with(KEY, &api, fresh).await;
         let e = ask_peer(&addr, &key, &q(), Duration::from_millis(300))
             .await
@@ -486,9 +487,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_whose_clock_is_two_minutes_behind_answers() {
-        let health = Health::new(Duration::from_secs(10));
-        health.api_ok();
-        let addr = serve_at(KEY, "http://127.0.0.1:9", health, two_minutes_behind).await;
+        let contact = ApiContact::default();
+        contact.seen();
+        let addr = serve_at(KEY, "http://127.0.0.1:9", contact, two_minutes_behind).await;
         let key = PeerKey::from_bytes(KEY.as_bytes()).unwrap();
         let a = ask_peer(&addr, &key, &q(), T)
             .await

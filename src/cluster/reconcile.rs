@@ -30,7 +30,7 @@ use super::writer::{
 use crate::decide::dryrun::Overlay;
 use crate::decide::{self, Action, NodeIntent, Now, PodRef, Report, Settings, Warning};
 use crate::ops::events::node_ref;
-use crate::ops::{EventSink, Health, Metrics};
+use crate::ops::{ApiContact, EventSink, Health, Metrics};
 use crate::status::summary::LeaderSummary;
 
 /// Namespace of the kubelets' node Leases.
@@ -49,6 +49,8 @@ pub struct Leader {
     pub metrics: Metrics,
     pub events: EventSink,
     pub health: Health,
+    /// The agent's API contact clock (the watches' events set it).
+    pub contact: ApiContact,
     pub leadership: Leadership,
     /// Object that cluster-wide Events (storm guard) are attached to.
     pub announce: ObjectReference,
@@ -183,8 +185,8 @@ impl Leader {
             tokio::select! {
                 item = nodes.next() => match item {
                     Some(Ok(ev)) => {
-                        if crate::ops::health::is_api_contact(&ev) {
-                            self.health.api_ok();
+                        if crate::ops::api_contact::is_api_contact(&ev) {
+                            self.contact.seen();
                         }
                         if ls.index.on_node_event(ev, Instant::now()) {
                             dirty_since.get_or_insert_with(Instant::now);
@@ -198,8 +200,8 @@ impl Leader {
                 },
                 item = leases.next() => match item {
                     Some(Ok(ev)) => {
-                        if crate::ops::health::is_api_contact(&ev) {
-                            self.health.api_ok();
+                        if crate::ops::api_contact::is_api_contact(&ev) {
+                            self.contact.seen();
                         }
                         if std::mem::take(&mut lease_watch_failed) {
                             tracing::warn!("node Lease watch works again: every node's heartbeat timer restarts (renewals during the gap were not seen)");

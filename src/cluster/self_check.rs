@@ -6,7 +6,7 @@
 //! refresh the peers — on an injected clock. This loop only
 //!
 //! - sleeps until the core's `next_wake()` or until an input arrives: a
-//!   genuine API contact ([`Health::subscribe_api_contact`]), the own Node's
+//!   genuine API contact ([`ApiContact::subscribe`](crate::ops::ApiContact::subscribe)), the own Node's
 //!   record (a `tokio::sync::watch` fed by the own-Node watch,
 //!   [`super::own_node`]), or the result of a command;
 //! - carries out each command in a task of its own (probe, ask each peer,
@@ -32,7 +32,7 @@ use crate::config::{AgentConfig, SelfFence};
 use crate::decide::selfcheck::{self, CheckSettings, Command, Input, PeerReply, SelfCheck};
 use crate::decide::selffence::Verdict;
 use crate::decide::{self, AgentAdvert, RecordState};
-use crate::ops::{Health, Metrics};
+use crate::ops::{ApiContact, Metrics};
 
 /// Nodes per page of the peer discovery list (a metadata-only list: labels
 /// and annotations are all it needs; bounds the agent's memory).
@@ -199,7 +199,7 @@ pub struct SelfCheckTask {
     pub kubelet_lease: watch::Receiver<Option<std::time::SystemTime>>,
     /// The clock of genuine API contact (shared with the watches, the
     /// election and the peer endpoint).
-    pub health: Health,
+    pub contact: ApiContact,
     pub watchdog: Option<Arc<Watchdog>>,
     /// Which Nodes are peers.
     pub population: Population,
@@ -228,7 +228,7 @@ impl SelfCheckTask {
             .await
             .map_err(|_| "timed out".to_string())?
             .map_err(|e| e.to_string())?;
-        self.health.api_ok();
+        self.contact.seen();
         let boot = Some(boot_id).filter(|b| !b.is_empty());
         let advert = self.advert(boot, peer_address(&self.cfg, Some(&node)));
         self.write_advert(&advert).await
@@ -247,7 +247,7 @@ impl SelfCheckTask {
         .await
         .map_err(|_| "timed out".to_string())?
         .map_err(|e| e.to_string())?;
-        self.health.api_ok();
+        self.contact.seen();
         tracing::info!(node = %self.node, advertisement = %value, "advertised this agent on its Node");
         Ok(())
     }
@@ -295,7 +295,7 @@ impl SelfCheckTask {
             Ok(Ok(_))
         );
         if ok {
-            self.health.api_ok();
+            self.contact.seen();
         }
         ok
     }
@@ -315,7 +315,7 @@ impl SelfCheckTask {
                 tracing::debug!("peer discovery failed; keeping the cached peers");
                 return None;
             };
-            self.health.api_ok();
+            self.contact.seen();
             // Keep only the addresses: a page of Nodes is dropped at once.
             let empty = std::collections::BTreeMap::new();
             peers.extend(page.items.iter().filter_map(|n| {
@@ -530,7 +530,7 @@ impl SelfCheckTask {
         );
         self.metrics.set_self_fence_state("healthy");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut contact = self.health.subscribe_api_contact();
+        let mut contact = self.contact.subscribe();
         let mut own_record = self.own_record.clone();
         let mut kubelet_lease = self.kubelet_lease.clone();
         let mut failures = 0;
@@ -763,7 +763,7 @@ mod tests {
             metrics: Metrics::new(),
             own_record: watch::channel(RecordState::Absent).1,
             kubelet_lease: watch::channel(None).1,
-            health: Health::new(Duration::from_secs(30)),
+            contact: ApiContact::default(),
             watchdog,
             population: Population {
                 node_selector: decide::Selector::everything(),
@@ -900,7 +900,8 @@ mod tests {
             g.client.clone(),
             "n1".into(),
             hook,
-            g.health.clone(),
+            crate::ops::Health::new(Duration::from_secs(30), g.contact.clone()),
+            g.contact.clone(),
             Metrics::new(),
             rx.clone(),
         ));
@@ -1007,12 +1008,12 @@ mod tests {
         ]);
         let (hook, own_record) = watch::channel(RecordState::Absent);
         g.own_record = own_record;
-        let health = g.health.clone();
+        let contact = g.contact.clone();
         let (stop, rx) = watch::channel(false);
         let run = tokio::spawn(g.run(rx));
         // Connected (watch events keep arriving), no record: no fencing.
         for _ in 0..10 {
-            health.api_ok();
+            contact.seen();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(!marker.exists(), "fenced without a record");
@@ -1028,7 +1029,7 @@ mod tests {
         }));
         let deadline = Instant::now() + Duration::from_secs(5);
         while !marker.exists() && Instant::now() < deadline {
-            health.api_ok();
+            contact.seen();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = stop.send(true);
@@ -1090,7 +1091,7 @@ mod tests {
                 challenges: Default::default(),
                 api_timeout: Duration::from_secs(1),
                 fresh_within: Duration::from_secs(1),
-                health: Health::new(Duration::from_secs(30)),
+                contact: ApiContact::default(),
                 metrics: Metrics::new(),
                 clock: super::super::peer_auth::unix_now,
             };

@@ -12,16 +12,7 @@ use axum::routing::get;
 
 use super::metrics::Metrics;
 
-/// Whether a watcher event proves a response from the API server.
-///
-/// `Event::Init` is not one: kube-runtime's watcher emits it when it
-/// (re)starts, *before* it sends any request, and with a network that fails
-/// fast (interface down, TCP reset, ICMP unreachable) it restarts about every
-/// second. Every other event carries what the API server sent: a listed
-/// object, the end of a successful list, or a watch event.
-pub fn is_api_contact<K>(event: &kube::runtime::watcher::Event<K>) -> bool {
-    !matches!(event, kube::runtime::watcher::Event::Init)
-}
+use super::api_contact::ApiContact;
 
 #[derive(Debug)]
 struct HealthState {
@@ -31,26 +22,24 @@ struct HealthState {
 }
 
 /// What readiness is judged by; updated by the agent, read by `/readyz`.
-/// Also the agent's clock of genuine API contact (see [`Health::api_ok`]),
-/// which the self-check subscribes to ([`Health::subscribe_api_contact`]).
+/// It reads the API contact clock ([`ApiContact`]), which others set.
 #[derive(Clone, Debug)]
 pub struct Health {
     state: Arc<Mutex<HealthState>>,
-    /// The last response from the API server.
-    contact: Arc<tokio::sync::watch::Sender<Option<Instant>>>,
+    contact: ApiContact,
     /// How recent the last successful API interaction must be.
     api_fresh_within: Duration,
 }
 
 impl Health {
-    pub fn new(api_fresh_within: Duration) -> Self {
+    pub fn new(api_fresh_within: Duration, contact: ApiContact) -> Self {
         Health {
             state: Arc::new(Mutex::new(HealthState {
                 leader: false,
                 caches_synced: false,
                 own_node_synced: false,
             })),
-            contact: Arc::new(tokio::sync::watch::Sender::new(None)),
+            contact,
             api_fresh_within,
         }
     }
@@ -77,36 +66,9 @@ impl Health {
         self.with(|s| s.own_node_synced = synced);
     }
 
-    /// A response from the API server arrived just now (a successful request,
-    /// or a watch event other than `Init`: see [`is_api_contact`]).
-    pub fn api_ok(&self) {
-        self.api_ok_at(Instant::now());
-    }
-
-    pub fn api_ok_at(&self, at: Instant) {
-        // Never move backwards (a slow request may finish after a newer event).
-        self.contact.send_if_modified(|last| {
-            let newer = last.is_none_or(|t| t < at);
-            if newer {
-                *last = Some(at);
-            }
-            newer
-        });
-    }
-
-    /// The last response from the API server (request or watch event).
-    pub fn last_api_ok(&self) -> Option<Instant> {
-        *self.contact.borrow()
-    }
-
-    /// Told of every new API contact (the value is its time).
-    pub fn subscribe_api_contact(&self) -> tokio::sync::watch::Receiver<Option<Instant>> {
-        self.contact.subscribe()
-    }
-
     /// `Ok(description)` when ready, `Err(reason)` otherwise.
     pub fn readiness(&self, now: Instant) -> Result<String, String> {
-        let last_api_ok = self.last_api_ok();
+        let last_api_ok = self.contact.last();
         self.with(|s| {
             let api = match last_api_ok {
                 None => Err("no successful API interaction yet".to_string()),
@@ -190,12 +152,13 @@ mod tests {
 
     #[test]
     fn follower_readiness() {
-        let h = Health::new(Duration::from_secs(30));
+        let c = ApiContact::default();
+        let h = Health::new(Duration::from_secs(30), c.clone());
         let t0 = Instant::now();
         assert!(h.readiness(t0).unwrap_err().contains("own Node"));
         h.set_own_node_synced(true);
         assert!(h.readiness(t0).unwrap_err().contains("no successful API"));
-        h.api_ok_at(t0);
+        c.seen_at(t0);
         assert!(h.readiness(t0 + Duration::from_secs(10)).is_ok());
         let e = h.readiness(t0 + Duration::from_secs(31)).unwrap_err();
         assert!(e.contains("31s ago"), "{e}");
@@ -203,10 +166,11 @@ mod tests {
 
     #[test]
     fn leader_readiness() {
-        let h = Health::new(Duration::from_secs(30));
+        let c = ApiContact::default();
+        let h = Health::new(Duration::from_secs(30), c.clone());
         let t0 = Instant::now();
         h.set_own_node_synced(true);
-        h.api_ok_at(t0);
+        c.seen_at(t0);
         h.set_leader(true);
         assert!(h.readiness(t0).unwrap_err().contains("caches not synced"));
         h.set_caches_synced(true);
@@ -231,29 +195,17 @@ mod tests {
         (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
-    #[test]
-    fn api_contact_never_moves_backwards_and_is_announced() {
-        let h = Health::new(Duration::from_secs(30));
-        let mut rx = h.subscribe_api_contact();
-        let t0 = Instant::now();
-        h.api_ok_at(t0 + Duration::from_secs(2));
-        assert!(rx.has_changed().unwrap());
-        assert_eq!(*rx.borrow_and_update(), Some(t0 + Duration::from_secs(2)));
-        h.api_ok_at(t0);
-        assert!(!rx.has_changed().unwrap(), "an older contact is no news");
-        assert_eq!(h.last_api_ok(), Some(t0 + Duration::from_secs(2)));
-    }
-
     #[tokio::test]
     async fn endpoints() {
-        let h = Health::new(Duration::from_secs(30));
+        let c = ApiContact::default();
+        let h = Health::new(Duration::from_secs(30), c.clone());
         let app = router(h.clone(), Metrics::new());
         assert_eq!(call(app.clone(), "/healthz").await.0, StatusCode::OK);
         let (status, body) = call(app.clone(), "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.starts_with("not ready: follower"), "{body}");
         h.set_own_node_synced(true);
-        h.api_ok();
+        c.seen();
         assert_eq!(call(app.clone(), "/readyz").await.0, StatusCode::OK);
         let (status, body) = call(app, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
