@@ -425,7 +425,7 @@ pub struct Config {
 
 /// `--self-fence`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SelfFence {
+pub enum SelfFenceMode {
     None,
     /// The watchdog if it can be used, else none (resolved at start).
     Auto,
@@ -434,14 +434,14 @@ pub enum SelfFence {
     Exec(String),
 }
 
-impl SelfFence {
+impl SelfFenceMode {
     pub fn action(&self) -> crate::decide::SelfFenceAction {
         use crate::decide::SelfFenceAction as A;
         match self {
-            SelfFence::None | SelfFence::Auto => A::None,
-            SelfFence::Watchdog => A::Watchdog,
-            SelfFence::SysrqReboot => A::SysrqReboot,
-            SelfFence::Exec(_) => A::Exec,
+            SelfFenceMode::None | SelfFenceMode::Auto => A::None,
+            SelfFenceMode::Watchdog => A::Watchdog,
+            SelfFenceMode::SysrqReboot => A::SysrqReboot,
+            SelfFenceMode::Exec(_) => A::Exec,
         }
     }
 }
@@ -449,7 +449,7 @@ impl SelfFence {
 /// Settings of the agent's self-fencing side.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    pub self_fence: SelfFence,
+    pub self_fence: SelfFenceMode,
     /// Why `--self-fence=auto` resolved to none (set at start).
     pub self_fence_unavailable: Option<String>,
     pub watchdog_device: String,
@@ -655,7 +655,7 @@ impl Args {
                 "expected a Secret name (a DNS subdomain such as kube-fencer-peer-key)",
             ));
         }
-        if !matches!(self_fence, SelfFence::None)
+        if !matches!(self_fence, SelfFenceMode::None)
             && (peer_listen.is_none() || (peer_key_file.is_none() && peer_key_secret.is_none()))
         {
             return Err(ConfigError(format!(
@@ -732,15 +732,15 @@ impl Args {
     }
 }
 
-fn parse_self_fence(value: &str) -> Result<SelfFence, ConfigError> {
+fn parse_self_fence(value: &str) -> Result<SelfFenceMode, ConfigError> {
     let v = value.trim();
     Ok(match v {
-        "none" | "" => SelfFence::None,
-        "auto" => SelfFence::Auto,
-        "watchdog" => SelfFence::Watchdog,
-        "sysrq-reboot" => SelfFence::SysrqReboot,
+        "none" | "" => SelfFenceMode::None,
+        "auto" => SelfFenceMode::Auto,
+        "watchdog" => SelfFenceMode::Watchdog,
+        "sysrq-reboot" => SelfFenceMode::SysrqReboot,
         _ => match v.strip_prefix("exec:") {
-            Some(cmd) if !cmd.trim().is_empty() => SelfFence::Exec(cmd.to_string()),
+            Some(cmd) if !cmd.trim().is_empty() => SelfFenceMode::Exec(cmd.to_string()),
             _ => {
                 return Err(invalid(
                     "self-fence",
@@ -1069,7 +1069,7 @@ mod tests {
     #[test]
     fn split_brain_defaults() {
         let c = parse(&[]).unwrap();
-        assert_eq!(c.agent.self_fence, SelfFence::None);
+        assert_eq!(c.agent.self_fence, SelfFenceMode::None);
         assert_eq!(c.agent.api_check_interval, Duration::from_secs(5));
         assert_eq!(c.agent.api_failure_threshold, 3);
         assert_eq!(c.agent.api_check_timeout, Duration::from_secs(2));
@@ -1112,10 +1112,10 @@ mod tests {
     fn self_fence_actions() {
         let key = ["--peer-key-file", "/k"];
         for (arg, want) in [
-            ("watchdog", SelfFence::Watchdog),
-            ("auto", SelfFence::Auto),
-            ("sysrq-reboot", SelfFence::SysrqReboot),
-            ("exec:kill -9 1", SelfFence::Exec("kill -9 1".into())),
+            ("watchdog", SelfFenceMode::Watchdog),
+            ("auto", SelfFenceMode::Auto),
+            ("sysrq-reboot", SelfFenceMode::SysrqReboot),
+            ("exec:kill -9 1", SelfFenceMode::Exec("kill -9 1".into())),
         ] {
             let mut a = vec!["--self-fence", arg];
             a.extend(key);

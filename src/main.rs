@@ -9,7 +9,7 @@ use kube_fencer::cluster::peer_auth::{Challenges, NonceCache, PeerKey};
 use kube_fencer::cluster::peers;
 use kube_fencer::cluster::self_check::{Population, SelfCheckTask, Watchdog};
 use kube_fencer::config::Args;
-use kube_fencer::config::SelfFence;
+use kube_fencer::config::SelfFenceMode;
 use kube_fencer::ops::{self, ApiContact, EventSink, Health, Metrics};
 use tokio::sync::watch;
 
@@ -146,13 +146,13 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
     // Self-fencing: the watchdog (with auto: if the node has a usable one;
     // said loudly when not — advertisement, Event, metric — as such a node
     // is never fenced automatically).
-    let auto = config.agent.self_fence == SelfFence::Auto;
-    let watchdog = if auto || config.agent.self_fence == SelfFence::Watchdog {
+    let auto = config.agent.self_fence == SelfFenceMode::Auto;
+    let watchdog = if auto || config.agent.self_fence == SelfFenceMode::Watchdog {
         let requested = config.agent.watchdog_timeout;
         let device = config.agent.watchdog_device.clone();
         match Watchdog::open(&device, requested) {
             Ok(w) => {
-                config.agent.self_fence = SelfFence::Watchdog;
+                config.agent.self_fence = SelfFenceMode::Watchdog;
                 // The leader derives when this node's pods may be deleted
                 // from the advertised timeout: advertise the device's real
                 // one, never merely the requested one.
@@ -166,7 +166,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
                     "--self-fence=auto found no usable watchdog ({e}); load a watchdog driver (a hardware one, or `modprobe softdog`) and restart the agent"
                 );
                 tracing::error!(device = %device, "{why}; this node cannot fence itself and is never fenced automatically");
-                config.agent.self_fence = SelfFence::None;
+                config.agent.self_fence = SelfFenceMode::None;
                 config.agent.self_fence_unavailable = Some(why);
                 None
             }
@@ -179,8 +179,8 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
     };
     metrics
         .self_fence_capable
-        .set(i64::from(config.agent.self_fence != SelfFence::None));
-    if config.agent.self_fence == SelfFence::SysrqReboot
+        .set(i64::from(config.agent.self_fence != SelfFenceMode::None));
+    if config.agent.self_fence == SelfFenceMode::SysrqReboot
         && !std::path::Path::new("/proc/sysrq-trigger").exists()
     {
         anyhow::bail!("--self-fence=sysrq-reboot: /proc/sysrq-trigger is missing");

@@ -14,7 +14,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use super::election::Leadership;
 use super::facts::node_facts;
 use super::is_status;
-use super::patch::merge_patch;
+use super::merge_patch::merge_patch;
 use super::reconcile::NODE_LEASE_NAMESPACE;
 use crate::decide::patch::{self, Skip};
 use crate::decide::{NodeFacts, NodeIntent, Now, PodRef, Settings};

@@ -28,9 +28,9 @@ pub struct Attached {
     pub fence_commands: BTreeMap<String, FenceCommandState>,
 }
 
-/// What the executor needs beyond the core's facts.
+/// The Node as stored, beyond the core's facts: what a write needs.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct NodeExtra {
+pub struct StoredNode {
     pub uid: Option<String>,
     /// The taints as stored (with `timeAdded`), so rewriting the list keeps them.
     pub taints: Vec<K8sTaint>,
@@ -58,7 +58,7 @@ struct LeaseEntry {
 pub struct Index {
     unreachable_after: Duration,
     obs: Observations,
-    extra: HashMap<String, NodeExtra>,
+    stored: HashMap<String, StoredNode>,
     leases: HashMap<String, LeaseEntry>,
     nodes_synced: bool,
     leases_synced: bool,
@@ -73,7 +73,7 @@ impl Index {
         Index {
             unreachable_after,
             obs: Observations::default(),
-            extra: HashMap::new(),
+            stored: HashMap::new(),
             leases: HashMap::new(),
             nodes_synced: false,
             leases_synced: false,
@@ -111,8 +111,8 @@ impl Index {
         result
     }
 
-    pub fn extra(&self, node: &str) -> Option<&NodeExtra> {
-        self.extra.get(node)
+    pub fn stored(&self, node: &str) -> Option<&StoredNode> {
+        self.stored.get(node)
     }
 
     pub fn node_count(&self) -> usize {
@@ -135,7 +135,7 @@ impl Index {
             Event::InitDone => {
                 let listed = self.node_buffer.take().unwrap_or_default();
                 self.obs.nodes.clear();
-                self.extra.clear();
+                self.stored.clear();
                 for node in listed {
                     self.insert_node(&node, now, true);
                 }
@@ -146,7 +146,7 @@ impl Index {
             Event::Apply(node) => self.upsert_node(&node, now),
             Event::Delete(node) => {
                 let name = node.name_any();
-                self.extra.remove(&name);
+                self.stored.remove(&name);
                 self.obs.nodes.remove(&name).is_some()
             }
         }
@@ -182,9 +182,9 @@ impl Index {
             _ => None,
         };
         let heartbeat = self.leases.get(&name).map(|l| l.heartbeat);
-        self.extra.insert(
+        self.stored.insert(
             name.clone(),
-            NodeExtra {
+            StoredNode {
                 uid: node.metadata.uid.clone(),
                 taints: node
                     .spec
@@ -470,7 +470,7 @@ mod tests {
         assert_eq!(obs.nodes["a"].ready_since, Some(t0));
         assert_eq!(obs.nodes["b"].heartbeat, None);
         assert_eq!(obs.nodes["b"].ready_since, None);
-        assert_eq!(index.extra("a").unwrap().uid.as_deref(), Some("uid-a"));
+        assert_eq!(index.stored("a").unwrap().uid.as_deref(), Some("uid-a"));
 
         // Same resourceVersion again (e.g. a resync): not a renewal.
         let t1 = t0 + Duration::from_secs(5);
@@ -498,7 +498,7 @@ mod tests {
         assert_eq!(index.observations().nodes["b"].heartbeat, None);
         assert!(index.on_node_event(Event::Delete(node("b", "4", "Unknown")), t2));
         assert!(!index.observations().nodes.contains_key("b"));
-        assert!(index.extra("b").is_none());
+        assert!(index.stored("b").is_none());
     }
 
     #[test]

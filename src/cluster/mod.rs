@@ -3,7 +3,7 @@
 //! - [`election`]: leader election on a Lease (every agent).
 //! - [`own_node`]: the watch on the agent's own Node, whose record it sends to the self-check (every agent).
 //! - [`reconcile`]: the leader's loop: watchers → [`index`] → decide → [`executor`].
-//! - [`facts`] and [`patch`]: pure conversions between Kubernetes objects and the core's types.
+//! - [`facts`] and [`merge_patch`]: pure conversions between Kubernetes objects and the core's types.
 //! - [`pods`]: pods and VolumeAttachments of fenced nodes, listed on demand.
 
 use kube::Client;
@@ -21,8 +21,8 @@ pub mod facts;
 pub mod fence_command;
 pub mod index;
 pub mod leader_state;
+pub mod merge_patch;
 pub mod own_node;
-pub mod patch;
 pub mod peer_auth;
 pub mod peer_key;
 pub mod peers;

@@ -382,7 +382,7 @@ impl Leader {
         for w in news.fresh_warnings {
             self.metrics.warnings.inc();
             let regarding = match &w.node {
-                Some(n) => node_ref(n, ls.index.extra(n).and_then(|e| e.uid.as_deref())),
+                Some(n) => node_ref(n, ls.index.stored(n).and_then(|e| e.uid.as_deref())),
                 None => self.announce.clone(),
             };
             tracing::warn!(node = ?w.node, "{}", w.message);
@@ -410,7 +410,7 @@ impl<W: ClusterWriter> LoopState<W> {
     fn about<'a>(&'a self, node: &'a str) -> About<'a> {
         About {
             node,
-            uid: self.index.extra(node).and_then(|e| e.uid.as_deref()),
+            uid: self.index.stored(node).and_then(|e| e.uid.as_deref()),
         }
     }
 
@@ -487,14 +487,14 @@ impl<W: ClusterWriter> LoopState<W> {
         now: Now,
         done: &mut Executed,
     ) {
-        let extra = self.index.extra(node).cloned().unwrap_or_default();
+        let stored = self.index.stored(node).cloned().unwrap_or_default();
         let result = self
             .writer
-            .update_node(intent, &facts, &extra.taints, now)
+            .update_node(intent, &facts, &stored.taints, now)
             .await;
         let about = About {
             node,
-            uid: extra.uid.as_deref(),
+            uid: stored.uid.as_deref(),
         };
         done.warnings.extend(self.telemetry.node_update(
             about,
@@ -507,7 +507,7 @@ impl<W: ClusterWriter> LoopState<W> {
             Ok(NodeWrite::Written(mut written)) => {
                 if *intent == NodeIntent::BeginFencing {
                     done.began_fencing
-                        .push((node.to_string(), facts, extra.uid.clone()));
+                        .push((node.to_string(), facts, stored.uid.clone()));
                 }
                 // Marked fenced = its pods are released: the out-of-service
                 // taint lets Kubernetes' PodGC delete them at once (often

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 use super::peer_auth::PeerKey;
 use super::peers::{self, Question};
 pub use super::watchdog::Watchdog;
-use crate::config::{AgentConfig, SelfFence};
+use crate::config::{AgentConfig, SelfFenceMode};
 use crate::decide::selfcheck::{self, CheckSettings, Command, Input, PeerReply, SelfCheck};
 use crate::decide::selffence::Verdict;
 use crate::decide::{self, AgentAdvert, RecordState};
@@ -260,7 +260,7 @@ impl SelfCheckTask {
     /// delete this node's pods after its safe time: the watchdog stays armed,
     /// its permit lapses and it resets the node.
     pub async fn withdraw(&self) -> Result<(), String> {
-        if matches!(self.cfg.self_fence, SelfFence::None) {
+        if matches!(self.cfg.self_fence, SelfFenceMode::None) {
             return Ok(());
         }
         let boot = read_boot_id(&self.cfg.boot_id_file);
@@ -344,25 +344,25 @@ impl SelfCheckTask {
 
     /// Carry out the self-fence action. Returns whether it was carried out.
     async fn fence_self(&self, why: &str) -> bool {
-        if self.cfg.self_fence == SelfFence::None {
+        if self.cfg.self_fence == SelfFenceMode::None {
             tracing::error!(node = %self.node, reason = %why, "this node should fence itself, but --self-fence=none: not fencing (the leader does not mark it fenced on time alone either)");
             return true;
         }
         // Stop feeding before anything that may block (logging included).
-        if let (SelfFence::Watchdog, Some(w)) = (&self.cfg.self_fence, &self.watchdog) {
+        if let (SelfFenceMode::Watchdog, Some(w)) = (&self.cfg.self_fence, &self.watchdog) {
             w.stop_feeding();
         }
         tracing::error!(node = %self.node, reason = %why, action = self.cfg.self_fence.action().as_str(), "SELF-FENCING this node");
         match &self.cfg.self_fence {
-            SelfFence::None | SelfFence::Auto | SelfFence::Watchdog => true,
-            SelfFence::SysrqReboot => match std::fs::write("/proc/sysrq-trigger", b"b") {
+            SelfFenceMode::None | SelfFenceMode::Auto | SelfFenceMode::Watchdog => true,
+            SelfFenceMode::SysrqReboot => match std::fs::write("/proc/sysrq-trigger", b"b") {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::error!(error = %e, "writing b to /proc/sysrq-trigger failed; retrying");
                     false
                 }
             },
-            SelfFence::Exec(cmd) => {
+            SelfFenceMode::Exec(cmd) => {
                 let run = tokio::process::Command::new("sh")
                     .arg("-c")
                     .arg(cmd)
@@ -418,7 +418,7 @@ impl SelfCheckTask {
                             p.iter().filter(|a| !a.starts_with(NO_ADDRESS_PEER)).count()
                         };
                         if found.as_ref().is_some_and(|p| answering(p) == 0)
-                            && g.cfg.self_fence != SelfFence::None
+                            && g.cfg.self_fence != SelfFenceMode::None
                         {
                             tracing::warn!(
                                 "no peers known yet: if the API server became unreachable now, this agent could not tell an outage from isolation and would fence its node"
@@ -508,7 +508,7 @@ impl SelfCheckTask {
         }
         // An agent restarted within this boot resumes from what the one
         // before it persisted, not from scratch (its node may be cut off).
-        let persist = self.cfg.self_fence != SelfFence::None;
+        let persist = self.cfg.self_fence != SelfFenceMode::None;
         let state_file = super::agent_state::path(&self.cfg.state_dir, &self.node);
         let previous = persist
             .then(|| super::agent_state::load(&state_file, boot.as_deref()))

@@ -42,8 +42,6 @@ mod props;
 mod scenarios;
 #[cfg(test)]
 mod sim;
-#[cfg(test)]
-mod split_brain;
 /// Fixtures for tests of this crate and of the shell (feature `testutil`).
 #[cfg(any(test, feature = "testutil"))]
 #[doc(hidden)]

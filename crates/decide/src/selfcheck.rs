@@ -686,7 +686,7 @@ impl SelfCheck {
                 .unwrap_or_default(),
             kubelet_stale: self.kubelet_stale(now),
         };
-        let verdict = selffence::decide(&input, &self.s.selffence());
+        let verdict = selffence::verdict(&input, &self.s.selffence());
         let changed = self
             .last_verdict
             .as_ref()

@@ -192,7 +192,7 @@ pub fn own_record_applies(
 }
 
 /// The decision table above, in order.
-pub fn decide(input: &SelfFenceInput<'_>, s: &SelfFenceSettings) -> Verdict {
+pub fn verdict(input: &SelfFenceInput<'_>, s: &SelfFenceSettings) -> Verdict {
     // Rule 1: connected and recorded as being fenced.
     if input.api_failures == 0
         && let Some(phase) = input.own_phase_seen_connected
@@ -296,7 +296,7 @@ mod tests {
     fn rule5b_a_stale_kubelet_needs_one_failed_check_and_one_round() {
         let k = KubeletStale::For(Duration::from_secs(21));
         // One failed check, nobody answered: isolated at once.
-        let v = decide(&stale(input(1, &[], 4, 0), k), &S);
+        let v = verdict(&stale(input(1, &[], 4, 0), k), &S);
         assert_eq!(
             v,
             Verdict::SelfFence(Reason::IsolatedKubeletStale {
@@ -311,27 +311,30 @@ mod tests {
             v.describe()
         );
         assert!(
-            decide(&stale(input(1, &[], 4, 0), KubeletStale::NeverSeen), &S)
+            verdict(&stale(input(1, &[], 4, 0), KubeletStale::NeverSeen), &S)
                 .describe()
                 .contains("no renewal")
         );
         // The same without the stale kubelet: below the threshold, healthy.
-        assert_eq!(decide(&input(1, &[], 4, 0), &S), Verdict::Healthy);
+        assert_eq!(verdict(&input(1, &[], 4, 0), &S), Verdict::Healthy);
         // No failed check: nothing to decide.
-        assert_eq!(decide(&stale(input(0, &[], 4, 0), k), &S), Verdict::Healthy);
+        assert_eq!(
+            verdict(&stale(input(0, &[], 4, 0), k), &S),
+            Verdict::Healthy
+        );
         // A minority answered (a group cut off together): isolated.
         let answers = [down()];
-        assert!(decide(&stale(input(1, &answers, 4, 0), k), &S).self_fence());
+        assert!(verdict(&stale(input(1, &answers, 4, 0), k), &S).self_fence());
         // Most peers reach the API and see me healthy: keep checking.
         let answers = [up(None), up(None), up(None)];
         assert!(matches!(
-            decide(&stale(input(1, &answers, 4, 0), k), &S),
+            verdict(&stale(input(1, &answers, 4, 0), k), &S),
             Verdict::Consulting { .. }
         ));
         // An outage of the control plane: rule 4 first, however stale.
         let answers = [down(), down(), down()];
         assert!(matches!(
-            decide(&stale(input(1, &answers, 4, 0), k), &S),
+            verdict(&stale(input(1, &answers, 4, 0), k), &S),
             Verdict::ControlPlaneOutage { .. }
         ));
     }
@@ -341,19 +344,22 @@ mod tests {
         for phase in [Phase::Fencing, Phase::Fenced] {
             let mut i = input(0, &[], 5, 0);
             i.own_phase_seen_connected = Some(phase);
-            assert_eq!(decide(&i, &S), Verdict::SelfFence(Reason::OwnRecord(phase)));
+            assert_eq!(
+                verdict(&i, &S),
+                Verdict::SelfFence(Reason::OwnRecord(phase))
+            );
         }
         // No record: healthy.
-        assert_eq!(decide(&input(0, &[], 5, 0), &S), Verdict::Healthy);
+        assert_eq!(verdict(&input(0, &[], 5, 0), &S), Verdict::Healthy);
     }
 
     #[test]
     fn rule2_below_the_threshold_is_healthy() {
         for f in 0..3 {
-            assert_eq!(decide(&input(f, &[], 5, 1000), &S), Verdict::Healthy);
+            assert_eq!(verdict(&input(f, &[], 5, 1000), &S), Verdict::Healthy);
         }
         // At the threshold, with every peer silent past the timeout: isolated.
-        assert!(decide(&input(3, &[], 5, 30), &S).self_fence());
+        assert!(verdict(&input(3, &[], 5, 30), &S).self_fence());
     }
 
     #[test]
@@ -362,11 +368,11 @@ mod tests {
         // Fencing record: fence now, not at the threshold.
         let answers = [up(Some(Phase::Fencing)), down()];
         assert_eq!(
-            decide(&input(1, &answers, 3, 0), &S),
+            verdict(&input(1, &answers, 3, 0), &S),
             Verdict::SelfFence(Reason::PeersReportFencing(Phase::Fencing))
         );
         // Connected (no failed check): peers are not consulted.
-        assert_eq!(decide(&input(0, &answers, 3, 0), &S), Verdict::Healthy);
+        assert_eq!(verdict(&input(0, &answers, 3, 0), &S), Verdict::Healthy);
     }
 
     #[test]
@@ -374,7 +380,7 @@ mod tests {
         for phase in [Phase::Fencing, Phase::Fenced] {
             let answers = [up(Some(phase)), up(None), up(None)];
             assert_eq!(
-                decide(&input(3, &answers, 3, 0), &S),
+                verdict(&input(3, &answers, 3, 0), &S),
                 Verdict::SelfFence(Reason::PeersReportFencing(phase))
             );
         }
@@ -387,7 +393,7 @@ mod tests {
             down(),
         ];
         assert!(matches!(
-            decide(&input(3, &answers, 3, 0), &S),
+            verdict(&input(3, &answers, 3, 0), &S),
             Verdict::ControlPlaneOutage { .. }
         ));
     }
@@ -397,7 +403,7 @@ mod tests {
         // Everybody down, for ever so long.
         let answers = [down(), down(), down(), down()];
         assert_eq!(
-            decide(&input(100, &answers, 4, 10_000), &S),
+            verdict(&input(100, &answers, 4, 10_000), &S),
             Verdict::ControlPlaneOutage {
                 unreachable: 4,
                 answered: 4
@@ -406,7 +412,7 @@ mod tests {
         // A majority of a majority.
         let answers = [down(), down(), up(None)];
         assert!(matches!(
-            decide(&input(3, &answers, 4, 10_000), &S),
+            verdict(&input(3, &answers, 4, 10_000), &S),
             Verdict::ControlPlaneOutage { .. }
         ));
     }
@@ -416,7 +422,7 @@ mod tests {
         // Two nodes cut off together: they hear only each other.
         let answers = [down()];
         assert!(matches!(
-            decide(&input(3, &answers, 4, 30), &S),
+            verdict(&input(3, &answers, 4, 30), &S),
             Verdict::SelfFence(Reason::Isolated {
                 answered: 1,
                 known: 4,
@@ -425,20 +431,20 @@ mod tests {
         ));
         // Half is not a majority.
         let answers = [down(), down()];
-        assert!(decide(&input(3, &answers, 4, 30), &S).self_fence());
+        assert!(verdict(&input(3, &answers, 4, 30), &S).self_fence());
     }
 
     #[test]
     fn rule5_isolated_after_the_silence_timeout() {
         assert_eq!(
-            decide(&input(3, &[], 4, 29), &S),
+            verdict(&input(3, &[], 4, 29), &S),
             Verdict::Consulting {
                 answered: 0,
                 known: 4
             }
         );
         assert_eq!(
-            decide(&input(3, &[], 4, 30), &S),
+            verdict(&input(3, &[], 4, 30), &S),
             Verdict::SelfFence(Reason::Isolated {
                 answered: 0,
                 known: 4,
@@ -446,14 +452,14 @@ mod tests {
             })
         );
         // A single-node cluster has nobody to ask.
-        assert!(decide(&input(3, &[], 0, 30), &S).self_fence());
+        assert!(verdict(&input(3, &[], 0, 30), &S).self_fence());
     }
 
     #[test]
     fn rule6_peers_that_see_me_healthy_keep_me_waiting() {
         let answers = [up(None), up(None), up(None)];
         assert_eq!(
-            decide(&input(3, &answers, 3, 10_000), &S),
+            verdict(&input(3, &answers, 3, 10_000), &S),
             Verdict::Consulting {
                 answered: 3,
                 known: 3
@@ -520,7 +526,7 @@ mod tests {
             }
             let known = answers.len() + extra;
             let i = input(failures, &answers, known, secs);
-            prop_assert_eq!(decide(&i, &S), Verdict::Healthy);
+            prop_assert_eq!(verdict(&i, &S), Verdict::Healthy);
         }
 
         /// With every answering peer unable to reach the API and a majority
@@ -537,7 +543,7 @@ mod tests {
             let known = n + missing.min(n.saturating_sub(1));
             let mut i = input(failures, &answers, known, secs);
             i.kubelet_stale = kubelet.map(|s| KubeletStale::For(Duration::from_secs(s)));
-            prop_assert!(!decide(&i, &S).self_fence());
+            prop_assert!(!verdict(&i, &S).self_fence());
         }
     }
 }

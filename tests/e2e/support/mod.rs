@@ -10,7 +10,7 @@
 //! it, by concern: `agents` (the manifests, kubeconfigs and agents),
 //! `workloads` (what the scenarios deploy), `waits` (polls with deadlines),
 //! `diagnostics` (what a failed test prints), `objects` (predicates on API
-//! objects), `scenario` (the shared set-up), `split_brain` (self-fence
+//! objects), `scenario` (the shared set-up), `self_fencing` (self-fence
 //! defaults), `netns` (real partitions), `chart` (Helm and Prometheus).
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,14 +36,14 @@ mod diagnostics;
 mod netns;
 mod objects;
 mod scenario;
-mod split_brain;
+mod self_fencing;
 mod waits;
 mod workloads;
 pub use chart::*;
 pub use netns::*;
 pub use objects::*;
 pub use scenario::*;
-pub use split_brain::*;
+pub use self_fencing::*;
 
 /// Namespace the manifests in rbac/ and daemonset/ install into.
 pub const FENCER_NAMESPACE: &str = "kube-fencer";

@@ -6,6 +6,7 @@ mod dryrun;
 mod fence;
 mod guard;
 mod recover;
+mod split_brain;
 mod unfence;
 
 use std::time::Duration;

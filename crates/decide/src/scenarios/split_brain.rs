@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use super::fence::fence_command_backoff;
-use super::sim::{Sim, secs};
-use super::testutil::{SELF_NODE, settings};
-use super::*;
+use crate::fence::fence_command_backoff;
+use crate::sim::{Sim, secs};
+use crate::testutil::{SELF_NODE, settings};
+use crate::*;
 
 fn mark() -> NodeIntent {
     NodeIntent::MarkFenced

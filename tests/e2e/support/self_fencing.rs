@@ -1,4 +1,4 @@
-//! Split-brain support: the self-fencing flags every spawned agent gets by
+//! Self-fencing support for the split-brain scenarios: the self-fencing flags every spawned agent gets by
 //! default (an `exec:` action that "powers the node off" by killing its
 //! kwok, writes a timestamped marker and "reboots" it with a new boot ID),
 //! a fresh boot ID per spawn (a respawned agent is a rebooted node), and
