@@ -107,8 +107,30 @@ fn set_timeout(file: &File, seconds: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Why the agent cannot use a watchdog device.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchdogError {
+    #[error("cannot open the watchdog device {path}: {error}")]
+    Open { path: String, error: std::io::Error },
+    #[error("watchdog device {path}: {error}")]
+    Timeout { path: String, error: TimeoutError },
+    #[error("cannot start the watchdog thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Why a device's timeout cannot be verified.
+#[derive(Debug, thiserror::Error)]
+pub enum TimeoutError {
+    #[error(
+        "WDIOC_GETTIMEOUT failed: {0} (not a watchdog device?); its timeout cannot be verified"
+    )]
+    Unreadable(std::io::Error),
+    #[error("WDIOC_GETTIMEOUT returned an invalid timeout of {0}s")]
+    Invalid(libc::c_int),
+}
+
 /// `WDIOC_GETTIMEOUT`, validated.
-fn get_timeout(file: &File) -> Result<u32, String> {
+fn get_timeout(file: &File) -> Result<u32, TimeoutError> {
     let mut got: libc::c_int = 0;
     // SAFETY: WDIOC_GETTIMEOUT writes one c_int through the pointer, which
     // is valid for the duration of the call.
@@ -120,15 +142,12 @@ fn get_timeout(file: &File) -> Result<u32, String> {
         )
     };
     if r < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(format!(
-            "WDIOC_GETTIMEOUT failed: {e} (not a watchdog device?); its timeout cannot be verified"
-        ));
+        return Err(TimeoutError::Unreadable(std::io::Error::last_os_error()));
     }
     u32::try_from(got)
         .ok()
         .filter(|s| *s > 0)
-        .ok_or_else(|| format!("WDIOC_GETTIMEOUT returned an invalid timeout of {got}s"))
+        .ok_or(TimeoutError::Invalid(got))
 }
 
 /// Program the device's timeout to `seconds` and read back the timeout it
@@ -136,7 +155,7 @@ fn get_timeout(file: &File) -> Result<u32, String> {
 /// timeout (an agent restarted within the boot), nothing is written, as a
 /// `WDIOC_SETTIMEOUT` would ping it. A failed set is tolerated (some
 /// devices have a fixed timeout); a failed read-back is not.
-fn program_timeout(file: &File, seconds: u32) -> Result<u32, String> {
+fn program_timeout(file: &File, seconds: u32) -> Result<u32, TimeoutError> {
     if get_timeout(file).is_ok_and(|s| s == seconds) {
         return Ok(seconds);
     }
@@ -216,7 +235,7 @@ impl Watchdog {
     ///
     /// The caller must advertise [`Watchdog::timeout`], which may differ
     /// from `requested_timeout`.
-    pub fn open(path: &str, requested_timeout: Duration) -> Result<Self, String> {
+    pub fn open(path: &str, requested_timeout: Duration) -> Result<Self, WatchdogError> {
         Self::open_with(path, requested_timeout, program_timeout)
     }
 
@@ -227,24 +246,30 @@ impl Watchdog {
     pub(crate) fn open_with(
         path: &str,
         requested_timeout: Duration,
-        program: impl FnOnce(&File, u32) -> Result<u32, String>,
-    ) -> Result<Self, String> {
+        program: impl FnOnce(&File, u32) -> Result<u32, TimeoutError>,
+    ) -> Result<Self, WatchdogError> {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(path)
-            .map_err(|e| format!("cannot open the watchdog device {path}: {e}"))?;
+            .map_err(|error| WatchdogError::Open {
+                path: path.to_string(),
+                error,
+            })?;
         let actual = match program(&file, seconds_rounded_up(requested_timeout)) {
             Ok(s) => Duration::from_secs(u64::from(s)),
             Err(e) => {
                 disarm_refused(file);
-                return Err(format!("watchdog device {path}: {e}"));
+                return Err(WatchdogError::Timeout {
+                    path: path.to_string(),
+                    error: e,
+                });
             }
         };
         Self::start(file, actual)
     }
 
     /// Feed `file`, whose timeout is `timeout`, from a thread of its own.
-    fn start(file: File, timeout: Duration) -> Result<Self, String> {
+    fn start(file: File, timeout: Duration) -> Result<Self, WatchdogError> {
         let period = feed_period(timeout);
         let shared = Arc::new((
             Mutex::new(Feed {
@@ -296,7 +321,7 @@ impl Watchdog {
                         .0;
                 }
             })
-            .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
+            .map_err(WatchdogError::Thread)?;
         Ok(Watchdog {
             shared,
             timeout,
@@ -409,7 +434,11 @@ mod tests {
         let e = Watchdog::open("/nonexistent/watchdog", Duration::from_secs(1))
             .err()
             .expect("must fail");
-        assert!(e.contains("/nonexistent/watchdog"), "{e}");
+        assert!(
+            matches!(&e, WatchdogError::Open { path, .. } if path == "/nonexistent/watchdog"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("/nonexistent/watchdog"), "{e}");
     }
 
     fn temp_device(name: &str) -> std::path::PathBuf {
@@ -427,6 +456,12 @@ mod tests {
             .expect("a plain file is no watchdog");
         let written = std::fs::read(&path).unwrap();
         let _ = std::fs::remove_file(&path);
+        assert!(
+            matches!(&e, WatchdogError::Timeout { error: TimeoutError::Unreadable(io), .. }
+                if io.raw_os_error() == Some(libc::ENOTTY)),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.contains(p), "names the path: {e}");
         assert!(e.contains("WDIOC_GETTIMEOUT"), "{e}");
         assert!(
@@ -443,11 +478,18 @@ mod tests {
     fn a_failed_programming_step_is_refused_with_the_path() {
         let path = temp_device("progfail");
         let p = path.to_str().unwrap();
-        let e = Watchdog::open_with(p, Duration::from_secs(10), |_, _| Err("boom".into()))
-            .err()
-            .expect("must fail");
+        let e = Watchdog::open_with(p, Duration::from_secs(10), |_, _| {
+            Err(TimeoutError::Invalid(-1))
+        })
+        .err()
+        .expect("must fail");
         let _ = std::fs::remove_file(&path);
-        assert!(e.contains(p) && e.contains("boom"), "{e}");
+        assert!(
+            matches!(&e, WatchdogError::Timeout { path, error: TimeoutError::Invalid(-1) } if path == p),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(text.contains(p) && text.contains("-1s"), "{text}");
     }
 
     #[test]
