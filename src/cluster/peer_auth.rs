@@ -78,16 +78,18 @@ impl AuthError {
     }
 }
 
+/// A peer key shorter than [`MIN_KEY_LEN`] (its length).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the peer key must be at least {MIN_KEY_LEN} bytes (got {0})")]
+pub struct KeyTooShort(pub usize);
+
 impl PeerKey {
     /// A key from the bytes of the key file (surrounding whitespace trimmed).
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyTooShort> {
         let text = String::from_utf8_lossy(bytes);
         let trimmed = text.trim();
         if trimmed.len() < MIN_KEY_LEN {
-            return Err(format!(
-                "the peer key must be at least {MIN_KEY_LEN} bytes (got {})",
-                trimmed.len()
-            ));
+            return Err(KeyTooShort(trimmed.len()));
         }
         Ok(PeerKey(trimmed.as_bytes().to_vec()))
     }
@@ -330,6 +332,15 @@ mod tests {
 
     fn key() -> PeerKey {
         PeerKey::from_bytes(b"0123456789abcdef-shared\n").unwrap()
+    }
+
+    #[test]
+    fn a_short_key_is_refused_with_its_trimmed_length() {
+        assert_eq!(
+            PeerKey::from_bytes(b"  short-key \n").err(),
+            Some(KeyTooShort(9))
+        );
+        assert!(PeerKey::from_bytes(b"sixteen-bytes-ok").is_ok());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
 
-use super::peer_auth::PeerKey;
+use super::peer_auth::{KeyTooShort, PeerKey};
 
 /// The Secret's data key holding the peer key.
 pub const SECRET_KEY: &str = "key";
@@ -29,9 +29,9 @@ pub enum PeerKeyError {
     Unavailable {
         namespace: String,
         name: String,
-        api: String,
+        api: Box<SecretApiError>,
         cache: String,
-        cached: String,
+        cached: CacheError,
     },
     #[error("Secret {namespace}/{name}: {why}")]
     Invalid {
@@ -41,6 +41,29 @@ pub enum PeerKeyError {
     },
     #[error("cannot read {0} random bytes from /dev/urandom: {1}")]
     Random(usize, std::io::Error),
+}
+
+/// Why the API server could not be asked for the Secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretApiError {
+    #[error("{0} timed out after {secs}s", secs = API_TIMEOUT.as_secs())]
+    TimedOut(&'static str),
+    #[error("{verb}: {error}")]
+    Api {
+        verb: &'static str,
+        error: kube::Error,
+    },
+    #[error("created by another agent, then gone")]
+    Vanished,
+}
+
+/// Why the cached copy cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("{0}")]
+    Unreadable(std::io::Error),
+    #[error(transparent)]
+    Invalid(KeyTooShort),
 }
 
 /// Where the key is cached.
@@ -70,7 +93,7 @@ fn key_of(secret: &Secret, namespace: &str, name: &str) -> Result<Vec<u8>, PeerK
         .and_then(|d| d.get(SECRET_KEY))
         .map(|b| b.0.clone())
         .ok_or_else(|| invalid(format!("has no data key {SECRET_KEY:?}")))?;
-    PeerKey::from_bytes(&bytes).map_err(invalid)?;
+    PeerKey::from_bytes(&bytes).map_err(|e| invalid(e.to_string()))?;
     Ok(bytes)
 }
 
@@ -80,12 +103,12 @@ async fn get_or_create(
     api: &Api<Secret>,
     namespace: &str,
     name: &str,
-) -> Result<Result<Vec<u8>, PeerKeyError>, String> {
+) -> Result<Result<Vec<u8>, PeerKeyError>, SecretApiError> {
     let get = || async {
         tokio::time::timeout(API_TIMEOUT, api.get_opt(name))
             .await
-            .map_err(|_| format!("GET timed out after {}s", API_TIMEOUT.as_secs()))?
-            .map_err(|e| format!("GET: {e}"))
+            .map_err(|_| SecretApiError::TimedOut("GET"))?
+            .map_err(|error| SecretApiError::Api { verb: "GET", error })
     };
     if let Some(s) = get().await? {
         return Ok(key_of(&s, namespace, name));
@@ -118,10 +141,13 @@ async fn get_or_create(
         // Another agent created it first: take theirs.
         Ok(Err(kube::Error::Api(e))) if e.code == 409 => match get().await? {
             Some(s) => Ok(key_of(&s, namespace, name)),
-            None => Err("created by another agent, then gone".into()),
+            None => Err(SecretApiError::Vanished),
         },
-        Ok(Err(e)) => Err(format!("CREATE: {e}")),
-        Err(_) => Err(format!("CREATE timed out after {}s", API_TIMEOUT.as_secs())),
+        Ok(Err(error)) => Err(SecretApiError::Api {
+            verb: "CREATE",
+            error,
+        }),
+        Err(_) => Err(SecretApiError::TimedOut("CREATE")),
     }
 }
 
@@ -142,15 +168,15 @@ pub async fn load(
             if let Err(e) = write_cache(&cache, &bytes) {
                 tracing::warn!(error = %e, path = %cache.display(), "cannot cache the peer key");
             }
-            PeerKey::from_bytes(&bytes).map_err(|why| PeerKeyError::Invalid {
+            PeerKey::from_bytes(&bytes).map_err(|e| PeerKeyError::Invalid {
                 namespace: namespace.to_string(),
                 name: name.to_string(),
-                why,
+                why: e.to_string(),
             })
         }
         Err(api_error) => match std::fs::read(&cache)
-            .map_err(|e| e.to_string())
-            .and_then(|b| PeerKey::from_bytes(&b))
+            .map_err(CacheError::Unreadable)
+            .and_then(|b| PeerKey::from_bytes(&b).map_err(CacheError::Invalid))
         {
             Ok(key) => {
                 tracing::warn!(error = %api_error, path = %cache.display(), "the peer key Secret is out of reach; using the cached key");
@@ -159,7 +185,7 @@ pub async fn load(
             Err(cached) => Err(PeerKeyError::Unavailable {
                 namespace: namespace.to_string(),
                 name: name.to_string(),
-                api: api_error,
+                api: Box::new(api_error),
                 cache: cache.display().to_string(),
                 cached,
             }),

@@ -183,6 +183,15 @@ pub fn check_settings(cfg: &AgentConfig) -> CheckSettings {
     }
 }
 
+/// Why the advertisement on the own Node could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum AdvertError {
+    #[error("timed out")]
+    TimedOut,
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+}
+
 /// The self-check's shell: runs the core's [`SelfCheck`]; its I/O handles are cheap to clone into the command tasks.
 #[derive(Clone)]
 pub struct SelfCheckTask {
@@ -222,12 +231,11 @@ impl SelfCheckTask {
     }
 
     /// Write the advertisement of this boot on the own Node.
-    async fn advertise(&self, boot_id: &str) -> Result<(), String> {
+    async fn advertise(&self, boot_id: &str) -> Result<(), AdvertError> {
         let api: Api<Node> = Api::all(self.client.clone());
         let node = tokio::time::timeout(self.cfg.api_check_timeout * 2, api.get(&self.node))
             .await
-            .map_err(|_| "timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| AdvertError::TimedOut)??;
         self.contact.seen();
         let boot = Some(boot_id).filter(|b| !b.is_empty());
         let advert = self.advert(boot, peer_address(&self.cfg, Some(&node)));
@@ -235,7 +243,7 @@ impl SelfCheckTask {
     }
 
     /// Patch `advert` onto the own Node's annotation.
-    async fn write_advert(&self, advert: &AgentAdvert) -> Result<(), String> {
+    async fn write_advert(&self, advert: &AgentAdvert) -> Result<(), AdvertError> {
         let api: Api<Node> = Api::all(self.client.clone());
         let value = decide::advert::render(advert);
         let patch =
@@ -245,8 +253,7 @@ impl SelfCheckTask {
             api.patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch)),
         )
         .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| AdvertError::TimedOut)??;
         self.contact.seen();
         tracing::info!(node = %self.node, advertisement = %value, "advertised this agent on its Node");
         Ok(())
@@ -259,7 +266,7 @@ impl SelfCheckTask {
     /// node is cut off), the Node still says "capable" and the leader may
     /// delete this node's pods after its safe time: the watchdog stays armed,
     /// its permit lapses and it resets the node.
-    pub async fn withdraw(&self) -> Result<(), String> {
+    pub async fn withdraw(&self) -> Result<(), AdvertError> {
         if matches!(self.cfg.self_fence, SelfFenceMode::None) {
             return Ok(());
         }
