@@ -5,9 +5,11 @@
 //! namespace additionally fall back to the downward-API variables
 //! `NODE_NAME`, `POD_NAME` and `POD_NAMESPACE`.
 //!
-//! [`Args`] is what clap parses (strings, as typed); [`Args::into_config`]
-//! validates them into a [`Config`], failing with a message that names the
-//! flag, the value and what is valid.
+//! [`Args`] is what clap parses: each value through its value parser
+//! (durations, percentages, addresses, selectors, the self-fence action), so
+//! a bad value is refused with clap's message naming the flag, the value and
+//! what is valid. [`Args::into_config`] then only checks relations between
+//! flags and the downward-API fallbacks, into a [`Config`].
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -70,7 +72,8 @@ pub struct Args {
         long,
         env = "KUBE_FENCER_LEADER_LEASE_NAME",
         default_value = "kube-fencer-leader",
-        value_name = "NAME"
+        value_name = "NAME",
+        value_parser = dns_subdomain,
     )]
     pub leader_lease_name: String,
 
@@ -80,27 +83,30 @@ pub struct Args {
         long,
         env = "KUBE_FENCER_LEADER_LEASE_DURATION",
         default_value = "12s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = lease_duration,
     )]
-    pub leader_lease_duration: String,
+    pub leader_lease_duration: Duration,
 
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(
         long,
         env = "KUBE_FENCER_LISTEN",
         default_value = "0.0.0.0:9746",
-        value_name = "ADDR"
+        value_name = "ADDR",
+        value_parser = listen_address,
     )]
-    pub listen: String,
+    pub listen: SocketAddr,
 
     /// A node whose Lease was not seen renewed for this long is suspect.
     #[arg(
         long,
         env = "KUBE_FENCER_UNREACHABLE_AFTER",
         default_value = "20s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = positive_duration,
     )]
-    pub unreachable_after: String,
+    pub unreachable_after: Duration,
 
     /// Time after a node's last observed heartbeat by which it must have
     /// stopped; only then is it tainted and are its pods deleted
@@ -109,18 +115,20 @@ pub struct Args {
         long,
         env = "KUBE_FENCER_FENCE_TIMEOUT",
         default_value = "40s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = positive_duration,
     )]
-    pub fence_timeout: String,
+    pub fence_timeout: Duration,
 
     /// A fenced node must renew its Lease and be Ready this long before it is unfenced.
     #[arg(
         long,
         env = "KUBE_FENCER_HEALTHY_AFTER",
         default_value = "30s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = positive_duration,
     )]
-    pub healthy_after: String,
+    pub healthy_after: Duration,
 
     /// Storm guard: fence nothing new while more managed nodes than this are
     /// unhealthy. A percentage (1%–100%) or an absolute count (≥ 1).
@@ -128,18 +136,20 @@ pub struct Args {
         long,
         env = "KUBE_FENCER_MAX_UNHEALTHY",
         default_value = "40%",
-        value_name = "PERCENT|COUNT"
+        value_name = "PERCENT|COUNT",
+        value_parser = parse_max_unhealthy,
     )]
-    pub max_unhealthy: String,
+    pub max_unhealthy: MaxUnhealthy,
 
     /// Only nodes matching this label selector are managed (empty: all).
     #[arg(
         long,
         env = "KUBE_FENCER_NODE_SELECTOR",
         default_value = "",
-        value_name = "SELECTOR"
+        value_name = "SELECTOR",
+        value_parser = node_selector,
     )]
-    pub node_selector: String,
+    pub node_selector: Selector,
 
     /// Also manage control-plane nodes.
     #[arg(long, env = "KUBE_FENCER_MANAGE_CONTROL_PLANE")]
@@ -181,18 +191,20 @@ pub struct Args {
         long,
         env = "KUBE_FENCER_FENCE_COMMAND_TIMEOUT",
         default_value = "30s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = positive_duration,
     )]
-    pub fence_command_timeout: String,
+    pub fence_command_timeout: Duration,
 
     /// Delay before retrying a failed fence command; doubles per attempt (at most 5m).
     #[arg(
         long,
         env = "KUBE_FENCER_FENCE_COMMAND_BACKOFF",
         default_value = "5s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = positive_duration,
     )]
-    pub fence_command_backoff: String,
+    pub fence_command_backoff: Duration,
 
     /// Added to every node's safe time (covers watch and reconcile latency
     /// and clock-rate drift).
@@ -200,9 +212,10 @@ pub struct Args {
         long,
         env = "KUBE_FENCER_SAFE_TIME_MARGIN",
         default_value = "5s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = any_duration,
     )]
-    pub safe_time_margin: String,
+    pub safe_time_margin: Duration,
 
     /// Nodes that fail within this long of each other count as failing at
     /// once for the storm guard: no node is powered off by --fence-command
@@ -213,9 +226,10 @@ pub struct Args {
         long,
         env = "KUBE_FENCER_BURST_SPREAD",
         default_value = "2s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = any_duration,
     )]
-    pub burst_spread: String,
+    pub burst_spread: Duration,
 
     /// The kubelets' node Lease renewal interval (a quarter of the kubelet's
     /// nodeLeaseDurationSeconds, 40s by default): a node may be cut off up
@@ -224,9 +238,10 @@ pub struct Args {
         long,
         env = "KUBE_FENCER_NODE_HEARTBEAT_INTERVAL",
         default_value = "10s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = positive_duration,
     )]
-    pub node_heartbeat_interval: String,
+    pub node_heartbeat_interval: Duration,
 
     /// How this agent fences its own node when it must:
     /// none | auto | watchdog | sysrq-reboot | exec:<command>. `auto` is
@@ -239,9 +254,10 @@ pub struct Args {
         long,
         env = "KUBE_FENCER_SELF_FENCE",
         default_value = "none",
-        value_name = "ACTION"
+        value_name = "ACTION",
+        value_parser = parse_self_fence,
     )]
-    pub self_fence: String,
+    pub self_fence: SelfFenceMode,
 
     /// Watchdog device opened with --self-fence=watchdog.
     #[arg(
@@ -258,34 +274,38 @@ pub struct Args {
         long,
         env = "KUBE_FENCER_WATCHDOG_TIMEOUT",
         default_value = "10s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = positive_duration,
     )]
-    pub watchdog_timeout: String,
+    pub watchdog_timeout: Duration,
 
     /// The agent checks that it reaches the API server this often.
     #[arg(
         long,
         env = "KUBE_FENCER_API_CHECK_INTERVAL",
         default_value = "5s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = positive_duration,
     )]
-    pub api_check_interval: String,
+    pub api_check_interval: Duration,
 
     /// One API check (a /readyz probe) fails after this long.
     #[arg(
         long,
         env = "KUBE_FENCER_API_CHECK_TIMEOUT",
         default_value = "2s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = positive_duration,
     )]
-    pub api_check_timeout: String,
+    pub api_check_timeout: Duration,
 
     /// The API is declared unreachable after this many failed checks in a row.
     #[arg(
         long,
         env = "KUBE_FENCER_API_FAILURE_THRESHOLD",
         default_value_t = 3,
-        value_name = "N"
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub api_failure_threshold: u32,
 
@@ -295,18 +315,20 @@ pub struct Args {
         long,
         env = "KUBE_FENCER_PEER_SILENCE_TIMEOUT",
         default_value = "10s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = positive_duration,
     )]
-    pub peer_silence_timeout: String,
+    pub peer_silence_timeout: Duration,
 
     /// Address of the peer endpoint (host port in the DaemonSet). Empty: no peer endpoint.
     #[arg(
         long,
         env = "KUBE_FENCER_PEER_LISTEN",
         default_value = "0.0.0.0:9747",
-        value_name = "ADDR"
+        value_name = "ADDR",
+        value_parser = peer_listen,
     )]
-    pub peer_listen: String,
+    pub peer_listen: PeerListen,
 
     /// Address peers reach this agent at; default: the Node's InternalIP
     /// and the --peer-listen port (or --peer-listen itself when it names a host).
@@ -367,9 +389,10 @@ pub struct Args {
         long,
         env = "KUBE_FENCER_STATE_DIR",
         default_value = "/run/kube-fencer",
-        value_name = "PATH"
+        value_name = "PATH",
+        value_parser = state_dir,
     )]
-    pub state_dir: String,
+    pub state_dir: std::path::PathBuf,
 
     /// Log output format.
     #[arg(
@@ -385,7 +408,8 @@ pub struct Args {
         long,
         env = "KUBE_FENCER_LOG_LEVEL",
         default_value = "info",
-        value_name = "LEVEL"
+        value_name = "LEVEL",
+        value_parser = log_level,
     )]
     pub log_level: String,
 }
@@ -415,7 +439,6 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     /// The `--node-selector` text as given (for logs).
-    pub node_selector_text: String,
     /// `--fence-command`, when set.
     pub fence_command: Option<String>,
     pub fence_command_timeout: Duration,
@@ -432,6 +455,19 @@ pub enum SelfFenceMode {
     Watchdog,
     SysrqReboot,
     Exec(String),
+}
+
+/// As `--self-fence` takes it.
+impl fmt::Display for SelfFenceMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SelfFenceMode::None => f.write_str("none"),
+            SelfFenceMode::Auto => f.write_str("auto"),
+            SelfFenceMode::Watchdog => f.write_str("watchdog"),
+            SelfFenceMode::SysrqReboot => f.write_str("sysrq-reboot"),
+            SelfFenceMode::Exec(cmd) => write!(f, "exec:{cmd}"),
+        }
+    }
 }
 
 impl SelfFenceMode {
@@ -545,98 +581,16 @@ impl Args {
                 "expected a DNS-1123 label (lower-case letters, digits and '-', at most 63 characters)",
             ));
         }
-        if !is_dns1123_subdomain(&self.leader_lease_name) {
-            return Err(invalid(
-                "leader-lease-name",
-                &self.leader_lease_name,
-                "expected a DNS-1123 subdomain",
-            ));
-        }
-
-        let lease_duration = duration("leader-lease-duration", &self.leader_lease_duration)?;
-        if lease_duration < MIN_LEASE_DURATION {
-            return Err(invalid(
-                "leader-lease-duration",
-                &self.leader_lease_duration,
-                "expected at least 3s",
-            ));
-        }
-        let unreachable_after = duration("unreachable-after", &self.unreachable_after)?;
-        let fence_timeout = duration("fence-timeout", &self.fence_timeout)?;
-        let healthy_after = duration("healthy-after", &self.healthy_after)?;
-        if fence_timeout < unreachable_after {
+        if self.fence_timeout < self.unreachable_after {
             return Err(ConfigError(format!(
                 "'--fence-timeout' ({}) must be at least '--unreachable-after' ({})",
-                self.fence_timeout, self.unreachable_after
+                humantime::format_duration(self.fence_timeout),
+                humantime::format_duration(self.unreachable_after)
             )));
         }
-        let listen: SocketAddr = self.listen.parse().map_err(|_| {
-            invalid(
-                "listen",
-                &self.listen,
-                "expected an address and port such as 0.0.0.0:9746 or [::]:9746",
-            )
-        })?;
-        let max_unhealthy = parse_max_unhealthy(&self.max_unhealthy)?;
-        let node_selector = if self.node_selector.trim().is_empty() {
-            Selector::everything()
-        } else {
-            Selector::parse(&self.node_selector)
-                .map_err(|e| invalid("node-selector", &self.node_selector, e))?
-        };
-        if tracing_subscriber::EnvFilter::builder()
-            .parse(&self.log_level)
-            .is_err()
-        {
-            return Err(invalid(
-                "log-level",
-                &self.log_level,
-                "expected error, warn, info, debug, trace or a tracing filter directive",
-            ));
-        }
-
-        let fence_command_timeout = duration("fence-command-timeout", &self.fence_command_timeout)?;
-        let fence_command_backoff = duration("fence-command-backoff", &self.fence_command_backoff)?;
-        let safe_time_margin =
-            humantime::parse_duration(self.safe_time_margin.trim()).map_err(|_| {
-                invalid(
-                    "safe-time-margin",
-                    &self.safe_time_margin,
-                    "expected a duration such as 30s",
-                )
-            })?;
-        let node_heartbeat_interval =
-            duration("node-heartbeat-interval", &self.node_heartbeat_interval)?;
-        let burst_spread = humantime::parse_duration(self.burst_spread.trim()).map_err(|_| {
-            invalid(
-                "burst-spread",
-                &self.burst_spread,
-                "expected a duration such as 2s (0s allowed)",
-            )
-        })?;
-        let self_fence = parse_self_fence(&self.self_fence)?;
-        let watchdog_timeout = duration("watchdog-timeout", &self.watchdog_timeout)?;
-        let api_check_interval = duration("api-check-interval", &self.api_check_interval)?;
-        let api_check_timeout = duration("api-check-timeout", &self.api_check_timeout)?;
-        let peer_silence_timeout = duration("peer-silence-timeout", &self.peer_silence_timeout)?;
-        if self.api_failure_threshold == 0 {
-            return Err(invalid(
-                "api-failure-threshold",
-                &self.api_failure_threshold.to_string(),
-                "expected at least 1",
-            ));
-        }
-        let peer_listen: Option<SocketAddr> = if self.peer_listen.trim().is_empty() {
-            None
-        } else {
-            Some(self.peer_listen.parse().map_err(|_| {
-                invalid(
-                    "peer-listen",
-                    &self.peer_listen,
-                    "expected an address and port such as 0.0.0.0:9747",
-                )
-            })?)
-        };
+        let self_fence = self.self_fence.clone();
+        let peer_listen = self.peer_listen.0;
+        let unreachable_after = self.unreachable_after;
         let peer_key_file =
             (!self.peer_key_file.trim().is_empty()).then(|| self.peer_key_file.clone());
         let peer_key_secret = (!self.peer_key_secret.trim().is_empty())
@@ -659,26 +613,25 @@ impl Args {
             && (peer_listen.is_none() || (peer_key_file.is_none() && peer_key_secret.is_none()))
         {
             return Err(ConfigError(format!(
-                "'--self-fence' ({}) needs '--peer-listen' and '--peer-key-file' or '--peer-key-secret': without peers, an API-server outage would make every node fence itself",
-                self.self_fence
+                "'--self-fence' ({self_fence}) needs '--peer-listen' and '--peer-key-file' or '--peer-key-secret': without peers, an API-server outage would make every node fence itself"
             )));
         }
         let agent = AgentConfig {
             self_fence,
             self_fence_unavailable: None,
             watchdog_device: self.watchdog_device.clone(),
-            watchdog_timeout,
-            api_check_interval,
-            api_check_timeout,
+            watchdog_timeout: self.watchdog_timeout,
+            api_check_interval: self.api_check_interval,
+            api_check_timeout: self.api_check_timeout,
             api_failure_threshold: self.api_failure_threshold,
-            peer_silence_timeout,
+            peer_silence_timeout: self.peer_silence_timeout,
             peer_listen,
             peer_advertise: (!self.peer_advertise.trim().is_empty())
                 .then(|| self.peer_advertise.clone()),
             peer_key_file,
             peer_key_secret,
             boot_id_file: self.boot_id_file.clone(),
-            state_dir: state_dir(&self.state_dir)?,
+            state_dir: self.state_dir.clone(),
             static_peers: self
                 .peers
                 .split(',')
@@ -692,22 +645,23 @@ impl Args {
             self_node: node,
             identity: identity.clone(),
             unreachable_after,
-            fence_timeout,
-            healthy_after,
-            max_unhealthy,
-            node_selector,
+            fence_timeout: self.fence_timeout,
+            healthy_after: self.healthy_after,
+            max_unhealthy: self.max_unhealthy,
+            node_selector: self.node_selector,
             manage_control_plane: self.manage_control_plane,
             strategy: match self.strategy {
                 StrategyArg::OutOfService => Strategy::OutOfService,
                 StrategyArg::DeletePods => Strategy::DeletePods,
             },
             delete_pods_with_rwo_volumes: self.delete_pods_with_rwo_volumes,
-            safe_time_margin,
-            node_heartbeat_interval,
-            burst_spread,
+            safe_time_margin: self.safe_time_margin,
+            node_heartbeat_interval: self.node_heartbeat_interval,
+            burst_spread: self.burst_spread,
             fence_command: !self.fence_command.trim().is_empty(),
-            fence_command_backoff,
+            fence_command_backoff: self.fence_command_backoff,
         };
+        let lease_duration = self.leader_lease_duration;
         let election = ElectionSettings {
             identity,
             lease_duration,
@@ -719,20 +673,24 @@ impl Args {
             election,
             namespace,
             leader_lease_name: self.leader_lease_name,
-            listen,
+            listen: self.listen,
             dry_run: self.dry_run,
             log_format: self.log_format,
             log_level: self.log_level,
-            node_selector_text: self.node_selector,
             fence_command: (!self.fence_command.trim().is_empty())
                 .then(|| self.fence_command.clone()),
-            fence_command_timeout,
+            fence_command_timeout: self.fence_command_timeout,
             agent,
         })
     }
 }
 
-fn parse_self_fence(value: &str) -> Result<SelfFenceMode, ConfigError> {
+// Value parsers: each flag's value is checked where clap reads it, and its
+// error ("invalid value 'X' for '--flag <VALUE>': expected …") names the
+// flag, the value and what is valid. `into_config` only checks relations
+// between flags and the fallbacks clap cannot see.
+
+fn parse_self_fence(value: &str) -> Result<SelfFenceMode, String> {
     let v = value.trim();
     Ok(match v {
         "none" | "" => SelfFenceMode::None,
@@ -742,49 +700,99 @@ fn parse_self_fence(value: &str) -> Result<SelfFenceMode, ConfigError> {
         _ => match v.strip_prefix("exec:") {
             Some(cmd) if !cmd.trim().is_empty() => SelfFenceMode::Exec(cmd.to_string()),
             _ => {
-                return Err(invalid(
-                    "self-fence",
-                    value,
-                    "expected none, auto, watchdog, sysrq-reboot or exec:<command>",
-                ));
+                return Err("expected none, auto, watchdog, sysrq-reboot or exec:<command>".into());
             }
         },
     })
 }
 
 /// `--state-dir`: an absolute path.
-fn state_dir(value: &str) -> Result<std::path::PathBuf, ConfigError> {
+fn state_dir(value: &str) -> Result<std::path::PathBuf, String> {
     let path = std::path::PathBuf::from(value.trim());
     if !path.is_absolute() {
-        return Err(invalid(
-            "state-dir",
-            value,
-            "expected an absolute directory path such as /run/kube-fencer",
-        ));
+        return Err("expected an absolute directory path such as /run/kube-fencer".into());
     }
     Ok(path)
 }
 
-fn duration(flag: &str, value: &str) -> Result<Duration, ConfigError> {
+/// A duration, zero allowed.
+fn any_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim())
+        .map_err(|_| "expected a duration such as 2s (0s allowed)".to_string())
+}
+
+fn positive_duration(value: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(value.trim())
-        .map_err(|_| invalid(flag, value, "expected a duration such as 20s or 1m30s"))?;
+        .map_err(|_| "expected a duration such as 20s or 1m30s".to_string())?;
     if d.is_zero() {
-        return Err(invalid(
-            flag,
-            value,
-            "expected a duration greater than zero, such as 20s or 1m30s",
+        return Err("expected a duration greater than zero, such as 20s or 1m30s".into());
+    }
+    Ok(d)
+}
+
+/// `--leader-lease-duration`: at least [`MIN_LEASE_DURATION`].
+fn lease_duration(value: &str) -> Result<Duration, String> {
+    let d = positive_duration(value)?;
+    if d < MIN_LEASE_DURATION {
+        return Err(format!(
+            "expected at least {}",
+            humantime::format_duration(MIN_LEASE_DURATION)
         ));
     }
     Ok(d)
 }
 
-fn parse_max_unhealthy(value: &str) -> Result<MaxUnhealthy, ConfigError> {
+fn listen_address(value: &str) -> Result<SocketAddr, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| "expected an address and port such as 0.0.0.0:9746 or [::]:9746".into())
+}
+
+/// `--peer-listen`: an address, or empty for no peer endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerListen(pub Option<SocketAddr>);
+
+fn peer_listen(value: &str) -> Result<PeerListen, String> {
+    if value.trim().is_empty() {
+        return Ok(PeerListen(None));
+    }
+    value
+        .trim()
+        .parse()
+        .map(|a| PeerListen(Some(a)))
+        .map_err(|_| "expected an address and port such as 0.0.0.0:9747 (empty: none)".into())
+}
+
+/// `--node-selector`: a label selector; empty selects every node.
+fn node_selector(value: &str) -> Result<Selector, String> {
+    if value.trim().is_empty() {
+        return Ok(Selector::everything());
+    }
+    Selector::parse(value).map_err(|e| e.to_string())
+}
+
+fn log_level(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(value)
+        .map(|_| value.to_string())
+        .map_err(|_| {
+            "expected error, warn, info, debug, trace or a tracing filter directive".into()
+        })
+}
+
+fn dns_subdomain(value: &str) -> Result<String, String> {
+    if is_dns1123_subdomain(value) {
+        Ok(value.to_string())
+    } else {
+        Err("expected a DNS-1123 subdomain".into())
+    }
+}
+
+fn parse_max_unhealthy(value: &str) -> Result<MaxUnhealthy, String> {
     let err = || {
-        invalid(
-            "max-unhealthy",
-            value,
-            "expected a percentage from 1% to 49% (such as 40%) or a node count of at least 1 (such as 3)",
-        )
+        "expected a percentage from 1% to 49% (such as 40%) or a node count of at least 1 (such as 3)"
+            .to_string()
     };
     let v = value.trim();
     if let Some(p) = v.strip_suffix('%') {
@@ -793,11 +801,9 @@ fn parse_max_unhealthy(value: &str) -> Result<MaxUnhealthy, ConfigError> {
             // The agents take "most of my peers cannot reach the API either"
             // for a control-plane outage; a group the leader may fence must
             // never be that many (a count is capped at each decision instead).
-            return Err(invalid(
-                "max-unhealthy",
-                value,
-                "must stay below 50% of the nodes: a group of half the nodes or more cut off together would take itself for a control-plane outage and not fence itself (counts are capped below half at each decision)",
-            ));
+            return Err(
+                "must stay below 50% of the nodes: a group of half the nodes or more cut off together would take itself for a control-plane outage and not fence itself (counts are capped below half at each decision)".into(),
+            );
         }
         if !(1..=49).contains(&n) {
             return Err(err());
@@ -854,7 +860,7 @@ impl Config {
             fence_timeout = %humantime::format_duration(s.fence_timeout),
             healthy_after = %humantime::format_duration(s.healthy_after),
             max_unhealthy = %MaxUnhealthyDisplay(&s.max_unhealthy),
-            node_selector = %self.node_selector_text,
+            node_selector = %s.node_selector,
             manage_control_plane = s.manage_control_plane,
             strategy = ?s.strategy,
             delete_pods_with_rwo_volumes = s.delete_pods_with_rwo_volumes,
@@ -883,11 +889,17 @@ mod tests {
         None
     }
 
+    /// Parsed and validated; a value clap refuses is its message's first
+    /// line (without `error: `), as the agent prints it.
     fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
         let mut argv = vec!["kube-fencer", "--node-name", "node-1"];
         argv.extend_from_slice(extra);
         Args::try_parse_from(argv)
-            .expect("clap accepts")
+            .map_err(|e| {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or_default();
+                ConfigError(first.trim_start_matches("error: ").to_string())
+            })?
             .into_config_with(&no_env)
     }
 
@@ -1024,19 +1036,19 @@ mod tests {
     fn bad_duration() {
         assert_eq!(
             err(&["--unreachable-after", "20x"]),
-            "invalid value '20x' for '--unreachable-after': expected a duration such as 20s or 1m30s"
+            "invalid value '20x' for '--unreachable-after <DURATION>': expected a duration such as 20s or 1m30s"
         );
         assert_eq!(
             err(&["--fence-timeout", "soon"]),
-            "invalid value 'soon' for '--fence-timeout': expected a duration such as 20s or 1m30s"
+            "invalid value 'soon' for '--fence-timeout <DURATION>': expected a duration such as 20s or 1m30s"
         );
         assert_eq!(
             err(&["--healthy-after", "30"]),
-            "invalid value '30' for '--healthy-after': expected a duration such as 20s or 1m30s"
+            "invalid value '30' for '--healthy-after <DURATION>': expected a duration such as 20s or 1m30s"
         );
         assert_eq!(
             err(&["--leader-lease-duration", ""]),
-            "invalid value '' for '--leader-lease-duration': expected a duration such as 20s or 1m30s"
+            "invalid value '' for '--leader-lease-duration <DURATION>': expected a duration such as 20s or 1m30s"
         );
     }
 
@@ -1047,13 +1059,13 @@ mod tests {
             assert_eq!(
                 err(&[flag, "0s"]),
                 format!(
-                    "invalid value '0s' for '--{name}': expected a duration greater than zero, such as 20s or 1m30s"
+                    "invalid value '0s' for '--{name} <DURATION>': expected a duration greater than zero, such as 20s or 1m30s"
                 )
             );
         }
         assert_eq!(
             err(&["--unreachable-after", "0s", "--fence-timeout", "0s"]),
-            "invalid value '0s' for '--unreachable-after': expected a duration greater than zero, such as 20s or 1m30s"
+            "invalid value '0s' for '--unreachable-after <DURATION>': expected a duration greater than zero, such as 20s or 1m30s"
         );
     }
 
@@ -1061,7 +1073,7 @@ mod tests {
     fn short_lease_duration() {
         assert_eq!(
             err(&["--leader-lease-duration", "2s"]),
-            "invalid value '2s' for '--leader-lease-duration': expected at least 3s"
+            "invalid value '2s' for '--leader-lease-duration <DURATION>': expected at least 3s"
         );
         assert!(parse(&["--leader-lease-duration", "3s"]).is_ok());
     }
@@ -1102,7 +1114,7 @@ mod tests {
             assert_eq!(
                 err(&["--state-dir", bad]),
                 format!(
-                    "invalid value '{bad}' for '--state-dir': expected an absolute directory path such as /run/kube-fencer"
+                    "invalid value '{bad}' for '--state-dir <PATH>': expected an absolute directory path such as /run/kube-fencer"
                 )
             );
         }
@@ -1124,7 +1136,7 @@ mod tests {
         for bad in ["reboot", "exec:", "exec:  "] {
             let mut a = vec!["--self-fence", bad];
             a.extend(key);
-            assert!(err(&a).contains("'--self-fence'"), "{bad}");
+            assert!(err(&a).contains("for '--self-fence <ACTION>'"), "{bad}");
         }
         // Self-fencing without peers would turn an API outage into a mass reboot.
         assert!(err(&["--self-fence", "watchdog"]).contains("--peer-key-file"));
@@ -1162,7 +1174,7 @@ mod tests {
             let arg = format!("--max-unhealthy={bad}");
             assert_eq!(
                 err(&[&arg]),
-                format!("invalid value '{bad}' for '--max-unhealthy': {expected}")
+                format!("invalid value '{bad}' for '--max-unhealthy <PERCENT|COUNT>': {expected}")
             );
         }
         let ok = |v: &str| {
@@ -1191,7 +1203,7 @@ mod tests {
     fn bad_listen() {
         assert_eq!(
             err(&["--listen", "localhost"]),
-            "invalid value 'localhost' for '--listen': expected an address and port such as 0.0.0.0:9746 or [::]:9746"
+            "invalid value 'localhost' for '--listen <ADDR>': expected an address and port such as 0.0.0.0:9746 or [::]:9746"
         );
     }
 
@@ -1201,7 +1213,7 @@ mod tests {
             "invalid value 'Kube_Fencer' for '--namespace': expected a DNS-1123 label"
         ));
         assert!(err(&["--leader-lease-name", "a b"]).starts_with(
-            "invalid value 'a b' for '--leader-lease-name': expected a DNS-1123 subdomain"
+            "invalid value 'a b' for '--leader-lease-name <NAME>': expected a DNS-1123 subdomain"
         ));
     }
 
@@ -1209,7 +1221,7 @@ mod tests {
     fn bad_selector() {
         let e = err(&["--node-selector", "a in (b"]);
         assert!(
-            e.starts_with("invalid value 'a in (b' for '--node-selector': "),
+            e.starts_with("invalid value 'a in (b' for '--node-selector <SELECTOR>': "),
             "{e}"
         );
     }
@@ -1226,7 +1238,7 @@ mod tests {
     fn bad_log_level() {
         assert!(
             err(&["--log-level", "loud=?="])
-                .starts_with("invalid value 'loud=?=' for '--log-level': ")
+                .starts_with("invalid value 'loud=?=' for '--log-level <LEVEL>': ")
         );
     }
 
