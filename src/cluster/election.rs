@@ -94,6 +94,20 @@ struct Observed {
     obs: Option<LeaseObs>,
 }
 
+/// The election loop's state between wake-ups.
+struct Campaign {
+    observed: Observed,
+    /// The watch completed its first list.
+    synced: bool,
+    init_buffer: Option<Lease>,
+    /// When the last successful write (acquire or renew) started.
+    last_renew: Option<Instant>,
+    /// The leader's loop, while leading.
+    leading: Option<JoinHandle<()>>,
+    /// No write before this (backoff after a failed one).
+    next_attempt: Instant,
+}
+
 impl Observed {
     fn update(&mut self, lease: Option<Lease>, now: Instant, default_duration: Duration) {
         let rv = lease
@@ -172,145 +186,33 @@ impl Election {
     /// leader, aborts it on stepping down; on shutdown aborts it and releases
     /// the Lease.
     pub async fn run(self, mut leader_task: LeaderTask, mut shutdown: watch::Receiver<bool>) {
-        let s = &self.settings;
         let mut stream = watcher::watcher(
             self.api.clone(),
             watcher::Config::default().fields(&format!("metadata.name={}", self.name)),
         )
         .default_backoff()
         .boxed();
-        let mut observed = Observed {
-            lease: None,
-            obs: None,
+        let mut c = Campaign {
+            observed: Observed {
+                lease: None,
+                obs: None,
+            },
+            synced: false,
+            init_buffer: None,
+            last_renew: None,
+            leading: None,
+            next_attempt: Instant::now(),
         };
-        let mut synced = false;
-        let mut init_buffer: Option<Lease> = None;
-        let mut last_renew: Option<Instant> = None;
-        let mut leading: Option<JoinHandle<()>> = None;
-        let mut next_attempt = Instant::now();
-
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let now = Instant::now();
-            let step = if synced {
-                leader::step(observed.obs.as_ref(), last_renew, now, s)
-            } else {
-                Step::Follow {
-                    until: now + s.retry_period,
-                }
-            };
-            let mut wake;
-            match step {
-                Step::StepDown => {
-                    if leading.is_some() {
-                        tracing::warn!(
-                            deadline = ?s.renew_deadline,
-                            "could not renew the leader Lease in time: stepping down"
-                        );
-                    }
-                    self.stop_leading(&mut leading).await;
-                    last_renew = None;
-                    wake = now + s.retry_period.min(Duration::from_secs(1));
-                }
-                Step::Follow { until } => {
-                    if leading.is_some() {
-                        tracing::warn!(
-                            holder = ?observed.obs.as_ref().and_then(|o| o.holder.clone()),
-                            "the leader Lease is held by another agent: stepping down"
-                        );
-                        self.stop_leading(&mut leading).await;
-                        last_renew = None;
-                    }
-                    wake = until.max(now + Duration::from_millis(100));
-                }
-                Step::Acquire | Step::Renew if now < next_attempt => {
-                    wake = next_attempt;
-                }
-                Step::Renew
-                    if leading.is_some()
-                        && last_renew.is_some_and(|t| now < t + s.retry_period) =>
-                {
-                    wake = last_renew.expect("checked") + s.retry_period;
-                }
-                Step::Acquire | Step::Renew => {
-                    let acquiring = step == Step::Acquire;
-                    let started = Instant::now();
-                    match self.write(&observed, acquiring).await {
-                        Ok(lease) => {
-                            self.contact.seen();
-                            last_renew = Some(started);
-                            self.leadership.grant_until(started + s.renew_deadline);
-                            observed.update(Some(lease), Instant::now(), s.lease_duration);
-                            if leading.is_none() {
-                                tracing::info!(identity = %s.identity, lease = %self.name, "became leader");
-                                self.metrics.leader.set(1);
-                                self.metrics.leader_transitions.inc();
-                                self.health.set_leader(true);
-                                leading = Some(leader_task(self.leadership.clone()));
-                            }
-                            wake = started + s.retry_period;
-                        }
-                        Err(e) => {
-                            let verb = if observed.lease.is_some() {
-                                "update"
-                            } else {
-                                "create"
-                            };
-                            if is_status(&e, 409) {
-                                tracing::debug!(
-                                    "leader Lease changed under us; waiting for the watch"
-                                );
-                            } else {
-                                self.metrics.api_error(verb, "leases");
-                                tracing::warn!(error = %e, acquiring, "could not write the leader Lease");
-                            }
-                            // Retry soon while leading (the renew deadline is close), else at the retry period.
-                            let backoff = if leading.is_some() {
-                                Duration::from_secs(1).min(s.retry_period)
-                            } else {
-                                s.retry_period
-                            };
-                            next_attempt = Instant::now() + backoff;
-                            wake = next_attempt;
-                        }
-                    }
-                }
-            }
-            // A leader must also notice its own deadline while waiting.
-            if leading.is_some()
-                && let Some(t) = last_renew
-            {
-                wake = wake.min(t + s.renew_deadline);
-            }
-
+            let wake = self.act(&mut c, &mut leader_task).await;
             tokio::select! {
                 _ = shutdown.changed() => {}
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 item = stream.next() => match item {
-                    Some(Ok(event)) => {
-                        if crate::ops::api_contact::is_api_contact(&event) {
-                            self.contact.seen();
-                        }
-                        let now = Instant::now();
-                        match event {
-                            Event::Init => {
-                                init_buffer = None;
-                            }
-                            Event::InitApply(l) => init_buffer = Some(l),
-                            Event::InitDone => {
-                                // Conservative: a (re)listed Lease counts as just changed.
-                                observed.obs = None;
-                                observed.update(init_buffer.take(), now, s.lease_duration);
-                                synced = true;
-                            }
-                            Event::Apply(l) => observed.update(Some(l), now, s.lease_duration),
-                            Event::Delete(_) => observed.update(None, now, s.lease_duration),
-                        }
-                        // A change may allow an immediate acquisition attempt.
-                        next_attempt = next_attempt.min(now);
-                    }
+                    Some(Ok(event)) => self.on_event(&mut c, event),
                     Some(Err(e)) => {
                         self.metrics.watch_error("leader_lease");
                         tracing::warn!(error = %e, "leader Lease watch failed; retrying");
@@ -321,11 +223,139 @@ impl Election {
         }
 
         // Shutdown: stop acting first, then hand the Lease over.
-        let was_leader = leading.is_some();
-        self.stop_leading(&mut leading).await;
+        let was_leader = c.leading.is_some();
+        self.stop_leading(&mut c.leading).await;
         if was_leader {
-            self.release(&observed).await;
+            self.release(&c.observed).await;
         }
+    }
+
+    /// Carry out the core's step now; returns when to act again at the latest.
+    async fn act(&self, c: &mut Campaign, leader_task: &mut LeaderTask) -> Instant {
+        let s = &self.settings;
+        let now = Instant::now();
+        let step = if c.synced {
+            leader::step(c.observed.obs.as_ref(), c.last_renew, now, s)
+        } else {
+            Step::Follow {
+                until: now + s.retry_period,
+            }
+        };
+        let mut wake = match step {
+            Step::StepDown => {
+                if c.leading.is_some() {
+                    tracing::warn!(
+                        deadline = ?s.renew_deadline,
+                        "could not renew the leader Lease in time: stepping down"
+                    );
+                }
+                self.stop_leading(&mut c.leading).await;
+                c.last_renew = None;
+                now + s.retry_period.min(Duration::from_secs(1))
+            }
+            Step::Follow { until } => {
+                if c.leading.is_some() {
+                    tracing::warn!(
+                        holder = ?c.observed.obs.as_ref().and_then(|o| o.holder.clone()),
+                        "the leader Lease is held by another agent: stepping down"
+                    );
+                    self.stop_leading(&mut c.leading).await;
+                    c.last_renew = None;
+                }
+                until.max(now + Duration::from_millis(100))
+            }
+            Step::Acquire | Step::Renew if now < c.next_attempt => c.next_attempt,
+            Step::Renew
+                if c.leading.is_some()
+                    && c.last_renew.is_some_and(|t| now < t + s.retry_period) =>
+            {
+                c.last_renew.expect("checked") + s.retry_period
+            }
+            Step::Acquire | Step::Renew => {
+                self.write_lease(c, step == Step::Acquire, leader_task)
+                    .await
+            }
+        };
+        // A leader must also notice its own deadline while waiting.
+        if c.leading.is_some()
+            && let Some(t) = c.last_renew
+        {
+            wake = wake.min(t + s.renew_deadline);
+        }
+        wake
+    }
+
+    /// Acquire or renew the Lease; start leading when it is newly ours.
+    /// Returns when to act again.
+    async fn write_lease(
+        &self,
+        c: &mut Campaign,
+        acquiring: bool,
+        leader_task: &mut LeaderTask,
+    ) -> Instant {
+        let s = &self.settings;
+        let started = Instant::now();
+        match self.write(&c.observed, acquiring).await {
+            Ok(lease) => {
+                self.contact.seen();
+                c.last_renew = Some(started);
+                self.leadership.grant_until(started + s.renew_deadline);
+                c.observed
+                    .update(Some(lease), Instant::now(), s.lease_duration);
+                if c.leading.is_none() {
+                    tracing::info!(identity = %s.identity, lease = %self.name, "became leader");
+                    self.metrics.leader.set(1);
+                    self.metrics.leader_transitions.inc();
+                    self.health.set_leader(true);
+                    c.leading = Some(leader_task(self.leadership.clone()));
+                }
+                started + s.retry_period
+            }
+            Err(e) => {
+                let verb = if c.observed.lease.is_some() {
+                    "update"
+                } else {
+                    "create"
+                };
+                if is_status(&e, 409) {
+                    tracing::debug!("leader Lease changed under us; waiting for the watch");
+                } else {
+                    self.metrics.api_error(verb, "leases");
+                    tracing::warn!(error = %e, acquiring, "could not write the leader Lease");
+                }
+                // Retry soon while leading (the renew deadline is close), else at the retry period.
+                let backoff = if c.leading.is_some() {
+                    Duration::from_secs(1).min(s.retry_period)
+                } else {
+                    s.retry_period
+                };
+                c.next_attempt = Instant::now() + backoff;
+                c.next_attempt
+            }
+        }
+    }
+
+    /// One event of the leader Lease watch.
+    fn on_event(&self, c: &mut Campaign, event: Event<Lease>) {
+        let lease_duration = self.settings.lease_duration;
+        if crate::ops::api_contact::is_api_contact(&event) {
+            self.contact.seen();
+        }
+        let now = Instant::now();
+        match event {
+            Event::Init => c.init_buffer = None,
+            Event::InitApply(l) => c.init_buffer = Some(l),
+            Event::InitDone => {
+                // Conservative: a (re)listed Lease counts as just changed.
+                c.observed.obs = None;
+                c.observed.update(c.init_buffer.take(), now, lease_duration);
+                c.synced = true;
+            }
+            Event::Apply(l) => c.observed.update(Some(l), now, lease_duration),
+            Event::Delete(_) => c.observed.update(None, now, lease_duration),
+        }
+        // A change may allow an immediate acquisition attempt.
+        c.next_attempt = c.next_attempt.min(now);
     }
 
     async fn stop_leading(&self, leading: &mut Option<JoinHandle<()>>) {

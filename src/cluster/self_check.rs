@@ -183,6 +183,65 @@ pub fn check_settings(cfg: &AgentConfig) -> CheckSettings {
     }
 }
 
+/// What the self-check loop last reported.
+#[derive(Default)]
+struct Reported {
+    failures: u32,
+    peers_known: Option<usize>,
+}
+
+/// The self-check's state file (`--state-dir`): what a restarted agent of
+/// the same boot resumes from. Only kept when the agent may fence itself.
+struct Persisted {
+    enabled: bool,
+    file: std::path::PathBuf,
+    /// What was last written.
+    saved: Option<selfcheck::Previous>,
+    /// The last write failed (said once).
+    failed: bool,
+}
+
+impl Persisted {
+    /// What the predecessor of this boot left.
+    fn load(&self, boot: Option<&str>) -> Option<selfcheck::Previous> {
+        let previous = self
+            .enabled
+            .then(|| super::agent_state::load(&self.file, boot))
+            .flatten();
+        if let Some(p) = &previous {
+            tracing::info!(
+                file = %self.file.display(),
+                last_api_contact_seconds_ago = ?p.last_contact.map(|t| t.elapsed().as_secs_f64()),
+                self_fence_decided = p.self_fence_decided,
+                "resuming the self-check of this agent's predecessor (same boot)"
+            );
+        }
+        previous
+    }
+
+    /// Write the check's state when it changed in a way worth keeping.
+    fn save(&mut self, check: &SelfCheck) {
+        if !self.enabled {
+            return;
+        }
+        let previous = check.previous();
+        if !needs_saving(self.saved.as_ref(), &previous) {
+            return;
+        }
+        match super::agent_state::save(&self.file, &previous) {
+            Ok(()) => {
+                self.saved = Some(previous);
+                self.failed = false;
+            }
+            Err(e) if !self.failed => {
+                self.failed = true;
+                tracing::warn!(file = %self.file.display(), error = %e, "cannot persist the self-check (--state-dir): a restart of this agent would start its checks from scratch");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Why the advertisement on the own Node could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum AdvertError {
@@ -515,20 +574,14 @@ impl SelfCheckTask {
         }
         // An agent restarted within this boot resumes from what the one
         // before it persisted, not from scratch (its node may be cut off).
-        let persist = self.cfg.self_fence != SelfFenceMode::None;
-        let state_file = super::agent_state::path(&self.cfg.state_dir, &self.node);
-        let previous = persist
-            .then(|| super::agent_state::load(&state_file, boot.as_deref()))
-            .flatten();
-        if let Some(p) = &previous {
-            tracing::info!(
-                file = %state_file.display(),
-                last_api_contact_seconds_ago = ?p.last_contact.map(|t| t.elapsed().as_secs_f64()),
-                self_fence_decided = p.self_fence_decided,
-                "resuming the self-check of this agent's predecessor (same boot)"
-            );
-        }
-        let mut saved = previous.clone();
+        let mut saved = Persisted {
+            enabled: self.cfg.self_fence != SelfFenceMode::None,
+            file: super::agent_state::path(&self.cfg.state_dir, &self.node),
+            saved: None,
+            failed: false,
+        };
+        let previous = saved.load(boot.as_deref());
+        saved.saved = previous.clone();
         let mut check = SelfCheck::new(
             check_settings(&self.cfg),
             Instant::now(),
@@ -540,9 +593,7 @@ impl SelfCheckTask {
         let mut contact = self.contact.subscribe();
         let mut own_record = self.own_record.clone();
         let mut kubelet_lease = self.kubelet_lease.clone();
-        let mut failures = 0;
-        let mut peers_known = None;
-        let mut persist_failed = false;
+        let mut reported = Reported::default();
         let mut boot_read_at = Instant::now();
         // An API contact that predates the loop (or the last restart).
         let mut pending = vec![Input::OwnRecord(own_record.borrow_and_update().clone())];
@@ -572,54 +623,8 @@ impl SelfCheckTask {
             }
             commands.extend(check.tick(now));
             self.execute(commands, &tx);
-            // Report.
-            if check.failures() != failures {
-                if check.failures() > failures {
-                    tracing::warn!(
-                        failures = check.failures(),
-                        threshold = self.cfg.api_failure_threshold,
-                        "API check failed"
-                    );
-                }
-                failures = check.failures();
-            }
-            self.metrics.api_check_failures.set(i64::from(failures));
-            // Peers that can answer: members without a peer address count
-            // for the majority but are no one to ask.
-            let known = check
-                .peers()
-                .iter()
-                .filter(|p| !p.starts_with(NO_ADDRESS_PEER))
-                .count();
-            if peers_known != Some(known) {
-                if peers_known.is_some() || known > 0 {
-                    tracing::info!(
-                        count = known,
-                        population = check.peers().len(),
-                        "peers known"
-                    );
-                }
-                peers_known = Some(known);
-                self.metrics
-                    .peers
-                    .set(i64::try_from(known).unwrap_or(i64::MAX));
-            }
-            if persist {
-                let previous = check.previous();
-                if needs_saving(saved.as_ref(), &previous) {
-                    match super::agent_state::save(&state_file, &previous) {
-                        Ok(()) => {
-                            saved = Some(previous);
-                            persist_failed = false;
-                        }
-                        Err(e) if !persist_failed => {
-                            persist_failed = true;
-                            tracing::warn!(file = %state_file.display(), error = %e, "cannot persist the self-check (--state-dir): a restart of this agent would start its checks from scratch");
-                        }
-                        Err(_) => {}
-                    }
-                }
-            }
+            self.report(&check, &mut reported);
+            saved.save(&check);
             // Wait for the core's next deadline or for an input.
             let wake = check.next_wake().max(now + Duration::from_millis(10));
             tokio::select! {
@@ -644,10 +649,44 @@ impl SelfCheckTask {
                 }
             }
         }
-        if self.withdraw().await.is_ok() && persist {
+        if self.withdraw().await.is_ok() && saved.enabled {
             // A graceful stop while connected: nothing for a successor to
             // resume (one that failed to withdraw leaves the file behind).
-            let _ = std::fs::remove_file(&state_file);
+            let _ = std::fs::remove_file(&saved.file);
+        }
+    }
+
+    /// Failed checks and known peers, logged when they change.
+    fn report(&self, check: &SelfCheck, reported: &mut Reported) {
+        let failures = check.failures();
+        if failures > reported.failures {
+            tracing::warn!(
+                failures,
+                threshold = self.cfg.api_failure_threshold,
+                "API check failed"
+            );
+        }
+        reported.failures = failures;
+        self.metrics.api_check_failures.set(i64::from(failures));
+        // Peers that can answer: members without a peer address count
+        // for the majority but are no one to ask.
+        let known = check
+            .peers()
+            .iter()
+            .filter(|p| !p.starts_with(NO_ADDRESS_PEER))
+            .count();
+        if reported.peers_known != Some(known) {
+            if reported.peers_known.is_some() || known > 0 {
+                tracing::info!(
+                    count = known,
+                    population = check.peers().len(),
+                    "peers known"
+                );
+            }
+            reported.peers_known = Some(known);
+            self.metrics
+                .peers
+                .set(i64::try_from(known).unwrap_or(i64::MAX));
         }
     }
 }
