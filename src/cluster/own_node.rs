@@ -189,16 +189,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_watch_that_cannot_reach_the_api_is_no_contact() {
         let contact = ApiContact::default();
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(watch_own_node(
-            refusing_client(),
-            "n1".into(),
-            watch::channel(RecordState::Absent).0,
-            Health::new(Duration::from_secs(30), contact.clone()),
-            contact.clone(),
-            Metrics::new(),
-            rx,
-        ));
+        let (stop, task) = spawn_own_node_watch(refusing_client(), &contact);
         // The watcher restarts (Event::Init) about every second.
         tokio::time::sleep(Duration::from_millis(2_500)).await;
         let _ = stop.send(true);
@@ -208,6 +199,24 @@ pub(crate) mod tests {
             None,
             "a watch (re)start is not a response from the API server"
         );
+    }
+
+    /// The own-Node watch of node n1 on `client`, and how to stop it.
+    fn spawn_own_node_watch(
+        client: Client,
+        contact: &ApiContact,
+    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(watch_own_node(
+            client,
+            "n1".into(),
+            watch::channel(RecordState::Absent).0,
+            Health::new(Duration::from_secs(30), contact.clone()),
+            contact.clone(),
+            Metrics::new(),
+            rx,
+        ));
+        (stop, task)
     }
 
     type Handle = tower_test::mock::Handle<
@@ -239,16 +248,7 @@ pub(crate) mod tests {
     async fn a_listed_own_node_is_contact() {
         let (client, mut handle) = mocked_api();
         let contact = ApiContact::default();
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(watch_own_node(
-            client,
-            "n1".into(),
-            watch::channel(RecordState::Absent).0,
-            Health::new(Duration::from_secs(30), contact.clone()),
-            contact.clone(),
-            Metrics::new(),
-            rx,
-        ));
+        let (stop, task) = spawn_own_node_watch(client, &contact);
         tokio::task::yield_now().await;
         assert_eq!(contact.last(), None, "not before the answer");
         let list = serde_json::json!({
