@@ -1733,13 +1733,3 @@ fn base_instant() -> Instant {
     static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     *BASE.get_or_init(Instant::now)
 }
-
-/// The peer list order the shell would use is irrelevant here; the names sort.
-pub fn peers_of(names: &[String]) -> Vec<String> {
-    let mut v = names.to_vec();
-    v.sort();
-    v
-}
-
-#[allow(dead_code)]
-fn _uses(_: selfcheck::Previous) {}
