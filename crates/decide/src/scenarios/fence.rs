@@ -130,22 +130,6 @@ fn delete_pods_strategy_adds_no_taint() {
     assert_eq!(sim.deleted_pods(), vec![(61, pod)]);
 }
 
-/// A record Fenced in boot `boot-0`, with our cordon and taint.
-fn fenced_in_boot_0(facts: &mut NodeFacts) {
-    facts.record = RecordState::Valid(FenceRecord {
-        phase: Phase::Fenced,
-        fencing_since: wall0(),
-        fenced_at: Some(wall0()),
-        cordoned: true,
-        tainted: true,
-        by: "x".into(),
-        boot_id: Some("boot-0".into()),
-        held_since: None,
-    });
-    facts.unschedulable = true;
-    facts.taints.push(Taint::out_of_service());
-}
-
 /// Marked fenced in boot `boot-0`, the node booted again (`boot-1`) before
 /// its pods were deleted, its kubelet renewed its Lease and started them
 /// again, and then it was cut off. The record of the earlier boot says
@@ -157,7 +141,7 @@ fn a_node_fenced_in_an_earlier_boot_is_fenced_again_before_its_pods_are_deleted(
     sim.nodes(&["n1", "n2", "n3", SELF_NODE]);
     let pod = sim.sts_pod("n1", "db/db-0", "db");
     let n1 = sim.get_mut("n1");
-    fenced_in_boot_0(&mut n1.facts);
+    fenced_in(&mut n1.facts, Some("boot-0"));
     sim.sync();
     sim.run_until(5);
     sim.kill("n1");
@@ -194,7 +178,7 @@ fn a_node_fenced_in_an_earlier_boot_that_is_coming_back_is_not_fenced_again() {
     let mut sim = Sim::new();
     sim.nodes(&["n1", "n2", "n3", SELF_NODE]);
     let n1 = sim.get_mut("n1");
-    fenced_in_boot_0(&mut n1.facts);
+    fenced_in(&mut n1.facts, Some("boot-0"));
     n1.facts.kubelet_boot_id = Some("boot-0".into());
     sim.sync();
     sim.kill("n1");

@@ -286,21 +286,8 @@ fn excluding_a_fencing_node_stops_fencing_but_unfencing_still_undoes_it() {
 fn own_node_with_a_record_is_unfenced_but_nothing_else() {
     let mut sim = Sim::new();
     sim.nodes(&["n1", "n2", SELF_NODE]);
-    let fenced = RecordState::Valid(FenceRecord {
-        phase: Phase::Fenced,
-        fencing_since: wall0(),
-        fenced_at: Some(wall0()),
-        cordoned: true,
-        tainted: true,
-        by: "previous-leader".into(),
-        // Fenced during an earlier boot: the node has rebooted since.
-        boot_id: Some("boot-0".into()),
-        held_since: None,
-    });
-    let me = sim.get_mut(SELF_NODE);
-    me.facts.record = fenced;
-    me.facts.unschedulable = true;
-    me.facts.taints = vec![Taint::out_of_service()];
+    // Fenced during an earlier boot: the node has rebooted since.
+    fenced_in(&mut sim.get_mut(SELF_NODE).facts, Some("boot-0"));
     sim.sts_pod(SELF_NODE, "db/pg-0", "pg");
     sim.sync();
     sim.run_until(30);

@@ -9,7 +9,7 @@ mod recover;
 mod split_brain;
 mod unfence;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::sim::{Sim, secs};
 use crate::testutil::{SELF_NODE, mono, now_at, settings, wall0};
@@ -34,6 +34,46 @@ fn cluster() -> Sim {
     sim.sync();
     sim.decide_now();
     sim
+}
+
+/// A Fenced record written at `wall0()` with our cordon and taint, in the
+/// boot `boot` (None: a record from before boot IDs were kept).
+fn fenced_record(boot: Option<&str>) -> RecordState {
+    RecordState::Valid(FenceRecord {
+        phase: Phase::Fenced,
+        fencing_since: wall0(),
+        fenced_at: Some(wall0()),
+        cordoned: true,
+        tainted: true,
+        by: "x".into(),
+        boot_id: boot.map(String::from),
+        held_since: None,
+    })
+}
+
+/// The node carries `fenced_record(boot)` and the cordon and taint it records.
+fn fenced_in(facts: &mut NodeFacts, boot: Option<&str>) {
+    facts.record = fenced_record(boot);
+    facts.unschedulable = true;
+    facts.taints.push(Taint::out_of_service());
+}
+
+/// Synced observations of the one node `facts` names.
+fn only_node(facts: NodeFacts, heartbeat: Heartbeat, ready_since: Option<Instant>) -> Observations {
+    let mut obs = Observations {
+        synced: true,
+        ..Default::default()
+    };
+    obs.nodes.insert(
+        facts.name.clone(),
+        NodeObs {
+            facts,
+            heartbeat: Some(heartbeat),
+            ready_since,
+            boot_since: None,
+        },
+    );
+    obs
 }
 
 fn claim(name: &str, pv: &str, rwo: bool) -> ClaimObs {

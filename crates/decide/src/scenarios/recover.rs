@@ -26,29 +26,8 @@ fn a_new_leader_continues_recovery_of_a_fenced_node() {
 #[test]
 fn a_fenced_record_with_a_stale_lease_recovers_in_the_first_decision() {
     let mut f = testutil::facts("n1");
-    f.record = RecordState::Valid(FenceRecord {
-        phase: Phase::Fenced,
-        fencing_since: wall0(),
-        fenced_at: Some(wall0()),
-        cordoned: true,
-        tainted: true,
-        by: "old".into(),
-        boot_id: None,
-        held_since: None,
-    });
-    let mut obs = Observations {
-        synced: true,
-        ..Default::default()
-    };
-    obs.nodes.insert(
-        "n1".into(),
-        NodeObs {
-            facts: f,
-            heartbeat: Some(Heartbeat::first_seen(mono(0))),
-            ready_since: None,
-            boot_since: None,
-        },
-    );
+    f.record = fenced_record(None);
+    let mut obs = only_node(f, Heartbeat::first_seen(mono(0)), None);
     assert_eq!(
         nodes_needing_pods(&obs, &settings()),
         vec!["n1".to_string()]

@@ -51,33 +51,13 @@ fn unfencing_needs_the_lease_streak_as_well_as_ready() {
     let obs_with = |streak: u64, ready: u64, readiness: Readiness| {
         let mut f = testutil::facts("n1");
         f.ready = readiness;
-        f.record = RecordState::Valid(FenceRecord {
-            phase: Phase::Fenced,
-            fencing_since: wall0(),
-            fenced_at: Some(wall0()),
-            cordoned: true,
-            tainted: true,
-            by: "x".into(),
-            // Fenced during an earlier boot: the node has rebooted since.
-            boot_id: Some("boot-0".into()),
-            held_since: None,
-        });
-        let mut obs = Observations {
-            synced: true,
-            ..Default::default()
+        // Fenced during an earlier boot: the node has rebooted since.
+        f.record = fenced_record(Some("boot-0"));
+        let heartbeat = Heartbeat {
+            last_renewal: mono(1000),
+            streak_since: mono(1000 - streak),
         };
-        obs.nodes.insert(
-            "n1".into(),
-            NodeObs {
-                facts: f,
-                heartbeat: Some(Heartbeat {
-                    last_renewal: mono(1000),
-                    streak_since: mono(1000 - streak),
-                }),
-                ready_since: Some(mono(1000 - ready)),
-                boot_since: None,
-            },
-        );
+        let obs = only_node(f, heartbeat, Some(mono(1000 - ready)));
         decide(&obs, now_at(1000), &settings())
     };
     let obs_for = |streak, ready| obs_with(streak, ready, Readiness::True);
