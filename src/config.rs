@@ -438,7 +438,6 @@ pub struct Config {
     pub dry_run: bool,
     pub log_format: LogFormat,
     pub log_level: String,
-    /// The `--node-selector` text as given (for logs).
     /// `--fence-command`, when set.
     pub fence_command: Option<String>,
     pub fence_command_timeout: Duration,
@@ -470,24 +469,10 @@ impl fmt::Display for SelfFenceMode {
     }
 }
 
-impl SelfFenceMode {
-    pub fn action(&self) -> crate::decide::SelfFenceAction {
-        use crate::decide::SelfFenceAction as A;
-        match self {
-            SelfFenceMode::None | SelfFenceMode::Auto => A::None,
-            SelfFenceMode::Watchdog => A::Watchdog,
-            SelfFenceMode::SysrqReboot => A::SysrqReboot,
-            SelfFenceMode::Exec(_) => A::Exec,
-        }
-    }
-}
-
 /// Settings of the agent's self-fencing side.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub self_fence: SelfFenceMode,
-    /// Why `--self-fence=auto` resolved to none (set at start).
-    pub self_fence_unavailable: Option<String>,
     pub watchdog_device: String,
     pub watchdog_timeout: Duration,
     pub api_check_interval: Duration,
@@ -618,7 +603,6 @@ impl Args {
         }
         let agent = AgentConfig {
             self_fence,
-            self_fence_unavailable: None,
             watchdog_device: self.watchdog_device.clone(),
             watchdog_timeout: self.watchdog_timeout,
             api_check_interval: self.api_check_interval,
@@ -868,7 +852,7 @@ impl Config {
             safe_time_margin = %humantime::format_duration(s.safe_time_margin),
             node_heartbeat_interval = %humantime::format_duration(s.node_heartbeat_interval),
             burst_spread = %humantime::format_duration(s.burst_spread),
-            self_fence = self.agent.self_fence.action().as_str(),
+            self_fence = %self.agent.self_fence,
             api_check_interval = %humantime::format_duration(self.agent.api_check_interval),
             api_failure_threshold = self.agent.api_failure_threshold,
             peer_silence_timeout = %humantime::format_duration(self.agent.peer_silence_timeout),

@@ -7,9 +7,9 @@ use clap::Parser;
 use kube_fencer::cluster::Agent;
 use kube_fencer::cluster::peer_auth::{Challenges, NonceCache, PeerKey};
 use kube_fencer::cluster::peers;
-use kube_fencer::cluster::self_check::{Population, SelfCheckTask, Watchdog};
+use kube_fencer::cluster::self_check::{Population, SelfCheckTask};
+use kube_fencer::cluster::self_fence_means::SelfFenceMeans;
 use kube_fencer::config::Args;
-use kube_fencer::config::SelfFenceMode;
 use kube_fencer::ops::{self, ApiContact, EventSink, Health, Metrics};
 use tokio::sync::watch;
 
@@ -115,7 +115,7 @@ fn fatal(message: &str, plain: bool) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
+async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
     use anyhow::Context;
     config.log_effective();
     let metrics = Metrics::new();
@@ -146,45 +146,8 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
     // Self-fencing: the watchdog (with auto: if the node has a usable one;
     // said loudly when not — advertisement, Event, metric — as such a node
     // is never fenced automatically).
-    let auto = config.agent.self_fence == SelfFenceMode::Auto;
-    let watchdog = if auto || config.agent.self_fence == SelfFenceMode::Watchdog {
-        let requested = config.agent.watchdog_timeout;
-        let device = config.agent.watchdog_device.clone();
-        match Watchdog::open(&device, requested) {
-            Ok(w) => {
-                config.agent.self_fence = SelfFenceMode::Watchdog;
-                // The leader derives when this node's pods may be deleted
-                // from the advertised timeout: advertise the device's real
-                // one, never merely the requested one.
-                let actual = w.timeout();
-                log_watchdog_timeout(&device, requested, actual, w.feed_period());
-                config.agent.watchdog_timeout = actual;
-                Some(Arc::new(w))
-            }
-            Err(e) if auto => {
-                let why = format!(
-                    "--self-fence=auto found no usable watchdog ({e}); load a watchdog driver (a hardware one, or `modprobe softdog`) and restart the agent"
-                );
-                tracing::error!(device = %device, "{why}; this node cannot fence itself and is never fenced automatically");
-                config.agent.self_fence = SelfFenceMode::None;
-                config.agent.self_fence_unavailable = Some(why);
-                None
-            }
-            Err(e) => anyhow::bail!(
-                "--self-fence=watchdog: {e}; load a watchdog driver (a hardware one, or `modprobe softdog`), or run with --self-fence=auto to start without one"
-            ),
-        }
-    } else {
-        None
-    };
-    metrics
-        .self_fence_capable
-        .set(i64::from(config.agent.self_fence != SelfFenceMode::None));
-    if config.agent.self_fence == SelfFenceMode::SysrqReboot
-        && !std::path::Path::new("/proc/sysrq-trigger").exists()
-    {
-        anyhow::bail!("--self-fence=sysrq-reboot: /proc/sysrq-trigger is missing");
-    }
+    let means = SelfFenceMeans::arm(&config.agent)?;
+    metrics.self_fence_capable.set(i64::from(means.capable()));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -221,7 +184,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
         events_rx,
         metrics.clone(),
     ));
-    if let Some(why) = &config.agent.self_fence_unavailable {
+    if let Some(why) = means.unavailable() {
         events.warning(
             ops::events::node_ref(config.node_name(), None),
             "SelfFenceUnavailable",
@@ -271,7 +234,7 @@ async fn run(mut config: kube_fencer::config::Config) -> anyhow::Result<()> {
             own_record,
             kubelet_lease,
             contact: contact.clone(),
-            watchdog,
+            means,
             population: Population {
                 node_selector: config.settings.node_selector.clone(),
                 manage_control_plane: config.settings.manage_control_plane,
@@ -319,34 +282,6 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
-}
-
-/// Log the watchdog's timeout against the requested one.
-fn log_watchdog_timeout(
-    device: &str,
-    requested: std::time::Duration,
-    actual: std::time::Duration,
-    feed_period: std::time::Duration,
-) {
-    let h = humantime::format_duration;
-    if actual > requested {
-        tracing::warn!(
-            requested = %h(requested),
-            actual = %h(actual),
-            device = %device,
-            "--self-fence=watchdog: the device's timeout is longer than --watchdog-timeout; advertising the device's (pods of this node are deleted later)"
-        );
-    } else if actual < requested {
-        tracing::warn!(
-            requested = %h(requested),
-            actual = %h(actual),
-            device = %device,
-            feed_period = %h(feed_period),
-            "--self-fence=watchdog: the device's timeout is shorter than --watchdog-timeout; advertising the device's, and feeding it at a period derived from it"
-        );
-    } else {
-        tracing::info!(timeout = %h(actual), device = %device, feed_period = %h(feed_period), "watchdog armed");
-    }
 }
 
 /// The API client, after a first request that proves address, credentials

@@ -29,6 +29,7 @@ pub mod peers;
 pub mod pods;
 pub mod reconcile;
 pub mod self_check;
+pub mod self_fence_means;
 pub mod startup;
 pub mod telemetry;
 pub mod watchdog;

@@ -17,7 +17,6 @@
 //!   `kube_fencer_api_check_failures`, `kube_fencer_peers`), and persists
 //!   what a restarted agent resumes from ([`super::agent_state`]).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
@@ -27,8 +26,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::peer_auth::PeerKey;
 use super::peers::{self, Question};
+use super::self_fence_means::{Method, SYSRQ_TRIGGER, SelfFenceMeans};
 pub use super::watchdog::Watchdog;
-use crate::config::{AgentConfig, SelfFenceMode};
+use crate::config::AgentConfig;
 use crate::decide::selfcheck::{self, CheckSettings, Command, Input, PeerReply, SelfCheck};
 use crate::decide::selffence::Verdict;
 use crate::decide::{self, AgentAdvert, RecordState};
@@ -169,15 +169,15 @@ fn label(v: &Verdict) -> &'static str {
     }
 }
 
-/// The core's settings from the agent's flags.
-pub fn check_settings(cfg: &AgentConfig) -> CheckSettings {
+/// The core's settings from the agent's flags and its means of fencing.
+pub fn check_settings(cfg: &AgentConfig, means: &SelfFenceMeans) -> CheckSettings {
     CheckSettings {
         api_check_interval: cfg.api_check_interval,
         api_check_timeout: cfg.api_check_timeout,
         api_failure_threshold: cfg.api_failure_threshold,
         peer_silence_timeout: cfg.peer_silence_timeout,
-        action: cfg.self_fence.action(),
-        watchdog_timeout: cfg.watchdog_timeout,
+        action: means.action(),
+        watchdog_timeout: means.timeout,
         static_peers: !cfg.static_peers.is_empty(),
         kubelet_stale_after: Some(cfg.kubelet_stale_after),
     }
@@ -268,7 +268,8 @@ pub struct SelfCheckTask {
     /// The clock of genuine API contact (shared with the watches, the
     /// election and the peer endpoint).
     pub contact: ApiContact,
-    pub watchdog: Option<Arc<Watchdog>>,
+    /// What start-up found this node can fence itself with.
+    pub means: SelfFenceMeans,
     /// Which Nodes are peers.
     pub population: Population,
 }
@@ -276,15 +277,15 @@ pub struct SelfCheckTask {
 impl SelfCheckTask {
     fn advert(&self, boot_id: Option<&str>, peer_address: Option<String>) -> AgentAdvert {
         AgentAdvert {
-            self_fence: self.cfg.self_fence.action(),
-            watchdog_timeout: self.cfg.watchdog_timeout,
+            self_fence: self.means.action(),
+            watchdog_timeout: self.means.timeout,
             api_check_interval: self.cfg.api_check_interval,
             api_check_timeout: self.cfg.api_check_timeout,
             api_failure_threshold: self.cfg.api_failure_threshold,
             peer_silence_timeout: self.cfg.peer_silence_timeout,
             boot_id: boot_id.unwrap_or_default().to_string(),
             peer_address,
-            self_fence_unavailable: self.cfg.self_fence_unavailable.clone(),
+            self_fence_unavailable: self.means.unavailable().map(String::from),
             kubelet_stale_after: Some(self.cfg.kubelet_stale_after),
         }
     }
@@ -326,7 +327,7 @@ impl SelfCheckTask {
     /// delete this node's pods after its safe time: the watchdog stays armed,
     /// its permit lapses and it resets the node.
     pub async fn withdraw(&self) -> Result<(), AdvertError> {
-        if matches!(self.cfg.self_fence, SelfFenceMode::None) {
+        if !self.means.capable() {
             return Ok(());
         }
         let boot = read_boot_id(&self.cfg.boot_id_file);
@@ -334,15 +335,15 @@ impl SelfCheckTask {
         advert.self_fence = decide::SelfFenceAction::None;
         match self.write_advert(&advert).await {
             Ok(()) => {
-                if let Some(w) = &self.watchdog {
+                if let Some(w) = self.means.watchdog() {
                     w.disarm();
                     tracing::info!("self-fence advertisement withdrawn; watchdog disarmed");
                 }
                 Ok(())
             }
             Err(e) => {
-                if self.watchdog.is_some() {
-                    tracing::error!(error = %e, watchdog_timeout = ?self.cfg.watchdog_timeout, "could not withdraw the self-fence advertisement: the watchdog stays armed and resets this node once its feeds stop");
+                if self.means.watchdog().is_some() {
+                    tracing::error!(error = %e, watchdog_timeout = ?self.means.timeout, "could not withdraw the self-fence advertisement: the watchdog stays armed and resets this node once its feeds stop");
                 } else {
                     tracing::warn!(error = %e, "could not withdraw the self-fence advertisement");
                 }
@@ -410,25 +411,25 @@ impl SelfCheckTask {
 
     /// Carry out the self-fence action. Returns whether it was carried out.
     async fn fence_self(&self, why: &str) -> bool {
-        if self.cfg.self_fence == SelfFenceMode::None {
+        if !self.means.capable() {
             tracing::error!(node = %self.node, reason = %why, "this node should fence itself, but --self-fence=none: not fencing (the leader does not mark it fenced on time alone either)");
             return true;
         }
         // Stop feeding before anything that may block (logging included).
-        if let (SelfFenceMode::Watchdog, Some(w)) = (&self.cfg.self_fence, &self.watchdog) {
+        if let Some(w) = self.means.watchdog() {
             w.stop_feeding();
         }
-        tracing::error!(node = %self.node, reason = %why, action = self.cfg.self_fence.action().as_str(), "SELF-FENCING this node");
-        match &self.cfg.self_fence {
-            SelfFenceMode::None | SelfFenceMode::Auto | SelfFenceMode::Watchdog => true,
-            SelfFenceMode::SysrqReboot => match std::fs::write("/proc/sysrq-trigger", b"b") {
+        tracing::error!(node = %self.node, reason = %why, action = self.means.action().as_str(), "SELF-FENCING this node");
+        match &self.means.method {
+            Method::None { .. } | Method::Watchdog(_) => true,
+            Method::SysrqReboot => match std::fs::write(SYSRQ_TRIGGER, b"b") {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::error!(error = %e, "writing b to /proc/sysrq-trigger failed; retrying");
                     false
                 }
             },
-            SelfFenceMode::Exec(cmd) => {
+            Method::Exec(cmd) => {
                 let run = tokio::process::Command::new("sh")
                     .arg("-c")
                     .arg(cmd)
@@ -436,7 +437,7 @@ impl SelfCheckTask {
                     .env("KUBE_FENCER_SELF_FENCE_REASON", why)
                     .kill_on_drop(true)
                     .status();
-                match tokio::time::timeout(self.cfg.watchdog_timeout, run).await {
+                match tokio::time::timeout(self.means.timeout, run).await {
                     Ok(Ok(s)) if s.success() => true,
                     other => {
                         tracing::error!(outcome = ?other, "the self-fence command failed; retrying");
@@ -483,9 +484,7 @@ impl SelfCheckTask {
                         let answering = |p: &Vec<String>| {
                             p.iter().filter(|a| !a.starts_with(NO_ADDRESS_PEER)).count()
                         };
-                        if found.as_ref().is_some_and(|p| answering(p) == 0)
-                            && g.cfg.self_fence != SelfFenceMode::None
-                        {
+                        if found.as_ref().is_some_and(|p| answering(p) == 0) && g.means.capable() {
                             tracing::warn!(
                                 "no peers known yet: if the API server became unreachable now, this agent could not tell an outage from isolation and would fence its node"
                             );
@@ -497,7 +496,7 @@ impl SelfCheckTask {
                     });
                 }
                 Command::PermitFeeding { until } => {
-                    if let Some(w) = &self.watchdog {
+                    if let Some(w) = self.means.watchdog() {
                         w.permit_until(until);
                     }
                 }
@@ -575,7 +574,7 @@ impl SelfCheckTask {
         // An agent restarted within this boot resumes from what the one
         // before it persisted, not from scratch (its node may be cut off).
         let mut saved = Persisted {
-            enabled: self.cfg.self_fence != SelfFenceMode::None,
+            enabled: self.means.capable(),
             file: super::agent_state::path(&self.cfg.state_dir, &self.node),
             saved: None,
             failed: false,
@@ -583,7 +582,7 @@ impl SelfCheckTask {
         let previous = saved.load(boot.as_deref());
         saved.saved = previous.clone();
         let mut check = SelfCheck::new(
-            check_settings(&self.cfg),
+            check_settings(&self.cfg, &self.means),
             Instant::now(),
             boot.clone(),
             previous,
@@ -692,16 +691,18 @@ impl SelfCheckTask {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
     use k8s_openapi::api::core::v1::{NodeAddress, NodeStatus};
+    use std::sync::Arc;
 
     fn no_env(_: &str) -> Option<String> {
         None
     }
 
-    fn cfg(extra: &[&str]) -> AgentConfig {
+    /// The agent's settings from these flags (validated; no environment).
+    pub(crate) fn cfg(extra: &[&str]) -> AgentConfig {
         let mut argv = vec!["kube-fencer", "--node-name", "n1"];
         argv.extend_from_slice(extra);
         crate::config::Args::try_parse_from(argv)
@@ -793,7 +794,16 @@ mod tests {
         );
     }
 
+    /// A self-check with `--self-fence=watchdog` on `watchdog` if given (else
+    /// one that cannot fence; tests that fence set `cfg` and `means`).
     fn self_check(client: Client, watchdog: Option<Arc<Watchdog>>) -> SelfCheckTask {
+        let means = match watchdog {
+            Some(w) => SelfFenceMeans {
+                timeout: w.timeout(),
+                method: Method::Watchdog(w),
+            },
+            None => SelfFenceMeans::none(),
+        };
         SelfCheckTask {
             client,
             node: "n1".into(),
@@ -810,7 +820,7 @@ mod tests {
             own_record: watch::channel(RecordState::Absent).1,
             kubelet_lease: watch::channel(None).1,
             contact: ApiContact::default(),
-            watchdog,
+            means,
             population: Population {
                 node_selector: decide::Selector::everything(),
                 manage_control_plane: false,
@@ -937,6 +947,7 @@ mod tests {
             "--state-dir",
             state.to_str().unwrap(),
         ]);
+        g.means = SelfFenceMeans::arm(&g.cfg).unwrap();
         let (hook, own_record) = watch::channel(RecordState::Absent);
         g.own_record = own_record;
         let (_lease, kubelet_lease) = watch::channel(renewed);
@@ -1052,6 +1063,7 @@ mod tests {
             "--state-dir",
             dir.join("state").to_str().unwrap(),
         ]);
+        g.means = SelfFenceMeans::arm(&g.cfg).unwrap();
         let (hook, own_record) = watch::channel(RecordState::Absent);
         g.own_record = own_record;
         let contact = g.contact.clone();
@@ -1170,6 +1182,7 @@ mod tests {
             "--state-dir",
             dir.join("state").to_str().unwrap(),
         ]);
+        g.means = SelfFenceMeans::arm(&g.cfg).unwrap();
         g.key = Some(key);
         let metrics = g.metrics.clone();
         let (stop, rx) = watch::channel(false);

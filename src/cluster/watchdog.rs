@@ -222,6 +222,16 @@ pub struct Watchdog {
     period: Duration,
 }
 
+/// Its timings (the feed state lives behind the feeding thread's lock).
+impl std::fmt::Debug for Watchdog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watchdog")
+            .field("timeout", &self.timeout)
+            .field("period", &self.period)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Watchdog {
     /// Open the device (refuse to start without it), program its timeout to
     /// `requested_timeout` rounded up to whole seconds, read back the timeout
@@ -431,9 +441,8 @@ mod tests {
 
     #[test]
     fn a_missing_watchdog_device_is_an_error() {
-        let e = Watchdog::open("/nonexistent/watchdog", Duration::from_secs(1))
-            .err()
-            .expect("must fail");
+        let e =
+            Watchdog::open("/nonexistent/watchdog", Duration::from_secs(1)).expect_err("must fail");
         assert!(
             matches!(&e, WatchdogError::Open { path, .. } if path == "/nonexistent/watchdog"),
             "{e:?}"
@@ -451,9 +460,8 @@ mod tests {
     fn a_plain_file_is_refused_as_its_timeout_cannot_be_read_back() {
         let path = temp_device("plain");
         let p = path.to_str().unwrap();
-        let e = Watchdog::open(p, Duration::from_secs(10))
-            .err()
-            .expect("a plain file is no watchdog");
+        let e =
+            Watchdog::open(p, Duration::from_secs(10)).expect_err("a plain file is no watchdog");
         let written = std::fs::read(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         assert!(
@@ -481,8 +489,7 @@ mod tests {
         let e = Watchdog::open_with(p, Duration::from_secs(10), |_, _| {
             Err(TimeoutError::Invalid(-1))
         })
-        .err()
-        .expect("must fail");
+        .expect_err("must fail");
         let _ = std::fs::remove_file(&path);
         assert!(
             matches!(&e, WatchdogError::Timeout { path, error: TimeoutError::Invalid(-1) } if path == p),
