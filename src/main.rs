@@ -129,14 +129,7 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
 
     // Self-fencing prerequisites first: refuse to start without them.
     let mut key = match &config.agent.peer_key_file {
-        Some(path) => {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("cannot read --peer-key-file {path}"))?;
-            Some(
-                PeerKey::from_bytes(&bytes)
-                    .map_err(|e| anyhow::anyhow!("--peer-key-file {path}: {e}"))?,
-            )
-        }
+        Some(path) => Some(read_peer_key_file(path)?),
         None => None,
     };
     // The first API contact (own Node GET) before anything is armed: a
@@ -154,17 +147,11 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(addr = %config.listen, "serving /healthz, /readyz and /metrics");
-    let server = {
-        let mut rx = shutdown_rx.clone();
-        let app = ops::health::router(health.clone(), metrics.clone());
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await
-        })
-    };
+    let server = serve(
+        listener,
+        ops::health::router(health.clone(), metrics.clone()),
+        shutdown_rx.clone(),
+    );
 
     if let Some(name) = &config.agent.peer_key_secret {
         let loaded = kube_fencer::cluster::peer_key::load(
@@ -213,14 +200,7 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
                 metrics: metrics.clone(),
                 clock: kube_fencer::cluster::peer_auth::unix_now,
             });
-            let mut rx = shutdown_rx.clone();
-            Some(tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.wait_for(|s| *s).await;
-                    })
-                    .await
-            }))
+            Some(serve(listener, app, shutdown_rx.clone()))
         }
         _ => None,
     };
@@ -272,6 +252,28 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn read_peer_key_file(path: &str) -> anyhow::Result<PeerKey> {
+    use anyhow::Context;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read --peer-key-file {path}"))?;
+    PeerKey::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("--peer-key-file {path}: {e}"))
+}
+
+/// Serve `app` on `listener` until `shutdown` turns true.
+fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            })
+            .await
+    })
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {
