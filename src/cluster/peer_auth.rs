@@ -17,8 +17,9 @@
 //!   `challenge=<hex> \n nonce \n body`. A challenge is redeemed once: a
 //!   replayed challenged question is refused.
 //!
-//! A clock offset of a peer (more than 30 s) used to turn it into silence,
-//! and silence counts towards isolation (rule 5: self-fence).
+//! The challenge is why a peer whose clock is off by more than [`MAX_SKEW`]
+//! still answers: were it refused, it would count as silent, and silence
+//! counts towards isolation (rule 5: self-fence).
 //!
 //! Everything here is pure (time is passed in) and unit-tested.
 
