@@ -828,6 +828,33 @@ pub(crate) mod tests {
         }
     }
 
+    /// Checks fast enough for a test (isolation is found within a second),
+    /// then `more`.
+    fn fast_checks<'a>(more: &[&'a str]) -> Vec<&'a str> {
+        let fast = [
+            "--api-check-interval",
+            "300ms",
+            "--api-check-timeout",
+            "100ms",
+            "--api-failure-threshold",
+            "2",
+            "--peer-silence-timeout",
+            "200ms",
+        ];
+        fast.iter().chain(more).copied().collect()
+    }
+
+    /// A self-check that fences with the command `exec` (`exec:…`), with
+    /// these further flags.
+    fn fencing_by(client: Client, exec: &str, flags: &[&str]) -> SelfCheckTask {
+        let mut g = self_check(client, None);
+        let mut args = vec!["--self-fence", exec, "--peer-key-file", "/nonexistent/key"];
+        args.extend_from_slice(flags);
+        g.cfg = cfg(&args);
+        g.means = SelfFenceMeans::arm(&g.cfg).unwrap();
+        g
+    }
+
     /// A fed fake watchdog device (a regular file) and its path.
     fn fed_watchdog(name: &str) -> (Arc<Watchdog>, std::path::PathBuf) {
         let path = std::env::temp_dir().join(format!("kf-gwd-{name}-{}", std::process::id()));
@@ -926,28 +953,18 @@ pub(crate) mod tests {
             marker.display()
         );
         let state = dir.join("state");
-        let mut g = self_check(crate::cluster::own_node::tests::refusing_client(), None);
-        g.cfg = cfg(&[
-            "--self-fence",
+        let mut g = fencing_by(
+            crate::cluster::own_node::tests::refusing_client(),
             &exec,
-            "--peer-key-file",
-            "/nonexistent/key",
-            "--api-check-interval",
-            "300ms",
-            "--api-check-timeout",
-            "100ms",
-            "--api-failure-threshold",
-            "2",
-            "--peer-silence-timeout",
-            "200ms",
-            "--unreachable-after",
-            "20s",
-            "--fence-timeout",
-            "40s",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ]);
-        g.means = SelfFenceMeans::arm(&g.cfg).unwrap();
+            &fast_checks(&[
+                "--unreachable-after",
+                "20s",
+                "--fence-timeout",
+                "40s",
+                "--state-dir",
+                state.to_str().unwrap(),
+            ]),
+        );
         let (hook, own_record) = watch::channel(RecordState::Absent);
         g.own_record = own_record;
         let (_lease, kubelet_lease) = watch::channel(renewed);
@@ -1050,20 +1067,18 @@ pub(crate) mod tests {
             "exec:echo \"$KUBE_FENCER_SELF_FENCE_REASON\" > {}",
             marker.display()
         );
-        let mut g = self_check(Client::new(service, "default"), None);
-        g.cfg = cfg(&[
-            "--self-fence",
+        let mut g = fencing_by(
+            Client::new(service, "default"),
             &exec,
-            "--peer-key-file",
-            "/nonexistent/key",
-            "--api-check-interval",
-            "200ms",
-            "--api-check-timeout",
-            "500ms",
-            "--state-dir",
-            dir.join("state").to_str().unwrap(),
-        ]);
-        g.means = SelfFenceMeans::arm(&g.cfg).unwrap();
+            &[
+                "--api-check-interval",
+                "200ms",
+                "--api-check-timeout",
+                "500ms",
+                "--state-dir",
+                dir.join("state").to_str().unwrap(),
+            ],
+        );
         let (hook, own_record) = watch::channel(RecordState::Absent);
         g.own_record = own_record;
         let contact = g.contact.clone();
@@ -1163,26 +1178,16 @@ pub(crate) mod tests {
         let marker = dir.join("fenced");
         let exec = format!("exec:touch {}", marker.display());
         let peer_list = addrs.join(",");
-        let mut g = self_check(crate::cluster::own_node::tests::refusing_client(), None);
-        g.cfg = cfg(&[
-            "--self-fence",
+        let mut g = fencing_by(
+            crate::cluster::own_node::tests::refusing_client(),
             &exec,
-            "--peer-key-file",
-            "/nonexistent/key",
-            "--peers",
-            &peer_list,
-            "--api-check-interval",
-            "300ms",
-            "--api-check-timeout",
-            "100ms",
-            "--api-failure-threshold",
-            "2",
-            "--peer-silence-timeout",
-            "200ms",
-            "--state-dir",
-            dir.join("state").to_str().unwrap(),
-        ]);
-        g.means = SelfFenceMeans::arm(&g.cfg).unwrap();
+            &fast_checks(&[
+                "--peers",
+                &peer_list,
+                "--state-dir",
+                dir.join("state").to_str().unwrap(),
+            ]),
+        );
         g.key = Some(key);
         let metrics = g.metrics.clone();
         let (stop, rx) = watch::channel(false);
