@@ -855,6 +855,26 @@ pub(crate) mod tests {
         g
     }
 
+    /// The reason the self-fence command (`echo "$KUBE_FENCER_SELF_FENCE_REASON"
+    /// > marker`) wrote, once its whole line is there (the shell creates the
+    /// file before echo writes it), or what is there after `within`;
+    /// `meanwhile` runs every 50 ms of the wait.
+    async fn reason_written(
+        marker: &std::path::Path,
+        within: Duration,
+        meanwhile: impl Fn(),
+    ) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = std::fs::read_to_string(marker).unwrap_or_default();
+            if text.ends_with('\n') || Instant::now() >= deadline {
+                return text;
+            }
+            meanwhile();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A fed fake watchdog device (a regular file) and its path.
     fn fed_watchdog(name: &str) -> (Arc<Watchdog>, std::path::PathBuf) {
         let path = std::env::temp_dir().join(format!("kf-gwd-{name}-{}", std::process::id()));
@@ -939,7 +959,8 @@ pub(crate) mod tests {
     /// every request fails at once, and the own Node watch restarts with
     /// Event::Init about every second), no peers known, its kubelet's
     /// Lease last renewed at `renewed` as far as it knows. Until it fences
-    /// (10 s at most): the reason it gave, its metrics, what it persisted.
+    /// (10 s at most): the reason it gave, its metrics when it began to, what
+    /// it persisted.
     async fn cut_off(
         tag: &str,
         renewed: Option<std::time::SystemTime>,
@@ -981,15 +1002,16 @@ pub(crate) mod tests {
         ));
         let metrics = g.metrics.clone();
         let run = tokio::spawn(g.run(rx));
+        // The metrics as they were when the command started (the checks go on).
         let deadline = Instant::now() + Duration::from_secs(10);
         while !marker.exists() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let rendered = metrics.render();
+        let reason = reason_written(&marker, Duration::from_secs(10), || ()).await;
         let _ = stop.send(true);
         let _ = run.await;
         let _ = watch.await;
-        let reason = std::fs::read_to_string(&marker).unwrap_or_default();
-        let rendered = metrics.render();
         // The withdrawal failed (cut off): the successor resumes from here.
         let boot = read_boot_id("/proc/sys/kernel/random/boot_id");
         let kept = super::super::agent_state::load(
@@ -1100,15 +1122,10 @@ pub(crate) mod tests {
             held_since: None,
             boot_id: read_boot_id("/proc/sys/kernel/random/boot_id"),
         }));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !marker.exists() && Instant::now() < deadline {
-            contact.seen();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let reason = reason_written(&marker, Duration::from_secs(5), || contact.seen()).await;
         let _ = stop.send(true);
         let _ = run.await;
         api.abort();
-        let reason = std::fs::read_to_string(&marker).unwrap_or_default();
         let _ = std::fs::remove_dir_all(&dir);
         assert!(
             reason.contains("the cluster is fencing this node"),
