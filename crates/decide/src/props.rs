@@ -643,7 +643,7 @@ proptest! {
                 Event::RenewEvery(i, e) => sim.get_mut(NAMES[i]).renew_every = secs(e),
                 Event::NewLeader => sim.new_leader("other-leader"),
                 Event::Unsync => {
-                    sim.agent.synced = false;
+                    sim.memory.synced = false;
                     let d = sim.tick();
                     prop_assert!(d.actions.is_empty());
                     sim.sync();

@@ -41,9 +41,9 @@ pub struct World {
     pub vas: Vec<VolumeAttachmentObs>,
 }
 
-/// The agent's in-memory state (lost when leadership changes).
+/// The leader's in-memory state (lost when leadership changes).
 #[derive(Clone, Debug, Default)]
-pub struct Agent {
+pub struct LeaderMemory {
     pub synced: bool,
     pub heartbeats: BTreeMap<String, Heartbeat>,
     /// The Lease resourceVersion the agent's watch last delivered.
@@ -67,7 +67,7 @@ pub struct Logged {
 
 pub struct Sim {
     pub world: World,
-    pub agent: Agent,
+    pub memory: LeaderMemory,
     pub settings: Settings,
     /// Offset of the present from the clock's origin.
     pub t: Duration,
@@ -94,7 +94,7 @@ impl Sim {
     pub fn with(settings: Settings) -> Self {
         Sim {
             world: World::default(),
-            agent: Agent::default(),
+            memory: LeaderMemory::default(),
             settings,
             t: Duration::ZERO,
             log: Vec::new(),
@@ -233,28 +233,28 @@ impl Sim {
     }
 
     pub fn dry_run(&mut self) {
-        self.agent.dry_run = Some(Overlay::default());
+        self.memory.dry_run = Some(Overlay::default());
     }
 
     /// The agent's caches complete their initial list now (also after a
     /// leader change): every heartbeat timer starts now.
     pub fn sync(&mut self) {
         let now = self.now().mono;
-        self.agent.synced = true;
-        self.agent.heartbeats.clear();
-        self.agent.ready_since.clear();
-        self.agent.boot_since.clear();
-        self.agent.lease_rvs.clear();
-        self.agent.lease_confirmed.clear();
+        self.memory.synced = true;
+        self.memory.heartbeats.clear();
+        self.memory.ready_since.clear();
+        self.memory.boot_since.clear();
+        self.memory.lease_rvs.clear();
+        self.memory.lease_confirmed.clear();
         for (name, n) in &self.world.nodes {
             if n.has_lease {
-                self.agent
+                self.memory
                     .heartbeats
                     .insert(name.clone(), Heartbeat::first_seen(now));
-                self.agent.lease_rvs.insert(name.clone(), n.lease_rv);
+                self.memory.lease_rvs.insert(name.clone(), n.lease_rv);
             }
             if n.facts.ready == Readiness::True {
-                self.agent.ready_since.insert(name.clone(), now);
+                self.memory.ready_since.insert(name.clone(), now);
             }
         }
         // Renewals due at this very moment are part of the initial list.
@@ -263,10 +263,10 @@ impl Sim {
 
     /// A new leader with empty memory takes over now and syncs.
     pub fn new_leader(&mut self, identity: &str) {
-        let dry = self.agent.dry_run.is_some();
-        self.agent = Agent::default();
+        let dry = self.memory.dry_run.is_some();
+        self.memory = LeaderMemory::default();
         if dry {
-            self.agent.dry_run = Some(Overlay::default());
+            self.memory.dry_run = Some(Overlay::default());
         }
         self.settings.identity = identity.to_string();
         self.fence_commands.clear();
@@ -282,21 +282,21 @@ impl Sim {
             if n.has_lease && n.alive && n.next_renewal <= t {
                 n.lease_rv += 1;
                 n.next_renewal = t + n.renew_every;
-                let hb = match self.agent.heartbeats.get(name) {
+                let hb = match self.memory.heartbeats.get(name) {
                     Some(hb) => hb.renewed(now, ua),
                     None => Heartbeat::first_seen(now),
                 };
-                if self.agent.synced && !self.agent.lease_events_lost.contains(name) {
-                    self.agent.heartbeats.insert(name.clone(), hb);
-                    self.agent.lease_rvs.insert(name.clone(), n.lease_rv);
+                if self.memory.synced && !self.memory.lease_events_lost.contains(name) {
+                    self.memory.heartbeats.insert(name.clone(), hb);
+                    self.memory.lease_rvs.insert(name.clone(), n.lease_rv);
                 }
             }
-            if self.agent.synced {
-                boot_seen_since(&mut self.agent.boot_since, &n.facts, now);
+            if self.memory.synced {
+                boot_seen_since(&mut self.memory.boot_since, &n.facts, now);
                 if n.facts.ready == Readiness::True {
-                    self.agent.ready_since.entry(name.clone()).or_insert(now);
+                    self.memory.ready_since.entry(name.clone()).or_insert(now);
                 } else {
-                    self.agent.ready_since.remove(name);
+                    self.memory.ready_since.remove(name);
                 }
             }
         }
@@ -305,8 +305,8 @@ impl Sim {
     /// The observations the shell hands to the core (a dry run's overlay applied).
     pub fn observations(&self) -> Observations {
         let mut obs = Observations {
-            synced: self.agent.synced,
-            lease_confirmed: self.agent.lease_confirmed.clone(),
+            synced: self.memory.synced,
+            lease_confirmed: self.memory.lease_confirmed.clone(),
             fence_commands: self
                 .fence_commands
                 .iter()
@@ -326,18 +326,18 @@ impl Sim {
                 NodeObs {
                     facts: n.facts.clone(),
                     heartbeat: if n.has_lease {
-                        self.agent.heartbeats.get(name).copied()
+                        self.memory.heartbeats.get(name).copied()
                     } else {
                         None
                     },
-                    ready_since: self.agent.ready_since.get(name).copied(),
-                    boot_since: self.agent.boot_since.get(name).map(|(_, at)| *at),
+                    ready_since: self.memory.ready_since.get(name).copied(),
+                    boot_since: self.memory.boot_since.get(name).map(|(_, at)| *at),
                 },
             );
         }
         // A dry run must pick the nodes from what it pretends (a record it
         // only "wrote" says Fenced), so the overlay applies before choosing.
-        if let Some(overlay) = &self.agent.dry_run {
+        if let Some(overlay) = &self.memory.dry_run {
             overlay.apply(&mut obs);
         }
         let needing = nodes_needing_pods(&obs, &self.settings);
@@ -354,7 +354,7 @@ impl Sim {
         if !needing.is_empty() {
             obs.volume_attachments = self.world.vas.clone();
         }
-        if let Some(overlay) = &self.agent.dry_run {
+        if let Some(overlay) = &self.memory.dry_run {
             overlay.apply(&mut obs);
         }
         obs
@@ -396,7 +396,7 @@ impl Sim {
                 action: a.clone(),
             });
         }
-        match &mut self.agent.dry_run {
+        match &mut self.memory.dry_run {
             Some(overlay) => overlay.record(&d.actions, &obs, now, &self.settings),
             None => self.execute(&d.actions),
         }
@@ -413,17 +413,17 @@ impl Sim {
         let Some(n) = self.world.nodes.get(node).filter(|n| n.has_lease) else {
             return;
         };
-        if self.agent.lease_rvs.get(node) == Some(&n.lease_rv) {
-            self.agent.lease_confirmed.insert(node.to_string(), now);
+        if self.memory.lease_rvs.get(node) == Some(&n.lease_rv) {
+            self.memory.lease_confirmed.insert(node.to_string(), now);
         } else {
             let ua = self.settings.unreachable_after;
-            let hb = match self.agent.heartbeats.get(node) {
+            let hb = match self.memory.heartbeats.get(node) {
                 Some(hb) => hb.renewed(now, ua),
                 None => Heartbeat::first_seen(now),
             };
-            self.agent.heartbeats.insert(node.to_string(), hb);
-            self.agent.lease_rvs.insert(node.to_string(), n.lease_rv);
-            self.agent.lease_confirmed.remove(node);
+            self.memory.heartbeats.insert(node.to_string(), hb);
+            self.memory.lease_rvs.insert(node.to_string(), n.lease_rv);
+            self.memory.lease_confirmed.remove(node);
         }
     }
 

@@ -114,7 +114,7 @@ fn a_silently_stalled_lease_watch_never_leads_to_an_irreversible_step() {
         let pod = sim.sts_pod("n1", "db/db-0", "db");
         sim.sync();
         sim.run_until(5);
-        sim.agent.lease_events_lost.insert("n1".into());
+        sim.memory.lease_events_lost.insert("n1".into());
         sim.run_until(300);
         assert!(sim.updates("n1", mark()).is_empty(), "{:?}", sim.log);
         assert!(

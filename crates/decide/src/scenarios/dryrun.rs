@@ -108,7 +108,7 @@ fn a_dry_run_decides_exactly_like_a_real_run_and_changes_nothing() {
     assert!(real.world.vas.is_empty());
     assert_ne!(real.get("n2").facts, untouched.get("n2").facts);
     // The overlay is what the dry run saw instead.
-    let overlay = dry.agent.dry_run.as_ref().unwrap();
+    let overlay = dry.memory.dry_run.as_ref().unwrap();
     assert_eq!(overlay.deleted_attachments.len(), 1);
     assert!(overlay.nodes.contains_key("n2"));
     assert!(
