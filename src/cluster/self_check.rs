@@ -797,13 +797,7 @@ pub(crate) mod tests {
     /// A self-check with `--self-fence=watchdog` on `watchdog` if given (else
     /// one that cannot fence; tests that fence set `cfg` and `means`).
     fn self_check(client: Client, watchdog: Option<Arc<Watchdog>>) -> SelfCheckTask {
-        let means = match watchdog {
-            Some(w) => SelfFenceMeans {
-                timeout: w.timeout(),
-                method: Method::Watchdog(w),
-            },
-            None => SelfFenceMeans::none(),
-        };
+        let means = watchdog.map_or_else(SelfFenceMeans::none, SelfFenceMeans::with_watchdog);
         SelfCheckTask {
             client,
             node: "n1".into(),
@@ -883,6 +877,24 @@ pub(crate) mod tests {
             .unwrap();
         w.permit_until(Instant::now() + Duration::from_secs(60));
         (Arc::new(w), path)
+    }
+
+    #[tokio::test]
+    async fn the_advertisement_and_the_core_get_the_devices_timeout_not_the_flags() {
+        // fed_watchdog's device reports 1 s; --watchdog-timeout is left at its default.
+        let (w, path) = fed_watchdog("advertised");
+        let g = self_check(
+            crate::cluster::own_node::tests::refusing_client(),
+            Some(w.clone()),
+        );
+        w.stop_feeding();
+        let _ = std::fs::remove_file(&path);
+        assert_ne!(g.cfg.watchdog_timeout, Duration::from_secs(1));
+        let advert = g.advert(Some("b1"), None);
+        assert_eq!(advert.self_fence, decide::SelfFenceAction::Watchdog);
+        assert_eq!(advert.watchdog_timeout, Duration::from_secs(1));
+        let settings = check_settings(&g.cfg, &g.means);
+        assert_eq!(settings.watchdog_timeout, Duration::from_secs(1));
     }
 
     #[tokio::test]

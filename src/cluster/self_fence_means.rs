@@ -73,11 +73,7 @@ impl SelfFenceMeans {
                 match open(&cfg.watchdog_device, requested) {
                     Ok(w) => {
                         log_timeout(&cfg.watchdog_device, requested, &w);
-                        let timeout = w.timeout();
-                        return Ok(SelfFenceMeans {
-                            method: Method::Watchdog(Arc::new(w)),
-                            timeout,
-                        });
+                        return Ok(Self::with_watchdog(Arc::new(w)));
                     }
                     Err(e) if *mode == SelfFenceMode::Auto => {
                         let why = format!(
@@ -96,6 +92,14 @@ impl SelfFenceMeans {
             method,
             timeout: requested,
         })
+    }
+
+    /// Fencing by `w`, advertising the timeout the device itself reported.
+    pub(crate) fn with_watchdog(w: Arc<Watchdog>) -> Self {
+        SelfFenceMeans {
+            timeout: w.timeout(),
+            method: Method::Watchdog(w),
+        }
     }
 
     /// What the advertisement and the core's settings call it.
@@ -128,7 +132,8 @@ impl SelfFenceMeans {
     }
 
     /// No self-fencing (tests of the shell that do not fence).
-    pub fn none() -> Self {
+    #[cfg(test)]
+    pub(crate) fn none() -> Self {
         SelfFenceMeans {
             method: Method::None { unavailable: None },
             timeout: Duration::from_secs(10),
@@ -173,7 +178,9 @@ mod tests {
         let path = std::env::temp_dir().join(format!("kf-means-{name}-{}", std::process::id()));
         std::fs::write(&path, "").unwrap();
         move |_, requested| {
-            Watchdog::open_with(path.to_str().unwrap(), requested, |_, _| Ok(device_secs))
+            let w = Watchdog::open_with(path.to_str().unwrap(), requested, |_, _| Ok(device_secs));
+            let _ = std::fs::remove_file(&path);
+            w
         }
     }
 
