@@ -54,15 +54,15 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 # The decision core (crates/decide: stages, scenarios, simulator, property
 # tests), then the shell's unit tests and the real binary's start-up errors.
 step "unit and property tests, start-up errors of the real binary"
-cargo test -p kube-fencer-decide
+cargo test -p kube-fencer-decide -p kube-fencer-protocol-check
 cargo test -p kube-fencer --lib --bins --test startup
 
-# The whole protocol (crates/decide/src/protocol): 10,000 random fault schedules
+# The whole protocol (crates/protocol-check): 10,000 random fault schedules
 # (every fault kind, the leader-side ones included) and the bounded model
 # check, debug build (about two minutes). The long run:
-#   cargo run --release --example protocol-check -- --schedules 1000000 --leader-side --verbose
+#   cargo run --release -p kube-fencer-protocol-check -- --schedules 1000000 --leader-side --verbose
 step "protocol simulation and model check"
-cargo run --quiet --example protocol-check -- --schedules 10000 --check --depth 4 --leader-side
+cargo run --quiet -p kube-fencer-protocol-check -- --schedules 10000 --check --depth 4 --leader-side
 
 # The alerts and the dashboard of daemonset/monitoring/: derived files up to
 # date, promtool check/test rules (a case per alert), every metric they name
@@ -93,7 +93,7 @@ step "container images (harness/image-test.sh)"
 step "helm chart (harness/helm.sh test)"
 ./harness/helm.sh test
 
-# The agent's watchdog code (src/cluster/watchdog.rs, compiled into the
+# The agent's watchdog code (crates/watchdog, a dependency of the
 # test) against a Linux watchdog device emulated with FUSE: feeding while
 # permitted, the magic close, firing once the permit lapses, the reset
 # expedited by a self-fence decision, no ping from a restarted agent.

@@ -1,28 +1,30 @@
 #!/usr/bin/env bash
 # Build, test or run kube-fencer-fakewdog, the Linux watchdog device emulated
-# in user space (FUSE) of harness/fakewdog/ (see harness/README.md).
+# in user space (FUSE) of crates/fakewdog/, a workspace member (see
+# harness/README.md).
 #
 # Usage:
 #   harness/fakewdog.sh build          # release build; the last line on stdout is the binary's path
-#   harness/fakewdog.sh test [ARGS]    # cargo test in harness/fakewdog (needs root and /dev/fuse);
+#   harness/fakewdog.sh test [ARGS]    # cargo test -p kube-fencer-fakewdog (needs root and /dev/fuse);
 #                                      # ARGS go to cargo test, e.g. -- --nocapture
 #   harness/fakewdog.sh run ARGS...    # build, then exec the binary with ARGS
 #                                      # (--mount DIR --on-expire CMD [--timeout 60s] ...)
 #
 # build puts the binary in
 #   ${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}/fakewdog-<key>/kube-fencer-fakewdog
-# where <key> hashes harness/fakewdog/{Cargo.toml,Cargo.lock,src/**}: a warm run
+# where <key> hashes Cargo.lock and crates/{fakewdog,watchdog}/{Cargo.toml,src/**}
+# (the device takes its ioctl numbers from the watchdog crate): a warm run
 # only finds it, any change to the sources builds a new one. cargo builds into
-# ${CARGO_TARGET_DIR:-harness/fakewdog/target}; the binary is copied into a
+# ${CARGO_TARGET_DIR:-target}; the binary is copied into a
 # temporary directory in the cache that is renamed into place, so an
 # interrupted build leaves nothing half-written.
 set -euo pipefail
 
 HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PKG="$HARNESS_DIR/fakewdog"
+REPO="$(cd "$HARNESS_DIR/.." && pwd)"
 BIN=kube-fencer-fakewdog
 CACHE="${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PKG/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 
 log() { printf '[fakewdog %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -33,8 +35,8 @@ command -v cargo >/dev/null || die "cargo not found (needs a Rust toolchain >= 1
 
 source_key() {
   (
-    cd "$PKG"
-    find Cargo.toml Cargo.lock src -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+    cd "$REPO"
+    find Cargo.lock crates/fakewdog/Cargo.toml crates/fakewdog/src crates/watchdog/Cargo.toml crates/watchdog/src -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
   ) | sha256sum | cut -c1-16
 }
 
@@ -60,7 +62,7 @@ build() {
     # shellcheck disable=SC2064
     trap "rm -rf '$tmp'" EXIT
     log "building $BIN (key $key) in $CARGO_TARGET_DIR ..."
-    if ! cargo build --release --locked --manifest-path "$PKG/Cargo.toml" >"$tmp/build.log" 2>&1; then
+    if ! cargo build --release --locked --manifest-path "$REPO/Cargo.toml" -p kube-fencer-fakewdog >"$tmp/build.log" 2>&1; then
       tail -n 40 "$tmp/build.log" >&2
       die "cargo build of $BIN failed (log tail above)"
     fi
@@ -84,8 +86,8 @@ run_tests() {
   for c in sh date; do
     command -v "$c" >/dev/null || die "the tests need $c"
   done
-  log "cargo test in $PKG (target $CARGO_TARGET_DIR)"
-  cargo test --locked --manifest-path "$PKG/Cargo.toml" "$@"
+  log "cargo test -p kube-fencer-fakewdog -p kube-fencer-watchdog (target $CARGO_TARGET_DIR)"
+  cargo test --locked --manifest-path "$REPO/Cargo.toml" -p kube-fencer-fakewdog -p kube-fencer-watchdog "$@"
 }
 
 case "${1:-}" in

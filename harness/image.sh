@@ -275,9 +275,9 @@ cmd_build() {
   local rv target_dir
   rv="$(rustc --version | tr -c 'A-Za-z0-9.\n' '-')"
   target_dir="${KUBE_FENCER_MUSL_TARGET_DIR:-$CACHE/cargo-target-musl-$rv}"
-  log "cargo build --release --locked --target $MUSL_TARGET (target dir $target_dir)"
+  log "cargo build --release --locked --target $MUSL_TARGET -p kube-fencer (target dir $target_dir)"
   local start=$SECONDS
-  (cd "$REPO_DIR" && CARGO_TARGET_DIR="$target_dir" cargo build --release --locked --target "$MUSL_TARGET" >&2) ||
+  (cd "$REPO_DIR" && CARGO_TARGET_DIR="$target_dir" cargo build --release --locked --target "$MUSL_TARGET" -p kube-fencer >&2) ||
     die "cargo build for $MUSL_TARGET failed"
   log "cargo: $((SECONDS - start))s"
   local version

@@ -4,13 +4,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use kube_fencer::cluster::Agent;
-use kube_fencer::cluster::peer_auth::{Challenges, NonceCache, PeerKey};
-use kube_fencer::cluster::peers;
-use kube_fencer::cluster::self_check::{Population, SelfCheckTask};
-use kube_fencer::cluster::self_fence_means::SelfFenceMeans;
+use kube_fencer::agent::self_check::{Population, SelfCheckTask};
+use kube_fencer::agent::self_fence::SelfFenceMeans;
 use kube_fencer::config::Args;
-use kube_fencer::ops::{self, ApiContact, EventSink, Health, Metrics};
+use kube_fencer::k8s::ApiContact;
+use kube_fencer::observability::{self, EventSink, Health, Metrics};
+use kube_fencer::peers;
+use kube_fencer::peers::auth::{Challenges, NonceCache, PeerKey};
 use tokio::sync::watch;
 
 const TERMINATION_LOG: &str = "/dev/termination-log";
@@ -19,6 +19,7 @@ const TERMINATION_LOG: &str = "/dev/termination-log";
 /// own and keeps freed memory in it: a small agent on a many-core node
 /// would hold several mostly empty arenas. Two are plenty. (The container
 /// image is built with musl, whose allocator returns memory by itself.)
+#[allow(unsafe_code)] // mallopt, before any thread starts
 fn cap_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    ops::logging::init(config.log_format, &config.log_level);
+    observability::logging::init(config.log_format, &config.log_level);
     let plain_fatal = config.log_format != kube_fencer::config::LogFormat::Text;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -149,12 +150,12 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
     tracing::info!(addr = %config.listen, "serving /healthz, /readyz and /metrics");
     let server = serve(
         listener,
-        ops::health::router(health.clone(), metrics.clone()),
+        observability::health::router(health.clone(), metrics.clone()),
         shutdown_rx.clone(),
     );
 
     if let Some(name) = &config.agent.peer_key_secret {
-        let loaded = kube_fencer::cluster::peer_key::load(
+        let loaded = kube_fencer::peers::key::load(
             client.clone(),
             &config.namespace,
             name,
@@ -165,7 +166,7 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
         key = Some(loaded);
     }
     let (events, events_rx) = EventSink::channel(1024, metrics.clone());
-    let publisher = tokio::spawn(ops::events::publish_loop(
+    let publisher = tokio::spawn(observability::events::publish_loop(
         client.clone(),
         config.identity().to_string(),
         events_rx,
@@ -173,7 +174,7 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
     ));
     if let Some(why) = means.unavailable() {
         events.warning(
-            ops::events::node_ref(config.node_name(), None),
+            observability::events::node_ref(config.node_name(), None),
             "SelfFenceUnavailable",
             "Advertise",
             &format!("this node cannot fence itself, so it is never fenced automatically: {why}"),
@@ -198,7 +199,7 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
                 fresh_within: config.agent.api_check_interval,
                 contact: contact.clone(),
                 metrics: metrics.clone(),
-                clock: kube_fencer::cluster::peer_auth::unix_now,
+                clock: kube_fencer::peers::auth::unix_now,
             });
             Some(serve(listener, app, shutdown_rx.clone()))
         }
@@ -223,7 +224,7 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
         .run(shutdown_rx.clone()),
     );
 
-    let agent = Agent {
+    let context = kube_fencer::context::Context {
         client,
         config,
         metrics,
@@ -234,14 +235,14 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
         kubelet_lease: kubelet_lease_tx,
         peer_key: key,
     };
-    let agent = tokio::spawn(agent.run(shutdown_rx));
+    let roles = tokio::spawn(context.run(shutdown_rx));
 
     let signal = wait_for_signal().await?;
     tracing::info!(signal, "shutting down: stopping, releasing leadership");
     let _ = shutdown_tx.send(true);
-    match tokio::time::timeout(std::time::Duration::from_secs(10), agent).await {
-        Ok(r) => r.context("agent task failed")?,
-        Err(_) => tracing::warn!("agent did not stop within 10s"),
+    match tokio::time::timeout(std::time::Duration::from_secs(10), roles).await {
+        Ok(r) => r.context("the election and leader task failed")?,
+        Err(_) => tracing::warn!("the election and leader task did not stop within 10s"),
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self_check).await;
     if let Some(p) = peer_server {
@@ -292,11 +293,12 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
 /// --state-dir) may be on a node cut off right now, and must carry on from
 /// its peers and its persisted checks.
 async fn connect(config: &kube_fencer::config::Config) -> anyhow::Result<kube::Client> {
-    use kube_fencer::cluster::{agent_state, startup};
+    use kube_fencer::agent::state_dir;
+    use kube_fencer::k8s::startup;
     let node = config.node_name();
     let boot = std::fs::read_to_string(&config.agent.boot_id_file).ok();
-    let state = agent_state::path(&config.agent.state_dir, node);
-    if agent_state::load(&state, boot.as_deref().map(str::trim)).is_some() {
+    let state = state_dir::path(&config.agent.state_dir, node);
+    if state_dir::load(&state, boot.as_deref().map(str::trim)).is_some() {
         // Restarted within the boot: resume at once, without waiting on a
         // first request (the node may be cut off right now).
         let cfg = startup::config().await?;

@@ -12,9 +12,9 @@ use kube::{Api, Client};
 
 use super::summary::{LEADER_STATUS_ANNOTATION, LeaderSummary, rfc3339};
 use super::{Inputs, LeaderLease, NodeEvent, Status};
-use crate::cluster::facts::node_facts;
-use crate::cluster::reconcile::NODE_LEASE_NAMESPACE;
-use crate::ops::events::REPORTER;
+use crate::k8s::NODE_LEASE_NAMESPACE;
+use crate::k8s::facts::node_facts;
+use crate::observability::events::REPORTER;
 
 /// What kube-fencer sees: every node's phase, heartbeat, safe time and
 /// fencing capability, the leader and the storm guard; with NODE, that
@@ -200,7 +200,7 @@ fn render(args: &StatusArgs, inputs: &Inputs) -> anyhow::Result<String> {
 /// Reads and prints once, or every `--interval` with `--watch`; an error
 /// is for the caller to report.
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let cfg = crate::cluster::startup::config().await?;
+    let cfg = crate::k8s::startup::config().await?;
     let client = Client::try_from(cfg)?;
     loop {
         let inputs = read(&client, &args).await?;

@@ -3,7 +3,7 @@ use std::time::{Duration, SystemTime};
 
 use super::summary::{GuardSummary, LeaderSummary, NodeSummary, SafeTimeSummary, rfc3339};
 use super::*;
-use crate::decide::record::{FenceRecord, Phase};
+use crate::decide::contract::record::{FenceRecord, Phase};
 use crate::decide::testutil::facts;
 use crate::decide::{AdvertState, RecordState};
 

@@ -8,6 +8,8 @@ use super::Strategy as FenceStrategy;
 use super::sim::{Sim, secs};
 use super::testutil::{SELF_NODE, mono, now_at, settings, wall0};
 use super::*;
+use crate::leader::{guard, patch, recover};
+use std::time::Duration;
 
 const NOW: u64 = 1000;
 

@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::dryrun::Overlay;
 use super::testutil::{now_after, settings};
 use super::*;
+use crate::leader::dry_run::Overlay;
+use crate::leader::patch;
 
 /// One node of the simulated cluster.
 #[derive(Clone, Debug, PartialEq)]

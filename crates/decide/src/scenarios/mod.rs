@@ -2,7 +2,7 @@
 //! one file per stage; the whole lifecycle and the shared helpers are here.
 
 mod detect;
-mod dryrun;
+mod dry_run;
 mod fence;
 mod guard;
 mod recover;

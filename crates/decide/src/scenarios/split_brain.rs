@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::fence::fence_command_backoff;
+use crate::leader::fence::fence_command_backoff;
 use crate::sim::{Sim, secs};
 use crate::testutil::{SELF_NODE, settings};
 use crate::*;

@@ -1,0 +1,256 @@
+//! What this node can fence itself with, settled once at start from
+//! `--self-fence` and what the node has: `auto` resolved against the
+//! watchdog device, a watchdog's timeout read back from the device, the
+//! sysrq trigger checked. The validated configuration stays as the flags
+//! gave it; what start-up found is this value, handed to the self-check.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{AgentConfig, SelfFenceMode};
+use crate::decide::SelfFenceAction;
+use kube_fencer_watchdog::{Watchdog, WatchdogError};
+
+/// The kernel's trigger `--self-fence=sysrq-reboot` writes to.
+pub const SYSRQ_TRIGGER: &str = "/proc/sysrq-trigger";
+
+/// How this node fences itself, and the timeout it advertises.
+#[derive(Clone, Debug)]
+pub struct SelfFenceMeans {
+    pub method: Method,
+    /// What the leader is told (it derives this node's safe time from it):
+    /// the device's own timeout for a watchdog, never merely the requested
+    /// one; `--watchdog-timeout` otherwise (it also bounds the command).
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub enum Method {
+    /// This node cannot fence itself, so it is never fenced automatically;
+    /// `unavailable` says why when `--self-fence=auto` found no watchdog.
+    None {
+        unavailable: Option<String>,
+    },
+    Watchdog(Arc<Watchdog>),
+    SysrqReboot,
+    Exec(String),
+}
+
+/// Why the agent must not start with the self-fencing it was given.
+#[derive(Debug, thiserror::Error)]
+pub enum MeansError {
+    #[error(
+        "--self-fence=watchdog: {0}; load a watchdog driver (a hardware one, or `modprobe softdog`), or run with --self-fence=auto to start without one"
+    )]
+    Watchdog(WatchdogError),
+    #[error("--self-fence=sysrq-reboot: {0} is missing")]
+    NoSysrq(String),
+}
+
+impl SelfFenceMeans {
+    /// Open the watchdog (for `watchdog`, and `auto` if the node has one) or
+    /// check the sysrq trigger.
+    pub fn arm(cfg: &AgentConfig) -> Result<Self, MeansError> {
+        Self::arm_with(cfg, Watchdog::open, Path::new(SYSRQ_TRIGGER))
+    }
+
+    /// [`SelfFenceMeans::arm`] with the device opening and the trigger's path given (tests).
+    pub(crate) fn arm_with(
+        cfg: &AgentConfig,
+        open: impl FnOnce(&str, Duration) -> Result<Watchdog, WatchdogError>,
+        sysrq_trigger: &Path,
+    ) -> Result<Self, MeansError> {
+        let requested = cfg.watchdog_timeout;
+        let method = match &cfg.self_fence {
+            SelfFenceMode::None => Method::None { unavailable: None },
+            SelfFenceMode::SysrqReboot if !sysrq_trigger.exists() => {
+                return Err(MeansError::NoSysrq(sysrq_trigger.display().to_string()));
+            }
+            SelfFenceMode::SysrqReboot => Method::SysrqReboot,
+            SelfFenceMode::Exec(cmd) => Method::Exec(cmd.clone()),
+            mode @ (SelfFenceMode::Auto | SelfFenceMode::Watchdog) => {
+                match open(&cfg.watchdog_device, requested) {
+                    Ok(w) => {
+                        log_timeout(&cfg.watchdog_device, requested, &w);
+                        return Ok(Self::with_watchdog(Arc::new(w)));
+                    }
+                    Err(e) if *mode == SelfFenceMode::Auto => {
+                        let why = format!(
+                            "--self-fence=auto found no usable watchdog ({e}); load a watchdog driver (a hardware one, or `modprobe softdog`) and restart the agent"
+                        );
+                        tracing::error!(device = %cfg.watchdog_device, "{why}; this node cannot fence itself and is never fenced automatically");
+                        Method::None {
+                            unavailable: Some(why),
+                        }
+                    }
+                    Err(e) => return Err(MeansError::Watchdog(e)),
+                }
+            }
+        };
+        Ok(SelfFenceMeans {
+            method,
+            timeout: requested,
+        })
+    }
+
+    /// Fencing by `w`, advertising the timeout the device itself reported.
+    pub(crate) fn with_watchdog(w: Arc<Watchdog>) -> Self {
+        SelfFenceMeans {
+            timeout: w.timeout(),
+            method: Method::Watchdog(w),
+        }
+    }
+
+    /// What the advertisement and the core's settings call it.
+    pub fn action(&self) -> SelfFenceAction {
+        match self.method {
+            Method::None { .. } => SelfFenceAction::None,
+            Method::Watchdog(_) => SelfFenceAction::Watchdog,
+            Method::SysrqReboot => SelfFenceAction::SysrqReboot,
+            Method::Exec(_) => SelfFenceAction::Exec,
+        }
+    }
+
+    pub fn capable(&self) -> bool {
+        !matches!(self.method, Method::None { .. })
+    }
+
+    pub fn watchdog(&self) -> Option<&Arc<Watchdog>> {
+        match &self.method {
+            Method::Watchdog(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// Why `--self-fence=auto` left this node unable to fence itself.
+    pub fn unavailable(&self) -> Option<&str> {
+        match &self.method {
+            Method::None { unavailable } => unavailable.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// No self-fencing (tests of the shell that do not fence).
+    #[cfg(test)]
+    pub(crate) fn none() -> Self {
+        SelfFenceMeans {
+            method: Method::None { unavailable: None },
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Log the device's timeout against the requested one.
+fn log_timeout(device: &str, requested: Duration, w: &Watchdog) {
+    let h = humantime::format_duration;
+    let (actual, feed_period) = (w.timeout(), w.feed_period());
+    if actual > requested {
+        tracing::warn!(
+            requested = %h(requested),
+            actual = %h(actual),
+            device = %device,
+            "--self-fence=watchdog: the device's timeout is longer than --watchdog-timeout; advertising the device's (pods of this node are deleted later)"
+        );
+    } else if actual < requested {
+        tracing::warn!(
+            requested = %h(requested),
+            actual = %h(actual),
+            device = %device,
+            feed_period = %h(feed_period),
+            "--self-fence=watchdog: the device's timeout is shorter than --watchdog-timeout; advertising the device's, and feeding it at a period derived from it"
+        );
+    } else {
+        tracing::info!(timeout = %h(actual), device = %device, feed_period = %h(feed_period), "watchdog armed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::self_check::tests::cfg as agent;
+
+    /// A regular file as the device, whose "programmed" timeout is `device_secs`.
+    fn device_of(
+        name: &str,
+        device_secs: u32,
+    ) -> impl FnOnce(&str, Duration) -> Result<Watchdog, WatchdogError> {
+        let path = std::env::temp_dir().join(format!("kf-means-{name}-{}", std::process::id()));
+        std::fs::write(&path, "").unwrap();
+        move |_, requested| {
+            let w = Watchdog::open_with(path.to_str().unwrap(), requested, |_, _| Ok(device_secs));
+            let _ = std::fs::remove_file(&path);
+            w
+        }
+    }
+
+    fn missing(_: &str, _: Duration) -> Result<Watchdog, WatchdogError> {
+        Watchdog::open("/nonexistent/watchdog", Duration::from_secs(10))
+    }
+
+    const KEYED: [&str; 4] = ["--peer-listen", "0.0.0.0:9747", "--peer-key-file", "/k"];
+
+    fn with_keys<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        args.iter().copied().chain(KEYED).collect()
+    }
+
+    #[test]
+    fn the_advertised_timeout_is_the_devices_not_the_requested_one() {
+        let cfg = agent(&with_keys(&[
+            "--self-fence=watchdog",
+            "--watchdog-timeout=10s",
+        ]));
+        let longer = SelfFenceMeans::arm_with(&cfg, device_of("longer", 30), Path::new("/"));
+        let longer = longer.unwrap();
+        assert_eq!(longer.action(), SelfFenceAction::Watchdog);
+        assert_eq!(longer.timeout, Duration::from_secs(30));
+        let shorter = SelfFenceMeans::arm_with(&cfg, device_of("shorter", 4), Path::new("/"));
+        assert_eq!(shorter.unwrap().timeout, Duration::from_secs(4));
+        // The flags are not rewritten.
+        assert_eq!(cfg.watchdog_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.self_fence, SelfFenceMode::Watchdog);
+    }
+
+    #[test]
+    fn auto_without_a_watchdog_cannot_fence_and_says_why() {
+        let cfg = agent(&with_keys(&["--self-fence=auto"]));
+        let m = SelfFenceMeans::arm_with(&cfg, missing, Path::new("/")).unwrap();
+        assert!(!m.capable());
+        assert_eq!(m.action(), SelfFenceAction::None);
+        let why = m.unavailable().unwrap();
+        assert!(why.contains("/nonexistent/watchdog"), "{why}");
+        assert!(why.contains("modprobe softdog"), "{why}");
+        let found = SelfFenceMeans::arm_with(&cfg, device_of("auto", 10), Path::new("/"));
+        assert_eq!(found.unwrap().action(), SelfFenceAction::Watchdog);
+    }
+
+    #[test]
+    fn watchdog_without_a_device_refuses_to_start() {
+        let cfg = agent(&with_keys(&["--self-fence=watchdog"]));
+        let e = SelfFenceMeans::arm_with(&cfg, missing, Path::new("/")).unwrap_err();
+        assert!(matches!(
+            e,
+            MeansError::Watchdog(WatchdogError::Open { .. })
+        ));
+        assert!(e.to_string().contains("--self-fence=auto"), "{e}");
+    }
+
+    #[test]
+    fn sysrq_needs_its_trigger_and_exec_keeps_the_requested_timeout() {
+        let cfg = agent(&with_keys(&["--self-fence=sysrq-reboot"]));
+        let e = SelfFenceMeans::arm_with(&cfg, missing, Path::new("/nonexistent/sysrq"));
+        assert!(matches!(e, Err(MeansError::NoSysrq(p)) if p == "/nonexistent/sysrq"));
+        let ok = SelfFenceMeans::arm_with(&cfg, missing, Path::new("/")).unwrap();
+        assert_eq!(ok.action(), SelfFenceAction::SysrqReboot);
+        let cfg = agent(&with_keys(&[
+            "--self-fence=exec:/bin/true",
+            "--watchdog-timeout=12s",
+        ]));
+        let exec = SelfFenceMeans::arm_with(&cfg, missing, Path::new("/")).unwrap();
+        assert!(matches!(&exec.method, Method::Exec(c) if c == "/bin/true"));
+        assert_eq!(exec.timeout, Duration::from_secs(12));
+        let none = agent(&["--self-fence=none"]);
+        let none = SelfFenceMeans::arm_with(&none, missing, Path::new("/")).unwrap();
+        assert!(!none.capable() && none.unavailable().is_none());
+    }
+}
