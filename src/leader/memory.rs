@@ -15,7 +15,7 @@ use crate::observability::events::{Edge, WarningDedupe};
 pub const REDELETE_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default)]
-pub struct LeaderState {
+pub struct LeaderMemory {
     /// Keys ([`pod_key`], [`attachment_key`]) of recent deletions, and when.
     recently_deleted: HashMap<String, Instant>,
     /// Fenced nodes whose recovery time was already observed.
@@ -36,7 +36,7 @@ pub fn attachment_key(name: &str) -> String {
     format!("va/{name}")
 }
 
-impl LeaderState {
+impl LeaderMemory {
     /// Before a decision: forget old deletions, and fence command results
     /// of nodes no longer being fenced (a later fencing starts from scratch).
     pub fn begin_pass(&mut self, obs: &Observations, now: Instant) {
@@ -128,7 +128,7 @@ mod tests {
 
     #[test]
     fn a_deletion_is_remembered_for_a_while() {
-        let mut st = LeaderState::default();
+        let mut st = LeaderMemory::default();
         let obs = Observations::default();
         st.deleted(pod_key("u1"), mono(0));
         st.begin_pass(&obs, mono(29));
@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn a_finished_run_is_recorded_at_the_time_given() {
-        let mut st = LeaderState::default();
+        let mut st = LeaderMemory::default();
         st.fence_started("n1", 2);
         assert_eq!(
             st.fence_commands().get("n1"),
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn results_of_nodes_no_longer_fencing_are_forgotten_but_runs_are_kept() {
-        let mut st = LeaderState::default();
+        let mut st = LeaderMemory::default();
         st.fence_finished("done", 1, &Outcome::Success, mono(1));
         st.fence_started("running", 1);
         st.begin_pass(&Observations::default(), mono(2));
@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn a_recovery_is_timed_once_per_fencing() {
-        let mut st = LeaderState::default();
+        let mut st = LeaderMemory::default();
         assert!(st.first_fenced("n1"));
         assert!(!st.first_fenced("n1"));
         // No longer fenced in the report: the next fencing is timed again.

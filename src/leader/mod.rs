@@ -32,7 +32,7 @@ use crate::k8s::election::Leadership;
 use crate::k8s::facts::trim_node;
 use crate::leader::executor::{Deleted, Executor, NodeWrite};
 use crate::leader::index::{Attached, Index};
-use crate::leader::memory::{LeaderState, attachment_key, pod_key};
+use crate::leader::memory::{LeaderMemory, attachment_key, pod_key};
 use crate::leader::pods::PodCache;
 use crate::leader::telemetry::{About, Telemetry};
 use crate::leader::writer::{
@@ -114,7 +114,7 @@ struct Executed {
 struct LoopState<W> {
     writer: W,
     telemetry: Telemetry,
-    state: LeaderState,
+    memory: LeaderMemory,
     index: Index,
     pods: PodCache,
     was_synced: bool,
@@ -175,7 +175,7 @@ impl Leader {
                 metrics: self.metrics.clone(),
                 events: self.events.clone(),
             },
-            state: LeaderState::default(),
+            memory: LeaderMemory::default(),
             index: Index::new(self.settings.unreachable_after),
             pods: PodCache::default(),
             was_synced: false,
@@ -277,7 +277,7 @@ impl Leader {
             mono: Instant::now(),
             wall: SystemTime::now(),
         };
-        ls.state.begin_pass(ls.index.observations(), now.mono);
+        ls.memory.begin_pass(ls.index.observations(), now.mono);
         let needing = decide::nodes_needing_pods(&ls.writer.view(ls.index.observations()), s);
         let (pods, volume_attachments) = ls
             .pods
@@ -286,7 +286,7 @@ impl Leader {
         let attached = Attached {
             pods,
             volume_attachments,
-            fence_commands: ls.state.fence_commands().clone(),
+            fence_commands: ls.memory.fence_commands().clone(),
         };
         let writer = &mut ls.writer;
         let (decision, steps) = ls.index.with_attached(attached, |obs| {
@@ -358,7 +358,7 @@ impl Leader {
             .send_replace(Some(LeaderSummary::from_report(report, now)));
         let mut warnings = report.warnings.clone();
         warnings.extend(failures);
-        let news = ls.state.after_report(report, &warnings);
+        let news = ls.memory.after_report(report, &warnings);
         for node in &news.new_safe_times {
             let safe = &report.safe_times[node];
             tracing::info!(
@@ -481,7 +481,7 @@ impl<W: ClusterWriter> LoopState<W> {
                         attempt,
                     });
                     if start != FenceStart::NoCommand {
-                        self.state.fence_started(&node, attempt);
+                        self.memory.fence_started(&node, attempt);
                     }
                     self.telemetry.fence_started(
                         self.about(&node),
@@ -533,7 +533,7 @@ impl<W: ClusterWriter> LoopState<W> {
                 // them gone), and the leader force-deletes its StatefulSet
                 // pods in the same or the next pass.
                 if *intent == NodeIntent::MarkFenced
-                    && self.state.first_fenced(node)
+                    && self.memory.first_fenced(node)
                     && let Some(hb) = self.index.heartbeat(node)
                 {
                     self.telemetry
@@ -551,7 +551,7 @@ impl<W: ClusterWriter> LoopState<W> {
 
     async fn delete_pod(&mut self, node: &str, pod: &PodRef, why: &str, done: &mut Executed) {
         let key = pod_key(&pod.uid);
-        if self.state.deleted_recently(&key) {
+        if self.memory.deleted_recently(&key) {
             return;
         }
         let result = self.writer.delete_pod(pod).await;
@@ -563,7 +563,7 @@ impl<W: ClusterWriter> LoopState<W> {
             if deleted != Deleted::PreconditionFailed {
                 // A pod changed since it was listed (409 on the
                 // resourceVersion) is re-listed next pass.
-                self.state.deleted(key, Instant::now());
+                self.memory.deleted(key, Instant::now());
             }
             self.pods.invalidate_node(node);
             done.wrote = true;
@@ -579,7 +579,7 @@ impl<W: ClusterWriter> LoopState<W> {
         done: &mut Executed,
     ) {
         let key = attachment_key(name);
-        if self.state.deleted_recently(&key) {
+        if self.memory.deleted_recently(&key) {
             return;
         }
         let result = self.writer.delete_volume_attachment(name).await;
@@ -591,7 +591,7 @@ impl<W: ClusterWriter> LoopState<W> {
             &result,
         ));
         if result.is_ok() {
-            self.state.deleted(key, Instant::now());
+            self.memory.deleted(key, Instant::now());
             self.pods.invalidate_attachments();
             done.wrote = true;
         }
@@ -601,7 +601,7 @@ impl<W: ClusterWriter> LoopState<W> {
     fn fence_finished(&mut self, done: &FenceResult, now: Instant) {
         self.telemetry
             .fence_finished(self.about(&done.node), done.attempt, &done.outcome);
-        self.state
+        self.memory
             .fence_finished(&done.node, done.attempt, &done.outcome, now);
     }
 }

@@ -102,7 +102,7 @@ fn loop_state<W>(writer: W) -> (LoopState<W>, tokio::sync::mpsc::Receiver<EventM
     let ls = LoopState {
         writer,
         telemetry: Telemetry { metrics, events },
-        state: LeaderState::default(),
+        memory: LeaderMemory::default(),
         index,
         pods: PodCache::default(),
         was_synced: true,
@@ -286,7 +286,7 @@ async fn nothing_is_sent_without_confirmed_leadership() {
     let done = ls.execute(steps, now_at(1), &Leadership::default()).await;
     assert!(ls.writer.calls().is_empty());
     assert!(!done.wrote);
-    assert!(ls.state.fence_commands().is_empty());
+    assert!(ls.memory.fence_commands().is_empty());
 }
 
 #[tokio::test]
@@ -294,7 +294,7 @@ async fn a_fence_command_runs_until_its_result_comes_back() {
     let (mut ls, mut rx) = loop_state(FakeWriter::default());
     ls.execute(vec![fence(1)], now_at(1), &leader()).await;
     assert_eq!(
-        ls.state.fence_commands().get("n1"),
+        ls.memory.fence_commands().get("n1"),
         Some(&FenceCommandState::Running { attempt: 1 })
     );
     let result = FenceResult {
@@ -304,7 +304,7 @@ async fn a_fence_command_runs_until_its_result_comes_back() {
     };
     ls.fence_finished(&result, testutil::mono(5));
     assert!(matches!(
-        ls.state.fence_commands().get("n1"),
+        ls.memory.fence_commands().get("n1"),
         Some(FenceCommandState::Failed { attempt: 1, .. })
     ));
     let m = &ls.telemetry.metrics;
@@ -320,7 +320,7 @@ async fn without_a_fence_command_nothing_is_running() {
     };
     let (mut ls, _rx) = loop_state(writer);
     ls.execute(vec![fence(1)], now_at(1), &leader()).await;
-    assert!(ls.state.fence_commands().is_empty());
+    assert!(ls.memory.fence_commands().is_empty());
 }
 
 #[tokio::test]
