@@ -476,7 +476,7 @@ def analysis(out, ttr, steady, scale):
         out.append("## Why the default TTR target is missed, and what would reach it safely\n")
     else:
         out.append("## Where the default TTR goes, and what would go lower\n")
-    rule = ("safe time = last observed heartbeat + max(isolated, reported, hung) + watchdog + margin; README "
+    rule = ("safe time = last observed heartbeat + max(isolated, reported, hung) + watchdog + margin; docs/safety.md, "
             "\"Split-brain safety\"")
     if d:
         cfg = d["config"]
