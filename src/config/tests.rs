@@ -1,4 +1,7 @@
+use clap::Parser;
+
 use super::*;
+use crate::decide::Selector;
 
 fn no_env(_: &str) -> Option<String> {
     None

@@ -4,6 +4,12 @@
 //!
 //! Every node's clock runs at its own rate (within [`super::DRIFT_BOUND`]);
 //! the cores only ever see their own node's clock.
+//!
+//! Why one long file: every model here (power, kubelet, agent, watchdog,
+//! API server, network, leader) reads and writes the one `Sim` state and
+//! the one event queue, and a schedule is easiest to follow when the
+//! handler of each event is beside the others. Split it by model when a
+//! model grows a state of its own.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
