@@ -42,8 +42,9 @@ SERVICE_CIDR="10.96.0.0/16"
 SERVICE_IP="10.96.0.1"
 STORAGE_CLASS="static"
 
-log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+LOG_TAG=cluster
+# shellcheck source=harness/lib.sh
+source "$HARNESS_DIR/lib.sh"
 
 usage() {
   sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
@@ -505,7 +506,7 @@ do_down() {
   # Real nodes (harness/realnode.sh) first: their kubelets, containers,
   # network namespaces, bridge and cgroups.
   if compgen -G "$DIR/nodes/*/realnode" >/dev/null; then
-    "$HARNESS_DIR/realnode.sh" down "$DIR" || log "ERROR: removing the real nodes failed"
+    "$HARNESS_DIR/realnode.sh" down "$DIR" || log "error: removing the real nodes failed"
   fi
   if [[ -d "$DIR/pids" ]]; then
     # Nodes first (a hard power-off), then the control plane, all at once:
@@ -536,15 +537,14 @@ do_down() {
     rm -f "$DIR"/pids/*.pid
   fi
   # Anything still running from this directory is ours and an orphan.
-  local left
-  left="$(pgrep -f -- "$DIR/" || true)"
-  if [[ -n "$left" ]]; then
-    log "killing leftover processes: $left"
-    # shellcheck disable=SC2086
-    kill -KILL $left 2>/dev/null || true
+  local -a left
+  mapfile -t left < <(pgrep -f -- "$DIR/" || true)
+  if ((${#left[@]})); then
+    log "killing leftover processes: ${left[*]}"
+    kill -KILL "${left[@]}" 2>/dev/null || true
     sleep 0.5
-    left="$(pgrep -f -- "$DIR/" || true)"
-    [[ -z "$left" ]] || { log "ERROR: processes still running: $left"; return 1; }
+    mapfile -t left < <(pgrep -f -- "$DIR/" || true)
+    ((${#left[@]} == 0)) || { log "error: processes still running: ${left[*]}"; return 1; }
   fi
   log "cluster in $DIR is down (logs kept in $DIR/logs)"
 }

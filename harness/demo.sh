@@ -255,8 +255,8 @@ OLD_UID="$(kc -n "$NS" get pod "$POD" -o jsonpath='{.metadata.uid}')"
 # (kube-fencer.io/agent, written after the agent's first self-check) with
 # the boot ID its kubelet reports.
 adverts_current() {
-  local name boot advert ok=0
-  while read -r name boot advert; do
+  local boot advert ok=0
+  while read -r _ boot advert; do
     [[ -n "$boot" && "$advert" == *"\"bootId\":\"$boot\""* ]] || ok=1
   done < <(kc get nodes -o jsonpath='{range .items[*]}{.metadata.name} {.status.nodeInfo.bootID} {.metadata.annotations.kube-fencer\.io/agent}{"\n"}{end}')
   return "$ok"

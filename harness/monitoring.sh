@@ -29,8 +29,11 @@ set -euo pipefail
 
 HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HARNESS_DIR/.." && pwd)"
-# shellcheck source=/dev/null
+# shellcheck source=harness/versions.env
 source "$HARNESS_DIR/versions.env"
+LOG_TAG=monitoring
+# shellcheck source=harness/lib.sh
+source "$HARNESS_DIR/lib.sh"
 
 MON="$ROOT/daemonset/monitoring"
 RULES_SRC="$MON/rules/kube-fencer.rules.yaml"
@@ -40,12 +43,6 @@ DASHBOARD_SRC="$MON/grafana/dashboard.json"
 CHART_FILES="$ROOT/charts/kube-fencer/files"
 DASHBOARD_CM="$MON/dashboard-configmap.yaml"
 RULES_TEST="$HARNESS_DIR/monitoring/rules-test.yaml"
-CACHE="${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}"
-
-log() { printf '[monitoring %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; }
 
 # v0.316.0 -> 3.16.0 (Prometheus 3.x publishes its Go module as v0.3xx.y).
 prometheus_release() {
@@ -65,19 +62,12 @@ build() {
   command -v go >/dev/null || die "go not found (prometheus and promtool are built from the Prometheus Go module)"
   grep -qxF "require github.com/prometheus/prometheus $PROMETHEUS_VERSION" "$moddir/go.mod" ||
     die "$moddir/go.mod does not require github.com/prometheus/prometheus $PROMETHEUS_VERSION (versions.env); update it with: cd $moddir && go get github.com/prometheus/prometheus@$PROMETHEUS_VERSION && go mod tidy"
-  mkdir -p "$CACHE"
   # One build at a time per cache; a waiting run then finds the binaries.
-  exec 7>"$CACHE/.prometheus.lock"
-  if ! flock -n 7; then
-    log "another Prometheus build is running in $CACHE; waiting for it"
-    flock 7
-  fi
+  cache_lock prometheus
   if [[ ! -x "$dest/promtool" || ! -x "$dest/prometheus" ]]; then
     local tmp start=$SECONDS release
     release="$(prometheus_release "$PROMETHEUS_VERSION")"
-    tmp="$(mktemp -d "$CACHE/.tmp-prometheus-$PROMETHEUS_VERSION.XXXXXX")"
-    # shellcheck disable=SC2064
-    trap "rm -rf '$tmp'" EXIT
+    temp_dir tmp "$CACHE/.tmp-prometheus-$PROMETHEUS_VERSION.XXXXXX"
     log "prometheus and promtool $PROMETHEUS_VERSION ($release): building (module $moddir) ..."
     # One go build for both: they share almost every package. The server is
     # built without the builtinassets tag (no web UI; its HTTP API is all
@@ -90,10 +80,7 @@ build() {
     )
     [[ -x "$tmp/promtool" && -x "$tmp/prometheus" ]] || die "go build did not produce promtool and prometheus"
     printf '%s\n' "$PROMETHEUS_VERSION" >"$tmp/VERSION"
-    chmod 755 "$tmp"
-    rm -rf "$dest"
-    mv -T "$tmp" "$dest"
-    trap - EXIT
+    cache_publish "$tmp" "$dest"
     log "prometheus and promtool $PROMETHEUS_VERSION: built in $((SECONDS - start))s -> $dest"
   fi
   printf '%s\n' "$dest"
@@ -213,9 +200,7 @@ run_tests() {
   # the rule tests are those the agent registers (src/ops/metrics.rs); and
   # the agent's real exposition, as a leader and a follower render it during
   # a fencing, passes promtool's lint.
-  out="$(mktemp -d -t kube-fencer-metrics.XXXXXX)"
-  # shellcheck disable=SC2064
-  trap "rm -rf '$out'" EXIT
+  temp_dir out "${TMPDIR:-/tmp}/kube-fencer-metrics.XXXXXX"
   (
     cd "$ROOT"
     KUBE_FENCER_METRICS_OUT="$out" cargo test --quiet --lib ops::metrics::tests::
@@ -240,6 +225,6 @@ case "${1:-}" in
   render) render ;;
   check) check ;;
   test) run_tests ;;
-  -h | --help) usage ;;
-  *) usage; exit 2 ;;
+  -h | --help) print_usage ;;
+  *) print_usage; exit 2 ;;
 esac
