@@ -166,7 +166,11 @@ tier_unit() {
 demo_smoke_test() {
   local log rc=0
   log="$(mktemp -t kube-fencer-demo-smoke.XXXXXX)"
-  ./harness/demo.sh --fast --debug >"$log" 2>&1 || rc=$?
+  if [[ -n "${AGENT_BIN:-}" ]]; then
+    KUBE_FENCER_AGENT_BIN="$AGENT_BIN" ./harness/demo.sh --fast --debug >"$log" 2>&1 || rc=$?
+  else
+    ./harness/demo.sh --fast --debug >"$log" 2>&1 || rc=$?
+  fi
   if ((rc != 0)); then
     sed 's/\x1b\[[0-9;]*m//g' "$log" | tail -n 80
     echo "demo smoke test FAILED (exit $rc); its output: $log" >&2
@@ -179,6 +183,11 @@ demo_smoke_test() {
 tier_e2e() {
   # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok.
   step control-plane ./harness/build.sh
+  # The end-to-end scenarios and the agent binary they run, compiled once:
+  # the demo runs that binary too, rather than a build of its own (which,
+  # with other features, would compile the crate again).
+  step e2e-build cargo test --features e2e --test e2e --no-run
+  AGENT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/kube-fencer"
   # ./harness/demo.sh --fast, debug build.
   step demo demo_smoke_test
   # The Dockerfile's image, built without Docker (musl binary + umoci),
