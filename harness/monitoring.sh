@@ -199,13 +199,13 @@ run_tests() {
   "$promtool" check rules "$RULES_SRC"
   "$promtool" test rules "$RULES_TEST"
   # The metric names, labels and phases used by the dashboard, the rules and
-  # the rule tests are those the agent registers (src/ops/metrics.rs); and
+  # the rule tests are those the agent registers (src/observability/metrics.rs); and
   # the agent's real exposition, as a leader and a follower render it during
   # a fencing, passes promtool's lint.
   temp_dir out "${TMPDIR:-/tmp}/kube-fencer-metrics.XXXXXX"
   (
     cd "$ROOT"
-    KUBE_FENCER_METRICS_OUT="$out" cargo test --quiet --lib ops::metrics::tests::
+    KUBE_FENCER_METRICS_OUT="$out" cargo test --quiet --lib observability::metrics::tests::
   )
   local f lint rc=0
   for f in "$out"/*.prom; do
