@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the harness scripts and .ci/run:
 #   apt_need TOOL:PACKAGE...
 # installs the Debian packages of the tools that are not found (a TOOL with a

@@ -16,24 +16,19 @@
 set -euo pipefail
 
 HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=/dev/null
+# shellcheck source=harness/versions.env
 source "$HARNESS_DIR/versions.env"
+LOG_TAG=build
+# shellcheck source=harness/lib.sh
+source "$HARNESS_DIR/lib.sh"
 
-CACHE="${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}"
-mkdir -p "$CACHE"
 # One build at a time per cache (parallel test runs all call this script);
 # a waiting run then finds the binaries built.
-exec 9>"$CACHE/.build.lock"
-if ! flock -n 9; then
-  printf '[build] another build is running in %s; waiting for it\n' "$CACHE" >&2
-  flock 9
-fi
+cache_lock build
 
 # Never fetch a Go toolchain; use the one installed here.
 export GOTOOLCHAIN=local
 export CGO_ENABLED=0
-
-log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 k8s_minor() { # v1.34.4 -> 34
   local v="${1#v}"
@@ -62,10 +57,8 @@ build_component() {
   fi
 
   local tmp
-  tmp="$(mktemp -d "$CACHE/.tmp-$name-$version.XXXXXX")"
-  # Clean the temporary directory if this build is interrupted or fails.
-  # shellcheck disable=SC2064
-  trap "rm -rf '$tmp'" EXIT
+  # Removed at exit if this build is interrupted or fails.
+  temp_dir tmp "$CACHE/.tmp-$name-$version.XXXXXX"
   log "$name $version: building ${bins[*]} (module $moddir) ..."
   local start=$SECONDS
   (
@@ -78,15 +71,10 @@ build_component() {
     mv "$tmp/$RENAME_FROM" "$tmp/${bins[0]}"
   fi
   for b in "${bins[@]}"; do
-    if [[ ! -x "$tmp/$b" ]]; then
-      log "$name $version: build did not produce $b"
-      exit 1
-    fi
+    [[ -x "$tmp/$b" ]] || die "$name $version: build did not produce $b"
   done
   printf '%s\n' "$version" > "$tmp/VERSION"
-  rm -rf "$dest"
-  mv -T "$tmp" "$dest"
-  trap - EXIT
+  cache_publish "$tmp" "$dest"
   log "$name $version: built in $((SECONDS - start))s -> $dest"
 }
 

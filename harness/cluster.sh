@@ -42,8 +42,9 @@ SERVICE_CIDR="10.96.0.0/16"
 SERVICE_IP="10.96.0.1"
 STORAGE_CLASS="static"
 
-log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+LOG_TAG=cluster
+# shellcheck source=harness/lib.sh
+source "$HARNESS_DIR/lib.sh"
 
 usage() {
   sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
@@ -174,11 +175,32 @@ https_ok() { # https_ok URL: GET with the admin client cert, expect "ok"
 
 # --------------------------------------------------------------------- pki --
 
+# The private keys come from a pool in the cache, made once (RSA 2048, one
+# per NAME) and copied into each cluster's pki; every cluster still has a CA
+# and certificates of its own. Making the eight keys is CPU-bound: 2 s of
+# CPU, 11 s on a machine busy running tests, for each of the twenty-odd
+# clusters of ./test.sh. They are throwaway keys of loopback test clusters.
+KEY_POOL="$CACHE/cluster-keys-rsa2048"
+pool_key() { # pool_key NAME DEST
+  local key="$KEY_POOL/$1.key"
+  if [[ ! -f "$key" ]]; then
+    cache_lock cluster-keys
+    if [[ ! -f "$key" ]]; then
+      mkdir -p "$KEY_POOL"
+      chmod 700 "$KEY_POOL"
+      openssl genrsa -out "$key.tmp" 2048 2>/dev/null
+      mv "$key.tmp" "$key"
+    fi
+    cache_unlock
+  fi
+  cp "$key" "$2"
+}
+
 gen_cert() { # gen_cert NAME CN ORG [SAN]
   local name="$1" cn="$2" org="$3" san="${4:-}" pki="$DIR/pki"
   local subj="/CN=$cn"
   [[ -n "$org" ]] && subj="/O=$org$subj"
-  openssl genrsa -out "$pki/$name.key" 2048 2>/dev/null
+  pool_key "$name" "$pki/$name.key"
   openssl req -new -key "$pki/$name.key" -subj "$subj" -out "$pki/$name.csr" 2>/dev/null
   {
     echo "basicConstraints=CA:FALSE"
@@ -198,7 +220,7 @@ gen_cert() { # gen_cert NAME CN ORG [SAN]
 gen_pki() {
   local pki="$DIR/pki"
   mkdir -p "$pki"
-  openssl genrsa -out "$pki/ca.key" 2048 2>/dev/null
+  pool_key ca "$pki/ca.key"
   openssl req -x509 -new -key "$pki/ca.key" -subj "/CN=kube-fencer-test-ca" \
     -days 30 -sha256 -out "$pki/ca.crt" 2>/dev/null
   local extra="" ip
@@ -211,7 +233,7 @@ gen_pki() {
   gen_cert loopback-serving localhost "" "IP:127.0.0.1,DNS:localhost"
   # The API server's client certificate towards kubelets (logs, exec).
   gen_cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
-  openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
+  pool_key sa "$pki/sa.key"
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
   chmod 600 "$pki"/*.key
 }
@@ -505,7 +527,7 @@ do_down() {
   # Real nodes (harness/realnode.sh) first: their kubelets, containers,
   # network namespaces, bridge and cgroups.
   if compgen -G "$DIR/nodes/*/realnode" >/dev/null; then
-    "$HARNESS_DIR/realnode.sh" down "$DIR" || log "ERROR: removing the real nodes failed"
+    "$HARNESS_DIR/realnode.sh" down "$DIR" || log "error: removing the real nodes failed"
   fi
   if [[ -d "$DIR/pids" ]]; then
     # Nodes first (a hard power-off), then the control plane, all at once:
@@ -536,15 +558,14 @@ do_down() {
     rm -f "$DIR"/pids/*.pid
   fi
   # Anything still running from this directory is ours and an orphan.
-  local left
-  left="$(pgrep -f -- "$DIR/" || true)"
-  if [[ -n "$left" ]]; then
-    log "killing leftover processes: $left"
-    # shellcheck disable=SC2086
-    kill -KILL $left 2>/dev/null || true
+  local -a left
+  mapfile -t left < <(pgrep -f -- "$DIR/" || true)
+  if ((${#left[@]})); then
+    log "killing leftover processes: ${left[*]}"
+    kill -KILL "${left[@]}" 2>/dev/null || true
     sleep 0.5
-    left="$(pgrep -f -- "$DIR/" || true)"
-    [[ -z "$left" ]] || { log "ERROR: processes still running: $left"; return 1; }
+    mapfile -t left < <(pgrep -f -- "$DIR/" || true)
+    ((${#left[@]} == 0)) || { log "error: processes still running: ${left[*]}"; return 1; }
   fi
   log "cluster in $DIR is down (logs kept in $DIR/logs)"
 }

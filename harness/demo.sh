@@ -26,6 +26,7 @@
 # node-monitor-grace-period) and the agent's documented defaults; --fast uses
 # the short test timings (10 s lease) for a run of about a minute.
 # --debug builds and runs the agent's debug build (quicker to build; ./test.sh).
+# KUBE_FENCER_AGENT_BIN=PATH runs that agent binary instead of building one.
 # --keep leaves the cluster directory (logs, kubeconfig) in place.
 # --max-unhealthy is passed to the agents (default 40%, as in the DaemonSet).
 # --no-advert powers the node off as if its agent had never advertised (stops
@@ -107,13 +108,21 @@ DEMO_START=$SECONDS
 step "Building (only what is missing)"
 BIN_DIR="$("$HARNESS/build.sh" | tail -n1)"
 export KUBE_FENCER_BIN_DIR="$BIN_DIR"
-if [[ "$PROFILE" == release ]]; then
-  (cd "$REPO" && cargo build --release --bin kube-fencer 2>&1 | tail -n 3)
+if [[ -n "${KUBE_FENCER_AGENT_BIN:-}" ]]; then
+  # An agent binary built already (./test.sh passes the one its end-to-end
+  # build made, instead of a second build of the crate with other features).
+  AGENT_BIN="$KUBE_FENCER_AGENT_BIN"
+  [[ -x "$AGENT_BIN" ]] || { echo "KUBE_FENCER_AGENT_BIN=$AGENT_BIN is not an executable" >&2; exit 1; }
+  info "agent: $AGENT_BIN (KUBE_FENCER_AGENT_BIN)"
 else
-  (cd "$REPO" && cargo build --bin kube-fencer 2>&1 | tail -n 3)
+  if [[ "$PROFILE" == release ]]; then
+    (cd "$REPO" && cargo build --release --bin kube-fencer 2>&1 | tail -n 3)
+  else
+    (cd "$REPO" && cargo build --bin kube-fencer 2>&1 | tail -n 3)
+  fi
+  AGENT_BIN="${CARGO_TARGET_DIR:-$REPO/target}/$PROFILE/kube-fencer"
+  [[ -x "$AGENT_BIN" ]] || { echo "cargo build did not produce $AGENT_BIN" >&2; exit 1; }
 fi
-AGENT_BIN="${CARGO_TARGET_DIR:-$REPO/target}/$PROFILE/kube-fencer"
-[[ -x "$AGENT_BIN" ]] || { echo "cargo build did not produce $AGENT_BIN" >&2; exit 1; }
 
 DIR="$(mktemp -d -t kube-fencer-demo.XXXXXX)"
 export KUBE_FENCER_DEMO_DIR="$DIR"
@@ -255,8 +264,8 @@ OLD_UID="$(kc -n "$NS" get pod "$POD" -o jsonpath='{.metadata.uid}')"
 # (kube-fencer.io/agent, written after the agent's first self-check) with
 # the boot ID its kubelet reports.
 adverts_current() {
-  local name boot advert ok=0
-  while read -r name boot advert; do
+  local boot advert ok=0
+  while read -r _ boot advert; do
     [[ -n "$boot" && "$advert" == *"\"bootId\":\"$boot\""* ]] || ok=1
   done < <(kc get nodes -o jsonpath='{range .items[*]}{.metadata.name} {.status.nodeInfo.bootID} {.metadata.annotations.kube-fencer\.io/agent}{"\n"}{end}')
   return "$ok"

@@ -23,44 +23,27 @@ set -euo pipefail
 HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HARNESS_DIR/.." && pwd)"
 BIN=kube-fencer-fakewdog
-CACHE="${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
-
-log() { printf '[fakewdog %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; }
+LOG_TAG=fakewdog
+# shellcheck source=harness/lib.sh
+source "$HARNESS_DIR/lib.sh"
 
 command -v cargo >/dev/null || die "cargo not found (needs a Rust toolchain >= 1.85)"
 
-source_key() {
-  (
-    cd "$REPO"
-    find Cargo.lock crates/fakewdog/Cargo.toml crates/fakewdog/src crates/watchdog/Cargo.toml crates/watchdog/src -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
-  ) | sha256sum | cut -c1-16
-}
-
 build() {
   local key dest
-  key="$(source_key)"
+  key="$(files_key "$REPO" Cargo.lock crates/fakewdog/Cargo.toml crates/fakewdog/src crates/watchdog/Cargo.toml crates/watchdog/src)"
   dest="$CACHE/fakewdog-$key"
   if [[ -x "$dest/$BIN" ]]; then
     log "cached: $dest/$BIN"
     printf '%s\n' "$dest/$BIN"
     return 0
   fi
-  mkdir -p "$CACHE"
   # One build at a time per cache; a waiting run then finds the binary.
-  exec 8>"$CACHE/.fakewdog.lock"
-  if ! flock -n 8; then
-    log "another fakewdog build is running in $CACHE; waiting for it"
-    flock 8
-  fi
+  cache_lock fakewdog
   if [[ ! -x "$dest/$BIN" ]]; then
     local tmp start=$SECONDS
-    tmp="$(mktemp -d "$CACHE/.tmp-fakewdog-$key.XXXXXX")"
-    # shellcheck disable=SC2064
-    trap "rm -rf '$tmp'" EXIT
+    temp_dir tmp "$CACHE/.tmp-fakewdog-$key.XXXXXX"
     log "building $BIN (key $key) in $CARGO_TARGET_DIR ..."
     if ! cargo build --release --locked --manifest-path "$REPO/Cargo.toml" -p kube-fencer-fakewdog >"$tmp/build.log" 2>&1; then
       tail -n 40 "$tmp/build.log" >&2
@@ -69,11 +52,8 @@ build() {
     [[ -x "$CARGO_TARGET_DIR/release/$BIN" ]] || die "cargo build did not produce $CARGO_TARGET_DIR/release/$BIN"
     cp "$CARGO_TARGET_DIR/release/$BIN" "$tmp/$BIN"
     printf '%s\n' "$key" >"$tmp/KEY"
-    chmod 755 "$tmp"
     rm -f "$tmp/build.log"
-    rm -rf "$dest"
-    mv -T "$tmp" "$dest"
-    trap - EXIT
+    cache_publish "$tmp" "$dest"
     log "built in $((SECONDS - start))s -> $dest/$BIN"
   fi
   printf '%s\n' "$dest/$BIN"
@@ -98,6 +78,6 @@ case "${1:-}" in
     bin="$(build | tail -n1)"
     exec "$bin" "$@"
     ;;
-  -h | --help) usage ;;
-  *) usage; exit 2 ;;
+  -h | --help) print_usage ;;
+  *) print_usage; exit 2 ;;
 esac

@@ -18,29 +18,14 @@ set -euo pipefail
 HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$HARNESS_DIR/.." && pwd)"
 CHART_DIR="$REPO_DIR/charts/kube-fencer"
-# shellcheck source=/dev/null
+# shellcheck source=harness/versions.env
 source "$HARNESS_DIR/versions.env"
-CACHE="${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}"
-
-log() { printf '[helm %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-# Run at exit, last registered first: temporary directories, the cluster.
-CLEANUP=()
-cleanup() {
-  local i
-  for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do eval "${CLEANUP[i]}" || true; done
-}
-trap cleanup EXIT
-tmpdir() { # tmpdir VAR [TEMPLATE]: a directory removed at exit
-  local d
-  d="$(mktemp -d "${2:-${TMPDIR:-/tmp}/kube-fencer-helm.XXXXXX}")"
-  CLEANUP+=("rm -rf '$d'")
-  printf -v "$1" '%s' "$d"
-}
-die() { printf '[helm] FAIL: %s\n' "$*" >&2; exit 1; }
+LOG_TAG=helm
+# shellcheck source=harness/lib.sh
+source "$HARNESS_DIR/lib.sh"
 
 usage() {
-  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
+  print_usage
   exit 2
 }
 
@@ -56,21 +41,16 @@ build_helm() {
   if [[ -x "$dest/helm" ]]; then
     return 0
   fi
-  mkdir -p "$CACHE"
-  exec 8>"$CACHE/.helm-build.lock"
-  if ! flock -n 8; then
-    log "another helm build is running in $CACHE; waiting for it"
-    flock 8
-  fi
+  cache_lock helm-build
   if [[ -x "$dest/helm" ]]; then
-    exec 8>&-
+    cache_unlock
     return 0
   fi
   export GOTOOLCHAIN=local CGO_ENABLED=0
   local major="${HELM_VERSION#v}"
   major="${major%%.*}"
   local module="helm.sh/helm/v$major" start=$SECONDS tmp moddir
-  tmpdir tmp "$CACHE/.tmp-helm-$HELM_VERSION.XXXXXX"
+  temp_dir tmp "$CACHE/.tmp-helm-$HELM_VERSION.XXXXXX"
   log "helm $HELM_VERSION: downloading $module@$HELM_VERSION ..."
   moddir="$(go mod download -json "$module@$HELM_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
   [[ -n "$moddir" && -d "$moddir" ]] || die "go mod download $module@$HELM_VERSION gave no directory"
@@ -83,10 +63,8 @@ build_helm() {
   )
   "$tmp/helm" version --short >/dev/null || die "the helm just built does not run"
   printf '%s\n' "$HELM_VERSION" >"$tmp/VERSION"
-  chmod 755 "$tmp"
-  rm -rf "$dest"
-  mv -T "$tmp" "$dest"
-  exec 8>&-
+  cache_publish "$tmp" "$dest"
+  cache_unlock
   log "helm $HELM_VERSION: built in $((SECONDS - start))s -> $dest"
 }
 
@@ -137,7 +115,7 @@ split_stream() {
 render_to() {
   local out="$1" work file values tpl set
   build_helm
-  tmpdir work
+  temp_dir work
   local -a sets=()
   while read -r file values _; do
     [[ -z "$file" || "$file" == \#* ]] && continue
@@ -189,7 +167,7 @@ render() {
 # Exit 1 with a diff when a plain manifest is not what render writes.
 check() {
   local out file drift=0
-  tmpdir out
+  temp_dir out
   render_to "$out"
   while read -r file; do
     if ! diff -u --label "$file (committed)" --label "$file (rendered from charts/kube-fencer)" \
@@ -198,7 +176,7 @@ check() {
     fi
   done < <(layout_files)
   if ((drift)); then
-    printf '[helm] FAIL: the plain manifests drifted from the chart; run harness/helm.sh render (and edit the chart, not the plain files)\n' >&2
+    log "error: the plain manifests drifted from the chart; run harness/helm.sh render (and edit the chart, not the plain files)"
     return 1
   fi
   log "the $(layout_files | wc -l) plain manifests are what the chart renders"
@@ -221,7 +199,9 @@ expect() {
   log "$name: $# expectations hold"
 }
 
-# The DaemonSet's container, as a jq prefix.
+# The DaemonSet's container, as a jq prefix ($o is jq's variable, not the
+# shell's).
+# shellcheck disable=SC2016
 DS='($o[] | select(.kind == "DaemonSet") | .spec.template.spec)'
 AGENT="($DS.containers[0])"
 
@@ -339,11 +319,11 @@ test_chart() {
   local dir
   dir="$(mktemp -d "${TMPDIR:-/tmp}/kube-fencer-helm-test.XXXXXX")"
   if ((keep)); then
-    CLEANUP+=("log 'kept $dir'")
+    at_exit "log 'kept $dir'"
   else
-    CLEANUP+=("rm -rf '$dir'")
+    at_exit "rm -rf '$dir'"
   fi
-  CLEANUP+=("'$HARNESS_DIR/cluster.sh' down '$dir/cluster' >/dev/null 2>&1")
+  at_exit "'$HARNESS_DIR/cluster.sh' down '$dir/cluster' >/dev/null 2>&1"
   "$HARNESS_DIR/cluster.sh" up "$dir/cluster" --nodes 1 >"$dir/cluster-up.log" 2>&1 \
     || { tail -n 40 "$dir/cluster-up.log" >&2; die "cluster.sh up"; }
   # shellcheck source=/dev/null

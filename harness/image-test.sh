@@ -29,18 +29,20 @@ case "${1:-}" in
     ;;
 esac
 
-log() { printf '[image-test %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+LOG_TAG=image-test
+# shellcheck source=harness/lib.sh
+source "$HARNESS_DIR/lib.sh"
 tmp=""
 fail() {
-  printf '[image-test] FAIL: %s\n' "$*" >&2
   if [[ -n "$tmp" && -f "$tmp/containerd.log" ]]; then
-    printf '[image-test] containerd log (last 30 lines, %s):\n' "$tmp/containerd.log" >&2
+    log "containerd log (last 30 lines, $tmp/containerd.log):"
     tail -n 30 "$tmp/containerd.log" >&2
   fi
-  exit 1
+  die "$@"
 }
 
 [[ $EUID -eq 0 ]] || fail "needs root (containerd, runc and cgroups)"
+# shellcheck source=harness/apt-need.sh
 source "$HARNESS_DIR/apt-need.sh"
 apt_need containerd:containerd ctr:containerd containerd-shim-runc-v2:containerd runc:runc jq:jq ||
   fail "cannot install containerd, runc and jq"
@@ -137,7 +139,7 @@ teardown() {
     rm -rf "$tmp"
   fi
   if ((left)) && ((rc == 0)); then
-    printf '[image-test] FAIL: teardown found leftovers (see above)\n' >&2
+    log "error: teardown found leftovers (see above)"
     rc=1
   fi
   exit "$rc"
@@ -254,8 +256,8 @@ tar -xOf "$pause_archive" "blobs/sha256/${pause_layer#sha256:}" | tar -xz -C "$t
 kf_user="$(sed -n 's/^USER[[:space:]]\{1,\}\([0-9]*\):\([0-9]*\)$/\1 \2/p' "$REPO_DIR/Dockerfile" | tail -n1)"
 [[ -n "$kf_user" ]] || fail "no numeric USER uid:gid in Dockerfile"
 start_task kf-user --mount "type=bind,src=$tmp/pause-bin/pause,dst=/pause,options=rbind:ro" "$kf_ref" kf-user /pause
-# shellcheck disable=SC2086
-expect_ids "$TASK_PID" $kf_user
+read -r uid gid <<<"$kf_user"
+expect_ids "$TASK_PID" "$uid" "$gid"
 stop_task kf-user
 log "$kf_ref runs as ${kf_user/ /:} (Dockerfile USER)"
 
@@ -265,8 +267,8 @@ pause_user="$(sed -n 's/^USER[[:space:]]\{1,\}\([0-9]*\):\([0-9]*\)$/\1 \2/p' "$
 # of the namespace) inherits and must reap.
 musl-gcc -static -Os -o "$tmp/orphan" "$HARNESS_DIR/pause/orphan.c" || fail "compiling harness/pause/orphan.c"
 start_task pause --mount "type=bind,src=$tmp/orphan,dst=/orphan,options=rbind:ro" "$pause_ref" pause
-# shellcheck disable=SC2086
-expect_ids "$TASK_PID" $pause_user
+read -r uid gid <<<"$pause_user"
+expect_ids "$TASK_PID" "$uid" "$gid"
 nspid="$(awk '/^NSpid:/{print $NF}' "/proc/$TASK_PID/status")"
 [[ "$nspid" == 1 ]] || fail "pause is PID $nspid in its namespace, expected 1"
 [[ "$(readlink "/proc/$TASK_PID/exe")" == /pause* ]] || fail "the pause task runs $(readlink "/proc/$TASK_PID/exe")"

@@ -36,25 +36,23 @@ set -euo pipefail
 
 HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$HARNESS_DIR/.." && pwd)"
-CACHE="${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}"
+LOG_TAG=image
+# shellcheck source=harness/lib.sh
+source "$HARNESS_DIR/lib.sh"
 MUSL_TARGET=x86_64-unknown-linux-musl
 PAUSE_IMAGE=registry.k8s.io/pause
 PAUSE_TAG=3.10
 # Bump when the way archives are assembled changes, so cached ones are rebuilt.
 FORMAT=1
 
-log() { printf '[image %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-  printf '[image] error: %s\n' "$*" >&2
-  exit 1
-}
 usage() {
-  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
+  print_usage
   exit 2
 }
 
 # need TOOL:PACKAGE... installs the Debian packages of the tools not found.
-source "$(dirname "${BASH_SOURCE[0]}")/apt-need.sh"
+# shellcheck source=harness/apt-need.sh
+source "$HARNESS_DIR/apt-need.sh"
 need() { apt_need "$@" || die "cannot install the tools image.sh needs"; }
 
 # ---- Dockerfile final stage ------------------------------------------------
@@ -163,7 +161,7 @@ assemble() {
   local cfg bin_sha epoch="${SOURCE_DATE_EPOCH:-0}" key
   cfg="$(df_config_json)"
   bin_sha="$(sha256sum "$bin" | cut -d' ' -f1)"
-  key="$(printf '%s\n' "$FORMAT" "$name:$tag" "$bin_sha" "$cfg" "$epoch" | sha256sum | cut -c1-12)"
+  key="$(printf '%s\n' "$FORMAT" "$name:$tag" "$bin_sha" "$cfg" "$epoch" | content_key 12)"
   local base="${name##*/}"
   local dest="$CACHE/image-$base-$tag-${bin_sha:0:12}-$key"
   ARCHIVE="$dest/$base-$tag.oci.tar"
@@ -171,20 +169,16 @@ assemble() {
     log "$name:$tag: cached ($(tr '\n' ' ' <"$dest/refs")) $ARCHIVE"
     return 0
   fi
-  mkdir -p "$CACHE"
   # One assembly at a time per cache; a waiting run may find its archive made.
-  exec 8>"$CACHE/.image.lock"
-  flock 8
+  cache_lock image
   if [[ -f "$ARCHIVE" ]]; then
     log "$name:$tag: made meanwhile by another run: $ARCHIVE"
-    exec 8>&-
+    cache_unlock
     return 0
   fi
   log "$name:$tag: assembling from $bin (sha256 ${bin_sha:0:12}) and $dockerfile"
   local tmp
-  tmp="$(mktemp -d "$CACHE/.tmp-image-$base.XXXXXX")"
-  # shellcheck disable=SC2064
-  trap "rm -rf '$tmp'" EXIT
+  temp_dir tmp "$CACHE/.tmp-image-$base.XXXXXX"
 
   local created
   created="$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)"
@@ -239,10 +233,8 @@ assemble() {
     --owner=0 --group=0 --numeric-owner --mtime="@$epoch" oci-layout index.json blobs
   printf '%s\n' "$full:$tag" "$full:$dev" >"$tmp/refs"
   rm -rf "$tmp/rootfs" "$tmp/layer.tar" "$oci"
-  rm -rf "$dest"
-  mv -T "$tmp" "$dest"
-  trap - EXIT
-  exec 8>&-
+  cache_publish "$tmp" "$dest"
+  cache_unlock
   log "$name:$tag: $full:$tag, $full:$dev -> $ARCHIVE ($(stat -c %s "$ARCHIVE") bytes)"
 }
 
@@ -294,18 +286,14 @@ cmd_pause() {
   # the binary is cached by source, flags and compiler.
   local -a flags=(-static -Os -s -Wall -Wextra -Werror -DPAUSE_VERSION="\"$PAUSE_TAG\"")
   local src="$HARNESS_DIR/pause/pause.c" key
-  key="$( (cat "$src"; printf '%s\n' "${flags[@]}"; musl-gcc --version) | sha256sum | cut -c1-12)"
+  key="$( (cat "$src"; printf '%s\n' "${flags[@]}"; musl-gcc --version) | content_key 12)"
   local bindir="$CACHE/pause-bin-$PAUSE_TAG-$key"
   if [[ ! -x "$bindir/pause" ]]; then
     mkdir -p "$CACHE"
     local tmp
-    tmp="$(mktemp -d "$CACHE/.tmp-pause-bin.XXXXXX")"
-    if ! musl-gcc "${flags[@]}" -o "$tmp/pause" "$src"; then
-      rm -rf "$tmp"
-      die "compiling $src failed"
-    fi
-    rm -rf "$bindir"
-    mv -T "$tmp" "$bindir"
+    temp_dir tmp "$CACHE/.tmp-pause-bin.XXXXXX"
+    musl-gcc "${flags[@]}" -o "$tmp/pause" "$src" || die "compiling $src failed"
+    cache_publish "$tmp" "$bindir"
     log "pause: compiled $bindir/pause ($(stat -c %s "$bindir/pause") bytes)"
   fi
   assemble "$PAUSE_IMAGE" "$PAUSE_TAG" "$bindir/pause" "$HARNESS_DIR/pause/Dockerfile"
@@ -319,9 +307,7 @@ cmd_check() {
   need jq:jq file:file readelf:binutils
   [[ -f "$archive" ]] || die "archive $archive not found"
   local tmp
-  tmp="$(mktemp -d)"
-  # shellcheck disable=SC2064
-  trap "rm -rf '$tmp'" EXIT
+  temp_dir tmp
   local fails=0
   ok() { printf 'ok: %s\n' "$*"; }
   bad() {

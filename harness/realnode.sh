@@ -42,8 +42,9 @@ POD_SUPERNET="10.244.0.0/16"
 SANDBOX_IMAGE="registry.k8s.io/pause:3.10"
 NODE_LABEL="kube-fencer.test/real-node=true"
 
-log() { printf '[realnode %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+LOG_TAG=realnode
+# shellcheck source=harness/lib.sh
+source "$HARNESS_DIR/lib.sh"
 
 usage() {
   sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
@@ -683,6 +684,7 @@ node_start() {
   for m in $(cg_mounts); do procs+=" $m/$CG/cgroup.procs"; done
   # The launcher joins the node's cgroups, then becomes the node's init in
   # its netns and a new mount namespace; everything it starts inherits both.
+  # $1 and $$ are the launcher's own (bash -c), not this shell's.
   # shellcheck disable=SC2016
   setsid bash -c 'for f in $1; do echo $$ >"$f"; done; shift; exec "$@"' kfn-launch "$procs" \
     nsenter --net="/run/netns/$NS" -- unshare --mount --propagation slave -- \
@@ -728,29 +730,29 @@ node_poweroff() {
     cg_remove
     return 0
   fi
-  local fz="/sys/fs/cgroup/freezer/$CG" i pids
+  local fz="/sys/fs/cgroup/freezer/$CG" i
+  local -a pids
   echo FROZEN >"$fz/freezer.state"
   for ((i = 0; i < 100; i++)); do
     [[ "$(cat "$fz/freezer.state")" == FROZEN ]] && break
     sleep 0.05
   done
-  pids="$(cg_pids)"
-  # shellcheck disable=SC2086
-  kill -KILL $pids 2>/dev/null || true
+  mapfile -t pids < <(cg_pids)
+  ((${#pids[@]} == 0)) || kill -KILL "${pids[@]}" 2>/dev/null || true
   echo THAWED >"$fz/freezer.state"
   for ((i = 0; i < 200; i++)); do
     node_running || break
     sleep 0.05
   done
   if node_running; then
-    log "ERROR: node $NAME: tasks still alive after SIGKILL: $(cg_pids | tr '\n' ' ')"
+    log "error: node $NAME: tasks still alive after SIGKILL: $(cg_pids | tr '\n' ' ')"
     return 1
   fi
   cg_remove
   # Its pids may be reused now.
   rm -f "$ND"/*.pid
   date +%s >"$ND/stopped-at"
-  log "node $NAME powered off (killed $(wc -w <<<"$pids") tasks)"
+  log "node $NAME powered off (killed ${#pids[@]} tasks)"
 }
 
 # ----------------------------------------------------------------- add/rm --

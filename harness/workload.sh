@@ -9,6 +9,8 @@
 statefulset_manifest() {
   local ns="$1" name="$2" class="$3" size="$4" template
   template="$(dirname "${BASH_SOURCE[0]}")/statefulset.yaml"
+  # ${STORAGE_CLASS} is the template's placeholder, matched literally.
+  # shellcheck disable=SC2016
   local -a class_expr=(-e '/storageClassName: ${STORAGE_CLASS}$/d')
   [[ -n "$class" ]] && class_expr=(-e "s|\${STORAGE_CLASS}|$class|")
   sed -e '/^#/d' "${class_expr[@]}" \
