@@ -40,7 +40,7 @@ mod chart;
 mod diagnostics;
 mod netns;
 mod objects;
-
+pub mod realnode;
 mod scenario;
 mod self_fencing;
 mod waits;
@@ -235,7 +235,7 @@ pub fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>> {
+pub(crate) fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>> {
     let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text
         .lines()
