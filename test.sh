@@ -106,8 +106,8 @@ step "watchdog device (harness/fakewdog.sh test)"
 # `kubectl apply -f rbac/ -f daemonset/` unchanged, a node powered off and
 # recovered, rebooted and unfenced, a node cut off that fences itself through
 # its watchdog before its replica is force-deleted (about four minutes).
-step "real nodes: the default install, power-off and partition (harness/realnode-chaos.sh)"
-./harness/realnode-chaos.sh
+step "real nodes: start-up, the default install, power-off and partition (tests/realnode)"
+cargo test --features realnode --test realnode -- --test-threads=1 --nocapture
 
 step "end-to-end tests against the local control plane"
 cargo test --features e2e --test e2e -- --test-threads=1
