@@ -144,72 +144,98 @@ pub fn need_node_packages() -> Result<()> {
 
 /// Directories of clusters that are up, for the signal handler.
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-static SIGNALLED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    SIGNALLED.store(true, Ordering::SeqCst);
-}
 
 /// On SIGTERM or SIGINT, tear down every live cluster and exit (143): a
 /// test killed by its caller must not leave nodes, namespaces and FUSE
-/// mounts behind.
+/// mounts behind. (tokio's signal handling: no unsafe code here.)
 fn install_signal_teardown() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe {
-            libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-            libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        }
-        std::thread::spawn(|| {
-            loop {
-                std::thread::sleep(Duration::from_millis(200));
-                if SIGNALLED.load(Ordering::SeqCst) {
-                    let dirs: Vec<PathBuf> = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
-                    for dir in dirs {
-                        eprintln!("signalled: tearing down {}", dir.display());
-                        teardown(&dir);
-                    }
-                    std::process::exit(143);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
                 }
+            };
+            rt.block_on(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (term, int) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                );
+                let (mut term, mut int) = match (term, int) {
+                    (Ok(t), Ok(i)) => (t, i),
+                    (Err(e), _) | (_, Err(e)) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            });
+            let dirs: Vec<PathBuf> = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
+            for dir in dirs {
+                eprintln!("signalled: tearing down {}", dir.display());
+                teardown(&dir);
             }
+            std::process::exit(143);
         });
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("warning: no teardown on SIGTERM/SIGINT: {e}"),
+            Err(_) => eprintln!("warning: no teardown on SIGTERM/SIGINT"),
+        }
     });
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Send `signal` (`-TERM`, `-KILL`) to `pid` with kill(1).
+fn signal_pid(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Stop a process whose pid is in `pid_file`: SIGTERM, up to 10 s, SIGKILL.
 fn stop_pid_file(pid_file: &Path) {
     let Some(pid) = fs::read_to_string(pid_file)
         .ok()
-        .and_then(|p| p.trim().parse::<libc::pid_t>().ok())
+        .and_then(|p| p.trim().parse::<u32>().ok())
     else {
         return;
     };
-    // SAFETY: kill(2) with a pid we started; no memory is involved.
-    let alive = |sig| unsafe { libc::kill(pid, sig) } == 0;
-    if alive(libc::SIGTERM) {
+    if alive(pid) {
+        signal_pid(pid, "-TERM");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && alive(0) && !is_zombie(pid) {
+        while Instant::now() < deadline && alive(pid) {
             std::thread::sleep(Duration::from_millis(100));
         }
-        if alive(0) && !is_zombie(pid) {
+        if alive(pid) {
             eprintln!(
                 "pid {pid} ({}) did not exit on SIGTERM; killing it",
                 pid_file.display()
             );
-            alive(libc::SIGKILL);
+            signal_pid(pid, "-KILL");
         }
     }
     let _ = fs::remove_file(pid_file);
-}
-
-fn is_zombie(pid: libc::pid_t) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
 }
 
 /// Everything of the cluster in `dir`: Prometheus, the real nodes, the
