@@ -84,18 +84,9 @@ trap summary EXIT
 
 # ----------------------------------------------------------------- lint --
 
-# The shell scripts of the harness, CI's entry point and this one. The two
-# real-node scripts harness/realnode-chaos.sh and harness/realnode-test.sh
-# are being replaced by Rust tests and are left out.
+# The shell scripts of the harness, CI's entry point and this one.
 shell_scripts() {
-  local f
-  printf '%s\n' test.sh .ci/run
-  for f in harness/*.sh; do
-    case "$f" in
-      harness/realnode-chaos.sh | harness/realnode-test.sh) ;;
-      *) printf '%s\n' "$f" ;;
-    esac
-  done
+  printf '%s\n' test.sh .ci/run harness/*.sh
 }
 
 shellcheck_scripts() {
@@ -214,7 +205,7 @@ tier_e2e() {
 # recovered, rebooted and unfenced, a node cut off that fences itself through
 # its watchdog before its replica is force-deleted (about four minutes).
 tier_realnode() {
-  step realnode ./harness/realnode-chaos.sh
+  step realnode cargo test --features realnode --test realnode -- --test-threads=1 --nocapture
 }
 
 tier_demo() {

@@ -808,24 +808,29 @@ def section_api(c, profile, window):
 
 
 def section_realnode(runs, workdir):
-    """harness/realnode-chaos.sh `runs` times: three real nodes (kubelet,
-    containerd, runc; the default manifests; a FUSE watchdog per node), each
-    run's figures from its KUBE_FENCER_REALNODE_RESULT file."""
-    script = REPO / "harness" / "realnode-chaos.sh"
+    """The real-node chaos test (tests/realnode/chaos.rs) `runs` times: three
+    real nodes (kubelet, containerd, runc; the default manifests; a FUSE
+    watchdog per node), each run's figures from its
+    KUBE_FENCER_REALNODE_RESULT file."""
+    test = "chaos::default_install_on_real_nodes_power_off_cut_and_frozen_agent"
+    cmd = ["cargo", "test", "--features", "realnode", "--test", "realnode", "--",
+           "--exact", "--nocapture", test]
     done, failed = [], []
     for i in range(1, runs + 1):
         result = Path(workdir) / f"realnode-{i}.json"
         logf = Path(workdir) / f"realnode-{i}.log"
         env = dict(os.environ, KUBE_FENCER_REALNODE_RESULT=str(result), KUBE_FENCER_REALNODE_NET="7")
-        log(f"[realnode #{i}] harness/realnode-chaos.sh (log: {logf})")
+        log(f"[realnode #{i}] {' '.join(cmd)} (log: {logf})")
         t0 = time.time()
         with open(logf, "w") as out:
-            child = subprocess.Popen([str(script)], env=env, stdout=out, stderr=subprocess.STDOUT)
+            # A session of its own: SIGTERM reaches the test, not only cargo.
+            child = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
             try:
                 rc = child.wait()
             finally:
-                if child.poll() is None:  # interrupted: let the script tear its cluster down
-                    child.terminate()
+                if child.poll() is None:  # interrupted: let the test tear its cluster down
+                    os.killpg(child.pid, signal.SIGTERM)
                     child.wait(timeout=120)
         if rc != 0 or not result.exists():
             tail = logf.read_text().splitlines()[-5:]

@@ -434,7 +434,7 @@ def render(facts):
 def realnode_section(data, out):
     runs = data["runs"]
     out.append("## 5. Real nodes\n")
-    out.append(f"`harness/realnode-chaos.sh`, {len(runs)} run(s)"
+    out.append(f"the real-node chaos test (`tests/realnode/chaos.rs`), {len(runs)} run(s)"
                + (f" ({len(data['failed'])} more failed: see the raw file)" if data.get("failed") else "")
                + ": three real nodes, each a kubelet, containerd, runc, the CNI plugins and kube-proxy in "
                "network, mount and cgroup namespaces of its own, with a FUSE watchdog device that powers its "
@@ -442,7 +442,7 @@ def realnode_section(data, out):
                "daemonset/`), the agents in containers of the image the Dockerfile describes; a StatefulSet "
                "pod with a PVC. Power-off = freeze and kill every process of the node; cut = veth down; "
                "frozen agent = packets dropped, then SIGSTOP of the agent 2 s later. TTR = from the fault to "
-               "the replica Running and Ready on another node with the same PVC (the script's 0.5 s "
+               "the replica Running and Ready on another node with the same PVC (the test's 0.5 s "
                "polling); unlike the kwok runs above, it includes the real container start.\n")
     out.append("| | min | p50 | p95 | max |\n|---|---|---|---|---|")
 

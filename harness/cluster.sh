@@ -17,7 +17,7 @@
 # process is indistinguishable, from the API's point of view, from the node
 # losing power: the Lease stops renewing and the pods stay as they were.
 # --api-bind (default 127.0.0.1) and --api-san let agents in network
-# namespaces (tests/e2e/support/netns.rs) reach the API server at a host-side
+# namespaces (crates/testkit/src/netns.rs) reach the API server at a host-side
 # address that its serving certificate names. --advertise-address IP (also
 # put in the certificate) makes IP:port the endpoint of the kubernetes
 # Service (10.96.0.1:443) instead of none, for pods on real nodes

@@ -38,7 +38,9 @@
 #    and runc each, in network namespaces of their own) with the default
 #    manifests applied unchanged, the agents in containers of the image the
 #    Dockerfile describes and a watchdog device per node that powers it off
-#    (harness/realnode-chaos.sh --demo; root and /dev/fuse, about 2 min warm).
+#    (the real-node chaos test, tests/realnode/chaos.rs, stopped after the
+#    reboot with KUBE_FENCER_REALNODE_DEMO=1; root and /dev/fuse, about 2 min
+#    warm).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -72,9 +74,11 @@ if ((REAL_NODES)); then
     echo "demo.sh: --real-nodes takes only --keep (not ${OTHER[*]}): real nodes run the default manifests and timings" >&2
     exit 2
   fi
-  chaos=(--demo)
-  ((KEEP)) && chaos+=(--keep)
-  exec "$HARNESS/realnode-chaos.sh" "${chaos[@]}"
+  export KUBE_FENCER_REALNODE_DEMO=1
+  ((KEEP)) && export KUBE_FENCER_REALNODE_KEEP=1
+  cd "$REPO"
+  exec cargo test --features realnode --test realnode -- --exact --nocapture \
+    chaos::default_install_on_real_nodes_power_off_cut_and_frozen_agent
 fi
 
 if ((FAST)); then

@@ -5,8 +5,6 @@
 #   realnode.sh add DIR NAME [--images DIR_OF_ARCHIVES] [--watchdog FILE]
 #   realnode.sh poweroff DIR NAME      # a power loss: freeze, SIGKILL, all at once
 #   realnode.sh boot DIR NAME          # power back on: new boot ID, fresh /run
-#   realnode.sh cut DIR NAME down|drop|reject
-#   realnode.sh heal DIR NAME
 #   realnode.sh exec DIR NAME CMD...   # run CMD on the node (its netns + mount ns)
 #   realnode.sh rm DIR NAME
 #   realnode.sh down DIR               # remove every real node of DIR, and the bridge
@@ -32,6 +30,8 @@
 # Images cannot be pulled: archives in --images DIR (or KUBE_FENCER_IMAGES) are
 # imported with `ctr -n k8s.io images import` at every boot.
 # Logs: DIR/nodes/NAME/{containerd,kubelet,kube-proxy,init}.log.
+# Network cuts are the tests' (crates/testkit/src/netns.rs, the one
+# implementation): on the node's eth0 in its netns, from outside the node.
 set -euo pipefail
 
 HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,7 +47,7 @@ LOG_TAG=realnode
 source "$HARNESS_DIR/lib.sh"
 
 usage() {
-  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -190,8 +190,6 @@ node_exec() {
   fi
 }
 
-ipt() { node_exec iptables-legacy -w 5 "$@"; }
-
 netns_create() {
   ip netns add "$NS"
   ip link add "$VETH" type veth peer name "${VETH}n"
@@ -208,7 +206,7 @@ netns_create() {
 }
 
 # The default route via the host, and a route to every other real node's
-# pod CIDR via that node; idempotent (also used after a link cut heals).
+# pod CIDR via that node; idempotent.
 netns_routes() {
   netns_exec ip route replace default via "$GATEWAY" dev eth0
   local other oidx
@@ -255,77 +253,6 @@ netns_reset() {
   # Pods reach what is outside the pod network (node IPs, the API server)
   # from the node's address; pod-to-pod traffic keeps its source.
   netns_exec iptables-legacy -t nat -A POSTROUTING -s "$POD_CIDR" ! -d "$POD_SUPERNET" -o eth0 -j MASQUERADE
-}
-
-# --------------------------------------------------------------------- cut --
-
-# cut_apply MODE: cut the node off its network (its processes keep running).
-#   down    eth0 down
-#   drop    drop everything through eth0, in raw PREROUTING and mangle
-#           POSTROUTING: before anything kube-proxy or CNI puts in nat/filter
-#   reject  answer it with TCP resets / ICMP port unreachable (chain KFN-CUT,
-#           jumped to first from filter INPUT, FORWARD and OUTPUT)
-cut_apply() {
-  local mode="$1" chain
-  case "$mode" in down | drop | reject) ;; *) die "cut mode must be down, drop or reject" ;; esac
-  cut_rules_remove
-  case "$mode" in
-    down)
-      node_exec ip link set eth0 down
-      ;;
-    drop)
-      ipt -t raw -I PREROUTING 1 -i eth0 -m comment --comment kfn-cut -j DROP
-      ipt -t mangle -I POSTROUTING 1 -o eth0 -m comment --comment kfn-cut -j DROP
-      ;;
-    reject)
-      ipt -N KFN-CUT
-      # The resets and ICMP errors REJECT sends go out through OUTPUT too.
-      ipt -A KFN-CUT -o eth0 -p tcp --tcp-flags RST RST -j RETURN
-      ipt -A KFN-CUT -o eth0 -p icmp --icmp-type destination-unreachable -j RETURN
-      ipt -A KFN-CUT -i eth0 -p tcp -j REJECT --reject-with tcp-reset
-      ipt -A KFN-CUT -o eth0 -p tcp -j REJECT --reject-with tcp-reset
-      ipt -A KFN-CUT -i eth0 -j REJECT
-      ipt -A KFN-CUT -o eth0 -j REJECT
-      for chain in INPUT FORWARD OUTPUT; do
-        ipt -I "$chain" 1 -m comment --comment kfn-cut -j KFN-CUT
-      done
-      ;;
-  esac
-  printf '%s\n' "$mode" >"$ND/cut"
-}
-
-# After kube-proxy has put its jumps first: put the KFN-CUT jumps first
-# again, the new one before the old one goes, so that no packet slips by.
-cut_reassert() {
-  [[ "$(cat "$ND/cut" 2>/dev/null)" == reject ]] || return 0
-  local chain n
-  for chain in INPUT FORWARD OUTPUT; do
-    ipt -I "$chain" 1 -m comment --comment kfn-cut -j KFN-CUT
-    n="$(ipt -L "$chain" -n --line-numbers | awk '$2 == "KFN-CUT" {print $1}' | tail -n +2 | sort -rn)"
-    for n in $n; do ipt -D "$chain" "$n"; done
-  done
-}
-
-cut_rules_remove() {
-  local t rule
-  for t in raw mangle filter; do
-    # Delete every rule tagged kfn-cut (iptables -S prints them re-usable).
-    while read -r rule; do
-      [[ -n "$rule" ]] || continue
-      eval "ipt -t $t ${rule/-A /-D }" || true
-    done < <(ipt -t "$t" -S 2>/dev/null | grep -- '--comment kfn-cut' || true)
-  done
-  if ipt -L KFN-CUT -n >/dev/null 2>&1; then
-    ipt -F KFN-CUT
-    ipt -X KFN-CUT
-  fi
-}
-
-cut_heal() {
-  cut_rules_remove
-  node_exec ip link set eth0 up
-  netns_routes
-  rm -f "$ND/cut"
 }
 
 # -------------------------------------------------------------------- pki --
@@ -677,8 +604,6 @@ node_start() {
   mkdir -p "$ND/run"
   rm -f "$ND"/{init,containerd,kube-proxy,kubelet}.pid
   netns_reset
-  # A cut is outside the node: it stays across the reboot.
-  [[ -f "$ND/cut" ]] && cut_apply "$(cat "$ND/cut")"
   cg_create
   local procs="" m
   for m in $(cg_mounts); do procs+=" $m/$CG/cgroup.procs"; done
@@ -699,14 +624,6 @@ node_start() {
     fi
     sleep 0.2
   done
-  if [[ -f "$ND/cut" ]]; then
-    # Cut off: it cannot become Ready. Give kube-proxy time to put in its
-    # rules, then put the cut first again.
-    sleep 3
-    cut_reassert
-    log "node $NAME booted while cut off ($(cat "$ND/cut")); not waiting for Ready"
-    return 0
-  fi
   while ! { lease_renewed_since "$since" && boot_id_reported && node_ready; }; do
     if ((SECONDS >= deadline)); then
       show_component_failure "not Ready with boot ID $(cat "$ND/boot_id") after ${READY_TIMEOUT}s"
@@ -851,7 +768,6 @@ do_status() {
     node_vars "$n"
     state=off
     node_running && state=running
-    [[ -f "$ND/cut" ]] && state+=" cut:$(cat "$ND/cut")"
     printf '%s\t%s\t%s\t%s\tboot %s\n' "$n" "$state" "$NODE_IP" "$POD_CIDR" "$(cat "$ND/boot_id" 2>/dev/null)"
   done
 }
@@ -876,7 +792,7 @@ case "$cmd" in
     node_vars "$1"
     node_init
     ;;
-  poweroff | boot | heal | rm | cut | exec)
+  poweroff | boot | rm | exec)
     [[ $# -ge 1 ]] || usage
     is_real_node "$1" || die "no real node $1 in $DIR"
     node_vars "$1"
@@ -884,15 +800,6 @@ case "$cmd" in
     case "$cmd" in
       poweroff) node_poweroff ;;
       boot) node_start ;;
-      cut)
-        [[ $# -eq 1 ]] || usage
-        cut_apply "$1"
-        log "node $NAME cut off ($1)"
-        ;;
-      heal)
-        cut_heal
-        log "node $NAME healed"
-        ;;
       rm) node_rm ;;
       exec)
         [[ $# -ge 1 ]] || usage

@@ -6,8 +6,9 @@
              [--entrypoint /path [arg ...]]
 
 Every file is stored as root-owned, mode 0755 (they are meant to be static
-binaries). Used by harness/realnode-test.sh to make a pause image
-(registry.k8s.io/pause:3.10) and a probe image out of harness/realnode/probe.c.
+binaries). Used by the real-node start-up test (tests/realnode/startup.rs)
+to make a pause image (registry.k8s.io/pause:3.10) and a probe image out of
+harness/realnode/probe.c.
 """
 import argparse
 import hashlib

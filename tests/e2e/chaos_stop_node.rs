@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::*;
+use kube_fencer_testkit::*;
 
 const NS: &str = "chaos";
 

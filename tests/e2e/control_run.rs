@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::support::*;
+use kube_fencer_testkit::*;
 
 const NS: &str = "control";
 

@@ -11,8 +11,6 @@
 //! kubeconfig) after the test; KUBE_FENCER_E2E_LOG sets the agents' RUST_LOG.
 #![cfg(feature = "e2e")]
 
-mod support;
-
 mod agent_io;
 mod chaos_stop_node;
 mod control_run;

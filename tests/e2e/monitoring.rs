@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::*;
+use kube_fencer_testkit::*;
 
 const NS: &str = "monitoring";
 /// The node whose agent cannot fence it (`--self-fence=none`).

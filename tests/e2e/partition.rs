@@ -1,5 +1,5 @@
 //! Real partitions: every agent runs in its node's network namespace
-//! (`support/netns.rs`), and one node is cut off from the API server and
+//! (`crates/testkit/src/netns.rs`), and one node is cut off from the API server and
 //! from every peer by the kernel, three ways: its link goes down (connects
 //! fail at once), its packets are dropped (connections hang), its TCP
 //! packets are answered with resets (connections fail at once). Its kwok
@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use crate::support::*;
+use kube_fencer_testkit::*;
 
 const NS: &str = "partition";
 

@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 
-use crate::support::*;
+use kube_fencer_testkit::*;
 
 const PREFIX: &str = "kube-fencer.io/";
 

@@ -21,6 +21,14 @@
 //! link); its kwok (the kubelet) runs on the host and is stopped by the test
 //! at the same moment.
 //!
+//! The cuts are one implementation for these namespaces and for real nodes
+//! (harness/realnode.sh: kubelet, containerd and kube-proxy in a network
+//! namespace per node, [`NodeNs::RealNode`]): [`cut_node`] and [`heal_node`]
+//! act on the node's `eth0`, the link taken down or the rules put in a chain
+//! of their own (`KF-CUT`) jumped to first from INPUT, FORWARD (a real node's
+//! pods are behind it) and OUTPUT, ahead of kube-proxy's; a heal removes
+//! exactly those rules and puts back the routes a link-down cut took away.
+//!
 //! Everything is removed when the [`NetLab`] is dropped, also while a failed
 //! test unwinds; namespaces left by a test process that was killed are removed
 //! by the next one. Needs root (CI runs as root).
@@ -55,6 +63,11 @@ pub enum Cut {
     /// rejecting resets the flows it sees: everything fails at once, and
     /// every watch has to start over.
     TcpReset,
+    /// Every packet in and out is rejected, TCP with a reset and anything
+    /// else with an ICMP port unreachable, and those answers themselves get
+    /// out: a connection from a peer to the node (or through it, to its
+    /// pods) is refused at once, not left to time out.
+    Reject,
 }
 
 impl Cut {
@@ -63,14 +76,254 @@ impl Cut {
             Cut::LinkDown => "link down",
             Cut::Blackhole => "blackhole (iptables DROP)",
             Cut::TcpReset => "TCP reset (iptables REJECT --reject-with tcp-reset)",
+            Cut::Reject => "reject (iptables REJECT: TCP reset, ICMP port unreachable)",
         }
     }
+}
+
+/// The node's link to everything else, in its namespace.
+const UPLINK: &str = "eth0";
+/// The chain every cut's rules are in; the jumps to it are tagged
+/// [`CUT_TAG`], so a heal removes exactly what the cut added (a real node's
+/// kube-proxy has rules of its own in the same chains).
+const CUT_CHAIN: &str = "KF-CUT";
+const CUT_TAG: &str = "kube-fencer-cut";
+
+/// The network namespace of a node, and how to run a command in it.
+#[derive(Clone, Debug)]
+pub enum NodeNs {
+    /// A namespace of [`NetLab`] (`ip netns exec NS`), in which a simulated
+    /// node's agent runs.
+    Netns(String),
+    /// A real node's (harness/realnode.sh): while its init runs, its network
+    /// and mount namespaces (`nsenter -t PID -m -n`), so that iptables takes
+    /// the same lock file (`/run/xtables.lock` of the node's own `/run`) as
+    /// its kube-proxy; when it is off, its network namespace only.
+    RealNode {
+        netns: String,
+        init_pid_file: std::path::PathBuf,
+    },
+}
+
+impl NodeNs {
+    /// The command prefix that runs a program in the namespace.
+    fn prefix(&self) -> Vec<String> {
+        match self {
+            NodeNs::Netns(ns) => ["ip", "netns", "exec", ns].map(String::from).to_vec(),
+            NodeNs::RealNode {
+                netns,
+                init_pid_file,
+            } => {
+                let pid = std::fs::read_to_string(init_pid_file)
+                    .ok()
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| {
+                        !p.is_empty() && std::path::Path::new(&format!("/proc/{p}")).exists()
+                    });
+                match pid {
+                    Some(pid) => ["nsenter", "-t", &pid, "-m", "-n", "--"]
+                        .map(String::from)
+                        .to_vec(),
+                    None => vec![
+                        "nsenter".to_string(),
+                        format!("--net=/run/netns/{netns}"),
+                        "--".to_string(),
+                    ],
+                }
+            }
+        }
+    }
+
+    /// Run `cmd` in the namespace; stdout, or an error naming the command.
+    pub fn run(&self, cmd: &[&str]) -> Result<String> {
+        let prefix = self.prefix();
+        let mut args: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        args.extend_from_slice(cmd);
+        sh(&args)
+    }
+
+    fn iptables(&self, rule: &[&str]) -> Result<()> {
+        let mut args = vec!["iptables-legacy", "-w"];
+        args.extend_from_slice(rule);
+        self.run(&args).map(|_| ())
+    }
+
+    /// The chain [`CUT_CHAIN`], jumped to first from INPUT, FORWARD and
+    /// OUTPUT (FORWARD: a real node's pods are behind it), holding `rules`.
+    fn cut_chain(&self, rules: &[&[&str]]) -> Result<()> {
+        self.iptables(&["-N", CUT_CHAIN])?;
+        for rule in rules {
+            let mut r = vec!["-A", CUT_CHAIN];
+            r.extend_from_slice(rule);
+            self.iptables(&r)?;
+        }
+        for chain in ["INPUT", "FORWARD", "OUTPUT"] {
+            self.iptables(&[
+                "-I",
+                chain,
+                "1",
+                "-m",
+                "comment",
+                "--comment",
+                CUT_TAG,
+                "-j",
+                CUT_CHAIN,
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Remove the jumps tagged [`CUT_TAG`] and the chain [`CUT_CHAIN`].
+    fn remove_cut_rules(&self) -> Result<()> {
+        let rules = self.run(&["iptables-legacy", "-w", "-S"])?;
+        for rule in rules.lines().filter(|l| l.contains(CUT_TAG)) {
+            let Some(rest) = rule.strip_prefix("-A ") else {
+                continue;
+            };
+            let mut args = vec!["-D"];
+            args.extend(rest.split_whitespace().map(|w| w.trim_matches('"')));
+            self.iptables(&args)?;
+        }
+        if rules.lines().any(|l| l == format!("-N {CUT_CHAIN}")) {
+            self.iptables(&["-F", CUT_CHAIN])?;
+            self.iptables(&["-X", CUT_CHAIN])?;
+        }
+        Ok(())
+    }
+}
+
+/// A cut in place: how, and the routes a link-down cut took away.
+#[derive(Debug)]
+pub struct CutState {
+    pub how: Cut,
+    routes: Vec<String>,
+}
+
+/// Cut the node of namespace `ns` off on its link `eth0` (its processes
+/// keep running). `reset_dst`: for [`Cut::TcpReset`], the subnet whose open
+/// connections are reset at once.
+pub fn cut_node(ns: &NodeNs, how: Cut, reset_dst: &str) -> Result<CutState> {
+    let mut routes = vec![];
+    match how {
+        Cut::LinkDown => {
+            // The kernel forgets the link's routes when it goes down; the
+            // heal puts back what it does not make itself.
+            routes = ns
+                .run(&["ip", "route", "show"])?
+                .lines()
+                .filter(|r| !r.contains("proto kernel"))
+                .map(|r| r.replace(" linkdown", "").trim().to_string())
+                .filter(|r| !r.is_empty())
+                .collect();
+            ns.run(&["ip", "link", "set", UPLINK, "down"])?;
+        }
+        Cut::Blackhole => {
+            ns.cut_chain(&[&["-i", UPLINK, "-j", "DROP"], &["-o", UPLINK, "-j", "DROP"]])?;
+        }
+        Cut::TcpReset => {
+            let reset = ["-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"];
+            let mut rule_in = vec!["-i", UPLINK];
+            rule_in.extend_from_slice(&reset);
+            let mut rule_out = vec!["-o", UPLINK];
+            rule_out.extend_from_slice(&reset);
+            ns.cut_chain(&[&rule_in, &rule_out])?;
+            ns.run(&["ss", "-K", "-t", "dst", reset_dst])?;
+        }
+        Cut::Reject => {
+            ns.cut_chain(&[
+                // The resets and ICMP errors REJECT sends go out through
+                // OUTPUT too.
+                &[
+                    "-o",
+                    UPLINK,
+                    "-p",
+                    "tcp",
+                    "--tcp-flags",
+                    "RST",
+                    "RST",
+                    "-j",
+                    "RETURN",
+                ],
+                &[
+                    "-o",
+                    UPLINK,
+                    "-p",
+                    "icmp",
+                    "--icmp-type",
+                    "destination-unreachable",
+                    "-j",
+                    "RETURN",
+                ],
+                &[
+                    "-i",
+                    UPLINK,
+                    "-p",
+                    "tcp",
+                    "-j",
+                    "REJECT",
+                    "--reject-with",
+                    "tcp-reset",
+                ],
+                &[
+                    "-o",
+                    UPLINK,
+                    "-p",
+                    "tcp",
+                    "-j",
+                    "REJECT",
+                    "--reject-with",
+                    "tcp-reset",
+                ],
+                &["-i", UPLINK, "-j", "REJECT"],
+                &["-o", UPLINK, "-j", "REJECT"],
+            ])?;
+        }
+    }
+    Ok(CutState { how, routes })
+}
+
+/// Cut the node of namespace `ns` off from the API server only (TCP to
+/// `api_ip:port`, with resets); its peers stay reachable.
+pub fn cut_node_from_api(ns: &NodeNs, api_ip: &str, port: u16) -> Result<CutState> {
+    let port = port.to_string();
+    ns.cut_chain(&[&[
+        "-d",
+        api_ip,
+        "-p",
+        "tcp",
+        "--dport",
+        &port,
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "tcp-reset",
+    ]])?;
+    Ok(CutState {
+        how: Cut::TcpReset,
+        routes: vec![],
+    })
+}
+
+/// Undo [`cut_node`] or [`cut_node_from_api`].
+pub fn heal_node(ns: &NodeNs, cut: CutState) -> Result<()> {
+    match cut.how {
+        Cut::LinkDown => {
+            ns.run(&["ip", "link", "set", UPLINK, "up"])?;
+            for route in &cut.routes {
+                let mut args = vec!["ip", "route", "replace"];
+                args.extend(route.split_whitespace());
+                ns.run(&args)?;
+            }
+        }
+        Cut::Blackhole | Cut::TcpReset | Cut::Reject => ns.remove_cut_rules()?,
+    }
+    Ok(())
 }
 
 struct NodeNet {
     ns: String,
     ip: String,
-    cut: Option<Cut>,
+    cut: Option<CutState>,
 }
 
 /// The namespaces, veths and bridge of one cluster's simulated nodes.
@@ -250,12 +503,6 @@ impl NetLab {
         }
     }
 
-    fn iptables(ns: &str, rule: &[&str]) -> Result<()> {
-        let mut args = vec!["ip", "netns", "exec", ns, "iptables-legacy", "-w"];
-        args.extend_from_slice(rule);
-        sh(&args).map(|_| ())
-    }
-
     /// The namespaces' subnet (`10.231.K.0/24`).
     pub fn subnet(&self) -> String {
         let net = self.host_ip.rsplit_once('.').map_or("", |(n, _)| n);
@@ -264,49 +511,10 @@ impl NetLab {
 
     /// Cut `node` off from the API server and every peer.
     pub fn cut(&self, node: &str, how: Cut) -> Result<()> {
-        let ns = self.ns_of(node)?;
-        match how {
-            Cut::LinkDown => {
-                sh(&["ip", "-n", &ns, "link", "set", "eth0", "down"])?;
-            }
-            Cut::Blackhole => {
-                Self::iptables(&ns, &["-I", "INPUT", "!", "-i", "lo", "-j", "DROP"])?;
-                Self::iptables(&ns, &["-I", "OUTPUT", "!", "-o", "lo", "-j", "DROP"])?;
-            }
-            Cut::TcpReset => {
-                for (chain, dir) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
-                    Self::iptables(
-                        &ns,
-                        &[
-                            "-I",
-                            chain,
-                            "!",
-                            dir,
-                            "lo",
-                            "-p",
-                            "tcp",
-                            "-j",
-                            "REJECT",
-                            "--reject-with",
-                            "tcp-reset",
-                        ],
-                    )?;
-                }
-                sh(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &ns,
-                    "ss",
-                    "-K",
-                    "-t",
-                    "dst",
-                    &self.subnet(),
-                ])?;
-            }
-        }
+        let ns = NodeNs::Netns(self.ns_of(node)?);
+        let state = cut_node(&ns, how, &self.subnet())?;
         if let Some(n) = self.nodes.lock().unwrap().get_mut(node) {
-            n.cut = Some(how);
+            n.cut = Some(state);
         }
         say(format!("{node} cut off: {}", how.name()));
         Ok(())
@@ -315,27 +523,10 @@ impl NetLab {
     /// Cut `node` off from the API server only (`port` on the host side),
     /// with TCP resets; its peers stay reachable. Undone by [`NetLab::heal`].
     pub fn cut_api(&self, node: &str, port: u16) -> Result<()> {
-        let ns = self.ns_of(node)?;
-        let port = port.to_string();
-        Self::iptables(
-            &ns,
-            &[
-                "-I",
-                "OUTPUT",
-                "-d",
-                &self.host_ip,
-                "-p",
-                "tcp",
-                "--dport",
-                &port,
-                "-j",
-                "REJECT",
-                "--reject-with",
-                "tcp-reset",
-            ],
-        )?;
+        let ns = NodeNs::Netns(self.ns_of(node)?);
+        let state = cut_node_from_api(&ns, &self.host_ip, port)?;
         if let Some(n) = self.nodes.lock().unwrap().get_mut(node) {
-            n.cut = Some(Cut::TcpReset);
+            n.cut = Some(state);
         }
         say(format!("{node} cut off from the API server (TCP reset)"));
         Ok(())
@@ -343,22 +534,15 @@ impl NetLab {
 
     /// Undo [`NetLab::cut`].
     pub fn heal(&self, node: &str) -> Result<()> {
-        let ns = self.ns_of(node)?;
-        let how = self
+        let ns = NodeNs::Netns(self.ns_of(node)?);
+        let cut = self
             .nodes
             .lock()
             .unwrap()
             .get_mut(node)
             .and_then(|n| n.cut.take());
-        match how {
-            None => {}
-            Some(Cut::LinkDown) => {
-                sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
-            }
-            Some(Cut::Blackhole | Cut::TcpReset) => {
-                Self::iptables(&ns, &["-F", "INPUT"])?;
-                Self::iptables(&ns, &["-F", "OUTPUT"])?;
-            }
+        if let Some(cut) = cut {
+            heal_node(&ns, cut)?;
         }
         say(format!("{node} healed"));
         Ok(())

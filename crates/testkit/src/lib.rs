@@ -1,4 +1,9 @@
-//! End-to-end test support: a real Kubernetes control plane on loopback
+//! Test support for kube-fencer's end-to-end tests (`tests/e2e/`).
+//! Black-box: it does
+//! not depend on the kube-fencer crate; it drives its binary, its manifests
+//! and the harness scripts, and reads the API server.
+//!
+//! A real Kubernetes control plane on loopback
 //! (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) with
 //! KWOK-simulated nodes, driven through `harness/cluster.sh`, plus helpers to
 //! run kube-fencer agents as host processes and to observe the cluster with a
@@ -35,6 +40,7 @@ mod chart;
 mod diagnostics;
 mod netns;
 mod objects;
+pub mod realnode;
 mod scenario;
 mod self_fencing;
 mod waits;
@@ -135,9 +141,40 @@ pub struct Cluster {
     pub netlab: Option<NetLab>,
 }
 
-/// Repository root (where Cargo.toml, harness/, rbac/ and daemonset/ live).
+/// Repository root (where Cargo.toml, harness/, rbac/ and daemonset/ live):
+/// two levels above this crate's directory (crates/testkit).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| here.to_path_buf())
+}
+
+/// The kube-fencer binary Cargo built for the running test: the test
+/// executable is `<target>/<profile>/deps/<test>-<hash>`, the binary
+/// `<target>/<profile>/kube-fencer` (Cargo builds a package's binaries before
+/// its integration tests; `CARGO_BIN_EXE_*` exists only at the test's own
+/// compile time, not in a library it depends on).
+pub fn kube_fencer_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| {
+            if deps.ends_with("deps") {
+                deps.parent()
+            } else {
+                Some(deps)
+            }
+        })
+        .expect("the test executable's directory");
+    let bin = profile_dir.join(format!("kube-fencer{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "no kube-fencer binary at {} (run the tests with cargo test)",
+        bin.display()
+    );
+    bin
 }
 
 /// Print a timestamped line to the test output.
@@ -198,7 +235,7 @@ pub fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>> {
+pub(crate) fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>> {
     let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text
         .lines()
@@ -300,7 +337,7 @@ impl Cluster {
     /// `kube-fencer status [NODE] ARGS…` as cluster admin (the user's
     /// kubeconfig, not the agents'); returns stdout.
     pub fn status(&self, args: &[&str]) -> Result<String> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-fencer"));
+        let mut cmd = Command::new(kube_fencer_bin());
         cmd.arg("status")
             .args(args)
             .env("KUBECONFIG", self.kubeconfig())

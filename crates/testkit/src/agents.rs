@@ -149,7 +149,8 @@ impl Cluster {
             kubeconfig.display()
         )?;
         let stderr = log.try_clone()?;
-        let bin = Path::new(env!("CARGO_BIN_EXE_kube-fencer"));
+        let bin = kube_fencer_bin();
+        let bin = bin.as_path();
         let mut command = match &netns {
             Some(_) => self.lab().command(node, bin)?,
             None => Command::new(bin),

@@ -78,7 +78,7 @@ impl Scenario {
     }
 
     /// Run every node's agent in a network namespace of its own, so the
-    /// scenario can cut a node off for real ([`crate::support::NetLab::cut`]).
+    /// scenario can cut a node off for real ([`crate::NetLab::cut`]).
     pub fn netns(mut self) -> Scenario {
         self.opts.netns = true;
         self
