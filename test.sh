@@ -193,7 +193,12 @@ tier_e2e() {
   # combination of charts/kube-fencer/ci/ lints and is accepted by the API
   # server (dry run); then a helm install, upgrade and uninstall.
   step helm ./harness/helm.sh test
-  step e2e-scenarios cargo test --features e2e --test e2e -- --test-threads=1
+  # Two scenarios at a time: each has a control plane and agents of its
+  # own (ports picked free, network labs on subnets of their own), and most
+  # of a scenario is waiting for its timings. KUBE_FENCER_E2E_THREADS=1
+  # runs them one by one.
+  step e2e-scenarios cargo test --features e2e --test e2e -- \
+    --test-threads="${KUBE_FENCER_E2E_THREADS:-2}"
 }
 
 # ------------------------------------------------------------- realnode --

@@ -408,6 +408,11 @@ impl NetLab {
     /// Create the hub, the host veth and one namespace for each of `nodes`.
     pub fn new(nodes: &[String]) -> Result<NetLab> {
         static COUNT: AtomicU32 = AtomicU32::new(0);
+        // Scenarios run concurrently: a subnet is chosen and taken (the
+        // host veth's address) under one lock, so two labs never pick the
+        // same one.
+        static SUBNET: Mutex<()> = Mutex::new(());
+        let choosing = SUBNET.lock().unwrap_or_else(|e| e.into_inner());
         sweep_stale();
         let pid = std::process::id();
         let n = COUNT.fetch_add(1, Ordering::SeqCst);
@@ -441,6 +446,7 @@ impl NetLab {
             &host_if,
         ])?;
         sh(&["ip", "link", "set", &host_if, "up"])?;
+        drop(choosing);
         for (i, node) in nodes.iter().enumerate() {
             let ns = format!("{name}-{node}");
             let ip = format!("10.231.{third}.{}", 11 + i);
