@@ -200,6 +200,14 @@ async fn helm_install_fences_a_node_and_prometheus_alerts() {
             async || Ok((cluster.status_of(&victim)?.0 == "healthy").then_some(())),
         )
         .await;
+    // Its agent listens on a new port: Prometheus follows it, as it follows
+    // a new pod. (Should the unfenceable node's agent lead, this agent may
+    // be the one that reports the next node after it.)
+    let targets: Vec<(String, String)> = nodes
+        .iter()
+        .map(|n| (n.clone(), cluster.agent_listen(n).unwrap()))
+        .collect();
+    prom.set_targets(&targets).expect("prometheus targets");
 
     // 3. The node nobody can fence loses power.
     say(format!(

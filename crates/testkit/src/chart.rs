@@ -10,7 +10,7 @@
 //! ([`POD_ONLY_FLAGS`]).
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -136,6 +136,30 @@ impl Cluster {
 pub struct Prometheus {
     pub url: String,
     child: Child,
+    /// The file its scrape job discovers targets from (file_sd): rewritten
+    /// by [`Prometheus::set_targets`] when an agent restarts on a new
+    /// address, as prometheus-operator follows a new pod.
+    targets_file: PathBuf,
+    /// The labels every target gets, but `pod`.
+    labels: Value,
+}
+
+/// The file_sd file: one group per agent, with the target labels
+/// prometheus-operator gives an endpoint of the metrics Service. Written
+/// beside and renamed into place, so Prometheus never reads half a file.
+fn write_targets(file: &Path, labels: &Value, targets: &[(String, String)]) -> Result<()> {
+    let groups: Vec<Value> = targets
+        .iter()
+        .map(|(node, addr)| {
+            let mut labels = labels.clone();
+            labels["pod"] = json!(format!("{RELEASE}-{node}"));
+            json!({ "targets": [addr], "labels": labels })
+        })
+        .collect();
+    let tmp = file.with_extension("json.tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(&groups)?)?;
+    fs::rename(&tmp, file)?;
+    Ok(())
 }
 
 impl Drop for Prometheus {
@@ -185,28 +209,21 @@ impl Prometheus {
             &rules_file,
             serde_json::to_vec_pretty(&json!({ "groups": groups }))?,
         )?;
-        let static_configs: Vec<Value> = targets
-            .iter()
-            .map(|(node, addr)| {
-                json!({
-                    "targets": [addr],
-                    "labels": {
-                        "namespace": FENCER_NAMESPACE,
-                        "service": service,
-                        "endpoint": port,
-                        "pod": format!("{RELEASE}-{node}"),
-                        "container": "kube-fencer",
-                    }
-                })
-            })
-            .collect();
+        let labels = json!({
+            "namespace": FENCER_NAMESPACE,
+            "service": service,
+            "endpoint": port,
+            "container": "kube-fencer",
+        });
+        let targets_file = dir.join("targets.json");
+        write_targets(&targets_file, &labels, targets)?;
         let config = json!({
             "global": { "scrape_interval": interval, "evaluation_interval": interval },
             "rule_files": [rules_file],
             "scrape_configs": [{
                 "job_name": format!("serviceMonitor/{FENCER_NAMESPACE}/{RELEASE}/0"),
                 "metrics_path": path,
-                "static_configs": static_configs,
+                "file_sd_configs": [{ "files": [targets_file] }],
             }],
         });
         let config_file = dir.join("prometheus.json");
@@ -228,6 +245,8 @@ impl Prometheus {
         let p = Prometheus {
             url: format!("http://{addr}"),
             child,
+            targets_file,
+            labels,
         };
         say(format!(
             "prometheus {} at {} (scrape and evaluation every {interval}, {} targets, rules of PrometheusRule {RELEASE})",
@@ -236,6 +255,12 @@ impl Prometheus {
             targets.len()
         ));
         Ok(p)
+    }
+
+    /// Scrape these `(node, address)` targets from now on (an agent that
+    /// restarted listens on a new port).
+    pub fn set_targets(&self, targets: &[(String, String)]) -> Result<()> {
+        write_targets(&self.targets_file, &self.labels, targets)
     }
 
     /// GET `path` of the HTTP API with `query` parameters; the `data` of a
