@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The alerts and the Grafana dashboard of daemonset/monitoring/, and their
-# checks with promtool (Debian's prometheus package).
+# checks with promtool (built from the pinned Prometheus module).
 #
 # Usage:
-#   harness/monitoring.sh build    # fetch prometheus and promtool (cached); the last line on
+#   harness/monitoring.sh build    # build prometheus and promtool (cached); the last line on
 #                                  # stdout is the directory holding both
 #   harness/monitoring.sh render   # regenerate the derived files from their sources
 #   harness/monitoring.sh check    # derived files up to date, dashboard JSON valid, every
@@ -20,12 +20,11 @@
 #     -> daemonset/monitoring/dashboard-configmap.yaml (the ConfigMap Grafana's sidecar loads)
 #
 # promtool and the Prometheus server (the end-to-end alert scenario,
-# tests/e2e/monitoring.rs) are those of Debian's prometheus package, whose
-# upstream version is PROMETHEUS_VERSION of versions.env. The package is
-# downloaded (apt-get download), not installed: installing it would also
-# start a Prometheus daemon. Its two binaries are unpacked into
-#   ${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}/prometheus-<version>-debian/{promtool,prometheus}
-# through a temporary directory renamed into place, one download at a time.
+# tests/e2e/monitoring.rs) are built with the installed Go (GOTOOLCHAIN=local,
+# CGO_ENABLED=0) from harness/monitoring/prometheus (a module requiring
+# github.com/prometheus/prometheus at PROMETHEUS_VERSION of versions.env) into
+#   ${KUBE_FENCER_CACHE:-$HOME/.cache/kube-fencer}/prometheus-<version>/{promtool,prometheus}
+# through a temporary directory renamed into place, one build at a time.
 set -euo pipefail
 
 HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -45,47 +44,46 @@ CHART_FILES="$ROOT/charts/kube-fencer/files"
 DASHBOARD_CM="$MON/dashboard-configmap.yaml"
 RULES_TEST="$HARNESS_DIR/monitoring/rules-test.yaml"
 
-# Debian's package version of prometheus (e.g. 2.42.0+ds-5+deb12u1), once
-# the package lists know it.
-debian_package_version() {
-  apt-cache policy prometheus 2>/dev/null | sed -n 's/^ *Candidate: *//p' | grep -v '^(none)$' || true
+# v0.316.0 -> 3.16.0 (Prometheus 3.x publishes its Go module as v0.3xx.y).
+prometheus_release() {
+  local v="${1#v0.}" minor patch
+  minor="${v%%.*}"
+  patch="${v#*.}"
+  printf '%d.%d.%s' "$((minor / 100))" "$((minor % 100))" "$patch"
 }
 
 build() {
-  local dest="$CACHE/prometheus-$PROMETHEUS_VERSION-debian"
+  local dest="$CACHE/prometheus-$PROMETHEUS_VERSION" moddir="$HARNESS_DIR/monitoring/prometheus"
+  if [[ -x "$dest/promtool" && -x "$dest/prometheus" ]]; then
+    log "prometheus and promtool $PROMETHEUS_VERSION: cached in $dest"
+    printf '%s\n' "$dest"
+    return 0
+  fi
+  command -v go >/dev/null || die "go not found (prometheus and promtool are built from the Prometheus Go module)"
+  grep -qxF "require github.com/prometheus/prometheus $PROMETHEUS_VERSION" "$moddir/go.mod" ||
+    die "$moddir/go.mod does not require github.com/prometheus/prometheus $PROMETHEUS_VERSION (versions.env); update it with: cd $moddir && go get github.com/prometheus/prometheus@$PROMETHEUS_VERSION && go mod tidy"
+  # One build at a time per cache; a waiting run then finds the binaries.
+  cache_lock prometheus
   if [[ ! -x "$dest/promtool" || ! -x "$dest/prometheus" ]]; then
-    cache_lock prometheus
-    [[ -x "$dest/promtool" && -x "$dest/prometheus" ]] || fetch_debian "$dest"
-    cache_unlock
+    local tmp start=$SECONDS release
+    release="$(prometheus_release "$PROMETHEUS_VERSION")"
+    temp_dir tmp "$CACHE/.tmp-prometheus-$PROMETHEUS_VERSION.XXXXXX"
+    log "prometheus and promtool $PROMETHEUS_VERSION ($release): building (module $moddir) ..."
+    # One go build for both: they share almost every package. The server is
+    # built without the builtinassets tag (no web UI; its HTTP API is all
+    # the end-to-end scenario uses).
+    (
+      cd "$moddir"
+      GOTOOLCHAIN=local CGO_ENABLED=0 go build -trimpath \
+        -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
+        -o "$tmp/" github.com/prometheus/prometheus/cmd/promtool github.com/prometheus/prometheus/cmd/prometheus
+    )
+    [[ -x "$tmp/promtool" && -x "$tmp/prometheus" ]] || die "go build did not produce promtool and prometheus"
+    printf '%s\n' "$PROMETHEUS_VERSION" >"$tmp/VERSION"
+    cache_publish "$tmp" "$dest"
+    log "prometheus and promtool $PROMETHEUS_VERSION: built in $((SECONDS - start))s -> $dest"
   fi
-  log "prometheus and promtool $PROMETHEUS_VERSION ($(cat "$dest/VERSION")) in $dest"
   printf '%s\n' "$dest"
-}
-
-fetch_debian() {
-  local dest="$1" pkgver tmp start=$SECONDS
-  command -v apt-get >/dev/null || die "apt-get not found (promtool and prometheus come from Debian's prometheus package)"
-  pkgver="$(debian_package_version)"
-  if [[ -z "$pkgver" && $EUID -eq 0 ]]; then
-    apt-get update -qq >&2
-    pkgver="$(debian_package_version)"
-  fi
-  [[ -n "$pkgver" ]] || die "apt knows no prometheus package (run apt-get update as root)"
-  [[ "$pkgver" == "$PROMETHEUS_VERSION"[+-]* ]] ||
-    die "Debian's prometheus package is $pkgver, not PROMETHEUS_VERSION=$PROMETHEUS_VERSION of versions.env"
-  temp_dir tmp "$CACHE/.tmp-prometheus-$PROMETHEUS_VERSION.XXXXXX"
-  log "prometheus and promtool: apt-get download prometheus=$pkgver ..."
-  (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "prometheus=$pkgver" >&2) ||
-    die "apt-get download prometheus=$pkgver failed"
-  mkdir "$tmp/deb"
-  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/deb"
-  mv "$tmp/deb/usr/bin/promtool" "$tmp/deb/usr/bin/prometheus" "$tmp/"
-  rm -rf "$tmp/deb" "$tmp"/prometheus_*.deb
-  "$tmp/promtool" --version 2>&1 | grep -q "version $PROMETHEUS_VERSION" ||
-    die "the packaged promtool is not version $PROMETHEUS_VERSION: $("$tmp/promtool" --version 2>&1 | head -n1)"
-  printf '%s\n' "$pkgver" >"$tmp/VERSION"
-  cache_publish "$tmp" "$dest"
-  log "prometheus and promtool $pkgver: unpacked in $((SECONDS - start))s -> $dest"
 }
 
 # The source's header comment is its own; the rest is copied verbatim.
