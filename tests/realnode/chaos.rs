@@ -40,6 +40,12 @@
 //! KUBE_FENCER_REALNODE_RESULT=FILE writes the run's figures there as JSON
 //! (bench/run.sh --only realnode). Needs root, /dev/fuse and what
 //! harness/realnode.sh needs.
+//!
+//! Why one long file: the steps build on each other (the node fenced in
+//! step 3 is the one booted in step 4, the replica moved there is cut off
+//! in step 5, ...), and the test reads as the story the module doc tells.
+//! Splitting the steps into functions of their own, with the state they
+//! hand on in one struct, is the next cleanup.
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -9,6 +9,10 @@
 //!
 //! Environment: `KUBE_FENCER_REALNODE_NET` picks the bridge (default 0),
 //! `KUBE_FENCER_REALNODE_KEEP=1` keeps the cluster running after the test.
+//!
+//! Why one long file: every method works on the one [`RealCluster`]
+//! (its directory, nodes, watchdog devices and teardown), and a reader
+//! looking for what a step of the chaos test does finds it here.
 
 use std::collections::BTreeMap;
 use std::fs;
