@@ -808,7 +808,7 @@ def section_api(c, profile, window):
 
 
 def section_realnode(runs, workdir):
-    """The real-node chaos test (tests/realnode/chaos.rs) `runs` times: three
+    """The real-node chaos test (tests/realnode/chaos/) `runs` times: three
     real nodes (kubelet, containerd, runc; the default manifests; a FUSE
     watchdog per node), each run's figures from its
     KUBE_FENCER_REALNODE_RESULT file."""

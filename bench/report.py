@@ -434,7 +434,7 @@ def render(facts):
 def realnode_section(data, out):
     runs = data["runs"]
     out.append("## 5. Real nodes\n")
-    out.append(f"the real-node chaos test (`tests/realnode/chaos.rs`), {len(runs)} run(s)"
+    out.append(f"the real-node chaos test (`tests/realnode/chaos/`), {len(runs)} run(s)"
                + (f" ({len(data['failed'])} more failed: see the raw file)" if data.get("failed") else "")
                + ": three real nodes, each a kubelet, containerd, runc, the CNI plugins and kube-proxy in "
                "network, mount and cgroup namespaces of its own, with a FUSE watchdog device that powers its "

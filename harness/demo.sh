@@ -38,7 +38,7 @@
 #    and runc each, in network namespaces of their own) with the default
 #    manifests applied unchanged, the agents in containers of the image the
 #    Dockerfile describes and a watchdog device per node that powers it off
-#    (the real-node chaos test, tests/realnode/chaos.rs, stopped after the
+#    (the real-node chaos test, tests/realnode/chaos/, stopped after the
 #    reboot with KUBE_FENCER_REALNODE_DEMO=1; root and /dev/fuse, about 2 min
 #    warm).
 set -euo pipefail
