@@ -84,22 +84,11 @@ fn pre(dir: &Path, msg: String) -> ! {
     panic!("{msg}")
 }
 
-/// Root, /dev/fuse, the nodes' packages, the control plane's binaries and
-/// the images: the kube-fencer archive must name the DaemonSet's image.
+/// After the preflight checks, the images: the kube-fencer archive must
+/// name the DaemonSet's image.
 fn images(dir: &Path) -> Images {
     let fail = |msg: String| -> ! { pre(dir, msg) };
-    // The owner of /proc/self is the process's user.
-    let uid = fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
-    if uid.ok() != Some(0) {
-        fail("needs root".into());
-    }
-    if !std::path::Path::new("/dev/fuse").exists() {
-        fail("needs /dev/fuse".into());
-    }
-    // Real nodes run containerd, runc and the CNI plugins from Debian's
-    // packages.
-    need_node_packages().unwrap_or_else(|e| fail(format!("{e:#}")));
-    harness("build.sh", &[]).unwrap_or_else(|e| fail(format!("harness/build.sh: {e:#}")));
+    preflight(dir);
     let kf_archive = last_line(
         &harness("image.sh", &["build"]).unwrap_or_else(|e| fail(format!("image.sh build: {e:#}"))),
     );
@@ -117,6 +106,35 @@ fn images(dir: &Path) -> Images {
     fs::create_dir_all(&images).unwrap();
     std::os::unix::fs::symlink(&kf_archive, images.join("kube-fencer.tar")).unwrap();
     std::os::unix::fs::symlink(&pause_archive, images.join("pause.tar")).unwrap();
+    let (ds_image, full_image) = image_names(dir, &kf_archive);
+    Images {
+        dir: images,
+        ds_image,
+        full_image,
+    }
+}
+
+/// Root, /dev/fuse, the nodes' packages, the control plane's binaries.
+fn preflight(dir: &Path) {
+    let fail = |msg: String| -> ! { pre(dir, msg) };
+    // The owner of /proc/self is the process's user.
+    let uid = fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    if uid.ok() != Some(0) {
+        fail("needs root".into());
+    }
+    if !std::path::Path::new("/dev/fuse").exists() {
+        fail("needs /dev/fuse".into());
+    }
+    // Real nodes run containerd, runc and the CNI plugins from Debian's
+    // packages.
+    need_node_packages().unwrap_or_else(|e| fail(format!("{e:#}")));
+    harness("build.sh", &[]).unwrap_or_else(|e| fail(format!("harness/build.sh: {e:#}")));
+}
+
+/// The DaemonSet's image as it is in the repository (kube-fencer:0.1.0),
+/// and the name the archive `kf_archive` must give it.
+fn image_names(dir: &Path, kf_archive: &str) -> (String, String) {
+    let fail = |msg: String| -> ! { pre(dir, msg) };
     // The DaemonSet's image, as it is in the repository, and the archive's
     // names.
     let repo = kube_fencer_testkit::repo_root();
@@ -135,7 +153,7 @@ fn images(dir: &Path) -> Images {
         ));
     }
     let index = Command::new("tar")
-        .args(["-xOf", &kf_archive, "index.json"])
+        .args(["-xOf", kf_archive, "index.json"])
         .output()
         .map(|o| o.stdout)
         .unwrap_or_default();
@@ -154,11 +172,7 @@ fn images(dir: &Path) -> Images {
         TAG,
         format!("ok: the image archive names {full_image}, the DaemonSet's {ds_image} unchanged"),
     );
-    Images {
-        dir: images,
-        ds_image,
-        full_image,
-    }
+    (ds_image, full_image)
 }
 
 /// rn-1 to rn-3, each with a watchdog device of its own, Ready; the image

@@ -40,37 +40,7 @@ pub(super) fn step_5_cut_self_fence(run: &mut Run) {
         .unwrap_or_else(|e| c.fail(format!("cut {cut} down failed: {e:#}")));
     c.say(format!("{cut} cut off (eth0 down)"));
     let (seen, t_recovered2) = watch_cut(c, &cut, &db_uid3, log_lines_before, t_cut);
-    let t_decision = seen
-        .decision
-        .unwrap_or_else(|| c.fail(format!("no 'SELF-FENCING this node' in {cut}'s agent log")));
-    let t_fired = seen
-        .fired
-        .unwrap_or_else(|| c.fail(format!("{cut}'s watchdog never fired")));
-    if t_fired < t_decision {
-        c.fail(format!(
-            "{cut}'s watchdog fired {} s before the agent's decision",
-            secs(t_decision - t_fired)
-        ));
-    }
-    if t_fired > t_decision + (WATCHDOG_TIMEOUT + WATCHDOG_SLACK) * 1000 {
-        c.fail(format!("{cut}'s watchdog fired {} s after the decision (more than {WATCHDOG_TIMEOUT}+{WATCHDOG_SLACK} s)", secs(t_fired - t_decision)));
-    }
-    if !c.dir.join("wd").join(format!("{cut}.fired-at")).exists() {
-        c.fail("the watchdog's on-expire command did not run");
-    }
-    if c.power_state(&cut) != "off" {
-        c.fail(format!("{cut} is not off after its watchdog fired"));
-    }
-    let t_last_present = seen
-        .last_present
-        .unwrap_or_else(|| c.fail("the old db-0 was never seen after the cut"));
-    if t_last_present <= t_fired {
-        c.fail(format!(
-            "the old db-0 was gone before {cut}'s watchdog fired (last seen +{} s, fired +{} s)",
-            secs(t_last_present - t_cut),
-            secs(t_fired - t_cut)
-        ));
-    }
+    let (t_decision, t_fired, t_last_present) = check_fired_first(c, &cut, &seen, t_cut);
     let db4 = db_pod(c).unwrap_or_default();
     if db4.node == cut {
         c.fail(format!("db-0 back on {cut}"));
@@ -96,6 +66,45 @@ pub(super) fn step_5_cut_self_fence(run: &mut Run) {
     run.fig.cut_ttr = ttr2;
     run.fig.cut_unfence = t_unfence2;
     run.db_node = db4.node;
+}
+
+/// What step 5 saw, checked: the agent's decision, its watchdog firing
+/// within the timeout of it (its on-expire command ran, the node is off),
+/// the old db-0 still there after that. The times of the decision, the
+/// fire and the old db-0's last sighting.
+fn check_fired_first(c: &RealCluster, cut: &str, seen: &CutSeen, t_cut: i64) -> (i64, i64, i64) {
+    let t_decision = seen
+        .decision
+        .unwrap_or_else(|| c.fail(format!("no 'SELF-FENCING this node' in {cut}'s agent log")));
+    let t_fired = seen
+        .fired
+        .unwrap_or_else(|| c.fail(format!("{cut}'s watchdog never fired")));
+    if t_fired < t_decision {
+        c.fail(format!(
+            "{cut}'s watchdog fired {} s before the agent's decision",
+            secs(t_decision - t_fired)
+        ));
+    }
+    if t_fired > t_decision + (WATCHDOG_TIMEOUT + WATCHDOG_SLACK) * 1000 {
+        c.fail(format!("{cut}'s watchdog fired {} s after the decision (more than {WATCHDOG_TIMEOUT}+{WATCHDOG_SLACK} s)", secs(t_fired - t_decision)));
+    }
+    if !c.dir.join("wd").join(format!("{cut}.fired-at")).exists() {
+        c.fail("the watchdog's on-expire command did not run");
+    }
+    if c.power_state(cut) != "off" {
+        c.fail(format!("{cut} is not off after its watchdog fired"));
+    }
+    let t_last_present = seen
+        .last_present
+        .unwrap_or_else(|| c.fail("the old db-0 was never seen after the cut"));
+    if t_last_present <= t_fired {
+        c.fail(format!(
+            "the old db-0 was gone before {cut}'s watchdog fired (last seen +{} s, fired +{} s)",
+            secs(t_last_present - t_cut),
+            secs(t_fired - t_cut)
+        ));
+    }
+    (t_decision, t_fired, t_last_present)
 }
 
 /// Poll every 0.5 s until a new db-0 is Running and Ready (or fail after
