@@ -342,25 +342,7 @@ fn check_peer_ports(run: &Run) {
             if n == m {
                 continue;
             }
-            let url = format!("http://{peer_ip}:9747/peer/v1/ask");
-            let code = c
-                .node_exec(
-                    n,
-                    &[
-                        "curl",
-                        "-s",
-                        "-o",
-                        "/dev/null",
-                        "-w",
-                        "%{http_code}",
-                        "--max-time",
-                        "5",
-                        "-X",
-                        "POST",
-                        &url,
-                    ],
-                )
-                .unwrap_or_else(|e| format!("{e:#}"));
+            let code = unsigned_question(c, n, &peer_ip);
             if code != "401" {
                 c.fail(format!(
                     "{m}'s peer port 9747 answered {code} to an unsigned question from {n} (want 401)"
@@ -384,6 +366,29 @@ fn check_peer_ports(run: &Run) {
     {
         c.fail("no Secret kube-fencer/kube-fencer-peer-key");
     }
+}
+
+/// The HTTP status of an unsigned POST to the peer endpoint at `peer_ip`
+/// from node `from`, or the error.
+fn unsigned_question(c: &RealCluster, from: &str, peer_ip: &str) -> String {
+    let url = format!("http://{peer_ip}:9747/peer/v1/ask");
+    c.node_exec(
+        from,
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            "-X",
+            "POST",
+            &url,
+        ],
+    )
+    .unwrap_or_else(|e| format!("{e:#}"))
 }
 
 /// Prometheus (harness/monitoring.sh build) with the usual annotation-driven

@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kube_fencer_testkit::realnode::{NS, now_ms, secs};
+use kube_fencer_testkit::realnode::{NS, RealCluster, now_ms, secs};
 
 use super::{NODES, Run, capable_line, db_pod, replaced};
 
@@ -153,21 +153,7 @@ fn power_off_unfenceable(run: &mut Run, leader: &str, victim5: &str) {
                 .is_ok_and(|m| m.lines().any(|l| l == want))
         },
     );
-    // Past --fence-timeout and what the safe time would have been (48 s
-    // after the last heartbeat, at most 10 s before the power-off), with
-    // margin.
-    while now_ms() - t_off5 < 75_000 {
-        let p = c.phase(victim5);
-        if p != "fencing" {
-            c.fail(format!("{victim5} is '{p}' without a way to fence it"));
-        }
-        if c.out_of_service(victim5) {
-            c.fail(format!(
-                "{victim5} tainted out-of-service without a way to fence it"
-            ));
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    hold_fencing(c, victim5, t_off5);
     let uids_after = run.pod_uids();
     if let Some(p) = replaced(&uids_before, &uids_after, |n| n == victim5) {
         c.fail(format!("{p} of the unfenceable {victim5} was deleted"));
@@ -193,4 +179,24 @@ fn power_off_unfenceable(run: &mut Run, leader: &str, victim5: &str) {
     }
     c.pass(format!("{victim5} powered off: recorded Fencing at +{} s and cordoned, the leader reports kube_fencer_external_fencing_required; 75 s later it is still only Fencing, untainted, and every pod bound to it kept its UID", secs(t_fencing5)));
     run.fig.unpriv_fencing = t_fencing5;
+}
+
+/// Until 75 s after the power-off (`t_off5`), `victim5` stays Fencing and
+/// untainted.
+fn hold_fencing(c: &RealCluster, victim5: &str, t_off5: i64) {
+    // Past --fence-timeout and what the safe time would have been (48 s
+    // after the last heartbeat, at most 10 s before the power-off), with
+    // margin.
+    while now_ms() - t_off5 < 75_000 {
+        let p = c.phase(victim5);
+        if p != "fencing" {
+            c.fail(format!("{victim5} is '{p}' without a way to fence it"));
+        }
+        if c.out_of_service(victim5) {
+            c.fail(format!(
+                "{victim5} tainted out-of-service without a way to fence it"
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
 }
