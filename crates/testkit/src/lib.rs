@@ -360,28 +360,8 @@ impl Cluster {
 
     /// `kubectl apply -f -` with the given manifest.
     pub fn apply(&self, manifest: &str) -> Result<String> {
-        let mut child = Command::new(self.bin_dir.join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        child
-            .stdin
-            .take()
-            .ok_or_else(|| anyhow!("no stdin"))?
-            .write_all(manifest.as_bytes())?;
-        let out = tokio::task::block_in_place(|| child.wait_with_output())?;
-        if !out.status.success() {
-            bail!(
-                "kubectl apply failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let kubectl = self.bin_dir.join("kubectl");
+        tokio::task::block_in_place(|| kubectl_apply(&kubectl, &self.kubeconfig(), manifest))
     }
 
     // ------------------------------------------------------------- nodes --
@@ -441,4 +421,32 @@ impl Drop for Cluster {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// `kubectl --kubeconfig KUBECONFIG apply -f -` with `manifest` on its
+/// stdin; its output, or an error with what it printed. For the local and
+/// the real-node clusters alike.
+pub(crate) fn kubectl_apply(kubectl: &Path, kubeconfig: &Path, manifest: &str) -> Result<String> {
+    let mut child = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("no stdin"))?
+        .write_all(manifest.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "kubectl apply failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -23,7 +23,6 @@ mod watchdogs;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -329,28 +328,7 @@ impl RealCluster {
 
     /// `kubectl apply -f -` of `manifest`.
     pub fn apply(&self, manifest: &str) -> Result<String> {
-        let mut child = Command::new(self.bin_dir.join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        child
-            .stdin
-            .take()
-            .ok_or_else(|| anyhow!("no stdin"))?
-            .write_all(manifest.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "kubectl apply failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        crate::kubectl_apply(&self.bin_dir.join("kubectl"), &self.kubeconfig(), manifest)
     }
 
     /// `harness/realnode.sh CMD DIR ARGS…`, its progress on stderr.
