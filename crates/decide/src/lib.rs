@@ -14,6 +14,8 @@
 //!   the self-fence verdict, the watchdog's timings.
 //! - [`contract`]: what both sides read and write on a Node: the fencing
 //!   record, the agent's advertisement, the safe time derived from both.
+//! - [`permit`]: lease-gated self-fencing (being built): the holder's
+//!   permit, the grantors, the leader's revocation and its deadline.
 //! - [`election`]: leader-election decisions; [`selector`]: label selectors.
 
 #![forbid(unsafe_code)]
@@ -25,6 +27,7 @@ pub mod contract;
 pub mod election;
 pub mod leader;
 pub mod model;
+pub mod permit;
 pub mod selector;
 
 #[cfg(test)]

@@ -1,0 +1,263 @@
+//! The grantor: the peer side of every agent. It grants every renewal
+//! unless it stopped granting that node, and answers a stop with how long
+//! ago it last granted.
+//!
+//! A stop must hold until the stopped node is certainly reset, across the
+//! grantor's own restarts: the shell saves [`Grantor::memory`] (in the
+//! agent's state directory) *before* it sends a [`StopAck`], and a grantor
+//! that starts without the memory of this boot (a reboot, a lost state
+//! directory) grants nothing for a quarantine that outlasts any fencing a
+//! forgotten stop could belong to ([`quarantine`]).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::{Answer, Drift, Renewal, Stop, StopAck};
+
+/// How long a grantor that lost its memory grants nothing: the longest a
+/// fencing can still need a stop it acknowledged — the leader's window for
+/// collecting the acknowledgements (`ack_window`) plus the longest the
+/// node may then still run (`horizon`) — as its own clock may measure it.
+pub fn quarantine(ack_window: Duration, horizon: Duration, drift: Drift) -> Duration {
+    drift.stretch(ack_window.saturating_add(horizon))
+}
+
+/// What a stop left in force for one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Revoked: no grant at all until lifted.
+    Revoked,
+    /// No grant under a set version below this one.
+    Below(u64),
+}
+
+/// What survives the grantor's restarts within a boot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    pub stops: Vec<(String, Stopped)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Granted {
+    at: Instant,
+    credit: Duration,
+    watchdog_timeout: Duration,
+}
+
+/// One agent's grantor.
+#[derive(Clone, Debug)]
+pub struct Grantor {
+    started: Instant,
+    quarantined_until: Option<Instant>,
+    granted: BTreeMap<String, Granted>,
+    stops: BTreeMap<String, Stopped>,
+}
+
+impl Grantor {
+    /// A grantor started at `now`, with the memory an earlier process left
+    /// in this boot (`None`: quarantined for `quarantine`).
+    pub fn new(now: Instant, memory: Option<Memory>, quarantine: Duration) -> Self {
+        let quarantined_until = memory.is_none().then(|| now + quarantine);
+        Grantor {
+            started: now,
+            quarantined_until,
+            granted: BTreeMap::new(),
+            stops: memory.unwrap_or_default().stops.into_iter().collect(),
+        }
+    }
+
+    pub fn memory(&self) -> Memory {
+        Memory {
+            stops: self.stops.iter().map(|(n, s)| (n.clone(), *s)).collect(),
+        }
+    }
+
+    pub fn quarantined(&self, now: Instant) -> bool {
+        self.quarantined_until.is_some_and(|until| now < until)
+    }
+
+    pub fn stopped(&self, node: &str) -> Option<Stopped> {
+        self.stops.get(node).copied()
+    }
+
+    /// Answer a renewal received at `now`.
+    pub fn renew(&mut self, now: Instant, r: &Renewal) -> Answer {
+        match self.stops.get(&r.node) {
+            Some(Stopped::Revoked) => return Answer::Revoked,
+            Some(Stopped::Below(v)) if r.set_version < *v => return Answer::Retired,
+            _ => {}
+        }
+        if self.quarantined(now) {
+            return Answer::Quarantined;
+        }
+        let g = self.granted.entry(r.node.clone()).or_insert(Granted {
+            at: now,
+            credit: r.credit,
+            watchdog_timeout: r.watchdog_timeout,
+        });
+        g.at = g.at.max(now);
+        g.credit = g.credit.max(r.credit);
+        g.watchdog_timeout = g.watchdog_timeout.max(r.watchdog_timeout);
+        Answer::Granted
+    }
+
+    /// Apply a stop received at `now`; save [`Grantor::memory`] before
+    /// sending the answer. A lift answers too (its answer means nothing).
+    pub fn stop(&mut self, now: Instant, s: &Stop) -> StopAck {
+        let node = match s {
+            Stop::Revoke { node } => {
+                self.stops.insert(node.clone(), Stopped::Revoked);
+                node
+            }
+            Stop::Retire {
+                node,
+                below_version,
+            } => {
+                let e = self
+                    .stops
+                    .entry(node.clone())
+                    .or_insert(Stopped::Below(*below_version));
+                if let Stopped::Below(v) = e {
+                    *v = (*v).max(*below_version);
+                }
+                node
+            }
+            Stop::Lift { node } => {
+                self.stops.remove(node);
+                node
+            }
+        };
+        let granted = self.granted.get(node);
+        StopAck {
+            since_last_grant: now.saturating_duration_since(granted.map_or(self.started, |g| g.at)),
+            credit: granted.map(|g| g.credit),
+            watchdog_timeout: granted.map(|g| g.watchdog_timeout),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn renewal(node: &str, set_version: u64) -> Renewal {
+        Renewal {
+            node: node.into(),
+            boot: "b".into(),
+            round: 1,
+            set_version,
+            credit: Duration::from_secs(10),
+            watchdog_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn a_revoked_node_gets_no_grant_until_lifted() {
+        let t0 = Instant::now();
+        let mut g = Grantor::new(t0, Some(Memory::default()), Duration::from_secs(30));
+        assert_eq!(g.renew(t0, &renewal("a", 1)), Answer::Granted);
+        let ack = g.stop(
+            t0 + Duration::from_secs(7),
+            &Stop::Revoke { node: "a".into() },
+        );
+        assert_eq!(ack.since_last_grant, Duration::from_secs(7));
+        assert_eq!(ack.watchdog_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(
+            g.renew(t0 + Duration::from_secs(8), &renewal("a", 9)),
+            Answer::Revoked
+        );
+        assert_eq!(
+            g.renew(t0 + Duration::from_secs(8), &renewal("b", 1)),
+            Answer::Granted
+        );
+        g.stop(
+            t0 + Duration::from_secs(9),
+            &Stop::Lift { node: "a".into() },
+        );
+        assert_eq!(
+            g.renew(t0 + Duration::from_secs(10), &renewal("a", 1)),
+            Answer::Granted
+        );
+    }
+
+    #[test]
+    fn a_retired_set_gets_no_grant_and_a_newer_one_does() {
+        let t0 = Instant::now();
+        let mut g = Grantor::new(t0, Some(Memory::default()), Duration::from_secs(30));
+        g.stop(
+            t0,
+            &Stop::Retire {
+                node: "a".into(),
+                below_version: 3,
+            },
+        );
+        assert_eq!(g.renew(t0, &renewal("a", 2)), Answer::Retired);
+        assert_eq!(g.renew(t0, &renewal("a", 3)), Answer::Granted);
+        // A later, lower retirement does not undo a higher one; a revocation
+        // overrides it.
+        g.stop(
+            t0,
+            &Stop::Retire {
+                node: "a".into(),
+                below_version: 1,
+            },
+        );
+        assert_eq!(g.renew(t0, &renewal("a", 2)), Answer::Retired);
+        g.stop(t0, &Stop::Revoke { node: "a".into() });
+        assert_eq!(g.renew(t0, &renewal("a", 3)), Answer::Revoked);
+    }
+
+    #[test]
+    fn stops_survive_a_restart_with_the_memory_and_a_restart_without_it_quarantines() {
+        let t0 = Instant::now();
+        let q = Duration::from_secs(30);
+        let mut g = Grantor::new(t0, Some(Memory::default()), q);
+        g.renew(t0, &renewal("a", 1));
+        g.stop(t0, &Stop::Revoke { node: "a".into() });
+        let t1 = t0 + Duration::from_secs(2);
+        let mut again = Grantor::new(t1, Some(g.memory()), q);
+        assert_eq!(again.renew(t1, &renewal("a", 1)), Answer::Revoked);
+        assert_eq!(again.renew(t1, &renewal("b", 1)), Answer::Granted);
+
+        let mut forgot = Grantor::new(t1, None, q);
+        assert_eq!(forgot.renew(t1, &renewal("a", 1)), Answer::Quarantined);
+        assert_eq!(
+            forgot.renew(t1 + q - Duration::from_nanos(1), &renewal("b", 1)),
+            Answer::Quarantined
+        );
+        assert_eq!(forgot.renew(t1 + q, &renewal("b", 1)), Answer::Granted);
+        // What it granted before its start it cannot know: the age it
+        // answers counts from its start, and it names no watchdog timeout.
+        let ack = forgot.stop(t1 + q, &Stop::Revoke { node: "a".into() });
+        assert_eq!(ack.since_last_grant, q);
+        assert_eq!(ack.watchdog_timeout, None);
+    }
+
+    #[test]
+    fn the_answer_names_the_longest_watchdog_timeout_granted() {
+        let t0 = Instant::now();
+        let mut g = Grantor::new(t0, Some(Memory::default()), Duration::ZERO);
+        let mut r = renewal("a", 1);
+        r.watchdog_timeout = Duration::from_secs(9);
+        g.renew(t0, &r);
+        r.watchdog_timeout = Duration::from_secs(4);
+        g.renew(t0 + Duration::from_secs(1), &r);
+        let ack = g.stop(
+            t0 + Duration::from_secs(1),
+            &Stop::Revoke { node: "a".into() },
+        );
+        assert_eq!(ack.watchdog_timeout, Some(Duration::from_secs(9)));
+        assert_eq!(ack.since_last_grant, Duration::ZERO);
+    }
+
+    #[test]
+    fn quarantine_outlasts_the_window_and_the_horizon_on_a_slow_clock() {
+        let q = quarantine(
+            Duration::from_secs(5),
+            Duration::from_secs(20),
+            Drift::DEFAULT,
+        );
+        assert!(q > Duration::from_secs(25));
+        assert!(q < Duration::from_millis(25_100));
+    }
+}

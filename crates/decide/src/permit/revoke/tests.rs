@@ -1,0 +1,202 @@
+use super::*;
+
+const S: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
+
+/// No drift, so that the figures below can be checked by hand; the drift
+/// has its own test.
+fn settings() -> RevokeSettings {
+    RevokeSettings {
+        ack_window: 5 * S,
+        credit_cap: 60 * S,
+        watchdog_cap: 60 * S,
+        margin: S,
+        drift: Drift::from_ppm(0).unwrap(),
+    }
+}
+
+fn set(version: u64, peers: &[&str]) -> GrantorSet {
+    GrantorSet::new(version, peers.iter().map(|p| p.to_string()).collect())
+}
+
+fn ack(age: Duration) -> StopAck {
+    StopAck {
+        since_last_grant: age,
+        credit: Some(10 * S),
+        watchdog_timeout: Some(5 * S),
+    }
+}
+
+#[test]
+fn a_node_dead_for_longer_than_its_credit_is_reset_a_watchdog_timeout_after_the_answers() {
+    let t = Instant::now();
+    let s = settings();
+    let mut r = Revocation::new("n", vec![set(1, &["a", "b", "c", "d"])]);
+    r.api_closed(ApiPath::ClosedUnused);
+    assert_eq!(r.to_ask(t, &s), vec!["a", "b", "c", "d"]);
+    // Five voters (the node, four peers): stopping three leaves no
+    // majority to the node.
+    r.answered("a", t, ack(15 * S));
+    r.answered("b", t, ack(16 * S));
+    assert!(matches!(
+        r.deadline(t, &s),
+        Err(Pending::Answers {
+            version: 1,
+            have: 2,
+            need: 3
+        })
+    ));
+    r.answered("c", t + 100 * MS, ack(15 * S));
+    let d = r.deadline(t + 100 * MS, &s).unwrap();
+    // The node's last grant was 15 s before the answers, its credit 10 s:
+    // its permit ended before them. Then the watchdog (5 s), two expedited
+    // seconds of an agent exiting after it, and the margin.
+    assert_eq!(d.permit_end, t + 100 * MS);
+    assert_eq!(d.watchdog_timeout, 5 * S);
+    assert_eq!(d.at, t + 100 * MS + 8 * S);
+}
+
+#[test]
+fn a_node_granted_just_before_the_stop_keeps_its_credit_to_the_end() {
+    let t = Instant::now();
+    let s = settings();
+    let mut r = Revocation::new("n", vec![set(1, &["a", "b"])]);
+    r.api_closed(ApiPath::ClosedUnused);
+    // Three voters: a grant of either peer makes a majority with the node,
+    // so both must be stopped; the later end counts.
+    r.answered("a", t, ack(500 * MS));
+    assert!(r.deadline(t, &s).is_err());
+    r.answered("b", t + S, ack(3 * S));
+    let d = r.deadline(t + S, &s).unwrap();
+    // a: t + 9.5 s; b: t + 1 s + 7 s = t + 8 s.
+    assert_eq!(d.permit_end, t + 9500 * MS);
+    assert_eq!(d.at, t + 9500 * MS + 8 * S);
+}
+
+#[test]
+fn with_more_answers_than_needed_the_node_needs_several_of_them() {
+    let t = Instant::now();
+    let s = settings();
+    let mut r = Revocation::new("n", vec![set(1, &["a", "b", "c", "d"])]);
+    r.api_closed(ApiPath::ClosedUnused);
+    // All four answered: the node needs two grants, both from answered
+    // grantors, so the second-latest end decides (b's), not a's.
+    r.answered("a", t, ack(S));
+    r.answered("b", t, ack(4 * S));
+    r.answered("c", t, ack(20 * S));
+    r.answered("d", t, ack(20 * S));
+    assert_eq!(r.deadline(t, &s).unwrap().permit_end, t + 6 * S);
+    // Three answered: one unanswered grant plus one answered one suffice,
+    // so the latest answered end decides.
+    let mut r3 = Revocation::new("n", vec![set(1, &["a", "b", "c", "d"])]);
+    r3.api_closed(ApiPath::ClosedUnused);
+    r3.answered("a", t, ack(S));
+    r3.answered("b", t, ack(4 * S));
+    r3.answered("c", t, ack(20 * S));
+    assert_eq!(r3.deadline(t, &s).unwrap().permit_end, t + 9 * S);
+}
+
+#[test]
+fn answers_older_than_the_window_are_asked_again_and_do_not_count() {
+    let t = Instant::now();
+    let s = settings();
+    let mut r = Revocation::new("n", vec![set(1, &["a", "b"])]);
+    r.api_closed(ApiPath::ClosedUnused);
+    r.answered("a", t, ack(20 * S));
+    r.answered("b", t + 5 * S, ack(20 * S));
+    assert!(r.deadline(t + 5 * S, &s).is_ok());
+    let later = t + 5 * S + MS;
+    assert_eq!(r.to_ask(later, &s), vec!["a"]);
+    assert!(r.deadline(later, &s).is_err());
+}
+
+#[test]
+fn every_set_the_node_may_draw_on_must_be_blocked() {
+    let t = Instant::now();
+    let s = settings();
+    let mut r = Revocation::new("n", vec![set(1, &["a", "b"]), set(2, &["b", "c"])]);
+    r.api_closed(ApiPath::ClosedUnused);
+    assert_eq!(r.to_ask(t, &s), vec!["a", "b", "c"]);
+    r.answered("a", t, ack(20 * S));
+    r.answered("b", t, ack(20 * S));
+    assert!(matches!(
+        r.deadline(t, &s),
+        Err(Pending::Answers { version: 2, .. })
+    ));
+    r.answered("c", t, ack(20 * S));
+    assert!(r.deadline(t, &s).is_ok());
+}
+
+#[test]
+fn the_api_path_must_be_closed_and_a_renewal_through_it_counts_from_when_it_was_seen() {
+    let t = Instant::now();
+    let s = settings();
+    let mut r = Revocation::new("n", vec![set(1, &["a"])]);
+    r.answered("a", t, ack(20 * S));
+    assert_eq!(r.deadline(t, &s), Err(Pending::ApiOpen));
+    r.api_closed(ApiPath::ClosedAfter {
+        first_seen: t - 12 * S,
+        credit: 30 * S,
+        watchdog_timeout: 7 * S,
+    });
+    let d = r.deadline(t, &s).unwrap();
+    assert_eq!(d.permit_end, t + 18 * S);
+    assert_eq!(d.watchdog_timeout, 7 * S);
+    assert_eq!(d.at, t + 18 * S + 7 * S + 2 * S + S);
+}
+
+#[test]
+fn an_answer_that_cannot_name_the_timings_is_taken_at_the_caps() {
+    let t = Instant::now();
+    let s = settings();
+    let mut r = Revocation::new("n", vec![set(1, &["a"])]);
+    r.api_closed(ApiPath::ClosedUnused);
+    // A grantor restarted 2 s ago: it granted nothing since, and cannot say
+    // what it granted before.
+    r.answered(
+        "a",
+        t,
+        StopAck {
+            since_last_grant: 2 * S,
+            credit: None,
+            watchdog_timeout: None,
+        },
+    );
+    let d = r.deadline(t, &s).unwrap();
+    assert_eq!(d.permit_end, t + 58 * S);
+    assert_eq!(d.watchdog_timeout, 60 * S);
+}
+
+#[test]
+fn drift_lengthens_every_term_and_the_window_bounds_the_quarantine() {
+    let t = Instant::now();
+    let s = RevokeSettings {
+        drift: Drift::DEFAULT,
+        ..settings()
+    };
+    let mut r = Revocation::new("n", vec![set(1, &["a"])]);
+    r.api_closed(ApiPath::ClosedUnused);
+    r.answered("a", t, ack(Duration::ZERO));
+    let d = r.deadline(t, &s).unwrap();
+    // 10 s of credit as a slow node counts it, read by a fast leader.
+    assert!(d.permit_end > t + 10_020 * MS, "{:?}", d.permit_end - t);
+    assert!(d.permit_end < t + 10_021 * MS);
+    let no_drift = {
+        let mut r = r.clone();
+        r.api_closed(ApiPath::ClosedUnused);
+        r.deadline(t, &settings()).unwrap()
+    };
+    assert!(d.at - d.permit_end > no_drift.at - no_drift.permit_end);
+    // A deadline never lies more than the horizon after an answer it counts.
+    assert!(d.at - t <= s.horizon());
+    assert!(s.horizon() >= 60 * S + 60 * S + 2 * S + S);
+}
+
+#[test]
+fn a_node_without_a_grantor_set_has_nothing_to_revoke() {
+    let t = Instant::now();
+    let mut r = Revocation::new("n", vec![]);
+    r.api_closed(ApiPath::ClosedUnused);
+    assert_eq!(r.deadline(t, &settings()), Err(Pending::NoGrantorSet));
+    assert_eq!(r.node(), "n");
+}
