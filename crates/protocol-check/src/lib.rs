@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checker;
+pub mod permits;
 pub mod world;
 
 use std::time::Duration;

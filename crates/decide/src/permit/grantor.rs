@@ -22,6 +22,15 @@ pub fn quarantine(ack_window: Duration, horizon: Duration, drift: Drift) -> Dura
     drift.stretch(ack_window.saturating_add(horizon))
 }
 
+/// The quarantine left to a grantor starting without memory `uptime` after
+/// its node booted, when its state directory lives as long as the boot (a
+/// tmpfs): then no process of this boot acknowledged a stop, and the
+/// previous boot's last one is at least `uptime` old. (A state directory
+/// lost within a boot must count as the full quarantine.)
+pub fn quarantine_left(quarantine: Duration, uptime: Duration) -> Duration {
+    quarantine.saturating_sub(uptime)
+}
+
 /// What a stop left in force for one node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stopped {
@@ -248,6 +257,22 @@ mod tests {
         );
         assert_eq!(ack.watchdog_timeout, Some(Duration::from_secs(9)));
         assert_eq!(ack.since_last_grant, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_first_start_long_after_the_boot_is_not_quarantined() {
+        let q = Duration::from_secs(100);
+        assert_eq!(
+            quarantine_left(q, Duration::from_secs(30)),
+            Duration::from_secs(70)
+        );
+        assert_eq!(
+            quarantine_left(q, Duration::from_secs(3600)),
+            Duration::ZERO
+        );
+        let t0 = Instant::now();
+        let mut g = Grantor::new(t0, None, quarantine_left(q, Duration::from_secs(3600)));
+        assert_eq!(g.renew(t0, &renewal("a", 1)), Answer::Granted);
     }
 
     #[test]

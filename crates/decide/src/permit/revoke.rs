@@ -97,6 +97,10 @@ pub struct Revocation {
     sets: Vec<GrantorSet>,
     answers: BTreeMap<String, Answered>,
     api: ApiPath,
+    /// Fixed once complete: later answers would only move it later (their
+    /// receipt is later), and the grantors that answered hold their stop
+    /// (saved, or quarantined after a restart without it) past it.
+    fixed: Option<Deadline>,
 }
 
 /// The deadline and where its terms came from (for logs and Events).
@@ -112,13 +116,16 @@ pub struct Deadline {
 
 impl Revocation {
     /// Revoke `node`, which may draw credit from every set in `sets` (its
-    /// current one, and any older one whose retirement is not complete).
+    /// current one, and any older one whose retirement is not complete), as
+    /// last observed: stops go out at once, and [`Revocation::api_closed`]
+    /// names the sets for good.
     pub fn new(node: &str, sets: Vec<GrantorSet>) -> Self {
         Revocation {
             node: node.to_string(),
             sets,
             answers: BTreeMap::new(),
             api: ApiPath::Open,
+            fixed: None,
         }
     }
 
@@ -127,8 +134,11 @@ impl Revocation {
     }
 
     /// Grantors to send the stop to at `now`: those of every set without an
-    /// answer received within the ack window.
+    /// answer received within the ack window (none once complete).
     pub fn to_ask(&self, now: Instant, s: &RevokeSettings) -> Vec<String> {
+        if self.fixed.is_some() {
+            return Vec::new();
+        }
         let mut out: Vec<String> = self
             .sets
             .iter()
@@ -154,14 +164,29 @@ impl Revocation {
             .insert(grantor.to_string(), Answered { received, ack });
     }
 
-    pub fn api_closed(&mut self, api: ApiPath) {
+    /// The API path is closed: the revocation was written on the node's
+    /// permit object with a precondition on the version observed, which
+    /// named these grantor sets. No set can be added after it (the leader
+    /// assigns none to a node it fences), so these are the sets to block.
+    pub fn api_closed(&mut self, api: ApiPath, sets: Vec<GrantorSet>) {
         self.api = api;
+        self.sets = sets;
     }
 
     /// When the node is certainly reset, once the API path is closed and
-    /// every set has enough fresh answers that each majority it could use
-    /// contains an answered grantor.
-    pub fn deadline(&self, now: Instant, s: &RevokeSettings) -> Result<Deadline, Pending> {
+    /// every set has enough answers received within the ack window that
+    /// each majority it could use contains an answered grantor. Fixed from
+    /// the first time it is known.
+    pub fn deadline(&mut self, now: Instant, s: &RevokeSettings) -> Result<Deadline, Pending> {
+        if let Some(d) = self.fixed {
+            return Ok(d);
+        }
+        let d = self.compute(now, s)?;
+        self.fixed = Some(d);
+        Ok(d)
+    }
+
+    fn compute(&self, now: Instant, s: &RevokeSettings) -> Result<Deadline, Pending> {
         let d = s.drift;
         if self.sets.is_empty() {
             return Err(Pending::NoGrantorSet);

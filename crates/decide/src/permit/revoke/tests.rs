@@ -19,6 +19,18 @@ fn set(version: u64, peers: &[&str]) -> GrantorSet {
     GrantorSet::new(version, peers.iter().map(|p| p.to_string()).collect())
 }
 
+/// Close the API path on the sets the revocation began with.
+trait Close {
+    fn close(&mut self, api: ApiPath);
+}
+
+impl Close for Revocation {
+    fn close(&mut self, api: ApiPath) {
+        let sets = self.sets.clone();
+        self.api_closed(api, sets);
+    }
+}
+
 fn ack(age: Duration) -> StopAck {
     StopAck {
         since_last_grant: age,
@@ -32,7 +44,7 @@ fn a_node_dead_for_longer_than_its_credit_is_reset_a_watchdog_timeout_after_the_
     let t = Instant::now();
     let s = settings();
     let mut r = Revocation::new("n", vec![set(1, &["a", "b", "c", "d"])]);
-    r.api_closed(ApiPath::ClosedUnused);
+    r.close(ApiPath::ClosedUnused);
     assert_eq!(r.to_ask(t, &s), vec!["a", "b", "c", "d"]);
     // Five voters (the node, four peers): stopping three leaves no
     // majority to the node.
@@ -61,7 +73,7 @@ fn a_node_granted_just_before_the_stop_keeps_its_credit_to_the_end() {
     let t = Instant::now();
     let s = settings();
     let mut r = Revocation::new("n", vec![set(1, &["a", "b"])]);
-    r.api_closed(ApiPath::ClosedUnused);
+    r.close(ApiPath::ClosedUnused);
     // Three voters: a grant of either peer makes a majority with the node,
     // so both must be stopped; the later end counts.
     r.answered("a", t, ack(500 * MS));
@@ -78,7 +90,7 @@ fn with_more_answers_than_needed_the_node_needs_several_of_them() {
     let t = Instant::now();
     let s = settings();
     let mut r = Revocation::new("n", vec![set(1, &["a", "b", "c", "d"])]);
-    r.api_closed(ApiPath::ClosedUnused);
+    r.close(ApiPath::ClosedUnused);
     // All four answered: the node needs two grants, both from answered
     // grantors, so the second-latest end decides (b's), not a's.
     r.answered("a", t, ack(S));
@@ -89,7 +101,7 @@ fn with_more_answers_than_needed_the_node_needs_several_of_them() {
     // Three answered: one unanswered grant plus one answered one suffice,
     // so the latest answered end decides.
     let mut r3 = Revocation::new("n", vec![set(1, &["a", "b", "c", "d"])]);
-    r3.api_closed(ApiPath::ClosedUnused);
+    r3.close(ApiPath::ClosedUnused);
     r3.answered("a", t, ack(S));
     r3.answered("b", t, ack(4 * S));
     r3.answered("c", t, ack(20 * S));
@@ -101,13 +113,31 @@ fn answers_older_than_the_window_are_asked_again_and_do_not_count() {
     let t = Instant::now();
     let s = settings();
     let mut r = Revocation::new("n", vec![set(1, &["a", "b"])]);
-    r.api_closed(ApiPath::ClosedUnused);
+    r.close(ApiPath::ClosedUnused);
     r.answered("a", t, ack(20 * S));
-    r.answered("b", t + 5 * S, ack(20 * S));
-    assert!(r.deadline(t + 5 * S, &s).is_ok());
     let later = t + 5 * S + MS;
+    r.answered("b", later, ack(20 * S));
     assert_eq!(r.to_ask(later, &s), vec!["a"]);
     assert!(r.deadline(later, &s).is_err());
+    r.answered("a", later, ack(25 * S));
+    assert!(r.deadline(later, &s).is_ok());
+}
+
+#[test]
+fn a_complete_revocation_keeps_its_deadline_and_asks_no_more() {
+    let t = Instant::now();
+    let s = settings();
+    let mut r = Revocation::new("n", vec![set(1, &["a", "b"])]);
+    r.close(ApiPath::ClosedUnused);
+    r.answered("a", t, ack(20 * S));
+    r.answered("b", t, ack(20 * S));
+    let first = r.deadline(t, &s).unwrap();
+    // Answers that came later (a repeated stop) would put it later: the
+    // deadline stays, and nothing is asked any more.
+    r.answered("a", t + 6 * S, ack(26 * S));
+    r.answered("b", t + 6 * S, ack(26 * S));
+    assert_eq!(r.deadline(t + 60 * S, &s).unwrap(), first);
+    assert!(r.to_ask(t + 60 * S, &s).is_empty());
 }
 
 #[test]
@@ -115,7 +145,7 @@ fn every_set_the_node_may_draw_on_must_be_blocked() {
     let t = Instant::now();
     let s = settings();
     let mut r = Revocation::new("n", vec![set(1, &["a", "b"]), set(2, &["b", "c"])]);
-    r.api_closed(ApiPath::ClosedUnused);
+    r.close(ApiPath::ClosedUnused);
     assert_eq!(r.to_ask(t, &s), vec!["a", "b", "c"]);
     r.answered("a", t, ack(20 * S));
     r.answered("b", t, ack(20 * S));
@@ -134,7 +164,7 @@ fn the_api_path_must_be_closed_and_a_renewal_through_it_counts_from_when_it_was_
     let mut r = Revocation::new("n", vec![set(1, &["a"])]);
     r.answered("a", t, ack(20 * S));
     assert_eq!(r.deadline(t, &s), Err(Pending::ApiOpen));
-    r.api_closed(ApiPath::ClosedAfter {
+    r.close(ApiPath::ClosedAfter {
         first_seen: t - 12 * S,
         credit: 30 * S,
         watchdog_timeout: 7 * S,
@@ -150,7 +180,7 @@ fn an_answer_that_cannot_name_the_timings_is_taken_at_the_caps() {
     let t = Instant::now();
     let s = settings();
     let mut r = Revocation::new("n", vec![set(1, &["a"])]);
-    r.api_closed(ApiPath::ClosedUnused);
+    r.close(ApiPath::ClosedUnused);
     // A grantor restarted 2 s ago: it granted nothing since, and cannot say
     // what it granted before.
     r.answered(
@@ -175,17 +205,14 @@ fn drift_lengthens_every_term_and_the_window_bounds_the_quarantine() {
         ..settings()
     };
     let mut r = Revocation::new("n", vec![set(1, &["a"])]);
-    r.api_closed(ApiPath::ClosedUnused);
+    r.close(ApiPath::ClosedUnused);
     r.answered("a", t, ack(Duration::ZERO));
+    let mut without = r.clone();
     let d = r.deadline(t, &s).unwrap();
     // 10 s of credit as a slow node counts it, read by a fast leader.
     assert!(d.permit_end > t + 10_020 * MS, "{:?}", d.permit_end - t);
     assert!(d.permit_end < t + 10_021 * MS);
-    let no_drift = {
-        let mut r = r.clone();
-        r.api_closed(ApiPath::ClosedUnused);
-        r.deadline(t, &settings()).unwrap()
-    };
+    let no_drift = without.deadline(t, &settings()).unwrap();
     assert!(d.at - d.permit_end > no_drift.at - no_drift.permit_end);
     // A deadline never lies more than the horizon after an answer it counts.
     assert!(d.at - t <= s.horizon());
@@ -196,7 +223,25 @@ fn drift_lengthens_every_term_and_the_window_bounds_the_quarantine() {
 fn a_node_without_a_grantor_set_has_nothing_to_revoke() {
     let t = Instant::now();
     let mut r = Revocation::new("n", vec![]);
-    r.api_closed(ApiPath::ClosedUnused);
+    r.close(ApiPath::ClosedUnused);
     assert_eq!(r.deadline(t, &settings()), Err(Pending::NoGrantorSet));
     assert_eq!(r.node(), "n");
+}
+
+#[test]
+fn the_sets_named_where_the_api_path_was_closed_are_the_ones_blocked() {
+    let t = Instant::now();
+    let s = settings();
+    // Begun on the set the leader last saw; the node's permit object had a
+    // newer one when the revocation was written on it.
+    let mut r = Revocation::new("n", vec![set(1, &["a"])]);
+    r.answered("a", t, ack(20 * S));
+    r.api_closed(ApiPath::ClosedUnused, vec![set(1, &["a"]), set(2, &["b"])]);
+    assert!(matches!(
+        r.deadline(t, &s),
+        Err(Pending::Answers { version: 2, .. })
+    ));
+    assert_eq!(r.to_ask(t, &s), vec!["b"]);
+    r.answered("b", t, ack(20 * S));
+    assert!(r.deadline(t, &s).is_ok());
 }

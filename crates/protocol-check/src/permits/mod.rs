@@ -1,0 +1,181 @@
+//! Lease-gated self-fencing, checked: the real permit cores of
+//! [`kube_fencer_decide::permit`] — every node's holder and grantor, the
+//! leader's revocation — run together on a virtual clock against a shell as
+//! unkind as the real one ([`world`]):
+//!
+//! - every node's clocks (monotonic and watchdog timer) run at their own
+//!   rates within the drift bound, changing rate at any time;
+//! - peer messages are delayed (up to seconds), lost, duplicated and
+//!   reordered; nodes are cut from their peers and/or the API server; the
+//!   whole peer network or the whole control plane goes down;
+//! - API requests take up to seconds, are throttled (429), land late (a
+//!   write takes effect and its answer is lost), and watches stall;
+//! - processes freeze (SIGSTOP) for any time, also between deciding to
+//!   ping the watchdog and pinging it; VMs pause for up to the margin;
+//! - agents crash and are restarted by the kubelet (their exit pings the
+//!   device, as the kernel does), with or without their state directory;
+//!   nodes power off and boot again; the leader crashes and another takes
+//!   over its fencings from scratch; grantor sets change under a held
+//!   permit;
+//! - **the leader fences any node at any time**, healthy or not: a
+//!   revocation must be safe whatever the detection got wrong;
+//! - every schedule draws its own configuration from the whole range the
+//!   flags accept ([`Config::sample`]), not only the defaults.
+//!
+//! Invariants, checked at every step:
+//!
+//! - **S1**: when the leader would delete a node's pods (its revocation's
+//!   deadline passed on its clock), that node is off or has been reset since
+//!   the revocation began.
+//! - **S2** (schedules without node faults and without fencing, over
+//!   accepted configurations): an outage of the control plane alone or of
+//!   the peer network alone — with throttling, slow and lossy messages,
+//!   agent restarts, grantor restarts and grantor-set changes — resets no
+//!   node.
+//! - **L1**: a node powered off before its revocation began is declared
+//!   fenced, when nothing else fails, within the time the figures report.
+
+pub mod world;
+
+use std::time::Duration;
+
+use kube_fencer_decide::permit::Drift;
+
+use crate::Rng;
+
+pub use world::{Outcome, Violation};
+
+/// One configuration: the timings of every agent and of the leader, and
+/// the cluster's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub nodes: usize,
+    /// Peers in each node's grantor set.
+    pub peers: usize,
+    pub renew_interval: Duration,
+    pub credit: Duration,
+    pub api_credit: Duration,
+    pub watchdog: Duration,
+    pub margin: Duration,
+    pub drift_ppm: u32,
+    pub ack_window: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            nodes: 5,
+            peers: 4,
+            renew_interval: Duration::from_secs(1),
+            credit: Duration::from_secs(10),
+            api_credit: Duration::from_secs(30),
+            watchdog: Duration::from_secs(5),
+            margin: Duration::from_secs(1),
+            drift_ppm: Drift::DEFAULT.ppm(),
+            ack_window: Duration::from_secs(5),
+        }
+    }
+}
+
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000_000_000;
+
+impl Config {
+    /// A configuration drawn from the whole space the flags accept, the
+    /// boundaries included often.
+    pub fn sample(rng: &mut Rng) -> Config {
+        let mut pick = |lo: u64, hi: u64| -> u64 {
+            match rng.below(8) {
+                0 => lo,
+                1 => hi,
+                _ => lo + rng.below(hi - lo + 1),
+            }
+        };
+        let nodes = pick(2, 7) as usize;
+        let peers = pick(1, (nodes - 1) as u64) as usize;
+        let renew = pick(100, 5_000) * MS;
+        let watchdog = pick(1, 30) * SEC;
+        let credit = pick(500, 60_000) * MS;
+        let api_credit = credit.max(pick(1_000, 120_000) * MS);
+        Config {
+            nodes,
+            peers,
+            renew_interval: Duration::from_nanos(renew),
+            credit: Duration::from_nanos(credit),
+            api_credit: Duration::from_nanos(api_credit),
+            watchdog: Duration::from_nanos(watchdog),
+            margin: Duration::from_nanos(pick(0, 5_000) * MS),
+            drift_ppm: pick(0, u64::from(Drift::MAX_PPM)) as u32,
+            ack_window: Duration::from_nanos(pick(100, 10_000) * MS),
+        }
+    }
+}
+
+/// Which schedules to draw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Any fault, any fencing: S1 (and L1's figures).
+    Adversary,
+    /// No node fault and no fencing; an outage of the control plane or of
+    /// the peer network (not both at once): S2.
+    Outages,
+    /// One node powered off, fenced 10–20 s later, nothing else failing:
+    /// L1's figures (and S1).
+    PowerOff,
+}
+
+/// What a batch of schedules found.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub schedules: u64,
+    pub violations: Vec<(u64, Config, Violation)>,
+    /// Revocations that reached their deadline (pods deleted).
+    pub fenced: u64,
+    /// From the start of a fencing to the deletion, for nodes powered off
+    /// before it began (with nothing else failing, in [`Mode::PowerOff`]).
+    pub fencing_times: Vec<Duration>,
+    /// Power-off to deletion, for nodes powered off before their fencing
+    /// began with nothing else failing meanwhile.
+    pub recoveries: Vec<Duration>,
+    /// Resets of nodes in outage schedules (S2 counts them as violations).
+    pub resets: u64,
+}
+
+impl Summary {
+    pub fn merge(&mut self, other: Summary) {
+        self.schedules += other.schedules;
+        self.violations.extend(other.violations);
+        self.fenced += other.fenced;
+        self.recoveries.extend(other.recoveries);
+        self.fencing_times.extend(other.fencing_times);
+        self.resets += other.resets;
+    }
+}
+
+/// Run `count` schedules from seed `first`; `config`: the same for all, or
+/// (`None`) one drawn per schedule.
+pub fn simulate(first: u64, count: u64, config: Option<Config>, mode: Mode) -> Summary {
+    let mut sum = Summary::default();
+    for seed in first..first + count {
+        let out = run(seed, config, mode, false);
+        sum.schedules += 1;
+        sum.fenced += out.fenced;
+        sum.resets += out.resets;
+        sum.recoveries.extend(out.recoveries.iter().copied());
+        sum.fencing_times.extend(out.fencing_times.iter().copied());
+        for v in out.violations {
+            sum.violations.push((seed, out.config, v));
+        }
+    }
+    sum
+}
+
+/// One schedule (`trace`: keep a readable trace in the outcome).
+pub fn run(seed: u64, config: Option<Config>, mode: Mode, trace: bool) -> Outcome {
+    let mut rng = Rng(seed ^ 0x7065_726d_6974);
+    let config = config.unwrap_or_else(|| Config::sample(&mut rng));
+    world::World::new(seed, config, mode, trace).run()
+}
+
+#[cfg(test)]
+mod tests;

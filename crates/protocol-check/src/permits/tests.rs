@@ -1,0 +1,142 @@
+use std::time::Duration;
+
+use super::world::{Fault, World};
+use super::*;
+
+const S: Duration = Duration::from_secs(1);
+
+fn ns(d: Duration) -> u64 {
+    d.as_nanos() as u64
+}
+
+fn scripted(config: Config, script: Vec<(Duration, Fault)>) -> Outcome {
+    World::new(7, config, Mode::Adversary, true)
+        .with_script(script)
+        .run()
+}
+
+fn assert_clean(out: &Outcome) {
+    assert!(
+        out.violations.is_empty(),
+        "{:?}\n{}",
+        out.violations,
+        out.trace.join("\n")
+    );
+}
+
+#[test]
+fn a_powered_off_node_is_fenced_a_watchdog_timeout_after_its_revocation() {
+    let c = Config::default();
+    let out = scripted(
+        c,
+        vec![(10 * S, Fault::PowerOff(2)), (25 * S, Fault::Fence(2))],
+    );
+    assert_clean(&out);
+    assert_eq!(out.fenced, 1, "{}", out.trace.join("\n"));
+    // Its last grant is 15 s old, longer than its credit: the watchdog
+    // timeout, the two expedited seconds and the margin after the answers,
+    // which come within the leader's next tick.
+    let took = out.fencing_times[0];
+    assert!(took >= 8 * S, "{took:?}");
+    assert!(took < 9 * S, "{took:?}");
+}
+
+#[test]
+fn a_healthy_node_that_is_fenced_resets_before_its_pods_are_deleted() {
+    // The leader's detection may be wrong: the node is up, connected to
+    // everything, and its grantors revoke it.
+    let out = scripted(Config::default(), vec![(20 * S, Fault::Fence(3))]);
+    assert_clean(&out);
+    assert_eq!(out.fenced, 1, "{}", out.trace.join("\n"));
+    assert_eq!(out.resets, 1, "{}", out.trace.join("\n"));
+}
+
+#[test]
+fn a_node_frozen_between_check_and_ping_and_then_killed_resets_in_time() {
+    // Cut off from everything, it loses its permit; its feeding thread
+    // freezes right after deciding to ping, pings late, and the process
+    // exits (an exit ping) before the device fires.
+    let c = Config::default();
+    let out = scripted(
+        c,
+        vec![
+            (10 * S, Fault::CutPeers(1)),
+            (10 * S, Fault::CutApi(1)),
+            (12 * S, Fault::FreezeAtFeed(1, ns(4 * S))),
+            (
+                16 * S + S / 2,
+                Fault::Crash {
+                    node: 1,
+                    keep_state: true,
+                },
+            ),
+            (12 * S, Fault::Fence(1)),
+        ],
+    );
+    assert_clean(&out);
+    assert_eq!(out.resets, 1, "{}", out.trace.join("\n"));
+}
+
+#[test]
+fn a_rolling_update_disarms_and_the_leader_does_not_fence_a_disarmed_node() {
+    let out = scripted(
+        Config::default(),
+        vec![
+            (10 * S, Fault::Rollout(2)),
+            (11 * S, Fault::PowerOff(2)),
+            (12 * S, Fault::Fence(2)),
+        ],
+    );
+    assert_clean(&out);
+    assert_eq!(out.fenced, 0, "{}", out.trace.join("\n"));
+    assert!(
+        out.trace.iter().any(|l| l.contains("not armed")),
+        "{}",
+        out.trace.join("\n")
+    );
+}
+
+#[test]
+fn an_outage_of_the_peer_network_alone_resets_no_node() {
+    let out = World::new(3, Config::default(), Mode::Outages, true)
+        .with_script(vec![
+            (10 * S, Fault::PeerOutage(true)),
+            (
+                20 * S,
+                Fault::Crash {
+                    node: 2,
+                    keep_state: true,
+                },
+            ),
+            (30 * S, Fault::Throttle(30)),
+        ])
+        .run();
+    assert_clean(&out);
+    assert_eq!(out.resets, 0, "{}", out.trace.join("\n"));
+}
+
+#[test]
+fn an_outage_of_the_control_plane_alone_resets_no_node() {
+    let out = World::new(3, Config::default(), Mode::Outages, true)
+        .with_script(vec![
+            (10 * S, Fault::ApiOutage(true)),
+            (
+                20 * S,
+                Fault::Crash {
+                    node: 2,
+                    keep_state: true,
+                },
+            ),
+            (30 * S, Fault::Loss(10)),
+        ])
+        .run();
+    assert_clean(&out);
+    assert_eq!(out.resets, 0, "{}", out.trace.join("\n"));
+}
+
+#[test]
+fn random_schedules_over_the_whole_configuration_space_break_nothing() {
+    let sum = simulate(0, 150, None, Mode::Adversary);
+    assert!(sum.violations.is_empty(), "{:?}", sum.violations);
+    assert!(sum.fenced > 0);
+}
