@@ -289,6 +289,8 @@ fn arb_obs() -> impl Strategy<Value = Observations> {
                 .into_iter()
                 .map(|(node, pv, id)| VolumeAttachmentObs {
                     name: format!("va{id}"),
+                    uid: format!("va-uid{id}"),
+                    resource_version: Some(format!("{pv}")),
                     node: names[node].clone(),
                     volume: Some(format!("pv{pv}")),
                 })
@@ -364,14 +366,19 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                     s.delete_pods_with_rwo_volumes && p.claims.iter().any(|c| c.read_write_once);
                 prop_assert!(sts || rwo, "{:?}", a);
             }
-            Action::DeleteVolumeAttachment { node, name, .. } => {
+            Action::DeleteVolumeAttachment {
+                node, attachment, ..
+            } => {
                 prop_assert_eq!(obs.nodes[node].facts.record.phase(), Some(Phase::Fenced));
-                let va = obs
-                    .volume_attachments
-                    .iter()
-                    .find(|v| v.name == *name)
-                    .unwrap();
-                prop_assert_eq!(&va.node, node);
+                // Exactly the attachment as listed: its UID and
+                // resourceVersion are the delete's preconditions.
+                let listed = obs.volume_attachments.iter().any(|v| {
+                    v.uid == attachment.uid
+                        && v.name == attachment.name
+                        && v.resource_version == attachment.resource_version
+                        && v.node == *node
+                });
+                prop_assert!(listed, "{:?}", a);
             }
             Action::UpdateNode { node, intent, .. } => {
                 let n = &obs.nodes[node];

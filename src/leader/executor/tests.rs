@@ -245,7 +245,7 @@ async fn nothing_is_sent_without_confirmed_leadership() {
     let exec = Executor::new(client, settings(), Metrics::new(), leadership);
     let err = within(exec.delete_pod(&pod_ref())).await.unwrap_err();
     assert!(matches!(err, ExecError::NotLeader { .. }), "{err}");
-    let err = within(exec.delete_volume_attachment("va"))
+    let err = within(exec.delete_volume_attachment(&attachment_ref()))
         .await
         .unwrap_err();
     assert!(matches!(err, ExecError::NotLeader { .. }), "{err}");
@@ -383,6 +383,47 @@ async fn pod_delete_server_error_is_an_error() {
     );
 }
 
+fn attachment_ref() -> AttachmentRef {
+    AttachmentRef {
+        name: "csi-abc".into(),
+        uid: "va-uid-1".into(),
+        resource_version: Some("17".into()),
+    }
+}
+
+#[tokio::test]
+async fn volume_attachment_delete_sends_uid_and_resource_version_preconditions() {
+    let (client, mut handle) = mock();
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("delete");
+        assert_eq!(req.method(), Method::DELETE);
+        assert_eq!(
+            req.uri().path(),
+            "/apis/storage.k8s.io/v1/volumeattachments/csi-abc"
+        );
+        let body = body_json(req).await;
+        assert_eq!(body["preconditions"]["uid"], "va-uid-1");
+        assert_eq!(
+            body["preconditions"]["resourceVersion"], "17",
+            "exactly the attachment as listed"
+        );
+        send.send_response(ok(json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+            "metadata": {"name": "csi-abc", "uid": "va-uid-1"},
+            "spec": {"attacher": "csi.example.com", "nodeName": "worker-1",
+                     "source": {"persistentVolumeName": "pv-1"}},
+        })));
+    });
+    let exec = Executor::new(client, settings(), Metrics::new(), leader());
+    assert_eq!(
+        within(exec.delete_volume_attachment(&attachment_ref()))
+            .await
+            .unwrap(),
+        Deleted::Deleted
+    );
+    within(server).await.unwrap();
+}
+
 #[tokio::test]
 async fn volume_attachment_not_found_is_fine() {
     let (client, mut handle) = mock();
@@ -397,10 +438,40 @@ async fn volume_attachment_not_found_is_fine() {
     });
     let exec = Executor::new(client, settings(), Metrics::new(), leader());
     assert_eq!(
-        within(exec.delete_volume_attachment("csi-abc"))
+        within(exec.delete_volume_attachment(&attachment_ref()))
             .await
             .unwrap(),
         Deleted::NotFound
     );
     within(server).await.unwrap();
+}
+
+#[tokio::test]
+async fn volume_attachment_precondition_failure_is_not_an_error() {
+    let (client, mut handle) = mock();
+    let server = tokio::spawn(async move {
+        let (_, send) = handle.next_request().await.expect("delete");
+        send.send_response(status(409, "Conflict"));
+        handle
+    });
+    let metrics = Metrics::new();
+    let exec = Executor::new(client, settings(), metrics.clone(), leader());
+    assert_eq!(
+        within(exec.delete_volume_attachment(&attachment_ref()))
+            .await
+            .unwrap(),
+        Deleted::PreconditionFailed
+    );
+    let mut handle = within(server).await.unwrap();
+    assert!(
+        futures::poll!(Box::pin(handle.next_request())).is_pending(),
+        "no second request"
+    );
+    assert_eq!(
+        metrics
+            .api_errors
+            .with_label_values(&["delete", "volumeattachments"])
+            .get(),
+        0
+    );
 }

@@ -100,6 +100,16 @@ pub struct PodRef {
     pub statefulset: Option<String>,
 }
 
+/// A VolumeAttachment exactly as it was listed: its delete carries the UID
+/// and resourceVersion as preconditions, so an attachment replaced (same
+/// name, new object) or changed since is left alone and judged again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachmentRef {
+    pub name: String,
+    pub uid: String,
+    pub resource_version: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     UpdateNode {
@@ -114,9 +124,10 @@ pub enum Action {
         pod: PodRef,
         why: String,
     },
+    /// Delete (UID and resourceVersion preconditions).
     DeleteVolumeAttachment {
         node: String,
-        name: String,
+        attachment: AttachmentRef,
         volume: String,
         why: String,
     },
