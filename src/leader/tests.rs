@@ -286,6 +286,34 @@ async fn a_changed_volume_attachment_is_tried_again_and_is_no_error() {
 }
 
 #[tokio::test]
+async fn clearing_an_unfence_request_is_told() {
+    let (mut ls, mut rx) = loop_state(FakeWriter::default());
+    let done = ls
+        .execute(
+            vec![update(NodeIntent::ClearUnfenceRequest)],
+            now_at(1),
+            &leader(),
+        )
+        .await;
+    assert!(done.wrote && done.warnings.is_empty());
+    assert_eq!(ls.writer.calls(), ["update n1 clear_unfence"]);
+    let events: Vec<EventMsg> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].reason, "UnfenceRequestCleared");
+    assert!(!events[0].warning, "a Normal Event");
+    assert!(
+        events[0].note.contains("test"),
+        "the decision's why: {:?}",
+        events[0].note
+    );
+    let m = &ls.telemetry.metrics;
+    assert_eq!(
+        count(m, "fencing_operations", &["clear_unfence", "success"]),
+        1
+    );
+}
+
+#[tokio::test]
 async fn a_failure_is_reported_and_the_next_action_still_runs() {
     let (mut ls, mut rx) = loop_state(FakeWriter::default());
     ls.writer

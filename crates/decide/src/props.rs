@@ -383,7 +383,14 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
             Action::UpdateNode { node, intent, .. } => {
                 let n = &obs.nodes[node];
                 if *node == s.self_node {
-                    prop_assert_eq!(intent, &NodeIntent::Unfence);
+                    prop_assert!(
+                        matches!(
+                            intent,
+                            NodeIntent::Unfence | NodeIntent::ClearUnfenceRequest
+                        ),
+                        "{:?}",
+                        a
+                    );
                 }
                 match intent {
                     NodeIntent::BeginFencing | NodeIntent::MarkFenced => {
@@ -394,6 +401,11 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                     NodeIntent::Unfence => {
                         prop_assert!(n.facts.record.valid().is_some());
                         prop_assert!(!stale(obs, node, s, now));
+                    }
+                    NodeIntent::ClearUnfenceRequest => {
+                        // Only an override on a node observed without a record.
+                        prop_assert_eq!(&n.facts.record, &RecordState::Absent, "{:?}", a);
+                        prop_assert!(n.facts.unfence_requested, "{:?}", a);
                     }
                     NodeIntent::HoldFencing | NodeIntent::RestartFencing => {
                         prop_assert!(stale(obs, node, s, now), "{:?}", a);
@@ -493,7 +505,7 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
             let unfence = matches!(
                 a,
                 Action::UpdateNode {
-                    intent: NodeIntent::Unfence,
+                    intent: NodeIntent::Unfence | NodeIntent::ClearUnfenceRequest,
                     ..
                 }
             );
@@ -501,6 +513,19 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                 *node != s.self_node || unfence,
                 "acted on its own node: {:?}",
                 a
+            );
+        }
+    }
+    // One write per node and decision: a second one, rendered against the
+    // same observed node, would only conflict with the first.
+    let mut written = std::collections::BTreeSet::new();
+    for a in &d.actions {
+        if let Action::UpdateNode { node, .. } = a {
+            prop_assert!(
+                written.insert(node),
+                "two writes to {}: {:?}",
+                node,
+                d.actions
             );
         }
     }

@@ -152,6 +152,63 @@ async fn node_patch_conflict_rereads_rerenders_and_retries() {
     );
 }
 
+/// An unfence request on a node observed without a record is removed with
+/// the observed resourceVersion as precondition: a record written since
+/// (an operator may be unfencing that fencing) makes the write conflict,
+/// and re-rendered against the fresh node it no longer applies.
+#[tokio::test]
+async fn clearing_an_unfence_request_leaves_a_node_fenced_meanwhile_alone() {
+    let (client, mut handle) = mock();
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("patch");
+        assert_eq!(req.method(), Method::PATCH);
+        let body = body_json(req).await;
+        assert_eq!(
+            body,
+            json!({"metadata": {
+                "resourceVersion": "1",
+                "annotations": {crate::decide::UNFENCE_ANNOTATION: null},
+            }}),
+            "only the annotation, on the node as observed"
+        );
+        send.send_response(status(409, "Conflict"));
+        let (req, send) = handle.next_request().await.expect("get");
+        assert_eq!(req.method(), Method::GET);
+        let record = crate::decide::FenceRecord {
+            phase: crate::decide::Phase::Fencing,
+            fencing_since: SystemTime::UNIX_EPOCH,
+            fenced_at: None,
+            cordoned: true,
+            tainted: false,
+            by: "kube-fencer-other".into(),
+            boot_id: None,
+            held_since: None,
+        };
+        let mut fenced = node_json("2");
+        fenced["metadata"]["annotations"] = json!({
+            crate::decide::STATE_ANNOTATION: crate::decide::record::render(&record),
+            crate::decide::UNFENCE_ANNOTATION: "true",
+        });
+        send.send_response(ok(fenced));
+        handle
+    });
+    let exec = Executor::new(client, settings(), Metrics::new(), leader());
+    let mut observed = facts("1");
+    observed.unfence_requested = true;
+    let out = within(exec.update_node(&NodeIntent::ClearUnfenceRequest, &observed, &[], now()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, NodeWrite::Skipped(Skip::NoLongerApplies(_))),
+        "{out:?}"
+    );
+    let mut handle = within(server).await.unwrap();
+    assert!(
+        futures::poll!(Box::pin(handle.next_request())).is_pending(),
+        "no second write"
+    );
+}
+
 #[tokio::test]
 async fn node_patch_gives_up_after_bounded_conflicts() {
     let (client, mut handle) = mock();
