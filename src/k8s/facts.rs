@@ -198,6 +198,8 @@ pub fn claim_obs(name: &str, pvc: Option<&PersistentVolumeClaim>) -> ClaimObs {
 pub fn volume_attachment_obs(va: &VolumeAttachment) -> VolumeAttachmentObs {
     VolumeAttachmentObs {
         name: va.name_any(),
+        uid: va.metadata.uid.clone().unwrap_or_default(),
+        resource_version: va.metadata.resource_version.clone(),
         node: va.spec.node_name.clone(),
         volume: va.spec.source.persistent_volume_name.clone(),
     }
@@ -468,7 +470,7 @@ mod tests {
     #[test]
     fn volume_attachment() {
         let va: VolumeAttachment = serde_json::from_value(json!({
-            "metadata": {"name": "csi-123"},
+            "metadata": {"name": "csi-123", "uid": "va-uid-1", "resourceVersion": "7"},
             "spec": {"attacher": "ebs.csi.aws.com", "nodeName": "worker-1",
                      "source": {"persistentVolumeName": "pv-1"}},
         }))
@@ -477,6 +479,8 @@ mod tests {
             volume_attachment_obs(&va),
             VolumeAttachmentObs {
                 name: "csi-123".into(),
+                uid: "va-uid-1".into(),
+                resource_version: Some("7".into()),
                 node: "worker-1".into(),
                 volume: Some("pv-1".into())
             }

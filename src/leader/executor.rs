@@ -12,7 +12,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 
 use crate::decide::leader::patch::{self, Skip};
-use crate::decide::{NodeFacts, NodeIntent, Now, PodRef, Settings};
+use crate::decide::{AttachmentRef, NodeFacts, NodeIntent, Now, PodRef, Settings};
 use crate::k8s::NODE_LEASE_NAMESPACE;
 use crate::k8s::election::Leadership;
 use crate::k8s::facts::node_facts;
@@ -63,7 +63,9 @@ pub enum Deleted {
     Deleted,
     /// 404: already gone.
     NotFound,
-    /// 409 on the UID precondition: a replacement reused the name; left alone.
+    /// 409 on the UID or resourceVersion precondition: a replacement reused
+    /// the name, or the object changed since it was listed; left alone (it
+    /// is listed again and judged again).
     PreconditionFailed,
     /// Dry run: it would have been deleted; nothing was sent.
     DryRun,
@@ -216,32 +218,54 @@ impl Executor {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
         let params = DeleteParams::default()
             .grace_period(0)
-            .preconditions(Preconditions {
-                uid: Some(pod.uid.clone()),
-                resource_version: pod.resource_version.clone(),
-            });
+            .preconditions(exactly(&pod.uid, &pod.resource_version));
+        self.delete(&api, "pods", &pod.name, &params).await
+    }
+
+    /// Delete a VolumeAttachment with UID and resourceVersion preconditions
+    /// (exactly the attachment as it was listed; one replaced or changed
+    /// since is re-listed and judged again).
+    pub async fn delete_volume_attachment(
+        &self,
+        attachment: &AttachmentRef,
+    ) -> Result<Deleted, ExecError> {
+        let api: Api<VolumeAttachment> = Api::all(self.client.clone());
+        let params = DeleteParams::default()
+            .preconditions(exactly(&attachment.uid, &attachment.resource_version));
+        self.delete(&api, "volumeattachments", &attachment.name, &params)
+            .await
+    }
+
+    /// A preconditioned delete: 404 (already gone) and 409 (the
+    /// precondition failed: replaced or changed since it was listed) are
+    /// outcomes, not errors.
+    async fn delete<K>(
+        &self,
+        api: &Api<K>,
+        resource: &'static str,
+        name: &str,
+        params: &DeleteParams,
+    ) -> Result<Deleted, ExecError>
+    where
+        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
         match self
-            .bounded("delete", "pods", api.delete(&pod.name, &params))
+            .bounded("delete", resource, api.delete(name, params))
             .await?
         {
             Ok(_) => Ok(Deleted::Deleted),
             Err(e) if is_status(&e, 404) => Ok(Deleted::NotFound),
             Err(e) if is_status(&e, 409) => Ok(Deleted::PreconditionFailed),
-            Err(e) => Err(self.api_error("delete", "pods", e)),
+            Err(e) => Err(self.api_error("delete", resource, e)),
         }
     }
+}
 
-    pub async fn delete_volume_attachment(&self, name: &str) -> Result<Deleted, ExecError> {
-        let api: Api<VolumeAttachment> = Api::all(self.client.clone());
-        let params = DeleteParams::default();
-        match self
-            .bounded("delete", "volumeattachments", api.delete(name, &params))
-            .await?
-        {
-            Ok(_) => Ok(Deleted::Deleted),
-            Err(e) if is_status(&e, 404) => Ok(Deleted::NotFound),
-            Err(e) => Err(self.api_error("delete", "volumeattachments", e)),
-        }
+/// Preconditions of a delete: exactly the object as it was listed.
+fn exactly(uid: &str, resource_version: &Option<String>) -> Preconditions {
+    Preconditions {
+        uid: Some(uid.to_string()),
+        resource_version: resource_version.clone(),
     }
 }
 

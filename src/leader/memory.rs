@@ -32,8 +32,8 @@ pub fn pod_key(uid: &str) -> String {
     uid.to_string()
 }
 
-pub fn attachment_key(name: &str) -> String {
-    format!("va/{name}")
+pub fn attachment_key(uid: &str) -> String {
+    format!("va/{uid}")
 }
 
 impl LeaderMemory {

@@ -25,7 +25,9 @@ use kube::runtime::watcher;
 use tokio::sync::mpsc;
 
 use crate::decide::leader::dry_run::Overlay;
-use crate::decide::{self, Action, NodeIntent, Now, PodRef, Report, Settings, Warning};
+use crate::decide::{
+    self, Action, AttachmentRef, NodeIntent, Now, PodRef, Report, Settings, Warning,
+};
 use crate::k8s::ApiContact;
 use crate::k8s::NODE_LEASE_NAMESPACE;
 use crate::k8s::election::Leadership;
@@ -452,11 +454,11 @@ impl<W: ClusterWriter> LoopState<W> {
                 }
                 Action::DeleteVolumeAttachment {
                     node,
-                    name,
+                    attachment,
                     volume,
                     why,
                 } => {
-                    self.delete_attachment(&node, &name, &volume, &why, &mut done)
+                    self.delete_attachment(&node, &attachment, &volume, &why, &mut done)
                         .await
                 }
                 Action::ConfirmLease { node, why } => {
@@ -573,25 +575,29 @@ impl<W: ClusterWriter> LoopState<W> {
     async fn delete_attachment(
         &mut self,
         node: &str,
-        name: &str,
+        attachment: &AttachmentRef,
         volume: &str,
         why: &str,
         done: &mut Executed,
     ) {
-        let key = attachment_key(name);
+        let key = attachment_key(&attachment.uid);
         if self.memory.deleted_recently(&key) {
             return;
         }
-        let result = self.writer.delete_volume_attachment(name).await;
+        let result = self.writer.delete_volume_attachment(attachment).await;
         done.warnings.extend(self.telemetry.attachment_delete(
             self.about(node),
-            name,
+            &attachment.name,
             volume,
             why,
             &result,
         ));
-        if result.is_ok() {
-            self.memory.deleted(key, Instant::now());
+        if let Ok(deleted) = result {
+            if deleted != Deleted::PreconditionFailed {
+                // An attachment replaced or changed since it was listed (409
+                // on the UID or resourceVersion) is re-listed next pass.
+                self.memory.deleted(key, Instant::now());
+            }
             self.pods.invalidate_attachments();
             done.wrote = true;
         }

@@ -191,7 +191,7 @@ impl Telemetry {
                 );
             }
             Ok(other) => {
-                tracing::info!(node = %node, volume_attachment = %name, result = other.as_label(), "VolumeAttachment already gone; left alone");
+                tracing::info!(node = %node, volume_attachment = %name, result = other.as_label(), "VolumeAttachment already gone, or replaced or changed since it was listed; left alone");
             }
             Err(e) => {
                 tracing::warn!(node = %node, volume_attachment = %name, error = %e, "VolumeAttachment delete failed");

@@ -59,8 +59,11 @@ impl ClusterWriter for FakeWriter {
         self.call(format!("delete pod {}", pod.name));
         self.next_delete()
     }
-    async fn delete_volume_attachment(&self, name: &str) -> Result<Deleted, ExecError> {
-        self.call(format!("delete va {name}"));
+    async fn delete_volume_attachment(
+        &self,
+        attachment: &AttachmentRef,
+    ) -> Result<Deleted, ExecError> {
+        self.call(format!("delete va {}", attachment.name));
         self.next_delete()
     }
     async fn read_lease(&self, node: &str) -> Result<Option<String>, ExecError> {
@@ -148,7 +151,11 @@ fn delete_va(name: &str) -> Step {
     Step {
         action: Action::DeleteVolumeAttachment {
             node: "n1".into(),
-            name: name.into(),
+            attachment: AttachmentRef {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                resource_version: Some("3".into()),
+            },
             volume: "pv-1".into(),
             why: "test".into(),
         },
@@ -245,6 +252,64 @@ async fn a_deletion_is_not_sent_twice_but_a_changed_pod_is_tried_again() {
             "delete va va-1",
             "delete pod web-1", // deleted
         ]
+    );
+}
+
+#[tokio::test]
+async fn a_changed_volume_attachment_is_tried_again_and_is_no_error() {
+    let (mut ls, mut rx) = loop_state(FakeWriter::default());
+    ls.writer
+        .delete_results
+        .lock()
+        .unwrap()
+        .push_back(Ok(Deleted::PreconditionFailed));
+    for t in 1..=3 {
+        let done = ls
+            .execute(vec![delete_va("va-1")], now_at(t), &leader())
+            .await;
+        assert!(done.warnings.is_empty(), "{:?}", done.warnings);
+    }
+    assert_eq!(
+        ls.writer.calls(),
+        [
+            "delete va va-1", // 409: replaced or changed since it was listed
+            "delete va va-1", // deleted
+        ]
+    );
+    let m = &ls.telemetry.metrics;
+    assert_eq!(
+        count(m, "volume_attachments_deleted", &["precondition_failed"]),
+        1
+    );
+    assert_eq!(count(m, "volume_attachments_deleted", &["success"]), 1);
+    assert_eq!(reasons(&mut rx), ["VolumeAttachmentDeleted"]);
+}
+
+#[tokio::test]
+async fn clearing_an_unfence_request_is_told() {
+    let (mut ls, mut rx) = loop_state(FakeWriter::default());
+    let done = ls
+        .execute(
+            vec![update(NodeIntent::ClearUnfenceRequest)],
+            now_at(1),
+            &leader(),
+        )
+        .await;
+    assert!(done.wrote && done.warnings.is_empty());
+    assert_eq!(ls.writer.calls(), ["update n1 clear_unfence"]);
+    let events: Vec<EventMsg> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].reason, "UnfenceRequestCleared");
+    assert!(!events[0].warning, "a Normal Event");
+    assert!(
+        events[0].note.contains("test"),
+        "the decision's why: {:?}",
+        events[0].note
+    );
+    let m = &ls.telemetry.metrics;
+    assert_eq!(
+        count(m, "fencing_operations", &["clear_unfence", "success"]),
+        1
     );
 }
 

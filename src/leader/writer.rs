@@ -12,7 +12,9 @@ use k8s_openapi::api::core::v1::Taint;
 use tokio::sync::mpsc;
 
 use crate::decide::leader::dry_run::Overlay;
-use crate::decide::{self, Action, NodeFacts, NodeIntent, Now, Observations, PodRef, Settings};
+use crate::decide::{
+    self, Action, AttachmentRef, NodeFacts, NodeIntent, Now, Observations, PodRef, Settings,
+};
 use crate::leader::executor::{Deleted, ExecError, Executor, NodeWrite};
 use crate::leader::fence_command;
 
@@ -65,9 +67,10 @@ pub trait ClusterWriter {
     /// Force-delete exactly this pod.
     fn delete_pod(&self, pod: &PodRef) -> impl Future<Output = Result<Deleted, ExecError>> + Send;
 
+    /// Delete exactly this VolumeAttachment.
     fn delete_volume_attachment(
         &self,
-        name: &str,
+        attachment: &AttachmentRef,
     ) -> impl Future<Output = Result<Deleted, ExecError>> + Send;
 
     /// A consistent read of a node's Lease: its resourceVersion.
@@ -115,8 +118,11 @@ impl ClusterWriter for KubeWriter {
         self.executor.delete_pod(pod).await
     }
 
-    async fn delete_volume_attachment(&self, name: &str) -> Result<Deleted, ExecError> {
-        self.executor.delete_volume_attachment(name).await
+    async fn delete_volume_attachment(
+        &self,
+        attachment: &AttachmentRef,
+    ) -> Result<Deleted, ExecError> {
+        self.executor.delete_volume_attachment(attachment).await
     }
 
     async fn read_lease(&self, node: &str) -> Result<Option<String>, ExecError> {
@@ -180,7 +186,7 @@ impl ClusterWriter for DryRunWriter {
         Ok(Deleted::DryRun)
     }
 
-    async fn delete_volume_attachment(&self, _: &str) -> Result<Deleted, ExecError> {
+    async fn delete_volume_attachment(&self, _: &AttachmentRef) -> Result<Deleted, ExecError> {
         Ok(Deleted::DryRun)
     }
 
@@ -245,7 +251,14 @@ mod tests {
         };
         assert_eq!(writer.delete_pod(&pod).await.unwrap(), Deleted::DryRun);
         assert_eq!(
-            writer.delete_volume_attachment("va-1").await.unwrap(),
+            writer
+                .delete_volume_attachment(&AttachmentRef {
+                    name: "va-1".into(),
+                    uid: "uid-va-1".into(),
+                    resource_version: None,
+                })
+                .await
+                .unwrap(),
             Deleted::DryRun
         );
         let run = FenceRun {

@@ -7,9 +7,9 @@
 //! | `kube_fencer_leader_transitions_total` | counter | | Times this agent became leader. |
 //! | `kube_fencer_cache_synced` | gauge | | 1 while the leader's Node and Lease caches are synced. |
 //! | `kube_fencer_nodes` | gauge | `phase` | Nodes per status: `healthy`, `suspect`, `fencing`, `fenced`, `excluded`, `unmonitored` (leader only; 0 on followers). |
-//! | `kube_fencer_fencing_operations_total` | counter | `operation` (`begin`, `fence`, `unfence`), `result` (`success`, `error`, `skipped`, `dry_run`) | Node writes decided and their outcome. |
+//! | `kube_fencer_fencing_operations_total` | counter | `operation` (`begin`, `fence`, `unfence`, `hold`, `restart`, `clear_unfence`), `result` (`success`, `error`, `skipped`, `dry_run`) | Node writes decided and their outcome. |
 //! | `kube_fencer_pods_force_deleted_total` | counter | `result` (`success`, `not_found`, `precondition_failed`, `error`, `dry_run`) | Pod force-deletions. |
-//! | `kube_fencer_volume_attachments_deleted_total` | counter | `result` (`success`, `not_found`, `error`, `dry_run`) | VolumeAttachment deletions. |
+//! | `kube_fencer_volume_attachments_deleted_total` | counter | `result` (`success`, `not_found`, `precondition_failed`, `error`, `dry_run`) | VolumeAttachment deletions. |
 //! | `kube_fencer_recovery_seconds` | histogram | | Per fenced node: time from the last observed heartbeat to its being marked fenced, when its pods are released (the out-of-service taint lets Kubernetes delete them at once; kube-fencer force-deletes its StatefulSet pods in that pass or the next). |
 //! | `kube_fencer_storm_guard_active` | gauge | | 1 while the storm guard holds new fencings back. |
 //! | `kube_fencer_storm_guard_activations_total` | counter | | Times the storm guard became active. |

@@ -289,6 +289,8 @@ fn arb_obs() -> impl Strategy<Value = Observations> {
                 .into_iter()
                 .map(|(node, pv, id)| VolumeAttachmentObs {
                     name: format!("va{id}"),
+                    uid: format!("va-uid{id}"),
+                    resource_version: Some(format!("{pv}")),
                     node: names[node].clone(),
                     volume: Some(format!("pv{pv}")),
                 })
@@ -364,19 +366,31 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                     s.delete_pods_with_rwo_volumes && p.claims.iter().any(|c| c.read_write_once);
                 prop_assert!(sts || rwo, "{:?}", a);
             }
-            Action::DeleteVolumeAttachment { node, name, .. } => {
+            Action::DeleteVolumeAttachment {
+                node, attachment, ..
+            } => {
                 prop_assert_eq!(obs.nodes[node].facts.record.phase(), Some(Phase::Fenced));
-                let va = obs
-                    .volume_attachments
-                    .iter()
-                    .find(|v| v.name == *name)
-                    .unwrap();
-                prop_assert_eq!(&va.node, node);
+                // Exactly the attachment as listed: its UID and
+                // resourceVersion are the delete's preconditions.
+                let listed = obs.volume_attachments.iter().any(|v| {
+                    v.uid == attachment.uid
+                        && v.name == attachment.name
+                        && v.resource_version == attachment.resource_version
+                        && v.node == *node
+                });
+                prop_assert!(listed, "{:?}", a);
             }
             Action::UpdateNode { node, intent, .. } => {
                 let n = &obs.nodes[node];
                 if *node == s.self_node {
-                    prop_assert_eq!(intent, &NodeIntent::Unfence);
+                    prop_assert!(
+                        matches!(
+                            intent,
+                            NodeIntent::Unfence | NodeIntent::ClearUnfenceRequest
+                        ),
+                        "{:?}",
+                        a
+                    );
                 }
                 match intent {
                     NodeIntent::BeginFencing | NodeIntent::MarkFenced => {
@@ -387,6 +401,11 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                     NodeIntent::Unfence => {
                         prop_assert!(n.facts.record.valid().is_some());
                         prop_assert!(!stale(obs, node, s, now));
+                    }
+                    NodeIntent::ClearUnfenceRequest => {
+                        // Only an override on a node observed without a record.
+                        prop_assert_eq!(&n.facts.record, &RecordState::Absent, "{:?}", a);
+                        prop_assert!(n.facts.unfence_requested, "{:?}", a);
                     }
                     NodeIntent::HoldFencing | NodeIntent::RestartFencing => {
                         prop_assert!(stale(obs, node, s, now), "{:?}", a);
@@ -486,7 +505,7 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
             let unfence = matches!(
                 a,
                 Action::UpdateNode {
-                    intent: NodeIntent::Unfence,
+                    intent: NodeIntent::Unfence | NodeIntent::ClearUnfenceRequest,
                     ..
                 }
             );
@@ -494,6 +513,19 @@ fn check(obs: &Observations, now: Now, s: &Settings, d: &Decision) -> Result<(),
                 *node != s.self_node || unfence,
                 "acted on its own node: {:?}",
                 a
+            );
+        }
+    }
+    // One write per node and decision: a second one, rendered against the
+    // same observed node, would only conflict with the first.
+    let mut written = std::collections::BTreeSet::new();
+    for a in &d.actions {
+        if let Action::UpdateNode { node, .. } = a {
+            prop_assert!(
+                written.insert(node),
+                "two writes to {}: {:?}",
+                node,
+                d.actions
             );
         }
     }

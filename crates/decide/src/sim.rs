@@ -224,6 +224,8 @@ impl Sim {
     pub fn va(&mut self, name: &str, node: &str, volume: &str) {
         self.world.vas.push(VolumeAttachmentObs {
             name: name.into(),
+            uid: format!("uid-{name}"),
+            resource_version: Some("1".into()),
             node: node.into(),
             volume: Some(volume.into()),
         });
@@ -445,8 +447,8 @@ impl Sim {
                 Action::DeletePod { pod, .. } => {
                     self.world.pods.retain(|p| p.pod.uid != pod.uid);
                 }
-                Action::DeleteVolumeAttachment { name, .. } => {
-                    self.world.vas.retain(|v| v.name != *name);
+                Action::DeleteVolumeAttachment { attachment, .. } => {
+                    self.world.vas.retain(|v| v.uid != attachment.uid);
                 }
                 Action::ConfirmLease { node, .. } => self.read_lease(node),
                 Action::RunFenceCommand { node, attempt, .. } => {
@@ -512,7 +514,7 @@ impl Sim {
         self.log
             .iter()
             .filter_map(|l| match &l.action {
-                Action::DeleteVolumeAttachment { name, .. } => Some(name.clone()),
+                Action::DeleteVolumeAttachment { attachment, .. } => Some(attachment.name.clone()),
                 _ => None,
             })
             .collect()

@@ -152,6 +152,63 @@ async fn node_patch_conflict_rereads_rerenders_and_retries() {
     );
 }
 
+/// An unfence request on a node observed without a record is removed with
+/// the observed resourceVersion as precondition: a record written since
+/// (an operator may be unfencing that fencing) makes the write conflict,
+/// and re-rendered against the fresh node it no longer applies.
+#[tokio::test]
+async fn clearing_an_unfence_request_leaves_a_node_fenced_meanwhile_alone() {
+    let (client, mut handle) = mock();
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("patch");
+        assert_eq!(req.method(), Method::PATCH);
+        let body = body_json(req).await;
+        assert_eq!(
+            body,
+            json!({"metadata": {
+                "resourceVersion": "1",
+                "annotations": {crate::decide::UNFENCE_ANNOTATION: null},
+            }}),
+            "only the annotation, on the node as observed"
+        );
+        send.send_response(status(409, "Conflict"));
+        let (req, send) = handle.next_request().await.expect("get");
+        assert_eq!(req.method(), Method::GET);
+        let record = crate::decide::FenceRecord {
+            phase: crate::decide::Phase::Fencing,
+            fencing_since: SystemTime::UNIX_EPOCH,
+            fenced_at: None,
+            cordoned: true,
+            tainted: false,
+            by: "kube-fencer-other".into(),
+            boot_id: None,
+            held_since: None,
+        };
+        let mut fenced = node_json("2");
+        fenced["metadata"]["annotations"] = json!({
+            crate::decide::STATE_ANNOTATION: crate::decide::record::render(&record),
+            crate::decide::UNFENCE_ANNOTATION: "true",
+        });
+        send.send_response(ok(fenced));
+        handle
+    });
+    let exec = Executor::new(client, settings(), Metrics::new(), leader());
+    let mut observed = facts("1");
+    observed.unfence_requested = true;
+    let out = within(exec.update_node(&NodeIntent::ClearUnfenceRequest, &observed, &[], now()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, NodeWrite::Skipped(Skip::NoLongerApplies(_))),
+        "{out:?}"
+    );
+    let mut handle = within(server).await.unwrap();
+    assert!(
+        futures::poll!(Box::pin(handle.next_request())).is_pending(),
+        "no second write"
+    );
+}
+
 #[tokio::test]
 async fn node_patch_gives_up_after_bounded_conflicts() {
     let (client, mut handle) = mock();
@@ -245,7 +302,7 @@ async fn nothing_is_sent_without_confirmed_leadership() {
     let exec = Executor::new(client, settings(), Metrics::new(), leadership);
     let err = within(exec.delete_pod(&pod_ref())).await.unwrap_err();
     assert!(matches!(err, ExecError::NotLeader { .. }), "{err}");
-    let err = within(exec.delete_volume_attachment("va"))
+    let err = within(exec.delete_volume_attachment(&attachment_ref()))
         .await
         .unwrap_err();
     assert!(matches!(err, ExecError::NotLeader { .. }), "{err}");
@@ -383,6 +440,47 @@ async fn pod_delete_server_error_is_an_error() {
     );
 }
 
+fn attachment_ref() -> AttachmentRef {
+    AttachmentRef {
+        name: "csi-abc".into(),
+        uid: "va-uid-1".into(),
+        resource_version: Some("17".into()),
+    }
+}
+
+#[tokio::test]
+async fn volume_attachment_delete_sends_uid_and_resource_version_preconditions() {
+    let (client, mut handle) = mock();
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("delete");
+        assert_eq!(req.method(), Method::DELETE);
+        assert_eq!(
+            req.uri().path(),
+            "/apis/storage.k8s.io/v1/volumeattachments/csi-abc"
+        );
+        let body = body_json(req).await;
+        assert_eq!(body["preconditions"]["uid"], "va-uid-1");
+        assert_eq!(
+            body["preconditions"]["resourceVersion"], "17",
+            "exactly the attachment as listed"
+        );
+        send.send_response(ok(json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+            "metadata": {"name": "csi-abc", "uid": "va-uid-1"},
+            "spec": {"attacher": "csi.example.com", "nodeName": "worker-1",
+                     "source": {"persistentVolumeName": "pv-1"}},
+        })));
+    });
+    let exec = Executor::new(client, settings(), Metrics::new(), leader());
+    assert_eq!(
+        within(exec.delete_volume_attachment(&attachment_ref()))
+            .await
+            .unwrap(),
+        Deleted::Deleted
+    );
+    within(server).await.unwrap();
+}
+
 #[tokio::test]
 async fn volume_attachment_not_found_is_fine() {
     let (client, mut handle) = mock();
@@ -397,10 +495,40 @@ async fn volume_attachment_not_found_is_fine() {
     });
     let exec = Executor::new(client, settings(), Metrics::new(), leader());
     assert_eq!(
-        within(exec.delete_volume_attachment("csi-abc"))
+        within(exec.delete_volume_attachment(&attachment_ref()))
             .await
             .unwrap(),
         Deleted::NotFound
     );
     within(server).await.unwrap();
+}
+
+#[tokio::test]
+async fn volume_attachment_precondition_failure_is_not_an_error() {
+    let (client, mut handle) = mock();
+    let server = tokio::spawn(async move {
+        let (_, send) = handle.next_request().await.expect("delete");
+        send.send_response(status(409, "Conflict"));
+        handle
+    });
+    let metrics = Metrics::new();
+    let exec = Executor::new(client, settings(), metrics.clone(), leader());
+    assert_eq!(
+        within(exec.delete_volume_attachment(&attachment_ref()))
+            .await
+            .unwrap(),
+        Deleted::PreconditionFailed
+    );
+    let mut handle = within(server).await.unwrap();
+    assert!(
+        futures::poll!(Box::pin(handle.next_request())).is_pending(),
+        "no second request"
+    );
+    assert_eq!(
+        metrics
+            .api_errors
+            .with_label_values(&["delete", "volumeattachments"])
+            .get(),
+        0
+    );
 }

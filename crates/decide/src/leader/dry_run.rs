@@ -70,8 +70,8 @@ impl Overlay {
                 Action::DeletePod { pod, .. } => {
                     self.deleted_pods.insert(pod.uid.clone());
                 }
-                Action::DeleteVolumeAttachment { name, .. } => {
-                    self.deleted_attachments.insert(name.clone());
+                Action::DeleteVolumeAttachment { attachment, .. } => {
+                    self.deleted_attachments.insert(attachment.name.clone());
                 }
                 // No simulated effect: a dry run never learns whether the node is off.
                 Action::RunFenceCommand { .. } | Action::ConfirmLease { .. } => {}
@@ -134,6 +134,8 @@ mod tests {
             .iter()
             .map(|n| VolumeAttachmentObs {
                 name: n.to_string(),
+                uid: format!("uid-{n}"),
+                resource_version: Some("1".into()),
                 node: "n1".into(),
                 volume: None,
             })
@@ -173,7 +175,11 @@ mod tests {
                 },
                 Action::DeleteVolumeAttachment {
                     node: "n1".into(),
-                    name: "va2".into(),
+                    attachment: crate::AttachmentRef {
+                        name: "va2".into(),
+                        uid: "uid-va2".into(),
+                        resource_version: Some("1".into()),
+                    },
                     volume: "pv".into(),
                     why: String::new(),
                 },

@@ -13,7 +13,10 @@
 use std::time::{Duration, Instant};
 
 use super::guard::held_message;
-use super::{Action, FENCE_COMMAND_MAX_BACKOFF, FenceCommandState, NodeIntent, Phase, RecordState};
+use super::{
+    Action, FENCE_COMMAND_MAX_BACKOFF, FenceCommandState, NodeIntent, Phase, RecordState,
+    UNFENCE_ANNOTATION,
+};
 use super::{NodeView, Plan, fmt_age};
 use crate::contract::safe_time::safe_time;
 
@@ -48,14 +51,20 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
                     held_message(name, "starting to fence", &plan.guard, s.max_unhealthy),
                 );
             } else {
+                let mut why = format!(
+                    "Lease not renewed for {} (--unreachable-after {})",
+                    fmt_age(age),
+                    humantime::format_duration(s.unreachable_after)
+                );
+                if view.obs.facts.unfence_requested {
+                    why.push_str(&format!(
+                        "; the {UNFENCE_ANNOTATION}=true set before this fencing began is removed, so it cannot unfence the node without a reboot"
+                    ));
+                }
                 plan.actions.push(Action::UpdateNode {
                     node: name.to_string(),
                     intent: NodeIntent::BeginFencing,
-                    why: format!(
-                        "Lease not renewed for {} (--unreachable-after {})",
-                        fmt_age(age),
-                        humantime::format_duration(s.unreachable_after)
-                    ),
+                    why,
                 });
             }
         }

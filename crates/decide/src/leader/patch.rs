@@ -75,6 +75,10 @@ pub fn render(
             if !facts.unschedulable {
                 patch.unschedulable = Some(true);
             }
+            // An unfence request set while the node had no record is not
+            // about this fencing, which starts fresh without it (it would
+            // unfence the node without a reboot).
+            patch.clear_unfence_request = facts.unfence_requested;
             patch.record = Some(Some(FenceRecord {
                 phase: Phase::Fencing,
                 fencing_since: now.wall,
@@ -201,6 +205,19 @@ pub fn render(
             patch.record = Some(None);
             patch.clear_unfence_request = facts.unfence_requested;
         }
+        NodeIntent::ClearUnfenceRequest => match &facts.record {
+            RecordState::Absent if facts.unfence_requested => {
+                patch.clear_unfence_request = true;
+            }
+            RecordState::Absent => return Err(Skip::AlreadyDone),
+            // A record appeared since the node was observed: the annotation
+            // may now be an operator unfencing it. Left alone.
+            RecordState::Valid(_) | RecordState::Malformed(_) => {
+                return Err(Skip::NoLongerApplies(
+                    "the node has a fencing record now: the unfence annotation is the operator's request to unfence it".into(),
+                ));
+            }
+        },
     }
     Ok(patch)
 }

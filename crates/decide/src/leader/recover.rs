@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Action, Phase, PodObs, PodRef};
+use super::{Action, AttachmentRef, Phase, PodObs, PodRef};
 use super::{NodeView, Plan};
 
 const STATEFULSET_API_VERSION: &str = "apps/v1";
@@ -105,7 +105,11 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
             {
                 plan.actions.push(Action::DeleteVolumeAttachment {
                     node: name.to_string(),
-                    name: va.name.clone(),
+                    attachment: AttachmentRef {
+                        name: va.name.clone(),
+                        uid: va.uid.clone(),
+                        resource_version: va.resource_version.clone(),
+                    },
                     volume: volume.to_string(),
                     why: format!(
                         "node {name} is fenced: detaching volume {volume} (claim {namespace}/{claim}) so it can attach to a healthy node"

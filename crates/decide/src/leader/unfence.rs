@@ -3,11 +3,20 @@
 //! renewals and Ready=True, both at least that long — gets back exactly
 //! what kube-fencer took (cordon, taint) and loses the record. The
 //! hysteresis keeps a flapping node from being unfenced early.
+//!
+//! An operator's `kube-fencer.io/unfence=true` on a node observed without a
+//! record is removed: it unfences nothing, and left in place it would
+//! unfence the node's next fencing as soon as its Lease is fresh, without a
+//! reboot.
 
-use super::{Action, NodeIntent, Phase, Readiness, UNFENCE_ANNOTATION};
+use super::{Action, NodeIntent, Phase, Readiness, RecordState, UNFENCE_ANNOTATION};
 use super::{NodeView, Plan, fmt_age};
 
 pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
+    if view.obs.facts.record == RecordState::Absent {
+        clear_stale_request(view, plan);
+        return;
+    }
     let Some(record) = view.obs.facts.record.valid() else {
         return;
     };
@@ -83,4 +92,29 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
             ),
         });
     }
+}
+
+/// The unfence annotation on a node observed without a record. Only then:
+/// an operator unfencing a node sets it on a node that has a record, and
+/// the write carries the resourceVersion observed here as a precondition,
+/// so a record written meanwhile (not yet observed) makes the write fail
+/// and, re-rendered against the fresh node, not apply. A fencing that
+/// begins in this same decision removes the annotation itself.
+fn clear_stale_request(view: &NodeView<'_>, plan: &mut Plan<'_>) {
+    let name = view.name;
+    if !view.obs.facts.unfence_requested
+        || plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::UpdateNode { node, .. } if node == name))
+    {
+        return;
+    }
+    plan.actions.push(Action::UpdateNode {
+        node: name.to_string(),
+        intent: NodeIntent::ClearUnfenceRequest,
+        why: format!(
+            "{UNFENCE_ANNOTATION}=true on node {name} is removed: the node is not fenced (it has no kube-fencer record), and the override left in place would unfence a later fencing of it without a reboot"
+        ),
+    });
 }

@@ -26,6 +26,10 @@ pub enum NodeIntent {
     /// (`fencingSince` = now, `heldSince` cleared), so its safe time counts
     /// from the release, not from the old record.
     RestartFencing,
+    /// Remove an operator's `kube-fencer.io/unfence` annotation from a node
+    /// that has no record: it unfences nothing now, and left in place it
+    /// would unfence the node's next fencing without a reboot.
+    ClearUnfenceRequest,
 }
 
 /// What the shell says about a node intent: its metric label, Event reason
@@ -39,6 +43,7 @@ impl NodeIntent {
             NodeIntent::Unfence => "unfence",
             NodeIntent::HoldFencing => "hold",
             NodeIntent::RestartFencing => "restart",
+            NodeIntent::ClearUnfenceRequest => "clear_unfence",
         }
     }
 
@@ -53,6 +58,7 @@ impl NodeIntent {
             },
             NodeIntent::HoldFencing => "FencingHeld",
             NodeIntent::RestartFencing => "FencingRestarted",
+            NodeIntent::ClearUnfenceRequest => "UnfenceRequestCleared",
         }
     }
 
@@ -64,6 +70,7 @@ impl NodeIntent {
             NodeIntent::Unfence => "Unfence",
             NodeIntent::HoldFencing => "HoldFencing",
             NodeIntent::RestartFencing => "RestartFencing",
+            NodeIntent::ClearUnfenceRequest => "ClearUnfenceRequest",
         }
     }
 
@@ -76,6 +83,9 @@ impl NodeIntent {
             NodeIntent::HoldFencing => "note in the record that the storm guard holds the node",
             NodeIntent::RestartFencing => {
                 "restart the node's fencing now, for its current boot (storm guard released, or the node booted again)"
+            }
+            NodeIntent::ClearUnfenceRequest => {
+                "remove the kube-fencer.io/unfence annotation from a node kube-fencer has not fenced"
             }
         }
     }
@@ -100,6 +110,16 @@ pub struct PodRef {
     pub statefulset: Option<String>,
 }
 
+/// A VolumeAttachment exactly as it was listed: its delete carries the UID
+/// and resourceVersion as preconditions, so an attachment replaced (same
+/// name, new object) or changed since is left alone and judged again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachmentRef {
+    pub name: String,
+    pub uid: String,
+    pub resource_version: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     UpdateNode {
@@ -114,9 +134,10 @@ pub enum Action {
         pod: PodRef,
         why: String,
     },
+    /// Delete (UID and resourceVersion preconditions).
     DeleteVolumeAttachment {
         node: String,
-        name: String,
+        attachment: AttachmentRef,
         volume: String,
         why: String,
     },
@@ -212,12 +233,13 @@ mod intent_tests {
     use super::*;
     use crate::contract::record::FenceRecord;
 
-    const ALL: [NodeIntent; 5] = [
+    const ALL: [NodeIntent; 6] = [
         NodeIntent::BeginFencing,
         NodeIntent::MarkFenced,
         NodeIntent::Unfence,
         NodeIntent::HoldFencing,
         NodeIntent::RestartFencing,
+        NodeIntent::ClearUnfenceRequest,
     ];
 
     #[test]

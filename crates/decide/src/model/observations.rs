@@ -193,6 +193,11 @@ pub struct PodObs {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VolumeAttachmentObs {
     pub name: String,
+    /// `metadata.uid` (the delete's precondition).
+    pub uid: String,
+    /// `metadata.resourceVersion` as listed (the delete's precondition).
+    pub resource_version: Option<String>,
+    /// `spec.nodeName`.
     pub node: String,
     /// `spec.source.persistentVolumeName`.
     pub volume: Option<String>,

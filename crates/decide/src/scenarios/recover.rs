@@ -206,3 +206,38 @@ fn nodes_needing_pods_are_the_managed_fenced_ones() {
         vec!["fenced".to_string()]
     );
 }
+
+/// A VolumeAttachment is deleted only exactly as it was listed: the action
+/// carries its UID and resourceVersion, the delete's preconditions, so an
+/// attachment replaced (same name) or changed since is left alone.
+#[test]
+fn a_volume_attachment_is_deleted_exactly_as_it_was_listed() {
+    let mut sim = cluster();
+    sim.pod(
+        "n1",
+        "db/pg-0",
+        Some(("apps/v1", "StatefulSet", "pg")),
+        vec![claim("data", "pv-1", true)],
+    );
+    sim.va("va-1", "n1", "pv-1");
+    sim.world.vas[0].resource_version = Some("7".into());
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(200);
+    let deletes: Vec<&AttachmentRef> = sim
+        .log
+        .iter()
+        .filter_map(|l| match &l.action {
+            Action::DeleteVolumeAttachment { attachment, .. } => Some(attachment),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        deletes,
+        [&AttachmentRef {
+            name: "va-1".into(),
+            uid: "uid-va-1".into(),
+            resource_version: Some("7".into()),
+        }]
+    );
+}

@@ -70,3 +70,49 @@ fn unfencing_needs_the_lease_streak_as_well_as_ready() {
     assert_eq!(obs_for(500, 29).report.next_wakeup, Some(mono(1001)));
     assert_eq!(obs_for(30, 30).actions.len(), 1);
 }
+
+/// An operator's `kube-fencer.io/unfence=true` on a node kube-fencer has
+/// not fenced means nothing now, but left in place it would unfence the
+/// node's next fencing as soon as its Lease is fresh, without a reboot.
+#[test]
+fn an_unfence_request_on_a_node_without_a_record_is_removed() {
+    let mut sim = cluster();
+    sim.run_until(5);
+    sim.get_mut("n1").facts.unfence_requested = true;
+    sim.run_until(6);
+    assert!(
+        !sim.get("n1").facts.unfence_requested,
+        "the override is removed"
+    );
+    // Fenced later, it reconnects without a reboot: it stays fenced.
+    sim.kill("n1");
+    sim.run_until(70);
+    assert_eq!(sim.status("n1"), NodeStatus::Fenced);
+    sim.reconnect("n1");
+    sim.run_until(300);
+    assert!(sim.updates("n1", unfence()).is_empty());
+    assert_eq!(sim.status("n1"), NodeStatus::Fenced);
+}
+
+/// The override set just before the fencing begins (in the same pass):
+/// the fencing starts fresh, without it.
+#[test]
+fn a_fencing_that_begins_drops_an_unfence_request_set_before_it() {
+    let mut sim = cluster();
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(19);
+    sim.get_mut("n1").facts.unfence_requested = true;
+    sim.run_until(20);
+    assert_eq!(sim.updates("n1", begin()), vec![20]);
+    assert!(
+        !sim.get("n1").facts.unfence_requested,
+        "the override is removed with the fencing's first write"
+    );
+    sim.run_until(70);
+    assert_eq!(sim.status("n1"), NodeStatus::Fenced);
+    sim.reconnect("n1");
+    sim.run_until(300);
+    assert!(sim.updates("n1", unfence()).is_empty());
+    assert_eq!(sim.status("n1"), NodeStatus::Fenced);
+}

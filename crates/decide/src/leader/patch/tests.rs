@@ -322,6 +322,49 @@ fn unfence_skips() {
 }
 
 #[test]
+fn an_unfence_request_is_cleared_only_from_a_node_without_a_record() {
+    let s = settings();
+    let mut f = facts("n1");
+    f.unfence_requested = true;
+    let p = render(&NodeIntent::ClearUnfenceRequest, &f, now_at(0), &s).unwrap();
+    assert!(p.clear_unfence_request);
+    assert_eq!(p.resource_version, f.resource_version, "the precondition");
+    assert!(!apply(&f, &p).unfence_requested);
+    assert_eq!((p.unschedulable, p.taints, p.record), (None, None, None));
+    // A record written since the node was observed: the annotation may be
+    // an operator unfencing it now.
+    for rec in [
+        record(Phase::Fencing, true, false),
+        record(Phase::Fenced, true, true),
+        RecordState::Malformed("bad".into()),
+    ] {
+        f.record = rec;
+        assert!(matches!(
+            render(&NodeIntent::ClearUnfenceRequest, &f, now_at(0), &s),
+            Err(Skip::NoLongerApplies(_))
+        ));
+    }
+    let f = facts("n1");
+    assert_eq!(
+        render(&NodeIntent::ClearUnfenceRequest, &f, now_at(0), &s),
+        Err(Skip::AlreadyDone)
+    );
+}
+
+#[test]
+fn a_fencing_begins_without_an_earlier_unfence_request() {
+    let s = settings();
+    let mut f = facts("n1");
+    let p = render(&NodeIntent::BeginFencing, &f, now_at(0), &s).unwrap();
+    assert!(!p.clear_unfence_request);
+    f.unfence_requested = true;
+    let p = render(&NodeIntent::BeginFencing, &f, now_at(0), &s).unwrap();
+    assert!(p.clear_unfence_request);
+    let after = apply(&f, &p);
+    assert!(!after.unfence_requested && after.record.valid().is_some());
+}
+
+#[test]
 fn full_cycle_restores_the_node() {
     let s = settings();
     let mut f = facts("n1");
