@@ -3,10 +3,13 @@
 //!
 //! A grant counts from when its renewal was *sent* (never from when the
 //! answer came), on this node's monotonic clock, for `credit`. The permit
-//! holds while the node's own vote and the grants of enough peers of its
-//! current [`GrantorSet`] to make a majority are all valid — or while a
-//! conditional renewal through the API server (which the leader's
-//! revocation makes fail) sent within `api_credit` succeeded.
+//! holds while, for one of the [`GrantorSet`]s the leader lists for the
+//! node (the current one, and older ones until they are retired), the
+//! node's own vote and the grants of enough of its peers to make a majority
+//! are all valid — or while a conditional renewal through the API server
+//! (which the leader's revocation makes fail) sent within `api_credit`
+//! succeeded. Every renewal names the set it is for, so that a retired set
+//! stops granting; a new set takes over without a gap.
 //!
 //! Feeding ([`Holder::feed`]): a ping at check time `c` sets the device's
 //! timeout to `T = min(watchdog, (end − c)/2)` in whole seconds, and no
@@ -25,6 +28,10 @@ use super::{Answer, GrantorSet, Renewal};
 /// The timeout an expedited device runs with: the shortest a device takes.
 pub const EXPEDITED: Duration = Duration::from_secs(1);
 
+/// How soon a failed renewal through the API server is tried again (a
+/// throttled request is answered at once; the next may pass).
+pub const API_RETRY: Duration = Duration::from_millis(250);
+
 /// The holder's timings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HolderSettings {
@@ -42,10 +49,11 @@ pub struct HolderSettings {
 
 impl HolderSettings {
     /// The permit time left, under which the holder renews through the API
-    /// server: two renewal rounds without a majority of grants.
+    /// server: a renewal round that went unanswered by a majority for a
+    /// whole interval.
     pub fn api_fallback_below(&self) -> Duration {
         self.credit
-            .saturating_sub(self.renew_interval.saturating_mul(3))
+            .saturating_sub(self.renew_interval.saturating_mul(2))
     }
 }
 
@@ -129,8 +137,9 @@ pub struct Status {
 /// their renewals carried.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Saved {
-    pub set: GrantorSet,
-    pub credits: Vec<(String, Instant)>,
+    pub sets: Vec<GrantorSet>,
+    /// (set version, grantor) → the send time of its latest grant.
+    pub credits: Vec<((u64, String), Instant)>,
     pub api_credit: Option<Instant>,
     pub credit: Duration,
     pub api_credit_duration: Duration,
@@ -143,18 +152,23 @@ pub struct Holder {
     node: String,
     boot: String,
     settings: HolderSettings,
-    set: GrantorSet,
-    /// Grantor → send time of the latest renewal it granted.
-    credits: BTreeMap<String, Instant>,
+    /// The sets the leader lists, oldest first (never empty once known).
+    sets: Vec<GrantorSet>,
+    /// (set version, grantor) → send time of the latest renewal for that
+    /// set it granted.
+    credits: BTreeMap<(u64, String), Instant>,
     /// Send time of the latest renewal through the API that succeeded.
     api_credit: Option<Instant>,
-    /// Round → send time, while its grants may still count.
-    rounds: BTreeMap<u64, Instant>,
+    /// Round → send time and the set version it named (`None`: through the
+    /// API), while its grants may still count.
+    rounds: BTreeMap<u64, (Instant, Option<u64>)>,
     next_round: u64,
     next_renewal: Option<Instant>,
     /// When the first renewal round of this process went out.
     first_round: Option<Instant>,
     api_in_flight: bool,
+    /// After a failed renewal through the API: not again before.
+    api_retry: Option<Instant>,
     revoked: bool,
     /// Whether this process pinged the device (or inherited a permit).
     armed: bool,
@@ -166,7 +180,7 @@ impl Holder {
             node: node.to_string(),
             boot: boot.to_string(),
             settings,
-            set: GrantorSet::default(),
+            sets: Vec::new(),
             credits: BTreeMap::new(),
             api_credit: None,
             rounds: BTreeMap::new(),
@@ -174,6 +188,7 @@ impl Holder {
             next_renewal: None,
             first_round: None,
             api_in_flight: false,
+            api_retry: None,
             revoked: false,
             armed: false,
         }
@@ -185,15 +200,12 @@ impl Holder {
     /// grantors and the API server told the leader): after a change of
     /// those flags the permit is renewed from scratch.
     pub fn restore(&mut self, saved: Saved) {
-        self.set = saved.set;
-        let s = &self.settings;
+        self.set_grantors(saved.sets);
+        let s = self.settings;
         let timeout_ok = s.watchdog_timeout <= saved.watchdog_timeout;
         if timeout_ok && s.credit <= saved.credit {
-            self.credits = saved
-                .credits
-                .into_iter()
-                .filter(|(g, _)| self.set.peers.contains(g))
-                .collect();
+            self.credits = saved.credits.into_iter().collect();
+            self.drop_strangers();
         }
         if timeout_ok && s.api_credit <= saved.api_credit_duration {
             self.api_credit = saved.api_credit;
@@ -203,8 +215,8 @@ impl Holder {
     /// What to save (after every change of the credits).
     pub fn saved(&self) -> Saved {
         Saved {
-            set: self.set.clone(),
-            credits: self.credits.iter().map(|(g, t)| (g.clone(), *t)).collect(),
+            sets: self.sets.clone(),
+            credits: self.credits.iter().map(|(k, t)| (k.clone(), *t)).collect(),
             api_credit: self.api_credit,
             credit: self.settings.credit,
             api_credit_duration: self.settings.api_credit,
@@ -216,28 +228,57 @@ impl Holder {
         &self.settings
     }
 
-    pub fn set(&self) -> &GrantorSet {
-        &self.set
+    /// The newest grantor set (an empty one while none is known).
+    pub fn set(&self) -> GrantorSet {
+        self.sets.last().cloned().unwrap_or_default()
     }
 
-    /// The grantor set the leader assigned (from the node's permit object,
-    /// or an answer saying the set was retired). Only a newer version is
-    /// taken; grants of peers that left the set stop counting.
-    pub fn set_grantors(&mut self, set: GrantorSet) {
-        if set.version < self.set.version || set == self.set {
+    pub fn sets(&self) -> &[GrantorSet] {
+        &self.sets
+    }
+
+    fn newest_version(&self) -> Option<u64> {
+        self.sets.last().map(|s| s.version)
+    }
+
+    /// The grantor sets the leader lists for this node (from its permit
+    /// object: the current one and those not yet retired). A list older
+    /// than the one held is ignored; grants under sets no longer listed, or
+    /// of peers not in their set, stop counting.
+    pub fn set_grantors(&mut self, mut sets: Vec<GrantorSet>) {
+        sets.retain(GrantorSet::usable);
+        sets.sort_by_key(|s| s.version);
+        sets.dedup_by_key(|s| s.version);
+        let newest = sets.last().map(|s| s.version);
+        if newest.is_none() || newest < self.newest_version() || sets == self.sets {
             return;
         }
-        self.credits.retain(|g, _| set.peers.contains(g));
-        if set.version > self.set.version {
+        if newest > self.newest_version() {
             self.revoked = false;
         }
-        self.set = set;
+        self.sets = sets;
+        self.drop_strangers();
         self.next_renewal = None;
+    }
+
+    fn drop_strangers(&mut self) {
+        let sets = &self.sets;
+        self.credits.retain(|(v, g), _| {
+            sets.iter()
+                .any(|s| s.version == *v && s.peers.iter().any(|p| p == g))
+        });
+    }
+
+    fn usable(&self) -> bool {
+        !self.sets.is_empty()
     }
 
     /// When [`Holder::tick`] wants to run next.
     pub fn next_wake(&self) -> Option<Instant> {
-        self.next_renewal
+        match (self.next_renewal, self.api_retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Start a renewal round when one is due, and renew through the API
@@ -246,38 +287,44 @@ impl Holder {
         let mut out = Vec::new();
         let keep = self.settings.credit.max(self.settings.api_credit);
         self.rounds
-            .retain(|_, sent| now.saturating_duration_since(*sent) < keep);
-        if self.set.usable() && self.next_renewal.is_none_or(|at| now >= at) {
-            let round = self.next_round;
-            self.next_round += 1;
-            self.rounds.insert(round, now);
+            .retain(|_, (sent, _)| now.saturating_duration_since(*sent) < keep);
+        if self.usable() && self.next_renewal.is_none_or(|at| now >= at) {
             self.next_renewal = Some(now + self.settings.renew_interval);
             self.first_round.get_or_insert(now);
-            out.push(Command::Renew {
-                to: self.set.peers.clone(),
-                renewal: Renewal {
-                    node: self.node.clone(),
-                    boot: self.boot.clone(),
-                    round,
-                    set_version: self.set.version,
-                    credit: self.settings.credit,
-                    watchdog_timeout: self.settings.watchdog_timeout,
-                },
-            });
+            for set in self.sets.clone() {
+                let round = self.next_round;
+                self.next_round += 1;
+                self.rounds.insert(round, (now, Some(set.version)));
+                out.push(Command::Renew {
+                    to: set.peers.clone(),
+                    renewal: Renewal {
+                        node: self.node.clone(),
+                        boot: self.boot.clone(),
+                        round,
+                        set_version: set.version,
+                        credit: self.settings.credit,
+                        watchdog_timeout: self.settings.watchdog_timeout,
+                    },
+                });
+            }
         }
         let short = |end: Option<Instant>, below: Duration| {
             end.is_none_or(|e| e.saturating_duration_since(now) < below)
         };
         let peers_short = short(self.peer_end(), self.settings.api_fallback_below());
         let api_short = short(self.api_end(), self.settings.api_credit / 2);
-        // Not before the first round had the time to be answered.
-        let answered = self
-            .first_round
-            .is_some_and(|t| now.saturating_duration_since(t) >= self.settings.renew_interval);
-        if answered && peers_short && api_short && !self.api_in_flight {
+        // A fresh start waits until its first round had the time to be
+        // answered (no write at every start); a permit running out (one
+        // kept across a restart) does not wait.
+        let answered = self.end().is_some()
+            || self
+                .first_round
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.settings.renew_interval);
+        let retry_due = self.api_retry.is_none_or(|at| now >= at);
+        if answered && retry_due && peers_short && api_short && !self.api_in_flight {
             let round = self.next_round;
             self.next_round += 1;
-            self.rounds.insert(round, now);
+            self.rounds.insert(round, (now, None));
             self.api_in_flight = true;
             out.push(Command::RenewThroughApi {
                 round,
@@ -290,12 +337,19 @@ impl Holder {
 
     /// A grantor's answer to round `round`.
     pub fn answered(&mut self, grantor: &str, round: u64, answer: Answer) {
-        let Some(&sent) = self.rounds.get(&round) else {
-            return; // too old to count, or never sent
+        let Some(&(sent, Some(version))) = self.rounds.get(&round) else {
+            return; // too old to count, never sent, or not to a grantor
         };
+        let member = self
+            .sets
+            .iter()
+            .any(|s| s.version == version && s.peers.iter().any(|p| p == grantor));
         match answer {
-            Answer::Granted if self.set.peers.iter().any(|p| p == grantor) => {
-                let c = self.credits.entry(grantor.to_string()).or_insert(sent);
+            Answer::Granted if member => {
+                let c = self
+                    .credits
+                    .entry((version, grantor.to_string()))
+                    .or_insert(sent);
                 *c = (*c).max(sent);
             }
             Answer::Revoked => self.revoked = true,
@@ -303,10 +357,12 @@ impl Holder {
         }
     }
 
-    /// How the renewal through the API server of round `round` ended.
-    pub fn api_answered(&mut self, round: u64, outcome: ApiOutcome) {
+    /// How the renewal through the API server of round `round` ended
+    /// (known at `now`).
+    pub fn api_answered(&mut self, now: Instant, round: u64, outcome: ApiOutcome) {
         self.api_in_flight = false;
-        let Some(&sent) = self.rounds.get(&round) else {
+        self.api_retry = (outcome == ApiOutcome::Failed).then(|| now + API_RETRY);
+        let Some(&(sent, None)) = self.rounds.get(&round) else {
             return;
         };
         match outcome {
@@ -318,16 +374,30 @@ impl Holder {
         }
     }
 
-    /// When the peers' grants stop making a majority with the node's own
-    /// vote: the `needed`-th latest grant's sending plus `credit`.
-    fn peer_end(&self) -> Option<Instant> {
-        let needed = self.set.peer_grants_needed();
-        if !self.set.usable() {
-            return None;
-        }
-        let mut sent: Vec<Instant> = self.credits.values().copied().collect();
+    /// The send times of the grants counted for `set`, latest first.
+    fn grants(&self, set: &GrantorSet) -> Vec<Instant> {
+        let mut sent: Vec<Instant> = self
+            .credits
+            .iter()
+            .filter(|((v, _), _)| *v == set.version)
+            .map(|(_, t)| *t)
+            .collect();
         sent.sort_unstable_by(|a, b| b.cmp(a));
-        sent.get(needed - 1).map(|t| *t + self.settings.credit)
+        sent
+    }
+
+    /// When the peers' grants stop making a majority with the node's own
+    /// vote in any listed set: for each, the `needed`-th latest grant's
+    /// sending plus `credit`; the latest of those.
+    fn peer_end(&self) -> Option<Instant> {
+        self.sets
+            .iter()
+            .filter_map(|set| {
+                self.grants(set)
+                    .get(set.peer_grants_needed() - 1)
+                    .map(|t| *t + self.settings.credit)
+            })
+            .max()
     }
 
     fn api_end(&self) -> Option<Instant> {
@@ -336,24 +406,26 @@ impl Holder {
 
     /// When the permit ends (`None`: never held, or no grantors).
     pub fn end(&self) -> Option<Instant> {
-        if !self.set.usable() {
+        if !self.usable() {
             return None;
         }
         self.peer_end().max(self.api_end())
     }
 
+    /// The permit now; grants counted in the newest set.
     pub fn status(&self, now: Instant) -> Status {
+        let newest = self.set();
         let granted = self
-            .credits
-            .values()
+            .grants(&newest)
+            .iter()
             .filter(|t| now < **t + self.settings.credit)
             .count();
-        let needed = self.set.peer_grants_needed();
+        let needed = newest.peer_grants_needed();
         let end = self.end().filter(|e| now < *e);
         let through_api = end.is_some() && self.peer_end().is_none_or(|p| now >= p);
         let lack = match end {
             Some(_) => None,
-            None if !self.set.usable() => Some(Lack::NoGrantors),
+            None if !self.usable() => Some(Lack::NoGrantors),
             None if self.revoked => Some(Lack::Revoked),
             None => Some(Lack::TooFewGrants { granted, needed }),
         };

@@ -101,7 +101,8 @@ fn main() {
             b.as_secs_f64()
         );
     }
-    for (seed, cfg, v) in sum.violations.iter().take(20) {
+    let shown = value("--show").unwrap_or(20) as usize;
+    for (seed, cfg, v) in sum.violations.iter().take(shown) {
         println!("seed {seed}: {v}\n    {cfg:?}");
     }
     std::process::exit(i32::from(!sum.violations.is_empty()));

@@ -213,6 +213,11 @@ enum Ev {
         node: usize,
         inc: u64,
     },
+    /// An extra tick of the holder (a retry), not rescheduled.
+    Tick {
+        node: usize,
+        inc: u64,
+    },
     FeedCheck {
         node: usize,
         inc: u64,
@@ -619,7 +624,7 @@ impl World {
                     },
                     2 => Fault::Freeze(node, self.rng.below(SEC / 2)),
                     3 => Fault::Rate(node, self.rate()),
-                    4 => Fault::Throttle(self.rng.below(50)),
+                    4 => Fault::Throttle(self.rng.below(30)),
                     5 => Fault::Slow(self.rng.below(SEC)),
                     6 => Fault::Loss(self.rng.below(20)),
                     7 => Fault::Reassign(node),
@@ -832,11 +837,8 @@ impl World {
             None => None,
         };
         // The set: from the state directory, or read from the API server.
-        if holder.set().peers.is_empty() && self.api_reachable(n) {
-            let sets = self.objects[n].sets.clone();
-            if let Some(s) = sets.last() {
-                holder.set_grantors(s.clone());
-            }
+        if holder.sets().is_empty() && self.api_reachable(n) {
+            holder.set_grantors(self.objects[n].sets.clone());
         }
         // Without memory: a first start in this boot is quarantined for what
         // is left after the uptime; a state directory lost within the boot
@@ -951,6 +953,15 @@ impl World {
     // ------------------------------------------------------------ holder --
 
     fn renew(&mut self, n: usize, inc: u64) {
+        if self.agent(n, inc).is_none() {
+            return;
+        }
+        self.tick(n, inc);
+        let next = self.after_local(n, self.cfg.renew_interval.as_nanos() as T);
+        self.at(next, Ev::Renew { node: n, inc });
+    }
+
+    fn tick(&mut self, n: usize, inc: u64) {
         let now = self.instant(n);
         let Some(a) = self.agent(n, inc) else { return };
         let cmds = a.holder.tick(now);
@@ -981,8 +992,6 @@ impl World {
             }
         }
         self.save(n);
-        let next = self.after_local(n, self.cfg.renew_interval.as_nanos() as T);
-        self.at(next, Ev::Renew { node: n, inc });
     }
 
     fn feed_check(&mut self, n: usize, inc: u64) {
@@ -995,6 +1004,7 @@ impl World {
         };
         let Some(a) = self.agent(n, inc) else { return };
         let feed = a.holder.feed(now, device);
+        let end = a.holder.end();
         let freeze = a.freeze_at_feed.take();
         let at = match freeze {
             Some(d) => {
@@ -1003,6 +1013,10 @@ impl World {
             }
             None => self.now,
         };
+        if std::env::var_os("PERMIT_DEBUG").is_some() {
+            let base = self.base;
+            self.log(|| format!("node {n} feed {feed:?} end {:?}", end.map(|e| e - base)));
+        }
         // The ping happens after the check: later if the process froze in
         // between.
         self.at(at, Ev::Ping { node: n, inc, feed });
@@ -1016,6 +1030,9 @@ impl World {
         }
         match feed {
             Feed::Ping { timeout } => {
+                if !self.nodes[n].wdt.open {
+                    self.log(|| format!("node {n} arms its watchdog ({timeout:?})"));
+                }
                 self.ping(n, Some(timeout));
                 let boot = self.nodes[n].boot;
                 if self.objects[n].armed_boot != Some(boot) && self.api_reachable(n) {
@@ -1161,8 +1178,11 @@ impl World {
     }
 
     fn api_get(&mut self, n: usize, inc: u64, round: u64) {
-        if !self.api_reachable(n) || self.throttled() {
+        if !self.api_reachable(n) {
             return self.api_done_later(n, inc, round, ApiOutcome::Failed, None);
+        }
+        if self.throttled() {
+            return self.api_throttled(n, inc, round);
         }
         let o = self.objects[n].clone();
         if o.revoked {
@@ -1182,8 +1202,11 @@ impl World {
     }
 
     fn api_put(&mut self, n: usize, inc: u64, round: u64, version: u64) {
-        if self.api_outage || self.nodes[n].cut_api || self.throttled() {
+        if self.api_outage || self.nodes[n].cut_api {
             return self.api_done_later(n, inc, round, ApiOutcome::Failed, None);
+        }
+        if self.throttled() {
+            return self.api_throttled(n, inc, round);
         }
         let o = &mut self.objects[n];
         if o.version != version {
@@ -1197,6 +1220,21 @@ impl World {
         let (v, sets) = (o.version, o.sets.clone());
         self.watch_leader(n, v);
         self.api_done_later(n, inc, round, ApiOutcome::Renewed, Some(sets));
+    }
+
+    /// A 429: answered at once.
+    fn api_throttled(&mut self, n: usize, inc: u64, round: u64) {
+        let t = self.api_latency(n);
+        self.at(
+            t,
+            Ev::ApiDone {
+                node: n,
+                inc,
+                round,
+                outcome: ApiOutcome::Failed,
+                sets: None,
+            },
+        );
     }
 
     fn api_done_later(
@@ -1234,11 +1272,18 @@ impl World {
         outcome: ApiOutcome,
         sets: Option<Vec<GrantorSet>>,
     ) {
+        self.log(|| format!("node {n} API renewal {round}: {outcome:?}"));
         let lost = outcome != ApiOutcome::Failed && (!self.api_reachable(n) || self.rng.chance(2));
         let outcome = if lost { ApiOutcome::Failed } else { outcome };
+        let now = self.instant(n);
         let Some(a) = self.agent(n, inc) else { return };
-        a.holder.api_answered(round, outcome);
-        if let Some(s) = sets.and_then(|s| s.last().cloned()).filter(|_| !lost) {
+        a.holder.api_answered(now, round, outcome);
+        if outcome == ApiOutcome::Failed {
+            let at = self.after_local(n, holder::API_RETRY.as_nanos() as T);
+            self.at(at, Ev::Tick { node: n, inc });
+        }
+        let Some(a) = self.agent(n, inc) else { return };
+        if let Some(s) = sets.filter(|_| !lost) {
             a.holder.set_grantors(s);
         }
         self.save(n);
@@ -1250,9 +1295,9 @@ impl World {
         if !self.api_reachable(n) {
             return;
         }
-        let set = self.objects[n].sets.last().cloned();
-        if let (Some(a), Some(s)) = (self.agent(n, inc), set) {
-            a.holder.set_grantors(s);
+        let sets = self.objects[n].sets.clone();
+        if let Some(a) = self.agent(n, inc) {
+            a.holder.set_grantors(sets);
         }
         self.save(n);
     }
@@ -1660,6 +1705,11 @@ impl World {
             Ev::Renew { node, inc } => {
                 if !self.frozen(node, &ev) {
                     self.renew(node, inc);
+                }
+            }
+            Ev::Tick { node, inc } => {
+                if !self.frozen(node, &ev) {
+                    self.tick(node, inc);
                 }
             }
             Ev::FeedCheck { node, inc } => {

@@ -19,7 +19,7 @@ fn peers(n: usize) -> GrantorSet {
 /// A holder with `n` peers that sent its first round at `t0`.
 fn holder(n: usize, t0: Instant) -> (Holder, u64) {
     let mut h = Holder::new("me", "boot-1", settings());
-    h.set_grantors(peers(n));
+    h.set_grantors(vec![peers(n)]);
     let round = match h.tick(t0).as_slice() {
         [Command::Renew { renewal, to }] => {
             assert_eq!(to.len(), n);
@@ -91,16 +91,46 @@ fn grants_of_peers_outside_the_set_and_of_forgotten_rounds_do_not_count() {
 }
 
 #[test]
-fn a_new_grantor_set_drops_the_grants_of_peers_that_left_it() {
+fn a_new_grantor_set_takes_over_without_a_gap_and_a_retired_one_stops_counting() {
     let t0 = Instant::now();
     let (mut h, r) = holder(2, t0);
     h.answered("p0", r, Answer::Granted);
-    assert!(h.end().is_some());
-    h.set_grantors(GrantorSet::new(2, vec!["p1".into(), "p9".into()]));
+    assert_eq!(h.end(), Some(t0 + 10 * S));
+    // The leader lists a new set beside the old one: the old one's grants
+    // still count, and renewals go to both, each naming its own set.
+    let new = GrantorSet::new(2, vec!["p1".into(), "p9".into()]);
+    h.set_grantors(vec![peers(2), new.clone()]);
+    assert_eq!(h.end(), Some(t0 + 10 * S));
+    let cmds = h.tick(t0 + S);
+    let named: Vec<(u64, Vec<String>)> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::Renew { to, renewal } => Some((renewal.set_version, to.clone())),
+            Command::RenewThroughApi { .. } => None,
+        })
+        .collect();
+    assert_eq!(
+        named,
+        vec![
+            (1, vec!["p0".to_string(), "p1".to_string()]),
+            (2, vec!["p1".to_string(), "p9".to_string()])
+        ]
+    );
+    // A grant for the new set counts there only (p1 is in both).
+    let round_v2 = match &cmds[1] {
+        Command::Renew { renewal, .. } => renewal.round,
+        Command::RenewThroughApi { .. } => unreachable!(),
+    };
+    h.answered("p9", round_v2, Answer::Granted);
+    assert_eq!(h.end(), Some(t0 + 11 * S));
+    // The old set retired and delisted: its grants stop counting.
+    h.set_grantors(vec![new]);
+    assert_eq!(h.end(), Some(t0 + 11 * S));
+    h.set_grantors(vec![GrantorSet::new(3, vec!["p7".into()])]);
     assert_eq!(h.end(), None);
-    // An older version is ignored.
-    h.set_grantors(GrantorSet::new(1, vec!["p0".into()]));
-    assert_eq!(h.set().version, 2);
+    // An older list is ignored.
+    h.set_grantors(vec![peers(2)]);
+    assert_eq!(h.set().version, 3);
 }
 
 #[test]
@@ -149,7 +179,7 @@ fn two_rounds_without_a_majority_renew_through_the_api_server() {
     let (mut h, r) = holder(2, t0);
     h.answered("p0", r, Answer::Granted);
     // Renewals go out every second; the peers stop answering. The permit
-    // (t0 + 10 s) has less than 10 − 3 s left after t0 + 3 s.
+    // (t0 + 10 s) has less than 10 − 2 s left after t0 + 2 s.
     let mut api = None;
     for s in 1..=4 {
         for c in h.tick(t0 + s * S) {
@@ -165,15 +195,15 @@ fn two_rounds_without_a_majority_renew_through_the_api_server() {
         }
     }
     let (at, round) = api.expect("a renewal through the API");
-    assert_eq!(at, 4, "at t0 + 4 s (less than 7 s left)");
+    assert_eq!(at, 3, "at t0 + 3 s (less than 8 s left)");
     // One at a time.
     assert!(
         !h.tick(t0 + 5 * S)
             .iter()
             .any(|c| matches!(c, Command::RenewThroughApi { .. }))
     );
-    h.api_answered(round, ApiOutcome::Renewed);
-    assert_eq!(h.end(), Some(t0 + 34 * S));
+    h.api_answered(t0 + 4 * S, round, ApiOutcome::Renewed);
+    assert_eq!(h.end(), Some(t0 + 33 * S));
     let st = h.status(t0 + 12 * S);
     assert!(st.through_api);
     assert_eq!(st.lack, None);
@@ -216,7 +246,7 @@ fn a_revocation_heard_from_a_grantor_or_the_api_server_is_reported() {
             Command::Renew { .. } => None,
         })
         .unwrap();
-    h.api_answered(round, ApiOutcome::Revoked);
+    h.api_answered(t0 + S, round, ApiOutcome::Revoked);
     assert_eq!(h.status(t0 + S).lack, Some(Lack::Revoked));
     assert_eq!(h.end(), None);
     assert_eq!(
@@ -265,4 +295,29 @@ fn a_restarted_agent_feeds_on_the_saved_credits_unless_its_timings_grew() {
     );
     shorter.restore(saved);
     assert_eq!(shorter.end(), Some(t0 + 8 * S));
+}
+
+#[test]
+fn a_failed_renewal_through_the_api_is_tried_again_soon_and_a_short_permit_does_not_wait() {
+    let t0 = Instant::now();
+    let (mut h, r) = holder(2, t0);
+    h.answered("p0", r, Answer::Granted);
+    let api = |h: &mut Holder, at: Instant| {
+        h.tick(at).into_iter().find_map(|c| match c {
+            Command::RenewThroughApi { round, .. } => Some(round),
+            Command::Renew { .. } => None,
+        })
+    };
+    // Less than 8 s left: through the API at once, although this process
+    // never had a round answered... it did (t0); the permit is what counts.
+    let round = api(&mut h, t0 + 2500 * MS).expect("a renewal through the API");
+    h.api_answered(t0 + 2600 * MS, round, ApiOutcome::Failed);
+    assert_eq!(h.next_wake(), Some(t0 + 2850 * MS));
+    assert_eq!(api(&mut h, t0 + 2800 * MS), None, "not before the retry");
+    assert!(api(&mut h, t0 + 2850 * MS).is_some());
+
+    // A restarted agent with a short saved permit renews at once.
+    let mut again = Holder::new("me", "boot-1", settings());
+    again.restore(h.saved());
+    assert!(api(&mut again, t0 + 3 * S).is_some());
 }
