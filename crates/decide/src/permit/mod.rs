@@ -40,6 +40,7 @@ pub mod clock;
 pub mod grantor;
 pub mod holder;
 pub mod revoke;
+pub mod timings;
 
 use std::time::Duration;
 

@@ -40,6 +40,7 @@ pub mod world;
 use std::time::Duration;
 
 use kube_fencer_decide::permit::Drift;
+use kube_fencer_decide::permit::timings::Timings;
 
 use crate::Rng;
 
@@ -81,6 +82,26 @@ const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000_000_000;
 
 impl Config {
+    /// The protocol's timings of this configuration.
+    pub fn timings(&self) -> Timings {
+        Timings {
+            renew_interval: self.renew_interval,
+            credit: self.credit,
+            api_credit: self.api_credit,
+            watchdog_timeout: self.watchdog,
+            margin: self.margin,
+            ack_window: self.ack_window,
+            drift: Drift::from_ppm(self.drift_ppm).expect("drift within the bound"),
+            grantors: self.peers.max(2),
+        }
+    }
+
+    /// Whether the agents would start with it: accepted timings, and sets of
+    /// at least two peers where the cluster has them.
+    pub fn accepted(&self) -> bool {
+        self.timings().check().is_ok() && (self.peers >= 2 || self.nodes == 2)
+    }
+
     /// A configuration drawn from the whole space the flags accept, the
     /// boundaries included often.
     pub fn sample(rng: &mut Rng) -> Config {
@@ -173,7 +194,15 @@ pub fn simulate(first: u64, count: u64, config: Option<Config>, mode: Mode) -> S
 /// One schedule (`trace`: keep a readable trace in the outcome).
 pub fn run(seed: u64, config: Option<Config>, mode: Mode, trace: bool) -> Outcome {
     let mut rng = Rng(seed ^ 0x7065_726d_6974);
-    let config = config.unwrap_or_else(|| Config::sample(&mut rng));
+    let config = config.unwrap_or_else(|| {
+        loop {
+            // S2 holds for the configurations the agents accept; S1 for all.
+            let c = Config::sample(&mut rng);
+            if mode != Mode::Outages || c.accepted() {
+                break c;
+            }
+        }
+    });
     world::World::new(seed, config, mode, trace).run()
 }
 

@@ -140,3 +140,31 @@ fn random_schedules_over_the_whole_configuration_space_break_nothing() {
     assert!(sum.violations.is_empty(), "{:?}", sum.violations);
     assert!(sum.fenced > 0);
 }
+
+#[test]
+fn a_new_grantor_set_under_a_held_permit_resets_no_node() {
+    // Found by the outage sweep: the holder dropped the old set's grants
+    // before the new set had granted, and the node expedited its reset.
+    // Seven nodes, three peers a set: a new set is another set.
+    let config = Config {
+        nodes: 7,
+        peers: 3,
+        ..Config::default()
+    };
+    let out = World::new(3, config, Mode::Outages, true)
+        .with_script(vec![
+            (10 * S, Fault::Reassign(3)),
+            (11 * S, Fault::Reassign(3)),
+            (30 * S, Fault::Reassign(1)),
+        ])
+        .run();
+    assert_clean(&out);
+    assert_eq!(out.resets, 0, "{}", out.trace.join("\n"));
+}
+
+#[test]
+fn outages_of_one_path_over_accepted_configurations_reset_no_node() {
+    let sum = simulate(0, 60, None, Mode::Outages);
+    assert!(sum.violations.is_empty(), "{:?}", sum.violations);
+    assert_eq!(sum.resets, 0);
+}

@@ -17,7 +17,7 @@ use kube_fencer_decide::permit::holder::{
     self, ApiOutcome, Command, Device, Feed, Holder, HolderSettings, Saved,
 };
 use kube_fencer_decide::permit::revoke::{ApiPath, Revocation, RevokeSettings};
-use kube_fencer_decide::permit::{Answer, Drift, GrantorSet, Renewal, Stop, StopAck};
+use kube_fencer_decide::permit::{Answer, GrantorSet, Renewal, Stop, StopAck};
 
 use super::{Config, MS, Mode, SEC};
 use crate::Rng;
@@ -30,11 +30,6 @@ const HORIZON: T = 240 * SEC;
 const FEED_PERIOD: T = 250 * MS;
 /// The leader's tick, and how often it repeats an unanswered stop.
 const LEADER_TICK: T = 500 * MS;
-/// The longest credit and watchdog timeout the flags accept (what an
-/// answer that cannot name them is taken to be).
-const CREDIT_CAP: Duration = Duration::from_secs(60);
-const API_CREDIT_CAP: Duration = Duration::from_secs(120);
-const WATCHDOG_CAP: Duration = Duration::from_secs(30);
 
 /// A broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -507,22 +502,11 @@ impl World {
     }
 
     fn holder_settings(&self) -> HolderSettings {
-        HolderSettings {
-            renew_interval: self.cfg.renew_interval,
-            credit: self.cfg.credit,
-            api_credit: self.cfg.api_credit,
-            watchdog_timeout: self.cfg.watchdog,
-        }
+        self.cfg.timings().holder()
     }
 
     fn revoke_settings(&self) -> RevokeSettings {
-        RevokeSettings {
-            ack_window: self.cfg.ack_window,
-            credit_cap: CREDIT_CAP.max(API_CREDIT_CAP),
-            watchdog_cap: WATCHDOG_CAP,
-            margin: self.cfg.margin,
-            drift: Drift::from_ppm(self.cfg.drift_ppm).expect("drift within the bound"),
-        }
+        self.cfg.timings().revoke()
     }
 
     fn quarantine(&self) -> Duration {
@@ -681,8 +665,12 @@ impl World {
                 }
             }
             Fault::Rollout(n) => {
-                // The new pod comes only through the API server.
-                if self.nodes[n].agent.is_none() || !self.api_reachable(n) {
+                // The new pod comes only through the API server. In a
+                // two-node cluster the other node has no other grantor: a
+                // rolling update meeting an API outage is isolation there,
+                // not an outage of one path (docs/permits.md).
+                let alone = self.mode == Mode::Outages && self.cfg.peers < 2;
+                if self.nodes[n].agent.is_none() || !self.api_reachable(n) || alone {
                     return;
                 }
                 if self.objects[n].revoked {
