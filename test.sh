@@ -139,11 +139,18 @@ tier_unit() {
   step protocol-sim cargo run --quiet --release \
     --config profile.release.debug-assertions=true --config profile.release.overflow-checks=true \
     -p kube-fencer-protocol-check -- --schedules 10000 --check --depth 4 --leader-side
+  # The permit protocol (docs/permits.md), every mode briefly: random
+  # schedules over the whole configuration space (S1), outages of one path
+  # over the accepted configurations (S2), power-offs (how long a fencing
+  # takes). The long runs: permit-check --schedules 1000000 [--outages].
+  step permit-sim cargo run --quiet --release \
+    --config profile.release.debug-assertions=true --config profile.release.overflow-checks=true \
+    -p kube-fencer-protocol-check --bin permit-check -- --suite
   # The alerts and the dashboard of daemonset/monitoring/: derived files up
   # to date, promtool check/test rules (a case per alert), every metric they
   # name registered, promtool check metrics on the real exposition (promtool
-  # and the Prometheus server of the end-to-end alert scenario come from
-  # Debian's prometheus package; no cluster needed).
+  # and the Prometheus server of the end-to-end alert scenario are built by
+  # harness/monitoring.sh; no cluster needed).
   step monitoring ./harness/monitoring.sh test
   # The agent's watchdog code (crates/watchdog, a dependency of the
   # test) against a Linux watchdog device emulated with FUSE: feeding while

@@ -5,7 +5,8 @@
 //! cargo run --release -p kube-fencer-protocol-check --bin permit-check -- --replay SEED
 //! ```
 //!
-//! Options: `--first SEED`, `--threads N`, `--outages` (S2: outages of one
+//! `--suite` runs every mode briefly (what `./test.sh` runs). Options:
+//! `--first SEED`, `--threads N`, `--outages` (S2: outages of one
 //! path only, over accepted configurations), `--power-off` (one node
 //! powered off and fenced, L1's figures; default: the adversary, S1),
 //! `--defaults` (the default configuration only; default: one drawn from
@@ -45,9 +46,34 @@ fn main() {
         }
         std::process::exit(i32::from(!out.violations.is_empty()));
     }
+    if flag("--suite") {
+        // ./test.sh's run: every mode, a few seconds each.
+        let mut failed = false;
+        for (mode, config, n) in [
+            (Mode::Adversary, None, 1000),
+            (Mode::Outages, None, 300),
+            (Mode::PowerOff, Some(Config::default()), 100),
+        ] {
+            failed |= report(mode, run(0, n, 1, config, mode), 5);
+        }
+        std::process::exit(i32::from(failed));
+    }
     let schedules = value("--schedules").unwrap_or(10_000);
     let first = value("--first").unwrap_or(0);
     let threads = value("--threads").unwrap_or(1).max(1);
+    let shown = value("--show").unwrap_or(20) as usize;
+    let sum = run(first, schedules, threads, config, mode);
+    std::process::exit(i32::from(report(mode, sum, shown)));
+}
+
+/// `schedules` schedules from seed `first` on `threads` threads.
+fn run(
+    first: u64,
+    schedules: u64,
+    threads: u64,
+    config: Option<Config>,
+    mode: Mode,
+) -> (Summary, Duration) {
     let started = Instant::now();
     let per = schedules.div_ceil(threads);
     let parts: Vec<Summary> = std::thread::scope(|s| {
@@ -67,6 +93,11 @@ fn main() {
     for p in parts {
         sum.merge(p);
     }
+    (sum, started.elapsed())
+}
+
+/// Print the figures and up to `shown` violations; whether any.
+fn report(mode: Mode, (sum, took): (Summary, Duration), shown: usize) -> bool {
     let mut rec = sum.recoveries.clone();
     rec.sort();
     let pct = |p: f64| {
@@ -84,7 +115,7 @@ fn main() {
         },
         sum.schedules,
         sum.violations.len(),
-        started.elapsed().as_secs_f64(),
+        took.as_secs_f64(),
         sum.fenced,
         sum.resets,
         pct(0.5),
@@ -101,9 +132,8 @@ fn main() {
             b.as_secs_f64()
         );
     }
-    let shown = value("--show").unwrap_or(20) as usize;
     for (seed, cfg, v) in sum.violations.iter().take(shown) {
         println!("seed {seed}: {v}\n    {cfg:?}");
     }
-    std::process::exit(i32::from(!sum.violations.is_empty()));
+    !sum.violations.is_empty()
 }
