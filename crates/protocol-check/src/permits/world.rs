@@ -1493,16 +1493,7 @@ impl World {
             return;
         }
         if !self.api_reachable(ln) || self.throttled() {
-            let t = self.now + self.rng.below(2 * SEC);
-            self.at(
-                t,
-                Ev::Closed {
-                    epoch,
-                    target,
-                    path: None,
-                },
-            );
-            return;
+            return self.close_failed(epoch, target);
         }
         let o = self.objects[target].clone();
         let boot = self
@@ -1550,6 +1541,20 @@ impl World {
         );
     }
 
+    /// The close did not go through (unreachable, throttled, a conflict):
+    /// the leader tries again after a while.
+    fn close_failed(&mut self, epoch: u64, target: usize) {
+        let t = self.now + self.rng.below(2 * SEC);
+        self.at(
+            t,
+            Ev::Closed {
+                epoch,
+                target,
+                path: None,
+            },
+        );
+    }
+
     fn close_put(&mut self, epoch: u64, target: usize, version: u64, renewals: u64) {
         let Some((ln, e, _)) = self.leader_now() else {
             return;
@@ -1558,16 +1563,7 @@ impl World {
             return;
         }
         if self.api_outage || self.nodes[ln].cut_api || self.objects[target].version != version {
-            let t = self.now + self.rng.below(2 * SEC);
-            self.at(
-                t,
-                Ev::Closed {
-                    epoch,
-                    target,
-                    path: None,
-                },
-            );
-            return;
+            return self.close_failed(epoch, target);
         }
         let o = &mut self.objects[target];
         o.version += 1;
