@@ -247,3 +247,20 @@ fn a_bounded_model_check_finds_nothing() {
     assert!(out.violation.is_none(), "{:?}", out.violation);
     assert!(out.states > 100, "{}", out.states);
 }
+
+#[test]
+fn a_sweep_seed_replays_with_its_configuration() {
+    use super::sweep::{Ranges, run_sweep_seed};
+    let r = Ranges::default();
+    let (pa, a) = run_sweep_seed(3, &SimConfig::default(), FaultSet::default(), &r, true);
+    let (pb, b) = run_sweep_seed(3, &SimConfig::default(), FaultSet::default(), &r, true);
+    assert_eq!(pa, pb);
+    assert_eq!(a.trace_text(), b.trace_text());
+    // The printed configuration sets the same parameters again.
+    let mut p = super::sweep::Params::default();
+    for kv in pa.to_string().split_whitespace() {
+        let (k, v) = kv.trim_start_matches("--").split_once('=').expect("k=v");
+        assert!(super::sweep::set_flag(&mut p, k, v).expect("parses"));
+    }
+    assert_eq!(p, pa);
+}
