@@ -264,3 +264,52 @@ fn a_sweep_seed_replays_with_its_configuration() {
     }
     assert_eq!(p, pa);
 }
+
+/// The defaults with `--peer-silence-timeout 30s` (the flags and the chart
+/// accept it).
+fn silence_30s() -> SimConfig {
+    let mut cfg = SimConfig::default();
+    cfg.check.peer_silence_timeout = S(30);
+    cfg
+}
+
+/// A node cut from the API server while its peers still answer (they
+/// reach the API and see no record yet), then cut from everything 10–35 s
+/// later: rule 5b counted the peers' answers kept for the whole
+/// `--peer-silence-timeout`, so with 30 s the agent waited for them to
+/// expire, long after the one check the safe time allows it, and the
+/// leader deleted the pod while the node still ran it (S1; a quarter of
+/// such schedules with the sweep's staged cuts, e.g. seed 62 of
+/// `--staged-cuts --peer-silence-timeout 30s`).
+#[test]
+fn cut_from_the_api_then_from_the_peers_with_a_long_silence_timeout() {
+    for link in [Link::Blackhole, Link::Fast] {
+        for later in [10, 15, 20, 25, 30, 35] {
+            let cfg = SimConfig {
+                nodes: 4,
+                horizon: S(300),
+                ..silence_30s()
+            };
+            let mut s = Sim::new(cfg, 42, true);
+            let n = follower(&mut s);
+            s.schedule_fault(S(60), Fault::CutApi(n, link));
+            s.schedule_fault(S(60 + later), Fault::CutAll(n, link));
+            s.run();
+            assert!(
+                s.violations.is_empty(),
+                "{link:?}, cut from the peers {later}s later: {:?}\n{}",
+                s.violations,
+                s.trace_text()
+            );
+        }
+    }
+}
+
+#[test]
+fn staged_cuts_seed_62_with_a_30s_silence_timeout() {
+    let set = FaultSet {
+        staged_cuts: true,
+        ..FaultSet::default()
+    };
+    assert_clean(&run_seed(62, &silence_30s(), set, true));
+}

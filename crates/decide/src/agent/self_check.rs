@@ -48,7 +48,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::self_fence::{self, PeerAnswer, SelfFenceInput, SelfFenceSettings, Verdict};
+use super::self_fence::{self, PeerAnswer, Round, SelfFenceInput, SelfFenceSettings, Verdict};
 use super::{Phase, RecordState, SelfFenceAction};
 use crate::contract::safe_time;
 
@@ -280,6 +280,8 @@ pub struct SelfCheck {
     refreshing: Option<Instant>,
     /// The own kubelet's last Lease renewal seen (`None`: none seen).
     kubelet_renewed: Option<Instant>,
+    /// The running check's round of asking (rule 5b counts only it).
+    round: Round,
 }
 
 impl SelfCheck {
@@ -319,6 +321,7 @@ impl SelfCheck {
             advertising: None,
             refreshing: None,
             kubelet_renewed: None,
+            round: Round::default(),
         };
         if let Some(p) = previous.filter(|p| p.boot_id == check.boot_id) {
             check.resume(now, p);
@@ -522,6 +525,7 @@ impl SelfCheck {
 
     fn start_check(&mut self, now: Instant, out: &mut Vec<Command>) {
         self.started = now;
+        self.round = Round::default();
         if self.decided && !self.fenced {
             // An earlier agent of this boot decided: carry it out, feed nothing.
             self.step = Step::Fence {
@@ -636,6 +640,10 @@ impl SelfCheck {
             ..
         } = std::mem::replace(&mut self.step, Step::Idle)
         {
+            self.round = Round {
+                asked: batch.len(),
+                answered: got.len(),
+            };
             // Every peer asked counts, whether it answered or not.
             for peer in batch {
                 self.asked.insert(peer, asked_at);
@@ -688,6 +696,7 @@ impl SelfCheck {
                 .map(|t| now.saturating_duration_since(t))
                 .unwrap_or_default(),
             kubelet_stale: self.kubelet_stale(now),
+            this_check: self.round,
         };
         let verdict = self_fence::verdict(&input, &self.s.self_fence_settings());
         let changed = self
