@@ -4,22 +4,21 @@
 //! seed replays exactly) over the range the agent's flags accept, the
 //! boundaries included.
 //!
-//! The flags accept any positive duration (`--safe-time-margin` and
-//! `--burst-spread` also zero) and any `--api-failure-threshold` ≥ 1; a
-//! draw takes each flag's lower boundary (1 ns, 0 s or 1), its upper sweep
-//! boundary ([`Ranges`]) or a log-uniform value between them. Above the
-//! upper sweep boundaries every term of the safe time only grows, and the
-//! horizon of the run grows with the safe time, so the schedule still
-//! reaches the deletion. `--node-heartbeat-interval` is the one exception
-//! to "from the lower boundary": it is the kubelet's renewal interval, and
-//! the kubelet renews at most every 250 ms (a quarter of its one-second
-//! minimum `nodeLeaseDurationSeconds`); the simulated kubelet renews at
-//! exactly the interval the leader is told.
+//! The flags accept any positive duration down to the limits of
+//! [`kube_fencer_decide::contract::limits`] (`--safe-time-margin` and
+//! `--burst-spread` also zero; `--unreachable-after` at least twice
+//! `--node-heartbeat-interval`) and any `--api-failure-threshold` ≥ 1; a
+//! draw takes each flag's lower boundary, its upper sweep boundary
+//! ([`Ranges`]; `u32::MAX` for the threshold) or a log-uniform value
+//! between them. Above the upper sweep boundaries every term of the safe
+//! time only grows, and the horizon of the run grows with the safe time,
+//! so the schedule still reaches the deletion. The simulated kubelet renews
+//! at exactly the `--node-heartbeat-interval` the leader is told.
 
 use std::fmt;
 use std::time::Duration;
 
-use kube_fencer_decide::contract::safe_time;
+use kube_fencer_decide::contract::{limits, safe_time};
 
 use super::world::SimConfig;
 use super::{FaultSet, Rng};
@@ -66,25 +65,31 @@ pub struct Ranges {
     pub node_heartbeat_interval: (Duration, Duration),
     pub safe_time_margin: (Duration, Duration),
     pub burst_spread: (Duration, Duration),
+    /// Not swept below the simulated leader Lease duration (12 s): an API
+    /// outage shorter than the leader's renew deadline (8 s) keeps the
+    /// leader, whose heartbeats aged while it was blind, and an
+    /// `--unreachable-after` shorter than that outage plus the kubelets'
+    /// retry makes it begin fencing healthy nodes (S2, the leader's side:
+    /// their agents then fence themselves; found by this sweep, open).
+    pub leader_lease_duration: Duration,
 }
-
-/// The smallest kubelet renewal interval (a quarter of one second).
-pub const MIN_HEARTBEAT: Duration = Duration::from_millis(250);
 
 impl Default for Ranges {
     fn default() -> Self {
         let s = Duration::from_secs;
         Ranges {
-            api_check_interval: (NS, s(60)),
-            api_check_timeout: (NS, s(30)),
+            api_check_interval: (limits::MIN_API_CHECK_INTERVAL, s(60)),
+            api_check_timeout: (limits::MIN_API_CHECK_TIMEOUT, s(30)),
             api_failure_threshold: (1, 10),
             peer_silence_timeout: (NS, s(120)),
+            // At least `UNREACHABLE_AFTER_HEARTBEATS` heartbeat intervals.
             unreachable_after: (NS, s(120)),
             fence_timeout_over: (Duration::ZERO, s(120)),
-            watchdog_timeout: (NS, s(60)),
-            node_heartbeat_interval: (MIN_HEARTBEAT, s(40)),
+            watchdog_timeout: (limits::MIN_WATCHDOG_TIMEOUT, s(60)),
+            node_heartbeat_interval: (limits::MIN_NODE_HEARTBEAT_INTERVAL, s(40)),
             safe_time_margin: (Duration::ZERO, s(30)),
             burst_spread: (Duration::ZERO, s(10)),
+            leader_lease_duration: SimConfig::default().election.0,
         }
     }
 }
@@ -148,10 +153,13 @@ impl Params {
             _ => klo + rng.below(u64::from(khi - klo) + 1) as u32,
         };
         let peer_silence_timeout = d(rng, r.peer_silence_timeout);
-        let unreachable_after = d(rng, r.unreachable_after);
+        let node_heartbeat_interval = d(rng, r.node_heartbeat_interval);
+        let least = (node_heartbeat_interval * limits::UNREACHABLE_AFTER_HEARTBEATS)
+            .max(r.leader_lease_duration);
+        let (xlo, xhi) = r.unreachable_after;
+        let unreachable_after = d(rng, (xlo.max(least), xhi.max(least)));
         let fence_timeout = unreachable_after + d(rng, r.fence_timeout_over);
         let watchdog_timeout = d(rng, r.watchdog_timeout);
-        let node_heartbeat_interval = d(rng, r.node_heartbeat_interval);
         let safe_time_margin = d(rng, r.safe_time_margin);
         let burst_spread = d(rng, r.burst_spread);
         Params {

@@ -888,7 +888,9 @@ impl Sim {
         let s = &self.cfg.leader;
         let t0 = self.local(n, 0);
         let st = safe_time::safe_time(a, t0, t0, &s.leader_terms());
-        let bound = st.total().max(s.fence_timeout);
+        // Nothing irreversible before the settle window either.
+        let settle = s.unreachable_after + s.node_heartbeat_interval + s.burst_spread;
+        let bound = st.total().max(s.fence_timeout).max(settle);
         // Watch latency, decision and drift.
         let deadline = self.now + ns(bound) + 2 * SEC;
         self.l1.insert(n, (self.now, deadline, uid));
