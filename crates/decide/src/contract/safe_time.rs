@@ -241,6 +241,9 @@ pub fn safe_time(
 }
 
 #[cfg(test)]
+mod schedule_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::contract::advert::SelfFenceAction;
