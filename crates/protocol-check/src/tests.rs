@@ -313,3 +313,23 @@ fn staged_cuts_seed_62_with_a_30s_silence_timeout() {
     };
     assert_clean(&run_seed(62, &silence_30s(), set, true));
 }
+
+/// Sweep seed 19923: a group of two nodes cut off together, with
+/// `--peer-silence-timeout` 38 ms (shorter than one round of asking). The
+/// "asked" marks were stamped with the start of the round and expired
+/// before its verdict, the answers (stamped at its end) did not: the one
+/// answer of the other member made a majority of a denominator of one,
+/// rule 4 took the cut for a control-plane outage, and the leader deleted
+/// both pods while the nodes still ran them (S1).
+#[test]
+fn sweep_seed_19923_a_silence_shorter_than_a_round_of_asking() {
+    use super::sweep::{Ranges, run_sweep_seed};
+    let set = FaultSet {
+        leader_side: true,
+        staged_cuts: true,
+        ..FaultSet::default()
+    };
+    let (p, sim) = run_sweep_seed(19923, &SimConfig::default(), set, &Ranges::default(), true);
+    assert!(p.peer_silence_timeout < Duration::from_millis(50), "{p}");
+    assert_clean(&sim);
+}

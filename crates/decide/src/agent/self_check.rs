@@ -227,7 +227,6 @@ enum Step {
         deadline: Instant,
     },
     Ask {
-        asked_at: Instant,
         deadline: Instant,
         batch: Vec<String>,
         waiting: BTreeSet<String>,
@@ -616,7 +615,6 @@ impl SelfCheck {
             if !batch.is_empty() {
                 let timeout = self.s.peer_answer_timeout();
                 self.step = Step::Ask {
-                    asked_at: now,
                     deadline: now + timeout,
                     waiting: batch.iter().cloned().collect(),
                     batch: batch.clone(),
@@ -633,20 +631,18 @@ impl SelfCheck {
     }
 
     fn answered(&mut self, now: Instant, out: &mut Vec<Command>) {
-        if let Step::Ask {
-            asked_at,
-            batch,
-            got,
-            ..
-        } = std::mem::replace(&mut self.step, Step::Idle)
-        {
+        if let Step::Ask { batch, got, .. } = std::mem::replace(&mut self.step, Step::Idle) {
             self.round = Round {
                 asked: batch.len(),
                 answered: got.len(),
             };
-            // Every peer asked counts, whether it answered or not.
+            // Every peer asked counts, whether it answered or not — stamped,
+            // like the answers, with the end of the round: a mark stamped
+            // with its start would expire before the answers when the
+            // silence timeout is shorter than a round, and the majority of
+            // rule 4 would be counted against too few peers.
             for peer in batch {
-                self.asked.insert(peer, asked_at);
+                self.asked.insert(peer, now);
             }
             for (peer, r) in got {
                 let my_phase =
