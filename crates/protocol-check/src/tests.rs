@@ -333,3 +333,24 @@ fn sweep_seed_19923_a_silence_shorter_than_a_round_of_asking() {
     assert!(p.peer_silence_timeout < Duration::from_millis(50), "{p}");
     assert_clean(&sim);
 }
+
+/// Sweep seed 10112: `--api-check-interval` 500 ms, shorter than the
+/// leader Lease's renewals, so a connected agent's contact comes from its
+/// own probes, one every interval, each taking a moment. A peer answered
+/// "I cannot reach the API" whenever its last contact was older than its
+/// check interval — while its next probe was in flight. A node cut from
+/// the API heard that from both its peers, took it for a control-plane
+/// outage (rule 4), was then cut from everything, kept those answers for
+/// its 2 min silence timeout, and the leader deleted its pod (S1).
+#[test]
+fn sweep_seed_10112_a_connected_peer_between_two_probes() {
+    use super::sweep::{Ranges, run_sweep_seed};
+    let set = FaultSet {
+        leader_side: true,
+        staged_cuts: true,
+        ..FaultSet::default()
+    };
+    let (p, sim) = run_sweep_seed(10112, &SimConfig::default(), set, &Ranges::default(), true);
+    assert_eq!(p.api_check_interval, Duration::from_millis(500), "{p}");
+    assert_clean(&sim);
+}

@@ -1307,7 +1307,11 @@ impl Sim {
             .as_ref()
             .and_then(|c| c.last_contact())
             .is_some_and(|t| {
-                local.saturating_duration_since(t) < self.cfg.check.api_check_interval
+                local.saturating_duration_since(t)
+                    < safe_time::peer_fresh_within(
+                        self.cfg.check.api_check_interval,
+                        self.cfg.check.api_check_timeout,
+                    )
             });
         let rtt = self.latency();
         let unreachable = PeerReply {
