@@ -139,6 +139,14 @@ tier_unit() {
   step protocol-sim cargo run --quiet --release \
     --config profile.release.debug-assertions=true --config profile.release.overflow-checks=true \
     -p kube-fencer-protocol-check -- --schedules 10000 --check --depth 4 --leader-side
+  # The configuration sweep: every schedule on settings drawn from its seed
+  # over the range the flags accept (boundaries included), with the staged
+  # cuts (a node cut from the API, then from everything 10-35 s later). A
+  # few hundred here (about 10 s of one core); the long run:
+  #   cargo run --release -p kube-fencer-protocol-check -- --schedules 20000 --sweep --leader-side --threads 2 --verbose
+  step protocol-sweep cargo run --quiet --release \
+    --config profile.release.debug-assertions=true --config profile.release.overflow-checks=true \
+    -p kube-fencer-protocol-check -- --schedules 400 --sweep --leader-side
   # The permit protocol (docs/permits.md), every mode briefly: random
   # schedules over the whole configuration space (S1), outages of one path
   # over the accepted configurations (S2), power-offs (how long a fencing

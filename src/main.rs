@@ -196,7 +196,10 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
                 nonces: Arc::new(std::sync::Mutex::new(NonceCache::default())),
                 challenges: Arc::new(std::sync::Mutex::new(Challenges::default())),
                 api_timeout: config.agent.api_check_timeout,
-                fresh_within: config.agent.api_check_interval,
+                fresh_within: kube_fencer::decide::contract::safe_time::peer_fresh_within(
+                    config.agent.api_check_interval,
+                    config.agent.api_check_timeout,
+                ),
                 contact: contact.clone(),
                 metrics: metrics.clone(),
                 clock: kube_fencer::peers::auth::unix_now,

@@ -143,6 +143,7 @@ impl Args {
 
     /// Validate, looking up the downward-API fallbacks in `env`.
     pub fn into_config_with(self, env: &dyn Env) -> Result<Config, ConfigError> {
+        self.check_timing_limits()?;
         let node = match self.node_name.filter(|n| !n.is_empty()) {
             Some(n) => n,
             None => env.var("NODE_NAME").ok_or_else(|| {
@@ -276,6 +277,63 @@ impl Args {
             fence_command_timeout: self.fence_command_timeout,
             agent,
         })
+    }
+}
+
+impl Args {
+    /// The timing values the safe time's proof covers
+    /// ([`crate::decide::contract::limits`]); anything else is refused.
+    fn check_timing_limits(&self) -> Result<(), ConfigError> {
+        use crate::decide::contract::limits;
+        let h = |d: Duration| humantime::format_duration(d).to_string();
+        let at_least = |flag: &str, value: Duration, min: Duration, why: &str| {
+            if value < min {
+                Err(invalid(
+                    flag,
+                    &h(value),
+                    format!("expected at least {} ({why})", h(min)),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        at_least(
+            "api-check-timeout",
+            self.api_check_timeout,
+            limits::MIN_API_CHECK_TIMEOUT,
+            "a shorter probe fails against a healthy API server",
+        )?;
+        at_least(
+            "api-check-interval",
+            self.api_check_interval,
+            limits::MIN_API_CHECK_INTERVAL,
+            "the shortest interval the safe time is proven for",
+        )?;
+        at_least(
+            "watchdog-timeout",
+            self.watchdog_timeout,
+            limits::MIN_WATCHDOG_TIMEOUT,
+            "watchdog devices count whole seconds",
+        )?;
+        at_least(
+            "node-heartbeat-interval",
+            self.node_heartbeat_interval,
+            limits::MIN_NODE_HEARTBEAT_INTERVAL,
+            "a kubelet renews its Lease at most every quarter second",
+        )?;
+        let least = self
+            .node_heartbeat_interval
+            .saturating_mul(limits::UNREACHABLE_AFTER_HEARTBEATS);
+        if self.unreachable_after < least {
+            return Err(ConfigError(format!(
+                "invalid value '{}' for '--unreachable-after': expected at least {} ({} times '--node-heartbeat-interval' {}): shorter, a healthy node between two Lease renewals is taken for an unreachable one",
+                h(self.unreachable_after),
+                h(least),
+                limits::UNREACHABLE_AFTER_HEARTBEATS,
+                h(self.node_heartbeat_interval)
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -375,3 +375,71 @@ fn bad_enums_rejected_by_clap() {
         assert!(e.contains("possible values"), "{e}");
     }
 }
+
+/// The timing values the safe time's proof does not cover are refused at
+/// start, naming the flag, the value and what is valid.
+#[test]
+fn timings_below_what_the_safe_time_covers_are_rejected() {
+    let e = err(&["--api-check-timeout", "50ms"]);
+    assert!(
+        e.starts_with("invalid value '50ms' for '--api-check-timeout': expected at least 100ms"),
+        "{e}"
+    );
+    let e = err(&["--api-check-interval", "100ms"]);
+    assert!(
+        e.starts_with("invalid value '100ms' for '--api-check-interval': expected at least 500ms"),
+        "{e}"
+    );
+    let e = err(&["--watchdog-timeout", "500ms"]);
+    assert!(
+        e.starts_with("invalid value '500ms' for '--watchdog-timeout': expected at least 1s"),
+        "{e}"
+    );
+    let e = err(&["--node-heartbeat-interval", "100ms"]);
+    assert!(
+        e.starts_with(
+            "invalid value '100ms' for '--node-heartbeat-interval': expected at least 250ms"
+        ),
+        "{e}"
+    );
+    let e = err(&["--unreachable-after", "15s"]);
+    assert!(
+        e.starts_with(
+            "invalid value '15s' for '--unreachable-after': expected at least 20s (2 times '--node-heartbeat-interval' 10s)"
+        ),
+        "{e}"
+    );
+    // The boundaries themselves, and the tight timings of the benchmark.
+    parse(&[
+        "--api-check-timeout",
+        "100ms",
+        "--api-check-interval",
+        "500ms",
+        "--watchdog-timeout",
+        "1s",
+        "--node-heartbeat-interval",
+        "250ms",
+        "--unreachable-after",
+        "500ms",
+        "--fence-timeout",
+        "500ms",
+    ])
+    .unwrap();
+    parse(&[
+        "--api-check-interval",
+        "1s",
+        "--api-check-timeout",
+        "500ms",
+        "--peer-silence-timeout",
+        "3s",
+        "--watchdog-timeout",
+        "5s",
+        "--unreachable-after",
+        "6s",
+        "--fence-timeout",
+        "10s",
+        "--node-heartbeat-interval",
+        "3s",
+    ])
+    .unwrap();
+}

@@ -1,8 +1,9 @@
 //! Peers: every agent serves `POST /peer/v1/ask` on `--peer-listen` and asks
 //! the others when it loses the API server. The question is "can you reach
 //! the API, and what does the cluster record for node X?". A peer that had
-//! no contact with the API within its check interval answers "unreachable"
-//! at once — during an outage every peer answers without delay, so the
+//! no contact with the API within its check interval and timeout
+//! ([`crate::decide::contract::safe_time::peer_fresh_within`]) answers
+//! "unreachable" at once — during an outage every peer answers without delay, so the
 //! asker never takes slow peers for silent ones. Otherwise it reads Node X
 //! (bounded by its `--api-check-timeout`, so the asker, waiting
 //! [`crate::decide::contract::safe_time::peer_answer_timeout`], gets its answer) and

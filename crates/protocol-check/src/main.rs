@@ -17,12 +17,24 @@
 //! find the floor the simulator accepts), `--verbose` (timings, recovery times and the largest
 //! time from a node's last observed heartbeat to its being off, on
 //! stderr). Exits 1 on any violation.
+//!
+//! The configuration: every setting that enters the safe time and the
+//! verdict can be given as the agent's flag (`--api-check-interval 30s`,
+//! `--api-check-timeout`, `--api-failure-threshold`, `--peer-silence-timeout`,
+//! `--unreachable-after`, `--fence-timeout`, `--watchdog-timeout`,
+//! `--node-heartbeat-interval`, `--safe-time-margin`, `--burst-spread`);
+//! `--sweep` instead draws them per schedule from its seed over the range
+//! the flags accept (see the `sweep` module) and prints each violating
+//! seed's configuration (`--sweep --replay SEED` replays it), and adds the
+//! staged cuts (a node cut from the API, then from everything 10–35 s
+//! later) to the schedules; `--staged-cuts` adds them alone.
 
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
 
 use kube_fencer_protocol_check::checker::{self, Bounds};
+use kube_fencer_protocol_check::sweep::{self, Params, Ranges};
 use kube_fencer_protocol_check::{self as protocol, FaultSet, SimConfig};
 
 fn main() {
@@ -44,12 +56,47 @@ fn main() {
         // The leader's --safe-time-margin: how low the safe time may go.
         cfg.leader.safe_time_margin = Duration::from_secs(m);
     }
+    let mut params = Params::of(&cfg);
+    for (i, a) in args.iter().enumerate() {
+        let Some(name) = a.strip_prefix("--") else {
+            continue;
+        };
+        let (name, v) = match name.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (name, args.get(i + 1).map(String::as_str)),
+        };
+        let mut probe = params.clone();
+        if sweep::set_flag(&mut probe, name, "1s").unwrap_or(false) {
+            match v.map(|v| sweep::set_flag(&mut params, name, v)) {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    eprintln!("{e}");
+                    std::process::exit(2);
+                }
+                None => {
+                    eprintln!("'--{name}' needs a value");
+                    std::process::exit(2);
+                }
+            }
+        }
+    }
+    params.apply(&mut cfg);
+    let sweeping = flag("--sweep");
     let set = FaultSet {
         leader_side: flag("--leader-side"),
+        staged_cuts: sweeping || flag("--staged-cuts"),
         ..FaultSet::default()
     };
+    let ranges = Ranges::default();
     if let Some(seed) = value("--replay") {
-        let sim = protocol::run_seed(seed, &cfg, set, true);
+        let sim = if sweeping {
+            let (p, sim) = sweep::run_sweep_seed(seed, &cfg, set, &ranges, true);
+            println!("configuration: {p}");
+            sim
+        } else {
+            println!("configuration: {params}");
+            protocol::run_seed(seed, &cfg, set, true)
+        };
         println!("{}", sim.trace_text());
         for v in &sim.violations {
             println!("{v}");
@@ -69,7 +116,8 @@ fn main() {
                     let cfg = cfg.clone();
                     let from = first + i * per;
                     let count = per.min((first + schedules).saturating_sub(from));
-                    s.spawn(move || protocol::simulate(from, count, &cfg, set))
+                    let sweep = sweeping.then_some(ranges);
+                    s.spawn(move || protocol::simulate_with(from, count, &cfg, set, sweep.as_ref()))
                 })
                 .collect();
             handles
@@ -82,13 +130,20 @@ fn main() {
             sum.schedules += p.schedules;
             sum.violations.extend(p.violations);
             sum.recoveries.extend(p.recoveries);
+            sum.configs.extend(p.configs);
             if p.worst_dead_after_heartbeat > sum.worst_dead_after_heartbeat {
                 sum.worst_dead_after_heartbeat = p.worst_dead_after_heartbeat;
                 sum.worst_seed = p.worst_seed;
             }
         }
+        sum.violations.sort_by_key(|(seed, _)| *seed);
         println!(
-            "protocol simulation: {} schedules, {} violations",
+            "protocol {}: {} schedules, {} violations",
+            if sweeping {
+                "configuration sweep"
+            } else {
+                "simulation"
+            },
             sum.schedules,
             sum.violations.len()
         );
@@ -109,7 +164,11 @@ fn main() {
             );
         }
         for (seed, v) in sum.violations.iter().take(10) {
-            eprintln!("  seed {seed}: {v}");
+            let config = sum.configs.get(seed).map_or("", String::as_str);
+            let replay = if sweeping { "--sweep " } else { "" };
+            eprintln!(
+                "  seed {seed}: {v}\n    configuration: {config}\n    replay: {replay}--replay {seed}"
+            );
         }
         failed |= !sum.violations.is_empty();
     }

@@ -888,7 +888,9 @@ impl Sim {
         let s = &self.cfg.leader;
         let t0 = self.local(n, 0);
         let st = safe_time::safe_time(a, t0, t0, &s.leader_terms());
-        let bound = st.total().max(s.fence_timeout);
+        // Nothing irreversible before the settle window either.
+        let settle = s.unreachable_after + s.node_heartbeat_interval + s.burst_spread;
+        let bound = st.total().max(s.fence_timeout).max(settle);
         // Watch latency, decision and drift.
         let deadline = self.now + ns(bound) + 2 * SEC;
         self.l1.insert(n, (self.now, deadline, uid));
@@ -1305,7 +1307,11 @@ impl Sim {
             .as_ref()
             .and_then(|c| c.last_contact())
             .is_some_and(|t| {
-                local.saturating_duration_since(t) < self.cfg.check.api_check_interval
+                local.saturating_duration_since(t)
+                    < safe_time::peer_fresh_within(
+                        self.cfg.check.api_check_interval,
+                        self.cfg.check.api_check_timeout,
+                    )
             });
         let rtt = self.latency();
         let unreachable = PeerReply {

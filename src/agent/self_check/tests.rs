@@ -128,12 +128,12 @@ fn self_check(client: Client, watchdog: Option<Arc<Watchdog>>) -> SelfCheckTask 
     }
 }
 
-/// Checks fast enough for a test (isolation is found within a second),
-/// then `more`.
+/// Checks fast enough for a test (isolation is found within a second or
+/// two; the shortest interval the flags accept), then `more`.
 fn fast_checks<'a>(more: &[&'a str]) -> Vec<&'a str> {
     let fast = [
         "--api-check-interval",
-        "300ms",
+        "500ms",
         "--api-check-timeout",
         "100ms",
         "--api-failure-threshold",
@@ -412,7 +412,7 @@ async fn a_connected_agent_whose_node_is_being_fenced_fences_itself() {
         &exec,
         &[
             "--api-check-interval",
-            "200ms",
+            "500ms",
             "--api-check-timeout",
             "500ms",
             "--state-dir",

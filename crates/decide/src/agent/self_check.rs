@@ -48,7 +48,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::self_fence::{self, PeerAnswer, SelfFenceInput, SelfFenceSettings, Verdict};
+use super::self_fence::{self, PeerAnswer, Round, SelfFenceInput, SelfFenceSettings, Verdict};
 use super::{Phase, RecordState, SelfFenceAction};
 use crate::contract::safe_time;
 
@@ -227,7 +227,6 @@ enum Step {
         deadline: Instant,
     },
     Ask {
-        asked_at: Instant,
         deadline: Instant,
         batch: Vec<String>,
         waiting: BTreeSet<String>,
@@ -280,6 +279,8 @@ pub struct SelfCheck {
     refreshing: Option<Instant>,
     /// The own kubelet's last Lease renewal seen (`None`: none seen).
     kubelet_renewed: Option<Instant>,
+    /// The running check's round of asking (rule 5b counts only it).
+    round: Round,
 }
 
 impl SelfCheck {
@@ -319,6 +320,7 @@ impl SelfCheck {
             advertising: None,
             refreshing: None,
             kubelet_renewed: None,
+            round: Round::default(),
         };
         if let Some(p) = previous.filter(|p| p.boot_id == check.boot_id) {
             check.resume(now, p);
@@ -522,6 +524,7 @@ impl SelfCheck {
 
     fn start_check(&mut self, now: Instant, out: &mut Vec<Command>) {
         self.started = now;
+        self.round = Round::default();
         if self.decided && !self.fenced {
             // An earlier agent of this boot decided: carry it out, feed nothing.
             self.step = Step::Fence {
@@ -612,7 +615,6 @@ impl SelfCheck {
             if !batch.is_empty() {
                 let timeout = self.s.peer_answer_timeout();
                 self.step = Step::Ask {
-                    asked_at: now,
                     deadline: now + timeout,
                     waiting: batch.iter().cloned().collect(),
                     batch: batch.clone(),
@@ -629,16 +631,18 @@ impl SelfCheck {
     }
 
     fn answered(&mut self, now: Instant, out: &mut Vec<Command>) {
-        if let Step::Ask {
-            asked_at,
-            batch,
-            got,
-            ..
-        } = std::mem::replace(&mut self.step, Step::Idle)
-        {
-            // Every peer asked counts, whether it answered or not.
+        if let Step::Ask { batch, got, .. } = std::mem::replace(&mut self.step, Step::Idle) {
+            self.round = Round {
+                asked: batch.len(),
+                answered: got.len(),
+            };
+            // Every peer asked counts, whether it answered or not — stamped,
+            // like the answers, with the end of the round: a mark stamped
+            // with its start would expire before the answers when the
+            // silence timeout is shorter than a round, and the majority of
+            // rule 4 would be counted against too few peers.
             for peer in batch {
-                self.asked.insert(peer, asked_at);
+                self.asked.insert(peer, now);
             }
             for (peer, r) in got {
                 let my_phase =
@@ -688,6 +692,7 @@ impl SelfCheck {
                 .map(|t| now.saturating_duration_since(t))
                 .unwrap_or_default(),
             kubelet_stale: self.kubelet_stale(now),
+            this_check: self.round,
         };
         let verdict = self_fence::verdict(&input, &self.s.self_fence_settings());
         let changed = self

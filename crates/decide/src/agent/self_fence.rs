@@ -8,7 +8,7 @@
 //! | 3 | API lost (from the first failed check on); a peer that reaches the API says my Node is Fencing/Fenced | **self-fence** |
 //! | 4 | API lost; a majority of all my peers answered and most of them cannot reach the API either | control-plane outage: **do not** self-fence |
 //! | 5 | API lost; no majority of my peers answered for `--peer-silence-timeout` | isolated: **self-fence** |
-//! | 5b | my own kubelet's Lease unrenewed for `--unreachable-after` (or never seen); one API check failed; no majority of the peers asked after it answered | isolated: **self-fence** |
+//! | 5b | my own kubelet's Lease unrenewed for `--unreachable-after` (or never seen); one API check failed; no majority of the peers asked in *this* check answered | isolated: **self-fence** |
 //! | 6 | API lost; peers answer, reach the API and report me healthy (or too few answered, not yet for the timeout) | keep checking |
 //!
 //! Rule 4 counts answers against *all* peers asked, not only those that
@@ -70,6 +70,23 @@ pub struct SelfFenceInput<'a> {
     /// `Some` once the own kubelet's Lease has gone unrenewed for
     /// `--unreachable-after` (rule 5b).
     pub kubelet_stale: Option<KubeletStale>,
+    /// The peers asked in the current check, and how many of them answered
+    /// (rule 5b counts only these).
+    pub this_check: Round,
+}
+
+/// One check's round of asking.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Round {
+    pub asked: usize,
+    pub answered: usize,
+}
+
+impl Round {
+    /// A majority of the peers asked answered.
+    pub fn majority(&self) -> bool {
+        self.answered * 2 > self.asked
+    }
 }
 
 /// How stale the own kubelet's Lease is, past the threshold of rule 5b.
@@ -239,12 +256,15 @@ pub fn verdict(input: &SelfFenceInput<'_>, s: &SelfFenceSettings) -> Verdict {
             silent_for: input.unreachable_for,
         });
     }
-    // Rule 5b: the leader is fencing this node, and one round of asking
-    // found no majority.
-    if !majority_answered && let Some(kubelet) = input.kubelet_stale {
+    // Rule 5b: the leader is fencing this node, and this check's round of
+    // asking found no majority (answers kept from earlier rounds do not
+    // count: the safe time gives rule 5b one check).
+    if !input.this_check.majority()
+        && let Some(kubelet) = input.kubelet_stale
+    {
         return Verdict::SelfFence(Reason::IsolatedKubeletStale {
-            answered,
-            known,
+            answered: input.this_check.answered,
+            known: input.this_check.asked,
             kubelet,
         });
     }
@@ -284,6 +304,10 @@ mod tests {
             answers,
             unreachable_for: Duration::from_secs(secs),
             kubelet_stale: None,
+            this_check: Round {
+                asked: known,
+                answered: answers.len(),
+            },
         }
     }
 
@@ -331,6 +355,16 @@ mod tests {
             verdict(&stale(input(1, &answers, 4, 0), k), &S),
             Verdict::Consulting { .. }
         ));
+        // A majority answered in earlier checks (kept for the silence
+        // timeout), none in this one: the node was cut from its peers
+        // since, isolated.
+        let answers = [up(None), up(None), up(None)];
+        let mut i = stale(input(1, &answers, 4, 0), k);
+        i.this_check = Round {
+            asked: 4,
+            answered: 0,
+        };
+        assert!(verdict(&i, &S).self_fence());
         // An outage of the control plane: rule 4 first, however stale.
         let answers = [down(), down(), down()];
         assert!(matches!(

@@ -5,6 +5,7 @@
 //! both; and the names of the labels, annotations and taint they use.
 
 pub mod advert;
+pub mod limits;
 pub mod record;
 pub mod safe_time;
 

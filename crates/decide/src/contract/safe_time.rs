@@ -75,6 +75,17 @@ pub fn peer_answer_timeout(api_check_timeout: Duration) -> Duration {
     api_check_timeout.saturating_add(PEER_ANSWER_SLACK)
 }
 
+/// How recent a peer's last API contact must be for it to answer a
+/// question from the API (older: "I cannot reach the API" at once). A
+/// connected agent probes one `--api-check-interval` after its last
+/// contact, and the probe takes up to `--api-check-timeout`: its contact
+/// is never older than both while it is connected. (The interval alone
+/// made a connected peer answer "unreachable" while its next probe was in
+/// flight, and a cut-off node take that for a control-plane outage.)
+pub fn peer_fresh_within(api_check_interval: Duration, api_check_timeout: Duration) -> Duration {
+    api_check_interval.saturating_add(api_check_timeout)
+}
+
 /// How long after the leader writes the Fencing record a connected agent's
 /// own-Node watch delivers it (at the latest; slower watches are what the
 /// margin is for).
@@ -239,6 +250,9 @@ pub fn safe_time(
     st.at = last_heartbeat.checked_add(total).unwrap_or(last_heartbeat);
     st
 }
+
+#[cfg(test)]
+mod schedule_tests;
 
 #[cfg(test)]
 mod tests {
