@@ -78,6 +78,8 @@ mod tests {
 
     #[test]
     fn a_drift_bound_above_one_percent_is_refused() {
+        assert_eq!(Drift::from_ppm(250).map(Drift::ppm), Some(250));
+        assert_eq!(Drift::default().ppm(), 1000);
         assert!(Drift::from_ppm(10_000).is_some());
         assert!(Drift::from_ppm(10_001).is_none());
         assert_eq!(

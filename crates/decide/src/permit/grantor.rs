@@ -175,6 +175,8 @@ mod tests {
             g.renew(t0 + Duration::from_secs(8), &renewal("a", 9)),
             Answer::Revoked
         );
+        assert_eq!(g.stopped("a"), Some(Stopped::Revoked));
+        assert_eq!(g.stopped("b"), None);
         assert_eq!(
             g.renew(t0 + Duration::from_secs(8), &renewal("b", 1)),
             Answer::Granted
@@ -202,6 +204,7 @@ mod tests {
         );
         assert_eq!(g.renew(t0, &renewal("a", 2)), Answer::Retired);
         assert_eq!(g.renew(t0, &renewal("a", 3)), Answer::Granted);
+        assert_eq!(g.stopped("a"), Some(Stopped::Below(3)));
         // A later, lower retirement does not undo a higher one; a revocation
         // overrides it.
         g.stop(

@@ -321,3 +321,36 @@ fn a_failed_renewal_through_the_api_is_tried_again_soon_and_a_short_permit_does_
     again.restore(h.saved());
     assert!(api(&mut again, t0 + 3 * S).is_some());
 }
+
+#[test]
+fn a_restarted_agent_keeps_its_api_credit_unless_its_timings_grew() {
+    let t0 = Instant::now();
+    let (mut h, _) = holder(2, t0);
+    let round = h
+        .tick(t0 + S)
+        .into_iter()
+        .find_map(|c| match c {
+            Command::RenewThroughApi { round, .. } => Some(round),
+            Command::Renew { .. } => None,
+        })
+        .expect("a renewal through the API");
+    h.api_answered(t0 + S, round, ApiOutcome::Renewed);
+    let saved = h.saved();
+    let mut same = Holder::new("me", "boot-1", settings());
+    same.restore(saved.clone());
+    assert_eq!(same.end(), Some(t0 + 31 * S));
+    for grown in [
+        HolderSettings {
+            watchdog_timeout: 6 * S,
+            ..settings()
+        },
+        HolderSettings {
+            api_credit: 31 * S,
+            ..settings()
+        },
+    ] {
+        let mut h = Holder::new("me", "boot-1", grown);
+        h.restore(saved.clone());
+        assert_eq!(h.end(), None, "{grown:?}");
+    }
+}
