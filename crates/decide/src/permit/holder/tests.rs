@@ -101,6 +101,7 @@ fn a_new_grantor_set_takes_over_without_a_gap_and_a_retired_one_stops_counting()
     let new = GrantorSet::new(2, vec!["p1".into(), "p9".into()]);
     h.set_grantors(vec![peers(2), new.clone()]);
     assert_eq!(h.end(), Some(t0 + 10 * S));
+    assert_eq!(h.sets(), [peers(2), new.clone()].as_slice());
     let cmds = h.tick(t0 + S);
     let named: Vec<(u64, Vec<String>)> = cmds
         .iter()
