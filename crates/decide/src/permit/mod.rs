@@ -36,6 +36,7 @@
 //! measured on the leader's clock, where `age_r` is how long before its
 //! answer grantor `r` last granted, and ρ bounds every clock's rate error.
 
+pub mod assign;
 pub mod clock;
 pub mod grantor;
 pub mod holder;
