@@ -60,6 +60,8 @@ pub struct Grantor {
     quarantined_until: Option<Instant>,
     granted: BTreeMap<String, Granted>,
     stops: BTreeMap<String, Stopped>,
+    /// Grantees reported silent, until they renew again.
+    reported: std::collections::BTreeSet<String>,
 }
 
 impl Grantor {
@@ -72,6 +74,7 @@ impl Grantor {
             quarantined_until,
             granted: BTreeMap::new(),
             stops: memory.unwrap_or_default().stops.into_iter().collect(),
+            reported: Default::default(),
         }
     }
 
@@ -105,9 +108,29 @@ impl Grantor {
             watchdog_timeout: r.watchdog_timeout,
         });
         g.at = g.at.max(now);
+        self.reported.remove(&r.node);
         g.credit = g.credit.max(r.credit);
         g.watchdog_timeout = g.watchdog_timeout.max(r.watchdog_timeout);
         Answer::Granted
+    }
+
+    /// Grantees that renewed with this grantor and then fell silent for
+    /// `after`, each reported once (again only after it renewed): the
+    /// leader hears of a powered-off node within a few renewal intervals,
+    /// from each of its grantors, one message per failure rather than per
+    /// node. With how long ago each last renewed.
+    pub fn newly_silent(&mut self, now: Instant, after: Duration) -> Vec<(String, Duration)> {
+        let mut out = Vec::new();
+        for (node, g) in &self.granted {
+            let quiet = now.saturating_duration_since(g.at);
+            if quiet >= after
+                && !self.stops.contains_key(node)
+                && self.reported.insert(node.clone())
+            {
+                out.push((node.clone(), quiet));
+            }
+        }
+        out
     }
 
     /// Apply a stop received at `now`; save [`Grantor::memory`] before
@@ -276,6 +299,34 @@ mod tests {
         let t0 = Instant::now();
         let mut g = Grantor::new(t0, None, quarantine_left(q, Duration::from_secs(3600)));
         assert_eq!(g.renew(t0, &renewal("a", 1)), Answer::Granted);
+    }
+
+    #[test]
+    fn a_grantee_that_falls_silent_is_reported_once_until_it_renews() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut g = Grantor::new(t0, Some(Memory::default()), Duration::ZERO);
+        g.renew(t0, &renewal("a", 1));
+        g.renew(t0 + 2 * s, &renewal("b", 1));
+        assert!(g.newly_silent(t0 + 2 * s, 3 * s).is_empty());
+        assert_eq!(
+            g.newly_silent(t0 + 3 * s, 3 * s),
+            vec![("a".to_string(), 3 * s)]
+        );
+        assert!(g.newly_silent(t0 + 4 * s, 3 * s).is_empty(), "once");
+        g.renew(t0 + 5 * s, &renewal("a", 1));
+        assert_eq!(
+            g.newly_silent(t0 + 5 * s, 3 * s),
+            vec![("b".to_string(), 3 * s)]
+        );
+        assert_eq!(
+            g.newly_silent(t0 + 9 * s, 3 * s),
+            vec![("a".to_string(), 4 * s)]
+        );
+        // A node being fenced is no news.
+        g.renew(t0 + 9 * s, &renewal("c", 1));
+        g.stop(t0 + 9 * s, &Stop::Revoke { node: "c".into() });
+        assert!(g.newly_silent(t0 + 20 * s, 3 * s).is_empty());
     }
 
     #[test]
