@@ -5,7 +5,9 @@
 //! cargo run --release -p kube-fencer-protocol-check --bin permit-check -- --replay SEED
 //! ```
 //!
-//! `--suite` runs every mode briefly (what `./test.sh` runs). Options:
+//! `--check DEPTH` runs every script of DEPTH faults from a small alphabet
+//! before a fencing, on three nodes. `--suite` runs every mode briefly and
+//! the check to depth 3 (what `./test.sh` runs). Options:
 //! `--first SEED`, `--threads N`, `--outages` (S2: outages of one
 //! path only, over accepted configurations), `--power-off` (one node
 //! powered off and fenced, L1's figures; default: the adversary, S1),
@@ -46,16 +48,20 @@ fn main() {
         }
         std::process::exit(i32::from(!out.violations.is_empty()));
     }
+    if let Some(depth) = value("--check") {
+        std::process::exit(i32::from(bounded(depth as usize)));
+    }
     if flag("--suite") {
         // ./test.sh's run: every mode, a few seconds each.
         let mut failed = false;
         for (mode, config, n) in [
-            (Mode::Adversary, None, 1000),
+            (Mode::Adversary, None, 600),
             (Mode::Outages, None, 300),
             (Mode::PowerOff, Some(Config::default()), 100),
         ] {
             failed |= report(mode, run(0, n, 1, config, mode), 5);
         }
+        failed |= bounded(3);
         std::process::exit(i32::from(failed));
     }
     let schedules = value("--schedules").unwrap_or(10_000);
@@ -94,6 +100,24 @@ fn run(
         sum.merge(p);
     }
     (sum, started.elapsed())
+}
+
+/// The bounded check to `depth` faults; whether it found a violation.
+fn bounded(depth: usize) -> bool {
+    let started = Instant::now();
+    let sum = permits::check(depth, Config::default());
+    println!(
+        "permit check: every script of {depth} faults of {} before a fencing, {} runs, {} violations ({:.1}s); {} fencings",
+        permits::alphabet(&Config::default()).len(),
+        sum.runs,
+        sum.violations.len(),
+        started.elapsed().as_secs_f64(),
+        sum.fenced
+    );
+    for (script, v) in sum.violations.iter().take(5) {
+        println!("{script:?}: {v}");
+    }
+    !sum.violations.is_empty()
 }
 
 /// Print the figures and up to `shown` violations; whether any.

@@ -208,3 +208,92 @@ pub fn run(seed: u64, config: Option<Config>, mode: Mode, trace: bool) -> Outcom
 
 #[cfg(test)]
 mod tests;
+
+/// What the bounded check found.
+#[derive(Clone, Debug, Default)]
+pub struct CheckSummary {
+    pub runs: u64,
+    pub fenced: u64,
+    /// The failing script, as fault names, and what broke.
+    pub violations: Vec<(Vec<String>, Violation)>,
+}
+
+/// The faults the bounded check combines on three nodes (node 0 leads at
+/// first): every kind that bears on a fencing, against the node being
+/// fenced, its grantors or the leader.
+pub fn alphabet(config: &Config) -> Vec<Option<world::Fault>> {
+    use world::Fault as F;
+    let w = config.watchdog.as_nanos() as u64;
+    vec![
+        None, // a step without a fault
+        Some(F::PowerOff(1)),
+        Some(F::CutPeers(1)),
+        Some(F::CutApi(1)),
+        Some(F::Heal(1)),
+        Some(F::Crash {
+            node: 1,
+            keep_state: true,
+        }),
+        Some(F::Crash {
+            node: 2,
+            keep_state: false,
+        }),
+        Some(F::FreezeAtFeed(1, w)),
+        Some(F::Freeze(1, w + SEC)),
+        Some(F::Fence(1)),
+        Some(F::Fence(2)),
+        Some(F::LeaderCrash),
+        Some(F::Reassign(1)),
+        Some(F::Rollout(1)),
+        Some(F::PeerOutage(true)),
+        Some(F::ApiOutage(true)),
+    ]
+}
+
+/// Every script of `depth` faults from [`alphabet`], one every 4 s from
+/// 10 s, each followed by fencing node 1 (so that every combination is
+/// also a fencing under it), on three nodes with `config`'s timings.
+pub fn check(depth: usize, config: Config) -> CheckSummary {
+    let config = Config {
+        nodes: 3,
+        peers: 2,
+        ..config
+    };
+    let letters = alphabet(&config);
+    let mut sum = CheckSummary::default();
+    let mut word = vec![0usize; depth];
+    loop {
+        let mut script = Vec::new();
+        let mut names = Vec::new();
+        for (i, l) in word.iter().enumerate() {
+            if let Some(f) = &letters[*l] {
+                script.push((Duration::from_secs(10 + 4 * i as u64), f.clone()));
+                names.push(format!("{f:?}"));
+            }
+        }
+        let end = Duration::from_secs(10 + 4 * depth as u64);
+        script.push((end, world::Fault::Fence(1)));
+        let seed = word.iter().fold(0u64, |h, l| h * 31 + *l as u64);
+        let out = world::World::new(seed, config, Mode::Adversary, false)
+            .with_script(script)
+            .run();
+        sum.runs += 1;
+        sum.fenced += out.fenced;
+        for v in out.violations {
+            sum.violations.push((names.clone(), v));
+        }
+        // The next word, in odometer order.
+        let mut i = 0;
+        loop {
+            if i == depth {
+                return sum;
+            }
+            word[i] += 1;
+            if word[i] < letters.len() {
+                break;
+            }
+            word[i] = 0;
+            i += 1;
+        }
+    }
+}

@@ -168,3 +168,11 @@ fn outages_of_one_path_over_accepted_configurations_reset_no_node() {
     assert!(sum.violations.is_empty(), "{:?}", sum.violations);
     assert_eq!(sum.resets, 0);
 }
+
+#[test]
+fn every_pair_of_faults_before_a_fencing_breaks_nothing() {
+    let sum = check(2, Config::default());
+    assert_eq!(sum.runs, 16 * 16);
+    assert!(sum.violations.is_empty(), "{:?}", sum.violations);
+    assert!(sum.fenced > 0);
+}
