@@ -253,9 +253,6 @@ impl Holder {
         if newest.is_none() || newest < self.newest_version() || sets == self.sets {
             return;
         }
-        if newest > self.newest_version() {
-            self.revoked = false;
-        }
         self.sets = sets;
         self.drop_strangers();
         self.next_renewal = None;
@@ -351,6 +348,7 @@ impl Holder {
                     .entry((version, grantor.to_string()))
                     .or_insert(sent);
                 *c = (*c).max(sent);
+                self.revoked = false;
             }
             Answer::Revoked => self.revoked = true,
             Answer::Granted | Answer::Retired | Answer::Quarantined => {}
@@ -368,6 +366,7 @@ impl Holder {
         match outcome {
             ApiOutcome::Renewed => {
                 self.api_credit = Some(self.api_credit.map_or(sent, |c| c.max(sent)));
+                self.revoked = false;
             }
             ApiOutcome::Revoked => self.revoked = true,
             ApiOutcome::Failed => {}

@@ -124,9 +124,16 @@ fn a_new_grantor_set_takes_over_without_a_gap_and_a_retired_one_stops_counting()
     };
     h.answered("p9", round_v2, Answer::Granted);
     assert_eq!(h.end(), Some(t0 + 11 * S));
-    // The old set retired and delisted: its grants stop counting.
-    h.set_grantors(vec![new]);
+    // The old set retired and delisted (the newest version is the same):
+    // its grants are forgotten, also in what a restart would take over.
+    h.set_grantors(vec![new.clone()]);
+    assert_eq!(h.sets(), [new].as_slice());
     assert_eq!(h.end(), Some(t0 + 11 * S));
+    assert!(
+        h.saved().credits.iter().all(|((v, _), _)| *v == 2),
+        "{:?}",
+        h.saved().credits
+    );
     h.set_grantors(vec![GrantorSet::new(3, vec!["p7".into()])]);
     assert_eq!(h.end(), None);
     // An older list is ignored.
@@ -238,6 +245,17 @@ fn a_revocation_heard_from_a_grantor_or_the_api_server_is_reported() {
     let (mut h, r) = holder(2, t0);
     h.answered("p0", r, Answer::Revoked);
     assert_eq!(h.status(t0).lack, Some(Lack::Revoked));
+    // A grant after all (the revocation was lifted): no longer revoked.
+    let r2 = renew_round(&mut h, t0 + S);
+    h.answered("p1", r2, Answer::Granted);
+    assert_eq!(h.status(t0 + S).lack, None);
+    assert_eq!(
+        h.status(t0 + 12 * S).lack,
+        Some(Lack::TooFewGrants {
+            granted: 0,
+            needed: 1
+        })
+    );
     let (mut h, _) = holder(2, t0);
     let round = h
         .tick(t0 + S)
@@ -354,4 +372,20 @@ fn a_restarted_agent_keeps_its_api_credit_unless_its_timings_grew() {
         h.restore(saved.clone());
         assert_eq!(h.end(), None, "{grown:?}");
     }
+}
+
+#[test]
+fn renewals_go_out_once_an_interval() {
+    let t0 = Instant::now();
+    let (mut h, _) = holder(2, t0);
+    let renewals = |h: &mut Holder, at: Instant| {
+        h.tick(at)
+            .iter()
+            .filter(|c| matches!(c, Command::Renew { .. }))
+            .count()
+    };
+    assert_eq!(renewals(&mut h, t0 + 999 * MS), 0);
+    assert_eq!(h.next_wake(), Some(t0 + S));
+    assert_eq!(renewals(&mut h, t0 + S), 1);
+    assert_eq!(renewals(&mut h, t0 + S), 0);
 }
