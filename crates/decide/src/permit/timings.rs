@@ -198,6 +198,25 @@ mod tests {
     }
 
     #[test]
+    fn the_api_credit_must_be_twice_the_credit_and_says_so() {
+        let t = Timings {
+            credit: Duration::from_secs(20),
+            api_credit: Duration::from_secs(30),
+            ..Timings::default()
+        };
+        let e = t.check().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "the API credit is 30s; valid: 40s to 2m; at least twice the credit and 20s"
+        );
+        let t = Timings {
+            api_credit: Duration::from_secs(40),
+            ..t
+        };
+        assert_eq!(t.check(), Ok(()));
+    }
+
+    #[test]
     fn the_leader_caps_cover_every_accepted_agent() {
         let r = Timings::default().revoke();
         assert!(r.credit_cap >= API_CREDIT_CAP && r.credit_cap >= CREDIT_CAP);

@@ -202,6 +202,10 @@ fn two_rounds_without_a_majority_renew_through_the_api_server() {
             }
         }
     }
+    assert!(
+        !h.status(t0 + 2 * S).through_api,
+        "the peers' grants hold it"
+    );
     let (at, round) = api.expect("a renewal through the API");
     assert_eq!(at, 3, "at t0 + 3 s (less than 8 s left)");
     // One at a time.
