@@ -178,3 +178,42 @@ fn every_pair_of_faults_before_a_fencing_breaks_nothing() {
     assert!(sum.violations.is_empty(), "{:?}", sum.violations);
     assert!(sum.fenced > 0);
 }
+
+#[test]
+fn a_grantor_that_lost_its_stops_stays_quarantined_across_its_next_restart() {
+    // Seed 43476 of the first 100,000-schedule run, as a script: node 0
+    // (the only grantor of node 1, and the leader) stops granting node 1,
+    // then its agent crashes and loses its state directory (quarantined),
+    // saves its memory, crashes again and finds that memory: it granted
+    // node 1 again at once, and the leader deleted node 1's pods at its
+    // deadline while node 1 ran.
+    let config = Config {
+        nodes: 2,
+        peers: 1,
+        credit: Duration::from_secs(60),
+        api_credit: Duration::from_secs(60),
+        watchdog: Duration::from_secs(20),
+        ..Config::default()
+    };
+    let out = scripted(
+        config,
+        vec![
+            (9 * S, Fault::Fence(1)),
+            (
+                26 * S,
+                Fault::Crash {
+                    node: 0,
+                    keep_state: false,
+                },
+            ),
+            (
+                50 * S,
+                Fault::Crash {
+                    node: 0,
+                    keep_state: true,
+                },
+            ),
+        ],
+    );
+    assert_clean(&out);
+}
