@@ -186,6 +186,7 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
     let (kubelet_lease_tx, kubelet_lease) = tokio::sync::watch::channel(None);
     let peer_server = match (config.agent.peer_listen, &key) {
         (Some(addr), Some(key)) => {
+            let grants = start_grantor(&config);
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on --peer-listen {addr}"))?;
@@ -203,6 +204,7 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
                 contact: contact.clone(),
                 metrics: metrics.clone(),
                 clock: kube_fencer::peers::auth::unix_now,
+                grants,
             });
             Some(serve(listener, app, shutdown_rx.clone()))
         }
@@ -288,6 +290,28 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
+}
+
+/// This agent's grantor of the permit protocol (`docs/permits.md`), its
+/// memory in --state-dir. Not yet consulted by any holder: it answers
+/// renewals and stops so that the peer path can be exercised. `None` (and
+/// said) when its memory has no place.
+fn start_grantor(
+    config: &kube_fencer::config::Config,
+) -> Option<Arc<kube_fencer::peers::permit::Grants>> {
+    use kube_fencer::decide::permit::{grantor, timings::Timings};
+    use kube_fencer::peers::permit::{Grants, memory};
+    let revoke = Timings::default().revoke();
+    let quarantine = grantor::quarantine(revoke.ack_window, revoke.horizon(), revoke.drift);
+    let boot = kube_fencer::agent::self_check::read_boot_id(&config.agent.boot_id_file);
+    let file = memory::path(&config.agent.state_dir, config.node_name());
+    match Grants::start(Some(file), boot.as_deref(), quarantine) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            tracing::warn!(error = %e, "the grantor cannot keep its memory: it refuses renewals and stops");
+            None
+        }
+    }
 }
 
 /// The API client, after a first request that proves address, credentials

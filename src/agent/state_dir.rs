@@ -91,6 +91,13 @@ pub fn save_at(
         peers: previous.peers.clone(),
     };
     let text = serde_json::to_vec(&wire).map_err(std::io::Error::other)?;
+    write_atomically(file, &text)
+}
+
+/// Replace `file` with `bytes`: written to a temporary file beside it,
+/// synced, then renamed over it (a crash leaves the old or the new file,
+/// never a torn one).
+pub fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -98,7 +105,7 @@ pub fn save_at(
     {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&text)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, file)

@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod key;
+pub mod permit;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,11 +83,16 @@ pub struct Server {
     pub metrics: Metrics,
     /// Seconds since the Unix epoch ([`unix_now`]; tests skew it).
     pub clock: fn() -> u64,
+    /// This agent's grantor ([`permit`]); `None`: renewals and stops are
+    /// refused.
+    pub grants: Option<Arc<permit::Grants>>,
 }
 
 pub fn router(server: Server) -> axum::Router {
     axum::Router::new()
         .route(PATH, post(ask))
+        .route(permit::RENEW_PATH, post(permit::renew))
+        .route(permit::STOP_PATH, post(permit::stop))
         .with_state(server)
 }
 
@@ -95,55 +101,11 @@ async fn ask(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, HeaderMap, String) {
-    let mut out = HeaderMap::new();
-    let now = (s.clock)();
-    let header = headers
-        .get(AUTH_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let verified = {
-        let mut nonces = s.nonces.lock().unwrap_or_else(|p| p.into_inner());
-        let mut challenges = s.challenges.lock().unwrap_or_else(|p| p.into_inner());
-        s.key.verify_question(
-            header,
-            &body,
-            now,
-            Instant::now(),
-            &mut nonces,
-            &mut challenges,
-        )
-    };
-    let nonce = match verified {
+    let nonce = match authenticate(&s, &headers, &body) {
         Ok(n) => n,
-        Err(AuthError::Stale(skew)) => {
-            // A key holder whose clock is off: not refused, challenged.
-            let challenge = s
-                .challenges
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .issue(Instant::now());
-            if let Ok(v) = challenge.parse() {
-                out.insert(CHALLENGE_HEADER, v);
-            }
-            s.metrics
-                .peer_requests
-                .with_label_values(&["in", "challenged"])
-                .inc();
-            tracing::debug!(
-                skew_seconds = skew,
-                "a peer's clock is off: answering its question with a challenge"
-            );
-            return (StatusCode::UNAUTHORIZED, out, String::new());
-        }
-        Err(e) => {
-            s.metrics
-                .peer_requests
-                .with_label_values(&["in", e.as_label()])
-                .inc();
-            tracing::warn!(error = %e, "rejected a peer request");
-            return (StatusCode::UNAUTHORIZED, out, String::new());
-        }
+        Err(refused) => return *refused,
     };
+    let out = HeaderMap::new();
     let Ok(q) = serde_json::from_slice::<Question>(&body) else {
         s.metrics
             .peer_requests
@@ -174,7 +136,72 @@ async fn ask(
         .peer_requests
         .with_label_values(&["in", "ok"])
         .inc();
-    let text = serde_json::to_string(&answer).unwrap_or_default();
+    signed_reply(&s, &answer)
+}
+
+/// Check a request's authentication and freshness. The request's nonce,
+/// or the refusal to send: `401`, with a challenge when the sender holds
+/// the key but its clock is off.
+pub(crate) fn authenticate(
+    s: &Server,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<String, Box<(StatusCode, HeaderMap, String)>> {
+    let mut out = HeaderMap::new();
+    let now = (s.clock)();
+    let header = headers
+        .get(AUTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let verified = {
+        let mut nonces = s.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        let mut challenges = s.challenges.lock().unwrap_or_else(|p| p.into_inner());
+        s.key.verify_question(
+            header,
+            body,
+            now,
+            Instant::now(),
+            &mut nonces,
+            &mut challenges,
+        )
+    };
+    match verified {
+        Ok(n) => Ok(n),
+        Err(AuthError::Stale(skew)) => {
+            // A key holder whose clock is off: not refused, challenged.
+            let challenge = s
+                .challenges
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .issue(Instant::now());
+            if let Ok(v) = challenge.parse() {
+                out.insert(CHALLENGE_HEADER, v);
+            }
+            s.metrics
+                .peer_requests
+                .with_label_values(&["in", "challenged"])
+                .inc();
+            tracing::debug!(
+                skew_seconds = skew,
+                "a peer's clock is off: answering its request with a challenge"
+            );
+            Err(Box::new((StatusCode::UNAUTHORIZED, out, String::new())))
+        }
+        Err(e) => {
+            s.metrics
+                .peer_requests
+                .with_label_values(&["in", e.as_label()])
+                .inc();
+            tracing::warn!(error = %e, "rejected a peer request");
+            Err(Box::new((StatusCode::UNAUTHORIZED, out, String::new())))
+        }
+    }
+}
+
+/// `200` with `reply` as JSON, signed.
+pub(crate) fn signed_reply<T: Serialize>(s: &Server, reply: &T) -> (StatusCode, HeaderMap, String) {
+    let mut out = HeaderMap::new();
+    let text = serde_json::to_string(reply).unwrap_or_default();
     let auth = s.key.sign((s.clock)(), &new_nonce(), text.as_bytes());
     if let Ok(v) = auth.parse() {
         out.insert(AUTH_HEADER, v);
@@ -264,26 +291,7 @@ async fn exchange(
     question: &Question,
     clock: fn() -> u64,
 ) -> Result<Answer, AskError> {
-    let body = serde_json::to_string(question).map_err(|e| AskError::Request(e.to_string()))?;
-    let mut nonce = new_nonce();
-    let auth = key.sign(clock(), &nonce, body.as_bytes());
-    let (mut status, mut headers, mut payload) = post_question(addr, &auth, &body).await?;
-    if let (StatusCode::UNAUTHORIZED, Some(challenge)) =
-        (status, header(&headers, CHALLENGE_HEADER))
-    {
-        // Our clock and the peer's disagree: sign over its challenge.
-        nonce = new_nonce();
-        let auth = key.sign_challenged(&challenge, &nonce, body.as_bytes());
-        (status, headers, payload) = post_question(addr, &auth, &body).await?;
-    }
-    if status != StatusCode::OK {
-        return Err(AskError::Status(status.as_u16()));
-    }
-    let auth = header(&headers, AUTH_HEADER).ok_or(AskError::Unauthenticated)?;
-    // Fresh because it answers our nonce (in the MACed body), whatever the
-    // peer's clock says.
-    key.verify_answer(&auth, &payload)
-        .map_err(AskError::Rejected)?;
+    let (payload, nonce) = signed_exchange(addr, PATH, key, question, clock).await?;
     let answer: Answer = serde_json::from_slice(&payload).map_err(AskError::Malformed)?;
     if answer.nonce != nonce {
         return Err(AskError::NonceMismatch);
@@ -291,16 +299,49 @@ async fn exchange(
     Ok(answer)
 }
 
+/// POST `request` to `path` at `addr`, signed, repeated once signed over
+/// the peer's challenge if our clocks disagree; the answer's body, its MAC
+/// checked, and the nonce the answer must echo (the caller checks it: that
+/// is what makes the answer fresh, whatever the peer's clock says).
+pub(crate) async fn signed_exchange<T: Serialize>(
+    addr: &str,
+    path: &str,
+    key: &PeerKey,
+    request: &T,
+    clock: fn() -> u64,
+) -> Result<(Bytes, String), AskError> {
+    let body = serde_json::to_string(request).map_err(|e| AskError::Request(e.to_string()))?;
+    let mut nonce = new_nonce();
+    let auth = key.sign(clock(), &nonce, body.as_bytes());
+    let (mut status, mut headers, mut payload) = post_signed(addr, path, &auth, &body).await?;
+    if let (StatusCode::UNAUTHORIZED, Some(challenge)) =
+        (status, header(&headers, CHALLENGE_HEADER))
+    {
+        // Our clock and the peer's disagree: sign over its challenge.
+        nonce = new_nonce();
+        let auth = key.sign_challenged(&challenge, &nonce, body.as_bytes());
+        (status, headers, payload) = post_signed(addr, path, &auth, &body).await?;
+    }
+    if status != StatusCode::OK {
+        return Err(AskError::Status(status.as_u16()));
+    }
+    let auth = header(&headers, AUTH_HEADER).ok_or(AskError::Unauthenticated)?;
+    key.verify_answer(&auth, &payload)
+        .map_err(AskError::Rejected)?;
+    Ok((payload, nonce))
+}
+
 /// A header's value, if it is there and readable.
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name)?.to_str().ok().map(str::to_string)
 }
 
-/// One POST of a question over a connection of its own (hyper's HTTP/1.1
+/// One POST to `path` over a connection of its own (hyper's HTTP/1.1
 /// client, driven in this future: a cancelled ask leaves no task behind);
 /// status, headers and at most [`MAX_ANSWER`] bytes of body.
-async fn post_question(
+async fn post_signed(
     addr: &str,
+    path: &str,
     auth: &str,
     body: &str,
 ) -> Result<(StatusCode, HeaderMap, Bytes), AskError> {
@@ -315,7 +356,7 @@ async fn post_question(
                 stage: "handshake",
                 source,
             })?;
-    let request = axum::http::Request::post(PATH)
+    let request = axum::http::Request::post(path)
         .header(axum::http::header::HOST, addr)
         .header(axum::http::header::CONTENT_TYPE, "application/json")
         .header(AUTH_HEADER, auth)
@@ -354,6 +395,36 @@ async fn post_question(
     }
 }
 
+/// A peer endpoint with key `key`, the API server at `api`, the clock
+/// `clock` and the grantor `grants`, serving on a free local port; its
+/// address.
+#[cfg(test)]
+pub(crate) async fn serve_test_peer(
+    key: &str,
+    api: &str,
+    contact: ApiContact,
+    clock: fn() -> u64,
+    grants: Option<Arc<permit::Grants>>,
+) -> String {
+    let client = Client::try_from(kube::Config::new(api.parse().expect("url"))).expect("client");
+    let server = Server {
+        client,
+        key: PeerKey::from_bytes(key.as_bytes()).unwrap(),
+        nonces: Arc::new(Mutex::new(NonceCache::default())),
+        challenges: Arc::new(Mutex::new(Challenges::default())),
+        api_timeout: Duration::from_secs(3600),
+        fresh_within: Duration::from_secs(5),
+        contact,
+        metrics: Metrics::new(),
+        clock,
+        grants,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, router(server)).await });
+    addr
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,23 +440,7 @@ mod tests {
     }
 
     async fn serve_at(key: &str, api: &str, contact: ApiContact, clock: fn() -> u64) -> String {
-        let client =
-            Client::try_from(kube::Config::new(api.parse().expect("url"))).expect("client");
-        let server = Server {
-            client,
-            key: PeerKey::from_bytes(key.as_bytes()).unwrap(),
-            nonces: Arc::new(Mutex::new(NonceCache::default())),
-            challenges: Arc::new(Mutex::new(Challenges::default())),
-            api_timeout: Duration::from_secs(3600),
-            fresh_within: Duration::from_secs(5),
-            contact,
-            metrics: Metrics::new(),
-            clock,
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move { axum::serve(listener, router(server)).await });
-        addr
+        serve_test_peer(key, api, contact, clock, None).await
     }
 
     fn q() -> Question {
@@ -461,12 +516,12 @@ mod tests {
         let auth = key.sign(unix_now(), "fixed-nonce", body.as_bytes());
         let mut statuses = Vec::new();
         for _ in 0..2 {
-            statuses.push(post_question(&addr, &auth, &body).await.unwrap().0);
+            statuses.push(post_signed(&addr, PATH, &auth, &body).await.unwrap().0);
         }
         assert_eq!(statuses, vec![StatusCode::OK, StatusCode::UNAUTHORIZED]);
         // An old message is refused even with a fresh nonce.
         let auth = key.sign(unix_now() - 60, "other-nonce", body.as_bytes());
-        let status = post_question(&addr, &auth, &body).await.unwrap().0;
+        let status = post_signed(&addr, PATH, &auth, &body).await.unwrap().0;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
 

@@ -502,6 +502,7 @@ async fn in_a_control_plane_outage_the_agent_asks_its_peers_and_does_not_fence()
             contact: ApiContact::default(),
             metrics: Metrics::new(),
             clock: crate::peers::auth::unix_now,
+            grants: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         addrs.push(listener.local_addr().unwrap().to_string());

@@ -1,6 +1,8 @@
 //! Lease-gated self-fencing: the watchdog is fed only under a revocable
-//! permit (design and proof: `docs/permits.md`). Being built; not yet wired
-//! into the agent, which still runs the self-check of [`crate::agent`].
+//! permit (design and proof: `docs/permits.md`). Being built: every agent
+//! serves the grantor's side (`kube-fencer`'s `peers::permit`), but no
+//! holder gates its watchdog on a permit yet; the agent still runs the
+//! self-check of [`crate::agent`].
 //!
 //! Three roles, one file each, all pure (no clock, no I/O: the present is
 //! an argument, the shell sends what they return):
@@ -99,6 +101,7 @@ impl GrantorSet {
 /// `watchdog_timeout`". The grantor remembers the longest of both, so the
 /// leader learns them from the grantors, whatever the node's flags were.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Renewal {
     pub node: String,
     pub boot: String,
@@ -148,6 +151,7 @@ pub enum Stop {
 /// the longest credit and watchdog timeout its grants carried (`None`: it
 /// granted nothing since its start, so it cannot say).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StopAck {
     #[serde(with = "humantime_serde_compat")]
     pub since_last_grant: Duration,
