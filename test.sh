@@ -212,7 +212,9 @@ tier_e2e() {
   # own (ports picked free, network labs on subnets of their own), and most
   # of a scenario is waiting for its timings. KUBE_FENCER_E2E_THREADS=1
   # runs them one by one.
-  step e2e-scenarios cargo test --features e2e --test e2e -- \
+  # Without backtraces: a failure's message is then the last thing its
+  # test prints, where a truncated CI log still shows it.
+  step e2e-scenarios env RUST_BACKTRACE=0 cargo test --features e2e --test e2e -- \
     --test-threads="${KUBE_FENCER_E2E_THREADS:-2}"
 }
 
@@ -225,7 +227,7 @@ tier_e2e() {
 # recovered, rebooted and unfenced, a node cut off that fences itself through
 # its watchdog before its replica is force-deleted (about four minutes).
 tier_realnode() {
-  step realnode cargo test --features realnode --test realnode -- --test-threads=1 --nocapture
+  step realnode env RUST_BACKTRACE=0 cargo test --features realnode --test realnode -- --test-threads=1 --nocapture
 }
 
 tier_demo() {
