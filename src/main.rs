@@ -210,6 +210,28 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let (peer_list_tx, peer_list) = watch::channel(Vec::new());
+    let permit = key.clone().map(|key| {
+        let timings = kube_fencer::decide::permit::timings::Timings::default();
+        let mut settings = timings.holder();
+        settings.watchdog_timeout = means
+            .timeout
+            .min(kube_fencer::decide::permit::timings::WATCHDOG_CAP);
+        tokio::spawn(
+            kube_fencer::agent::permit::PermitTask {
+                node: config.node_name().to_string(),
+                boot: kube_fencer::agent::self_check::read_boot_id(&config.agent.boot_id_file)
+                    .unwrap_or_default(),
+                key,
+                settings,
+                grantors: timings.grantors,
+                peers: peer_list,
+                metrics: metrics.clone(),
+                events: events.clone(),
+            }
+            .run(shutdown_rx.clone()),
+        )
+    });
     let self_check = tokio::spawn(
         SelfCheckTask {
             client: client.clone(),
@@ -225,6 +247,7 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
                 node_selector: config.settings.node_selector.clone(),
                 manage_control_plane: config.settings.manage_control_plane,
             },
+            peer_list: Arc::new(peer_list_tx),
         }
         .run(shutdown_rx.clone()),
     );
@@ -250,6 +273,9 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("the election and leader task did not stop within 10s"),
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self_check).await;
+    if let Some(p) = permit {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), p).await;
+    }
     if let Some(p) = peer_server {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), p).await;
     }

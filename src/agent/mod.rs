@@ -5,6 +5,7 @@
 //! none), and the [`state_dir`] file that carries its checks across its own
 //! restarts within one boot.
 
+pub mod permit;
 pub mod self_check;
 pub mod self_fence;
 pub mod state_dir;

@@ -17,6 +17,7 @@
 //!   `kube_fencer_api_check_failures`, `kube_fencer_peers`), and persists
 //!   what a restarted agent resumes from ([`crate::agent::state_dir`]).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
@@ -273,6 +274,9 @@ pub struct SelfCheckTask {
     pub means: SelfFenceMeans,
     /// Which Nodes are peers.
     pub population: Population,
+    /// Where the peers found are published (the permit's holder renews
+    /// with them).
+    pub peer_list: Arc<watch::Sender<Vec<String>>>,
 }
 
 impl SelfCheckTask {
@@ -489,6 +493,15 @@ impl SelfCheckTask {
                             tracing::warn!(
                                 "no peers known yet: if the API server became unreachable now, this agent could not tell an outage from isolation and would fence its node"
                             );
+                        }
+                        if let Some(p) = &found {
+                            g.peer_list.send_if_modified(|old| {
+                                let changed = old != p;
+                                if changed {
+                                    old.clone_from(p);
+                                }
+                                changed
+                            });
                         }
                         let _ = tx.send(match found {
                             Some(p) => Input::Peers(p),

@@ -27,6 +27,9 @@
 //! | `kube_fencer_contradictions_total` | counter | | Nodes whose Lease went stale while their agent answered that it reaches the API server (kubelet stopped or stuck). |
 //! | `kube_fencer_peers` | gauge | | Peers this agent knows (and would ask if it lost the API). 0 with a self-fence action: any API outage looks like isolation. |
 //! | `kube_fencer_peer_requests_total` | counter | `direction` (`in`, `out`), `result` | Peer requests served and made (`ok`, `bad_mac`, `stale`, `replay`, `error`). |
+//! | `kube_fencer_permit_held` | gauge | | 1 while this node could hold a permit from its peers (the permit protocol, in shadow mode: not yet gating the watchdog). |
+//! | `kube_fencer_permit_grants` | gauge | | Peer grants of this node's permit in force now. |
+//! | `kube_fencer_permit_grants_needed` | gauge | | Peer grants a permit needs (a majority of the grantor set with the node's own vote). |
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -74,6 +77,9 @@ pub struct Metrics {
     pub peers: IntGauge,
     pub contradictions: IntCounter,
     pub peer_requests: IntCounterVec,
+    pub permit_held: IntGauge,
+    pub permit_grants: IntGauge,
+    pub permit_grants_needed: IntGauge,
 }
 
 /// States of the self-fence gauge.
@@ -344,6 +350,30 @@ impl Metrics {
                         "Peer requests served (in) and made (out), by result.",
                     ),
                     &["direction", "result"],
+                )
+                .unwrap(),
+            ),
+            permit_held: reg(
+                &registry,
+                IntGauge::new(
+                    "kube_fencer_permit_held",
+                    "1 while this node could hold a permit from its peers (shadow mode: the permit does not gate the watchdog yet).",
+                )
+                .unwrap(),
+            ),
+            permit_grants: reg(
+                &registry,
+                IntGauge::new(
+                    "kube_fencer_permit_grants",
+                    "Peer grants of this node's permit in force now.",
+                )
+                .unwrap(),
+            ),
+            permit_grants_needed: reg(
+                &registry,
+                IntGauge::new(
+                    "kube_fencer_permit_grants_needed",
+                    "Peer grants a permit needs: a majority of the grantor set, with the node's own vote.",
                 )
                 .unwrap(),
             ),

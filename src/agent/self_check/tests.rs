@@ -125,6 +125,7 @@ fn self_check(client: Client, watchdog: Option<Arc<Watchdog>>) -> SelfCheckTask 
             node_selector: decide::Selector::everything(),
             manage_control_plane: false,
         },
+        peer_list: Arc::new(watch::channel(Vec::new()).0),
     }
 }
 

@@ -144,8 +144,11 @@ fn registered_descs(m: &Metrics) -> BTreeMap<String, Vec<String>> {
         peers,
         contradictions,
         peer_requests,
+        permit_held,
+        permit_grants,
+        permit_grants_needed,
     } = m;
-    let collectors: [&dyn Collector; 26] = [
+    let collectors: [&dyn Collector; 29] = [
         build_info,
         leader,
         leader_transitions,
@@ -172,6 +175,9 @@ fn registered_descs(m: &Metrics) -> BTreeMap<String, Vec<String>> {
         peers,
         contradictions,
         peer_requests,
+        permit_held,
+        permit_grants,
+        permit_grants_needed,
     ];
     collectors
         .iter()
