@@ -111,9 +111,20 @@ start_proc() {
   printf '%s\n' "$!" >"$DIR/pids/$name.pid"
 }
 
+# pid_running PID: the process exists and is not a zombie. A killed
+# process whose parent is gone stays a zombie until PID 1 reaps it, which
+# some container runtimes do only every second or so: counted as running,
+# it made node-stop wait up to 10 s after a SIGKILL.
+pid_running() {
+  local state
+  kill -0 "$1" 2>/dev/null || return 1
+  state="$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' "/proc/$1/status" 2>/dev/null)"
+  [[ "$state" != Z ]]
+}
+
 proc_alive() {
   local pidfile="$DIR/pids/$1.pid"
-  [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+  [[ -f "$pidfile" ]] && pid_running "$(cat "$pidfile")"
 }
 
 # stop_proc NAME [SIGNAL]: signal the process group; with TERM, escalate to
@@ -122,13 +133,13 @@ stop_proc() {
   local name="$1" sig="${2:-TERM}" pidfile="$DIR/pids/$1.pid" pid i
   [[ -f "$pidfile" ]] || return 0
   pid="$(cat "$pidfile")"
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid_running "$pid"; then
     kill "-$sig" -- "-$pid" 2>/dev/null || kill "-$sig" "$pid" 2>/dev/null || true
     for ((i = 0; i < 100; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
+      pid_running "$pid" || break
       sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if pid_running "$pid"; then
       kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
     fi
   fi

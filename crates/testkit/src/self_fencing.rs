@@ -65,6 +65,26 @@ impl Cluster {
         }
     }
 
+    /// Wait until every agent of `nodes` holds a permit from its peers
+    /// (`kube_fencer_permit_held 1`): renewals and grants cross the
+    /// nodes' network, authenticated, both ways.
+    pub async fn wait_permits_held(&self, nodes: &[String]) {
+        for n in nodes {
+            self.wait_until(
+                &format!("the agent of {n} to hold a permit"),
+                std::time::Duration::from_secs(30),
+                async || {
+                    Ok(self
+                        .agent_metrics(n)?
+                        .lines()
+                        .any(|l| l == "kube_fencer_permit_held 1")
+                        .then_some(()))
+                },
+            )
+            .await;
+        }
+    }
+
     /// Where the self-fence marker of `node` is written (one line per
     /// self-fence: `<unix seconds with fraction> <reason>`, the time being
     /// when the self-fence action started, i.e. just after the decision).
@@ -93,12 +113,15 @@ impl Cluster {
         Ok(path)
     }
 
-    /// The default self-fence command of `node`: kill its kwok ("power
-    /// off"), write the marker, and give the node a new boot ID (the agent
+    /// The default self-fence command of `node`: write the marker, kill
+    /// its kwok ("power off"), and give the node a new boot ID (the agent
     /// re-reads it, as a rebooted node's new agent would read its own).
+    /// The marker comes first: it records when the action started, and a
+    /// slow node-stop (or the action's timeout cutting it short) must not
+    /// leave a fencing unrecorded while the leader goes on to delete.
     pub fn default_self_fence_command(&self, node: &str) -> String {
         format!(
-            "exec:t=$(date +%s.%N); {script} node-stop {dir} {node} >/dev/null 2>&1; echo \"$t $KUBE_FENCER_SELF_FENCE_REASON\" >> {marker}; echo {boot} > {bootfile}",
+            "exec:echo \"$(date +%s.%N) $KUBE_FENCER_SELF_FENCE_REASON\" >> {marker}; {script} node-stop {dir} {node} >/dev/null 2>&1; echo {boot} > {bootfile}",
             script = self.repo_root.join("harness/cluster.sh").display(),
             dir = self.dir.display(),
             marker = self.self_fence_marker(node).display(),
