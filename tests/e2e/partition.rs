@@ -494,3 +494,87 @@ async fn partition_api_outage_fast_failing_fences_nobody() {
         assert_eq!(after.get(name), Some(uid), "{name} was replaced");
     }
 }
+
+/// The peer network alone down: the peer port dropped on every node, the
+/// API server reachable. Nobody fences itself and no node is fenced (S2 for
+/// the peer network); every agent finds out at once, not in the next API
+/// outage — it holds no permit (`kube_fencer_permit_held 0`, Event
+/// `PermitUnavailable`) — and holds one again once the port is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_peer_network_blocked_resets_nothing_and_is_reported() {
+    let (s, _pod, _victim, _uid) = setup(&fast_agent_args(DEFAULT_CHECKS)).await;
+    let cluster = &s.cluster;
+    let nodes = cluster.node_names().await.unwrap();
+    let before = cluster.pod_uids().await.unwrap();
+    for n in &nodes {
+        cluster.lab().cut_peers(n, NETNS_PEER_PORT).unwrap();
+    }
+    let no_record = async || {
+        for n in cluster.node_names().await? {
+            let node = cluster.node(&n).await?;
+            if node_annotation(&node, STATE_ANNOTATION).is_some() {
+                return Ok(Err(format!("{n} has a fencing record")));
+            }
+        }
+        Ok(Ok(()))
+    };
+    for n in &nodes {
+        cluster
+            .wait_until(
+                &format!("the agent of {n} to hold no permit"),
+                Duration::from_secs(60),
+                async || {
+                    Ok(cluster
+                        .agent_metrics(n)?
+                        .lines()
+                        .any(|l| l == "kube_fencer_permit_held 0")
+                        .then_some(()))
+                },
+            )
+            .await;
+    }
+    cluster
+        .wait_until(
+            "an Event PermitUnavailable for every node",
+            Duration::from_secs(30),
+            async || {
+                let events = cluster.kubectl(["get", "events", "-A", "-o", "json"])?;
+                let v: serde_json::Value = serde_json::from_str(&events)?;
+                let reported: Vec<&str> = v["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| e["reason"] == "PermitUnavailable")
+                    .filter_map(|e| e["regarding"]["name"].as_str())
+                    .collect();
+                Ok(nodes
+                    .iter()
+                    .all(|n| reported.contains(&n.as_str()))
+                    .then_some(()))
+            },
+        )
+        .await;
+    cluster
+        .hold_for(
+            "no fencing record while the peer network is down",
+            Duration::from_secs(20),
+            no_record,
+        )
+        .await;
+    for n in &nodes {
+        cluster.lab().heal(n).unwrap();
+    }
+    cluster.wait_permits_held(&nodes).await;
+    for n in &nodes {
+        assert!(
+            cluster.self_fence_times(n).is_empty(),
+            "{n} fenced itself while only the peer network was down:\n{}",
+            verdict_lines(cluster, n)
+        );
+        assert!(cluster.agent_running(n).unwrap(), "agent for {n} exited");
+    }
+    let after = cluster.pod_uids().await.unwrap();
+    for (name, uid) in &before {
+        assert_eq!(after.get(name), Some(uid), "{name} was replaced");
+    }
+}

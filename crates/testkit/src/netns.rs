@@ -304,7 +304,22 @@ pub fn cut_node_from_api(ns: &NodeNs, api_ip: &str, port: u16) -> Result<CutStat
     })
 }
 
-/// Undo [`cut_node`] or [`cut_node_from_api`].
+/// Drop every TCP packet to or from `port` (the peer port) in `ns`: its
+/// peers' renewals and questions neither reach it nor leave it; the API
+/// server stays reachable.
+pub fn cut_node_from_peers(ns: &NodeNs, port: u16) -> Result<CutState> {
+    let port = port.to_string();
+    ns.cut_chain(&[
+        &["-p", "tcp", "--dport", &port, "-j", "DROP"],
+        &["-p", "tcp", "--sport", &port, "-j", "DROP"],
+    ])?;
+    Ok(CutState {
+        how: Cut::Blackhole,
+        routes: vec![],
+    })
+}
+
+/// Undo [`cut_node`], [`cut_node_from_api`] or [`cut_node_from_peers`].
 pub fn heal_node(ns: &NodeNs, cut: CutState) -> Result<()> {
     match cut.how {
         Cut::LinkDown => {
@@ -535,6 +550,20 @@ impl NetLab {
             n.cut = Some(state);
         }
         say(format!("{node} cut off from the API server (TCP reset)"));
+        Ok(())
+    }
+
+    /// Cut `node` off from its peers only (TCP `port`, both ways, dropped);
+    /// the API server stays reachable. Undone by [`NetLab::heal`].
+    pub fn cut_peers(&self, node: &str, port: u16) -> Result<()> {
+        let ns = NodeNs::Netns(self.ns_of(node)?);
+        let state = cut_node_from_peers(&ns, port)?;
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(node) {
+            n.cut = Some(state);
+        }
+        say(format!(
+            "{node} cut off from its peers (TCP {port} dropped)"
+        ));
         Ok(())
     }
 
