@@ -545,7 +545,8 @@ async fn partition_peer_network_blocked_resets_nothing_and_is_reported() {
                     .into_iter()
                     .flatten()
                     .filter(|e| e["reason"] == "PermitUnavailable")
-                    .filter_map(|e| e["regarding"]["name"].as_str())
+                    // kubectl shows Events as core/v1: `involvedObject`.
+                    .filter_map(|e| e["involvedObject"]["name"].as_str())
                     .collect();
                 Ok(nodes
                     .iter()

@@ -201,6 +201,30 @@ mod tests {
     }
 
     #[test]
+    fn a_set_is_replaced_when_a_new_zone_can_spread_it() {
+        // Assigned while the cluster had one zone; a second zone joins:
+        // every set moves to it (a whole zone cut off must not take a
+        // node's majority), one version newer.
+        let one = members(&[("a", 5)]);
+        let before = assign(&one, 4, &BTreeMap::new());
+        let two = members(&[("a", 5), ("b", 2)]);
+        let after = assign(&two, 4, &before);
+        for i in 0..5 {
+            let node = format!("a-{i}");
+            let set = &after[&node];
+            assert_eq!(set.version, 2, "{node}");
+            assert_eq!(
+                set.peers.iter().filter(|p| zone(p) == "b").count(),
+                2,
+                "{node}: {:?}",
+                set.peers
+            );
+        }
+        // And kept once it is as spread as a fresh choice.
+        assert_eq!(assign(&two, 4, &after), after);
+    }
+
+    #[test]
     fn the_ranking_is_the_same_on_every_platform_and_release() {
         // FNV-1a of the two names: a leader of another version or build
         // must choose the same sets (no std hasher).
