@@ -280,30 +280,47 @@ pub async fn ask_peer_with_clock(
     timeout: Duration,
     clock: fn() -> u64,
 ) -> Result<Answer, AskError> {
-    tokio::time::timeout(timeout, exchange(addr, key, question, clock))
-        .await
-        .map_err(|_| AskError::TimedOut)?
+    exchange(addr, PATH, key, question, timeout, clock).await
 }
 
-async fn exchange(
-    addr: &str,
-    key: &PeerKey,
-    question: &Question,
-    clock: fn() -> u64,
-) -> Result<Answer, AskError> {
-    let (payload, nonce) = signed_exchange(addr, PATH, key, question, clock).await?;
-    let answer: Answer = serde_json::from_slice(&payload).map_err(AskError::Malformed)?;
-    if answer.nonce != nonce {
-        return Err(AskError::NonceMismatch);
+/// A reply that echoes its request's nonce (what makes it fresh).
+pub(crate) trait Reply: for<'de> Deserialize<'de> {
+    fn nonce(&self) -> &str;
+}
+
+impl Reply for Answer {
+    fn nonce(&self) -> &str {
+        &self.nonce
     }
-    Ok(answer)
+}
+
+/// One signed request to `path` and its reply, within `timeout`; the
+/// reply must be signed and echo the request's nonce.
+pub(crate) async fn exchange<Q: Serialize, A: Reply>(
+    addr: &str,
+    path: &str,
+    key: &PeerKey,
+    request: &Q,
+    timeout: Duration,
+    clock: fn() -> u64,
+) -> Result<A, AskError> {
+    tokio::time::timeout(timeout, async {
+        let (payload, nonce) = signed_exchange(addr, path, key, request, clock).await?;
+        let reply: A = serde_json::from_slice(&payload).map_err(AskError::Malformed)?;
+        if reply.nonce() != nonce {
+            return Err(AskError::NonceMismatch);
+        }
+        Ok(reply)
+    })
+    .await
+    .map_err(|_| AskError::TimedOut)?
 }
 
 /// POST `request` to `path` at `addr`, signed, repeated once signed over
 /// the peer's challenge if our clocks disagree; the answer's body, its MAC
 /// checked, and the nonce the answer must echo (the caller checks it: that
 /// is what makes the answer fresh, whatever the peer's clock says).
-pub(crate) async fn signed_exchange<T: Serialize>(
+async fn signed_exchange<T: Serialize>(
     addr: &str,
     path: &str,
     key: &PeerKey,

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::decide::permit::grantor::{Grantor, quarantine_left};
 use crate::decide::permit::{Answer, Renewal, Stop, StopAck};
 use crate::peers::auth::{PeerKey, unix_now};
-use crate::peers::{AskError, Server, authenticate, signed_exchange, signed_reply};
+use crate::peers::{AskError, Reply, Server, authenticate, exchange, signed_reply};
 
 pub mod memory;
 
@@ -132,68 +132,64 @@ impl Grants {
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(s: &Server, body: &[u8]) -> Option<T> {
-    let parsed = serde_json::from_slice(body).ok();
-    if parsed.is_none() {
+type Response = (StatusCode, HeaderMap, String);
+
+fn bare(status: StatusCode) -> Response {
+    (status, HeaderMap::new(), String::new())
+}
+
+/// An authenticated request of type `T` for this agent's grantor: the
+/// request's nonce, the grantor and the request, or the response that
+/// refuses it (`401`; `400` when malformed or when no grantor runs here).
+fn accept<'a, T: for<'de> Deserialize<'de>>(
+    s: &'a Server,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(String, &'a Grants, T), Box<Response>> {
+    let nonce = authenticate(s, headers, body)?;
+    let Ok(request) = serde_json::from_slice(body) else {
         s.metrics
             .peer_requests
             .with_label_values(&["in", "malformed"])
             .inc();
-    }
-    parsed
-}
-
-pub(crate) async fn renew(
-    State(s): State<Server>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, HeaderMap, String) {
-    let nonce = match authenticate(&s, &headers, &body) {
-        Ok(n) => n,
-        Err(refused) => return *refused,
+        return Err(Box::new(bare(StatusCode::BAD_REQUEST)));
     };
-    let (Some(grants), Some(r)) = (&s.grants, parse::<Renewal>(&s, &body)) else {
-        return (StatusCode::BAD_REQUEST, HeaderMap::new(), String::new());
-    };
-    let answer = grants.renew(&r);
-    tracing::trace!(node = %r.node, round = r.round, set = r.set_version, ?answer, "answered a renewal");
+    let grants = s
+        .grants
+        .as_deref()
+        .ok_or_else(|| Box::new(bare(StatusCode::BAD_REQUEST)))?;
     s.metrics
         .peer_requests
         .with_label_values(&["in", "ok"])
         .inc();
+    Ok((nonce, grants, request))
+}
+
+pub(crate) async fn renew(State(s): State<Server>, headers: HeaderMap, body: Bytes) -> Response {
+    let (nonce, grants, r) = match accept::<Renewal>(&s, &headers, &body) {
+        Ok(accepted) => accepted,
+        Err(refused) => return *refused,
+    };
+    let answer = grants.renew(&r);
+    tracing::trace!(node = %r.node, round = r.round, set = r.set_version, ?answer, "answered a renewal");
     signed_reply(&s, &RenewReply { answer, nonce })
 }
 
-pub(crate) async fn stop(
-    State(s): State<Server>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, HeaderMap, String) {
-    let nonce = match authenticate(&s, &headers, &body) {
-        Ok(n) => n,
+pub(crate) async fn stop(State(s): State<Server>, headers: HeaderMap, body: Bytes) -> Response {
+    let (nonce, grants, stop) = match accept::<Stop>(&s, &headers, &body) {
+        Ok(accepted) => accepted,
         Err(refused) => return *refused,
-    };
-    let (Some(grants), Some(stop)) = (&s.grants, parse::<Stop>(&s, &body)) else {
-        return (StatusCode::BAD_REQUEST, HeaderMap::new(), String::new());
     };
     match grants.stop(&stop) {
         Ok(ack) => {
             tracing::info!(?stop, since_last_grant = ?ack.since_last_grant, "applied a stop");
-            s.metrics
-                .peer_requests
-                .with_label_values(&["in", "ok"])
-                .inc();
             signed_reply(&s, &StopReply { ack, nonce })
         }
         Err(e) => {
             // Applied in memory (stricter, so safe) but not saved: not
             // acknowledged, so the leader does not count on it.
             tracing::error!(?stop, error = %e, "cannot save the grantor's memory: the stop is not acknowledged");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                HeaderMap::new(),
-                String::new(),
-            )
+            bare(StatusCode::SERVICE_UNAVAILABLE)
         }
     }
 }
@@ -231,11 +227,6 @@ pub async fn send_stop(
     Ok(reply.ack)
 }
 
-/// A reply that echoes its request's nonce.
-trait Reply: for<'de> Deserialize<'de> {
-    fn nonce(&self) -> &str;
-}
-
 impl Reply for RenewReply {
     fn nonce(&self) -> &str {
         &self.nonce
@@ -246,28 +237,6 @@ impl Reply for StopReply {
     fn nonce(&self) -> &str {
         &self.nonce
     }
-}
-
-/// One signed request and its reply, within `timeout`; the reply must
-/// echo the request's nonce.
-async fn exchange<Q: Serialize, A: Reply>(
-    addr: &str,
-    path: &str,
-    key: &PeerKey,
-    request: &Q,
-    timeout: Duration,
-    clock: fn() -> u64,
-) -> Result<A, AskError> {
-    tokio::time::timeout(timeout, async {
-        let (payload, nonce) = signed_exchange(addr, path, key, request, clock).await?;
-        let reply: A = serde_json::from_slice(&payload).map_err(AskError::Malformed)?;
-        if reply.nonce() != nonce {
-            return Err(AskError::NonceMismatch);
-        }
-        Ok(reply)
-    })
-    .await
-    .map_err(|_| AskError::TimedOut)?
 }
 
 #[cfg(test)]

@@ -234,6 +234,30 @@ async fn partition_default_unreachable_after_self_fences_first() {
     partition_scenario(Cut::Blackhole, &args).await;
 }
 
+/// No agent of `nodes` fenced itself (`during` what, for the message), and
+/// every one still runs.
+fn assert_nobody_fenced_itself(cluster: &Cluster, nodes: &[String], during: &str) {
+    for n in nodes {
+        assert!(
+            cluster.self_fence_times(n).is_empty(),
+            "{n} fenced itself {during}:\n{}",
+            verdict_lines(cluster, n)
+        );
+        assert!(cluster.agent_running(n).unwrap(), "agent for {n} exited");
+    }
+}
+
+/// `Err` naming a node that carries a fencing record, if one does.
+async fn no_fencing_record(cluster: &Cluster) -> anyhow::Result<Result<(), String>> {
+    for n in cluster.node_names().await? {
+        let node = cluster.node(&n).await?;
+        if node_annotation(&node, STATE_ANNOTATION).is_some() {
+            return Ok(Err(format!("{n} has a fencing record")));
+        }
+    }
+    Ok(Ok(()))
+}
+
 /// `args` without `flag` and its value.
 fn without<'a>(args: &[&'a str], flag: &str) -> Vec<&'a str> {
     let mut out = vec![];
@@ -464,24 +488,11 @@ async fn partition_api_outage_fast_failing_fences_nobody() {
         .hold_for(
             "no node fenced, no pod replaced after the outage",
             Duration::from_secs(45),
-            async || {
-                for n in cluster.node_names().await? {
-                    let node = cluster.node(&n).await?;
-                    if node_annotation(&node, STATE_ANNOTATION).is_some() {
-                        return Ok(Err(format!("{n} has a fencing record")));
-                    }
-                }
-                Ok(Ok(()))
-            },
+            async || no_fencing_record(cluster).await,
         )
         .await;
+    assert_nobody_fenced_itself(cluster, &nodes, "during an API outage");
     for n in &nodes {
-        assert!(
-            cluster.self_fence_times(n).is_empty(),
-            "{n} fenced itself during an API outage:\n{}",
-            verdict_lines(cluster, n)
-        );
-        assert!(cluster.agent_running(n).unwrap(), "agent for {n} exited");
         let verdicts = verdict_lines(cluster, n);
         say(format!("{n}'s agent:\n{verdicts}"));
         assert!(
@@ -509,30 +520,9 @@ async fn partition_peer_network_blocked_resets_nothing_and_is_reported() {
     for n in &nodes {
         cluster.lab().cut_peers(n, NETNS_PEER_PORT).unwrap();
     }
-    let no_record = async || {
-        for n in cluster.node_names().await? {
-            let node = cluster.node(&n).await?;
-            if node_annotation(&node, STATE_ANNOTATION).is_some() {
-                return Ok(Err(format!("{n} has a fencing record")));
-            }
-        }
-        Ok(Ok(()))
-    };
-    for n in &nodes {
-        cluster
-            .wait_until(
-                &format!("the agent of {n} to hold no permit"),
-                Duration::from_secs(60),
-                async || {
-                    Ok(cluster
-                        .agent_metrics(n)?
-                        .lines()
-                        .any(|l| l == "kube_fencer_permit_held 0")
-                        .then_some(()))
-                },
-            )
-            .await;
-    }
+    cluster
+        .wait_agents_export(&nodes, "kube_fencer_permit_held 0", "hold no permit", 60)
+        .await;
     cluster
         .wait_until(
             "an Event PermitUnavailable for every node",
@@ -559,21 +549,14 @@ async fn partition_peer_network_blocked_resets_nothing_and_is_reported() {
         .hold_for(
             "no fencing record while the peer network is down",
             Duration::from_secs(20),
-            no_record,
+            async || no_fencing_record(cluster).await,
         )
         .await;
     for n in &nodes {
         cluster.lab().heal(n).unwrap();
     }
     cluster.wait_permits_held(&nodes).await;
-    for n in &nodes {
-        assert!(
-            cluster.self_fence_times(n).is_empty(),
-            "{n} fenced itself while only the peer network was down:\n{}",
-            verdict_lines(cluster, n)
-        );
-        assert!(cluster.agent_running(n).unwrap(), "agent for {n} exited");
-    }
+    assert_nobody_fenced_itself(cluster, &nodes, "while only the peer network was down");
     let after = cluster.pod_uids().await.unwrap();
     for (name, uid) in &before {
         assert_eq!(after.get(name), Some(uid), "{name} was replaced");

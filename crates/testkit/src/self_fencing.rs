@@ -49,35 +49,30 @@ impl Cluster {
     /// cannot tell an outage from isolation, and fences.
     pub async fn wait_peers_known(&self, nodes: &[String]) {
         let want = format!("kube_fencer_peers {}", nodes.len().saturating_sub(1));
-        for n in nodes {
-            self.wait_until(
-                &format!("the agent of {n} to know its peers"),
-                std::time::Duration::from_secs(60),
-                async || {
-                    Ok(self
-                        .agent_metrics(n)?
-                        .lines()
-                        .any(|l| l == want)
-                        .then_some(()))
-                },
-            )
+        self.wait_agents_export(nodes, &want, "know its peers", 60)
             .await;
-        }
     }
 
     /// Wait until every agent of `nodes` holds a permit from its peers
     /// (`kube_fencer_permit_held 1`): renewals and grants cross the
     /// nodes' network, authenticated, both ways.
     pub async fn wait_permits_held(&self, nodes: &[String]) {
+        self.wait_agents_export(nodes, "kube_fencer_permit_held 1", "hold a permit", 30)
+            .await;
+    }
+
+    /// Wait up to `seconds` for each agent of `nodes` until its metrics
+    /// have the line `line` (`what` it means, for the log).
+    pub async fn wait_agents_export(&self, nodes: &[String], line: &str, what: &str, seconds: u64) {
         for n in nodes {
             self.wait_until(
-                &format!("the agent of {n} to hold a permit"),
-                std::time::Duration::from_secs(30),
+                &format!("the agent of {n} to {what}"),
+                std::time::Duration::from_secs(seconds),
                 async || {
                     Ok(self
                         .agent_metrics(n)?
                         .lines()
-                        .any(|l| l == "kube_fencer_permit_held 1")
+                        .any(|l| l == line)
                         .then_some(()))
                 },
             )
