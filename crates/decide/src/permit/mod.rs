@@ -42,6 +42,7 @@ pub mod assign;
 pub mod clock;
 pub mod grantor;
 pub mod holder;
+pub mod object;
 pub mod revoke;
 pub mod timings;
 
