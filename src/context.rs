@@ -86,6 +86,7 @@ impl Context {
             fence_command_timeout: config.fence_command_timeout,
             peer_key,
             published: election.published(),
+            namespace: config.namespace.clone(),
         };
         let leader_task: crate::k8s::election::LeaderTask = Box::new(move |leadership| {
             let mut leader = leader_template.clone();

@@ -212,6 +212,12 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
     };
     let (peer_list_tx, peer_list) = watch::channel(Vec::new());
     let permit = key.clone().map(|key| {
+        let (assigned, _watch) = kube_fencer::agent::permit::watch_own_permit(
+            client.clone(),
+            &config.namespace,
+            config.node_name(),
+            metrics.clone(),
+        );
         let timings = kube_fencer::decide::permit::timings::Timings::default();
         let mut settings = timings.holder();
         settings.watchdog_timeout = means
@@ -226,6 +232,7 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
                 settings,
                 grantors: timings.grantors,
                 peers: peer_list,
+                assigned,
                 metrics: metrics.clone(),
                 events: events.clone(),
             }

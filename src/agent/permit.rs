@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::agent::self_check::NO_ADDRESS_PEER;
 use crate::decide::permit::holder::{Command, Holder, HolderSettings, Lack, Status};
+use crate::decide::permit::object::ListedSet;
 use crate::decide::permit::{Answer, GrantorSet};
 use crate::observability::Metrics;
 use crate::observability::events::{EventSink, node_ref};
@@ -55,24 +56,100 @@ pub struct PermitTask {
     pub grantors: usize,
     /// The self-check's peers (addresses), in its order.
     pub peers: watch::Receiver<Vec<String>>,
+    /// The sets the leader lists on this node's permit object
+    /// ([`watch_own_permit`]); `None` or empty: none yet.
+    pub assigned: watch::Receiver<Option<Vec<ListedSet>>>,
     pub metrics: Metrics,
     pub events: EventSink,
 }
 
+/// Where the sets a holder renews with come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Source {
+    /// The leader's permit object: grantors by node name, with addresses.
+    Assigned(Vec<ListedSet>),
+    /// The agent's own choice from its peers (addresses stand for names).
+    Own(Vec<String>),
+}
+
+impl Source {
+    fn sets(&self, grantors: usize) -> Vec<GrantorSet> {
+        match self {
+            Source::Assigned(listed) => listed.iter().map(ListedSet::set).collect(),
+            Source::Own(peers) => vec![own_set(1, peers, grantors)],
+        }
+    }
+
+    /// The address of grantor `name`.
+    fn address(&self, name: &str) -> Option<String> {
+        match self {
+            Source::Assigned(listed) => listed
+                .iter()
+                .rev()
+                .flat_map(|s| &s.grantors)
+                .find(|g| g.node == name && !g.address.is_empty())
+                .map(|g| g.address.clone()),
+            Source::Own(_) => Some(name.to_string()),
+        }
+    }
+
+    fn same_kind(&self, other: &Source) -> bool {
+        matches!(
+            (self, other),
+            (Source::Assigned(_), Source::Assigned(_)) | (Source::Own(_), Source::Own(_))
+        )
+    }
+}
+
 impl PermitTask {
+    /// The sets to renew with now: the leader's, else the agent's own.
+    fn source(&mut self) -> Source {
+        match self.assigned.borrow_and_update().as_ref() {
+            Some(listed) if !listed.is_empty() => Source::Assigned(listed.clone()),
+            _ => Source::Own(self.peers.borrow_and_update().clone()),
+        }
+    }
+
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut holder = Holder::new(&self.node, &self.boot, self.settings);
         let started = Instant::now();
-        let mut version = 0;
+        let mut source = Source::Own(Vec::new());
         let mut current = GrantorSet::default();
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, u64, Answer)>();
         let mut told = Told::Nothing;
         loop {
-            let set = own_set(version + 1, &self.peers.borrow_and_update(), self.grantors);
-            if set.peers != current.peers {
-                version += 1;
-                current = set.clone();
-                holder.set_grantors(vec![set]);
+            let now_source = self.source();
+            if now_source != source {
+                if !now_source.same_kind(&source) {
+                    // Versions of the two sources do not compare: start over.
+                    holder = Holder::new(&self.node, &self.boot, self.settings);
+                    tracing::info!(
+                        assigned = matches!(now_source, Source::Assigned(_)),
+                        "permit grantors now come from {}",
+                        if matches!(now_source, Source::Assigned(_)) {
+                            "the leader's permit object"
+                        } else {
+                            "this agent's own peers"
+                        }
+                    );
+                }
+                let restarted = !now_source.same_kind(&source);
+                let mut sets = now_source.sets(self.grantors);
+                if let Source::Own(_) = now_source {
+                    // A changed own choice is one version newer; the same
+                    // choice from a changed peer list changes nothing.
+                    let v = holder.set().version + 1;
+                    sets.iter_mut().for_each(|s| s.version = v);
+                }
+                let newest = sets.last().cloned().unwrap_or_default();
+                if restarted
+                    || matches!(now_source, Source::Assigned(_))
+                    || newest.peers != current.peers
+                {
+                    current = newest;
+                    holder.set_grantors(sets);
+                }
+                source = now_source;
             }
             let now = Instant::now();
             for command in holder.tick(now) {
@@ -86,8 +163,12 @@ impl PermitTask {
                                 self.metrics.clone(),
                             );
                             let timeout = self.settings.renew_interval;
+                            let address = source.address(&grantor);
                             tokio::spawn(async move {
-                                let result = send_renewal(&grantor, &key, &renewal, timeout).await;
+                                let result = match address {
+                                    Some(a) => send_renewal(&a, &key, &renewal, timeout).await,
+                                    None => Err(crate::peers::AskError::NoAddress),
+                                };
                                 let label = if result.is_ok() { "ok" } else { "error" };
                                 metrics
                                     .peer_requests
@@ -127,6 +208,12 @@ impl PermitTask {
                 changed = self.peers.changed() => {
                     if changed.is_err() {
                         // The self-check ended: its peers stay as they were.
+                        tokio::time::sleep_until(wake.into()).await;
+                    }
+                }
+                changed = self.assigned.changed() => {
+                    if changed.is_err() {
+                        // The watch ended: the sets stay as they were.
                         tokio::time::sleep_until(wake.into()).await;
                     }
                 }
@@ -195,6 +282,56 @@ impl PermitTask {
     }
 }
 
+/// Watch this node's permit object (`kube-fencer-permit-<node>` in
+/// `namespace`: one object, whatever the cluster's size) and publish the
+/// sets it lists; `None` while there is none. Watch errors are retried
+/// with backoff, the last sets kept meanwhile.
+pub fn watch_own_permit(
+    client: kube::Client,
+    namespace: &str,
+    node: &str,
+    metrics: Metrics,
+) -> (
+    watch::Receiver<Option<Vec<ListedSet>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use futures::StreamExt;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    use crate::decide::permit::object::{self, GRANTORS_ANNOTATION};
+
+    let (tx, rx) = watch::channel(None);
+    let api: kube::Api<Lease> = kube::Api::namespaced(client, namespace);
+    let config =
+        watcher::Config::default().fields(&format!("metadata.name={}", object::name(node)));
+    let task = tokio::spawn(async move {
+        let mut events = watcher::watcher(api, config).default_backoff().boxed();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease)) => {
+                    let sets = lease
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(GRANTORS_ANNOTATION))
+                        .and_then(|t| object::parse(t));
+                    tx.send_replace(sets);
+                }
+                Ok(watcher::Event::Delete(_)) => {
+                    tx.send_replace(None);
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+                Err(e) => {
+                    metrics.watch_error("permit");
+                    tracing::debug!(error = %e, "permit object watch failed; retrying");
+                }
+            }
+        }
+    });
+    (rx, task)
+}
+
 /// Why no permit, for operators.
 pub fn describe(lack: Option<Lack>, set: &GrantorSet) -> String {
     match lack {
@@ -256,9 +393,20 @@ mod tests {
         peers: Vec<String>,
         until: impl Fn(&Metrics) -> bool,
     ) -> (Metrics, Vec<crate::observability::events::EventMsg>) {
+        holder_with(key, peers, None, until).await
+    }
+
+    /// [`holder_until`] with the leader's sets `assigned`.
+    async fn holder_with(
+        key: &str,
+        peers: Vec<String>,
+        assigned: Option<Vec<ListedSet>>,
+        until: impl Fn(&Metrics) -> bool,
+    ) -> (Metrics, Vec<crate::observability::events::EventMsg>) {
         let metrics = Metrics::new();
         let (events, mut events_rx) = EventSink::channel(16, metrics.clone());
         let (_peers_tx, peers_rx) = watch::channel(peers);
+        let (_assigned_tx, assigned_rx) = watch::channel(assigned);
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(
             PermitTask {
@@ -268,6 +416,7 @@ mod tests {
                 settings: settings(),
                 grantors: 4,
                 peers: peers_rx,
+                assigned: assigned_rx,
                 metrics: metrics.clone(),
                 events,
             }
@@ -311,6 +460,50 @@ mod tests {
         assert_eq!(events[0].reason, "PermitUnavailable");
         assert!(events[0].warning);
         assert!(events[0].note.contains("0 of the 1"), "{}", events[0].note);
+    }
+
+    #[tokio::test]
+    async fn the_leaders_sets_come_before_the_agents_own_choice() {
+        use crate::decide::permit::object::Grantor;
+        let (g1, g2) = (grantor("l1").await, grantor("l2").await);
+        let listed = |a: &str, b: &str| {
+            Some(vec![ListedSet {
+                version: 4,
+                grantors: vec![
+                    Grantor {
+                        node: "n1".into(),
+                        address: a.into(),
+                    },
+                    Grantor {
+                        node: "n2".into(),
+                        address: b.into(),
+                    },
+                ],
+            }])
+        };
+        // The own peers do not answer; the leader's grantors do.
+        let dead = vec!["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()];
+        let (m, _) = holder_with(KEY, dead.clone(), listed(&g1, &g2), |m| {
+            m.permit_held.get() == 1
+        })
+        .await;
+        assert_eq!(m.permit_held.get(), 1);
+        // The leader's grantors do not answer (no address, a dead one);
+        // the own peers would: the leader's word holds, no permit.
+        let (m, _) = holder_with(
+            KEY,
+            vec![g1.clone(), g2.clone()],
+            listed("", "127.0.0.1:1"),
+            |m| m.peer_requests.with_label_values(&["out", "error"]).get() >= 20,
+        )
+        .await;
+        assert_eq!(m.permit_held.get(), 0);
+        // No object (or an empty one): the own choice.
+        let (m, _) = holder_with(KEY, vec![g1, g2], Some(vec![]), |m| {
+            m.permit_held.get() == 1
+        })
+        .await;
+        assert_eq!(m.permit_held.get(), 1);
     }
 
     #[test]

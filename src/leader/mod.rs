@@ -51,6 +51,7 @@ pub mod fence_command;
 pub mod index;
 pub mod memory;
 pub mod merge_patch;
+pub mod permits;
 pub mod pods;
 pub mod telemetry;
 pub mod writer;
@@ -82,6 +83,8 @@ pub struct Leader {
     pub peer_key: Option<PeerKey>,
     /// The summary `kube-fencer status` reads from the leader Lease.
     pub published: crate::k8s::election::Published,
+    /// The agents' namespace, where the permit objects live.
+    pub namespace: String,
 }
 
 /// How long the leader waits for a node's agent when it checks for a contradiction.
@@ -189,6 +192,12 @@ impl Leader {
             "leader: watching Nodes and node Leases"
         );
 
+        let mut permits = permits::PermitObjects::new(
+            self.client.clone(),
+            &self.namespace,
+            crate::decide::permit::timings::Timings::default().grantors,
+            self.dry_run,
+        );
         let mut dirty_since: Option<Instant> = None;
         let mut lease_watch_failed = false;
         let mut last_pass = Instant::now();
@@ -253,6 +262,11 @@ impl Leader {
                     last_pass = Instant::now();
                     dirty_since = outcome.wrote.then_some(last_pass);
                     next_wakeup = outcome.next_wakeup;
+                    if ls.index.synced() {
+                        permits
+                            .sync(ls.index.observations(), &self.settings, last_pass)
+                            .await;
+                    }
                 }
             }
         }

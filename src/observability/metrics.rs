@@ -15,7 +15,7 @@
 //! | `kube_fencer_storm_guard_activations_total` | counter | | Times the storm guard became active. |
 //! | `kube_fencer_unhealthy_nodes` | gauge | | Managed nodes with a stale Lease, as counted by the storm guard. |
 //! | `kube_fencer_warnings_total` | counter | | Distinct warnings reported to operators. |
-//! | `kube_fencer_watch_errors_total` | counter | `resource` (`nodes`, `leases`, `leader_lease`, `own_node`) | Watch stream errors (each is retried with backoff). |
+//! | `kube_fencer_watch_errors_total` | counter | `resource` (`nodes`, `leases`, `leader_lease`, `own_node`, `permit`) | Watch stream errors (each is retried with backoff). |
 //! | `kube_fencer_api_errors_total` | counter | `verb`, `resource` | Failed API requests. |
 //! | `kube_fencer_reconcile_duration_seconds` | histogram | | Duration of one reconcile pass (decide and execute). |
 //! | `kube_fencer_events_dropped_total` | counter | | Kubernetes Events not published (queue full or API error). |

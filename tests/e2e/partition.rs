@@ -46,6 +46,7 @@ async fn setup(args: &[&str]) -> (Fixture, String, String, String) {
     let cluster = &s.cluster;
     let nodes = cluster.node_names().await.unwrap();
     cluster.wait_peers_known(&nodes).await;
+    cluster.wait_permit_objects(&nodes).await;
     cluster.wait_permits_held(&nodes).await;
     let uid = pod_uid(&cluster.pod(NS, &pod).await.unwrap().unwrap());
     assert!(cluster.self_fence_times(&victim).is_empty());

@@ -61,6 +61,73 @@ impl Cluster {
             .await;
     }
 
+    /// The permit objects the leader keeps: per node, the node names of
+    /// its newest grantor set.
+    pub fn permit_objects(&self) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+        let text = self.kubectl([
+            "-n",
+            crate::FENCER_NAMESPACE,
+            "get",
+            "leases",
+            "-l",
+            "kube-fencer.io/permit=true",
+            "-o",
+            "json",
+        ])?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        let mut out = std::collections::BTreeMap::new();
+        for item in v["items"].as_array().into_iter().flatten() {
+            let Some(node) = item["metadata"]["name"]
+                .as_str()
+                .and_then(|n| n.strip_prefix("kube-fencer-permit-"))
+            else {
+                continue;
+            };
+            let sets: serde_json::Value =
+                item["metadata"]["annotations"]["kube-fencer.io/grantors"]
+                    .as_str()
+                    .and_then(|t| serde_json::from_str(t).ok())
+                    .unwrap_or_default();
+            let newest = sets
+                .as_array()
+                .and_then(|a| a.last())
+                .cloned()
+                .unwrap_or_default();
+            let grantors = newest["grantors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|g| g["node"].as_str().map(str::to_string))
+                .collect();
+            out.insert(node.to_string(), grantors);
+        }
+        Ok(out)
+    }
+
+    /// Wait until the leader keeps a permit object for every one of
+    /// `nodes`, each naming all the others as grantors (three nodes: each
+    /// set is the other two).
+    pub async fn wait_permit_objects(&self, nodes: &[String]) {
+        self.wait_until(
+            "the leader to keep a permit object per node",
+            std::time::Duration::from_secs(30),
+            async || {
+                let objects = self.permit_objects()?;
+                Ok(nodes
+                    .iter()
+                    .all(|n| {
+                        let mut want: Vec<&String> = nodes.iter().filter(|o| *o != n).collect();
+                        want.sort();
+                        objects
+                            .get(n)
+                            .is_some_and(|g| g.iter().collect::<Vec<_>>() == want)
+                    })
+                    .then_some(()))
+            },
+        )
+        .await;
+    }
+
     /// Wait up to `seconds` for each agent of `nodes` until its metrics
     /// have the line `line` (`what` it means, for the log).
     pub async fn wait_agents_export(&self, nodes: &[String], line: &str, what: &str, seconds: u64) {
