@@ -108,6 +108,36 @@ pub struct NodeRow {
     pub last_decision: Option<NodeEvent>,
     /// StatefulSet pods still bound to a node being fenced.
     pub awaiting_recovery: Vec<String>,
+    /// Whether the node's agent holds a permit from its peers, as its
+    /// latest permit Event said (`PermitUnavailable`, `PermitHeld`); `None`
+    /// when it said nothing (it holds one, or runs without a peer key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permit: Option<PermitView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PermitView {
+    pub held: bool,
+    /// When the agent said so (RFC 3339).
+    pub since: String,
+    pub message: String,
+}
+
+/// The agent's reports about its permit are Events of these reasons; they
+/// are not the leader's decisions.
+const PERMIT_REASONS: [&str; 2] = ["PermitUnavailable", "PermitHeld"];
+
+fn permit_view(events: &[NodeEvent]) -> Option<PermitView> {
+    let e = events
+        .iter()
+        .rev()
+        .find(|e| PERMIT_REASONS.contains(&e.reason.as_str()))?;
+    Some(PermitView {
+        held: e.reason == "PermitHeld",
+        since: e.time.clone(),
+        message: e.message.clone(),
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -206,6 +236,8 @@ impl Status {
                     }
                 });
                 let fencing = capability(f);
+                let events = i.events.get(&f.name).map_or(&[][..], Vec::as_slice);
+                let permit = permit_view(events);
                 let note = match (judged.flatten(), &f.record) {
                     (Some(n), _) if n.excluded_because.is_some() => n.excluded_because.clone(),
                     (Some(n), _) if n.external_fencing_required => Some(format!(
@@ -215,7 +247,10 @@ impl Status {
                     (_, RecordState::Malformed(why)) => {
                         Some(format!("its kube-fencer.io/state record is unreadable: {why}"))
                     }
-                    _ => None,
+                    _ => permit
+                        .as_ref()
+                        .filter(|p| !p.held)
+                        .map(|p| format!("its agent holds no permit from its peers (since {}): {}", p.since, p.message)),
                 };
                 NodeRow {
                     name: f.name.clone(),
@@ -226,8 +261,13 @@ impl Status {
                     safe_time,
                     fencing,
                     note,
-                    last_decision: i.events.get(&f.name).and_then(|e| e.last().cloned()),
+                    last_decision: events
+                        .iter()
+                        .rev()
+                        .find(|e| !PERMIT_REASONS.contains(&e.reason.as_str()))
+                        .cloned(),
                     awaiting_recovery: i.pods.get(&f.name).cloned().unwrap_or_default(),
+                    permit,
                 }
             })
             .collect();

@@ -238,3 +238,44 @@ fn json_names_are_camel_case() {
     assert_eq!(v["nodes"][1]["awaitingRecovery"][0], "db/db-1");
     assert_eq!(v["leader"]["identity"], "kube-fencer-n1");
 }
+
+#[test]
+fn a_node_whose_peers_grant_no_permit_is_called_out_but_not_as_a_decision() {
+    let mut i = inputs(Some(summary(&[("n2", fencing_summary())])));
+    let permit_event = |secs: u64, reason: &str, message: &str| NodeEvent {
+        time: rfc3339(t(secs)),
+        kind: "Warning".into(),
+        reason: reason.into(),
+        message: message.into(),
+        at: t(secs),
+    };
+    i.events.insert(
+        "n1".to_string(),
+        vec![
+            permit_event(50, "PermitHeld", "held again"),
+            permit_event(60, "PermitUnavailable", "0 of the 2 peer grants"),
+        ],
+    );
+    i.events
+        .get_mut("n2")
+        .unwrap()
+        .push(permit_event(95, "PermitHeld", "held again"));
+    let s = Status::build(&i);
+    let n1 = row(&s, "n1");
+    assert_eq!(n1.permit.as_ref().map(|p| p.held), Some(false));
+    let note = n1.note.clone().unwrap();
+    assert!(note.contains("holds no permit"), "{note}");
+    assert!(note.contains("0 of the 2 peer grants"), "{note}");
+    assert!(s.table().contains(&format!("n1: {note}")));
+    // Permit reports are not the leader's decisions.
+    assert_eq!(n1.last_decision, None);
+    let n2 = row(&s, "n2");
+    assert_eq!(n2.permit.as_ref().map(|p| p.held), Some(true));
+    assert_eq!(
+        n2.last_decision.as_ref().map(|e| e.reason.as_str()),
+        Some("FencingStarted")
+    );
+    assert_eq!(row(&s, "n3").permit, None);
+    let v = serde_json::to_value(&s).unwrap();
+    assert_eq!(v["nodes"][0]["permit"]["held"], false);
+}
