@@ -117,8 +117,9 @@ impl Grants {
     }
 
     /// Apply a stop received now; its acknowledgement once the memory is
-    /// saved, or why it is not acknowledged.
-    pub fn stop(&self, s: &Stop) -> std::io::Result<StopAck> {
+    /// saved (`None`: refused, a revocation of a fencing already lifted),
+    /// or why it is not acknowledged.
+    pub fn stop(&self, s: &Stop) -> std::io::Result<Option<StopAck>> {
         let mut g = self.lock();
         let ack = g.stop(Instant::now(), s);
         // Saved under the lock: a later stop's file never precedes this one.
@@ -181,7 +182,13 @@ pub(crate) async fn stop(State(s): State<Server>, headers: HeaderMap, body: Byte
         Err(refused) => return *refused,
     };
     match grants.stop(&stop) {
-        Ok(ack) => {
+        Ok(None) => {
+            // A revocation of a fencing that was lifted already: the node
+            // is granted; an acknowledgement would be a lie.
+            tracing::info!(?stop, "refused a revocation of a fencing already lifted");
+            bare(StatusCode::CONFLICT)
+        }
+        Ok(Some(ack)) => {
             tracing::info!(?stop, since_last_grant = ?ack.since_last_grant, "applied a stop");
             signed_reply(&s, &StopReply { ack, nonce })
         }

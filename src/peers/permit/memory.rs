@@ -34,12 +34,19 @@ struct Wire {
 #[serde(rename_all = "camelCase")]
 struct WireStop {
     node: String,
-    /// Revoked until lifted.
+    /// The latest fencing number a revocation or a lift named.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    fencing: u64,
+    /// Whether that was a revocation (until a lift).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     revoked: bool,
-    /// Otherwise: no grant under a set version below this one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    below_version: Option<u64>,
+    /// No grant under a set version below this one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    below_version: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What a start found.
@@ -69,11 +76,9 @@ pub fn save_at(
             .iter()
             .map(|(node, s)| WireStop {
                 node: node.clone(),
-                revoked: *s == Stopped::Revoked,
-                below_version: match s {
-                    Stopped::Below(v) => Some(*v),
-                    Stopped::Revoked => None,
-                },
+                fencing: s.fencing,
+                revoked: s.revoked,
+                below_version: s.below,
             })
             .collect(),
         quarantined_until_boottime_ns: memory.quarantined_until.map(|until| {
@@ -101,10 +106,14 @@ pub fn load_at(file: &Path, boot_id: &str, now: Instant, boottime: Duration) -> 
     }
     let mut stops = Vec::new();
     for s in wire.stops {
-        let stopped = match (s.revoked, s.below_version) {
-            (true, _) => Stopped::Revoked,
-            (false, Some(v)) => Stopped::Below(v),
-            (false, None) => return Loaded::Unreadable,
+        if s.revoked && s.fencing == 0 {
+            // A revocation always names its fencing.
+            return Loaded::Unreadable;
+        }
+        let stopped = Stopped {
+            fencing: s.fencing,
+            revoked: s.revoked,
+            below: s.below_version,
         };
         stops.push((s.node, stopped));
     }
@@ -144,8 +153,16 @@ mod tests {
         let bt0 = Duration::from_secs(1000);
         let memory = Memory {
             stops: vec![
-                ("b".into(), Stopped::Revoked),
-                ("c".into(), Stopped::Below(7)),
+                ("b".into(), Stopped::revoked(3)),
+                ("c".into(), Stopped::below(7)),
+                (
+                    "d".into(),
+                    Stopped {
+                        fencing: 2,
+                        revoked: false,
+                        below: 4,
+                    },
+                ),
             ],
             quarantined_until: Some(t0 + Duration::from_secs(40)),
         };
@@ -169,7 +186,7 @@ mod tests {
             Loaded::Absent
         );
         let m = Memory {
-            stops: vec![("b".into(), Stopped::Revoked)],
+            stops: vec![("b".into(), Stopped::revoked(1))],
             quarantined_until: None,
         };
         save_at(&file, "boot-1", &m, Instant::now(), Duration::ZERO).unwrap();
@@ -179,7 +196,8 @@ mod tests {
         );
         std::fs::write(
             &file,
-            b"{\"bootId\":\"boot-1\",\"stops\":[{\"node\":\"b\"}]}",
+            // A revocation without its fencing number.
+            b"{\"bootId\":\"boot-1\",\"stops\":[{\"node\":\"b\",\"revoked\":true}]}",
         )
         .unwrap();
         assert_eq!(

@@ -35,7 +35,10 @@ fn renewal(node: &str) -> Renewal {
 }
 
 fn revoke(node: &str) -> Stop {
-    Stop::Revoke { node: node.into() }
+    Stop::Revoke {
+        node: node.into(),
+        fencing: 1,
+    }
 }
 
 async fn serve(grants: Arc<Grants>) -> String {
@@ -73,8 +76,17 @@ async fn a_renewal_is_granted_until_the_node_is_revoked() {
     let a = send_renewal(&addr, &key(), &renewal("y"), T).await.unwrap();
     assert_eq!(a, Answer::Granted);
     // A lift grants again.
-    let lift = Stop::Lift { node: "x".into() };
+    let lift = Stop::Lift {
+        node: "x".into(),
+        fencing: 1,
+    };
     send_stop(&addr, &key(), &lift, T).await.unwrap();
+    let a = send_renewal(&addr, &key(), &renewal("x"), T).await.unwrap();
+    assert_eq!(a, Answer::Granted);
+    // A late copy of the lifted fencing's revocation is refused (409), not
+    // acknowledged, and changes nothing.
+    let e = send_stop(&addr, &key(), &revoke("x"), T).await.unwrap_err();
+    assert!(matches!(e, AskError::Status(409)), "{e}");
     let a = send_renewal(&addr, &key(), &renewal("x"), T).await.unwrap();
     assert_eq!(a, Answer::Granted);
 }
@@ -206,6 +218,6 @@ fn messages_serialize_stably() {
     );
     assert_eq!(
         serde_json::to_string(&revoke("x")).unwrap(),
-        r#"{"kind":"revoke","node":"x"}"#
+        r#"{"kind":"revoke","node":"x","fencing":1}"#
     );
 }

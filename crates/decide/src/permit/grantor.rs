@@ -31,13 +31,36 @@ pub fn quarantine_left(quarantine: Duration, uptime: Duration) -> Duration {
     quarantine.saturating_sub(uptime)
 }
 
-/// What a stop left in force for one node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stopped {
-    /// Revoked: no grant at all until lifted.
-    Revoked,
-    /// No grant under a set version below this one.
-    Below(u64),
+/// What the stops left in force for one node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stopped {
+    /// The latest fencing number a revocation or a lift named (0: none).
+    pub fencing: u64,
+    /// Whether that was a revocation: no grant at all until a lift of this
+    /// fencing or a later one. After a lift, a revocation of this fencing
+    /// or an earlier one (late, duplicated or stale) is refused.
+    pub revoked: bool,
+    /// No grant under a set version below this one (0: none retired).
+    pub below: u64,
+}
+
+impl Stopped {
+    /// Revoked by fencing `fencing`.
+    pub fn revoked(fencing: u64) -> Self {
+        Stopped {
+            fencing,
+            revoked: true,
+            below: 0,
+        }
+    }
+
+    /// Set versions below `below` retired.
+    pub fn below(below: u64) -> Self {
+        Stopped {
+            below,
+            ..Stopped::default()
+        }
+    }
 }
 
 /// What survives the grantor's restarts within a boot.
@@ -102,10 +125,13 @@ impl Grantor {
 
     /// Answer a renewal received at `now`.
     pub fn renew(&mut self, now: Instant, r: &Renewal) -> Answer {
-        match self.stops.get(&r.node) {
-            Some(Stopped::Revoked) => return Answer::Revoked,
-            Some(Stopped::Below(v)) if r.set_version < *v => return Answer::Retired,
-            _ => {}
+        if let Some(s) = self.stops.get(&r.node) {
+            if s.revoked {
+                return Answer::Revoked;
+            }
+            if r.set_version < s.below {
+                return Answer::Retired;
+            }
         }
         if self.quarantined(now) {
             return Answer::Quarantined;
@@ -131,10 +157,11 @@ impl Grantor {
         let mut out = Vec::new();
         for (node, g) in &self.granted {
             let quiet = now.saturating_duration_since(g.at);
-            if quiet >= after
-                && !self.stops.contains_key(node)
-                && self.reported.insert(node.clone())
-            {
+            let stopped = self
+                .stops
+                .get(node)
+                .is_some_and(|s| s.revoked || s.below > 0);
+            if quiet >= after && !stopped && self.reported.insert(node.clone()) {
                 out.push((node.clone(), quiet));
             }
         }
@@ -143,36 +170,45 @@ impl Grantor {
 
     /// Apply a stop received at `now`; save [`Grantor::memory`] before
     /// sending the answer. A lift answers too (its answer means nothing).
-    pub fn stop(&mut self, now: Instant, s: &Stop) -> StopAck {
-        let node = match s {
-            Stop::Revoke { node } => {
-                self.stops.insert(node.clone(), Stopped::Revoked);
-                node
+    /// `None`: not acknowledged — a revocation of a fencing that was lifted
+    /// already (or of an earlier one): the node is granted, and a leader
+    /// must not count this grantor as stopped.
+    pub fn stop(&mut self, now: Instant, s: &Stop) -> Option<StopAck> {
+        let (node, acknowledged) = match s {
+            Stop::Revoke { node, fencing } => {
+                let e = self.stops.entry(node.clone()).or_default();
+                if *fencing > e.fencing {
+                    e.fencing = *fencing;
+                    e.revoked = true;
+                }
+                (node, e.revoked)
             }
             Stop::Retire {
                 node,
                 below_version,
             } => {
-                let e = self
-                    .stops
-                    .entry(node.clone())
-                    .or_insert(Stopped::Below(*below_version));
-                if let Stopped::Below(v) = e {
-                    *v = (*v).max(*below_version);
-                }
-                node
+                let e = self.stops.entry(node.clone()).or_default();
+                e.below = e.below.max(*below_version);
+                (node, true)
             }
-            Stop::Lift { node } => {
-                self.stops.remove(node);
-                node
+            Stop::Lift { node, fencing } => {
+                let e = self.stops.entry(node.clone()).or_default();
+                if *fencing >= e.fencing {
+                    e.fencing = *fencing;
+                    e.revoked = false;
+                }
+                (node, true)
             }
         };
+        if !acknowledged {
+            return None;
+        }
         let granted = self.granted.get(node);
-        StopAck {
+        Some(StopAck {
             since_last_grant: now.saturating_duration_since(granted.map_or(self.started, |g| g.at)),
             credit: granted.map(|g| g.credit),
             watchdog_timeout: granted.map(|g| g.watchdog_timeout),
-        }
+        })
     }
 }
 
@@ -196,17 +232,22 @@ mod tests {
         let t0 = Instant::now();
         let mut g = Grantor::new(t0, Some(Memory::default()), Duration::from_secs(30));
         assert_eq!(g.renew(t0, &renewal("a", 1)), Answer::Granted);
-        let ack = g.stop(
-            t0 + Duration::from_secs(7),
-            &Stop::Revoke { node: "a".into() },
-        );
+        let ack = g
+            .stop(
+                t0 + Duration::from_secs(7),
+                &Stop::Revoke {
+                    node: "a".into(),
+                    fencing: 1,
+                },
+            )
+            .expect("acknowledged");
         assert_eq!(ack.since_last_grant, Duration::from_secs(7));
         assert_eq!(ack.watchdog_timeout, Some(Duration::from_secs(5)));
         assert_eq!(
             g.renew(t0 + Duration::from_secs(8), &renewal("a", 9)),
             Answer::Revoked
         );
-        assert_eq!(g.stopped("a"), Some(Stopped::Revoked));
+        assert_eq!(g.stopped("a"), Some(Stopped::revoked(1)));
         assert_eq!(g.stopped("b"), None);
         assert_eq!(
             g.renew(t0 + Duration::from_secs(8), &renewal("b", 1)),
@@ -214,11 +255,134 @@ mod tests {
         );
         g.stop(
             t0 + Duration::from_secs(9),
-            &Stop::Lift { node: "a".into() },
+            &Stop::Lift {
+                node: "a".into(),
+                fencing: 1,
+            },
         );
         assert_eq!(
             g.renew(t0 + Duration::from_secs(10), &renewal("a", 1)),
             Answer::Granted
+        );
+    }
+
+    #[test]
+    fn a_lift_overtaken_by_the_next_revocation_does_not_undo_it() {
+        // Found by the long run (seed 306202 of the adversary mode): the
+        // leader lifted fencing 1 and began fencing 2 at once; the network
+        // delivered the revocation of fencing 2 before the lift of fencing
+        // 1, the grantor acknowledged the revocation, then applied the lift
+        // and granted the node again, and the leader deleted its pods at
+        // the deadline while it ran.
+        let t0 = Instant::now();
+        let mut g = Grantor::new(t0, Some(Memory::default()), Duration::ZERO);
+        let revoke = |n| Stop::Revoke {
+            node: "a".into(),
+            fencing: n,
+        };
+        let lift = |n| Stop::Lift {
+            node: "a".into(),
+            fencing: n,
+        };
+        assert!(g.stop(t0, &revoke(1)).is_some());
+        assert!(g.stop(t0, &revoke(2)).is_some());
+        g.stop(t0, &lift(1));
+        assert_eq!(g.renew(t0, &renewal("a", 1)), Answer::Revoked);
+        // Lifting fencing 2 itself does.
+        g.stop(t0, &lift(2));
+        assert_eq!(g.renew(t0, &renewal("a", 1)), Answer::Granted);
+    }
+
+    #[test]
+    fn a_revocation_of_a_lifted_fencing_is_refused_and_not_acknowledged() {
+        // A duplicated or stale revocation arriving after its fencing was
+        // lifted: the node stays granted (a healthy node is not reset),
+        // and no leader may count this grantor as stopped.
+        let t0 = Instant::now();
+        let mut g = Grantor::new(t0, Some(Memory::default()), Duration::ZERO);
+        let revoke = |n| Stop::Revoke {
+            node: "a".into(),
+            fencing: n,
+        };
+        g.stop(t0, &revoke(3));
+        g.stop(
+            t0,
+            &Stop::Lift {
+                node: "a".into(),
+                fencing: 3,
+            },
+        );
+        assert_eq!(g.stop(t0, &revoke(3)), None);
+        assert_eq!(g.stop(t0, &revoke(2)), None);
+        assert_eq!(g.renew(t0, &renewal("a", 1)), Answer::Granted);
+        // The next fencing revokes.
+        assert!(g.stop(t0, &revoke(4)).is_some());
+        assert_eq!(g.renew(t0, &renewal("a", 1)), Answer::Revoked);
+        // And a retirement keeps what the fencings left.
+        g.stop(
+            t0,
+            &Stop::Retire {
+                node: "a".into(),
+                below_version: 2,
+            },
+        );
+        assert_eq!(
+            g.stopped("a"),
+            Some(Stopped {
+                fencing: 4,
+                revoked: true,
+                below: 2
+            })
+        );
+    }
+
+    #[test]
+    fn a_retirement_does_not_forget_a_lift() {
+        let t0 = Instant::now();
+        let mut g = Grantor::new(t0, Some(Memory::default()), Duration::ZERO);
+        g.stop(
+            t0,
+            &Stop::Revoke {
+                node: "a".into(),
+                fencing: 5,
+            },
+        );
+        g.stop(
+            t0,
+            &Stop::Lift {
+                node: "a".into(),
+                fencing: 5,
+            },
+        );
+        g.stop(
+            t0,
+            &Stop::Retire {
+                node: "a".into(),
+                below_version: 2,
+            },
+        );
+        assert_eq!(
+            g.stop(
+                t0,
+                &Stop::Revoke {
+                    node: "a".into(),
+                    fencing: 5,
+                }
+            ),
+            None
+        );
+        assert_eq!(g.renew(t0, &renewal("a", 2)), Answer::Granted);
+        // Memory keeps it across a restart too.
+        let mut again = Grantor::new(t0, Some(g.memory()), Duration::ZERO);
+        assert_eq!(
+            again.stop(
+                t0,
+                &Stop::Revoke {
+                    node: "a".into(),
+                    fencing: 5,
+                }
+            ),
+            None
         );
     }
 
@@ -235,7 +399,7 @@ mod tests {
         );
         assert_eq!(g.renew(t0, &renewal("a", 2)), Answer::Retired);
         assert_eq!(g.renew(t0, &renewal("a", 3)), Answer::Granted);
-        assert_eq!(g.stopped("a"), Some(Stopped::Below(3)));
+        assert_eq!(g.stopped("a"), Some(Stopped::below(3)));
         // A later, lower retirement does not undo a higher one; a revocation
         // overrides it.
         g.stop(
@@ -246,7 +410,13 @@ mod tests {
             },
         );
         assert_eq!(g.renew(t0, &renewal("a", 2)), Answer::Retired);
-        g.stop(t0, &Stop::Revoke { node: "a".into() });
+        g.stop(
+            t0,
+            &Stop::Revoke {
+                node: "a".into(),
+                fencing: 1,
+            },
+        );
         assert_eq!(g.renew(t0, &renewal("a", 3)), Answer::Revoked);
     }
 
@@ -256,7 +426,13 @@ mod tests {
         let q = Duration::from_secs(30);
         let mut g = Grantor::new(t0, Some(Memory::default()), q);
         g.renew(t0, &renewal("a", 1));
-        g.stop(t0, &Stop::Revoke { node: "a".into() });
+        g.stop(
+            t0,
+            &Stop::Revoke {
+                node: "a".into(),
+                fencing: 1,
+            },
+        );
         let t1 = t0 + Duration::from_secs(2);
         let mut again = Grantor::new(t1, Some(g.memory()), q);
         assert_eq!(again.renew(t1, &renewal("a", 1)), Answer::Revoked);
@@ -271,7 +447,15 @@ mod tests {
         assert_eq!(forgot.renew(t1 + q, &renewal("b", 1)), Answer::Granted);
         // What it granted before its start it cannot know: the age it
         // answers counts from its start, and it names no watchdog timeout.
-        let ack = forgot.stop(t1 + q, &Stop::Revoke { node: "a".into() });
+        let ack = forgot
+            .stop(
+                t1 + q,
+                &Stop::Revoke {
+                    node: "a".into(),
+                    fencing: 1,
+                },
+            )
+            .expect("acknowledged");
         assert_eq!(ack.since_last_grant, q);
         assert_eq!(ack.watchdog_timeout, None);
     }
@@ -285,10 +469,15 @@ mod tests {
         g.renew(t0, &r);
         r.watchdog_timeout = Duration::from_secs(4);
         g.renew(t0 + Duration::from_secs(1), &r);
-        let ack = g.stop(
-            t0 + Duration::from_secs(1),
-            &Stop::Revoke { node: "a".into() },
-        );
+        let ack = g
+            .stop(
+                t0 + Duration::from_secs(1),
+                &Stop::Revoke {
+                    node: "a".into(),
+                    fencing: 1,
+                },
+            )
+            .expect("acknowledged");
         assert_eq!(ack.watchdog_timeout, Some(Duration::from_secs(9)));
         assert_eq!(ack.since_last_grant, Duration::ZERO);
     }
@@ -354,7 +543,13 @@ mod tests {
         );
         // A node being fenced is no news.
         g.renew(t0 + 9 * s, &renewal("c", 1));
-        g.stop(t0 + 9 * s, &Stop::Revoke { node: "c".into() });
+        g.stop(
+            t0 + 9 * s,
+            &Stop::Revoke {
+                node: "c".into(),
+                fencing: 1,
+            },
+        );
         assert!(g.newly_silent(t0 + 20 * s, 3 * s).is_empty());
     }
 

@@ -131,19 +131,29 @@ pub enum Answer {
 /// What the leader asks of a grantor: stop granting `node`, either for
 /// good (a revocation; until [`Stop::Lift`]) or under the set versions
 /// below `below_version` (retiring an old grantor set).
+///
+/// Revocations and lifts carry the node's *fencing number*: it grows with
+/// every fencing of the node and is kept where every leader reads it (the
+/// node's permit object) before the fencing's first stop is sent. A lift
+/// undoes the revocations of its fencing and of earlier ones only, so a
+/// lift overtaken on the network by the next fencing's revocation, or a
+/// revocation arriving after its own fencing was lifted, changes nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Stop {
     Revoke {
         node: String,
+        fencing: u64,
     },
     Retire {
         node: String,
         below_version: u64,
     },
-    /// Undo a revocation (the node rebooted and was unfenced).
+    /// Undo the revocations up to fencing `fencing` (the node rebooted and
+    /// was unfenced).
     Lift {
         node: String,
+        fencing: u64,
     },
 }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::holder::EXPEDITED;
-use super::{Drift, GrantorSet, StopAck};
+use super::{Drift, GrantorSet, Stop, StopAck};
 
 /// The leader's timings for a revocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +94,8 @@ pub enum Pending {
 #[derive(Clone, Debug)]
 pub struct Revocation {
     node: String,
+    /// The node's fencing number this revocation names.
+    fencing: u64,
     sets: Vec<GrantorSet>,
     answers: BTreeMap<String, Answered>,
     api: ApiPath,
@@ -120,8 +122,15 @@ impl Revocation {
     /// last observed: stops go out at once, and [`Revocation::api_closed`]
     /// names the sets for good.
     pub fn new(node: &str, sets: Vec<GrantorSet>) -> Self {
+        Self::numbered(node, 1, sets)
+    }
+
+    /// [`Revocation::new`] for the node's fencing number `fencing` (it
+    /// grows with every fencing of the node; see [`Stop`]).
+    pub fn numbered(node: &str, fencing: u64, sets: Vec<GrantorSet>) -> Self {
         Revocation {
             node: node.to_string(),
+            fencing,
             sets,
             answers: BTreeMap::new(),
             api: ApiPath::Open,
@@ -158,10 +167,38 @@ impl Revocation {
             .is_some_and(|a| now.saturating_duration_since(a.received) <= s.ack_window)
     }
 
-    /// A grantor's answer, received at `received`.
+    /// The stop this revocation sends.
+    pub fn stop(&self) -> Stop {
+        Stop::Revoke {
+            node: self.node.clone(),
+            fencing: self.fencing,
+        }
+    }
+
+    /// A grantor's answer to [`Revocation::stop`], received at `received`.
     pub fn answered(&mut self, grantor: &str, received: Instant, ack: StopAck) {
         self.answers
             .insert(grantor.to_string(), Answered { received, ack });
+    }
+
+    /// A grantor's acknowledgement of `acked`, received at `received`:
+    /// counted only when `acked` is this revocation's own stop. The
+    /// acknowledgement of a lift, a retirement or another fencing's
+    /// revocation says nothing about this one (an acknowledgement of the
+    /// previous fencing's lift, arriving after this fencing began, was once
+    /// counted as a stop: the long run's seed 306202). Whether it counted.
+    pub fn acknowledged(
+        &mut self,
+        grantor: &str,
+        received: Instant,
+        acked: &Stop,
+        ack: StopAck,
+    ) -> bool {
+        let own = *acked == self.stop();
+        if own {
+            self.answered(grantor, received, ack);
+        }
+        own
     }
 
     /// The API path is closed: the revocation was written on the node's

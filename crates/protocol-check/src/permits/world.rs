@@ -174,6 +174,10 @@ struct PermitObject {
     /// the permit only a node armed in the boot it fences.
     armed_boot: Option<u64>,
     revoked: bool,
+    /// The node's fencing number: grows with every fencing, written (in
+    /// the shell: with the fencing's start, before its first stop) where
+    /// every leader reads it. Revocations and lifts name it.
+    fencings: u64,
     renewals: u64,
     credit: Duration,
     watchdog: Duration,
@@ -310,6 +314,8 @@ enum Msg {
         from: usize,
         to: usize,
         target: usize,
+        /// The stop acknowledged.
+        stop: Stop,
         ack: StopAck,
     },
 }
@@ -413,6 +419,7 @@ impl World {
                 version: 1,
                 armed_boot: None,
                 revoked: false,
+                fencings: 0,
                 renewals: 0,
                 credit: Duration::ZERO,
                 watchdog: Duration::ZERO,
@@ -1113,9 +1120,14 @@ impl World {
                 let ack = a.grantor.stop(now, &stop);
                 self.log(|| format!("node {to} acks {stop:?}: {ack:?}"));
                 let target = match &stop {
-                    Stop::Revoke { node } | Stop::Retire { node, .. } | Stop::Lift { node } => {
-                        index(node)
-                    }
+                    Stop::Revoke { node, .. }
+                    | Stop::Retire { node, .. }
+                    | Stop::Lift { node, .. } => index(node),
+                };
+                // Not acknowledged (a revocation of a fencing already
+                // lifted): no answer the leader could count.
+                let Some(ack) = ack else {
+                    return;
                 };
                 // The memory is saved before the answer is sent.
                 self.save(to);
@@ -1124,6 +1136,7 @@ impl World {
                     from: to,
                     to: leader,
                     target,
+                    stop,
                     ack,
                 });
             }
@@ -1131,6 +1144,7 @@ impl World {
                 epoch,
                 from,
                 target,
+                stop,
                 ack,
                 ..
             } => {
@@ -1139,7 +1153,7 @@ impl World {
                     return;
                 };
                 if let Some(f) = l.fencings.get_mut(&target) {
-                    f.rev.answered(&name(from), now, ack);
+                    f.rev.acknowledged(&name(from), now, &stop, ack);
                 }
             }
         }
@@ -1349,9 +1363,11 @@ impl World {
         let sets = self.objects[target].sets.clone();
         let off_since = (!self.nodes[target].powered).then(|| self.nodes[target].off_at);
         let boot = self.nodes[target].boot;
-        self.log(|| format!("leader fences node {target} (boot {boot})"));
+        self.objects[target].fencings += 1;
+        let number = self.objects[target].fencings;
+        self.log(|| format!("leader fences node {target} (boot {boot}, fencing {number})"));
         let f = Fencing {
-            rev: Revocation::new(&name(target), sets),
+            rev: Revocation::numbered(&name(target), number, sets),
             boot,
             closed: false,
             closing: false,
@@ -1425,11 +1441,14 @@ impl World {
                     .expect("fencing")
                     .asked
                     .insert(gi, self.now);
+                let stop = self.leader.as_ref().expect("leader").fencings[&target]
+                    .rev
+                    .stop();
                 self.send(Msg::Stop {
                     epoch,
                     leader: ln,
                     to: gi,
-                    stop: Stop::Revoke { node: name(target) },
+                    stop,
                 });
             }
             let deadline = self
@@ -1650,7 +1669,10 @@ impl World {
                 epoch,
                 leader: ln,
                 to: g,
-                stop: Stop::Lift { node: name(n) },
+                stop: Stop::Lift {
+                    node: name(n),
+                    fencing: self.objects[n].fencings,
+                },
             });
         }
     }

@@ -245,3 +245,36 @@ fn the_sets_named_where_the_api_path_was_closed_are_the_ones_blocked() {
     r.answered("b", t, ack(20 * S));
     assert!(r.deadline(t, &s).is_ok());
 }
+
+#[test]
+fn only_the_acknowledgement_of_its_own_stop_counts() {
+    // The long run's seed 306202: the acknowledgement of the previous
+    // fencing's lift, arriving after this fencing began, was counted as a
+    // stop of this one.
+    let t0 = Instant::now();
+    let set = GrantorSet::new(1, vec!["g".into()]);
+    let mut r = Revocation::numbered("n", 2, vec![set]);
+    let ack = StopAck {
+        since_last_grant: Duration::from_secs(1),
+        credit: Some(Duration::from_secs(10)),
+        watchdog_timeout: Some(Duration::from_secs(5)),
+    };
+    let lift = Stop::Lift {
+        node: "n".into(),
+        fencing: 1,
+    };
+    let older = Stop::Revoke {
+        node: "n".into(),
+        fencing: 1,
+    };
+    let other = Stop::Revoke {
+        node: "m".into(),
+        fencing: 2,
+    };
+    for stop in [&lift, &older, &other] {
+        assert!(!r.acknowledged("g", t0, stop, ack), "{stop:?}");
+    }
+    assert_eq!(r.to_ask(t0, &settings()), vec!["g".to_string()]);
+    assert!(r.acknowledged("g", t0, &r.stop(), ack));
+    assert!(r.to_ask(t0, &settings()).is_empty());
+}
