@@ -528,6 +528,29 @@ spec:
     type: DirectoryOrCreate
 $claimref
 EOF
+  if [[ -n "$claim" ]]; then
+    # The claim too, bound to this volume from the start: the StatefulSet
+    # adopts it by name, and its pod never meets the scheduler as "pod has
+    # unbound immediate PersistentVolumeClaims" — from which the scheduler
+    # may take up to five minutes to retry it when the binding's event
+    # races the scheduling attempt (seen once in a rehearsal: db-2 Pending
+    # for 90 s with its volume reserved and free).
+    kc create namespace "${claim%%/*}" >/dev/null 2>&1 || true
+    kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: ${claim#*/}
+  namespace: ${claim%%/*}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: $STORAGE_CLASS
+  volumeName: $name
+  resources:
+    requests:
+      storage: $size
+EOF
+  fi
   log "pv $name ($size${claim:+, reserved for $claim}) created"
 }
 

@@ -19,6 +19,7 @@ pub fn node_facts(node: &Node) -> NodeFacts {
     };
     NodeFacts {
         name: node.name_any(),
+        uid: node.metadata.uid.clone(),
         resource_version: node.metadata.resource_version.clone(),
         labels: node.metadata.labels.clone().unwrap_or_default(),
         unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),

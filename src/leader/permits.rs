@@ -4,15 +4,16 @@
 //! ([`crate::decide::permit::object`] plans them). It lists the objects
 //! once when it starts leading, then writes only the ones whose plan
 //! changed (a node came or went, an agent's peer address moved), at most
-//! every [`SYNC_INTERVAL`]. A dry run writes nothing. The object of a node
-//! that leaves the population stays as it was (its agent keeps renewing
-//! with its old set, which no other set depends on); collecting the objects
-//! of deleted Nodes is left to the wiring's next step.
+//! every [`SYNC_INTERVAL`]. A dry run writes nothing. Each object is owned
+//! by its Node: the garbage collector deletes it with the Node. The object
+//! of a node that leaves the population otherwise stays as it was (its
+//! agent keeps renewing with its old set, which no other set depends on).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 
@@ -74,7 +75,8 @@ impl PermitObjects {
                 tracing::warn!(node = %node, "node name too long for a permit object's name; it gets none");
                 continue;
             }
-            match self.write(node, sets).await {
+            let uid = obs.nodes.get(node).and_then(|n| n.facts.uid.as_deref());
+            match self.write(node, uid, sets).await {
                 Ok(()) => {
                     tracing::info!(node = %node, version = sets.last().map_or(0, |s| s.version), grantors = ?sets.last().map(|s| s.grantors.iter().map(|g| g.node.as_str()).collect::<Vec<_>>()), "permit object written");
                     now_known.insert(node.clone(), sets.clone());
@@ -116,49 +118,101 @@ impl PermitObjects {
             .collect())
     }
 
-    /// Create or update the object of `node` to list `sets` (an update
-    /// carries the resourceVersion it read: a concurrent writer makes it
-    /// fail, and the next sync reads again).
-    async fn write(&self, node: &str, sets: &[ListedSet]) -> kube::Result<()> {
+    /// Create or update the object of `node` (Node UID `uid`) to list
+    /// `sets` (an update carries the resourceVersion it read: a concurrent
+    /// writer makes it fail, and the next sync reads again).
+    async fn write(&self, node: &str, uid: Option<&str>, sets: &[ListedSet]) -> kube::Result<()> {
         let name = object::name(node);
-        let text = object::render(sets);
+        let wanted = lease_for(node, uid, sets);
         match self.api.get_opt(&name).await? {
             Some(mut lease) => {
-                lease
-                    .metadata
-                    .annotations
-                    .get_or_insert_with(Default::default)
-                    .insert(GRANTORS_ANNOTATION.to_string(), text);
+                lease.metadata.annotations = wanted.metadata.annotations;
+                if wanted.metadata.owner_references.is_some() {
+                    lease.metadata.owner_references = wanted.metadata.owner_references;
+                }
                 lease.metadata.managed_fields = None;
                 self.api
                     .replace(&name, &PostParams::default(), &lease)
                     .await?;
             }
             None => {
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(name),
-                        labels: Some(
-                            [
-                                (LABEL.to_string(), "true".to_string()),
-                                (
-                                    "app.kubernetes.io/name".to_string(),
-                                    "kube-fencer".to_string(),
-                                ),
-                            ]
-                            .into(),
-                        ),
-                        annotations: Some([(GRANTORS_ANNOTATION.to_string(), text)].into()),
-                        ..Default::default()
-                    },
-                    spec: Some(LeaseSpec {
-                        holder_identity: Some(node.to_string()),
-                        ..Default::default()
-                    }),
-                };
-                self.api.create(&PostParams::default(), &lease).await?;
+                self.api.create(&PostParams::default(), &wanted).await?;
             }
         }
         Ok(())
+    }
+}
+
+/// The permit object of `node` listing `sets`, owned by the Node (UID
+/// `uid`, when known) so that the garbage collector deletes it with the
+/// Node. Not `blockOwnerDeletion`: that would need delete rights on Nodes.
+pub fn lease_for(node: &str, uid: Option<&str>, sets: &[ListedSet]) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(object::name(node)),
+            labels: Some(
+                [
+                    (LABEL.to_string(), "true".to_string()),
+                    (
+                        "app.kubernetes.io/name".to_string(),
+                        "kube-fencer".to_string(),
+                    ),
+                ]
+                .into(),
+            ),
+            annotations: Some([(GRANTORS_ANNOTATION.to_string(), object::render(sets))].into()),
+            owner_references: uid.map(|uid| {
+                vec![OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "Node".into(),
+                    name: node.to_string(),
+                    uid: uid.to_string(),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(node.to_string()),
+            ..Default::default()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::permit::object::Grantor;
+
+    #[test]
+    fn the_object_is_owned_by_its_node_and_lists_the_sets() {
+        let sets = vec![ListedSet {
+            version: 2,
+            grantors: vec![Grantor {
+                node: "b".into(),
+                address: "10.0.0.2:9747".into(),
+            }],
+        }];
+        let lease = lease_for("a", Some("uid-a"), &sets);
+        assert_eq!(lease.metadata.name.as_deref(), Some("kube-fencer-permit-a"));
+        let owner = &lease.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("Node", "a", "uid-a")
+        );
+        assert_eq!(owner.block_owner_deletion, None);
+        let annotations = lease.metadata.annotations.unwrap();
+        assert_eq!(
+            object::parse(&annotations[GRANTORS_ANNOTATION]),
+            Some(sets.clone())
+        );
+        assert_eq!(lease.metadata.labels.unwrap()[LABEL], "true");
+        // Without a UID: no owner (never a reference to the wrong Node).
+        assert!(
+            lease_for("a", None, &sets)
+                .metadata
+                .owner_references
+                .is_none()
+        );
     }
 }

@@ -511,7 +511,8 @@ async fn partition_api_outage_fast_failing_fences_nobody() {
 /// API server reachable. Nobody fences itself and no node is fenced (S2 for
 /// the peer network); every agent finds out at once, not in the next API
 /// outage — it holds no permit (`kube_fencer_permit_held 0`, Event
-/// `PermitUnavailable`) — and holds one again once the port is open.
+/// `PermitUnavailable`) — and holds one again once the port is open. Last,
+/// a Node is deleted and its permit object goes with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_peer_network_blocked_resets_nothing_and_is_reported() {
     let (s, _pod, _victim, _uid) = setup(&fast_agent_args(DEFAULT_CHECKS)).await;
@@ -562,4 +563,14 @@ async fn partition_peer_network_blocked_resets_nothing_and_is_reported() {
     for (name, uid) in &before {
         assert_eq!(after.get(name), Some(uid), "{name} was replaced");
     }
+    // A permit object is owned by its Node: deleting the Node deletes it.
+    let gone = &nodes[0];
+    cluster.kubectl(["delete", "node", gone]).unwrap();
+    cluster
+        .wait_until(
+            &format!("the permit object of the deleted node {gone} to be collected"),
+            Duration::from_secs(60),
+            async || Ok((!cluster.permit_objects()?.contains_key(gone)).then_some(())),
+        )
+        .await;
 }

@@ -57,6 +57,7 @@ pub fn settings() -> Settings {
 pub fn facts(name: &str) -> NodeFacts {
     NodeFacts {
         name: name.into(),
+        uid: Some(format!("uid-{name}")),
         resource_version: Some("1".into()),
         labels: BTreeMap::new(),
         unschedulable: false,

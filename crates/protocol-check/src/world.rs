@@ -369,6 +369,7 @@ impl Sim {
             let rate = 1.0 + DRIFT_BOUND * rng.unit();
             let facts = NodeFacts {
                 name: name.clone(),
+                uid: None,
                 resource_version: Some("1".into()),
                 labels: BTreeMap::new(),
                 unschedulable: false,

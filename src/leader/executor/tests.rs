@@ -37,6 +37,7 @@ fn leader() -> Leadership {
 fn facts(rv: &str) -> NodeFacts {
     NodeFacts {
         name: "worker-1".into(),
+        uid: Some("node-uid".into()),
         resource_version: Some(rv.into()),
         labels: BTreeMap::new(),
         unschedulable: false,

@@ -40,6 +40,8 @@ impl Taint {
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeFacts {
     pub name: String,
+    /// `metadata.uid` (what the node's permit object is owned by).
+    pub uid: Option<String>,
     pub resource_version: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub unschedulable: bool,
