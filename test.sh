@@ -227,7 +227,11 @@ tier_e2e() {
 # recovered, rebooted and unfenced, a node cut off that fences itself through
 # its watchdog before its replica is force-deleted (about four minutes).
 tier_realnode() {
-  step realnode env RUST_BACKTRACE=0 cargo test --features realnode --test realnode -- --test-threads=1 --nocapture
+  # (Backtraces as the environment says: this step builds the image again
+  # from inside the tests, and a rehearsal with RUST_BACKTRACE=0 here
+  # rebuilt the whole musl dependency tree, 400 s, where the environment
+  # of the images step had left it built.)
+  step realnode cargo test --features realnode --test realnode -- --test-threads=1 --nocapture
 }
 
 tier_demo() {
