@@ -184,9 +184,11 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
     let (own_record_tx, own_record) =
         tokio::sync::watch::channel(kube_fencer::decide::RecordState::Absent);
     let (kubelet_lease_tx, kubelet_lease) = tokio::sync::watch::channel(None);
+    // This boot's ID, for the grantor's memory and the permit's renewals.
+    let boot = kube_fencer::agent::self_check::read_boot_id(&config.agent.boot_id_file);
     let peer_server = match (config.agent.peer_listen, &key) {
         (Some(addr), Some(key)) => {
-            let grants = start_grantor(&config);
+            let grants = start_grantor(&config, boot.as_deref());
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on --peer-listen {addr}"))?;
@@ -226,8 +228,7 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
         tokio::spawn(
             kube_fencer::agent::permit::PermitTask {
                 node: config.node_name().to_string(),
-                boot: kube_fencer::agent::self_check::read_boot_id(&config.agent.boot_id_file)
-                    .unwrap_or_default(),
+                boot: boot.clone().unwrap_or_default(),
                 key,
                 settings,
                 grantors: timings.grantors,
@@ -331,14 +332,14 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
 /// said) when its memory has no place.
 fn start_grantor(
     config: &kube_fencer::config::Config,
+    boot: Option<&str>,
 ) -> Option<Arc<kube_fencer::peers::permit::Grants>> {
     use kube_fencer::decide::permit::{grantor, timings::Timings};
     use kube_fencer::peers::permit::{Grants, memory};
     let revoke = Timings::default().revoke();
     let quarantine = grantor::quarantine(revoke.ack_window, revoke.horizon(), revoke.drift);
-    let boot = kube_fencer::agent::self_check::read_boot_id(&config.agent.boot_id_file);
     let file = memory::path(&config.agent.state_dir, config.node_name());
-    match Grants::start(Some(file), boot.as_deref(), quarantine) {
+    match Grants::start(Some(file), boot, quarantine) {
         Ok(g) => Some(g),
         Err(e) => {
             tracing::warn!(error = %e, "the grantor cannot keep its memory: it refuses renewals and stops");
