@@ -174,7 +174,7 @@ pub struct StopAck {
 
 /// Durations on the wire as humantime strings ("1s 500ms"), like the
 /// advertisement's.
-mod humantime_serde_compat {
+pub(crate) mod humantime_serde_compat {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

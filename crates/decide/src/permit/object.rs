@@ -1,19 +1,28 @@
 //! The permit object: one Lease per node in the agents' namespace,
 //! `kube-fencer-permit-<node>`, through which the leader tells a node's
-//! agent who its grantors are (and, as the wiring goes on, where the
-//! arming, the renewals through the API server and the revocation live).
+//! agent who its grantors are ([`GRANTORS_ANNOTATION`]), the node's agent
+//! renews through the API server when its peers cannot grant
+//! ([`RENEWAL_ANNOTATION`]), and the leader closes that path when it
+//! fences the node ([`REVOCATION_ANNOTATION`], with the node's fencing
+//! number). Each annotation has one writer; every write is an update with
+//! a precondition on the resourceVersion read, so a renewal and the
+//! revocation that closes the path can never both take effect on the
+//! same version: [`renew`], [`close`], [`lift`].
 //!
 //! An agent watches its own object only (one object, whatever the size of
 //! the cluster) and learns its grantors' addresses from it, so that no
 //! agent needs to list Nodes for the permit. The leader plans every object
 //! from the fencing population it already watches: [`plan`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::GrantorSet;
 use super::assign::{Member, assign};
+use super::revoke::ApiPath;
+use super::timings::{API_CREDIT_CAP, WATCHDOG_CAP};
 
 /// Name prefix of the permit objects.
 pub const NAME_PREFIX: &str = "kube-fencer-permit-";
@@ -23,6 +32,12 @@ pub const LABEL: &str = "kube-fencer.io/permit";
 pub const NODE_LABEL: &str = "kube-fencer.io/node";
 /// Annotation holding the node's grantor sets.
 pub const GRANTORS_ANNOTATION: &str = "kube-fencer.io/grantors";
+/// Annotation the node's agent writes with each renewal through the API
+/// server ([`ApiRenewal`]).
+pub const RENEWAL_ANNOTATION: &str = "kube-fencer.io/api-renewal";
+/// Annotation the leader writes: the node's fencing number and whether
+/// the node is revoked ([`Revocation`]).
+pub const REVOCATION_ANNOTATION: &str = "kube-fencer.io/revocation";
 /// The node label that names its failure domain.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
@@ -67,6 +82,154 @@ pub fn parse(text: &str) -> Option<Vec<ListedSet>> {
     serde_json::from_str(text).ok()
 }
 
+/// The node's renewals through the API server: how many so far (each one
+/// a new count, so the leader tells them apart without comparing clocks),
+/// and how long the node counts the latest and how long its watchdog
+/// timeout may be meanwhile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiRenewal {
+    pub count: u64,
+    #[serde(with = "super::humantime_serde_compat")]
+    pub credit: Duration,
+    #[serde(with = "super::humantime_serde_compat")]
+    pub watchdog_timeout: Duration,
+}
+
+/// The node's fencing number (it grows with every fencing of the node, and
+/// every revocation and lift at the grantors names it) and whether the
+/// node is revoked now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Revocation {
+    pub fencing: u64,
+    pub revoked: bool,
+}
+
+/// An annotation that is there but not in its format: whoever reads it
+/// assumes the worst it could have said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unreadable;
+
+/// What a permit object says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PermitState {
+    pub sets: Vec<ListedSet>,
+    /// `Ok(None)`: the node never renewed through the API server.
+    pub renewal: Result<Option<ApiRenewal>, Unreadable>,
+    pub revocation: Result<Revocation, Unreadable>,
+}
+
+impl Default for PermitState {
+    fn default() -> Self {
+        PermitState {
+            sets: Vec::new(),
+            renewal: Ok(None),
+            revocation: Ok(Revocation::default()),
+        }
+    }
+}
+
+/// Read a permit object's annotations (an unreadable grantor listing is
+/// no listing: the node renews with no set from it).
+pub fn read(annotations: Option<&BTreeMap<String, String>>) -> PermitState {
+    let get = |key: &str| annotations.and_then(|a| a.get(key));
+    PermitState {
+        sets: get(GRANTORS_ANNOTATION)
+            .and_then(|t| parse(t))
+            .unwrap_or_default(),
+        renewal: match get(RENEWAL_ANNOTATION) {
+            None => Ok(None),
+            Some(t) => serde_json::from_str(t).map(Some).map_err(|_| Unreadable),
+        },
+        revocation: match get(REVOCATION_ANNOTATION) {
+            None => Ok(Revocation::default()),
+            Some(t) => serde_json::from_str(t).map_err(|_| Unreadable),
+        },
+    }
+}
+
+/// Render an [`ApiRenewal`] or a [`Revocation`] for its annotation.
+pub fn render_value<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// The node's renewal through the API server, on the object as read: the
+/// [`ApiRenewal`] to write (with a precondition on the version read), or
+/// `None` when the object says the node is revoked — or cannot say that it
+/// is not.
+pub fn renew(
+    state: &PermitState,
+    credit: Duration,
+    watchdog_timeout: Duration,
+) -> Option<ApiRenewal> {
+    match state.revocation {
+        Ok(Revocation { revoked: false, .. }) => Some(ApiRenewal {
+            count: match state.renewal {
+                Ok(Some(r)) => r.count + 1,
+                _ => 1,
+            },
+            credit,
+            watchdog_timeout,
+        }),
+        _ => None,
+    }
+}
+
+/// The leader's closing of the API path when it fences the node: the
+/// revocation the object must carry, and whether it must be written (an
+/// object already revoked names the fencing a previous leader began; the
+/// fencing goes on under its number). `Err` when the object's revocation
+/// is unreadable: the next fencing number is unknown.
+pub fn close(state: &PermitState) -> Result<(Revocation, bool), Unreadable> {
+    let now = state.revocation?;
+    Ok(if now.revoked {
+        (now, false)
+    } else {
+        (
+            Revocation {
+                fencing: now.fencing + 1,
+                revoked: true,
+            },
+            true,
+        )
+    })
+}
+
+/// The leader's lift after the node was unfenced: the revocation to write
+/// when the object is revoked (the fencing number stays: the next fencing
+/// takes the next one).
+pub fn lift(state: &PermitState) -> Option<Revocation> {
+    match state.revocation {
+        Ok(r) if r.revoked => Some(Revocation {
+            fencing: r.fencing,
+            revoked: false,
+        }),
+        _ => None,
+    }
+}
+
+/// What the closed API path lets the node count on: nothing if it never
+/// renewed through it; else the latest renewal the object carries, first
+/// observed by this leader at `first_seen` (it was written before then, and
+/// counts from before it was written); an unreadable renewal counts for the
+/// longest credit and watchdog timeout any agent accepts.
+pub fn api_path(renewal: Result<Option<ApiRenewal>, Unreadable>, first_seen: Instant) -> ApiPath {
+    match renewal {
+        Ok(None) => ApiPath::ClosedUnused,
+        Ok(Some(r)) => ApiPath::ClosedAfter {
+            first_seen,
+            credit: r.credit.min(API_CREDIT_CAP),
+            watchdog_timeout: r.watchdog_timeout.min(WATCHDOG_CAP),
+        },
+        Err(Unreadable) => ApiPath::ClosedAfter {
+            first_seen,
+            credit: API_CREDIT_CAP,
+            watchdog_timeout: WATCHDOG_CAP,
+        },
+    }
+}
+
 /// A member of the fencing population whose agent can grant: it
 /// advertised a peer address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,11 +262,14 @@ pub fn candidates(obs: &crate::Observations, settings: &crate::Settings) -> Vec<
 /// list now (`current`, per node): [`assign`]'s choice, with the
 /// grantors' current addresses. A node whose set and addresses are
 /// unchanged keeps its object as it is (the result equals `current` for
-/// it), so the leader writes only what changed.
+/// it), so the leader writes only what changed. A node in `revoked` keeps
+/// the sets it lists, whatever changed: the revocation blocked those, and
+/// a new set would be one its grantors were never told to refuse.
 pub fn plan(
     candidates: &[Candidate],
     grantors_per_set: usize,
     current: &BTreeMap<String, Vec<ListedSet>>,
+    revoked: &BTreeSet<String>,
 ) -> BTreeMap<String, Vec<ListedSet>> {
     let members: Vec<Member> = candidates
         .iter()
@@ -134,7 +300,11 @@ pub fn plan(
                     })
                     .collect(),
             };
-            (node, vec![listed])
+            let sets = match current.get(&node) {
+                Some(sets) if revoked.contains(&node) => sets.clone(),
+                _ => vec![listed],
+            };
+            (node, sets)
         })
         .collect()
 }
@@ -156,7 +326,7 @@ mod tests {
     #[test]
     fn every_candidate_gets_a_set_of_others_with_their_addresses() {
         let c = numbered(7);
-        let plan = plan(&c, 4, &BTreeMap::new());
+        let plan = plan(&c, 4, &BTreeMap::new(), &BTreeSet::new());
         assert_eq!(plan.len(), 7);
         for (node, sets) in &plan {
             assert_eq!(sets.len(), 1, "{node}");
@@ -174,12 +344,12 @@ mod tests {
     #[test]
     fn an_unchanged_population_plans_the_objects_as_they_are() {
         let c = numbered(6);
-        let first = plan(&c, 4, &BTreeMap::new());
-        assert_eq!(plan(&c, 4, &first), first);
+        let first = plan(&c, 4, &BTreeMap::new(), &BTreeSet::new());
+        assert_eq!(plan(&c, 4, &first, &BTreeSet::new()), first);
         // A grantor's new address changes the listing, not the set.
         let mut moved = c.clone();
         moved[1].address = "10.0.1.1:9747".into();
-        let second = plan(&moved, 4, &first);
+        let second = plan(&moved, 4, &first, &BTreeSet::new());
         for (node, sets) in &second {
             assert_eq!(sets[0].version, first[node][0].version, "{node}");
             assert_eq!(sets[0].set(), first[node][0].set(), "{node}");
@@ -193,9 +363,9 @@ mod tests {
     #[test]
     fn a_candidate_that_leaves_changes_only_the_sets_it_was_in() {
         let c = numbered(8);
-        let first = plan(&c, 4, &BTreeMap::new());
+        let first = plan(&c, 4, &BTreeMap::new(), &BTreeSet::new());
         let fewer: Vec<Candidate> = c.iter().filter(|x| x.node != "n3").cloned().collect();
-        let second = plan(&fewer, 4, &first);
+        let second = plan(&fewer, 4, &first, &BTreeSet::new());
         assert!(!second.contains_key("n3"));
         for (node, sets) in &second {
             let before = &first[node][0];
@@ -206,6 +376,23 @@ mod tests {
                 assert_eq!(&sets[0], before, "{node}");
             }
         }
+    }
+
+    #[test]
+    fn a_revoked_node_keeps_its_sets_when_its_grantors_change() {
+        let c = numbered(8);
+        let first = plan(&c, 4, &BTreeMap::new(), &BTreeSet::new());
+        let (node, _) = first
+            .iter()
+            .find(|(_, sets)| sets[0].grantors.iter().any(|g| g.node == "n3"))
+            .unwrap();
+        let fewer: Vec<Candidate> = c.iter().filter(|x| x.node != "n3").cloned().collect();
+        let revoked: BTreeSet<String> = [node.clone()].into();
+        let second = plan(&fewer, 4, &first, &revoked);
+        assert_eq!(second[node], first[node]);
+        // Not revoked, it would have moved on.
+        let free = plan(&fewer, 4, &first, &BTreeSet::new());
+        assert_ne!(free[node], first[node]);
     }
 
     #[test]
@@ -267,7 +454,7 @@ mod tests {
 
     #[test]
     fn the_annotation_round_trips_and_rejects_other_text() {
-        let sets = plan(&numbered(3), 4, &BTreeMap::new())["n0"].clone();
+        let sets = plan(&numbered(3), 4, &BTreeMap::new(), &BTreeSet::new())["n0"].clone();
         let text = render(&sets);
         assert_eq!(parse(&text), Some(sets));
         assert_eq!(
@@ -276,5 +463,172 @@ mod tests {
         );
         assert_eq!(parse("not json"), None);
         assert_eq!(name("node-1"), "kube-fencer-permit-node-1");
+    }
+
+    fn annotated(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The state after writing `key: value` on `state`'s annotations.
+    fn written<T: Serialize>(
+        a: &BTreeMap<String, String>,
+        key: &str,
+        value: &T,
+    ) -> BTreeMap<String, String> {
+        let mut a = a.clone();
+        a.insert(key.to_string(), render_value(value));
+        a
+    }
+
+    #[test]
+    fn an_object_without_annotations_is_unrevoked_and_never_renewed() {
+        let state = read(None);
+        assert_eq!(state, PermitState::default());
+        assert_eq!(state.renewal, Ok(None));
+        assert_eq!(
+            state.revocation,
+            Ok(Revocation {
+                fencing: 0,
+                revoked: false
+            })
+        );
+    }
+
+    #[test]
+    fn the_annotations_have_a_stable_format() {
+        let a = annotated(&[
+            (
+                RENEWAL_ANNOTATION,
+                r#"{"count":3,"credit":"30s","watchdogTimeout":"5s"}"#,
+            ),
+            (REVOCATION_ANNOTATION, r#"{"fencing":2,"revoked":true}"#),
+        ]);
+        let state = read(Some(&a));
+        assert_eq!(
+            state.renewal,
+            Ok(Some(ApiRenewal {
+                count: 3,
+                credit: Duration::from_secs(30),
+                watchdog_timeout: Duration::from_secs(5),
+            }))
+        );
+        assert_eq!(
+            state.revocation,
+            Ok(Revocation {
+                fencing: 2,
+                revoked: true
+            })
+        );
+        assert_eq!(
+            render_value(&state.renewal.unwrap().unwrap()),
+            r#"{"count":3,"credit":"30s","watchdogTimeout":"5s"}"#
+        );
+        let garbage = annotated(&[(RENEWAL_ANNOTATION, "x"), (REVOCATION_ANNOTATION, "{}")]);
+        let state = read(Some(&garbage));
+        assert_eq!(state.renewal, Err(Unreadable));
+        assert_eq!(state.revocation, Err(Unreadable));
+    }
+
+    #[test]
+    fn a_renewal_counts_up_and_carries_the_nodes_timings() {
+        let (l, w) = (Duration::from_secs(30), Duration::from_secs(5));
+        let first = renew(&read(None), l, w).unwrap();
+        assert_eq!(
+            first,
+            ApiRenewal {
+                count: 1,
+                credit: l,
+                watchdog_timeout: w
+            }
+        );
+        let a = written(&BTreeMap::new(), RENEWAL_ANNOTATION, &first);
+        assert_eq!(renew(&read(Some(&a)), l, w).unwrap().count, 2);
+        // An unreadable count starts again: any new count is a new renewal
+        // to the leader.
+        let garbage = annotated(&[(RENEWAL_ANNOTATION, "x")]);
+        assert_eq!(renew(&read(Some(&garbage)), l, w).unwrap().count, 1);
+    }
+
+    #[test]
+    fn no_renewal_through_a_closed_or_unreadable_path() {
+        let (l, w) = (Duration::from_secs(30), Duration::from_secs(5));
+        let (closing, write) = close(&read(None)).unwrap();
+        assert!(write);
+        let a = written(&BTreeMap::new(), REVOCATION_ANNOTATION, &closing);
+        assert_eq!(renew(&read(Some(&a)), l, w), None);
+        let garbage = annotated(&[(REVOCATION_ANNOTATION, "x")]);
+        assert_eq!(renew(&read(Some(&garbage)), l, w), None);
+        // Lifted: renewals go through again.
+        let lifted = lift(&read(Some(&a))).unwrap();
+        let a = written(&a, REVOCATION_ANNOTATION, &lifted);
+        assert!(renew(&read(Some(&a)), l, w).is_some());
+    }
+
+    #[test]
+    fn each_fencing_takes_the_next_number_and_a_new_leader_goes_on_with_it() {
+        let mut a = BTreeMap::new();
+        for n in 1..=3 {
+            let (r, write) = close(&read(Some(&a))).unwrap();
+            assert_eq!(
+                r,
+                Revocation {
+                    fencing: n,
+                    revoked: true
+                }
+            );
+            assert!(write);
+            a = written(&a, REVOCATION_ANNOTATION, &r);
+            // A leader that takes over mid-fencing writes nothing and
+            // names the same fencing.
+            assert_eq!(close(&read(Some(&a))), Ok((r, false)));
+            let lifted = lift(&read(Some(&a))).unwrap();
+            assert_eq!(
+                lifted,
+                Revocation {
+                    fencing: n,
+                    revoked: false
+                }
+            );
+            a = written(&a, REVOCATION_ANNOTATION, &lifted);
+            assert_eq!(lift(&read(Some(&a))), None);
+        }
+        let garbage = annotated(&[(REVOCATION_ANNOTATION, "x")]);
+        assert_eq!(close(&read(Some(&garbage))), Err(Unreadable));
+        assert_eq!(lift(&read(Some(&garbage))), None);
+    }
+
+    #[test]
+    fn the_closed_path_counts_the_latest_renewal_from_when_it_was_seen() {
+        let t = Instant::now();
+        assert_eq!(api_path(Ok(None), t), ApiPath::ClosedUnused);
+        let r = ApiRenewal {
+            count: 4,
+            credit: Duration::from_secs(30),
+            watchdog_timeout: Duration::from_secs(7),
+        };
+        assert_eq!(
+            api_path(Ok(Some(r)), t),
+            ApiPath::ClosedAfter {
+                first_seen: t,
+                credit: Duration::from_secs(30),
+                watchdog_timeout: Duration::from_secs(7),
+            }
+        );
+        // Beyond what any agent accepts, or unreadable: the caps.
+        let huge = ApiRenewal {
+            credit: Duration::from_secs(1 << 40),
+            watchdog_timeout: Duration::from_secs(1 << 40),
+            ..r
+        };
+        let capped = ApiPath::ClosedAfter {
+            first_seen: t,
+            credit: API_CREDIT_CAP,
+            watchdog_timeout: WATCHDOG_CAP,
+        };
+        assert_eq!(api_path(Ok(Some(huge)), t), capped);
+        assert_eq!(api_path(Err(Unreadable), t), capped);
     }
 }
