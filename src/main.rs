@@ -236,6 +236,7 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
                 assigned,
                 metrics: metrics.clone(),
                 events: events.clone(),
+                objects: Some(kube::Api::namespaced(client.clone(), &config.namespace)),
             }
             .run(shutdown_rx.clone()),
         )

@@ -8,6 +8,9 @@
 //! grant it a permit (the peer port blocked between nodes, a wrong key, too
 //! few peers) says so at once — log, Event, `kube_fencer_permit_held` —
 //! instead of finding out during the API outage that needed its peers.
+//! When its peers' grants run short, it renews through the API server on
+//! its own permit object (the degraded mode; `kube_fencer_permit_through_api`),
+//! which the leader's revocation closes.
 //!
 //! Until the leader assigns grantor sets, each agent takes the first
 //! `grantors` peers of its own peer order (a hash of its name and theirs,
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::agent::self_check::NO_ADDRESS_PEER;
-use crate::decide::permit::holder::{Command, Holder, HolderSettings, Lack, Status};
+use crate::decide::permit::holder::{ApiOutcome, Command, Holder, HolderSettings, Lack, Status};
 use crate::decide::permit::object::ListedSet;
 use crate::decide::permit::{Answer, GrantorSet};
 use crate::observability::Metrics;
@@ -61,6 +64,9 @@ pub struct PermitTask {
     pub assigned: watch::Receiver<Option<Vec<ListedSet>>>,
     pub metrics: Metrics,
     pub events: EventSink,
+    /// The agents' permit objects (this node renews through its own when
+    /// its peers' grants run short); `None`: no renewal through the API.
+    pub objects: Option<kube::Api<k8s_openapi::api::coordination::v1::Lease>>,
 }
 
 /// Where the sets a holder renews with come from.
@@ -116,6 +122,7 @@ impl PermitTask {
         let mut source = Source::Own(Vec::new());
         let mut current = GrantorSet::default();
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, u64, Answer)>();
+        let (api_tx, mut api_rx) = mpsc::unbounded_channel::<(u64, ApiOutcome)>();
         let mut told = Told::Nothing;
         loop {
             let now_source = self.source();
@@ -185,8 +192,36 @@ impl PermitTask {
                             });
                         }
                     }
-                    // Shadow mode writes nothing to the API server.
-                    Command::RenewThroughApi { .. } => {}
+                    Command::RenewThroughApi {
+                        round,
+                        credit,
+                        watchdog_timeout,
+                    } => {
+                        let (objects, node, tx, metrics) = (
+                            self.objects.clone(),
+                            self.node.clone(),
+                            api_tx.clone(),
+                            self.metrics.clone(),
+                        );
+                        tokio::spawn(async move {
+                            let outcome = match objects {
+                                Some(api) => {
+                                    renew_through_api(&api, &node, credit, watchdog_timeout).await
+                                }
+                                None => ApiOutcome::Failed,
+                            };
+                            let label = match outcome {
+                                ApiOutcome::Renewed => "renewed",
+                                ApiOutcome::Revoked => "revoked",
+                                ApiOutcome::Failed => "failed",
+                            };
+                            metrics
+                                .permit_api_renewals
+                                .with_label_values(&[label])
+                                .inc();
+                            let _ = tx.send((round, outcome));
+                        });
+                    }
                 }
             }
             let status = holder.status(now);
@@ -203,6 +238,9 @@ impl PermitTask {
             tokio::select! {
                 Some((grantor, round, answer)) = rx.recv() => {
                     holder.answered(&grantor, round, answer);
+                }
+                Some((round, outcome)) = api_rx.recv() => {
+                    holder.api_answered(Instant::now(), round, outcome);
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 changed = self.peers.changed() => {
@@ -227,6 +265,9 @@ impl PermitTask {
             .permit_held
             .set(i64::from(status.end.is_some()));
         self.metrics
+            .permit_through_api
+            .set(i64::from(status.end.is_some() && status.through_api));
+        self.metrics
             .permit_grants
             .set(i64::try_from(status.granted).unwrap_or(i64::MAX));
         self.metrics
@@ -234,9 +275,11 @@ impl PermitTask {
             .set(i64::try_from(status.needed).unwrap_or(i64::MAX));
     }
 
-    /// Say when the permit comes or goes.
+    /// Say when the permit from the peers comes or goes (a permit held
+    /// only through the API server is the degraded mode: reported as
+    /// unavailable from the peers).
     fn tell(&self, told: Told, status: &Status, set: &GrantorSet) -> Told {
-        let now = if status.end.is_some() {
+        let now = if status.end.is_some() && !status.through_api {
             Told::Held
         } else {
             Told::NotHeld
@@ -245,42 +288,92 @@ impl PermitTask {
             return told;
         }
         let regarding = node_ref(&self.node, None);
-        match (now, status.lack) {
-            (Told::Held, _) => {
-                tracing::info!(
-                    granted = status.granted,
-                    needed = status.needed,
-                    grantors = ?set.peers,
-                    "this node holds a permit from its peers"
-                );
-                if told == Told::NotHeld {
-                    self.events.normal(
-                        regarding,
-                        "PermitHeld",
-                        "Renew",
-                        &format!(
-                            "this node holds a permit again: {} of {} peer grants",
-                            status.granted, status.needed
-                        ),
-                    );
-                }
-            }
-            (_, lack) => {
-                let why = describe(lack, set);
-                tracing::warn!(grantors = ?set.peers, "this node cannot hold a permit: {why}");
-                self.events.warning(
+        if now == Told::Held {
+            tracing::info!(
+                granted = status.granted,
+                needed = status.needed,
+                grantors = ?set.peers,
+                "this node holds a permit from its peers"
+            );
+            if told == Told::NotHeld {
+                self.events.normal(
                     regarding,
-                    "PermitUnavailable",
+                    "PermitHeld",
                     "Renew",
                     &format!(
-                        "this node cannot hold a permit from its peers: {why}; once self-fencing is gated on the permit, such a node never arms its watchdog and is never fenced automatically"
+                        "this node holds a permit from its peers again: {} of {} peer grants",
+                        status.granted, status.needed
                     ),
                 );
             }
+            return now;
         }
+        let lack = status.lack.unwrap_or(Lack::TooFewGrants {
+            granted: status.granted,
+            needed: status.needed,
+        });
+        let why = describe(Some(lack), set);
+        let message = if status.end.is_some() {
+            format!(
+                "this node's peers do not grant it a permit: {why}; it holds one through the API server meanwhile (degraded: an API outage now would leave it without one)"
+            )
+        } else {
+            format!(
+                "this node cannot hold a permit from its peers: {why}; once self-fencing is gated on the permit, such a node never arms its watchdog and is never fenced automatically"
+            )
+        };
+        tracing::warn!(grantors = ?set.peers, "{message}");
+        self.events
+            .warning(regarding, "PermitUnavailable", "Renew", &message);
         now
     }
 }
+
+/// Renew this node's permit through the API server: read its permit
+/// object (a quorum read), and unless it says the node is revoked
+/// ([`object::renew`]), write the renewal with a precondition on the
+/// version read — the leader's revocation, written the same way, and this
+/// renewal can never both take effect on one version. A timeout bounds
+/// the request: a slow answer counts as none.
+async fn renew_through_api(
+    api: &kube::Api<k8s_openapi::api::coordination::v1::Lease>,
+    node: &str,
+    credit: Duration,
+    watchdog_timeout: Duration,
+) -> ApiOutcome {
+    use crate::decide::permit::object::{self, RENEWAL_ANNOTATION};
+    let attempt = async {
+        let name = object::name(node);
+        let mut lease = api.get(&name).await?;
+        let state = object::read(lease.metadata.annotations.as_ref());
+        let Some(renewal) = object::renew(&state, credit, watchdog_timeout) else {
+            return Ok(ApiOutcome::Revoked);
+        };
+        lease
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                RENEWAL_ANNOTATION.to_string(),
+                object::render_value(&renewal),
+            );
+        lease.metadata.managed_fields = None;
+        api.replace(&name, &kube::api::PostParams::default(), &lease)
+            .await?;
+        Ok::<_, kube::Error>(ApiOutcome::Renewed)
+    };
+    match tokio::time::timeout(API_RENEW_TIMEOUT, attempt).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "permit renewal through the API server failed");
+            ApiOutcome::Failed
+        }
+        Err(_) => ApiOutcome::Failed,
+    }
+}
+
+/// How long a renewal through the API server may take.
+const API_RENEW_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Watch this node's permit object (`kube-fencer-permit-<node>` in
 /// `namespace`: one object, whatever the cluster's size) and publish the
@@ -419,6 +512,7 @@ mod tests {
                 assigned: assigned_rx,
                 metrics: metrics.clone(),
                 events,
+                objects: None,
             }
             .run(stop_rx),
         );

@@ -15,7 +15,7 @@
 //! | `kube_fencer_storm_guard_activations_total` | counter | | Times the storm guard became active. |
 //! | `kube_fencer_unhealthy_nodes` | gauge | | Managed nodes with a stale Lease, as counted by the storm guard. |
 //! | `kube_fencer_warnings_total` | counter | | Distinct warnings reported to operators. |
-//! | `kube_fencer_watch_errors_total` | counter | `resource` (`nodes`, `leases`, `leader_lease`, `own_node`, `permit`) | Watch stream errors (each is retried with backoff). |
+//! | `kube_fencer_watch_errors_total` | counter | `resource` (`nodes`, `leases`, `leader_lease`, `own_node`, `permit`, `permit_objects`) | Watch stream errors (each is retried with backoff). |
 //! | `kube_fencer_api_errors_total` | counter | `verb`, `resource` | Failed API requests. |
 //! | `kube_fencer_reconcile_duration_seconds` | histogram | | Duration of one reconcile pass (decide and execute). |
 //! | `kube_fencer_events_dropped_total` | counter | | Kubernetes Events not published (queue full or API error). |
@@ -30,6 +30,10 @@
 //! | `kube_fencer_permit_held` | gauge | | 1 while this node could hold a permit from its peers (the permit protocol, in shadow mode: not yet gating the watchdog). |
 //! | `kube_fencer_permit_grants` | gauge | | Peer grants of this node's permit in force now. |
 //! | `kube_fencer_permit_grants_needed` | gauge | | Peer grants a permit needs (a majority of the grantor set with the node's own vote). |
+//! | `kube_fencer_permit_through_api` | gauge | | 1 while this node's permit is held by a renewal through the API server (its peers do not grant: the degraded mode). |
+//! | `kube_fencer_permit_api_renewals_total` | counter | `result` (`renewed`, `revoked`, `failed`) | This agent's renewals of its permit through the API server. |
+//! | `kube_fencer_permit_stops_total` | counter | `kind` (`revoke`, `lift`), `result` (`ok`, `error`) | The leader's stops sent to grantors, by acknowledgement. |
+//! | `kube_fencer_permit_revocation_seconds` | histogram | | Per node revoked: seconds from its last heartbeat to the deadline by which the revocation proves it reset (shadow mode: the safe time still decides). |
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -80,6 +84,10 @@ pub struct Metrics {
     pub permit_held: IntGauge,
     pub permit_grants: IntGauge,
     pub permit_grants_needed: IntGauge,
+    pub permit_through_api: IntGauge,
+    pub permit_api_renewals: IntCounterVec,
+    pub permit_stops: IntCounterVec,
+    pub permit_revocation_seconds: Histogram,
 }
 
 /// States of the self-fence gauge.
@@ -374,6 +382,49 @@ impl Metrics {
                 IntGauge::new(
                     "kube_fencer_permit_grants_needed",
                     "Peer grants a permit needs: a majority of the grantor set, with the node's own vote.",
+                )
+                .unwrap(),
+            ),
+            permit_through_api: reg(
+                &registry,
+                IntGauge::new(
+                    "kube_fencer_permit_through_api",
+                    "1 while this node's permit is held by a renewal through the API server (its peers do not grant).",
+                )
+                .unwrap(),
+            ),
+            permit_api_renewals: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "kube_fencer_permit_api_renewals_total",
+                        "This agent's renewals of its permit through the API server, by result.",
+                    ),
+                    &["result"],
+                )
+                .unwrap(),
+            ),
+            permit_stops: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "kube_fencer_permit_stops_total",
+                        "Stops (revocations, lifts) the leader sent to grantors, by acknowledgement.",
+                    ),
+                    &["kind", "result"],
+                )
+                .unwrap(),
+            ),
+            permit_revocation_seconds: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "kube_fencer_permit_revocation_seconds",
+                        "Per node revoked: seconds from its last heartbeat to the deadline by which the revocation proves it reset (shadow mode).",
+                    )
+                    .buckets(vec![
+                        5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 90.0, 120.0, 180.0,
+                    ]),
                 )
                 .unwrap(),
             ),

@@ -510,9 +510,11 @@ async fn partition_api_outage_fast_failing_fences_nobody() {
 /// The peer network alone down: the peer port dropped on every node, the
 /// API server reachable. Nobody fences itself and no node is fenced (S2 for
 /// the peer network); every agent finds out at once, not in the next API
-/// outage — it holds no permit (`kube_fencer_permit_held 0`, Event
-/// `PermitUnavailable`) — and holds one again once the port is open. Last,
-/// a Node is deleted and its permit object goes with it.
+/// outage — its peers grant nothing, so it holds its permit through the API
+/// server (`kube_fencer_permit_through_api 1`, a renewal on its permit
+/// object, Event `PermitUnavailable`) — and holds it from its peers again
+/// once the port is open. Last, a Node is deleted and its permit object
+/// goes with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_peer_network_blocked_resets_nothing_and_is_reported() {
     let (s, _pod, _victim, _uid) = setup(&fast_agent_args(DEFAULT_CHECKS)).await;
@@ -523,8 +525,22 @@ async fn partition_peer_network_blocked_resets_nothing_and_is_reported() {
         cluster.lab().cut_peers(n, NETNS_PEER_PORT).unwrap();
     }
     cluster
-        .wait_agents_export(&nodes, "kube_fencer_permit_held 0", "hold no permit", 60)
+        .wait_agents_export(
+            &nodes,
+            "kube_fencer_permit_through_api 1",
+            "hold its permit through the API server",
+            60,
+        )
         .await;
+    for n in &nodes {
+        let renewal = cluster
+            .permit_annotation(n, "kube-fencer.io/api-renewal")
+            .unwrap();
+        say(format!("{n}'s renewal through the API server: {renewal:?}"));
+        let renewal = renewal.unwrap_or_default();
+        assert!(renewal["count"].as_u64() >= Some(1), "{n}: {renewal}");
+        assert!(renewal["credit"].is_string(), "{n}: {renewal}");
+    }
     cluster
         .wait_until(
             "an Event PermitUnavailable for every node",
@@ -557,6 +573,14 @@ async fn partition_peer_network_blocked_resets_nothing_and_is_reported() {
     for n in &nodes {
         cluster.lab().heal(n).unwrap();
     }
+    cluster
+        .wait_agents_export(
+            &nodes,
+            "kube_fencer_permit_through_api 0",
+            "hold its permit from its peers again",
+            30,
+        )
+        .await;
     cluster.wait_permits_held(&nodes).await;
     assert_nobody_fenced_itself(cluster, &nodes, "while only the peer network was down");
     let after = cluster.pod_uids().await.unwrap();

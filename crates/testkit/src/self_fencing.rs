@@ -104,6 +104,28 @@ impl Cluster {
         Ok(out)
     }
 
+    /// The annotation `key` of the permit object of `node`, parsed (they
+    /// are JSON); `None` when the object or the annotation is missing.
+    pub fn permit_annotation(&self, node: &str, key: &str) -> Result<Option<serde_json::Value>> {
+        let text = self.kubectl([
+            "-n",
+            crate::FENCER_NAMESPACE,
+            "get",
+            "lease",
+            &format!("kube-fencer-permit-{node}"),
+            "--ignore-not-found",
+            "-o",
+            "json",
+        ])?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        Ok(v["metadata"]["annotations"][key]
+            .as_str()
+            .and_then(|t| serde_json::from_str(t).ok()))
+    }
+
     /// Wait until the leader keeps a permit object for every one of
     /// `nodes`, each naming all the others as grantors (three nodes: each
     /// set is the other two).

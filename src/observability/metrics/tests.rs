@@ -147,8 +147,12 @@ fn registered_descs(m: &Metrics) -> BTreeMap<String, Vec<String>> {
         permit_held,
         permit_grants,
         permit_grants_needed,
+        permit_through_api,
+        permit_api_renewals,
+        permit_stops,
+        permit_revocation_seconds,
     } = m;
-    let collectors: [&dyn Collector; 29] = [
+    let collectors: [&dyn Collector; 33] = [
         build_info,
         leader,
         leader_transitions,
@@ -178,6 +182,10 @@ fn registered_descs(m: &Metrics) -> BTreeMap<String, Vec<String>> {
         permit_held,
         permit_grants,
         permit_grants_needed,
+        permit_through_api,
+        permit_api_renewals,
+        permit_stops,
+        permit_revocation_seconds,
     ];
     collectors
         .iter()
@@ -255,6 +263,10 @@ fn leader_fencing() -> Metrics {
     m.contradictions.inc();
     m.peer_requests.with_label_values(&["out", "ok"]).inc();
     m.peer_requests.with_label_values(&["in", "bad_mac"]).inc();
+    m.permit_api_renewals.with_label_values(&["renewed"]).inc();
+    m.permit_stops.with_label_values(&["revoke", "ok"]).inc();
+    m.permit_stops.with_label_values(&["lift", "error"]).inc();
+    m.permit_revocation_seconds.observe(18.5);
     m
 }
 
