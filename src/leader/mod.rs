@@ -192,11 +192,19 @@ impl Leader {
             "leader: watching Nodes and node Leases"
         );
 
+        let timings = crate::decide::permit::timings::Timings::default();
         let mut permits = permits::PermitObjects::new(
             self.client.clone(),
             &self.namespace,
-            crate::decide::permit::timings::Timings::default().grantors,
+            timings.grantors,
             self.dry_run,
+            self.metrics.clone(),
+        );
+        let mut revocations = permits::revoke::Revocations::new(
+            self.peer_key.clone(),
+            timings.revoke(),
+            self.dry_run,
+            self.metrics.clone(),
         );
         let mut dirty_since: Option<Instant> = None;
         let mut lease_watch_failed = false;
@@ -265,6 +273,9 @@ impl Leader {
                     if ls.index.synced() {
                         permits
                             .sync(ls.index.observations(), &self.settings, last_pass)
+                            .await;
+                        revocations
+                            .step(&permits, ls.index.observations(), Instant::now())
                             .await;
                     }
                 }

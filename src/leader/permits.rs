@@ -1,24 +1,35 @@
 //! The permit objects (`docs/permits.md`): the leader keeps one Lease per
 //! member of the fencing population in the agents' namespace, naming the
 //! node's grantor set and the grantors' peer addresses
-//! ([`crate::decide::permit::object`] plans them). It lists the objects
-//! once when it starts leading, then writes only the ones whose plan
-//! changed (a node came or went, an agent's peer address moved), at most
-//! every [`SYNC_INTERVAL`]. A dry run writes nothing. Each object is owned
-//! by its Node: the garbage collector deletes it with the Node. The object
-//! of a node that leaves the population otherwise stays as it was (its
-//! agent keeps renewing with its old set, which no other set depends on).
+//! ([`crate::decide::permit::object`] plans them). It watches the objects
+//! (one label-selected watch: they change when the leader writes a set,
+//! and when an agent renews through the API server, the degraded mode),
+//! writes only the grantor listings whose plan changed, at most every
+//! [`SYNC_INTERVAL`], and leaves the other annotations as they are. A dry
+//! run writes nothing. Each object is owned by its Node: the garbage
+//! collector deletes it with the Node. The object of a node that leaves the
+//! population otherwise stays as it was (its agent keeps renewing with its
+//! old set, which no other set depends on); a revoked node keeps its sets
+//! until it is lifted. The revocations and lifts: [`revoke`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 
-use crate::decide::permit::object::{self, GRANTORS_ANNOTATION, LABEL, ListedSet};
+use crate::decide::permit::object::{
+    self, ApiRenewal, GRANTORS_ANNOTATION, LABEL, ListedSet, PermitState, Unreadable,
+};
 use crate::decide::{Observations, Settings};
+use crate::observability::metrics::Metrics;
+
+pub mod revoke;
 
 /// How often the plan is compared with the objects.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(5);
@@ -26,47 +37,195 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest Lease name (a DNS subdomain).
 const MAX_NAME: usize = 253;
 
+/// A permit object as the leader's watch last delivered it.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    pub state: PermitState,
+    /// The renewal through the API server it carries, and when this leader
+    /// first saw that renewal (a renewal takes effect before any read
+    /// returns it, so this is later than its writing).
+    pub renewal_seen: Instant,
+}
+
+/// What the watch delivered: every object, once the first listing is in.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub synced: bool,
+    pub objects: BTreeMap<String, Observed>,
+    building: Option<BTreeMap<String, Observed>>,
+}
+
+impl Seen {
+    /// Take in one object at `now`: a renewal count that changed (or one
+    /// not seen before) is first seen now.
+    fn apply(
+        map: &mut BTreeMap<String, Observed>,
+        old: Option<&Observed>,
+        node: &str,
+        state: PermitState,
+        now: Instant,
+    ) {
+        let renewal_seen = match old {
+            Some(o) if same_renewal(&o.state.renewal, &state.renewal) => o.renewal_seen,
+            _ => now,
+        };
+        map.insert(
+            node.to_string(),
+            Observed {
+                state,
+                renewal_seen,
+            },
+        );
+    }
+}
+
+/// Whether two readings of an object carry the same renewal through the
+/// API server (an unreadable one is never the same as anything: it counts
+/// as new each time it is seen).
+pub fn same_renewal(
+    a: &Result<Option<ApiRenewal>, Unreadable>,
+    b: &Result<Option<ApiRenewal>, Unreadable>,
+) -> bool {
+    match (a, b) {
+        (Ok(Some(x)), Ok(Some(y))) => x.count == y.count,
+        (Ok(None), Ok(None)) => true,
+        _ => false,
+    }
+}
+
+/// The node a permit object is for (from its name).
+fn node_of(lease: &Lease) -> Option<&str> {
+    lease
+        .metadata
+        .name
+        .as_deref()?
+        .strip_prefix(object::NAME_PREFIX)
+}
+
+/// Watch the permit objects into a shared [`Seen`]; the task ends when
+/// the returned guard is dropped.
+fn watch_objects(api: Api<Lease>, metrics: Metrics) -> (Arc<Mutex<Seen>>, AbortOnDrop) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let shared = seen.clone();
+    let config = watcher::Config::default().labels(&format!("{LABEL}=true"));
+    let task = tokio::spawn(async move {
+        let mut events = watcher::watcher(api, config).default_backoff().boxed();
+        while let Some(event) = events.next().await {
+            let now = Instant::now();
+            let mut seen = shared.lock().expect("permit objects");
+            let seen = &mut *seen;
+            match event {
+                Ok(watcher::Event::Init) => seen.building = Some(BTreeMap::new()),
+                Ok(watcher::Event::InitApply(lease)) => {
+                    if let (Some(node), Some(building)) = (node_of(&lease), seen.building.as_mut())
+                    {
+                        let state = object::read(lease.metadata.annotations.as_ref());
+                        Seen::apply(building, seen.objects.get(node), node, state, now);
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(b) = seen.building.take() {
+                        seen.objects = b;
+                    }
+                    seen.synced = true;
+                }
+                Ok(watcher::Event::Apply(lease)) => {
+                    if let Some(node) = node_of(&lease) {
+                        let state = object::read(lease.metadata.annotations.as_ref());
+                        let old = seen.objects.get(node).cloned();
+                        Seen::apply(&mut seen.objects, old.as_ref(), node, state, now);
+                    }
+                }
+                Ok(watcher::Event::Delete(lease)) => {
+                    if let Some(node) = node_of(&lease) {
+                        seen.objects.remove(node);
+                    }
+                }
+                Err(e) => {
+                    metrics.watch_error("permit_objects");
+                    tracing::warn!(error = %e, "permit object watch failed; retrying");
+                }
+            }
+        }
+    });
+    (seen, AbortOnDrop(task))
+}
+
+/// Ends a task when dropped (the leader's run ends, and what it started
+/// with it).
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub struct PermitObjects {
     api: Api<Lease>,
     grantors: usize,
     dry_run: bool,
-    /// What the objects list, per node, as last listed or written; `None`
-    /// until listed (and again after a write failed).
-    known: Option<BTreeMap<String, Vec<ListedSet>>>,
+    seen: Arc<Mutex<Seen>>,
+    _watch: AbortOnDrop,
     last: Option<Instant>,
 }
 
 impl PermitObjects {
-    pub fn new(client: Client, namespace: &str, grantors: usize, dry_run: bool) -> Self {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        grantors: usize,
+        dry_run: bool,
+        metrics: Metrics,
+    ) -> Self {
+        let api: Api<Lease> = Api::namespaced(client, namespace);
+        let (seen, watch) = watch_objects(api.clone(), metrics);
         PermitObjects {
-            api: Api::namespaced(client, namespace),
+            api,
             grantors,
             dry_run,
-            known: None,
+            seen,
+            _watch: watch,
             last: None,
         }
     }
 
-    /// Bring the objects in line with the plan for `obs`, if
+    /// The objects as last seen; `None` until the watch has listed them.
+    pub fn seen(&self) -> Option<BTreeMap<String, Observed>> {
+        let seen = self.seen.lock().expect("permit objects");
+        seen.synced.then(|| seen.objects.clone())
+    }
+
+    pub fn api(&self) -> &Api<Lease> {
+        &self.api
+    }
+
+    /// Bring the grantor listings in line with the plan for `obs`, if
     /// [`SYNC_INTERVAL`] passed since the last time.
     pub async fn sync(&mut self, obs: &Observations, settings: &Settings, now: Instant) {
         if self.dry_run || self.last.is_some_and(|t| now < t + SYNC_INTERVAL) {
             return;
         }
-        self.last = Some(now);
-        let known = match self.known.take() {
-            Some(k) => k,
-            None => match self.list().await {
-                Ok(k) => k,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list the permit objects; trying again later");
-                    return;
-                }
-            },
+        let Some(seen) = self.seen() else {
+            return;
         };
-        let plan = object::plan(&object::candidates(obs, settings), self.grantors, &known);
-        let mut now_known = known.clone();
-        let mut failed = false;
+        self.last = Some(now);
+        let known: BTreeMap<String, Vec<ListedSet>> = seen
+            .iter()
+            .map(|(n, o)| (n.clone(), o.state.sets.clone()))
+            .collect();
+        // Revoked, or unreadable (it may be): keep its sets.
+        let revoked: BTreeSet<String> = seen
+            .iter()
+            .filter(|(_, o)| !matches!(o.state.revocation, Ok(r) if !r.revoked))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let plan = object::plan(
+            &object::candidates(obs, settings),
+            self.grantors,
+            &known,
+            &revoked,
+        );
         for (node, sets) in &plan {
             if known.get(node) == Some(sets) {
                 continue;
@@ -77,58 +236,38 @@ impl PermitObjects {
             }
             let uid = obs.nodes.get(node).and_then(|n| n.facts.uid.as_deref());
             match self.write(node, uid, sets).await {
-                Ok(()) => {
+                Ok(true) => {
                     tracing::info!(node = %node, version = sets.last().map_or(0, |s| s.version), grantors = ?sets.last().map(|s| s.grantors.iter().map(|g| g.node.as_str()).collect::<Vec<_>>()), "permit object written");
-                    now_known.insert(node.clone(), sets.clone());
                 }
+                Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(node = %node, error = %e, "cannot write the permit object; trying again later");
-                    failed = true;
                 }
             }
         }
-        // After a failure, read the objects again rather than trust a guess.
-        self.known = (!failed).then_some(now_known);
     }
 
-    /// Every permit object's sets, per node.
-    async fn list(&self) -> kube::Result<BTreeMap<String, Vec<ListedSet>>> {
-        let list = self
-            .api
-            .list(&ListParams::default().labels(&format!("{LABEL}=true")))
-            .await?;
-        Ok(list
-            .items
-            .iter()
-            .filter_map(|l| {
-                let node = l
-                    .metadata
-                    .name
-                    .as_deref()?
-                    .strip_prefix(object::NAME_PREFIX)?;
-                let sets = l
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(GRANTORS_ANNOTATION))
-                    .and_then(|t| object::parse(t))
-                    .unwrap_or_default();
-                Some((node.to_string(), sets))
-            })
-            .collect())
-    }
-
-    /// Create or update the object of `node` (Node UID `uid`) to list
-    /// `sets` (an update carries the resourceVersion it read: a concurrent
-    /// writer makes it fail, and the next sync reads again).
-    async fn write(&self, node: &str, uid: Option<&str>, sets: &[ListedSet]) -> kube::Result<()> {
+    /// Create the object of `node` (Node UID `uid`) listing `sets`, or set
+    /// its listing (an update with the resourceVersion read: a concurrent
+    /// writer makes it fail, and the next sync tries again with what the
+    /// watch delivers). Whether it wrote: an object revoked since the
+    /// watch said otherwise keeps its sets.
+    async fn write(&self, node: &str, uid: Option<&str>, sets: &[ListedSet]) -> kube::Result<bool> {
         let name = object::name(node);
-        let wanted = lease_for(node, uid, sets);
         match self.api.get_opt(&name).await? {
             Some(mut lease) => {
-                lease.metadata.annotations = wanted.metadata.annotations;
-                if wanted.metadata.owner_references.is_some() {
-                    lease.metadata.owner_references = wanted.metadata.owner_references;
+                let state = object::read(lease.metadata.annotations.as_ref());
+                if !matches!(state.revocation, Ok(r) if !r.revoked) {
+                    return Ok(false);
+                }
+                lease
+                    .metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(GRANTORS_ANNOTATION.to_string(), object::render(sets));
+                if lease.metadata.owner_references.is_none() {
+                    lease.metadata.owner_references =
+                        lease_for(node, uid, sets).metadata.owner_references;
                 }
                 lease.metadata.managed_fields = None;
                 self.api
@@ -136,10 +275,12 @@ impl PermitObjects {
                     .await?;
             }
             None => {
-                self.api.create(&PostParams::default(), &wanted).await?;
+                self.api
+                    .create(&PostParams::default(), &lease_for(node, uid, sets))
+                    .await?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -183,6 +324,38 @@ pub fn lease_for(node: &str, uid: Option<&str>, sets: &[ListedSet]) -> Lease {
 mod tests {
     use super::*;
     use crate::decide::permit::object::Grantor;
+
+    #[test]
+    fn a_renewal_is_first_seen_when_its_count_changes() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let with = |renewal: Result<Option<u64>, Unreadable>| PermitState {
+            renewal: renewal.map(|c| {
+                c.map(|count| ApiRenewal {
+                    count,
+                    ..Default::default()
+                })
+            }),
+            ..Default::default()
+        };
+        let mut map = BTreeMap::new();
+        let mut see = |state: PermitState, t: Instant| {
+            let old = map.get("a").cloned();
+            Seen::apply(&mut map, old.as_ref(), "a", state, t);
+            map["a"].renewal_seen
+        };
+        assert_eq!(see(with(Ok(None)), at(0)), at(0));
+        assert_eq!(see(with(Ok(None)), at(1)), at(0));
+        assert_eq!(see(with(Ok(Some(1))), at(2)), at(2));
+        // The same renewal seen again (another annotation changed): from
+        // when it was first seen.
+        assert_eq!(see(with(Ok(Some(1))), at(3)), at(2));
+        assert_eq!(see(with(Ok(Some(2))), at(4)), at(4));
+        // Unreadable: new every time.
+        assert_eq!(see(with(Err(Unreadable)), at(5)), at(5));
+        assert_eq!(see(with(Err(Unreadable)), at(6)), at(6));
+        assert_eq!(see(with(Ok(Some(2))), at(7)), at(7));
+    }
 
     #[test]
     fn the_object_is_owned_by_its_node_and_lists_the_sets() {

@@ -156,6 +156,50 @@ async fn chaos_stop_node() {
         node_annotation(&node, STATE_ANNOTATION)
     ));
 
+    // The permit protocol ran beside the safe time (shadow mode): the
+    // leader closed the victim's API path on its permit object under
+    // fencing number 1, and its grantors' answers gave a deadline.
+    let revocation = cluster
+        .permit_annotation(&victim, "kube-fencer.io/revocation")
+        .unwrap();
+    assert_eq!(
+        revocation,
+        Some(serde_json::json!({"fencing": 1, "revoked": true})),
+        "{victim}'s permit object"
+    );
+    let leader_metrics = cluster
+        .wait_until(
+            "the leader to report the revocation's deadline",
+            Duration::from_secs(20),
+            async || {
+                for n in &healthy {
+                    let m = cluster.agent_metrics(n)?;
+                    if m.lines().any(|l| l == "kube_fencer_leader 1")
+                        && m.lines()
+                            .any(|l| l == "kube_fencer_permit_revocation_seconds_count 1")
+                    {
+                        return Ok(Some(m));
+                    }
+                }
+                Ok(None)
+            },
+        )
+        .await;
+    let deadline = leader_metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kube_fencer_permit_revocation_seconds_sum "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap();
+    say(format!(
+        "permit revocation (shadow): {victim} certainly reset {deadline:.1}s after its last heartbeat"
+    ));
+    assert!(
+        leader_metrics
+            .lines()
+            .any(|l| l.starts_with("kube_fencer_permit_stops_total{kind=\"revoke\",result=\"ok\"}")),
+        "{leader_metrics}"
+    );
+
     // (The leader's summary reaches its Lease with the next renewal.)
     cluster
         .wait_until(
@@ -207,6 +251,30 @@ async fn chaos_stop_node() {
             Duration::from_secs(30),
             async || Ok((cluster.status_of(&victim)?.0 == "healthy").then_some(())),
         )
+        .await;
+
+    // The revocation is lifted, on the object and at the grantors: the
+    // node holds its permit from its peers again.
+    cluster
+        .wait_until(
+            &format!("{victim}'s permit revocation lifted"),
+            Duration::from_secs(30),
+            async || {
+                let r = cluster.permit_annotation(&victim, "kube-fencer.io/revocation")?;
+                Ok((r == Some(serde_json::json!({"fencing": 1, "revoked": false}))).then_some(()))
+            },
+        )
+        .await;
+    cluster
+        .wait_agents_export(
+            std::slice::from_ref(&victim),
+            "kube_fencer_permit_through_api 0",
+            "hold its permit from its peers again",
+            30,
+        )
+        .await;
+    cluster
+        .wait_permits_held(std::slice::from_ref(&victim))
         .await;
 
     // Still exactly one pod for the identity, on the healthy node.

@@ -1,0 +1,415 @@
+//! The leader's revocations and lifts through the permit objects and the
+//! grantors (`docs/permits.md`, "The leader's revocation"), in **shadow
+//! mode**: they run for real — the API path is closed on the node's permit
+//! object, the grantors stop granting and answer, the deadline is computed
+//! and reported — but the safe time still decides when a node is marked
+//! fenced. The decisions are [`crate::decide::permit`]'s: [`object::close`],
+//! [`object::lift`], [`object::api_path`], and
+//! [`crate::decide::permit::revoke::Revocation`] for the stops and the
+//! deadline; this module carries them.
+//!
+//! - A node is revoked while it has a valid fencing record the storm guard
+//!   does not hold. The leader first closes the API path (the object's
+//!   revocation, with the next fencing number, written with a precondition
+//!   on the version read; a new leader finds it written and goes on under
+//!   the same number), then sends the stop to the grantors of every set
+//!   the object lists, each at most every [`ASK_EVERY`], until the
+//!   deadline is known.
+//! - A node whose object is revoked and whose record is gone (unfenced, or
+//!   the fencing was abandoned) is lifted: the object first, then every
+//!   listed grantor, until each acknowledged the lift in this leader's
+//!   term (a new leader lifts every fenced-before node's grantors once
+//!   more: a lift changes nothing at a grantor that has it already).
+//! - A dry run, or a leader without the peer key, does none of it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, PostParams};
+use tokio::sync::mpsc;
+
+use super::{Observed, PermitObjects};
+use crate::decide::Observations;
+use crate::decide::contract::record::RecordState;
+use crate::decide::permit::object::{self, ListedSet, REVOCATION_ANNOTATION, Revocation as Mark};
+use crate::decide::permit::revoke::{Deadline, Pending, Revocation, RevokeSettings};
+use crate::decide::permit::{GrantorSet, Stop, StopAck};
+use crate::observability::metrics::Metrics;
+use crate::peers::auth::PeerKey;
+use crate::peers::permit::send_stop;
+
+/// A grantor without an answer is asked again this often.
+pub const ASK_EVERY: Duration = Duration::from_secs(1);
+/// How long a stop waits for its acknowledgement.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// A failed write of a permit object is tried again after this.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// One revocation under way.
+struct Revoking {
+    /// The node's last heartbeat when it began (for the report).
+    last_heartbeat: Option<Instant>,
+    began: Instant,
+    /// Once the API path is closed: the revocation, and where its grantors
+    /// listen.
+    closed: Option<(Revocation, BTreeMap<String, String>)>,
+    next_close: Instant,
+    asked: BTreeMap<String, Instant>,
+    /// What was last reported (the deadline, or why there is none yet).
+    told: Option<Result<Deadline, Pending>>,
+}
+
+/// One node's lift at its grantors in this leader's term.
+#[derive(Default)]
+struct Lifting {
+    fencing: u64,
+    acked: BTreeSet<String>,
+    asked: BTreeMap<String, Instant>,
+}
+
+/// A grantor's answer to a stop.
+struct Answer {
+    node: String,
+    grantor: String,
+    stop: Stop,
+    received: Instant,
+    result: Result<StopAck, String>,
+}
+
+pub struct Revocations {
+    key: Option<PeerKey>,
+    settings: RevokeSettings,
+    dry_run: bool,
+    metrics: Metrics,
+    active: BTreeMap<String, Revoking>,
+    lifting: BTreeMap<String, Lifting>,
+    /// When the object of a revoked node whose record is gone may be
+    /// written again.
+    lift_retry: BTreeMap<String, Instant>,
+    tx: mpsc::UnboundedSender<Answer>,
+    rx: mpsc::UnboundedReceiver<Answer>,
+}
+
+/// The grantors' addresses in `sets`, by node.
+fn addresses(sets: &[ListedSet]) -> BTreeMap<String, String> {
+    sets.iter()
+        .flat_map(|s| &s.grantors)
+        .filter(|g| !g.address.is_empty())
+        .map(|g| (g.node.clone(), g.address.clone()))
+        .collect()
+}
+
+impl Revocations {
+    pub fn new(
+        key: Option<PeerKey>,
+        settings: RevokeSettings,
+        dry_run: bool,
+        metrics: Metrics,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Revocations {
+            key,
+            settings,
+            dry_run,
+            metrics,
+            active: BTreeMap::new(),
+            lifting: BTreeMap::new(),
+            lift_retry: BTreeMap::new(),
+            tx,
+            rx,
+        }
+    }
+
+    /// One step at `now`: take in the grantors' answers, begin and end
+    /// revocations by the records in `obs`, close, ask, report, lift.
+    pub async fn step(&mut self, objects: &PermitObjects, obs: &Observations, now: Instant) {
+        if self.dry_run || self.key.is_none() {
+            return;
+        }
+        let Some(seen) = objects.seen() else {
+            return;
+        };
+        self.take_answers();
+        let wanted: BTreeSet<&String> = obs
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.facts
+                    .record
+                    .valid()
+                    .is_some_and(|r| r.held_since.is_none())
+            })
+            .map(|(name, _)| name)
+            .filter(|name| seen.contains_key(*name))
+            .collect();
+        self.active.retain(|n, _| wanted.contains(n));
+        for node in &wanted {
+            if !self.active.contains_key(*node) {
+                tracing::info!(node = %node, "permit revocation begins (shadow mode: the safe time still decides)");
+                self.active.insert(
+                    (*node).clone(),
+                    Revoking {
+                        last_heartbeat: obs.nodes[*node].heartbeat.map(|h| h.last_renewal),
+                        began: now,
+                        closed: None,
+                        next_close: now,
+                        asked: BTreeMap::new(),
+                        told: None,
+                    },
+                );
+            }
+        }
+        let nodes: Vec<String> = self.active.keys().cloned().collect();
+        for node in nodes {
+            self.revoke(objects.api(), &node, &seen[&node], now).await;
+        }
+        for (node, o) in &seen {
+            let absent = obs
+                .nodes
+                .get(node)
+                .is_none_or(|n| matches!(n.facts.record, RecordState::Absent));
+            match o.state.revocation {
+                Ok(r)
+                    if r.revoked
+                        && absent
+                        && !self.active.contains_key(node)
+                        && self.lift_retry.get(node).is_none_or(|t| now >= *t) =>
+                {
+                    self.lift_object(objects.api(), node, now).await;
+                }
+                Ok(r) if !r.revoked && r.fencing > 0 => {
+                    self.lift_grantors(node, r.fencing, &o.state.sets, now)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn take_answers(&mut self) {
+        while let Ok(a) = self.rx.try_recv() {
+            let kind = match a.stop {
+                Stop::Lift { .. } => "lift",
+                _ => "revoke",
+            };
+            let label = if a.result.is_ok() { "ok" } else { "error" };
+            self.metrics
+                .permit_stops
+                .with_label_values(&[kind, label])
+                .inc();
+            let ack = match a.result {
+                Ok(ack) => ack,
+                Err(e) => {
+                    tracing::debug!(node = %a.node, grantor = %a.grantor, error = %e, "no acknowledgement of a permit {kind}");
+                    continue;
+                }
+            };
+            match &a.stop {
+                Stop::Lift { fencing, .. } => {
+                    if let Some(l) = self
+                        .lifting
+                        .get_mut(&a.node)
+                        .filter(|l| l.fencing == *fencing)
+                    {
+                        l.acked.insert(a.grantor);
+                    }
+                }
+                _ => {
+                    if let Some((rev, _)) =
+                        self.active.get_mut(&a.node).and_then(|r| r.closed.as_mut())
+                    {
+                        rev.acknowledged(&a.grantor, a.received, &a.stop, ack);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn revoke(&mut self, api: &Api<Lease>, node: &str, observed: &Observed, now: Instant) {
+        let r = self.active.get_mut(node).expect("active");
+        if r.closed.is_none() && now >= r.next_close {
+            match close(api, node, observed).await {
+                Ok(closed) => r.closed = Some(closed),
+                Err(e) => {
+                    tracing::warn!(node = %node, error = %e, "cannot close the node's API path on its permit object; trying again");
+                    r.next_close = now + RETRY;
+                }
+            }
+        }
+        let Some((rev, addresses)) = r.closed.as_mut() else {
+            return;
+        };
+        let stop = rev.stop();
+        let mut to_send = Vec::new();
+        for grantor in rev.to_ask(now, &self.settings) {
+            if r.asked.get(&grantor).is_some_and(|t| now < *t + ASK_EVERY) {
+                continue;
+            }
+            r.asked.insert(grantor.clone(), now);
+            if let Some(address) = addresses.get(&grantor) {
+                to_send.push((grantor, address.clone()));
+            }
+        }
+        let deadline = rev.deadline(now, &self.settings);
+        if r.told.as_ref() != Some(&deadline) {
+            match &deadline {
+                Ok(d) => {
+                    let after = |t: Instant| d.at.saturating_duration_since(t).as_secs_f64();
+                    let since_heartbeat = r.last_heartbeat.map(after);
+                    if let Some(s) = since_heartbeat {
+                        self.metrics.permit_revocation_seconds.observe(s);
+                    }
+                    tracing::info!(
+                        node = %node,
+                        deadline_after_heartbeat_seconds = since_heartbeat,
+                        deadline_after_begin_seconds = after(r.began),
+                        permit_end_in_seconds = d.permit_end.saturating_duration_since(now).as_secs_f64(),
+                        watchdog_seconds = d.watchdog_timeout.as_secs_f64(),
+                        "permit revocation complete: the node is certainly reset by its deadline (shadow mode: the safe time still decides)"
+                    );
+                }
+                Err(p) => tracing::info!(node = %node, pending = ?p, "permit revocation waits"),
+            }
+            r.told = Some(deadline);
+        }
+        for (grantor, address) in to_send {
+            self.send(node, &grantor, address, stop.clone());
+        }
+    }
+
+    /// Write the lift on the object of `node` (revoked, its record gone).
+    async fn lift_object(&mut self, api: &Api<Lease>, node: &str, now: Instant) {
+        match write_mark(api, node, object::lift).await {
+            Ok(Some(mark)) => {
+                tracing::info!(node = %node, fencing = mark.fencing, "permit revocation lifted on the permit object");
+                self.lift_retry.remove(node);
+            }
+            Ok(None) => {
+                self.lift_retry.remove(node);
+            }
+            Err(e) => {
+                tracing::warn!(node = %node, error = %e, "cannot lift the revocation on the permit object; trying again");
+                self.lift_retry.insert(node.to_string(), now + RETRY);
+            }
+        }
+    }
+
+    /// Send the lift of fencing `fencing` to every grantor of `sets` that
+    /// has not acknowledged it in this term.
+    fn lift_grantors(&mut self, node: &str, fencing: u64, sets: &[ListedSet], now: Instant) {
+        let l = self.lifting.entry(node.to_string()).or_default();
+        if l.fencing != fencing {
+            *l = Lifting {
+                fencing,
+                ..Default::default()
+            };
+        }
+        let stop = Stop::Lift {
+            node: node.to_string(),
+            fencing,
+        };
+        let mut to_send = Vec::new();
+        for (grantor, address) in addresses(sets) {
+            if l.acked.contains(&grantor) || l.asked.get(&grantor).is_some_and(|t| now < *t + RETRY)
+            {
+                continue;
+            }
+            l.asked.insert(grantor.clone(), now);
+            to_send.push((grantor, address));
+        }
+        for (grantor, address) in to_send {
+            self.send(node, &grantor, address, stop.clone());
+        }
+    }
+
+    fn send(&self, node: &str, grantor: &str, address: String, stop: Stop) {
+        let Some(key) = self.key.clone() else {
+            return;
+        };
+        let (tx, node, grantor) = (self.tx.clone(), node.to_string(), grantor.to_string());
+        tokio::spawn(async move {
+            let result = send_stop(&address, &key, &stop, STOP_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Answer {
+                node,
+                grantor,
+                stop,
+                received: Instant::now(),
+                result,
+            });
+        });
+    }
+}
+
+/// Close the API path of `node`: read its object, write the revocation
+/// [`object::close`] asks for (with a precondition on the version read),
+/// and start the revocation under its fencing number with the sets the
+/// object lists.
+async fn close(
+    api: &Api<Lease>,
+    node: &str,
+    observed: &Observed,
+) -> Result<(Revocation, BTreeMap<String, String>), String> {
+    let name = object::name(node);
+    let mut lease = api.get(&name).await.map_err(|e| e.to_string())?;
+    let state = object::read(lease.metadata.annotations.as_ref());
+    let (mark, write) = object::close(&state).map_err(|_| format!("the {REVOCATION_ANNOTATION} annotation is unreadable: the next fencing number is unknown"))?;
+    if write {
+        lease
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                REVOCATION_ANNOTATION.to_string(),
+                object::render_value(&mark),
+            );
+        lease.metadata.managed_fields = None;
+        api.replace(&name, &PostParams::default(), &lease)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    // The renewal the object carries was written before this read
+    // returned; when the watch delivered the same one earlier, it counts
+    // from then.
+    let first_seen = if super::same_renewal(&observed.state.renewal, &state.renewal) {
+        observed.renewal_seen
+    } else {
+        Instant::now()
+    };
+    let api_path = object::api_path(state.renewal, first_seen);
+    let sets: Vec<GrantorSet> = state.sets.iter().map(ListedSet::set).collect();
+    tracing::info!(node = %node, fencing = mark.fencing, written = write, api = ?api_path, sets = ?sets, "permit: the node's API path is closed");
+    let mut rev = Revocation::numbered(node, mark.fencing, sets.clone());
+    rev.api_closed(api_path, sets);
+    Ok((rev, addresses(&state.sets)))
+}
+
+/// Write on the object of `node` the revocation `change` makes of what it
+/// says (with a precondition on the version read); the mark written, or
+/// `None` when there was nothing to change.
+async fn write_mark(
+    api: &Api<Lease>,
+    node: &str,
+    change: fn(&object::PermitState) -> Option<Mark>,
+) -> Result<Option<Mark>, String> {
+    let name = object::name(node);
+    let mut lease = api.get(&name).await.map_err(|e| e.to_string())?;
+    let state = object::read(lease.metadata.annotations.as_ref());
+    let Some(mark) = change(&state) else {
+        return Ok(None);
+    };
+    lease
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            REVOCATION_ANNOTATION.to_string(),
+            object::render_value(&mark),
+        );
+    lease.metadata.managed_fields = None;
+    api.replace(&name, &PostParams::default(), &lease)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(mark))
+}
