@@ -108,9 +108,11 @@ impl Source {
 }
 
 impl PermitTask {
-    /// The sets to renew with now: the leader's, else the agent's own.
-    fn source(&mut self) -> Source {
-        match self.assigned.borrow_and_update().as_ref() {
+    /// The sets to renew with now: the leader's (as last read, by the
+    /// watch or by a read after a `Retired` answer), else the agent's own.
+    fn source(&mut self, read: &Option<Vec<ListedSet>>) -> Source {
+        let watched = self.assigned.borrow_and_update().clone();
+        match read.as_ref().or(watched.as_ref()) {
             Some(listed) if !listed.is_empty() => Source::Assigned(listed.clone()),
             _ => Source::Own(self.peers.borrow_and_update().clone()),
         }
@@ -123,9 +125,15 @@ impl PermitTask {
         let mut current = GrantorSet::default();
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, u64, Answer)>();
         let (api_tx, mut api_rx) = mpsc::unbounded_channel::<(u64, ApiOutcome)>();
+        // A grantor answered `Retired`: the leader listed a newer set than
+        // the watch delivered (it lags, or stalled). The object read then
+        // counts until the watch delivers again.
+        let (read_tx, mut read_rx) = mpsc::unbounded_channel::<Vec<ListedSet>>();
+        let mut read: Option<Vec<ListedSet>> = None;
+        let mut reading = false;
         let mut told = Told::Nothing;
         loop {
-            let now_source = self.source();
+            let now_source = self.source(&read);
             if now_source != source {
                 if !now_source.same_kind(&source) {
                     // Versions of the two sources do not compare: start over.
@@ -238,6 +246,24 @@ impl PermitTask {
             tokio::select! {
                 Some((grantor, round, answer)) = rx.recv() => {
                     holder.answered(&grantor, round, answer);
+                    if answer == Answer::Retired
+                        && !reading
+                        && let Some(api) = self.objects.clone()
+                    {
+                        reading = true;
+                        let (node, tx) = (self.node.clone(), read_tx.clone());
+                        tokio::spawn(async move {
+                            let sets = read_own_sets(&api, &node).await;
+                            let _ = tx.send(sets.unwrap_or_default());
+                        });
+                    }
+                }
+                Some(sets) = read_rx.recv() => {
+                    reading = false;
+                    if !sets.is_empty() {
+                        tracing::info!(version = sets.last().map_or(0, |s| s.version), "a grantor retired this node's grantor set: read the current one");
+                        read = Some(sets);
+                    }
                 }
                 Some((round, outcome)) = api_rx.recv() => {
                     holder.api_answered(Instant::now(), round, outcome);
@@ -250,6 +276,7 @@ impl PermitTask {
                     }
                 }
                 changed = self.assigned.changed() => {
+                    read = None;
                     if changed.is_err() {
                         // The watch ended: the sets stay as they were.
                         tokio::time::sleep_until(wake.into()).await;
@@ -369,6 +396,19 @@ async fn renew_through_api(
             ApiOutcome::Failed
         }
         Err(_) => ApiOutcome::Failed,
+    }
+}
+
+/// The sets this node's permit object lists now (a quorum read).
+async fn read_own_sets(
+    api: &kube::Api<k8s_openapi::api::coordination::v1::Lease>,
+    node: &str,
+) -> Option<Vec<ListedSet>> {
+    use crate::decide::permit::object;
+    let read = tokio::time::timeout(API_RENEW_TIMEOUT, api.get(&object::name(node))).await;
+    match read {
+        Ok(Ok(lease)) => Some(object::read(lease.metadata.annotations.as_ref()).sets),
+        _ => None,
     }
 }
 

@@ -220,11 +220,18 @@ impl PermitObjects {
             .filter(|(_, o)| !matches!(o.state.revocation, Ok(r) if !r.revoked))
             .map(|(n, _)| n.clone())
             .collect();
+        // A new object starts at the wall clock's seconds: above any version
+        // a Node of the same name had before (its grantors may remember
+        // retiring those).
+        let first_version = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs());
         let plan = object::plan(
             &object::candidates(obs, settings),
             self.grantors,
             &known,
             &revoked,
+            first_version,
         );
         for (node, sets) in &plan {
             if known.get(node) == Some(sets) {
@@ -235,7 +242,10 @@ impl PermitObjects {
                 continue;
             }
             let uid = obs.nodes.get(node).and_then(|n| n.facts.uid.as_deref());
-            match self.write(node, uid, sets).await {
+            match self
+                .write(node, uid, known.get(node).map(Vec::as_slice), sets)
+                .await
+            {
                 Ok(true) => {
                     tracing::info!(node = %node, version = sets.last().map_or(0, |s| s.version), grantors = ?sets.last().map(|s| s.grantors.iter().map(|g| g.node.as_str()).collect::<Vec<_>>()), "permit object written");
                 }
@@ -251,13 +261,23 @@ impl PermitObjects {
     /// its listing (an update with the resourceVersion read: a concurrent
     /// writer makes it fail, and the next sync tries again with what the
     /// watch delivers). Whether it wrote: an object revoked since the
-    /// watch said otherwise keeps its sets.
-    async fn write(&self, node: &str, uid: Option<&str>, sets: &[ListedSet]) -> kube::Result<bool> {
+    /// watch said otherwise keeps its sets, and one whose listing is no
+    /// longer `planned_from` (the watch lagged behind a write) is planned
+    /// again at the next sync.
+    async fn write(
+        &self,
+        node: &str,
+        uid: Option<&str>,
+        planned_from: Option<&[ListedSet]>,
+        sets: &[ListedSet],
+    ) -> kube::Result<bool> {
         let name = object::name(node);
         match self.api.get_opt(&name).await? {
             Some(mut lease) => {
                 let state = object::read(lease.metadata.annotations.as_ref());
-                if !matches!(state.revocation, Ok(r) if !r.revoked) {
+                if !matches!(state.revocation, Ok(r) if !r.revoked)
+                    || planned_from.is_some_and(|p| p != state.sets)
+                {
                     return Ok(false);
                 }
                 lease

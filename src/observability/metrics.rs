@@ -32,7 +32,7 @@
 //! | `kube_fencer_permit_grants_needed` | gauge | | Peer grants a permit needs (a majority of the grantor set with the node's own vote). |
 //! | `kube_fencer_permit_through_api` | gauge | | 1 while this node's permit is held by a renewal through the API server (its peers do not grant: the degraded mode). |
 //! | `kube_fencer_permit_api_renewals_total` | counter | `result` (`renewed`, `revoked`, `failed`) | This agent's renewals of its permit through the API server. |
-//! | `kube_fencer_permit_stops_total` | counter | `kind` (`revoke`, `lift`), `result` (`ok`, `error`) | The leader's stops sent to grantors, by acknowledgement. |
+//! | `kube_fencer_permit_stops_total` | counter | `kind` (`revoke`, `retire`, `lift`), `result` (`ok`, `error`) | The leader's stops sent to grantors, by acknowledgement. |
 //! | `kube_fencer_permit_revocation_seconds` | histogram | | Per node revoked: seconds from its last heartbeat to the deadline by which the revocation proves it reset (shadow mode: the safe time still decides). |
 
 use prometheus::{
@@ -409,7 +409,7 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "kube_fencer_permit_stops_total",
-                        "Stops (revocations, lifts) the leader sent to grantors, by acknowledgement.",
+                        "Stops (revocations, retirements, lifts) the leader sent to grantors, by acknowledgement.",
                     ),
                     &["kind", "result"],
                 )

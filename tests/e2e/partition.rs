@@ -597,4 +597,35 @@ async fn partition_peer_network_blocked_resets_nothing_and_is_reported() {
             async || Ok((!cluster.permit_objects()?.contains_key(gone)).then_some(())),
         )
         .await;
+    // The two others each get a new set without it; the old one (still
+    // answering: its agent runs) is retired, then delisted.
+    for (n, other) in [(&nodes[1], &nodes[2]), (&nodes[2], &nodes[1])] {
+        let listing = cluster
+            .wait_until(
+                &format!("{n}'s permit object to list only a set of {other}"),
+                Duration::from_secs(60),
+                async || {
+                    let sets = cluster
+                        .permit_annotation(n, "kube-fencer.io/grantors")?
+                        .unwrap_or_default();
+                    let only = sets.as_array().is_some_and(|a| {
+                        a.len() == 1
+                            && a[0]["grantors"].as_array().is_some_and(|g| {
+                                g.len() == 1 && g[0]["node"].as_str() == Some(other.as_str())
+                            })
+                    });
+                    Ok(only.then_some(sets))
+                },
+            )
+            .await;
+        say(format!("{n}'s grantor sets after {gone} left: {listing}"));
+    }
+    cluster
+        .wait_agents_export(
+            &nodes[1..],
+            "kube_fencer_permit_grants_needed 1",
+            "renew with its new set",
+            30,
+        )
+        .await;
 }

@@ -68,6 +68,15 @@ struct Lifting {
     asked: BTreeMap<String, Instant>,
 }
 
+/// One node's retirement of its older grantor sets in this leader's term.
+#[derive(Default)]
+struct Retiring {
+    below: u64,
+    acked: BTreeSet<String>,
+    asked: BTreeMap<String, Instant>,
+    next_write: Option<Instant>,
+}
+
 /// A grantor's answer to a stop.
 struct Answer {
     node: String,
@@ -84,6 +93,7 @@ pub struct Revocations {
     metrics: Metrics,
     active: BTreeMap<String, Revoking>,
     lifting: BTreeMap<String, Lifting>,
+    retiring: BTreeMap<String, Retiring>,
     /// When the object of a revoked node whose record is gone may be
     /// written again.
     lift_retry: BTreeMap<String, Instant>,
@@ -115,6 +125,7 @@ impl Revocations {
             metrics,
             active: BTreeMap::new(),
             lifting: BTreeMap::new(),
+            retiring: BTreeMap::new(),
             lift_retry: BTreeMap::new(),
             tx,
             rx,
@@ -183,6 +194,63 @@ impl Revocations {
                 }
                 _ => {}
             }
+            if matches!(o.state.revocation, Ok(r) if !r.revoked) {
+                self.retire(objects.api(), node, &o.state.sets, now).await;
+            } else {
+                // Revoked: the revocation blocks every listed set.
+                self.retiring.remove(node);
+            }
+        }
+        self.retiring.retain(|n, _| seen.contains_key(n));
+    }
+
+    /// Retire the older sets `sets` lists for `node`: the stop to their
+    /// grantors each [`RETRY`] until enough acknowledged
+    /// ([`object::retired`]), then the newest set alone on the object.
+    async fn retire(&mut self, api: &Api<Lease>, node: &str, sets: &[ListedSet], now: Instant) {
+        let Some((stop, to)) = object::retirement(node, sets) else {
+            self.retiring.remove(node);
+            return;
+        };
+        let Stop::Retire { below_version, .. } = stop else {
+            return;
+        };
+        let r = self.retiring.entry(node.to_string()).or_default();
+        if r.below != below_version {
+            *r = Retiring {
+                below: below_version,
+                ..Default::default()
+            };
+        }
+        if let Some(listing) = object::retired(sets, &r.acked) {
+            if r.next_write.is_some_and(|t| now < t) {
+                return;
+            }
+            match write_listing(api, node, sets, &listing).await {
+                Ok(()) => {
+                    tracing::info!(node = %node, below = below_version, "permit: older grantor sets retired and delisted");
+                    self.retiring.remove(node);
+                }
+                Err(e) => {
+                    tracing::warn!(node = %node, error = %e, "cannot delist the retired grantor sets; trying again");
+                    r.next_write = Some(now + RETRY);
+                }
+            }
+            return;
+        }
+        let mut to_send = Vec::new();
+        for g in to {
+            if r.acked.contains(&g.node)
+                || g.address.is_empty()
+                || r.asked.get(&g.node).is_some_and(|t| now < *t + RETRY)
+            {
+                continue;
+            }
+            r.asked.insert(g.node.clone(), now);
+            to_send.push((g.node, g.address));
+        }
+        for (grantor, address) in to_send {
+            self.send(node, &grantor, address, stop.clone());
         }
     }
 
@@ -190,7 +258,8 @@ impl Revocations {
         while let Ok(a) = self.rx.try_recv() {
             let kind = match a.stop {
                 Stop::Lift { .. } => "lift",
-                _ => "revoke",
+                Stop::Retire { .. } => "retire",
+                Stop::Revoke { .. } => "revoke",
             };
             let label = if a.result.is_ok() { "ok" } else { "error" };
             self.metrics
@@ -205,6 +274,15 @@ impl Revocations {
                 }
             };
             match &a.stop {
+                Stop::Retire { below_version, .. } => {
+                    if let Some(r) = self
+                        .retiring
+                        .get_mut(&a.node)
+                        .filter(|r| r.below == *below_version)
+                    {
+                        r.acked.insert(a.grantor);
+                    }
+                }
                 Stop::Lift { fencing, .. } => {
                     if let Some(l) = self
                         .lifting
@@ -214,7 +292,7 @@ impl Revocations {
                         l.acked.insert(a.grantor);
                     }
                 }
-                _ => {
+                Stop::Revoke { .. } => {
                     if let Some((rev, _)) =
                         self.active.get_mut(&a.node).and_then(|r| r.closed.as_mut())
                     {
@@ -412,4 +490,34 @@ async fn write_mark(
         .await
         .map_err(|e| e.to_string())?;
     Ok(Some(mark))
+}
+
+/// Replace the listing `sets` of `node`'s object by `listing` (read again
+/// first: written only while the object is not revoked and still lists
+/// exactly `sets`, with a precondition on the version read).
+async fn write_listing(
+    api: &Api<Lease>,
+    node: &str,
+    sets: &[ListedSet],
+    listing: &[ListedSet],
+) -> Result<(), String> {
+    let name = object::name(node);
+    let mut lease = api.get(&name).await.map_err(|e| e.to_string())?;
+    let state = object::read(lease.metadata.annotations.as_ref());
+    if !matches!(state.revocation, Ok(r) if !r.revoked) || state.sets != sets {
+        return Err("the object changed since the retirement began".into());
+    }
+    lease
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            object::GRANTORS_ANNOTATION.to_string(),
+            object::render(listing),
+        );
+    lease.metadata.managed_fields = None;
+    api.replace(&name, &PostParams::default(), &lease)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }

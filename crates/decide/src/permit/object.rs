@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::GrantorSet;
 use super::assign::{Member, assign};
 use super::revoke::ApiPath;
 use super::timings::{API_CREDIT_CAP, WATCHDOG_CAP};
+use super::{GrantorSet, Stop};
 
 /// Name prefix of the permit objects.
 pub const NAME_PREFIX: &str = "kube-fencer-permit-";
@@ -260,16 +260,23 @@ pub fn candidates(obs: &crate::Observations, settings: &crate::Settings) -> Vec<
 
 /// The grantor sets every candidate should list, given what the objects
 /// list now (`current`, per node): [`assign`]'s choice, with the
-/// grantors' current addresses. A node whose set and addresses are
-/// unchanged keeps its object as it is (the result equals `current` for
-/// it), so the leader writes only what changed. A node in `revoked` keeps
-/// the sets it lists, whatever changed: the revocation blocked those, and
-/// a new set would be one its grantors were never told to refuse.
+/// grantors' current addresses, appended to the sets listed until the
+/// older ones are retired ([`retirement`]): a node cut from the API server
+/// may still renew under an older set, and only a listed set is blocked by
+/// a revocation. A node whose set and addresses are unchanged keeps its
+/// object as it is (the result equals `current` for it), so the leader
+/// writes only what changed. A node in `revoked` keeps the sets it lists,
+/// whatever changed: the revocation blocked those, and a new set would be
+/// one its grantors were never told to refuse. A node without an object
+/// starts at `first_version` (the leader passes the wall clock's seconds:
+/// a Node deleted and added again under its name must not start below
+/// the versions its grantors retired before).
 pub fn plan(
     candidates: &[Candidate],
     grantors_per_set: usize,
     current: &BTreeMap<String, Vec<ListedSet>>,
     revoked: &BTreeSet<String>,
+    first_version: u64,
 ) -> BTreeMap<String, Vec<ListedSet>> {
     let members: Vec<Member> = candidates
         .iter()
@@ -286,27 +293,84 @@ pub fn plan(
         .iter()
         .filter_map(|(node, sets)| Some((node.clone(), sets.last()?.set())))
         .collect();
+    let listed = |version: u64, peers: &[String]| ListedSet {
+        version,
+        grantors: peers
+            .iter()
+            .map(|p| Grantor {
+                node: p.clone(),
+                address: addresses.get(p.as_str()).copied().unwrap_or("").to_string(),
+            })
+            .collect(),
+    };
     assign(&members, grantors_per_set, &held)
         .into_iter()
         .map(|(node, set)| {
-            let listed = ListedSet {
-                version: set.version,
-                grantors: set
-                    .peers
-                    .iter()
-                    .map(|p| Grantor {
-                        node: p.clone(),
-                        address: addresses.get(p.as_str()).copied().unwrap_or("").to_string(),
-                    })
-                    .collect(),
-            };
-            let sets = match current.get(&node) {
+            let now = current.get(&node).filter(|s| !s.is_empty());
+            let sets = match now {
                 Some(sets) if revoked.contains(&node) => sets.clone(),
-                _ => vec![listed],
+                None => vec![listed(first_version.max(set.version), &set.peers)],
+                Some(sets) => {
+                    // Addresses move with the candidates, in every set.
+                    let mut sets: Vec<ListedSet> = sets
+                        .iter()
+                        .map(|s| {
+                            let peers: Vec<String> =
+                                s.grantors.iter().map(|g| g.node.clone()).collect();
+                            let mut fresh = listed(s.version, &peers);
+                            for (g, old) in fresh.grantors.iter_mut().zip(&s.grantors) {
+                                if g.address.is_empty() {
+                                    g.address = old.address.clone();
+                                }
+                            }
+                            fresh
+                        })
+                        .collect();
+                    let newest = sets.last().map_or(0, |s| s.version);
+                    if set.version > newest {
+                        sets.push(listed(set.version, &set.peers));
+                    }
+                    sets
+                }
             };
             (node, sets)
         })
         .collect()
+}
+
+/// The retirement a listing waits for: with older sets listed before the
+/// newest, the stop that retires them ([`Stop::Retire`] below the newest
+/// version) and the grantors to send it to (those of the older sets).
+pub fn retirement(node: &str, sets: &[ListedSet]) -> Option<(Stop, Vec<Grantor>)> {
+    let (newest, older) = sets.split_last()?;
+    if older.is_empty() {
+        return None;
+    }
+    let mut to: Vec<Grantor> = older.iter().flat_map(|s| s.grantors.clone()).collect();
+    to.sort_by(|a, b| a.node.cmp(&b.node));
+    to.dedup_by(|a, b| a.node == b.node);
+    Some((
+        Stop::Retire {
+            node: node.to_string(),
+            below_version: newest.version,
+        },
+        to,
+    ))
+}
+
+/// The listing once the grantors in `acked` acknowledged the retirement
+/// of `sets` ([`retirement`]): the newest set alone, when every older set
+/// has enough of them that each of its majorities contains one (none can
+/// grant under it again); `None` while one has too few.
+pub fn retired(sets: &[ListedSet], acked: &BTreeSet<String>) -> Option<Vec<ListedSet>> {
+    let (newest, older) = sets.split_last()?;
+    older
+        .iter()
+        .all(|s| {
+            let set = s.set();
+            set.peers.iter().filter(|p| acked.contains(*p)).count() >= set.stops_needed()
+        })
+        .then(|| vec![newest.clone()])
 }
 
 #[cfg(test)]
@@ -326,7 +390,7 @@ mod tests {
     #[test]
     fn every_candidate_gets_a_set_of_others_with_their_addresses() {
         let c = numbered(7);
-        let plan = plan(&c, 4, &BTreeMap::new(), &BTreeSet::new());
+        let plan = plan(&c, 4, &BTreeMap::new(), &BTreeSet::new(), 1);
         assert_eq!(plan.len(), 7);
         for (node, sets) in &plan {
             assert_eq!(sets.len(), 1, "{node}");
@@ -344,12 +408,12 @@ mod tests {
     #[test]
     fn an_unchanged_population_plans_the_objects_as_they_are() {
         let c = numbered(6);
-        let first = plan(&c, 4, &BTreeMap::new(), &BTreeSet::new());
-        assert_eq!(plan(&c, 4, &first, &BTreeSet::new()), first);
+        let first = plan(&c, 4, &BTreeMap::new(), &BTreeSet::new(), 1);
+        assert_eq!(plan(&c, 4, &first, &BTreeSet::new(), 1), first);
         // A grantor's new address changes the listing, not the set.
         let mut moved = c.clone();
         moved[1].address = "10.0.1.1:9747".into();
-        let second = plan(&moved, 4, &first, &BTreeSet::new());
+        let second = plan(&moved, 4, &first, &BTreeSet::new(), 1);
         for (node, sets) in &second {
             assert_eq!(sets[0].version, first[node][0].version, "{node}");
             assert_eq!(sets[0].set(), first[node][0].set(), "{node}");
@@ -363,35 +427,126 @@ mod tests {
     #[test]
     fn a_candidate_that_leaves_changes_only_the_sets_it_was_in() {
         let c = numbered(8);
-        let first = plan(&c, 4, &BTreeMap::new(), &BTreeSet::new());
+        let first = plan(&c, 4, &BTreeMap::new(), &BTreeSet::new(), 1);
         let fewer: Vec<Candidate> = c.iter().filter(|x| x.node != "n3").cloned().collect();
-        let second = plan(&fewer, 4, &first, &BTreeSet::new());
+        let second = plan(&fewer, 4, &first, &BTreeSet::new(), 1);
         assert!(!second.contains_key("n3"));
+        let mut changed = 0;
         for (node, sets) in &second {
             let before = &first[node][0];
             if before.grantors.iter().any(|g| g.node == "n3") {
-                assert_eq!(sets[0].version, before.version + 1, "{node}");
-                assert!(sets[0].grantors.iter().all(|g| g.node != "n3"), "{node}");
-            } else {
+                changed += 1;
+                // The old set stays listed (n3's address with it) until it
+                // is retired; the new one comes after it.
+                assert_eq!(sets.len(), 2, "{node}");
                 assert_eq!(&sets[0], before, "{node}");
+                assert_eq!(sets[1].version, before.version + 1, "{node}");
+                assert!(sets[1].grantors.iter().all(|g| g.node != "n3"), "{node}");
+            } else {
+                assert_eq!(sets, &vec![before.clone()], "{node}");
             }
         }
+        assert!(changed > 0);
+        // Planned again, nothing more changes: no third set.
+        assert_eq!(plan(&fewer, 4, &second, &BTreeSet::new(), 1), second);
+    }
+
+    #[test]
+    fn a_new_object_starts_at_the_first_version_given() {
+        let c = numbered(3);
+        let plan = plan(&c, 4, &BTreeMap::new(), &BTreeSet::new(), 1_800_000_000);
+        assert!(
+            plan.values()
+                .all(|sets| sets.len() == 1 && sets[0].version == 1_800_000_000)
+        );
+    }
+
+    fn listed(version: u64, peers: &[&str]) -> ListedSet {
+        ListedSet {
+            version,
+            grantors: peers
+                .iter()
+                .map(|p| Grantor {
+                    node: p.to_string(),
+                    address: format!("{p}:9747"),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_retirement_stops_the_older_sets_grantors_below_the_newest_version() {
+        assert_eq!(retirement("x", &[]), None);
+        assert_eq!(retirement("x", &[listed(1, &["a", "b"])]), None);
+        let sets = [
+            listed(1, &["a", "b", "c"]),
+            listed(2, &["b", "d"]),
+            listed(3, &["d", "e"]),
+        ];
+        let (stop, to) = retirement("x", &sets).unwrap();
+        assert_eq!(
+            stop,
+            Stop::Retire {
+                node: "x".into(),
+                below_version: 3
+            }
+        );
+        let names: Vec<&str> = to.iter().map(|g| g.node.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "d"]);
+        assert_eq!(to[0].address, "a:9747");
+    }
+
+    #[test]
+    fn an_older_set_is_delisted_once_no_majority_of_it_can_grant() {
+        let acked = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+        // {x, a, b, c}: a majority is 3, so x needs 2 of a, b, c; two
+        // stopped leave it one.
+        let sets = [listed(1, &["a", "b", "c"]), listed(2, &["d", "e"])];
+        assert_eq!(retired(&sets, &acked(&["a"])), None);
+        assert_eq!(retired(&sets, &acked(&["a", "d", "e"])), None);
+        assert_eq!(
+            retired(&sets, &acked(&["a", "c"])),
+            Some(vec![sets[1].clone()])
+        );
+        // {x, a, b}: x needs one of a, b: both must stop.
+        let sets = [listed(1, &["a", "b"]), listed(2, &["c"])];
+        assert_eq!(retired(&sets, &acked(&["a"])), None);
+        assert_eq!(
+            retired(&sets, &acked(&["a", "b"])),
+            Some(vec![sets[1].clone()])
+        );
+        // Every older set counts.
+        let sets = [
+            listed(1, &["a", "b"]),
+            listed(2, &["c", "d"]),
+            listed(3, &["e"]),
+        ];
+        assert_eq!(retired(&sets, &acked(&["a", "b"])), None);
+        assert_eq!(
+            retired(&sets, &acked(&["a", "b", "c", "d"])),
+            Some(vec![sets[2].clone()])
+        );
+        // A single set has nothing to retire.
+        assert_eq!(
+            retired(&sets[..1], &acked(&[])),
+            Some(vec![sets[0].clone()])
+        );
     }
 
     #[test]
     fn a_revoked_node_keeps_its_sets_when_its_grantors_change() {
         let c = numbered(8);
-        let first = plan(&c, 4, &BTreeMap::new(), &BTreeSet::new());
+        let first = plan(&c, 4, &BTreeMap::new(), &BTreeSet::new(), 1);
         let (node, _) = first
             .iter()
             .find(|(_, sets)| sets[0].grantors.iter().any(|g| g.node == "n3"))
             .unwrap();
         let fewer: Vec<Candidate> = c.iter().filter(|x| x.node != "n3").cloned().collect();
         let revoked: BTreeSet<String> = [node.clone()].into();
-        let second = plan(&fewer, 4, &first, &revoked);
+        let second = plan(&fewer, 4, &first, &revoked, 1);
         assert_eq!(second[node], first[node]);
         // Not revoked, it would have moved on.
-        let free = plan(&fewer, 4, &first, &BTreeSet::new());
+        let free = plan(&fewer, 4, &first, &BTreeSet::new(), 1);
         assert_ne!(free[node], first[node]);
     }
 
@@ -454,7 +609,7 @@ mod tests {
 
     #[test]
     fn the_annotation_round_trips_and_rejects_other_text() {
-        let sets = plan(&numbered(3), 4, &BTreeMap::new(), &BTreeSet::new())["n0"].clone();
+        let sets = plan(&numbered(3), 4, &BTreeMap::new(), &BTreeSet::new(), 1)["n0"].clone();
         let text = render(&sets);
         assert_eq!(parse(&text), Some(sets));
         assert_eq!(
