@@ -26,6 +26,7 @@ pub struct Attached {
     pub pods: BTreeMap<String, Vec<PodObs>>,
     pub volume_attachments: Vec<VolumeAttachmentObs>,
     pub fence_commands: BTreeMap<String, FenceCommandState>,
+    pub permits: BTreeMap<String, crate::decide::PermitFence>,
 }
 
 /// The Node as stored, beyond the core's facts: what a write needs.
@@ -104,10 +105,12 @@ impl Index {
         self.obs.pods = attached.pods;
         self.obs.volume_attachments = attached.volume_attachments;
         self.obs.fence_commands = attached.fence_commands;
+        self.obs.permits = attached.permits;
         let result = f(&self.obs);
         self.obs.pods = BTreeMap::new();
         self.obs.volume_attachments = Vec::new();
         self.obs.fence_commands = BTreeMap::new();
+        self.obs.permits = BTreeMap::new();
         result
     }
 

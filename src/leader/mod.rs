@@ -12,6 +12,7 @@
 //! - [`telemetry`]: one metric, log line and Event per outcome.
 //! - [`memory`]: the leader's own bookkeeping between passes.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
@@ -123,6 +124,8 @@ struct LoopState<W> {
     index: Index,
     pods: PodCache,
     was_synced: bool,
+    /// The revocations through the permit, as of the last step.
+    permits: BTreeMap<String, crate::decide::PermitFence>,
 }
 
 impl Leader {
@@ -184,6 +187,7 @@ impl Leader {
             index: Index::new(self.settings.unreachable_after),
             pods: PodCache::default(),
             was_synced: false,
+            permits: BTreeMap::new(),
         };
         self.health.set_caches_synced(false);
         self.metrics.cache_synced.set(0);
@@ -277,6 +281,7 @@ impl Leader {
                         revocations
                             .step(&permits, ls.index.observations(), Instant::now())
                             .await;
+                        ls.permits = revocations.fences(ls.index.observations());
                     }
                 }
             }
@@ -314,6 +319,7 @@ impl Leader {
             pods,
             volume_attachments,
             fence_commands: ls.memory.fence_commands().clone(),
+            permits: ls.permits.clone(),
         };
         let writer = &mut ls.writer;
         let (decision, steps) = ls.index.with_attached(attached, |obs| {

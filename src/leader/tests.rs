@@ -109,6 +109,7 @@ fn loop_state<W>(writer: W) -> (LoopState<W>, tokio::sync::mpsc::Receiver<EventM
         index,
         pods: PodCache::default(),
         was_synced: true,
+        permits: Default::default(),
     };
     (ls, rx)
 }

@@ -81,6 +81,8 @@ pub struct Sim {
     pub fence_command_ok: bool,
     /// Consistent Lease reads: (offset in seconds, node).
     pub lease_reads: Vec<(u64, String)>,
+    /// The shell's revocations through the permit.
+    pub permits: BTreeMap<String, PermitFence>,
 }
 
 pub fn secs(s: u64) -> Duration {
@@ -104,6 +106,7 @@ impl Sim {
             fence_commands: BTreeMap::new(),
             fence_command_ok: true,
             lease_reads: Vec::new(),
+            permits: BTreeMap::new(),
         }
     }
 
@@ -310,6 +313,7 @@ impl Sim {
         let mut obs = Observations {
             synced: self.memory.synced,
             lease_confirmed: self.memory.lease_confirmed.clone(),
+            permits: self.permits.clone(),
             fence_commands: self
                 .fence_commands
                 .iter()

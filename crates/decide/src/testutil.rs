@@ -87,5 +87,6 @@ pub fn advert() -> AgentAdvert {
         peer_address: None,
         self_fence_unavailable: None,
         kubelet_stale_after: None,
+        permit_fence: None,
     }
 }

@@ -225,6 +225,7 @@ impl Params {
             peer_address: None,
             self_fence_unavailable: None,
             kubelet_stale_after: Some(self.unreachable_after),
+            permit_fence: None,
         };
         let terms = safe_time::LeaderTerms {
             unreachable_after: self.unreachable_after,

@@ -1228,6 +1228,7 @@ impl Sim {
                         peer_address: Some(self.nodes[n].name.clone()),
                         self_fence_unavailable: None,
                         kubelet_stale_after: s.kubelet_stale_after,
+                        permit_fence: None,
                     });
                     self.write_facts(n, f);
                     let lat = self.latency();

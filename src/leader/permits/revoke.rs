@@ -30,11 +30,11 @@ use kube::api::{Api, PostParams};
 use tokio::sync::mpsc;
 
 use super::{Observed, PermitObjects};
-use crate::decide::Observations;
 use crate::decide::contract::record::RecordState;
 use crate::decide::permit::object::{self, ListedSet, REVOCATION_ANNOTATION, Revocation as Mark};
 use crate::decide::permit::revoke::{Deadline, Pending, Revocation, RevokeSettings};
 use crate::decide::permit::{GrantorSet, Stop, StopAck};
+use crate::decide::{Observations, PermitFence};
 use crate::observability::metrics::Metrics;
 use crate::peers::auth::PeerKey;
 use crate::peers::permit::send_stop;
@@ -58,6 +58,10 @@ struct Revoking {
     asked: BTreeMap<String, Instant>,
     /// What was last reported (the deadline, or why there is none yet).
     told: Option<Result<Deadline, Pending>>,
+    /// Whether the object, in the version the revocation was written on or
+    /// a later one, says the node's agent armed its watchdog in the boot
+    /// being fenced (lemma 7: only then does the permit prove a reset).
+    armed: bool,
 }
 
 /// One node's lift at its grantors in this leader's term.
@@ -167,13 +171,20 @@ impl Revocations {
                         next_close: now,
                         asked: BTreeMap::new(),
                         told: None,
+                        armed: false,
                     },
                 );
             }
         }
         let nodes: Vec<String> = self.active.keys().cloned().collect();
         for node in nodes {
-            self.revoke(objects.api(), &node, &seen[&node], now).await;
+            let boot = obs.nodes[&node]
+                .facts
+                .record
+                .valid()
+                .and_then(|r| r.boot_id.clone());
+            self.revoke(objects.api(), &node, boot.as_deref(), &seen[&node], now)
+                .await;
         }
         for (node, o) in &seen {
             let absent = obs
@@ -254,6 +265,30 @@ impl Revocations {
         }
     }
 
+    /// Where each revocation stands, for the decision: the nodes whose
+    /// agent fences through the permit.
+    pub fn fences(&self, obs: &Observations) -> BTreeMap<String, PermitFence> {
+        self.active
+            .iter()
+            .filter(|(node, _)| {
+                obs.nodes
+                    .get(*node)
+                    .and_then(|n| n.facts.agent.valid())
+                    .is_some_and(|a| a.permit_fence.is_some())
+            })
+            .map(|(node, r)| {
+                let fence = match (&r.closed, &r.told) {
+                    (None, _) => PermitFence::Pending("the API path is not closed yet".into()),
+                    (Some(_), _) if !r.armed => PermitFence::NotArmed,
+                    (Some(_), Some(Ok(d))) => PermitFence::Deadline(d.at),
+                    (Some(_), Some(Err(p))) => PermitFence::Pending(format!("{p:?}")),
+                    (Some(_), None) => PermitFence::Pending("no answer yet".into()),
+                };
+                (node.clone(), fence)
+            })
+            .collect()
+    }
+
     fn take_answers(&mut self) {
         while let Ok(a) = self.rx.try_recv() {
             let kind = match a.stop {
@@ -303,11 +338,26 @@ impl Revocations {
         }
     }
 
-    async fn revoke(&mut self, api: &Api<Lease>, node: &str, observed: &Observed, now: Instant) {
+    async fn revoke(
+        &mut self,
+        api: &Api<Lease>,
+        node: &str,
+        boot: Option<&str>,
+        observed: &Observed,
+        now: Instant,
+    ) {
         let r = self.active.get_mut(node).expect("active");
+        if r.closed.is_some() && observed.state.armed_in(boot) {
+            // Armed after the closing read (a later version): the device
+            // ran from before that write, so the revocation bounds it too.
+            r.armed = true;
+        }
         if r.closed.is_none() && now >= r.next_close {
             match close(api, node, observed).await {
-                Ok(closed) => r.closed = Some(closed),
+                Ok((rev, addresses, state)) => {
+                    r.armed = state.armed_in(boot);
+                    r.closed = Some((rev, addresses));
+                }
                 Err(e) => {
                     tracing::warn!(node = %node, error = %e, "cannot close the node's API path on its permit object; trying again");
                     r.next_close = now + RETRY;
@@ -428,7 +478,7 @@ async fn close(
     api: &Api<Lease>,
     node: &str,
     observed: &Observed,
-) -> Result<(Revocation, BTreeMap<String, String>), String> {
+) -> Result<(Revocation, BTreeMap<String, String>, object::PermitState), String> {
     let name = object::name(node);
     let mut lease = api.get(&name).await.map_err(|e| e.to_string())?;
     let state = object::read(lease.metadata.annotations.as_ref());
@@ -460,7 +510,8 @@ async fn close(
     tracing::info!(node = %node, fencing = mark.fencing, written = write, api = ?api_path, sets = ?sets, "permit: the node's API path is closed");
     let mut rev = Revocation::numbered(node, mark.fencing, sets.clone());
     rev.api_closed(api_path, sets);
-    Ok((rev, addresses(&state.sets)))
+    let addresses = addresses(&state.sets);
+    Ok((rev, addresses, state))
 }
 
 /// Write on the object of `node` the revocation `change` makes of what it

@@ -71,6 +71,13 @@ pub struct AgentAdvert {
     /// [`crate::agent::self_fence`]. `None` from agents that predate it (the leader
     /// then counts on the full `apiFailureThreshold` and `peerSilenceTimeout`).
     pub kubelet_stale_after: Option<Duration>,
+    /// Set by an agent that fences its node through the permit protocol
+    /// (`docs/permits.md`): how (`watchdog`; `exec` in tests). Such an
+    /// agent advertises `selfFence: none`, so that a leader that predates
+    /// the permit never counts on a safe time it does not keep; a leader
+    /// that knows the permit fences the node by revoking it, once the
+    /// node's permit object says it armed in the boot being fenced.
+    pub permit_fence: Option<SelfFenceAction>,
 }
 
 impl AgentAdvert {
@@ -145,6 +152,8 @@ struct Wire {
     self_fence_unavailable: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     kubelet_stale_after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    permit_fence: Option<SelfFenceAction>,
 }
 
 /// Parse the annotation value. Never panics.
@@ -173,6 +182,7 @@ pub fn parse(value: &str) -> AdvertState {
                 .as_deref()
                 .map(|t| d("kubeletStaleAfter", t))
                 .transpose()?,
+            permit_fence: wire.permit_fence.filter(|a| *a != SelfFenceAction::None),
         })
     })();
     match parsed {
@@ -198,6 +208,7 @@ pub fn render(a: &AgentAdvert) -> String {
         peer_address: a.peer_address.clone(),
         self_fence_unavailable: a.self_fence_unavailable.clone(),
         kubelet_stale_after: a.kubelet_stale_after.map(f),
+        permit_fence: a.permit_fence,
     };
     serde_json::to_string(&wire).unwrap_or_default()
 }
@@ -219,6 +230,7 @@ mod tests {
             peer_address: None,
             self_fence_unavailable: None,
             kubelet_stale_after: Some(Duration::from_secs(20)),
+            permit_fence: None,
         }
     }
 
@@ -277,6 +289,25 @@ mod tests {
             assert_eq!(parse(&render(&a)), AdvertState::Valid(a.clone()));
             assert_eq!(a.capable(), action != SelfFenceAction::None);
         }
+    }
+
+    #[test]
+    fn a_permit_agent_is_not_capable_for_a_leader_reading_only_the_safe_time() {
+        let mut a = sample();
+        a.self_fence = SelfFenceAction::None;
+        a.permit_fence = Some(SelfFenceAction::Watchdog);
+        let text = render(&a);
+        assert!(
+            text.contains(r#""selfFence":"none""#) && text.contains(r#""permitFence":"watchdog""#),
+            "{text}"
+        );
+        let st = parse(&text);
+        assert_eq!(st, AdvertState::Valid(a.clone()));
+        assert!(!st.capable());
+        // `none` names no permit fence; an older agent names none at all.
+        let none = text.replace(r#""permitFence":"watchdog""#, r#""permitFence":"none""#);
+        assert_eq!(parse(&none).valid().unwrap().permit_fence, None);
+        assert!(!render(&sample()).contains("permitFence"));
     }
 
     #[test]

@@ -271,6 +271,7 @@ mod tests {
             peer_address: None,
             self_fence_unavailable: None,
             kubelet_stale_after: None,
+            permit_fence: None,
         }
     }
 

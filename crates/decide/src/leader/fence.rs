@@ -6,7 +6,12 @@
 //!   powered off) — at once, without waiting;
 //! - **self-fencing**: the node's agent advertised a self-fence action, and
 //!   both `--fence-timeout` and the node's [`SafeTime`](super::SafeTime)
-//!   have passed since its last observed heartbeat.
+//!   have passed since its last observed heartbeat;
+//! - **self-fencing through the permit** (`docs/permits.md`): the node's
+//!   agent advertised that it fences through the permit, its permit object
+//!   says it armed its watchdog in the boot being fenced, and the leader's
+//!   revocation is complete and its deadline passed (with
+//!   `--fence-timeout`); no safe time is involved.
 //!
 //! A node with neither is never marked fenced: kube-fencer warns and waits.
 
@@ -14,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use super::guard::held_message;
 use super::{
-    Action, FENCE_COMMAND_MAX_BACKOFF, FenceCommandState, NodeIntent, Phase, RecordState,
-    UNFENCE_ANNOTATION,
+    Action, FENCE_COMMAND_MAX_BACKOFF, FenceCommandState, NodeIntent, PermitFence, Phase,
+    RecordState, UNFENCE_ANNOTATION,
 };
 use super::{NodeView, Plan, fmt_age};
 use crate::contract::safe_time::safe_time;
@@ -109,6 +114,9 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
             // different phases is counted whole by the guard first.
             let settled = hb.last_renewal + s.unreachable_after + s.settle_window();
             if external(view, plan, settled) {
+                return;
+            }
+            if permit_fenced(view, plan, settled) {
                 return;
             }
             self_fenced(view, plan, age, settled);
@@ -244,6 +252,54 @@ fn fencing_recorded(view: &NodeView<'_>, plan: &Plan<'_>) -> std::time::Instant 
         .and_then(|r| plan.now.wall.duration_since(r.fencing_since).ok())
         .unwrap_or_default();
     plan.now.mono.checked_sub(age).unwrap_or(plan.now.mono)
+}
+
+/// Self-fencing through the permit, for a node whose agent advertised
+/// it. Returns false for any other node (the safe time applies).
+fn permit_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, settled: Instant) -> bool {
+    let s = plan.settings;
+    let name = view.name;
+    let Some(how) = view.obs.facts.agent.valid().and_then(|a| a.permit_fence) else {
+        return false;
+    };
+    let Some(hb) = view.obs.heartbeat else {
+        return true;
+    };
+    match plan.obs.permits.get(name) {
+        Some(PermitFence::Deadline(at)) => {
+            let deadline = (hb.last_renewal + s.fence_timeout).max(*at).max(settled);
+            if plan.now.mono < deadline {
+                plan.wake(deadline);
+                return true;
+            }
+            if !plan.lease_confirmed(name, hb, "marking the node fenced") {
+                return true;
+            }
+            plan.actions.push(Action::UpdateNode {
+                node: name.to_string(),
+                intent: NodeIntent::MarkFenced,
+                why: format!(
+                    "its permit is revoked (the grantors stopped, the API path is closed): its {} reset it by the revocation's deadline, {} ago",
+                    how.as_str(),
+                    fmt_age(plan.now.mono.saturating_duration_since(*at))
+                ),
+            });
+        }
+        Some(PermitFence::NotArmed) => {
+            plan.external_fencing_required.push(name.to_string());
+            if !s.fence_command {
+                plan.warn(
+                    name,
+                    format!(
+                        "node {name} will NOT be marked fenced on time alone: its permit object does not say its agent armed its watchdog in the boot being fenced, so revoking its permit proves nothing; power the node off, then delete its pods by hand"
+                    ),
+                );
+            }
+        }
+        // Under way: the shell steps it at every pass.
+        Some(PermitFence::Pending(_)) | None => {}
+    }
+    true
 }
 
 /// Self-fencing: the node's agent has fenced it by its safe time.

@@ -225,6 +225,22 @@ pub struct Observations {
     /// (not renewed since). A read that found it renewed is fed back as a
     /// renewal instead. See [`Action::ConfirmLease`].
     pub lease_confirmed: BTreeMap<String, Instant>,
+    /// The leader's revocations through the permit (`docs/permits.md`),
+    /// per node being fenced whose agent runs the permit protocol.
+    pub permits: BTreeMap<String, PermitFence>,
+}
+
+/// Where the revocation of a node's permit stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PermitFence {
+    /// Complete: the node is certainly reset by this moment.
+    Deadline(Instant),
+    /// Under way, not complete yet: why (the API path is open, too few
+    /// grantors answered…).
+    Pending(String),
+    /// The node's permit object does not say that its agent armed its
+    /// watchdog in the boot being fenced: the permit proves nothing.
+    NotArmed,
 }
 
 /// How recent a consistent Lease read must be for an irreversible step.

@@ -38,6 +38,9 @@ pub const RENEWAL_ANNOTATION: &str = "kube-fencer.io/api-renewal";
 /// Annotation the leader writes: the node's fencing number and whether
 /// the node is revoked ([`Revocation`]).
 pub const REVOCATION_ANNOTATION: &str = "kube-fencer.io/revocation";
+/// Annotation the node's agent writes once it armed its watchdog under
+/// the permit in a boot ([`Armed`]); withdrawn before a graceful disarm.
+pub const ARMED_ANNOTATION: &str = "kube-fencer.io/armed";
 /// The node label that names its failure domain.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
@@ -106,6 +109,13 @@ pub struct Revocation {
     pub revoked: bool,
 }
 
+/// The boot in which the node's agent armed its watchdog under the permit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Armed {
+    pub boot: String,
+}
+
 /// An annotation that is there but not in its format: whoever reads it
 /// assumes the worst it could have said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +128,9 @@ pub struct PermitState {
     /// `Ok(None)`: the node never renewed through the API server.
     pub renewal: Result<Option<ApiRenewal>, Unreadable>,
     pub revocation: Result<Revocation, Unreadable>,
+    /// The boot in which the agent armed its watchdog under the permit
+    /// (`None`: not armed, withdrawn, or unreadable).
+    pub armed: Option<String>,
 }
 
 impl Default for PermitState {
@@ -126,7 +139,17 @@ impl Default for PermitState {
             sets: Vec::new(),
             renewal: Ok(None),
             revocation: Ok(Revocation::default()),
+            armed: None,
         }
+    }
+}
+
+impl PermitState {
+    /// Whether the object says the agent armed its watchdog in `boot`
+    /// (the boot being fenced): only then does revoking the permit prove
+    /// anything about that boot.
+    pub fn armed_in(&self, boot: Option<&str>) -> bool {
+        matches!((self.armed.as_deref(), boot), (Some(a), Some(b)) if !b.is_empty() && a == b)
     }
 }
 
@@ -146,6 +169,9 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> PermitState {
             None => Ok(Revocation::default()),
             Some(t) => serde_json::from_str(t).map_err(|_| Unreadable),
         },
+        armed: get(ARMED_ANNOTATION)
+            .and_then(|t| serde_json::from_str::<Armed>(t).ok())
+            .map(|a| a.boot),
     }
 }
 
@@ -685,6 +711,25 @@ mod tests {
         let state = read(Some(&garbage));
         assert_eq!(state.renewal, Err(Unreadable));
         assert_eq!(state.revocation, Err(Unreadable));
+    }
+
+    #[test]
+    fn only_an_arming_in_the_boot_being_fenced_counts() {
+        let a = annotated(&[(ARMED_ANNOTATION, r#"{"boot":"b-1"}"#)]);
+        let state = read(Some(&a));
+        assert_eq!(state.armed.as_deref(), Some("b-1"));
+        assert!(state.armed_in(Some("b-1")));
+        assert!(!state.armed_in(Some("b-2")));
+        assert!(!state.armed_in(None));
+        assert!(!read(None).armed_in(Some("b-1")));
+        let garbage = annotated(&[(ARMED_ANNOTATION, "b-1")]);
+        assert!(!read(Some(&garbage)).armed_in(Some("b-1")));
+        let empty = annotated(&[(ARMED_ANNOTATION, r#"{"boot":""}"#)]);
+        assert!(!read(Some(&empty)).armed_in(Some("")));
+        assert_eq!(
+            render_value(&Armed { boot: "b-1".into() }),
+            r#"{"boot":"b-1"}"#
+        );
     }
 
     #[test]

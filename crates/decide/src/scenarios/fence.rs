@@ -201,3 +201,120 @@ fn a_node_fenced_in_an_earlier_boot_that_is_coming_back_is_not_fenced_again() {
         sim.log
     );
 }
+
+/// n1's agent fences through the permit (it advertises `selfFence: none`
+/// for leaders that predate the permit), killed at 5 (last renewal at 0):
+/// its fencing begins at 20.
+fn permit_cluster() -> Sim {
+    let mut sim = cluster();
+    let mut a = crate::testutil::advert();
+    a.self_fence = SelfFenceAction::None;
+    a.permit_fence = Some(SelfFenceAction::Watchdog);
+    sim.get_mut("n1").facts.agent = AdvertState::Valid(a);
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(20);
+    assert_eq!(sim.updates("n1", begin()), vec![20]);
+    sim
+}
+
+#[test]
+fn a_permit_node_is_marked_fenced_at_its_revocations_deadline_and_no_sooner() {
+    let mut sim = permit_cluster();
+    // No revocation, then one under way: never on time alone (its safe
+    // time would have passed at 60).
+    sim.run_until(100);
+    sim.permits
+        .insert("n1".into(), PermitFence::Pending("too few answers".into()));
+    sim.run_until(130);
+    assert!(sim.updates("n1", mark()).is_empty());
+    assert_eq!(sim.status("n1"), NodeStatus::Fencing);
+    assert!(
+        !sim.last
+            .as_ref()
+            .unwrap()
+            .report
+            .safe_times
+            .contains_key("n1")
+    );
+    // Complete: marked at its deadline.
+    sim.permits
+        .insert("n1".into(), PermitFence::Deadline(mono(140)));
+    sim.run_until(139);
+    assert!(sim.updates("n1", mark()).is_empty());
+    sim.run_until(140);
+    assert_eq!(sim.updates("n1", mark()), vec![140]);
+    let Action::UpdateNode { why, .. } = sim
+        .actions_at(140)
+        .into_iter()
+        .find(|a| {
+            matches!(
+                a,
+                Action::UpdateNode {
+                    intent: NodeIntent::MarkFenced,
+                    ..
+                }
+            )
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(why.contains("permit is revoked"), "{why}");
+}
+
+#[test]
+fn a_deadline_before_the_fence_timeout_waits_for_it() {
+    let mut sim = permit_cluster();
+    // A deadline already past when the fencing began: --fence-timeout
+    // and the settle window still hold (the same as with a safe time).
+    sim.permits
+        .insert("n1".into(), PermitFence::Deadline(mono(1)));
+    sim.run_until(300);
+    let marked = sim.updates("n1", mark());
+    assert_eq!(marked.len(), 1, "{marked:?}");
+    let mut safe = cluster();
+    safe.run_until(5);
+    safe.kill("n1");
+    safe.run_until(300);
+    let by_time = safe.updates("n1", mark())[0];
+    assert!(
+        marked[0] > 20 && marked[0] <= by_time,
+        "{marked:?} vs {by_time}"
+    );
+    let s = &sim.settings;
+    assert!(s.fence_timeout.as_secs() <= marked[0], "{marked:?}");
+}
+
+#[test]
+fn a_permit_node_not_armed_is_never_marked_fenced_and_says_so() {
+    let mut sim = permit_cluster();
+    sim.permits.insert("n1".into(), PermitFence::NotArmed);
+    sim.run_until(600);
+    assert!(sim.updates("n1", mark()).is_empty());
+    let report = &sim.last.as_ref().unwrap().report;
+    assert!(report.external_fencing_required.contains(&"n1".to_string()));
+    assert!(
+        sim.warnings()
+            .iter()
+            .any(|w| w.node.as_deref() == Some("n1") && w.message.contains("armed")),
+        "{:?}",
+        sim.warnings()
+    );
+}
+
+#[test]
+fn an_advertised_permit_fence_is_never_fenced_by_a_safe_time() {
+    // An advertisement naming both (a leader must not choose the one it
+    // can complete): the permit decides.
+    let mut sim = cluster();
+    let mut a = crate::testutil::advert();
+    a.permit_fence = Some(SelfFenceAction::Watchdog);
+    assert!(a.capable());
+    sim.get_mut("n1").facts.agent = AdvertState::Valid(a);
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.run_until(600);
+    assert_eq!(sim.updates("n1", begin()), vec![20]);
+    assert!(sim.updates("n1", mark()).is_empty());
+}

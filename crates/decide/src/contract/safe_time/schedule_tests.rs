@@ -75,6 +75,7 @@ impl Cfg {
             peer_address: None,
             self_fence_unavailable: None,
             kubelet_stale_after: (!self.old).then_some(self.x),
+            permit_fence: None,
         }
     }
 
