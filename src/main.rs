@@ -140,8 +140,16 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
     // Self-fencing: the watchdog (with auto: if the node has a usable one;
     // said loudly when not — advertisement, Event, metric — as such a node
     // is never fenced automatically).
-    let means = SelfFenceMeans::arm(&config.agent)?;
-    metrics.self_fence_capable.set(i64::from(means.capable()));
+    let permit_protocol =
+        config.agent.fencing_protocol == kube_fencer::config::FencingProtocol::Permit;
+    let means = if permit_protocol {
+        SelfFenceMeans::for_permit(&config.agent)
+    } else {
+        SelfFenceMeans::arm(&config.agent)?
+    };
+    metrics
+        .self_fence_capable
+        .set(i64::from(means.capable() || means.permit.is_some()));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -237,6 +245,24 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
                 metrics: metrics.clone(),
                 events: events.clone(),
                 objects: Some(kube::Api::namespaced(client.clone(), &config.namespace)),
+                feeding: means
+                    .permit
+                    .clone()
+                    .map(|p| kube_fencer::agent::permit::Feeding {
+                        device: match p {
+                            kube_fencer::agent::self_fence::PermitFeed::Watchdog(path) => {
+                                Box::new(kube_fencer_watchdog::PermitDevice::new(&path))
+                                    as Box<dyn kube_fencer::agent::permit::feed::Device>
+                            }
+                            kube_fencer::agent::self_fence::PermitFeed::Exec(cmd) => {
+                                Box::new(kube_fencer::agent::permit::feed::ExecDevice::new(&cmd))
+                            }
+                        },
+                        state_file: kube_fencer::agent::permit::saved::path(
+                            &config.agent.state_dir,
+                            config.node_name(),
+                        ),
+                    }),
             }
             .run(shutdown_rx.clone()),
         )

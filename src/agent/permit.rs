@@ -67,7 +67,27 @@ pub struct PermitTask {
     /// The agents' permit objects (this node renews through its own when
     /// its peers' grants run short); `None`: no renewal through the API.
     pub objects: Option<kube::Api<k8s_openapi::api::coordination::v1::Lease>>,
+    /// `--fencing-protocol=permit`: the device the permit feeds, and the
+    /// holder's file; `None`: shadow mode (nothing is fed).
+    pub feeding: Option<Feeding>,
 }
+
+/// What the permit feeds, and where the holder keeps its credits.
+pub struct Feeding {
+    pub device: Box<dyn feed::Device>,
+    pub state_file: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for Feeding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feeding")
+            .field("state_file", &self.state_file)
+            .finish_non_exhaustive()
+    }
+}
+
+pub mod feed;
+pub mod saved;
 
 /// Where the sets a holder renews with come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,10 +130,14 @@ impl Source {
 impl PermitTask {
     /// The sets to renew with now: the leader's (as last read, by the
     /// watch or by a read after a `Retired` answer), else the agent's own.
-    fn source(&mut self, read: &Option<Vec<ListedSet>>) -> Source {
+    /// Under the permit (`gating`), only the leader's sets: a set the
+    /// leader never listed is one its revocation would not block; an empty
+    /// listing (the object deleted, a watch restarting) keeps `previous`.
+    fn source(&mut self, read: &Option<Vec<ListedSet>>, gating: bool, previous: &Source) -> Source {
         let watched = self.assigned.borrow_and_update().clone();
         match read.as_ref().or(watched.as_ref()) {
             Some(listed) if !listed.is_empty() => Source::Assigned(listed.clone()),
+            _ if gating => previous.clone(),
             _ => Source::Own(self.peers.borrow_and_update().clone()),
         }
     }
@@ -121,7 +145,40 @@ impl PermitTask {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut holder = Holder::new(&self.node, &self.boot, self.settings);
         let started = Instant::now();
-        let mut source = Source::Own(Vec::new());
+        let gating = self.feeding.is_some();
+        let mut source = if gating {
+            Source::Assigned(Vec::new())
+        } else {
+            Source::Own(Vec::new())
+        };
+        // Under the permit: what an earlier process of this boot saved,
+        // then the feeding thread, with the permit it restores.
+        let mut feeding: Option<(feed::Feeder, std::path::PathBuf)> = None;
+        let mut armed_saved = false;
+        if let Some(f) = self.feeding.take() {
+            let before = saved::load(&f.state_file, &self.boot);
+            let running = before.as_ref().is_some_and(|(armed, _)| *armed);
+            if let Some((_, s)) = before {
+                holder.restore(s);
+                tracing::info!(permit_end_in = ?holder.end().map(|e| e.saturating_duration_since(Instant::now())), armed = running, "permit credits restored from an earlier process of this boot");
+            }
+            armed_saved = running;
+            match feed::Feeder::start(
+                f.device,
+                self.settings.watchdog_timeout,
+                running,
+                holder.end(),
+            ) {
+                Ok(feeder) => feeding = Some((feeder, f.state_file)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the permit's feeding thread: the watchdog is never armed")
+                }
+            }
+        }
+        let mut last_saved = holder.saved();
+        let mut arming_written = false;
+        let mut next_arming = Instant::now();
+        let (arm_tx, mut arm_rx) = mpsc::unbounded_channel::<bool>();
         let mut current = GrantorSet::default();
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, u64, Answer)>();
         let (api_tx, mut api_rx) = mpsc::unbounded_channel::<(u64, ApiOutcome)>();
@@ -133,9 +190,9 @@ impl PermitTask {
         let mut reading = false;
         let mut told = Told::Nothing;
         loop {
-            let now_source = self.source(&read);
+            let now_source = self.source(&read, gating, &source);
             if now_source != source {
-                if !now_source.same_kind(&source) {
+                if !now_source.same_kind(&source) && !gating {
                     // Versions of the two sources do not compare: start over.
                     holder = Holder::new(&self.node, &self.boot, self.settings);
                     tracing::info!(
@@ -148,7 +205,7 @@ impl PermitTask {
                         }
                     );
                 }
-                let restarted = !now_source.same_kind(&source);
+                let restarted = !now_source.same_kind(&source) && !gating;
                 let mut sets = now_source.sets(self.grantors);
                 if let Source::Own(_) = now_source {
                     // A changed own choice is one version newer; the same
@@ -234,6 +291,28 @@ impl PermitTask {
             }
             let status = holder.status(now);
             self.report(&status);
+            if let Some((feeder, file)) = &feeding {
+                feeder.set_end(holder.end());
+                let armed = armed_saved || feeder.armed();
+                let saved_now = holder.saved();
+                if saved_now != last_saved || armed != armed_saved {
+                    if let Err(e) = saved::save(file, &self.boot, armed, &saved_now) {
+                        tracing::warn!(error = %e, "cannot save the permit's credits: a restart of this agent would start without them");
+                    }
+                    last_saved = saved_now;
+                    armed_saved = armed;
+                }
+                if armed && !arming_written && now >= next_arming {
+                    next_arming = now + Duration::from_secs(5);
+                    if let Some(api) = self.objects.clone() {
+                        let (node, boot, tx) =
+                            (self.node.clone(), self.boot.clone(), arm_tx.clone());
+                        tokio::spawn(async move {
+                            let _ = tx.send(write_arming(&api, &node, Some(&boot)).await.is_ok());
+                        });
+                    }
+                }
+            }
             // A fresh start holds nothing until its first grants are in:
             // judged after one credit.
             if now.saturating_duration_since(started) >= self.settings.credit {
@@ -256,6 +335,12 @@ impl PermitTask {
                             let sets = read_own_sets(&api, &node).await;
                             let _ = tx.send(sets.unwrap_or_default());
                         });
+                    }
+                }
+                Some(ok) = arm_rx.recv() => {
+                    if ok && !arming_written {
+                        arming_written = true;
+                        tracing::info!(boot = %self.boot, "this node's watchdog is armed under the permit (recorded on its permit object)");
                     }
                 }
                 Some(sets) = read_rx.recv() => {
@@ -283,6 +368,38 @@ impl PermitTask {
                     }
                 }
                 _ = shutdown.changed() => break,
+            }
+        }
+        if let Some((feeder, _)) = feeding {
+            self.disarm(&feeder).await;
+        }
+    }
+
+    /// A graceful stop under the permit: withdraw the arming from the
+    /// permit object (refused once the node is revoked: its fencing must go
+    /// through), then close the device with the magic character. When the
+    /// arming cannot be withdrawn the device stays armed: the node resets
+    /// unless a new agent feeds it in time.
+    async fn disarm(&self, feeder: &feed::Feeder) {
+        if !feeder.armed() {
+            let _ = feeder.disarm();
+            return;
+        }
+        let withdrawn = match &self.objects {
+            Some(api) => write_arming(api, &self.node, None).await,
+            None => Err("no API client".into()),
+        };
+        match withdrawn {
+            Ok(()) => match feeder.disarm() {
+                Ok(()) => {
+                    tracing::info!("arming withdrawn from the permit object; watchdog disarmed")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot disarm the watchdog: the node resets unless a new agent feeds it")
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot withdraw the arming from the permit object: the watchdog stays armed, and the node resets unless a new agent feeds it in time")
             }
         }
     }
@@ -397,6 +514,49 @@ async fn renew_through_api(
         }
         Err(_) => ApiOutcome::Failed,
     }
+}
+
+/// Record on this node's permit object that its agent armed its watchdog
+/// in boot `boot`, or (`None`) withdraw that — refused once the object
+/// says the node is revoked (a fencing must go through). A conditional
+/// update of the version read.
+async fn write_arming(
+    api: &kube::Api<k8s_openapi::api::coordination::v1::Lease>,
+    node: &str,
+    boot: Option<&str>,
+) -> Result<(), String> {
+    use crate::decide::permit::object::{self, ARMED_ANNOTATION, Armed};
+    let name = object::name(node);
+    let mut lease = api.get(&name).await.map_err(|e| e.to_string())?;
+    let state = object::read(lease.metadata.annotations.as_ref());
+    if state.armed.as_deref() == boot {
+        return Ok(());
+    }
+    let annotations = lease
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    match boot {
+        Some(boot) => {
+            annotations.insert(
+                ARMED_ANNOTATION.to_string(),
+                object::render_value(&Armed {
+                    boot: boot.to_string(),
+                }),
+            );
+        }
+        None => {
+            if !matches!(state.revocation, Ok(r) if !r.revoked) {
+                return Err("the node is revoked: its fencing goes through".into());
+            }
+            annotations.remove(ARMED_ANNOTATION);
+        }
+    }
+    lease.metadata.managed_fields = None;
+    api.replace(&name, &kube::api::PostParams::default(), &lease)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// The sets this node's permit object lists now (a quorum read).
@@ -553,6 +713,7 @@ mod tests {
                 metrics: metrics.clone(),
                 events,
                 objects: None,
+                feeding: None,
             }
             .run(stop_rx),
         );

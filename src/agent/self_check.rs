@@ -292,7 +292,7 @@ impl SelfCheckTask {
             peer_address,
             self_fence_unavailable: self.means.unavailable().map(String::from),
             kubelet_stale_after: Some(self.cfg.kubelet_stale_after),
-            permit_fence: None,
+            permit_fence: self.means.permit_fence(),
         }
     }
 

@@ -12,6 +12,11 @@ use crate::config::{AgentConfig, SelfFenceMode};
 use crate::decide::SelfFenceAction;
 use kube_fencer_watchdog::{Watchdog, WatchdogError};
 
+fn is_char_device(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device())
+}
+
 /// The kernel's trigger `--self-fence=sysrq-reboot` writes to.
 pub const SYSRQ_TRIGGER: &str = "/proc/sysrq-trigger";
 
@@ -23,6 +28,18 @@ pub struct SelfFenceMeans {
     /// the device's own timeout for a watchdog, never merely the requested
     /// one; `--watchdog-timeout` otherwise (it also bounds the command).
     pub timeout: Duration,
+    /// `--fencing-protocol=permit`: what the permit feeds (the self-check
+    /// then fences nothing itself: `method` is `None`).
+    pub permit: Option<PermitFeed>,
+}
+
+/// What the permit's feeding thread pings (`--fencing-protocol=permit`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PermitFeed {
+    /// The watchdog device at this path, opened at the first ping.
+    Watchdog(String),
+    /// A timer in the agent that runs this command (tests).
+    Exec(String),
 }
 
 #[derive(Clone, Debug)]
@@ -91,6 +108,46 @@ impl SelfFenceMeans {
         Ok(SelfFenceMeans {
             method,
             timeout: requested,
+            permit: None,
+        })
+    }
+
+    /// Under the permit: nothing is opened at start (opening arms the
+    /// device, and the node has no permit yet); `auto` is the watchdog when
+    /// the device is there.
+    pub fn for_permit(cfg: &AgentConfig) -> Self {
+        let device = Path::new(&cfg.watchdog_device);
+        let (permit, unavailable) = match &cfg.self_fence {
+            SelfFenceMode::None | SelfFenceMode::SysrqReboot => (None, None),
+            SelfFenceMode::Exec(cmd) => (Some(PermitFeed::Exec(cmd.clone())), None),
+            SelfFenceMode::Watchdog => (
+                Some(PermitFeed::Watchdog(cfg.watchdog_device.clone())),
+                None,
+            ),
+            SelfFenceMode::Auto if is_char_device(device) => (
+                Some(PermitFeed::Watchdog(cfg.watchdog_device.clone())),
+                None,
+            ),
+            SelfFenceMode::Auto => (
+                None,
+                Some(format!(
+                    "--self-fence=auto found no watchdog device at {}; load a watchdog driver (a hardware one, or `modprobe softdog`) and restart the agent",
+                    cfg.watchdog_device
+                )),
+            ),
+        };
+        SelfFenceMeans {
+            method: Method::None { unavailable },
+            timeout: cfg.watchdog_timeout,
+            permit,
+        }
+    }
+
+    /// What the advertisement names as the permit's fence.
+    pub fn permit_fence(&self) -> Option<SelfFenceAction> {
+        self.permit.as_ref().map(|p| match p {
+            PermitFeed::Watchdog(_) => SelfFenceAction::Watchdog,
+            PermitFeed::Exec(_) => SelfFenceAction::Exec,
         })
     }
 
@@ -99,6 +156,7 @@ impl SelfFenceMeans {
         SelfFenceMeans {
             timeout: w.timeout(),
             method: Method::Watchdog(w),
+            permit: None,
         }
     }
 
@@ -112,6 +170,8 @@ impl SelfFenceMeans {
         }
     }
 
+    /// Whether the self-check fences this node (under the permit it does
+    /// not: [`SelfFenceMeans::permit`] does).
     pub fn capable(&self) -> bool {
         !matches!(self.method, Method::None { .. })
     }
@@ -137,6 +197,7 @@ impl SelfFenceMeans {
         SelfFenceMeans {
             method: Method::None { unavailable: None },
             timeout: Duration::from_secs(10),
+            permit: None,
         }
     }
 }

@@ -251,6 +251,20 @@ pub struct Args {
     )]
     pub self_fence: SelfFenceMode,
 
+    /// How this node's self-fencing is proven to the leader: safe-time (the
+    /// self-check's verdicts and the leader's safe time) or permit (the
+    /// watchdog fed only while the node's peers or the API server renew
+    /// its permit, which the leader revokes to fence it; docs/permits.md).
+    /// Every agent of a cluster should run the same.
+    #[arg(
+        long,
+        env = "KUBE_FENCER_FENCING_PROTOCOL",
+        default_value = "safe-time",
+        value_name = "PROTOCOL",
+        value_enum
+    )]
+    pub fencing_protocol: super::FencingProtocol,
+
     /// Watchdog device opened with --self-fence=watchdog.
     #[arg(
         long,

@@ -79,10 +79,23 @@ impl fmt::Display for SelfFenceMode {
     }
 }
 
+/// How a node's self-fencing is proven to the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FencingProtocol {
+    /// The self-check's verdict table and the leader's safe time.
+    SafeTime,
+    /// The permit (`docs/permits.md`): the watchdog is fed only while the
+    /// node's peers (or the API server) renew its permit, and the leader
+    /// revokes it.
+    Permit,
+}
+
 /// Settings of the agent's self-fencing side.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub self_fence: SelfFenceMode,
+    /// `--fencing-protocol`.
+    pub fencing_protocol: FencingProtocol,
     pub watchdog_device: String,
     pub watchdog_timeout: Duration,
     pub api_check_interval: Duration,
@@ -212,8 +225,30 @@ impl Args {
                 "'--self-fence' ({self_fence}) needs '--peer-listen' and '--peer-key-file' or '--peer-key-secret': without peers, an API-server outage would make every node fence itself"
             )));
         }
+        if self.fencing_protocol == FencingProtocol::Permit {
+            if matches!(self_fence, SelfFenceMode::SysrqReboot) {
+                return Err(invalid(
+                    "self-fence",
+                    "sysrq-reboot",
+                    "with '--fencing-protocol permit' a node fences itself through a device that resets it a timeout after its last ping: watchdog or auto (exec:<command> in tests)",
+                ));
+            }
+            let w = self.watchdog_timeout;
+            if matches!(self_fence, SelfFenceMode::Watchdog | SelfFenceMode::Auto)
+                && (w.subsec_nanos() != 0
+                    || w < Duration::from_secs(3)
+                    || w > crate::decide::permit::timings::WATCHDOG_CAP)
+            {
+                return Err(invalid(
+                    "watchdog-timeout",
+                    &humantime::format_duration(w).to_string(),
+                    "with '--fencing-protocol permit': whole seconds from 3s to 30s",
+                ));
+            }
+        }
         let agent = AgentConfig {
             self_fence,
+            fencing_protocol: self.fencing_protocol,
             watchdog_device: self.watchdog_device.clone(),
             watchdog_timeout: self.watchdog_timeout,
             api_check_interval: self.api_check_interval,

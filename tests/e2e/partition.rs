@@ -517,7 +517,91 @@ async fn partition_api_outage_fast_failing_fences_nobody() {
 /// goes with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_peer_network_blocked_resets_nothing_and_is_reported() {
-    let (s, _pod, _victim, _uid) = setup(&fast_agent_args(DEFAULT_CHECKS)).await;
+    peer_network_blocked(&fast_agent_args(DEFAULT_CHECKS)).await;
+}
+
+/// The same under `--fencing-protocol permit`: every node's watchdog
+/// (here the agent's timer running the self-fence command) is fed only
+/// under its permit, which the API server renews while the peers cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_peer_network_blocked_permit_resets_nothing() {
+    peer_network_blocked(&permit_args()).await;
+}
+
+/// Fast settings under `--fencing-protocol permit`.
+fn permit_args() -> Vec<&'static str> {
+    let mut args = fast_agent_args(DEFAULT_CHECKS);
+    args.extend(["--fencing-protocol", "permit"]);
+    args
+}
+
+/// Link down under `--fencing-protocol permit`: the node's permit runs out
+/// (its grantors cannot hear it, its API path is cut), its timer runs the
+/// self-fence command, and the leader — which revoked the permit and
+/// computed from the grantors' answers when the node is certainly reset —
+/// deletes the pod only after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_link_down_permit_resets_before_the_deletion() {
+    let (s, pod, victim, uid) = setup(&permit_args()).await;
+    let cluster = &s.cluster;
+    let nodes = cluster.node_names().await.unwrap();
+    wait_armed(cluster, &nodes).await;
+    let t_cut = cut_off(cluster, &victim, Cut::LinkDown);
+    let deleted = watch_deletion(cluster, &pod, &uid, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|| {
+            cluster.dump_state();
+            panic!("{pod} was not force-deleted within 120 s of the cut")
+        });
+    let fenced = cluster.self_fence_times(&victim);
+    let timeline = format!(
+        "reset (the timer ran out) at {:?}, pod deleted between +{:.1} s and +{:.1} s after the cut",
+        fenced
+            .iter()
+            .map(|t| format!("+{:.1}", t - t_cut))
+            .collect::<Vec<_>>(),
+        deleted.0 - t_cut,
+        deleted.1 - t_cut,
+    );
+    say(&timeline);
+    let first = *fenced.first().unwrap_or_else(|| {
+        panic!("UNSAFE: the pod was force-deleted while its node never reset: {timeline}")
+    });
+    assert!(
+        first <= deleted.0,
+        "UNSAFE: the pod was force-deleted before its node reset: {timeline}"
+    );
+    let marks = std::fs::read_to_string(cluster.self_fence_marker(&victim)).unwrap();
+    assert!(marks.contains("permit ran out"), "{marks}");
+    // The others never reset, and the leader said why it could delete.
+    let others: Vec<String> = nodes.iter().filter(|n| **n != victim).cloned().collect();
+    assert_nobody_fenced_itself(cluster, &others, "while another node was cut off");
+    let timeline = cluster.status(&[victim.as_str()]).unwrap();
+    say(format!("kube-fencer status {victim}:\n{timeline}"));
+    assert!(timeline.contains("permit is revoked"), "{timeline}");
+}
+
+/// Wait until the permit object of every one of `nodes` says its agent
+/// armed its watchdog under the permit in its boot.
+async fn wait_armed(cluster: &Cluster, nodes: &[String]) {
+    for n in nodes {
+        cluster
+            .wait_until(
+                &format!("{n}'s agent to record its arming"),
+                Duration::from_secs(30),
+                async || {
+                    Ok(cluster
+                        .permit_annotation(n, "kube-fencer.io/armed")?
+                        .filter(|a| a["boot"].is_string())
+                        .map(|_| ()))
+                },
+            )
+            .await;
+    }
+}
+
+async fn peer_network_blocked(args: &[&str]) {
+    let (s, _pod, _victim, _uid) = setup(args).await;
     let cluster = &s.cluster;
     let nodes = cluster.node_names().await.unwrap();
     let before = cluster.pod_uids().await.unwrap();

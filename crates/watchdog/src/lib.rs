@@ -356,6 +356,60 @@ impl Watchdog {
     }
 }
 
+/// The watchdog device as the permit protocol feeds it
+/// (`docs/permits.md`, the feeding lemma): not opened until the first ping
+/// (opening arms it), then pinged only by `WDIOC_SETTIMEOUT` with the
+/// timeout each ping may buy, read back: a device that took a longer
+/// timeout than asked is an error (it would outlast the permit).
+pub struct PermitDevice {
+    path: String,
+    file: Option<File>,
+}
+
+impl PermitDevice {
+    pub fn new(path: &str) -> Self {
+        PermitDevice {
+            path: path.to_string(),
+            file: None,
+        }
+    }
+
+    /// Whether this process opened the device.
+    pub fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Open the device if it is not (arming it), and set its timeout to
+    /// `timeout` (whole seconds, at least 1), which pings it; the timeout
+    /// the device took.
+    pub fn ping(&mut self, timeout: Duration) -> std::io::Result<Duration> {
+        let seconds = u32::try_from(timeout.as_secs().max(1)).unwrap_or(u32::MAX);
+        if self.file.is_none() {
+            let file = std::fs::OpenOptions::new().write(true).open(&self.path)?;
+            self.file = Some(file);
+        }
+        let file = self.file.as_ref().expect("opened");
+        set_timeout(file, seconds)?;
+        let took = get_timeout(file).map_err(|e| std::io::Error::other(e.to_string()))?;
+        if took > seconds {
+            return Err(std::io::Error::other(format!(
+                "the device took a {took}s timeout when asked for {seconds}s: it would outlast the permit"
+            )));
+        }
+        Ok(Duration::from_secs(u64::from(took)))
+    }
+
+    /// Graceful stop: the magic close character, so the device stops (only
+    /// once nothing relies on it any more: the arming was withdrawn).
+    pub fn disarm(&mut self) -> std::io::Result<()> {
+        if let Some(mut file) = self.file.take() {
+            file.write_all(b"V")?;
+            file.flush()?;
+        }
+        Ok(())
+    }
+}
+
 /// A device refused after opening may still be a watchdog that opening
 /// armed: write the magic close so that refusing to start does not reset the
 /// node. Only to character devices: a regular file named by mistake is left

@@ -441,24 +441,37 @@ impl Holder {
     /// Call it right before the ping, and again right after it: a ping
     /// delayed past its check is then followed by an expedite at once.
     pub fn feed(&mut self, now: Instant, device: Device) -> Feed {
-        let timeout = self
-            .end()
-            .map(|end| end.saturating_duration_since(now) / 2)
-            .map(|half| whole_seconds(half.min(self.settings.watchdog_timeout)))
-            .unwrap_or(Duration::ZERO);
-        if timeout >= EXPEDITED {
+        let feed = feed_for(self.end(), now, self.settings.watchdog_timeout, device);
+        if matches!(feed, Feed::Ping { .. }) {
             self.armed = true;
-            return Feed::Ping { timeout };
         }
-        match device {
-            Device::Running { timeout } if timeout > EXPEDITED => Feed::Expedite,
-            Device::Running { .. } | Device::Closed => Feed::Idle,
-        }
+        feed
     }
 
     /// Whether this process has fed the device.
     pub fn armed(&self) -> bool {
         self.armed
+    }
+}
+
+/// What the feeding thread does at `now` for a permit ending at `end`
+/// (`None`: none) with the watchdog timeout `watchdog` and the device
+/// `device`: ping with `T = min(watchdog, (end − now)/2)` in whole seconds
+/// while that is at least [`EXPEDITED`]; after it, expedite a device that
+/// runs with a longer timeout; else nothing. [`Holder::feed`] for a holder;
+/// the agent's feeding thread, which holds only the permit's end, calls it
+/// directly.
+pub fn feed_for(end: Option<Instant>, now: Instant, watchdog: Duration, device: Device) -> Feed {
+    let timeout = end
+        .map(|end| end.saturating_duration_since(now) / 2)
+        .map(|half| whole_seconds(half.min(watchdog)))
+        .unwrap_or(Duration::ZERO);
+    if timeout >= EXPEDITED {
+        return Feed::Ping { timeout };
+    }
+    match device {
+        Device::Running { timeout } if timeout > EXPEDITED => Feed::Expedite,
+        Device::Running { .. } | Device::Closed => Feed::Idle,
     }
 }
 
