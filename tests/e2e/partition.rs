@@ -457,11 +457,27 @@ fn signal_kwok(cluster: &Cluster, node: &str, signal: &str) {
 /// connections, the API server paused, is `split_brain_api_outage_fences_nobody`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_api_outage_fast_failing_fences_nobody() {
+    api_outage(false).await;
+}
+
+/// The same under `--fencing-protocol permit`: the peers go on granting
+/// (nothing revokes: the leader cannot write the revocation that comes
+/// first), so no watchdog runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_api_outage_permit_resets_nobody() {
+    api_outage(true).await;
+}
+
+async fn api_outage(permit: bool) {
     // As in split_brain_api_outage_fences_nobody: a --unreachable-after that
     // outlasts the kubelets' first renewals after the outage.
     let mut overrides = vec![("--unreachable-after", "40s"), ("--fence-timeout", "45s")];
     overrides.extend_from_slice(DEFAULT_CHECKS);
-    let (s, _pod, _victim, _uid) = setup(&fast_agent_args(&overrides)).await;
+    let mut args = fast_agent_args(&overrides);
+    if permit {
+        args.extend(["--fencing-protocol", "permit"]);
+    }
+    let (s, _pod, _victim, _uid) = setup(&args).await;
     let cluster = &s.cluster;
     let nodes = cluster.node_names().await.unwrap();
     let port: u16 = cluster
@@ -493,6 +509,23 @@ async fn partition_api_outage_fast_failing_fences_nobody() {
         )
         .await;
     assert_nobody_fenced_itself(cluster, &nodes, "during an API outage");
+    if permit {
+        // Held from the peers throughout: never through the API server,
+        // which was gone.
+        cluster
+            .wait_agents_export(
+                &nodes,
+                "kube_fencer_permit_through_api 0",
+                "hold its permit from its peers",
+                10,
+            )
+            .await;
+        let after = cluster.pod_uids().await.unwrap();
+        for (name, uid) in &before {
+            assert_eq!(after.get(name), Some(uid), "{name} was replaced");
+        }
+        return;
+    }
     for n in &nodes {
         let verdicts = verdict_lines(cluster, n);
         say(format!("{n}'s agent:\n{verdicts}"));
