@@ -486,26 +486,19 @@ async fn renew_through_api(
     watchdog_timeout: Duration,
 ) -> ApiOutcome {
     use crate::decide::permit::object::{self, RENEWAL_ANNOTATION};
-    let attempt = async {
-        let name = object::name(node);
-        let mut lease = api.get(&name).await?;
-        let state = object::read(lease.metadata.annotations.as_ref());
-        let Some(renewal) = object::renew(&state, credit, watchdog_timeout) else {
-            return Ok(ApiOutcome::Revoked);
-        };
-        lease
-            .metadata
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert(
-                RENEWAL_ANNOTATION.to_string(),
-                object::render_value(&renewal),
-            );
-        lease.metadata.managed_fields = None;
-        api.replace(&name, &kube::api::PostParams::default(), &lease)
-            .await?;
-        Ok::<_, kube::Error>(ApiOutcome::Renewed)
-    };
+    use crate::k8s::permit_object::{Edit, update};
+    let attempt = update(api, node, |state| {
+        Ok(match object::renew(state, credit, watchdog_timeout) {
+            None => (None, ApiOutcome::Revoked),
+            Some(renewal) => (
+                Some(Edit::Set(
+                    RENEWAL_ANNOTATION,
+                    object::render_value(&renewal),
+                )),
+                ApiOutcome::Renewed,
+            ),
+        })
+    });
     match tokio::time::timeout(API_RENEW_TIMEOUT, attempt).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(e)) => {
@@ -526,37 +519,26 @@ async fn write_arming(
     boot: Option<&str>,
 ) -> Result<(), String> {
     use crate::decide::permit::object::{self, ARMED_ANNOTATION, Armed};
-    let name = object::name(node);
-    let mut lease = api.get(&name).await.map_err(|e| e.to_string())?;
-    let state = object::read(lease.metadata.annotations.as_ref());
-    if state.armed.as_deref() == boot {
-        return Ok(());
-    }
-    let annotations = lease
-        .metadata
-        .annotations
-        .get_or_insert_with(Default::default);
-    match boot {
-        Some(boot) => {
-            annotations.insert(
-                ARMED_ANNOTATION.to_string(),
+    use crate::k8s::permit_object::{Edit, update};
+    update(api, node, |state| {
+        if state.armed.as_deref() == boot {
+            return Ok((None, ()));
+        }
+        let edit = match boot {
+            Some(boot) => Edit::Set(
+                ARMED_ANNOTATION,
                 object::render_value(&Armed {
                     boot: boot.to_string(),
                 }),
-            );
-        }
-        None => {
-            if !matches!(state.revocation, Ok(r) if !r.revoked) {
+            ),
+            None if !matches!(state.revocation, Ok(r) if !r.revoked) => {
                 return Err("the node is revoked: its fencing goes through".into());
             }
-            annotations.remove(ARMED_ANNOTATION);
-        }
-    }
-    lease.metadata.managed_fields = None;
-    api.replace(&name, &kube::api::PostParams::default(), &lease)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
+            None => Edit::Remove(ARMED_ANNOTATION),
+        };
+        Ok((Some(edit), ()))
+    })
+    .await
 }
 
 /// The sets this node's permit object lists now (a quorum read).

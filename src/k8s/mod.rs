@@ -9,6 +9,7 @@ pub mod api_contact;
 pub mod election;
 pub mod facts;
 pub mod own_node;
+pub mod permit_object;
 pub mod startup;
 
 pub use api_contact::ApiContact;

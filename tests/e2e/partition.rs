@@ -152,6 +152,31 @@ fn verdict_lines(cluster: &Cluster, node: &str) -> String {
         .join("\n")
 }
 
+/// `times` as seconds after `t_cut` (`+8.4`).
+fn after(times: &[f64], t_cut: f64) -> Vec<String> {
+    times.iter().map(|t| format!("+{:.1}", t - t_cut)).collect()
+}
+
+/// Cut `victim` off `how` and wait up to 120 s for `pod` (`uid`) to be
+/// deleted: when the cut was made, and when the pod was last seen and
+/// first seen gone.
+async fn cut_until_deleted(
+    cluster: &Cluster,
+    victim: &str,
+    how: Cut,
+    pod: &str,
+    uid: &str,
+) -> (f64, (f64, f64)) {
+    let t_cut = cut_off(cluster, victim, how);
+    let deleted = watch_deletion(cluster, pod, uid, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|| {
+            cluster.dump_state();
+            panic!("{pod} was not force-deleted within 120 s of the cut")
+        });
+    (t_cut, deleted)
+}
+
 /// The safety ordering: `node` fenced itself, and the pod's deletion (no
 /// earlier than `deleted.0`) came at least `watchdog` seconds after that.
 fn assert_fenced_first(
@@ -164,10 +189,7 @@ fn assert_fenced_first(
     let fenced = cluster.self_fence_times(node);
     let timeline = format!(
         "self-fenced at {:?} s, pod deleted between +{:.1} s and +{:.1} s after the cut (advertised watchdog timeout {watchdog} s); {node}'s agent:\n{}",
-        fenced
-            .iter()
-            .map(|t| format!("+{:.1}", t - t_cut))
-            .collect::<Vec<_>>(),
+        after(&fenced, t_cut),
         deleted.0 - t_cut,
         deleted.1 - t_cut,
         verdict_lines(cluster, node)
@@ -191,13 +213,7 @@ async fn partition_scenario(how: Cut, args: &[&str]) {
     let (s, pod, victim, uid) = setup(args).await;
     let cluster = &s.cluster;
     let watchdog = advertised_watchdog(cluster, &victim).await;
-    let t_cut = cut_off(cluster, &victim, how);
-    let deleted = watch_deletion(cluster, &pod, &uid, Duration::from_secs(120))
-        .await
-        .unwrap_or_else(|| {
-            cluster.dump_state();
-            panic!("{pod} was not force-deleted within 120 s of the cut")
-        });
+    let (t_cut, deleted) = cut_until_deleted(cluster, &victim, how, &pod, &uid).await;
     assert_fenced_first(cluster, &victim, t_cut, deleted, watchdog);
     let rules = cluster.lab().rules(&victim).unwrap();
     say(format!(
@@ -579,20 +595,11 @@ async fn partition_link_down_permit_resets_before_the_deletion() {
     let cluster = &s.cluster;
     let nodes = cluster.node_names().await.unwrap();
     wait_armed(cluster, &nodes).await;
-    let t_cut = cut_off(cluster, &victim, Cut::LinkDown);
-    let deleted = watch_deletion(cluster, &pod, &uid, Duration::from_secs(120))
-        .await
-        .unwrap_or_else(|| {
-            cluster.dump_state();
-            panic!("{pod} was not force-deleted within 120 s of the cut")
-        });
+    let (t_cut, deleted) = cut_until_deleted(cluster, &victim, Cut::LinkDown, &pod, &uid).await;
     let fenced = cluster.self_fence_times(&victim);
     let timeline = format!(
         "reset (the timer ran out) at {:?}, pod deleted between +{:.1} s and +{:.1} s after the cut",
-        fenced
-            .iter()
-            .map(|t| format!("+{:.1}", t - t_cut))
-            .collect::<Vec<_>>(),
+        after(&fenced, t_cut),
         deleted.0 - t_cut,
         deleted.1 - t_cut,
     );

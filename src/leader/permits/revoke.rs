@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use tokio::sync::mpsc;
 
 use super::{Observed, PermitObjects};
@@ -35,6 +35,7 @@ use crate::decide::permit::object::{self, ListedSet, REVOCATION_ANNOTATION, Revo
 use crate::decide::permit::revoke::{Deadline, Pending, Revocation, RevokeSettings};
 use crate::decide::permit::{GrantorSet, Stop, StopAck};
 use crate::decide::{Observations, PermitFence};
+use crate::k8s::permit_object::{Edit, update};
 use crate::observability::metrics::Metrics;
 use crate::peers::auth::PeerKey;
 use crate::peers::permit::send_stop;
@@ -479,24 +480,14 @@ async fn close(
     node: &str,
     observed: &Observed,
 ) -> Result<(Revocation, BTreeMap<String, String>, object::PermitState), String> {
-    let name = object::name(node);
-    let mut lease = api.get(&name).await.map_err(|e| e.to_string())?;
-    let state = object::read(lease.metadata.annotations.as_ref());
-    let (mark, write) = object::close(&state).map_err(|_| format!("the {REVOCATION_ANNOTATION} annotation is unreadable: the next fencing number is unknown"))?;
-    if write {
-        lease
-            .metadata
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert(
-                REVOCATION_ANNOTATION.to_string(),
-                object::render_value(&mark),
-            );
-        lease.metadata.managed_fields = None;
-        api.replace(&name, &PostParams::default(), &lease)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+    let (mark, write, state) = update(api, node, |state| {
+        let (mark, write) = object::close(state).map_err(|_| {
+            format!("the {REVOCATION_ANNOTATION} annotation is unreadable: the next fencing number is unknown")
+        })?;
+        let edit = write.then(|| Edit::Set(REVOCATION_ANNOTATION, object::render_value(&mark)));
+        Ok((edit, (mark, write, state.clone())))
+    })
+    .await?;
     // The renewal the object carries was written before this read
     // returned; when the watch delivered the same one earlier, it counts
     // from then.
@@ -522,25 +513,12 @@ async fn write_mark(
     node: &str,
     change: fn(&object::PermitState) -> Option<Mark>,
 ) -> Result<Option<Mark>, String> {
-    let name = object::name(node);
-    let mut lease = api.get(&name).await.map_err(|e| e.to_string())?;
-    let state = object::read(lease.metadata.annotations.as_ref());
-    let Some(mark) = change(&state) else {
-        return Ok(None);
-    };
-    lease
-        .metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(
-            REVOCATION_ANNOTATION.to_string(),
-            object::render_value(&mark),
-        );
-    lease.metadata.managed_fields = None;
-    api.replace(&name, &PostParams::default(), &lease)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(Some(mark))
+    update(api, node, |state| {
+        let mark = change(state);
+        let edit = mark.map(|m| Edit::Set(REVOCATION_ANNOTATION, object::render_value(&m)));
+        Ok((edit, mark))
+    })
+    .await
 }
 
 /// Replace the listing `sets` of `node`'s object by `listing` (read again
@@ -552,23 +530,12 @@ async fn write_listing(
     sets: &[ListedSet],
     listing: &[ListedSet],
 ) -> Result<(), String> {
-    let name = object::name(node);
-    let mut lease = api.get(&name).await.map_err(|e| e.to_string())?;
-    let state = object::read(lease.metadata.annotations.as_ref());
-    if !matches!(state.revocation, Ok(r) if !r.revoked) || state.sets != sets {
-        return Err("the object changed since the retirement began".into());
-    }
-    lease
-        .metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(
-            object::GRANTORS_ANNOTATION.to_string(),
-            object::render(listing),
-        );
-    lease.metadata.managed_fields = None;
-    api.replace(&name, &PostParams::default(), &lease)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    update(api, node, |state| {
+        if !matches!(state.revocation, Ok(r) if !r.revoked) || state.sets != sets {
+            return Err("the object changed since the retirement began".into());
+        }
+        let edit = Edit::Set(object::GRANTORS_ANNOTATION, object::render(listing));
+        Ok((Some(edit), ()))
+    })
+    .await
 }
