@@ -183,3 +183,61 @@ fn child_agent_feeds_then_exits_without_disarming() {
     std::thread::sleep(Duration::from_millis(1200));
     std::process::exit(0);
 }
+
+/// The permit's device (`--fencing-protocol permit`): nothing happens
+/// until the first ping opens it; every ping is a `WDIOC_SETTIMEOUT` read
+/// back; pings with a shrinking timeout keep it from firing; once they
+/// stop it fires within the last one; and a magic close stops it.
+#[test]
+fn the_permit_device_opens_at_its_first_ping_and_fires_a_timeout_after_its_last() {
+    use kube_fencer_watchdog::PermitDevice;
+    let f = Fakewdog::start("permit-device", 60, &[]);
+    let dev = f.device();
+    let mut d = PermitDevice::new(dev.to_str().unwrap());
+    assert!(!d.is_open());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        f.fired().is_empty(),
+        "fired before it was opened:\n{}",
+        f.log()
+    );
+    assert_eq!(
+        d.ping(Duration::from_secs(3)).unwrap(),
+        Duration::from_secs(3)
+    );
+    assert!(d.is_open());
+    assert_eq!(f.state("timeout_seconds"), "3");
+    // A permit running out: pings of 2 s, then 1 s.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        d.ping(Duration::from_secs(2)).unwrap(),
+        Duration::from_secs(2)
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let last = unix_ns();
+    assert_eq!(
+        d.ping(Duration::from_secs(1)).unwrap(),
+        Duration::from_secs(1)
+    );
+    assert!(f.fired().is_empty(), "fired while pinged:\n{}", f.log());
+    let fired = f.wait_fired(Duration::from_secs(10));
+    let after = (fired[0].0 - last) as f64 / 1e9;
+    assert!(
+        (0.9..2.0).contains(&after),
+        "fired {after:.3}s after a ping of 1s:\n{}",
+        f.log()
+    );
+    // Disarmed before it ran out: never fires.
+    let g = Fakewdog::start("permit-disarm", 60, &[]);
+    let mut d = PermitDevice::new(g.device().to_str().unwrap());
+    d.ping(Duration::from_secs(1)).unwrap();
+    d.disarm().unwrap();
+    assert!(!d.is_open());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        g.fired().is_empty(),
+        "fired after the magic close:\n{}",
+        g.log()
+    );
+    assert_eq!(g.state("state"), "stopped", "{}", g.log());
+}
