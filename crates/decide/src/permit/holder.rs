@@ -359,7 +359,13 @@ impl Holder {
     /// (known at `now`).
     pub fn api_answered(&mut self, now: Instant, round: u64, outcome: ApiOutcome) {
         self.api_in_flight = false;
-        self.api_retry = (outcome == ApiOutcome::Failed).then(|| now + API_RETRY);
+        // A revoked node's agent asks again only once a renewal interval:
+        // nothing will change soon, and it must not hammer the API server.
+        self.api_retry = match outcome {
+            ApiOutcome::Renewed => None,
+            ApiOutcome::Failed => Some(now + API_RETRY),
+            ApiOutcome::Revoked => Some(now + self.settings.renew_interval),
+        };
         let Some(&(sent, None)) = self.rounds.get(&round) else {
             return;
         };

@@ -346,6 +346,24 @@ fn a_failed_renewal_through_the_api_is_tried_again_soon_and_a_short_permit_does_
 }
 
 #[test]
+fn a_revoked_node_asks_the_api_server_again_only_once_an_interval() {
+    let t0 = Instant::now();
+    let (mut h, _) = holder(2, t0);
+    let api = |h: &mut Holder, at: Instant| {
+        h.tick(at).into_iter().find_map(|c| match c {
+            Command::RenewThroughApi { round, .. } => Some(round),
+            Command::Renew { .. } => None,
+        })
+    };
+    let round = api(&mut h, t0 + 1500 * MS).expect("no grants: through the API");
+    h.api_answered(t0 + 1510 * MS, round, ApiOutcome::Revoked);
+    assert_eq!(h.status(t0 + 1510 * MS).lack, Some(Lack::Revoked));
+    assert_eq!(api(&mut h, t0 + 1520 * MS), None, "not at once again");
+    assert_eq!(api(&mut h, t0 + 2500 * MS), None);
+    assert!(api(&mut h, t0 + 2510 * MS).is_some());
+}
+
+#[test]
 fn a_restarted_agent_keeps_its_api_credit_unless_its_timings_grew() {
     let t0 = Instant::now();
     let (mut h, _) = holder(2, t0);
