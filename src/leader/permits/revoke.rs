@@ -106,6 +106,24 @@ pub struct Revocations {
     rx: mpsc::UnboundedReceiver<Answer>,
 }
 
+/// Of `grantors` (name, address), those not asked within `every` before
+/// `now`, marked asked now: a stop goes to each at most that often.
+fn due(
+    asked: &mut BTreeMap<String, Instant>,
+    grantors: impl IntoIterator<Item = (String, String)>,
+    now: Instant,
+    every: Duration,
+) -> Vec<(String, String)> {
+    let due: Vec<(String, String)> = grantors
+        .into_iter()
+        .filter(|(g, _)| asked.get(g).is_none_or(|t| now >= *t + every))
+        .collect();
+    for (g, _) in &due {
+        asked.insert(g.clone(), now);
+    }
+    due
+}
+
 /// The grantors' addresses in `sets`, by node.
 fn addresses(sets: &[ListedSet]) -> BTreeMap<String, String> {
     sets.iter()
@@ -250,18 +268,11 @@ impl Revocations {
             }
             return;
         }
-        let mut to_send = Vec::new();
-        for g in to {
-            if r.acked.contains(&g.node)
-                || g.address.is_empty()
-                || r.asked.get(&g.node).is_some_and(|t| now < *t + RETRY)
-            {
-                continue;
-            }
-            r.asked.insert(g.node.clone(), now);
-            to_send.push((g.node, g.address));
-        }
-        for (grantor, address) in to_send {
+        let unacked = to
+            .into_iter()
+            .filter(|g| !r.acked.contains(&g.node) && !g.address.is_empty())
+            .map(|g| (g.node, g.address));
+        for (grantor, address) in due(&mut r.asked, unacked, now, RETRY) {
             self.send(node, &grantor, address, stop.clone());
         }
     }
@@ -369,16 +380,11 @@ impl Revocations {
             return;
         };
         let stop = rev.stop();
-        let mut to_send = Vec::new();
-        for grantor in rev.to_ask(now, &self.settings) {
-            if r.asked.get(&grantor).is_some_and(|t| now < *t + ASK_EVERY) {
-                continue;
-            }
-            r.asked.insert(grantor.clone(), now);
-            if let Some(address) = addresses.get(&grantor) {
-                to_send.push((grantor, address.clone()));
-            }
-        }
+        let unanswered = rev
+            .to_ask(now, &self.settings)
+            .into_iter()
+            .filter_map(|g| Some((g.clone(), addresses.get(&g)?.clone())));
+        let to_send = due(&mut r.asked, unanswered, now, ASK_EVERY);
         let deadline = rev.deadline(now, &self.settings);
         if r.told.as_ref() != Some(&deadline) {
             match &deadline {
@@ -437,16 +443,10 @@ impl Revocations {
             node: node.to_string(),
             fencing,
         };
-        let mut to_send = Vec::new();
-        for (grantor, address) in addresses(sets) {
-            if l.acked.contains(&grantor) || l.asked.get(&grantor).is_some_and(|t| now < *t + RETRY)
-            {
-                continue;
-            }
-            l.asked.insert(grantor.clone(), now);
-            to_send.push((grantor, address));
-        }
-        for (grantor, address) in to_send {
+        let unacked = addresses(sets)
+            .into_iter()
+            .filter(|(g, _)| !l.acked.contains(g));
+        for (grantor, address) in due(&mut l.asked, unacked, now, RETRY) {
             self.send(node, &grantor, address, stop.clone());
         }
     }
@@ -538,4 +538,28 @@ async fn write_listing(
         Ok((Some(edit), ()))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grantor_is_asked_at_most_once_an_interval() {
+        let t0 = Instant::now();
+        let mut asked = BTreeMap::new();
+        let g = |n: &str| (n.to_string(), format!("{n}:9747"));
+        let names = |v: Vec<(String, String)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(
+            names(due(&mut asked, [g("a"), g("b")], t0, RETRY)),
+            ["a", "b"]
+        );
+        let soon = t0 + RETRY - Duration::from_millis(1);
+        assert!(due(&mut asked, [g("a"), g("b")], soon, RETRY).is_empty());
+        assert_eq!(names(due(&mut asked, [g("a"), g("c")], soon, RETRY)), ["c"]);
+        assert_eq!(
+            names(due(&mut asked, [g("a"), g("c")], t0 + RETRY, RETRY)),
+            ["a"]
+        );
+    }
 }

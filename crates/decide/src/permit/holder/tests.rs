@@ -42,6 +42,14 @@ fn renew_round(h: &mut Holder, now: Instant) -> u64 {
         .expect("a renewal round")
 }
 
+/// The round of the renewal through the API server a tick at `at` starts.
+fn api(h: &mut Holder, at: Instant) -> Option<u64> {
+    h.tick(at).into_iter().find_map(|c| match c {
+        Command::RenewThroughApi { round, .. } => Some(round),
+        Command::Renew { .. } => None,
+    })
+}
+
 #[test]
 fn a_grant_counts_from_the_renewals_sending_not_from_its_answer() {
     let t0 = Instant::now();
@@ -325,12 +333,6 @@ fn a_failed_renewal_through_the_api_is_tried_again_soon_and_a_short_permit_does_
     let t0 = Instant::now();
     let (mut h, r) = holder(2, t0);
     h.answered("p0", r, Answer::Granted);
-    let api = |h: &mut Holder, at: Instant| {
-        h.tick(at).into_iter().find_map(|c| match c {
-            Command::RenewThroughApi { round, .. } => Some(round),
-            Command::Renew { .. } => None,
-        })
-    };
     // Less than 8 s left: through the API at once, although this process
     // never had a round answered... it did (t0); the permit is what counts.
     let round = api(&mut h, t0 + 2500 * MS).expect("a renewal through the API");
@@ -349,12 +351,6 @@ fn a_failed_renewal_through_the_api_is_tried_again_soon_and_a_short_permit_does_
 fn a_revoked_node_asks_the_api_server_again_only_once_an_interval() {
     let t0 = Instant::now();
     let (mut h, _) = holder(2, t0);
-    let api = |h: &mut Holder, at: Instant| {
-        h.tick(at).into_iter().find_map(|c| match c {
-            Command::RenewThroughApi { round, .. } => Some(round),
-            Command::Renew { .. } => None,
-        })
-    };
     let round = api(&mut h, t0 + 1500 * MS).expect("no grants: through the API");
     h.api_answered(t0 + 1510 * MS, round, ApiOutcome::Revoked);
     assert_eq!(h.status(t0 + 1510 * MS).lack, Some(Lack::Revoked));
