@@ -147,6 +147,7 @@ impl Feeder {
 
     fn run(&self, watchdog: Duration) {
         let (lock, wake) = &*self.shared;
+        // Said once per lapse: the line an operator looks for after a reset.
         let mut told_lapsed = false;
         loop {
             let mut shared = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -156,13 +157,19 @@ impl Feeder {
             let mut dev = self.dev.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             dev.poll(now);
-            match feed_for(shared.end, now, watchdog, shared.device) {
+            let feed = feed_for(shared.end, now, watchdog, shared.device);
+            match feed {
                 Feed::Ping { timeout } => {
                     match dev.ping(timeout) {
                         Ok(took) => {
                             shared.device = holder::Device::Running { timeout: took };
                             shared.armed = true;
-                            told_lapsed = false;
+                            if told_lapsed {
+                                told_lapsed = false;
+                                tracing::warn!(
+                                    "this node holds its permit again before its watchdog ran out: fed again"
+                                );
+                            }
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "cannot ping the watchdog device under the permit");
@@ -179,14 +186,16 @@ impl Feeder {
                 Feed::Expedite => {
                     let _ = dev.ping(EXPEDITED);
                     shared.device = holder::Device::Running { timeout: EXPEDITED };
-                    if !told_lapsed {
-                        told_lapsed = true;
-                        tracing::error!(
-                            "this node holds no permit: the watchdog is expedited and resets it"
-                        );
-                    }
                 }
                 Feed::Idle => {}
+            }
+            if !matches!(feed, Feed::Ping { .. }) && shared.armed && !told_lapsed {
+                told_lapsed = true;
+                tracing::error!(
+                    expedited = matches!(feed, Feed::Expedite),
+                    "PERMIT LAPSED: this node holds no permit; its watchdog is no longer fed and resets it within {}s",
+                    EXPEDITED.as_secs()
+                );
             }
             drop(dev);
             let _ = wake.wait_timeout(shared, TICK);
