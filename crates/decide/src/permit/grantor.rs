@@ -87,8 +87,6 @@ pub struct Grantor {
     quarantined_until: Option<Instant>,
     granted: BTreeMap<String, Granted>,
     stops: BTreeMap<String, Stopped>,
-    /// Grantees reported silent, until they renew again.
-    reported: std::collections::BTreeSet<String>,
 }
 
 impl Grantor {
@@ -104,7 +102,6 @@ impl Grantor {
             quarantined_until,
             granted: BTreeMap::new(),
             stops: memory.unwrap_or_default().stops.into_iter().collect(),
-            reported: Default::default(),
         }
     }
 
@@ -142,30 +139,41 @@ impl Grantor {
             watchdog_timeout: r.watchdog_timeout,
         });
         g.at = g.at.max(now);
-        self.reported.remove(&r.node);
         g.credit = g.credit.max(r.credit);
         g.watchdog_timeout = g.watchdog_timeout.max(r.watchdog_timeout);
         Answer::Granted
     }
 
-    /// Grantees that renewed with this grantor and then fell silent for
-    /// `after`, each reported once (again only after it renewed): the
-    /// leader hears of a powered-off node within a few renewal intervals,
-    /// from each of its grantors, one message per failure rather than per
-    /// node. With how long ago each last renewed.
-    pub fn newly_silent(&mut self, now: Instant, after: Duration) -> Vec<(String, Duration)> {
-        let mut out = Vec::new();
-        for (node, g) in &self.granted {
-            let quiet = now.saturating_duration_since(g.at);
-            let stopped = self
-                .stops
-                .get(node)
-                .is_some_and(|s| s.revoked || s.below > 0);
-            if quiet >= after && !stopped && self.reported.insert(node.clone()) {
-                out.push((node.clone(), quiet));
-            }
-        }
-        out
+    /// Grantees it granted and has not granted again for `after` or longer
+    /// (but for less than `within`: one gone longer is no news any more),
+    /// with how long ago it last granted each and the credit that grant
+    /// carried: what it reports on its permit object
+    /// ([`super::object::SILENT_ANNOTATION`]), from which the leader learns
+    /// that a powered-off node's permit is over within a credit of its
+    /// last renewal ([`super::silence`]). A node it stopped granting for a
+    /// revocation is left out: the leader is fencing it already.
+    pub fn silent(
+        &self,
+        now: Instant,
+        after: Duration,
+        within: Duration,
+    ) -> BTreeMap<String, super::object::Silent> {
+        self.granted
+            .iter()
+            .filter(|(node, _)| !self.stops.get(*node).is_some_and(|s| s.revoked))
+            .filter_map(|(node, g)| {
+                let quiet = now.saturating_duration_since(g.at);
+                (quiet >= after && quiet < within).then(|| {
+                    (
+                        node.clone(),
+                        super::object::Silent {
+                            quiet,
+                            credit: g.credit,
+                        },
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Apply a stop received at `now`; save [`Grantor::memory`] before
@@ -431,29 +439,37 @@ mod tests {
     }
 
     #[test]
-    fn a_grantee_that_falls_silent_is_reported_once_until_it_renews() {
+    fn grantees_not_granted_for_a_while_are_reported_until_they_renew() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
+        let within = 60 * s;
         let mut g = Grantor::new(t0, Some(Memory::default()), Duration::ZERO);
         g.renew(t0, &renewal("a", 1));
         g.renew(t0 + 2 * s, &renewal("b", 1));
-        assert!(g.newly_silent(t0 + 2 * s, 3 * s).is_empty());
+        let names = |m: BTreeMap<String, super::super::object::Silent>| {
+            m.into_iter().map(|(n, v)| (n, v.quiet)).collect::<Vec<_>>()
+        };
+        assert!(g.silent(t0 + 2 * s, 3 * s, within).is_empty());
         assert_eq!(
-            g.newly_silent(t0 + 3 * s, 3 * s),
+            names(g.silent(t0 + 3 * s, 3 * s, within)),
             vec![("a".to_string(), 3 * s)]
         );
-        assert!(g.newly_silent(t0 + 4 * s, 3 * s).is_empty(), "once");
+        let report = g.silent(t0 + 4 * s, 3 * s, within);
+        assert_eq!(report["a"].quiet, 4 * s, "still silent, longer");
+        assert_eq!(report["a"].credit, renewal("a", 1).credit);
         g.renew(t0 + 5 * s, &renewal("a", 1));
         assert_eq!(
-            g.newly_silent(t0 + 5 * s, 3 * s),
+            names(g.silent(t0 + 5 * s, 3 * s, within)),
             vec![("b".to_string(), 3 * s)]
         );
+        // Gone for longer than `within`: no news any more.
         assert_eq!(
-            g.newly_silent(t0 + 9 * s, 3 * s),
-            vec![("a".to_string(), 4 * s)]
+            names(g.silent(t0 + 63 * s, 3 * s, within)),
+            vec![("a".to_string(), 58 * s)]
         );
-        // A node being fenced is no news.
+        // A node being fenced is no news; one whose old set was retired is.
         g.renew(t0 + 9 * s, &renewal("c", 1));
+        g.renew(t0 + 9 * s, &renewal("d", 1));
         g.stop(
             t0 + 9 * s,
             &Stop::Revoke {
@@ -461,7 +477,21 @@ mod tests {
                 fencing: 1,
             },
         );
-        assert!(g.newly_silent(t0 + 20 * s, 3 * s).is_empty());
+        g.stop(
+            t0 + 9 * s,
+            &Stop::Retire {
+                node: "d".into(),
+                below_version: 1,
+            },
+        );
+        assert_eq!(
+            names(g.silent(t0 + 20 * s, 3 * s, within)),
+            vec![
+                ("a".to_string(), 15 * s),
+                ("b".to_string(), 18 * s),
+                ("d".to_string(), 11 * s)
+            ]
+        );
     }
 
     #[test]

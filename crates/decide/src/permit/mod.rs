@@ -44,6 +44,7 @@ pub mod grantor;
 pub mod holder;
 pub mod object;
 pub mod revoke;
+pub mod silence;
 pub mod timings;
 
 use std::time::Duration;

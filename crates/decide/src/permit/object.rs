@@ -41,6 +41,9 @@ pub const REVOCATION_ANNOTATION: &str = "kube-fencer.io/revocation";
 /// Annotation the node's agent writes once it armed its watchdog under
 /// the permit in a boot ([`Armed`]); withdrawn before a graceful disarm.
 pub const ARMED_ANNOTATION: &str = "kube-fencer.io/armed";
+/// Annotation the node's agent writes as a grantor: the grantees that
+/// fell silent, and how long ago each last renewed ([`Silent`]).
+pub const SILENT_ANNOTATION: &str = "kube-fencer.io/silent";
 /// The node label that names its failure domain.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
@@ -116,6 +119,18 @@ pub struct Armed {
     pub boot: String,
 }
 
+/// A grantee this node's grantor has not heard from: how long ago it last
+/// granted it, when the report was written, and the credit that grant
+/// carried ([`crate::permit::grantor::Grantor::silent`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Silent {
+    #[serde(with = "super::humantime_serde_compat")]
+    pub quiet: Duration,
+    #[serde(with = "super::humantime_serde_compat")]
+    pub credit: Duration,
+}
+
 /// An annotation that is there but not in its format: whoever reads it
 /// assumes the worst it could have said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +146,9 @@ pub struct PermitState {
     /// The boot in which the agent armed its watchdog under the permit
     /// (`None`: not armed, withdrawn, or unreadable).
     pub armed: Option<String>,
+    /// As a grantor: the grantees it reports silent (empty when none, or
+    /// unreadable: a report the leader cannot read only delays a fencing).
+    pub silent: BTreeMap<String, Silent>,
 }
 
 impl Default for PermitState {
@@ -140,6 +158,7 @@ impl Default for PermitState {
             renewal: Ok(None),
             revocation: Ok(Revocation::default()),
             armed: None,
+            silent: BTreeMap::new(),
         }
     }
 }
@@ -172,6 +191,9 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> PermitState {
         armed: get(ARMED_ANNOTATION)
             .and_then(|t| serde_json::from_str::<Armed>(t).ok())
             .map(|a| a.boot),
+        silent: get(SILENT_ANNOTATION)
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default(),
     }
 }
 
@@ -411,6 +433,22 @@ mod tests {
                 zone: Some(format!("z{}", i % 3)),
             })
             .collect()
+    }
+
+    #[test]
+    fn silence_reports_read_back_and_an_unreadable_one_reports_nothing() {
+        let report = BTreeMap::from([(
+            "n2".to_string(),
+            Silent {
+                quiet: Duration::from_millis(2500),
+                credit: Duration::from_secs(10),
+            },
+        )]);
+        let a = BTreeMap::from([(SILENT_ANNOTATION.to_string(), render_value(&report))]);
+        assert_eq!(read(Some(&a)).silent, report);
+        let bad = BTreeMap::from([(SILENT_ANNOTATION.to_string(), "{".to_string())]);
+        assert!(read(Some(&bad)).silent.is_empty());
+        assert!(read(None).silent.is_empty());
     }
 
     #[test]
