@@ -83,6 +83,9 @@ pub struct Sim {
     pub lease_reads: Vec<(u64, String)>,
     /// The shell's revocations through the permit.
     pub permits: BTreeMap<String, PermitFence>,
+    /// From when each node's permit is over, by the shell's reading of its
+    /// grantors' reports.
+    pub permit_over: BTreeMap<String, Instant>,
 }
 
 pub fn secs(s: u64) -> Duration {
@@ -107,6 +110,7 @@ impl Sim {
             fence_command_ok: true,
             lease_reads: Vec::new(),
             permits: BTreeMap::new(),
+            permit_over: BTreeMap::new(),
         }
     }
 
@@ -314,6 +318,7 @@ impl Sim {
             synced: self.memory.synced,
             lease_confirmed: self.memory.lease_confirmed.clone(),
             permits: self.permits.clone(),
+            permit_over: self.permit_over.clone(),
             fence_commands: self
                 .fence_commands
                 .iter()

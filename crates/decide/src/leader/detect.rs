@@ -51,6 +51,26 @@ pub fn stale(node: &NodeObs, now: Instant, settings: &Settings) -> Option<bool> 
         .map(|hb| hb.is_stale(now, settings.unreachable_after))
 }
 
+/// When the node became suspect through its permit, if it is: its agent
+/// fences through the permit, no permit it could hold is left since `over`
+/// (the shell's [`crate::permit::silence::permit_over`], for a node armed
+/// in its current boot), and its kubelet missed a Lease renewal (none for
+/// `--node-heartbeat-interval` + `--burst-spread`): a node whose kubelet
+/// still reaches the API server is left to its Lease, whatever its peers
+/// say. Powered off, a node is suspect about one credit after its last
+/// renewal rather than `--unreachable-after` after its Lease's.
+pub fn permit_suspect(
+    node: &NodeObs,
+    over: Option<Instant>,
+    now: Instant,
+    settings: &Settings,
+) -> Option<Instant> {
+    node.facts.agent.valid()?.permit_fence?;
+    let hb = node.heartbeat?;
+    let since = over?.max(hb.last_renewal + settings.settle_window());
+    (now >= since).then_some(since)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,8 +10,10 @@
 //! - **self-fencing through the permit** (`docs/permits.md`): the node's
 //!   agent advertised that it fences through the permit, its permit object
 //!   says it armed its watchdog in the boot being fenced, and the leader's
-//!   revocation is complete and its deadline passed (with
-//!   `--fence-timeout`); no safe time is involved.
+//!   revocation is complete and its deadline passed; no safe time and no
+//!   `--fence-timeout` are involved. Such a node is also suspect, before
+//!   its Lease is stale, once no permit it could hold is left
+//!   ([`super::detect::permit_suspect`]).
 //!
 //! A node with neither is never marked fenced: kube-fencer warns and waits.
 
@@ -44,8 +46,12 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
     let name = view.name;
     let age = hb.age(plan.now.mono);
     if !view.stale {
-        // A fresh Lease is never suspect, whatever Ready says; it may become stale later.
+        // A fresh Lease is never suspect, whatever Ready says; it may become
+        // stale later, or the node suspect through its permit.
         plan.wake(hb.last_renewal + s.unreachable_after);
+        if let Some(over) = plan.obs.permit_over.get(name) {
+            plan.wake((*over).max(hb.last_renewal + s.settle_window()));
+        }
         return;
     }
     match &view.obs.facts.record {
@@ -56,11 +62,18 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
                     held_message(name, "starting to fence", &plan.guard, s.max_unhealthy),
                 );
             } else {
-                let mut why = format!(
-                    "Lease not renewed for {} (--unreachable-after {})",
-                    fmt_age(age),
-                    humantime::format_duration(s.unreachable_after)
-                );
+                let mut why = match view.permit_since {
+                    Some(since) => format!(
+                        "no permit is left to it since {} ago (its grantors last granted it more than a credit ago, and no renewal through the API server holds), and its Lease not renewed for {}",
+                        fmt_age(plan.now.mono.saturating_duration_since(since)),
+                        fmt_age(age)
+                    ),
+                    None => format!(
+                        "Lease not renewed for {} (--unreachable-after {})",
+                        fmt_age(age),
+                        humantime::format_duration(s.unreachable_after)
+                    ),
+                };
                 if view.obs.facts.unfence_requested {
                     why.push_str(&format!(
                         "; the {UNFENCE_ANNOTATION}=true set before this fencing began is removed, so it cannot unfence the node without a reboot"
@@ -111,8 +124,14 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
             // Judge "at once" before anything irreversible (running the
             // fence command, marking Fenced): wait until the node has been
             // suspect for the settle window, so a burst whose Leases stop at
-            // different phases is counted whole by the guard first.
-            let settled = hb.last_renewal + s.unreachable_after + s.settle_window();
+            // different phases is counted whole by the guard first. A node
+            // suspect through its permit was so from within a renewal
+            // interval of its last renewal (plus the report's delay), not
+            // at a phase of its Lease: the burst spread is enough.
+            let settled = match view.permit_since {
+                Some(since) => since + s.burst_spread,
+                None => hb.last_renewal + s.unreachable_after + s.settle_window(),
+            };
             if external(view, plan, settled) {
                 return;
             }
@@ -267,7 +286,9 @@ fn permit_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, settled: Instant) -> 
     };
     match plan.obs.permits.get(name) {
         Some(PermitFence::Deadline(at)) => {
-            let deadline = (hb.last_renewal + s.fence_timeout).max(*at).max(settled);
+            // No --fence-timeout: the revocation's deadline proves the
+            // node reset, whenever the fencing began.
+            let deadline = (*at).max(settled);
             if plan.now.mono < deadline {
                 plan.wake(deadline);
                 return true;

@@ -24,8 +24,12 @@ pub(crate) struct NodeView<'a> {
     name: &'a str,
     obs: &'a NodeObs,
     scope: guard::Scope,
-    /// Lease stale (false when there is no Lease).
+    /// Lease stale, or the node suspect through its permit (false when
+    /// there is no Lease).
     stale: bool,
+    /// Suspect through its permit since then, its Lease not stale yet
+    /// ([`detect::permit_suspect`]).
+    permit_since: Option<Instant>,
 }
 
 /// What the stages produce while deciding.
@@ -111,11 +115,25 @@ pub fn decide(obs: &Observations, now: Now, settings: &Settings) -> Decision {
     let views: Vec<NodeView<'_>> = obs
         .nodes
         .iter()
-        .map(|(name, node)| NodeView {
-            name,
-            obs: node,
-            scope: guard::scope(node, settings),
-            stale: detect::stale(node, now.mono, settings).unwrap_or(false),
+        .map(|(name, node)| {
+            let lease_stale = detect::stale(node, now.mono, settings).unwrap_or(false);
+            let permit_since = (!lease_stale)
+                .then(|| {
+                    detect::permit_suspect(
+                        node,
+                        obs.permit_over.get(name).copied(),
+                        now.mono,
+                        settings,
+                    )
+                })
+                .flatten();
+            NodeView {
+                name,
+                obs: node,
+                scope: guard::scope(node, settings),
+                stale: lease_stale || permit_since.is_some(),
+                permit_since,
+            }
         })
         .collect();
     // The agent's own node counts: it is one of the cluster's nodes, and

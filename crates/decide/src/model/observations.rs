@@ -228,6 +228,11 @@ pub struct Observations {
     /// The leader's revocations through the permit (`docs/permits.md`),
     /// per node being fenced whose agent runs the permit protocol.
     pub permits: BTreeMap<String, PermitFence>,
+    /// Per node whose agent armed its watchdog under the permit in its
+    /// current boot: from when no permit it could hold is left, by its
+    /// grantors' silence reports and its renewals through the API server
+    /// ([`crate::permit::silence::permit_over`]).
+    pub permit_over: BTreeMap<String, Instant>,
 }
 
 /// Where the revocation of a node's permit stands.

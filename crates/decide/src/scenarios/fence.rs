@@ -264,26 +264,95 @@ fn a_permit_node_is_marked_fenced_at_its_revocations_deadline_and_no_sooner() {
 }
 
 #[test]
-fn a_deadline_before_the_fence_timeout_waits_for_it() {
+fn a_deadline_before_the_settle_window_waits_for_it_not_for_the_fence_timeout() {
     let mut sim = permit_cluster();
-    // A deadline already past when the fencing began: --fence-timeout
-    // and the settle window still hold (the same as with a safe time).
+    // A deadline already past when the fencing began: the settle window
+    // still holds; --fence-timeout does not (the deadline is the proof).
     sim.permits
         .insert("n1".into(), PermitFence::Deadline(mono(1)));
     sim.run_until(300);
     let marked = sim.updates("n1", mark());
-    assert_eq!(marked.len(), 1, "{marked:?}");
-    let mut safe = cluster();
-    safe.run_until(5);
-    safe.kill("n1");
-    safe.run_until(300);
-    let by_time = safe.updates("n1", mark())[0];
-    assert!(
-        marked[0] > 20 && marked[0] <= by_time,
-        "{marked:?} vs {by_time}"
-    );
     let s = &sim.settings;
-    assert!(s.fence_timeout.as_secs() <= marked[0], "{marked:?}");
+    let settled = (s.unreachable_after + s.settle_window()).as_secs();
+    assert_eq!(marked, vec![settled]);
+    assert!(settled < s.fence_timeout.as_secs(), "{settled}");
+}
+
+/// n1 fences through the permit; killed at 5 (last renewal at 0).
+fn permit_node_killed() -> Sim {
+    let mut sim = cluster();
+    let mut a = crate::testutil::advert();
+    a.self_fence = SelfFenceAction::None;
+    a.permit_fence = Some(SelfFenceAction::Watchdog);
+    sim.get_mut("n1").facts.agent = AdvertState::Valid(a);
+    sim.run_until(5);
+    sim.kill("n1");
+    sim
+}
+
+#[test]
+fn a_node_whose_permit_is_over_is_fenced_before_its_lease_is_stale() {
+    let mut sim = permit_node_killed();
+    // Its grantors' reports: no permit left from 9 on. Its Lease missed a
+    // renewal at 12 (heartbeat 10 s + burst spread 2 s): suspect then.
+    sim.permit_over.insert("n1".into(), mono(9));
+    sim.run_until(11);
+    assert!(sim.updates("n1", begin()).is_empty());
+    sim.run_until(12);
+    assert_eq!(sim.updates("n1", begin()), vec![12]);
+    let why = sim
+        .actions_at(12)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::UpdateNode {
+                intent: NodeIntent::BeginFencing,
+                why,
+                ..
+            } => Some(why),
+            _ => None,
+        })
+        .unwrap();
+    assert!(why.contains("no permit is left"), "{why}");
+    // Its revocation's deadline at 19; the burst spread settled at 14.
+    sim.permits
+        .insert("n1".into(), PermitFence::Deadline(mono(19)));
+    sim.run_until(18);
+    assert!(sim.updates("n1", mark()).is_empty());
+    sim.run_until(40);
+    assert_eq!(sim.updates("n1", mark()), vec![19]);
+}
+
+#[test]
+fn a_permit_over_later_than_the_missed_renewal_decides() {
+    let mut sim = permit_node_killed();
+    sim.permit_over.insert("n1".into(), mono(15));
+    sim.run_until(19);
+    assert_eq!(sim.updates("n1", begin()), vec![15]);
+}
+
+#[test]
+fn a_node_whose_kubelet_renews_is_never_suspect_through_its_permit() {
+    let mut sim = cluster();
+    let mut a = crate::testutil::advert();
+    a.self_fence = SelfFenceAction::None;
+    a.permit_fence = Some(SelfFenceAction::Watchdog);
+    sim.get_mut("n1").facts.agent = AdvertState::Valid(a);
+    // Reports say no permit is left (its peers cannot reach it), but its
+    // kubelet renews: left to its Lease.
+    sim.permit_over.insert("n1".into(), mono(3));
+    sim.run_until(200);
+    assert!(sim.updates("n1", begin()).is_empty());
+    assert_eq!(sim.status("n1"), NodeStatus::Healthy);
+}
+
+#[test]
+fn reports_do_not_make_a_node_without_the_permit_fence_suspect() {
+    let mut sim = cluster();
+    sim.run_until(5);
+    sim.kill("n1");
+    sim.permit_over.insert("n1".into(), mono(9));
+    sim.run_until(30);
+    assert_eq!(sim.updates("n1", begin()), vec![20]);
 }
 
 #[test]
