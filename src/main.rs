@@ -197,6 +197,16 @@ async fn run(config: kube_fencer::config::Config) -> anyhow::Result<()> {
     let peer_server = match (config.agent.peer_listen, &key) {
         (Some(addr), Some(key)) => {
             let grants = start_grantor(&config, boot.as_deref());
+            if let Some(g) = &grants
+                && !config.dry_run
+            {
+                tokio::spawn(kube_fencer::peers::permit::report::run(
+                    g.clone(),
+                    kube::Api::namespaced(client.clone(), &config.namespace),
+                    config.node_name().to_string(),
+                    metrics.clone(),
+                ));
+            }
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on --peer-listen {addr}"))?;

@@ -27,6 +27,7 @@ pub struct Attached {
     pub volume_attachments: Vec<VolumeAttachmentObs>,
     pub fence_commands: BTreeMap<String, FenceCommandState>,
     pub permits: BTreeMap<String, crate::decide::PermitFence>,
+    pub permit_over: BTreeMap<String, std::time::Instant>,
 }
 
 /// The Node as stored, beyond the core's facts: what a write needs.
@@ -106,11 +107,13 @@ impl Index {
         self.obs.volume_attachments = attached.volume_attachments;
         self.obs.fence_commands = attached.fence_commands;
         self.obs.permits = attached.permits;
+        self.obs.permit_over = attached.permit_over;
         let result = f(&self.obs);
         self.obs.pods = BTreeMap::new();
         self.obs.volume_attachments = Vec::new();
         self.obs.fence_commands = BTreeMap::new();
         self.obs.permits = BTreeMap::new();
+        self.obs.permit_over = BTreeMap::new();
         result
     }
 

@@ -126,6 +126,9 @@ struct LoopState<W> {
     was_synced: bool,
     /// The revocations through the permit, as of the last step.
     permits: BTreeMap<String, crate::decide::PermitFence>,
+    /// From when each armed node's permit is over, by its grantors'
+    /// reports, as of the last step.
+    permit_over: BTreeMap<String, Instant>,
 }
 
 impl Leader {
@@ -188,6 +191,7 @@ impl Leader {
             pods: PodCache::default(),
             was_synced: false,
             permits: BTreeMap::new(),
+            permit_over: BTreeMap::new(),
         };
         self.health.set_caches_synced(false);
         self.metrics.cache_synced.set(0);
@@ -282,6 +286,10 @@ impl Leader {
                             .step(&permits, ls.index.observations(), Instant::now())
                             .await;
                         ls.permits = revocations.fences(ls.index.observations());
+                        ls.permit_over = permits.over(
+                            ls.index.observations(),
+                            crate::decide::permit::timings::Timings::default().drift,
+                        );
                     }
                 }
             }
@@ -320,6 +328,7 @@ impl Leader {
             volume_attachments,
             fence_commands: ls.memory.fence_commands().clone(),
             permits: ls.permits.clone(),
+            permit_over: ls.permit_over.clone(),
         };
         let writer = &mut ls.writer;
         let (decision, steps) = ls.index.with_attached(attached, |obs| {

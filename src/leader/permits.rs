@@ -23,9 +23,12 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
+use crate::decide::permit::Drift;
 use crate::decide::permit::object::{
     self, ApiRenewal, GRANTORS_ANNOTATION, LABEL, ListedSet, PermitState, Unreadable,
 };
+use crate::decide::permit::silence::{ApiSeen, Heard, permit_over};
+use crate::decide::permit::timings::API_CREDIT_CAP;
 use crate::decide::{Observations, Settings};
 use crate::observability::metrics::Metrics;
 
@@ -45,6 +48,9 @@ pub struct Observed {
     /// first saw that renewal (a renewal takes effect before any read
     /// returns it, so this is later than its writing).
     pub renewal_seen: Instant,
+    /// As a grantor, per grantee it reports silent: the latest its last
+    /// grant can have been, from the first sighting of the report.
+    pub heard: BTreeMap<String, Heard>,
 }
 
 /// What the watch delivered: every object, once the first listing is in.
@@ -69,14 +75,56 @@ impl Seen {
             Some(o) if same_renewal(&o.state.renewal, &state.renewal) => o.renewal_seen,
             _ => now,
         };
+        // A report was written before it was seen: its sighting bounds the
+        // last grant from above. Only the latest sighting counts: an
+        // earlier one may belong to an earlier silence, the grantee having
+        // renewed in between (a relisting watch skips versions).
+        let heard = state
+            .silent
+            .iter()
+            .map(|(grantee, s)| (grantee.clone(), Heard::from_report(now, s.quiet, s.credit)))
+            .collect();
         map.insert(
             node.to_string(),
             Observed {
                 state,
                 renewal_seen,
+                heard,
             },
         );
     }
+}
+
+/// [`PermitObjects::over`] on the objects `seen`, `boot` giving a node's
+/// current boot.
+fn over(
+    seen: &BTreeMap<String, Observed>,
+    boot: impl Fn(&str) -> Option<String>,
+    drift: Drift,
+) -> BTreeMap<String, Instant> {
+    seen.iter()
+        .filter(|(node, o)| o.state.armed_in(boot(node).as_deref()))
+        .filter_map(|(node, o)| {
+            let sets: Vec<_> = o.state.sets.iter().map(ListedSet::set).collect();
+            let heard: BTreeMap<String, Heard> = sets
+                .iter()
+                .flat_map(|s| s.peers.iter())
+                .filter_map(|g| Some((g.clone(), *seen.get(g)?.heard.get(node)?)))
+                .collect();
+            let api = match &o.state.renewal {
+                Ok(None) => None,
+                Ok(Some(r)) => Some(ApiSeen {
+                    first_seen: o.renewal_seen,
+                    credit: r.credit.min(API_CREDIT_CAP),
+                }),
+                Err(Unreadable) => Some(ApiSeen {
+                    first_seen: o.renewal_seen,
+                    credit: API_CREDIT_CAP,
+                }),
+            };
+            Some((node.clone(), permit_over(&sets, &heard, api, drift)?))
+        })
+        .collect()
 }
 
 /// Whether two readings of an object carry the same renewal through the
@@ -198,6 +246,17 @@ impl PermitObjects {
 
     pub fn api(&self) -> &Api<Lease> {
         &self.api
+    }
+
+    /// Per node whose object says its agent armed in the node's current
+    /// boot: from when no permit it could hold is left, by its grantors'
+    /// reports and its renewals through the API server
+    /// ([`permit_over`]; the core decides what that makes it).
+    pub fn over(&self, obs: &Observations, drift: Drift) -> BTreeMap<String, Instant> {
+        let boot = |node: &str| obs.nodes.get(node)?.facts.boot_id().map(str::to_string);
+        self.seen()
+            .map(|seen| over(&seen, boot, drift))
+            .unwrap_or_default()
     }
 
     /// Bring the grantor listings in line with the plan for `obs`, if
@@ -343,7 +402,68 @@ pub fn lease_for(node: &str, uid: Option<&str>, sets: &[ListedSet]) -> Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::permit::object::Grantor;
+    use crate::decide::permit::object::{Grantor, Silent};
+
+    #[test]
+    fn a_node_is_over_once_its_grantors_report_it_and_only_if_armed_in_this_boot() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let listed = |peers: &[&str]| ListedSet {
+            version: 1,
+            grantors: peers
+                .iter()
+                .map(|p| Grantor {
+                    node: p.to_string(),
+                    address: String::new(),
+                })
+                .collect(),
+        };
+        let reporting = |grantee: &str, quiet: u32| PermitState {
+            silent: BTreeMap::from([(
+                grantee.to_string(),
+                Silent {
+                    quiet: quiet * s,
+                    credit: 10 * s,
+                },
+            )]),
+            ..Default::default()
+        };
+        let mut seen = BTreeMap::new();
+        let x = PermitState {
+            sets: vec![listed(&["a", "b"])],
+            armed: Some("boot-x".into()),
+            ..Default::default()
+        };
+        Seen::apply(&mut seen, None, "x", x.clone(), t0);
+        Seen::apply(&mut seen, None, "a", reporting("x", 3), t0 + 4 * s);
+        let boots = |node: &str| (node == "x").then(|| "boot-x".to_string());
+        let exact = Drift::from_ppm(0).unwrap();
+        assert!(over(&seen, boots, exact).is_empty(), "b may still grant");
+        Seen::apply(&mut seen, None, "b", reporting("x", 4), t0 + 5 * s);
+        // a last granted by 1, b by 1: over at 11.
+        assert_eq!(
+            over(&seen, boots, exact),
+            BTreeMap::from([("x".to_string(), t0 + 11 * s)])
+        );
+        // Rebooted (another boot ID): nothing armed in this boot.
+        let rebooted = |node: &str| (node == "x").then(|| "boot-y".to_string());
+        assert!(over(&seen, rebooted, exact).is_empty());
+        // A renewal through the API server first seen at 6 holds until 36.
+        let renewed = PermitState {
+            renewal: Ok(Some(ApiRenewal {
+                count: 1,
+                credit: 30 * s,
+                watchdog_timeout: 5 * s,
+            })),
+            ..x
+        };
+        let old = seen.get("x").cloned();
+        Seen::apply(&mut seen, old.as_ref(), "x", renewed, t0 + 6 * s);
+        assert_eq!(
+            over(&seen, boots, exact),
+            BTreeMap::from([("x".to_string(), t0 + 36 * s)])
+        );
+    }
 
     #[test]
     fn a_renewal_is_first_seen_when_its_count_changes() {

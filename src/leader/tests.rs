@@ -110,6 +110,7 @@ fn loop_state<W>(writer: W) -> (LoopState<W>, tokio::sync::mpsc::Receiver<EventM
         pods: PodCache::default(),
         was_synced: true,
         permits: Default::default(),
+        permit_over: Default::default(),
     };
     (ls, rx)
 }

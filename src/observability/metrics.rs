@@ -32,6 +32,7 @@
 //! | `kube_fencer_permit_grants_needed` | gauge | | Peer grants a permit needs (a majority of the grantor set with the node's own vote). |
 //! | `kube_fencer_permit_through_api` | gauge | | 1 while this node's permit is held by a renewal through the API server (its peers do not grant: the degraded mode). |
 //! | `kube_fencer_permit_api_renewals_total` | counter | `result` (`renewed`, `revoked`, `failed`) | This agent's renewals of its permit through the API server. |
+//! | `kube_fencer_permit_silence_reports_total` | counter | `result` (`written`, `failed`) | This agent's writes, as a grantor, of the grantees it has not granted for a few seconds to its permit object. |
 //! | `kube_fencer_permit_stops_total` | counter | `kind` (`revoke`, `retire`, `lift`), `result` (`ok`, `error`) | The leader's stops sent to grantors, by acknowledgement. |
 //! | `kube_fencer_permit_revocation_seconds` | histogram | | Per node revoked: seconds from its last heartbeat to the deadline by which the revocation proves it reset (shadow mode: the safe time still decides). |
 
@@ -88,6 +89,7 @@ pub struct Metrics {
     pub permit_api_renewals: IntCounterVec,
     pub permit_stops: IntCounterVec,
     pub permit_revocation_seconds: Histogram,
+    pub permit_silence_reports: IntCounterVec,
 }
 
 /// States of the self-fence gauge.
@@ -428,6 +430,17 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            permit_silence_reports: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "kube_fencer_permit_silence_reports_total",
+                        "This agent's writes, as a grantor, of the grantees it has not granted for a few seconds to its permit object, by result.",
+                    ),
+                    &["result"],
+                )
+                .unwrap(),
+            ),
             registry,
         };
         for state in SELF_FENCE_STATES {
@@ -437,6 +450,9 @@ impl Metrics {
         }
         for phase in PHASES {
             m.nodes.with_label_values(&[phase]).set(0);
+        }
+        for result in ["written", "failed"] {
+            m.permit_silence_reports.with_label_values(&[result]);
         }
         for result in FENCE_COMMAND_RESULTS {
             m.fence_commands.with_label_values(&[result]);

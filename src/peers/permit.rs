@@ -11,6 +11,7 @@
 //! that cannot be saved is not acknowledged (`503`): the leader counts only
 //! stops that survive the grantor's restarts.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ use crate::peers::auth::{PeerKey, unix_now};
 use crate::peers::{AskError, Reply, Server, authenticate, exchange, signed_reply};
 
 pub mod memory;
+pub mod report;
 
 pub const RENEW_PATH: &str = "/peer/v1/renew";
 pub const STOP_PATH: &str = "/peer/v1/stop";
@@ -125,6 +127,15 @@ impl Grants {
         // Saved under the lock: a later stop's file never precedes this one.
         self.save(&g)?;
         Ok(ack)
+    }
+
+    /// The grantees it reports silent now ([`Grantor::silent`]).
+    pub fn silent(
+        &self,
+        after: Duration,
+        within: Duration,
+    ) -> BTreeMap<String, crate::decide::permit::object::Silent> {
+        self.lock().silent(Instant::now(), after, within)
     }
 
     /// Whether this grantor grants nothing yet (it lost its memory).

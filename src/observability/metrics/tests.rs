@@ -151,8 +151,9 @@ fn registered_descs(m: &Metrics) -> BTreeMap<String, Vec<String>> {
         permit_api_renewals,
         permit_stops,
         permit_revocation_seconds,
+        permit_silence_reports,
     } = m;
-    let collectors: [&dyn Collector; 33] = [
+    let collectors: [&dyn Collector; 34] = [
         build_info,
         leader,
         leader_transitions,
@@ -186,6 +187,7 @@ fn registered_descs(m: &Metrics) -> BTreeMap<String, Vec<String>> {
         permit_api_renewals,
         permit_stops,
         permit_revocation_seconds,
+        permit_silence_reports,
     ];
     collectors
         .iter()
