@@ -151,7 +151,8 @@ impl Grantor {
     /// ([`super::object::SILENT_ANNOTATION`]), from which the leader learns
     /// that a powered-off node's permit is over within a credit of its
     /// last renewal ([`super::silence`]). A node it stopped granting for a
-    /// revocation is left out: the leader is fencing it already.
+    /// revocation is reported too: the leader's fencing of it goes on from
+    /// these reports until its Lease is stale.
     pub fn silent(
         &self,
         now: Instant,
@@ -160,7 +161,6 @@ impl Grantor {
     ) -> BTreeMap<String, super::object::Silent> {
         self.granted
             .iter()
-            .filter(|(node, _)| !self.stops.get(*node).is_some_and(|s| s.revoked))
             .filter_map(|(node, g)| {
                 let quiet = now.saturating_duration_since(g.at);
                 (quiet >= after && quiet < within).then(|| {
@@ -467,7 +467,8 @@ mod tests {
             names(g.silent(t0 + 63 * s, 3 * s, within)),
             vec![("a".to_string(), 58 * s)]
         );
-        // A node being fenced is no news; one whose old set was retired is.
+        // A node being fenced is reported, and so is one whose old set was
+        // retired.
         g.renew(t0 + 9 * s, &renewal("c", 1));
         g.renew(t0 + 9 * s, &renewal("d", 1));
         g.stop(
@@ -489,6 +490,7 @@ mod tests {
             vec![
                 ("a".to_string(), 15 * s),
                 ("b".to_string(), 18 * s),
+                ("c".to_string(), 11 * s),
                 ("d".to_string(), 11 * s)
             ]
         );
