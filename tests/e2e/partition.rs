@@ -591,7 +591,40 @@ fn permit_args() -> Vec<&'static str> {
 /// deletes the pod only after that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_link_down_permit_resets_before_the_deletion() {
-    let (s, pod, victim, uid) = setup(&permit_args()).await;
+    link_down_permit(&permit_args()).await;
+}
+
+/// The same with a Lease that would take 30 s to go stale: the cut node's
+/// grantors report that it stopped renewing, its Lease misses a renewal,
+/// and the leader begins fencing it once no permit it could hold is left
+/// (about a credit after its last renewal), long before
+/// `--unreachable-after`. The reset still comes before the deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_link_down_permit_fenced_on_its_grantors_reports() {
+    let mut flags = DEFAULT_CHECKS.to_vec();
+    flags.extend([
+        ("--unreachable-after", "30s"),
+        ("--fence-timeout", "40s"),
+        ("--fencing-protocol", "permit"),
+    ]);
+    let (t_cut, deleted, status) = link_down_permit(&fast_agent_args(&flags)).await;
+    assert!(
+        status.contains("no permit is left"),
+        "not begun on the grantors' reports: {status}"
+    );
+    assert!(
+        deleted.1 - t_cut < 30.0,
+        "deleted +{:.1} s after the cut: not before the Lease went stale",
+        deleted.1 - t_cut
+    );
+}
+
+/// Link down under `args` (the permit protocol): the node resets before
+/// its pod's deletion, nobody else resets, the leader says why it could
+/// delete. When the cut was made, when the pod was last seen and first
+/// seen gone, and `kube-fencer status` of the node.
+async fn link_down_permit(args: &[&str]) -> (f64, (f64, f64), String) {
+    let (s, pod, victim, uid) = setup(args).await;
     let cluster = &s.cluster;
     let nodes = cluster.node_names().await.unwrap();
     wait_armed(cluster, &nodes).await;
@@ -616,9 +649,10 @@ async fn partition_link_down_permit_resets_before_the_deletion() {
     // The others never reset, and the leader said why it could delete.
     let others: Vec<String> = nodes.iter().filter(|n| **n != victim).cloned().collect();
     assert_nobody_fenced_itself(cluster, &others, "while another node was cut off");
-    let timeline = cluster.status(&[victim.as_str()]).unwrap();
-    say(format!("kube-fencer status {victim}:\n{timeline}"));
-    assert!(timeline.contains("permit is revoked"), "{timeline}");
+    let status = cluster.status(&[victim.as_str()]).unwrap();
+    say(format!("kube-fencer status {victim}:\n{status}"));
+    assert!(status.contains("permit is revoked"), "{status}");
+    (t_cut, deleted, status)
 }
 
 /// Wait until the permit object of every one of `nodes` says its agent
@@ -664,6 +698,22 @@ async fn peer_network_blocked(args: &[&str]) {
         let renewal = renewal.unwrap_or_default();
         assert!(renewal["count"].as_u64() >= Some(1), "{n}: {renewal}");
         assert!(renewal["credit"].is_string(), "{n}: {renewal}");
+    }
+    // Every grantor reports the others silent: the leader must not take
+    // that for their permits being over while they renew through the API
+    // server (and their kubelets renew their Leases).
+    for n in &nodes {
+        cluster
+            .wait_until(
+                &format!("{n} to report its grantees silent"),
+                Duration::from_secs(30),
+                async || {
+                    Ok(cluster
+                        .permit_annotation(n, "kube-fencer.io/silent")?
+                        .filter(|r| r.as_object().is_some_and(|o| !o.is_empty())))
+                },
+            )
+            .await;
     }
     cluster
         .wait_until(
