@@ -12,9 +12,12 @@ use crate::config::{AgentConfig, SelfFenceMode};
 use crate::decide::SelfFenceAction;
 use kube_fencer_watchdog::{Watchdog, WatchdogError};
 
-fn is_char_device(path: &Path) -> bool {
+/// Whether `path` is there as a device: a character device, or a file (a
+/// device emulated in user space, through FUSE). Not a directory: what a
+/// container runtime makes of a hostPath that is missing.
+fn is_device(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
-    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device())
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device() || m.is_file())
 }
 
 /// The kernel's trigger `--self-fence=sysrq-reboot` writes to.
@@ -124,7 +127,7 @@ impl SelfFenceMeans {
                 Some(PermitFeed::Watchdog(cfg.watchdog_device.clone())),
                 None,
             ),
-            SelfFenceMode::Auto if is_char_device(device) => (
+            SelfFenceMode::Auto if is_device(device) => (
                 Some(PermitFeed::Watchdog(cfg.watchdog_device.clone())),
                 None,
             ),
@@ -250,6 +253,37 @@ mod tests {
     }
 
     const KEYED: [&str; 4] = ["--peer-listen", "0.0.0.0:9747", "--peer-key-file", "/k"];
+
+    #[test]
+    fn under_the_permit_auto_takes_a_device_that_is_there_and_says_why_not() {
+        let dir = std::env::temp_dir().join(format!("kf-permit-auto-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("watchdog");
+        let means = |device: &std::path::Path| {
+            let cfg = agent(&with_keys(&[
+                "--fencing-protocol",
+                "permit",
+                "--self-fence",
+                "auto",
+                "--watchdog-device",
+                device.to_str().unwrap(),
+            ]));
+            SelfFenceMeans::for_permit(&cfg)
+        };
+        // Not there: no permit fence, and the reason.
+        let none = means(&file);
+        assert!(none.permit.is_none());
+        assert!(none.unavailable().is_some_and(|w| w.contains("no watchdog device")));
+        // A device emulated in user space (a FUSE file, as the real-node
+        // tests' watchdog) is a device too: nothing is opened yet.
+        std::fs::write(&file, "").unwrap();
+        let some = means(&file);
+        assert_eq!(some.permit_fence(), Some(SelfFenceAction::Watchdog));
+        assert!(some.unavailable().is_none());
+        // A directory (what a runtime makes of a missing hostPath) is not.
+        assert!(means(&dir).permit.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn with_keys<'a>(args: &[&'a str]) -> Vec<&'a str> {
         args.iter().copied().chain(KEYED).collect()
