@@ -273,7 +273,10 @@ mod tests {
         // Not there: no permit fence, and the reason.
         let none = means(&file);
         assert!(none.permit.is_none());
-        assert!(none.unavailable().is_some_and(|w| w.contains("no watchdog device")));
+        assert!(
+            none.unavailable()
+                .is_some_and(|w| w.contains("no watchdog device"))
+        );
         // A device emulated in user space (a FUSE file, as the real-node
         // tests' watchdog) is a device too: nothing is opened yet.
         std::fs::write(&file, "").unwrap();
