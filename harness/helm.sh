@@ -217,7 +217,7 @@ assertions() {
   case "$name" in
     default)
       expect "$name" "$out" "${common[@]}" \
-        "the default args exactly|$AGENT.args == [\"--log-format=json\",\"--unreachable-after=20s\",\"--fence-timeout=40s\",\"--healthy-after=30s\",\"--max-unhealthy=40%\",\"--strategy=out-of-service\",\"--self-fence=auto\",\"--watchdog-device=/host/dev/watchdog\",\"--watchdog-timeout=10s\",\"--api-check-interval=5s\",\"--api-check-timeout=2s\",\"--api-failure-threshold=3\",\"--peer-silence-timeout=10s\",\"--peer-listen=0.0.0.0:9747\",\"--peer-key-secret=kube-fencer-peer-key\",\"--state-dir=/run/kube-fencer\",\"--safe-time-margin=5s\",\"--node-heartbeat-interval=10s\"]" \
+        "the default args exactly|$AGENT.args == [\"--log-format=json\",\"--unreachable-after=20s\",\"--fence-timeout=40s\",\"--healthy-after=30s\",\"--max-unhealthy=40%\",\"--strategy=out-of-service\",\"--fencing-protocol=permit\",\"--self-fence=auto\",\"--watchdog-device=/host/dev/watchdog\",\"--watchdog-timeout=5s\",\"--api-check-interval=5s\",\"--api-check-timeout=2s\",\"--api-failure-threshold=3\",\"--peer-silence-timeout=10s\",\"--peer-listen=0.0.0.0:9747\",\"--peer-key-secret=kube-fencer-peer-key\",\"--state-dir=/run/kube-fencer\",\"--safe-time-margin=5s\",\"--node-heartbeat-interval=10s\"]" \
         "a privileged root agent|$AGENT.securityContext.privileged == true and $AGENT.securityContext.runAsUser == 0" \
         "hostPort 9747|[$AGENT.ports[] | select(.hostPort == 9747)] | length == 1" \
         "the host's /dev and /run/kube-fencer|[$DS.volumes[].hostPath.path] == [\"/dev\", \"/run/kube-fencer\"]" \
@@ -239,7 +239,7 @@ assertions() {
       ;;
     timings)
       expect "$name" "$out" "${common[@]}" \
-        "the timings given|[\"--unreachable-after=30s\",\"--fence-timeout=1m\",\"--node-heartbeat-interval=15s\",\"--burst-spread=0s\",\"--leader-lease-duration=15s\",\"--watchdog-timeout=20s\",\"--api-check-interval=6s\",\"--api-check-timeout=3s\",\"--api-failure-threshold=4\",\"--peer-silence-timeout=15s\",\"--max-unhealthy=1\",\"--strategy=delete-pods\",\"--log-level=debug\"] - $AGENT.args == []" \
+        "the timings given|[\"--unreachable-after=30s\",\"--fence-timeout=1m\",\"--node-heartbeat-interval=15s\",\"--burst-spread=0s\",\"--leader-lease-duration=15s\",\"--watchdog-timeout=20s\",\"--api-check-interval=6s\",\"--api-check-timeout=3s\",\"--api-failure-threshold=4\",\"--peer-silence-timeout=15s\",\"--max-unhealthy=1\",\"--strategy=delete-pods\",\"--fencing-protocol=safe-time\",\"--self-fence=sysrq-reboot\",\"--log-level=debug\"] - $AGENT.args == []" \
         "no flag for a null timing|[$AGENT.args[] | select(test(\"^--(healthy-after|safe-time-margin)\"))] == []" \
         "extraArgs last|$AGENT.args[-2:] == [\"--manage-control-plane\", \"--dry-run\"]" \
         "the nodeSelector|$DS.nodeSelector == {\"kubernetes.io/os\": \"linux\", \"node-role.kubernetes.io/worker\": \"\"}" \
@@ -313,7 +313,10 @@ test_chart() {
   expect_failure "a duration that is none" "timings.fenceTimeout|fenceTimeout" template x "$CHART_DIR" --set timings.fenceTimeout=forty
   expect_failure "a misspelt timing" "additional properties|additionalProperties|unreachableAfterr" \
     template x "$CHART_DIR" --set timings.unreachableAfterr=30s
-  log "helm refuses a bad mode, a bad duration and an unknown timing"
+  expect_failure "sysrq-reboot under the permit" "sysrq-reboot needs fencing.selfFence.protocol safe-time" \
+    template x "$CHART_DIR" --set fencing.selfFence.action=sysrq-reboot
+  expect_failure "an unknown protocol" "protocol" template x "$CHART_DIR" --set fencing.selfFence.protocol=lease
+  log "helm refuses a bad mode, a bad duration, an unknown timing, an unknown protocol and sysrq-reboot under the permit"
 
   # A real API server for the server-side dry runs.
   local dir

@@ -67,7 +67,7 @@ pub(super) fn step_1_install(t_start: i64) -> Run {
     );
     c.pass("every agent's peer port 9747 answers from both other nodes (401 to an unsigned question, counted by the receiver)");
     let ds_image = &images.ds_image;
-    c.pass(format!("every agent: image {ds_image}, peer key read in-cluster, selfFence watchdog with the kubelet's boot ID and <IP>:9747, device armed ({WATCHDOG_TIMEOUT} s) and fed, /metrics says kube_fencer_self_fence_capable 1; Secret kube-fencer-peer-key exists"));
+    c.pass(format!("every agent: image {ds_image}, peer key read in-cluster, permitFence watchdog with the kubelet's boot ID and <IP>:9747, device armed under the permit (at most {WATCHDOG_TIMEOUT} s) and fed, its permit object records the arming in this boot, /metrics says kube_fencer_self_fence_capable 1; Secret kube-fencer-peer-key exists"));
     start_prometheus(&mut run);
     check_scrapes(&run);
     run
@@ -239,8 +239,9 @@ fn apply_default_install(run: &mut Run) {
 }
 
 /// Every agent: the image, a containerd container, the peer key read
-/// in-cluster, selfFence watchdog with the kubelet's boot ID and its
-/// address, its device armed and fed, /metrics; the peer key Secret.
+/// in-cluster, permitFence watchdog with the kubelet's boot ID and its
+/// address, its device armed under the permit and fed, the arming on its
+/// permit object, /metrics; the peer key Secret.
 fn check_agents(run: &Run, images: &Images) {
     let c = &run.c;
     for n in NODES {
@@ -259,15 +260,28 @@ fn check_agents(run: &Run, images: &Images) {
                 "{pod}'s container ID is '{cid}', not a containerd one"
             ));
         }
-        check_agent_log(c, n);
         check_advert(c, n);
-        c.wait_until(15, &format!("{n}'s watchdog armed and fed"), || {
+        // Armed at the first ping, once the node holds its permit.
+        c.wait_until(30, &format!("{n}'s watchdog armed and fed"), || {
             c.wd_armed_fed(n, WATCHDOG_TIMEOUT)
         });
-        let timeout = c.wd_field(n, "timeout_seconds");
-        if timeout != WATCHDOG_TIMEOUT.to_string() {
+        c.wait_until(10, &format!("{n}'s arming on its permit object"), || {
+            !c.permit_annotation(n, "kube-fencer.io/armed").is_null()
+        });
+        check_agent_log(c, n);
+        // A ping sets at most the agent's timeout, and at most half of
+        // what is left of the permit.
+        let timeout: i64 = c.wd_field(n, "timeout_seconds").parse().unwrap_or(0);
+        if !(1..=WATCHDOG_TIMEOUT).contains(&timeout) {
             c.fail(format!(
-                "{n}'s watchdog timeout is {timeout} s, not the agent's {WATCHDOG_TIMEOUT} s"
+                "{n}'s watchdog timeout is {timeout} s, not 1 to the agent's {WATCHDOG_TIMEOUT} s"
+            ));
+        }
+        let armed = c.permit_annotation(n, "kube-fencer.io/armed");
+        if armed["boot"] != c.boot_id(n).as_str() {
+            c.fail(format!(
+                "{n}'s permit object records the arming {armed}, not in boot {}",
+                c.boot_id(n)
             ));
         }
         let m = c.node_metrics(n).unwrap_or_else(|e| {
@@ -286,7 +300,7 @@ fn check_agents(run: &Run, images: &Images) {
 }
 
 /// The agent on `n` read the peer key, built its client, armed its
-/// watchdog.
+/// watchdog under the permit.
 fn check_agent_log(c: &RealCluster, n: &str) {
     // The peer key is read through the API before the peer endpoint
     // serves: the agent's in-cluster config (ServiceAccount token,
@@ -300,19 +314,22 @@ fn check_agent_log(c: &RealCluster, n: &str) {
     if lg.contains("cannot build a Kubernetes client") {
         c.fail(format!("{n}'s agent could not build its in-cluster client"));
     }
-    if !lg.contains("watchdog armed") {
-        c.fail(format!("{n}'s agent log does not say 'watchdog armed'"));
+    if !lg.contains("watchdog is armed under the permit") {
+        c.fail(format!(
+            "{n}'s agent log does not say 'watchdog is armed under the permit'"
+        ));
     }
 }
 
-/// `n` advertises selfFence watchdog, its kubelet's boot ID and its
-/// `<IP>:9747`.
+/// `n` advertises permitFence watchdog (and selfFence none: a leader
+/// that predates the permit leaves it to external fencing), its kubelet's
+/// boot ID and its `<IP>:9747`.
 fn check_advert(c: &RealCluster, n: &str) {
     let a = c.advert(n);
     if a.is_null() {
         c.fail(format!("{n} has no kube-fencer.io/agent annotation"));
     }
-    if a["selfFence"] != "watchdog" {
+    if a["permitFence"] != "watchdog" || a["selfFence"] != "none" {
         c.fail(format!("{n} advertises {a}"));
     }
     let boot = c.boot_id(n);

@@ -3,8 +3,9 @@
 //! (rn-1..rn-3, harness/realnode.sh), each with a watchdog device of its own
 //! (harness/fakewdog.sh build: when it fires it powers its node off), then
 //!   1. every agent pod Running and Ready, one leader, every node advertising
-//!      selfFence "watchdog" with its kubelet's boot ID and a peer address,
-//!      the peer key Secret, every device armed and fed, /metrics answering
+//!      permitFence "watchdog" with its kubelet's boot ID and a peer address,
+//!      the peer key Secret, every device armed under the permit and fed
+//!      (the arming on the node's permit object), /metrics answering
 //!      with kube_fencer_self_fence_capable 1; a Prometheus server (built by
 //!      harness/monitoring.sh) discovers the agent pods through the API and
 //!      scrapes them by their prometheus.io annotations and as the
@@ -17,16 +18,17 @@
 //!      recorded Fencing then Fenced and tainted out-of-service;
 //!   4. boot it (new boot ID): unfenced (record, taint, cordon gone) and its
 //!      agent pod Ready again;
-//!   5. cut the replica's new node off (its link down): its agent decides to
-//!      fence itself, its watchdog fires within the watchdog timeout of that
-//!      decision and powers it off, and the leader deletes the replica only
-//!      after that; heal, boot, unfenced again;
+//!   5. cut the replica's new node off (its link down): its permit lapses
+//!      and its agent stops feeding, its watchdog fires within the watchdog
+//!      timeout of that and powers it off, and the leader deletes the
+//!      replica only after that (the revocation's deadline); heal, boot,
+//!      unfenced again;
 //!   6. cut the replica's node off (packets dropped) and freeze its agent
 //!      (SIGSTOP) 2 s later: its watchdog, no longer fed, fires within its
 //!      timeout of the freeze and powers the node off before the replica is
 //!      force-deleted; heal, boot, unfenced again;
-//!   7. delete the default DaemonSet (every agent withdraws and disarms its
-//!      watchdog; no node goes down), apply daemonset/unprivileged/ under Pod
+//!   7. delete the default DaemonSet (every agent withdraws its arming and
+//!      disarms its watchdog; no node goes down), apply daemonset/unprivileged/ under Pod
 //!      Security "restricted", power a node off: with nothing to fence it, it
 //!      stays Fencing and cordoned, and none of its pods is deleted; boot it,
 //!      unfenced.
@@ -63,11 +65,11 @@ use figures::Figures;
 
 const TAG: &str = "realnode-chaos";
 const NODES: [&str; 3] = ["rn-1", "rn-2", "rn-3"];
-// Agent defaults (daemonset/10-daemonset.yaml): safe time 48 s after the
-// last heartbeat, --healthy-after 30s, --watchdog-timeout 10s.
+// Agent defaults (daemonset/10-daemonset.yaml): --fencing-protocol permit,
+// --unreachable-after 20s, --healthy-after 30s, --watchdog-timeout 5s.
 const TTR_BOUND: u64 = 120;
 const UNFENCE_BOUND: u64 = 120;
-const WATCHDOG_TIMEOUT: i64 = 10;
+const WATCHDOG_TIMEOUT: i64 = 5;
 const WATCHDOG_SLACK: i64 = 3;
 
 /// "namespace/name uid node" of every pod ([`RealCluster::pod_uids`]).

@@ -26,8 +26,9 @@ pub(super) fn step_7_unprivileged(run: &mut Run) {
     run.fig.unpriv_unfence = run.heal_and_boot(&victim5);
 }
 
-/// Delete the default DaemonSet: every agent pod gone, every node
-/// advertising selfFence none, its watchdog stopped (not fired), Ready.
+/// Delete the default DaemonSet: every agent pod gone, every node's
+/// arming in this boot withdrawn from its permit object, its watchdog
+/// stopped (not fired), Ready.
 fn uninstall_default(run: &Run) {
     let c = &run.c;
     c.step("8: uninstall the default DaemonSet; every agent withdraws and disarms its watchdog");
@@ -62,10 +63,12 @@ fn uninstall_default(run: &Run) {
         .is_ok_and(|o| o.trim().is_empty())
     });
     for n in NODES {
-        if !run.self_fence_is(n, "none") {
+        // An arming of an earlier boot may stay (it proves nothing about
+        // this one); this boot's must be gone.
+        let armed = c.permit_annotation(n, "kube-fencer.io/armed");
+        if armed["boot"] == c.boot_id(n).as_str() {
             c.fail(format!(
-                "{n} still advertises {} after its agent stopped",
-                c.advert(n)
+                "{n}'s permit object still records the arming {armed} of this boot after its agent stopped"
             ));
         }
         let st = c.wd_field(n, "state");
@@ -78,7 +81,7 @@ fn uninstall_default(run: &Run) {
             c.fail(format!("{n} is not Ready"));
         }
     }
-    c.pass("default DaemonSet deleted: every agent withdrew (selfFence none) and disarmed its watchdog (stopped, not fired); every node still up");
+    c.pass("default DaemonSet deleted: every agent withdrew its arming from its permit object and disarmed its watchdog (stopped, not fired); every node still up");
 }
 
 /// `kubectl apply -f daemonset/unprivileged/` under Pod Security

@@ -1,6 +1,6 @@
 //! Steps 5 and 6: db-0's node cut off, its watchdog powers it off before
-//! the replica is deleted: because its agent decided to fence itself
-//! (step 5), or because its agent was frozen (step 6).
+//! the replica is deleted: because its permit lapsed and its agent stopped
+//! feeding (step 5), or because its agent was frozen (step 6).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use super::{Run, TTR_BOUND, WATCHDOG_SLACK, WATCHDOG_TIMEOUT, db_pod, pvc_uid, r
 /// When step 5 saw what, in ms since the epoch.
 #[derive(Default)]
 struct CutSeen {
-    /// The time of the agent's "SELF-FENCING this node" log line.
+    /// The time of the agent's "PERMIT LAPSED" log line.
     decision: Option<i64>,
     /// When the watchdog fired (its state file).
     fired: Option<i64>,
@@ -21,10 +21,10 @@ struct CutSeen {
     last_present: Option<i64>,
 }
 
-/// Step 5: cut db-0's node off (link down): its agent decides to fence
-/// itself, its watchdog fires within the watchdog timeout of that decision
-/// and powers it off, and the old db-0 is deleted only after that; heal,
-/// boot, unfenced again.
+/// Step 5: cut db-0's node off (link down): its permit lapses and its
+/// agent stops feeding (the "decision"), its watchdog fires within the
+/// watchdog timeout of that and powers it off, and the old db-0 is deleted
+/// only after that; heal, boot, unfenced again.
 pub(super) fn step_5_cut_self_fence(run: &mut Run) {
     let c = &run.c;
     let cut = run.db_node.clone();
@@ -56,7 +56,7 @@ pub(super) fn step_5_cut_self_fence(run: &mut Run) {
         c.fail(format!("{cut} is not Fenced"));
     }
     let ttr2 = t_recovered2 - t_cut;
-    c.pass(format!("cut {cut}: self-fence decision at +{} s, watchdog fired {} s later (bound {WATCHDOG_TIMEOUT}+{WATCHDOG_SLACK} s) and powered it off; old db-0 still there at +{} s (after the fire), db-0 Running on {} (uid {}, same claim) {} s after the cut; other pods kept their UIDs",
+    c.pass(format!("cut {cut}: permit lapsed at +{} s, watchdog fired {} s later (bound {WATCHDOG_TIMEOUT}+{WATCHDOG_SLACK} s) and powered it off; old db-0 still there at +{} s (after the fire), db-0 Running on {} (uid {}, same claim) {} s after the cut; other pods kept their UIDs",
         secs(t_decision - t_cut), secs(t_fired - t_decision), secs(t_last_present - t_cut), db4.node, db4.uid, secs(ttr2)));
 
     c.step(format!("6: heal and boot {cut}"));
@@ -75,18 +75,18 @@ pub(super) fn step_5_cut_self_fence(run: &mut Run) {
 fn check_fired_first(c: &RealCluster, cut: &str, seen: &CutSeen, t_cut: i64) -> (i64, i64, i64) {
     let t_decision = seen
         .decision
-        .unwrap_or_else(|| c.fail(format!("no 'SELF-FENCING this node' in {cut}'s agent log")));
+        .unwrap_or_else(|| c.fail(format!("no 'PERMIT LAPSED' in {cut}'s agent log")));
     let t_fired = seen
         .fired
         .unwrap_or_else(|| c.fail(format!("{cut}'s watchdog never fired")));
     if t_fired < t_decision {
         c.fail(format!(
-            "{cut}'s watchdog fired {} s before the agent's decision",
+            "{cut}'s watchdog fired {} s before its permit lapsed",
             secs(t_decision - t_fired)
         ));
     }
     if t_fired > t_decision + (WATCHDOG_TIMEOUT + WATCHDOG_SLACK) * 1000 {
-        c.fail(format!("{cut}'s watchdog fired {} s after the decision (more than {WATCHDOG_TIMEOUT}+{WATCHDOG_SLACK} s)", secs(t_fired - t_decision)));
+        c.fail(format!("{cut}'s watchdog fired {} s after its permit lapsed (more than {WATCHDOG_TIMEOUT}+{WATCHDOG_SLACK} s)", secs(t_fired - t_decision)));
     }
     if !c.dir.join("wd").join(format!("{cut}.fired-at")).exists() {
         c.fail("the watchdog's on-expire command did not run");
@@ -131,7 +131,7 @@ fn watch_cut(
                 .agent_log(cut)
                 .lines()
                 .skip(log_lines_before)
-                .find(|l| l.contains("SELF-FENCING this node"))
+                .find(|l| l.contains("PERMIT LAPSED"))
         {
             let t = line
                 .split(' ')
@@ -139,9 +139,8 @@ fn watch_cut(
                 .and_then(rfc3339_ms)
                 .unwrap_or_else(|| c.fail(format!("no time in the log line {line}")));
             seen.decision = Some(t);
-            let reason = log_reason(line);
             c.say(format!(
-                "{cut}'s agent decided to fence itself at +{} s: {reason}",
+                "{cut}'s permit lapsed at +{} s: its agent stopped feeding",
                 secs(t - t_cut)
             ));
         }
@@ -165,17 +164,6 @@ fn watch_cut(
         std::thread::sleep(Duration::from_millis(500));
     };
     (seen, t_recovered)
-}
-
-/// The `"reason":"…"` of a JSON log line, or nothing.
-fn log_reason(line: &str) -> String {
-    line.find("\"reason\":\"")
-        .map(|i| {
-            let r = &line[i..];
-            let end = r[10..].find('"').map_or(r.len(), |e| e + 11);
-            r[..end].to_string()
-        })
-        .unwrap_or_default()
 }
 
 /// Step 6: cut db-0's node off (packets dropped) and freeze its agent

@@ -98,6 +98,26 @@ impl RealCluster {
             .unwrap_or(Value::Null)
     }
 
+    /// The annotation `key` of the node's permit object (the Lease
+    /// `kube-fencer-permit-<node>`) as JSON, or null.
+    pub fn permit_annotation(&self, node: &str, key: &str) -> Value {
+        self.kubectl_json(&[
+            "-n",
+            super::NS,
+            "get",
+            "lease",
+            &format!("kube-fencer-permit-{node}"),
+        ])
+        .ok()
+        .and_then(|l| {
+            l["metadata"]["annotations"][key]
+                .as_str()
+                .map(str::to_string)
+        })
+        .and_then(|a| serde_json::from_str(&a).ok())
+        .unwrap_or(Value::Null)
+    }
+
     /// The node's `kube-fencer.io/phase` label.
     pub fn phase(&self, node: &str) -> String {
         self.node_json(node)
