@@ -128,9 +128,10 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
             // suspect through its permit was so from within a renewal
             // interval of its last renewal (plus the report's delay), not
             // at a phase of its Lease: the burst spread is enough.
+            let by_lease = hb.last_renewal + s.unreachable_after + s.settle_window();
             let settled = match view.permit_since {
-                Some(since) => since + s.burst_spread,
-                None => hb.last_renewal + s.unreachable_after + s.settle_window(),
+                Some(since) => by_lease.min(since + s.burst_spread),
+                None => by_lease,
             };
             if external(view, plan, settled) {
                 return;

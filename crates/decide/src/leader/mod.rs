@@ -27,8 +27,8 @@ pub(crate) struct NodeView<'a> {
     /// Lease stale, or the node suspect through its permit (false when
     /// there is no Lease).
     stale: bool,
-    /// Suspect through its permit since then, its Lease not stale yet
-    /// ([`detect::permit_suspect`]).
+    /// Suspect through its permit since then ([`detect::permit_suspect`]),
+    /// whether or not its Lease went stale since.
     permit_since: Option<Instant>,
 }
 
@@ -117,16 +117,12 @@ pub fn decide(obs: &Observations, now: Now, settings: &Settings) -> Decision {
         .iter()
         .map(|(name, node)| {
             let lease_stale = detect::stale(node, now.mono, settings).unwrap_or(false);
-            let permit_since = (!lease_stale)
-                .then(|| {
-                    detect::permit_suspect(
-                        node,
-                        obs.permit_over.get(name).copied(),
-                        now.mono,
-                        settings,
-                    )
-                })
-                .flatten();
+            let permit_since = detect::permit_suspect(
+                node,
+                obs.permit_over.get(name).copied(),
+                now.mono,
+                settings,
+            );
             NodeView {
                 name,
                 obs: node,

@@ -323,6 +323,19 @@ fn a_node_whose_permit_is_over_is_fenced_before_its_lease_is_stale() {
 }
 
 #[test]
+fn a_node_suspect_through_its_permit_keeps_its_short_settle_once_its_lease_is_stale() {
+    let mut sim = permit_node_killed();
+    sim.permit_over.insert("n1".into(), mono(9));
+    // Suspect at 12, settled at 14; its Lease goes stale at 20, and would
+    // settle only at 32 (20 + heartbeat 10 s + spread 2 s).
+    sim.permits
+        .insert("n1".into(), PermitFence::Deadline(mono(25)));
+    sim.run_until(60);
+    assert_eq!(sim.updates("n1", begin()), vec![12]);
+    assert_eq!(sim.updates("n1", mark()), vec![25]);
+}
+
+#[test]
 fn a_permit_over_later_than_the_missed_renewal_decides() {
     let mut sim = permit_node_killed();
     sim.permit_over.insert("n1".into(), mono(15));
