@@ -206,15 +206,19 @@ fn a_node_fenced_in_an_earlier_boot_that_is_coming_back_is_not_fenced_again() {
 /// for leaders that predate the permit), killed at 5 (last renewal at 0):
 /// its fencing begins at 20.
 fn permit_cluster() -> Sim {
+    let mut sim = permit_node_killed();
+    sim.run_until(20);
+    assert_eq!(sim.updates("n1", begin()), vec![20]);
+    sim
+}
+
+/// A cluster whose n1 fences through the permit.
+fn permit_node() -> Sim {
     let mut sim = cluster();
     let mut a = crate::testutil::advert();
     a.self_fence = SelfFenceAction::None;
     a.permit_fence = Some(SelfFenceAction::Watchdog);
     sim.get_mut("n1").facts.agent = AdvertState::Valid(a);
-    sim.run_until(5);
-    sim.kill("n1");
-    sim.run_until(20);
-    assert_eq!(sim.updates("n1", begin()), vec![20]);
     sim
 }
 
@@ -280,11 +284,7 @@ fn a_deadline_before_the_settle_window_waits_for_it_not_for_the_fence_timeout() 
 
 /// n1 fences through the permit; killed at 5 (last renewal at 0).
 fn permit_node_killed() -> Sim {
-    let mut sim = cluster();
-    let mut a = crate::testutil::advert();
-    a.self_fence = SelfFenceAction::None;
-    a.permit_fence = Some(SelfFenceAction::Watchdog);
-    sim.get_mut("n1").facts.agent = AdvertState::Valid(a);
+    let mut sim = permit_node();
     sim.run_until(5);
     sim.kill("n1");
     sim
@@ -345,11 +345,7 @@ fn a_permit_over_later_than_the_missed_renewal_decides() {
 
 #[test]
 fn a_node_whose_kubelet_renews_is_never_suspect_through_its_permit() {
-    let mut sim = cluster();
-    let mut a = crate::testutil::advert();
-    a.self_fence = SelfFenceAction::None;
-    a.permit_fence = Some(SelfFenceAction::Watchdog);
-    sim.get_mut("n1").facts.agent = AdvertState::Valid(a);
+    let mut sim = permit_node();
     // Reports say no permit is left (its peers cannot reach it), but its
     // kubelet renews: left to its Lease.
     sim.permit_over.insert("n1".into(), mono(3));
