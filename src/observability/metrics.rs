@@ -27,14 +27,14 @@
 //! | `kube_fencer_contradictions_total` | counter | | Nodes whose Lease went stale while their agent answered that it reaches the API server (kubelet stopped or stuck). |
 //! | `kube_fencer_peers` | gauge | | Peers this agent knows (and would ask if it lost the API). 0 with a self-fence action: any API outage looks like isolation. |
 //! | `kube_fencer_peer_requests_total` | counter | `direction` (`in`, `out`), `result` | Peer requests served and made (`ok`, `bad_mac`, `stale`, `replay`, `error`). |
-//! | `kube_fencer_permit_held` | gauge | | 1 while this node could hold a permit from its peers (the permit protocol, in shadow mode: not yet gating the watchdog). |
+//! | `kube_fencer_permit_held` | gauge | | 1 while this node could hold a permit from its peers (the permit protocol; it gates the watchdog under `--fencing-protocol permit`). |
 //! | `kube_fencer_permit_grants` | gauge | | Peer grants of this node's permit in force now. |
 //! | `kube_fencer_permit_grants_needed` | gauge | | Peer grants a permit needs (a majority of the grantor set with the node's own vote). |
 //! | `kube_fencer_permit_through_api` | gauge | | 1 while this node's permit is held by a renewal through the API server (its peers do not grant: the degraded mode). |
 //! | `kube_fencer_permit_api_renewals_total` | counter | `result` (`renewed`, `revoked`, `failed`) | This agent's renewals of its permit through the API server. |
 //! | `kube_fencer_permit_silence_reports_total` | counter | `result` (`written`, `failed`) | This agent's writes, as a grantor, of the grantees it has not granted for a few seconds to its permit object. |
 //! | `kube_fencer_permit_stops_total` | counter | `kind` (`revoke`, `retire`, `lift`), `result` (`ok`, `error`) | The leader's stops sent to grantors, by acknowledgement. |
-//! | `kube_fencer_permit_revocation_seconds` | histogram | | Per node revoked: seconds from its last heartbeat to the deadline by which the revocation proves it reset (shadow mode: the safe time still decides). |
+//! | `kube_fencer_permit_revocation_seconds` | histogram | | Per node revoked: seconds from its last heartbeat to the deadline by which the revocation proves it reset (under the safe-time protocol, reported beside the safe time). |
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -367,7 +367,7 @@ impl Metrics {
                 &registry,
                 IntGauge::new(
                     "kube_fencer_permit_held",
-                    "1 while this node could hold a permit from its peers (shadow mode: the permit does not gate the watchdog yet).",
+                    "1 while this node could hold a permit from its peers.",
                 )
                 .unwrap(),
             ),
@@ -422,7 +422,7 @@ impl Metrics {
                 Histogram::with_opts(
                     HistogramOpts::new(
                         "kube_fencer_permit_revocation_seconds",
-                        "Per node revoked: seconds from its last heartbeat to the deadline by which the revocation proves it reset (shadow mode).",
+                        "Per node revoked: seconds from its last heartbeat to the deadline by which the revocation proves it reset.",
                     )
                     .buckets(vec![
                         5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 90.0, 120.0, 180.0,

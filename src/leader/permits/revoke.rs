@@ -1,9 +1,10 @@
 //! The leader's revocations and lifts through the permit objects and the
-//! grantors (`docs/permits.md`, "The leader's revocation"), in **shadow
-//! mode**: they run for real — the API path is closed on the node's permit
-//! object, the grantors stop granting and answer, the deadline is computed
-//! and reported — but the safe time still decides when a node is marked
-//! fenced. The decisions are [`crate::decide::permit`]'s: [`object::close`],
+//! grantors (`docs/permits.md`, "The leader's revocation"): the API path
+//! is closed on the node's permit object, the grantors stop granting and
+//! answer, the deadline is computed and reported, and handed to the core
+//! ([`Revocations::fences`]), which marks a node that fences through the
+//! permit fenced by it; for a node of the safe-time protocol the safe time
+//! still decides and the revocation runs beside it. The decisions are [`crate::decide::permit`]'s: [`object::close`],
 //! [`object::lift`], [`object::api_path`], and
 //! [`crate::decide::permit::revoke::Revocation`] for the stops and the
 //! deadline; this module carries them.
@@ -180,7 +181,7 @@ impl Revocations {
         self.active.retain(|n, _| wanted.contains(n));
         for node in &wanted {
             if !self.active.contains_key(*node) {
-                tracing::info!(node = %node, "permit revocation begins (shadow mode: the safe time still decides)");
+                tracing::info!(node = %node, "permit revocation begins");
                 self.active.insert(
                     (*node).clone(),
                     Revoking {
@@ -400,7 +401,7 @@ impl Revocations {
                         deadline_after_begin_seconds = after(r.began),
                         permit_end_in_seconds = d.permit_end.saturating_duration_since(now).as_secs_f64(),
                         watchdog_seconds = d.watchdog_timeout.as_secs_f64(),
-                        "permit revocation complete: the node is certainly reset by its deadline (shadow mode: the safe time still decides)"
+                        "permit revocation complete: the node is certainly reset by its deadline (which marks it fenced if it fences through the permit; beside a safe time, it is only reported)"
                     );
                 }
                 Err(p) => tracing::info!(node = %node, pending = ?p, "permit revocation waits"),
