@@ -40,6 +40,8 @@ RAW = OUT / "raw"
 NS_FENCER = "kube-fencer"
 LEADER_LEASE = "kube-fencer-leader"
 STATE_ANN = "kube-fencer.io/state"
+PERMIT_PREFIX = "kube-fencer-permit-"
+ARMED_ANN = "kube-fencer.io/armed"
 AGENT_ANN = "kube-fencer.io/agent"
 OOS_TAINT = "node.kubernetes.io/out-of-service"
 BULK_LABEL = "bench.kube-fencer.io/bulk"
@@ -64,6 +66,8 @@ def log(msg):
 
 # Self-fence timings of the agents (exec: self-fence, as in the e2e tests).
 SF_DEFAULT = []  # the agent's documented defaults: safe time 48 s
+# The default install's protocol (daemonset/10-daemonset.yaml): the permit.
+SF_PERMIT = ["--fencing-protocol", "permit", "--watchdog-timeout", "5s"]
 SF_TIGHT = [
     "--api-check-interval", "1s",
     "--api-check-timeout", "500ms",
@@ -143,6 +147,17 @@ PROFILES = {
         "deadline": 120.0,
     },
 }
+
+
+# The default install's protocol: the defaults, fenced through the permit.
+PROFILES["default-permit"] = dict(
+    PROFILES["default"],
+    title="defaults, self-fencing under the permit (exec)",
+    self_fence=SF_PERMIT,
+    permit=True,
+    safe_time=None,
+    safe_time_terms=None,
+)
 
 
 # --------------------------------------------------------------- processes --
@@ -421,7 +436,8 @@ class Cluster:
 
     def steady(self, timeout=240):
         """Every node Ready and unfenced, every replica Running, every agent
-        advertised with its current boot ID, a live leader."""
+        advertised with its current boot ID (under the permit: armed in it),
+        a live leader."""
         def check():
             nodes = self.api.get("/api/v1/nodes")["items"]
             for n in nodes:
@@ -432,6 +448,13 @@ class Cluster:
                 if a and not PROFILES[self.profile]["fence_command"]:
                     adv = annotations(n).get(AGENT_ANN)
                     if not adv or json.loads(adv).get("bootId") != a["boot"]:
+                        return None
+                if a and PROFILES[self.profile].get("permit"):
+                    # Armed under the permit in this boot: else revoking its
+                    # permit would prove nothing, and nothing fences it.
+                    obj = self.api.get(f"/apis/coordination.k8s.io/v1/namespaces/{NS_FENCER}/leases/{PERMIT_PREFIX}{name}")
+                    armed = annotations(obj or {}).get(ARMED_ANN)
+                    if not armed or json.loads(armed).get("boot") != a["boot"]:
                         return None
             for p in self.sts_pods().values():
                 if not p or not pod_running_ready(p) or p["metadata"].get("deletionTimestamp"):
@@ -766,7 +789,7 @@ def profile_doc(profile, c):
             "node_monitor_grace_period": CLUSTERS_CFG[p["cluster"]]["grace"],
             "unreachable_after_s": p["unreachable"], "fence_timeout_s": p["fence_timeout"],
             "safe_time_s": p["safe_time"], "leader_lease_s": p["leader_lease"], "safe_time_terms": p.get("safe_time_terms"),
-            "nodes": len(c.node_names())}
+            "permit": p.get("permit", False), "nodes": len(c.node_names())}
 
 
 def section_api(c, profile, window):
@@ -1045,7 +1068,7 @@ def main():
                     help="comma-separated sections: control, ttr-tight, failover, api, ttr-default, scale, "
                     "scale-static-peers and realnode (root; not in the default set)")
     ap.add_argument("--profiles-tight", default="tight,tight-fence-command")
-    ap.add_argument("--profiles-default", default="default,default-fence-command")
+    ap.add_argument("--profiles-default", default="default,default-permit,default-fence-command")
     ap.add_argument("--control-window", type=float, default=120.0)
     ap.add_argument("--api-window", type=float, default=60.0)
     ap.add_argument("--scale-sizes", default="10,100,1000")

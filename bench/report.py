@@ -57,6 +57,10 @@ def ttr_section(name, data, out):
     fencing = ("`--self-fence none --fence-command 'cluster.sh node-stop …'` (external fencing: the leader "
                "\"powers off\" the node and marks it fenced when the command exits 0)"
                if cfg["fence_command"] else
+               "`--self-fence exec:…` fed under the permit by every agent (the leader begins once the node's "
+               "grantors report that no permit it could hold is left and its Lease missed a renewal, revokes "
+               "its permit and marks it fenced at the revocation's deadline; [docs/permits.md](../permits.md))"
+               if cfg.get("permit") else
                f"`--self-fence exec:…` advertised by every agent (the safe-time rule applies: "
                f"safe time = {cfg.get('safe_time_terms')} = **{f(cfg['safe_time_s'], 0)}** after the last observed heartbeat)")
     out.append(f"Agent flags: `{' '.join(cfg['agent_args'])}`; fencing: {fencing}.\n")
@@ -81,7 +85,9 @@ def ttr_section(name, data, out):
     st = stats([r["node_fenced"] - r["last_heartbeat"] for r in runs
                 if r.get("node_fenced") is not None and r.get("last_heartbeat") is not None])
     if st:
-        what = ("the configured safe time" if cfg.get("safe_time_s") else "no safe time: the fence command's exit")
+        what = ("the configured safe time" if cfg.get("safe_time_s") else
+                "the revocation's deadline" if cfg.get("permit") else
+                "no safe time: the fence command's exit")
         out.append(f"| `NodeFenced` − last heartbeat ({what}) | {f(st['min'], 2)} | {f(st['p50'], 2)} | "
                    f"{f(st['p95'], 2)} | {f(st['max'], 2)} |")
     st = stats([r.get("unfenced_after_restart") for r in runs])
@@ -172,7 +178,7 @@ def api_section(steady, fencing_run, out):
 def render(facts):
     out = []
     control = load("control")
-    ttr = {n: load(f"ttr-{n}") for n in ("default", "tight", "default-fence-command", "tight-fence-command")}
+    ttr = {n: load(f"ttr-{n}") for n in ("default", "default-permit", "tight", "default-fence-command", "tight-fence-command")}
     ttr_ok = {n: d for n, d in ttr.items() if d and d["runs"]}
     steady = load("api-steady")
     scale = load("scale")
@@ -295,7 +301,7 @@ def render(facts):
                "nearest-rank (with 10 runs p95 is the slowest run). kwok reports a pod Running as soon as it is bound "
                "and has no volumes to attach, so the replacement runs within one poll of the old pod's deletion; "
                "on real nodes add the container start and the volume attach and mount.\n")
-    for name in ("default", "default-fence-command", "tight", "tight-fence-command"):
+    for name in ("default", "default-permit", "default-fence-command", "tight", "tight-fence-command"):
         if ttr.get(name):
             ttr_section(name, ttr[name], out)
     if control:
@@ -416,7 +422,7 @@ def render(facts):
 
     from chart import ttr_chart
     rows = []
-    for name, target in (("default", 45), ("default-fence-command", 45), ("tight", 25), ("tight-fence-command", 25)):
+    for name, target in (("default", 45), ("default-permit", 45), ("default-fence-command", 45), ("tight", 25), ("tight-fence-command", 25)):
         d = ttr_ok.get(name)
         if d:
             v = [r["running"] for r in d["runs"]]
