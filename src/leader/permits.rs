@@ -27,8 +27,8 @@ use crate::decide::permit::Drift;
 use crate::decide::permit::object::{
     self, ApiRenewal, GRANTORS_ANNOTATION, LABEL, ListedSet, PermitState, Unreadable,
 };
+use crate::decide::permit::revoke::ApiPath;
 use crate::decide::permit::silence::{ApiSeen, Heard, permit_over};
-use crate::decide::permit::timings::API_CREDIT_CAP;
 use crate::decide::{Observations, Settings};
 use crate::observability::metrics::Metrics;
 
@@ -111,16 +111,12 @@ fn over(
                 .flat_map(|s| s.peers.iter())
                 .filter_map(|g| Some((g.clone(), *seen.get(g)?.heard.get(node)?)))
                 .collect();
-            let api = match &o.state.renewal {
-                Ok(None) => None,
-                Ok(Some(r)) => Some(ApiSeen {
-                    first_seen: o.renewal_seen,
-                    credit: r.credit.min(API_CREDIT_CAP),
-                }),
-                Err(Unreadable) => Some(ApiSeen {
-                    first_seen: o.renewal_seen,
-                    credit: API_CREDIT_CAP,
-                }),
+            // What the renewal counts for, as the revocation reads it.
+            let api = match object::api_path(o.state.renewal, o.renewal_seen) {
+                ApiPath::ClosedAfter {
+                    first_seen, credit, ..
+                } => Some(ApiSeen { first_seen, credit }),
+                ApiPath::Open | ApiPath::ClosedUnused => None,
             };
             Some((node.clone(), permit_over(&sets, &heard, api, drift)?))
         })
@@ -254,9 +250,12 @@ impl PermitObjects {
     /// ([`permit_over`]; the core decides what that makes it).
     pub fn over(&self, obs: &Observations, drift: Drift) -> BTreeMap<String, Instant> {
         let boot = |node: &str| obs.nodes.get(node)?.facts.boot_id().map(str::to_string);
-        self.seen()
-            .map(|seen| over(&seen, boot, drift))
-            .unwrap_or_default()
+        // Under the lock: no copy of every object at every pass.
+        let seen = self.seen.lock().expect("permit objects");
+        if !seen.synced {
+            return BTreeMap::new();
+        }
+        over(&seen.objects, boot, drift)
     }
 
     /// Bring the grantor listings in line with the plan for `obs`, if
