@@ -462,7 +462,12 @@ mod tests {
             names(g.silent(t0 + 5 * s, 3 * s, within)),
             vec![("b".to_string(), 3 * s)]
         );
-        // Gone for longer than `within`: no news any more.
+        // Gone for `within` or longer: no news any more.
+        assert_eq!(
+            names(g.silent(t0 + 62 * s, 3 * s, within)),
+            vec![("a".to_string(), 57 * s)],
+            "b, silent for exactly `within`"
+        );
         assert_eq!(
             names(g.silent(t0 + 63 * s, 3 * s, within)),
             vec![("a".to_string(), 58 * s)]

@@ -336,6 +336,30 @@ fn a_node_suspect_through_its_permit_keeps_its_short_settle_once_its_lease_is_st
 }
 
 #[test]
+fn a_node_suspect_through_its_permit_settles_for_the_burst_spread() {
+    let mut sim = permit_node_killed();
+    sim.permit_over.insert("n1".into(), mono(9));
+    // Suspect at 12; a deadline already past: marked once settled, at 14.
+    sim.permits
+        .insert("n1".into(), PermitFence::Deadline(mono(1)));
+    sim.run_until(60);
+    assert_eq!(sim.updates("n1", mark()), vec![14]);
+}
+
+#[test]
+fn the_leader_wakes_when_a_node_becomes_suspect_through_its_permit() {
+    let mut sim = permit_node_killed();
+    sim.permit_over.insert("n1".into(), mono(9));
+    sim.run_until(6);
+    // Its Lease misses a renewal at 12, after the permit is over (9).
+    assert_eq!(sim.wakeup(), Some(12.0));
+    let mut later = permit_node_killed();
+    later.permit_over.insert("n1".into(), mono(15));
+    later.run_until(6);
+    assert_eq!(later.wakeup(), Some(15.0));
+}
+
+#[test]
 fn a_permit_over_later_than_the_missed_renewal_decides() {
     let mut sim = permit_node_killed();
     sim.permit_over.insert("n1".into(), mono(15));
