@@ -512,15 +512,15 @@ async fn renew_through_api(
 /// Record on this node's permit object that its agent armed its watchdog
 /// in boot `boot`, or (`None`) withdraw that — refused once the object
 /// says the node is revoked (a fencing must go through). A conditional
-/// update of the version read.
+/// update of the version read, read and decided again on a conflict.
 async fn write_arming(
     api: &kube::Api<k8s_openapi::api::coordination::v1::Lease>,
     node: &str,
     boot: Option<&str>,
 ) -> Result<(), String> {
     use crate::decide::permit::object::{self, ARMED_ANNOTATION, Armed};
-    use crate::k8s::permit_object::{Edit, update};
-    update(api, node, |state| {
+    use crate::k8s::permit_object::{Edit, update_fresh};
+    update_fresh(api, node, ARMING_ATTEMPTS, |state| {
         if state.armed.as_deref() == boot {
             return Ok((None, ()));
         }
@@ -540,6 +540,12 @@ async fn write_arming(
     })
     .await
 }
+
+/// How many times the arming or its withdrawal is read, decided and
+/// written when the permit object keeps changing in between: while a
+/// DaemonSet is deleted every grantor writes its silence report, and a
+/// withdrawal lost to one leaves the watchdog armed.
+const ARMING_ATTEMPTS: usize = 5;
 
 /// The sets this node's permit object lists now (a quorum read).
 async fn read_own_sets(
@@ -807,5 +813,91 @@ mod tests {
         assert!(why.contains("a:9747, b:9747"), "{why}");
         assert!(why.contains("peer key"), "{why}");
         assert!(describe(Some(Lack::NoGrantors), &set).contains("no peer"));
+    }
+}
+
+/// The graceful stop's withdrawal against a mocked API server: the permit
+/// object changes between the read and the write (every grantor writes
+/// its silence report on the same object while a DaemonSet is deleted).
+#[cfg(test)]
+mod withdrawal_tests {
+    use http::{Method, Request, Response, StatusCode};
+    use http_body_util::BodyExt;
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    use crate::decide::permit::object::{self, ARMED_ANNOTATION, Armed, SILENT_ANNOTATION};
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn lease(version: &str, annotations: Value) -> Response<Body> {
+        let body = json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": object::name("me"), "namespace": "kube-fencer",
+                         "resourceVersion": version, "annotations": annotations},
+            "spec": {},
+        });
+        Response::builder()
+            .status(StatusCode::OK)
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap()
+    }
+
+    fn conflict() -> Response<Body> {
+        let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": "the object has been modified",
+            "reason": "Conflict", "code": 409});
+        Response::builder()
+            .status(StatusCode::CONFLICT)
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap()
+    }
+
+    async fn body_json(req: Request<Body>) -> Value {
+        let bytes = req.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_withdrawal_that_meets_a_concurrent_write_reads_again_and_goes_through() {
+        let (service, mut handle): (_, Handle) = tower_test::mock::pair();
+        let api = kube::Api::namespaced(kube::Client::new(service, "kube-fencer"), "kube-fencer");
+        let armed = object::render_value(&Armed { boot: "b1".into() });
+        let server = tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.expect("read");
+            assert_eq!(req.method(), Method::GET);
+            send.send_response(lease("1", json!({ARMED_ANNOTATION: armed})));
+            let (req, send) = handle.next_request().await.expect("write");
+            assert_eq!(req.method(), Method::PUT);
+            send.send_response(conflict());
+            // A grantor's silence report landed meanwhile.
+            let (req, send) = handle.next_request().await.expect("read again");
+            assert_eq!(req.method(), Method::GET);
+            send.send_response(lease(
+                "2",
+                json!({ARMED_ANNOTATION: armed, SILENT_ANNOTATION: "{}"}),
+            ));
+            let (req, send) = handle.next_request().await.expect("write again");
+            assert_eq!(req.method(), Method::PUT);
+            let body = body_json(req).await;
+            send.send_response(lease("3", json!({SILENT_ANNOTATION: "{}"})));
+            body
+        });
+        let withdrawn = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            super::write_arming(&api, "me", None),
+        )
+        .await
+        .expect("the withdrawal ends");
+        drop(api);
+        let body = server.await.expect("read again and written again");
+        assert_eq!(withdrawn, Ok(()));
+        assert_eq!(body["metadata"]["resourceVersion"], "2", "{body}");
+        let written = &body["metadata"]["annotations"];
+        assert!(written.get(ARMED_ANNOTATION).is_none(), "{body}");
+        assert_eq!(
+            written[SILENT_ANNOTATION], "{}",
+            "the report is kept: {body}"
+        );
     }
 }

@@ -26,10 +26,43 @@ pub async fn update<T>(
     node: &str,
     decide: impl FnOnce(&PermitState) -> Result<(Option<Edit>, T), String>,
 ) -> Result<T, String> {
+    attempt(api, node, decide).await.map_err(|(_, e)| e)
+}
+
+/// [`update`], read and decided again when the object changed between
+/// the read and the write (a 409 on the precondition), up to `attempts`
+/// times in all. For a write that must not be lost to an unrelated one
+/// on the same object — a grantor's silence report, a renewal — and whose
+/// decision stays right when taken again on the newer version.
+pub async fn update_fresh<T>(
+    api: &Api<Lease>,
+    node: &str,
+    attempts: usize,
+    mut decide: impl FnMut(&PermitState) -> Result<(Option<Edit>, T), String>,
+) -> Result<T, String> {
+    let mut left = attempts.max(1);
+    loop {
+        left -= 1;
+        match attempt(api, node, &mut decide).await {
+            Err((true, e)) if left > 0 => {
+                tracing::debug!(node, error = %e, "permit object changed since it was read; reading it again");
+            }
+            done => return done.map_err(|(_, e)| e),
+        }
+    }
+}
+
+/// One read, decision and conditional write; an error says whether it
+/// was a conflict on the version read.
+async fn attempt<T>(
+    api: &Api<Lease>,
+    node: &str,
+    decide: impl FnOnce(&PermitState) -> Result<(Option<Edit>, T), String>,
+) -> Result<T, (bool, String)> {
     let name = object::name(node);
-    let mut lease = api.get(&name).await.map_err(|e| e.to_string())?;
+    let mut lease = api.get(&name).await.map_err(|e| (false, e.to_string()))?;
     let state = object::read(lease.metadata.annotations.as_ref());
-    let (edit, out) = decide(&state)?;
+    let (edit, out) = decide(&state).map_err(|e| (false, e))?;
     let Some(edit) = edit else {
         return Ok(out);
     };
@@ -48,6 +81,6 @@ pub async fn update<T>(
     lease.metadata.managed_fields = None;
     api.replace(&name, &PostParams::default(), &lease)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| (super::is_status(&e, 409), e.to_string()))?;
     Ok(out)
 }

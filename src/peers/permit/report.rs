@@ -14,7 +14,7 @@ use kube::api::Api;
 
 use crate::decide::permit::object::{SILENT_ANNOTATION, Silent, render_value};
 use crate::decide::permit::silence::{REPORT_AFTER, REPORT_WITHIN};
-use crate::k8s::permit_object::{Edit, update};
+use crate::k8s::permit_object::{Edit, update_fresh};
 use crate::observability::metrics::Metrics;
 
 use super::Grants;
@@ -36,6 +36,10 @@ fn edit(reported: &BTreeMap<String, Silent>, silent: &BTreeMap<String, Silent>) 
     })
 }
 
+/// Reads and writes per report when the object changes in between (the
+/// agent's own renewals and arming are written to the same object).
+const ATTEMPTS: usize = 3;
+
 /// After a failed write (no object yet, the API server out of reach).
 const RETRY: Duration = Duration::from_secs(5);
 
@@ -56,7 +60,7 @@ pub async fn run(grants: Arc<Grants>, api: Api<Lease>, node: String, metrics: Me
         if written.as_ref() == Some(&names) || tokio::time::Instant::now() < retry_at {
             continue;
         }
-        match update(&api, &node, |state| {
+        match update_fresh(&api, &node, ATTEMPTS, |state| {
             let e = edit(&state.silent, &silent);
             let wrote = e.is_some();
             Ok((e, wrote))
