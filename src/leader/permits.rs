@@ -34,6 +34,9 @@ use crate::observability::metrics::Metrics;
 
 pub mod revoke;
 
+/// How long [`PermitObjects::refresh`] waits for one read.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How often the plan is compared with the objects.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -48,6 +51,9 @@ pub struct Observed {
     /// first saw that renewal (a renewal takes effect before any read
     /// returns it, so this is later than its writing).
     pub renewal_seen: Instant,
+    /// When this leader first saw the arming the object records (a
+    /// withdrawal and a new arming, a new boot's arming, are new).
+    pub armed_seen: Instant,
     /// As a grantor, per grantee it reports silent: the latest its last
     /// grant can have been, from the first sighting of the report.
     pub heard: BTreeMap<String, Heard>,
@@ -75,6 +81,10 @@ impl Seen {
             Some(o) if same_renewal(&o.state.renewal, &state.renewal) => o.renewal_seen,
             _ => now,
         };
+        let armed_seen = match old {
+            Some(o) if o.state.armed == state.armed => o.armed_seen,
+            _ => now,
+        };
         // A report was written before it was seen: its sighting bounds the
         // last grant from above. Only the latest sighting counts: an
         // earlier one may belong to an earlier silence, the grantee having
@@ -89,6 +99,7 @@ impl Seen {
             Observed {
                 state,
                 renewal_seen,
+                armed_seen,
                 heard,
             },
         );
@@ -118,7 +129,10 @@ fn over(
                 } => Some(ApiSeen { first_seen, credit }),
                 ApiPath::Open | ApiPath::ClosedUnused => None,
             };
-            Some((node.clone(), permit_over(&sets, &heard, api, drift)?))
+            Some((
+                node.clone(),
+                permit_over(&sets, &heard, api, o.armed_seen, drift)?,
+            ))
         })
         .collect()
 }
@@ -242,6 +256,39 @@ impl PermitObjects {
 
     pub fn api(&self) -> &Api<Lease> {
         &self.api
+    }
+
+    /// Read the permit objects of `nodes` (a quorum read each) into what
+    /// the watch delivered, as if it had delivered them now: a renewal
+    /// through the API server or an arming the watch had not shown yet is
+    /// first seen now. The leader does this for a node whose stale Lease
+    /// it just confirmed, before it may begin fencing it: under the permit
+    /// that is its reset, and a stalled watch must not be what decides it.
+    /// A failed read leaves the object as the watch showed it.
+    pub async fn refresh(&self, nodes: &[String]) {
+        for node in nodes {
+            let name = object::name(node);
+            let read = tokio::time::timeout(REFRESH_TIMEOUT, self.api.get_opt(&name));
+            let lease = match read.await {
+                Ok(Ok(Some(lease))) => lease,
+                Ok(Ok(None)) => continue,
+                Ok(Err(e)) => {
+                    tracing::debug!(node = %node, error = %e, "cannot read the node's permit object");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::debug!(node = %node, "reading the node's permit object timed out");
+                    continue;
+                }
+            };
+            let state = object::read(lease.metadata.annotations.as_ref());
+            let now = Instant::now();
+            let mut seen = self.seen.lock().expect("permit objects");
+            if seen.synced {
+                let old = seen.objects.get(node.as_str()).cloned();
+                Seen::apply(&mut seen.objects, old.as_ref(), node, state, now);
+            }
+        }
     }
 
     /// Per node whose object says its agent armed in the node's current
@@ -462,6 +509,60 @@ mod tests {
             over(&seen, boots, exact),
             BTreeMap::from([("x".to_string(), t0 + 36 * s)])
         );
+    }
+
+    #[test]
+    fn reports_from_before_the_current_arming_count_for_nothing() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let at = |n: u32| t0 + n * s;
+        let silent = PermitState {
+            silent: BTreeMap::from([(
+                "x".to_string(),
+                Silent {
+                    quiet: 3 * s,
+                    credit: 10 * s,
+                },
+            )]),
+            ..Default::default()
+        };
+        let armed = |boot: Option<&str>| PermitState {
+            sets: vec![ListedSet {
+                version: 1,
+                grantors: vec![Grantor {
+                    node: "a".into(),
+                    address: String::new(),
+                }],
+            }],
+            armed: boot.map(str::to_string),
+            ..Default::default()
+        };
+        let boots = |node: &str| (node == "x").then(|| "boot-x".to_string());
+        let exact = Drift::from_ppm(0).unwrap();
+        let mut seen = BTreeMap::new();
+        let mut see = |node: &str, state: PermitState, t: Instant| {
+            let old = seen.get(node).cloned();
+            Seen::apply(&mut seen, old.as_ref(), node, state, t);
+            (over(&seen, boots, exact), seen[node].armed_seen)
+        };
+        see("x", armed(Some("boot-x")), at(0));
+        // a last granted x by 2 (reported at 5): over at 12.
+        let (o, _) = see("a", silent.clone(), at(5));
+        assert_eq!(o, BTreeMap::from([("x".to_string(), at(12))]));
+        // The same arming seen again with another change: still from 0.
+        let (o, since) = see("x", armed(Some("boot-x")), at(6));
+        assert_eq!(since, at(0));
+        assert_eq!(o.len(), 1);
+        // A rolling update: the arming withdrawn, then armed again by the
+        // new agent, which held a permit to arm: a's report is older.
+        let (o, _) = see("x", armed(None), at(7));
+        assert!(o.is_empty(), "not armed");
+        let (o, since) = see("x", armed(Some("boot-x")), at(9));
+        assert_eq!(since, at(9));
+        assert!(o.is_empty(), "a report from before the arming: {o:?}");
+        // A new report (the new agent went silent too) counts again.
+        let (o, _) = see("a", silent, at(14));
+        assert_eq!(o, BTreeMap::from([("x".to_string(), at(21))]));
     }
 
     #[test]

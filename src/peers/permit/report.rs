@@ -1,6 +1,7 @@
 //! The grantor's silence reports: the grantees this agent granted and has
-//! not granted for [`REPORT_AFTER`], written to its own permit object
-//! ([`SILENT_ANNOTATION`]) whenever that list of names changes, so that the
+//! not granted for three renewal intervals ([`report_after`]), written to
+//! its own permit object ([`SILENT_ANNOTATION`]) whenever that list of
+//! names changes, so that the
 //! leader learns within seconds that a powered-off node's permit is over
 //! ([`crate::decide::permit::silence`]). One write per change, none at
 //! steady state; in an outage of the peer network, one per agent.
@@ -13,7 +14,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 
 use crate::decide::permit::object::{SILENT_ANNOTATION, Silent, render_value};
-use crate::decide::permit::silence::{REPORT_AFTER, REPORT_WITHIN};
+use crate::decide::permit::silence::{REPORT_WITHIN, report_after};
+use crate::decide::permit::timings::Timings;
 use crate::k8s::permit_object::{Edit, update_fresh};
 use crate::observability::metrics::Metrics;
 
@@ -53,9 +55,10 @@ pub async fn run(grants: Arc<Grants>, api: Api<Lease>, node: String, metrics: Me
     // The names the object reports, as far as this process knows.
     let mut written: Option<BTreeSet<String>> = None;
     let mut retry_at = tokio::time::Instant::now();
+    let after = report_after(Timings::default().renew_interval);
     loop {
         tick.tick().await;
-        let silent = grants.silent(REPORT_AFTER, REPORT_WITHIN);
+        let silent = grants.silent(after, REPORT_WITHIN);
         let names: BTreeSet<String> = silent.keys().cloned().collect();
         if written.as_ref() == Some(&names) || tokio::time::Instant::now() < retry_at {
             continue;
@@ -73,7 +76,7 @@ pub async fn run(grants: Arc<Grants>, api: Api<Lease>, node: String, metrics: Me
                         .permit_silence_reports
                         .with_label_values(&["written"])
                         .inc();
-                    tracing::info!(silent = ?names, "reported the grantees this grantor has not granted for {}s", REPORT_AFTER.as_secs());
+                    tracing::info!(silent = ?names, "reported the grantees this grantor has not granted for {}s", after.as_secs());
                 }
                 written = Some(names);
             }

@@ -27,10 +27,21 @@ use std::time::{Duration, Instant};
 
 use super::{Drift, GrantorSet};
 
-/// A grantor reports a grantee it has not granted for this long: three
-/// renewal intervals, so that one lost renewal or a slow answer is no news,
-/// and the report is on its object well within a credit of the last grant.
+/// A grantor reports a grantee it has not granted for at least this long
+/// ([`report_after`]), so that one lost renewal or a slow answer is no
+/// news, and the report is on its object well within a credit of the last
+/// grant.
 pub const REPORT_AFTER: Duration = Duration::from_secs(3);
+
+/// How long a grantor waits before it reports a grantee renewing every
+/// `renew_interval`: three renewal intervals, and at least
+/// [`REPORT_AFTER`]. A grantee between two renewals is no news: reported
+/// there, it would be written and withdrawn at every renewal, and a
+/// withdrawal the leader has not seen yet would make a healthy node's
+/// permit look over.
+pub fn report_after(renew_interval: Duration) -> Duration {
+    renew_interval.saturating_mul(3).max(REPORT_AFTER)
+}
 
 /// ...and no longer than this: a grantee gone for longer (powered off and
 /// fenced long ago, or now renewing with other grantors) is no news.
@@ -70,10 +81,17 @@ pub struct ApiSeen {
 /// has run out; and the renewal through the API server `api`, if any, has
 /// run out as well. `None` while some set lacks the reports (or the node
 /// lists no usable set): nothing says its permit is over.
+///
+/// A report whose last grant is earlier than `armed_seen` (when the
+/// leader first saw the node's current arming) counts for nothing: it is
+/// about an earlier boot, or about the gap of a rolling update, and the
+/// agent that armed since held a permit then — granted by whom, no report
+/// says yet.
 pub fn permit_over(
     sets: &[GrantorSet],
     heard: &BTreeMap<String, Heard>,
     api: Option<ApiSeen>,
+    armed_seen: Instant,
     drift: Drift,
 ) -> Option<Instant> {
     if sets.is_empty() {
@@ -88,6 +106,7 @@ pub fn permit_over(
             .peers
             .iter()
             .filter_map(|p| heard.get(p))
+            .filter(|h| h.last >= armed_seen)
             .map(|h| h.last + drift.stretch(h.credit))
             .collect();
         ends.sort();
@@ -143,7 +162,7 @@ mod tests {
         // node holds with two peers' grants; three must have stopped.
         let sets = [set(1, &["a", "b", "c", "d"])];
         assert_eq!(
-            permit_over(&sets, &heard(t0, &[("a", 5), ("c", 2)]), None, exact()),
+            permit_over(&sets, &heard(t0, &[("a", 5), ("c", 2)]), None, t0, exact()),
             None,
             "two silent peers of four leave a majority"
         );
@@ -152,6 +171,7 @@ mod tests {
                 &sets,
                 &heard(t0, &[("a", 5), ("c", 2), ("d", 3)]),
                 None,
+                t0,
                 exact()
             ),
             Some(t0 + 15 * S),
@@ -163,6 +183,7 @@ mod tests {
                 &sets,
                 &heard(t0, &[("a", 5), ("b", 9), ("c", 2), ("d", 3)]),
                 None,
+                t0,
                 exact()
             ),
             Some(t0 + 15 * S)
@@ -174,7 +195,7 @@ mod tests {
         let t0 = Instant::now();
         let sets = [set(1, &["a", "b"])];
         assert_eq!(
-            permit_over(&sets, &heard(t0, &[("a", 1), ("x", 1)]), None, exact()),
+            permit_over(&sets, &heard(t0, &[("a", 1), ("x", 1)]), None, t0, exact()),
             None
         );
     }
@@ -186,7 +207,7 @@ mod tests {
         // must have stopped.
         let sets = [set(1, &["a", "b"]), set(2, &["c", "d"])];
         assert_eq!(
-            permit_over(&sets, &heard(t0, &[("a", 1), ("b", 2)]), None, exact()),
+            permit_over(&sets, &heard(t0, &[("a", 1), ("b", 2)]), None, t0, exact()),
             None,
             "set 2 may still grant"
         );
@@ -195,6 +216,7 @@ mod tests {
                 &sets,
                 &heard(t0, &[("a", 1), ("b", 2), ("c", 0), ("d", 4)]),
                 None,
+                t0,
                 exact()
             ),
             Some(t0 + 14 * S)
@@ -211,7 +233,7 @@ mod tests {
             credit: 30 * S,
         };
         assert_eq!(
-            permit_over(&sets, &both, Some(api), exact()),
+            permit_over(&sets, &both, Some(api), t0, exact()),
             Some(t0 + 33 * S)
         );
         // An old renewal that ran out before the peers' grants did.
@@ -220,7 +242,7 @@ mod tests {
             credit: 5 * S,
         };
         assert_eq!(
-            permit_over(&sets, &both, Some(old), exact()),
+            permit_over(&sets, &both, Some(old), t0, exact()),
             Some(t0 + 11 * S)
         );
     }
@@ -228,9 +250,9 @@ mod tests {
     #[test]
     fn no_usable_set_is_never_over() {
         let t0 = Instant::now();
-        assert_eq!(permit_over(&[], &heard(t0, &[]), None, exact()), None);
+        assert_eq!(permit_over(&[], &heard(t0, &[]), None, t0, exact()), None);
         assert_eq!(
-            permit_over(&[set(1, &[])], &heard(t0, &[]), None, exact()),
+            permit_over(&[set(1, &[])], &heard(t0, &[]), None, t0, exact()),
             None
         );
     }
@@ -239,7 +261,7 @@ mod tests {
     fn the_credit_is_stretched_by_the_clocks_drift() {
         let t0 = Instant::now();
         let sets = [set(1, &["a"])];
-        let over = permit_over(&sets, &heard(t0, &[("a", 0)]), None, Drift::DEFAULT).unwrap();
+        let over = permit_over(&sets, &heard(t0, &[("a", 0)]), None, t0, Drift::DEFAULT).unwrap();
         // 1000 ppm each way: 10 s on one clock is up to about 10.02 s on
         // another.
         assert!(over > t0 + 10 * S, "{:?}", over - t0);
@@ -248,5 +270,42 @@ mod tests {
             "{:?}",
             over - t0
         );
+    }
+}
+
+#[cfg(test)]
+mod armed_tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn three_renewal_intervals_and_never_less_than_three_seconds() {
+        assert_eq!(report_after(Duration::from_millis(500)), 3 * S);
+        assert_eq!(report_after(S), 3 * S);
+        assert_eq!(report_after(2 * S), 6 * S);
+        assert_eq!(report_after(5 * S), 15 * S);
+    }
+
+    #[test]
+    fn reports_of_a_grant_before_the_current_arming_count_for_nothing() {
+        let t0 = Instant::now();
+        let exact = Drift::from_ppm(0).unwrap();
+        let sets = [GrantorSet::new(1, vec!["a".into(), "b".into()])];
+        let at = |secs: u32| Heard {
+            last: t0 + secs * S,
+            credit: 10 * S,
+        };
+        let heard = BTreeMap::from([("a".to_string(), at(5)), ("b".to_string(), at(7))]);
+        // Armed before both grants: both count, the later decides.
+        assert_eq!(
+            permit_over(&sets, &heard, None, t0 + 5 * S, exact),
+            Some(t0 + 17 * S)
+        );
+        // Armed again after a's report (a rolling update, a new boot): a's
+        // says nothing of the agent now holding, and b's alone is no
+        // majority of the two.
+        assert_eq!(permit_over(&sets, &heard, None, t0 + 6 * S, exact), None);
+        assert_eq!(permit_over(&sets, &heard, None, t0 + 8 * S, exact), None);
     }
 }
