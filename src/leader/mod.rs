@@ -96,6 +96,8 @@ struct PassOutcome {
     /// Something was written (or, in a dry run, would have been): decide again promptly.
     wrote: bool,
     next_wakeup: Option<Instant>,
+    /// Nodes whose stale Lease a consistent read just confirmed.
+    confirmed: Vec<String>,
 }
 
 /// One action, with the node's facts as the decision saw them (what a node
@@ -114,6 +116,8 @@ struct Executed {
     /// Nodes whose fencing began: their agents are asked whether they still
     /// reach the API server.
     began_fencing: Vec<(String, decide::NodeFacts, Option<String>)>,
+    /// Nodes whose stale Lease a consistent read confirmed.
+    confirmed: Vec<String>,
 }
 
 /// The leader loop's state, with the writer it drives.
@@ -279,6 +283,10 @@ impl Leader {
                     dirty_since = outcome.wrote.then_some(last_pass);
                     next_wakeup = outcome.next_wakeup;
                     if ls.index.synced() {
+                        // What the next pass begins a fencing on is read
+                        // afresh, not taken from a watch that may stall:
+                        // the Lease (just read) and the permit object.
+                        permits.refresh(&outcome.confirmed).await;
                         permits
                             .sync(ls.index.observations(), &self.settings, last_pass)
                             .await;
@@ -346,6 +354,7 @@ impl Leader {
         PassOutcome {
             wrote: executed.wrote,
             next_wakeup: decision.report.next_wakeup,
+            confirmed: executed.confirmed,
         }
     }
 
@@ -508,6 +517,9 @@ impl<W: ClusterWriter> LoopState<W> {
                         Err(e) => Err(e),
                     };
                     done.wrote |= result.is_ok();
+                    if matches!(result, Ok(index::LeaseRead::Unchanged)) {
+                        done.confirmed.push(node.clone());
+                    }
                     done.warnings
                         .extend(self.telemetry.lease_read(&node, &result));
                 }

@@ -61,6 +61,13 @@ pub(crate) fn plan(view: &NodeView<'_>, plan: &mut Plan<'_>) {
                     name,
                     held_message(name, "starting to fence", &plan.guard, s.max_unhealthy),
                 );
+            } else if revoked_once_begun(view)
+                && !plan.lease_confirmed(name, hb, "beginning its revocation")
+            {
+                // Under the permit a fencing, once begun, is the node's
+                // reset: its revocation runs with the record. A stalled
+                // watch must not begin one, and the read that confirms the
+                // Lease also brings the node's permit object up to date.
             } else {
                 let mut why = match view.permit_since {
                     Some(since) => format!(
@@ -276,6 +283,16 @@ fn fencing_recorded(view: &NodeView<'_>, plan: &Plan<'_>) -> std::time::Instant 
 
 /// Self-fencing through the permit, for a node whose agent advertised
 /// it. Returns false for any other node (the safe time applies).
+/// Whether the node's agent fences through the permit: a fencing record
+/// revokes it, and a revoked node resets once its permit runs out.
+fn revoked_once_begun(view: &NodeView<'_>) -> bool {
+    view.obs
+        .facts
+        .agent
+        .valid()
+        .is_some_and(|a| a.permit_fence.is_some())
+}
+
 fn permit_fenced(view: &NodeView<'_>, plan: &mut Plan<'_>, settled: Instant) -> bool {
     let s = plan.settings;
     let name = view.name;

@@ -420,3 +420,67 @@ fn an_advertised_permit_fence_is_never_fenced_by_a_safe_time() {
     assert_eq!(sim.updates("n1", begin()), vec![20]);
     assert!(sim.updates("n1", mark()).is_empty());
 }
+
+#[test]
+fn a_permit_nodes_fencing_begins_only_after_a_consistent_read_of_its_lease() {
+    // Under the permit the record begins the revocation, and a revoked
+    // node resets: a watch that stalled must not begin one. The Lease path
+    // and the reports' path alike.
+    let mut f = crate::testutil::facts("n1");
+    let mut a = crate::testutil::advert();
+    a.self_fence = SelfFenceAction::None;
+    a.permit_fence = Some(SelfFenceAction::Watchdog);
+    f.agent = AdvertState::Valid(a);
+    // Two healthy nodes beside it, renewing: the storm guard lets it be.
+    let with_peers = |f: NodeFacts| {
+        let mut obs = only_node(f, Heartbeat::first_seen(mono(0)), None);
+        for peer in ["n2", "n3"] {
+            let o = only_node(
+                crate::testutil::facts(peer),
+                Heartbeat::first_seen(mono(0)),
+                None,
+            );
+            obs.nodes.extend(o.nodes);
+        }
+        obs
+    };
+    let renewed = |obs: &mut Observations, at: u64| {
+        for peer in ["n2", "n3"] {
+            obs.nodes.get_mut(peer).unwrap().heartbeat = Some(Heartbeat::first_seen(mono(at)));
+        }
+    };
+    let mut obs = with_peers(f);
+    let s = settings();
+    let begins = |obs: &Observations, at: u64| {
+        decide(obs, now_at(at), &s).actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::UpdateNode {
+                    intent: NodeIntent::BeginFencing,
+                    ..
+                }
+            )
+        })
+    };
+    for over in [None, Some(mono(9))] {
+        if let Some(o) = over {
+            obs.permit_over.insert("n1".into(), o);
+        }
+        let at = if over.is_some() { 12 } else { 20 };
+        renewed(&mut obs, at);
+        let d = decide(&obs, now_at(at), &s);
+        assert!(
+            matches!(&d.actions[..], [Action::ConfirmLease { node, .. }] if node == "n1"),
+            "first a consistent read of the Lease ({over:?}): {:?}",
+            d.actions
+        );
+        obs.lease_confirmed.insert("n1".into(), mono(at));
+        assert!(begins(&obs, at), "{over:?}");
+        obs.lease_confirmed.clear();
+    }
+    // A node of the safe-time protocol begins at once: its agent fences
+    // itself only after its safe time, and a renewal stops it.
+    let mut obs = with_peers(crate::testutil::facts("n1"));
+    renewed(&mut obs, 20);
+    assert!(begins(&obs, 20));
+}
