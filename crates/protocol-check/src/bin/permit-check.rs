@@ -156,6 +156,10 @@ fn report(mode: Mode, (sum, took): (Summary, Duration), shown: usize) -> bool {
             b.as_secs_f64()
         );
     }
+    println!(
+        "fencings begun from silence reports: {} ({} while the node still held a permit)",
+        sum.from_reports, sum.from_reports_held
+    );
     for (seed, cfg, v) in sum.violations.iter().take(shown) {
         println!("seed {seed}: {v}\n    {cfg:?}");
     }

@@ -18,7 +18,12 @@
 //!   over its fencings from scratch; grantor sets change under a held
 //!   permit;
 //! - **the leader fences any node at any time**, healthy or not: a
-//!   revocation must be safe whatever the detection got wrong;
+//!   revocation must be safe whatever the detection got wrong; and it
+//!   begins fencings from the grantors' silence reports as the shell does
+//!   (every agent's reporter, the kubelets renewing their Leases through
+//!   the same throttled API server, the leader's consistent read of a
+//!   node's Lease and permit object before it begins, the real
+//!   `silence::permit_over`);
 //! - every schedule draws its own configuration from the whole range the
 //!   flags accept ([`Config::sample`]), not only the defaults.
 //!
@@ -160,6 +165,10 @@ pub struct Summary {
     pub recoveries: Vec<Duration>,
     /// Resets of nodes in outage schedules (S2 counts them as violations).
     pub resets: u64,
+    /// Fencings the leader began from the grantors' silence reports, and
+    /// those of them whose node still held a permit then.
+    pub from_reports: u64,
+    pub from_reports_held: u64,
 }
 
 impl Summary {
@@ -170,6 +179,8 @@ impl Summary {
         self.recoveries.extend(other.recoveries);
         self.fencing_times.extend(other.fencing_times);
         self.resets += other.resets;
+        self.from_reports += other.from_reports;
+        self.from_reports_held += other.from_reports_held;
     }
 }
 
@@ -182,6 +193,8 @@ pub fn simulate(first: u64, count: u64, config: Option<Config>, mode: Mode) -> S
         sum.schedules += 1;
         sum.fenced += out.fenced;
         sum.resets += out.resets;
+        sum.from_reports += out.from_reports;
+        sum.from_reports_held += out.from_reports_held;
         sum.recoveries.extend(out.recoveries.iter().copied());
         sum.fencing_times.extend(out.fencing_times.iter().copied());
         for v in out.violations {

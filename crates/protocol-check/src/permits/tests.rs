@@ -230,3 +230,45 @@ fn the_acknowledgement_of_a_lift_does_not_count_for_the_next_fencing() {
     let out = run(306202, None, Mode::Adversary, true);
     assert_clean(&out);
 }
+
+#[test]
+fn a_powered_off_node_is_fenced_from_its_grantors_reports_alone() {
+    // Nothing else tells the leader: no fencing is scripted. Its grantors
+    // report it silent three seconds after its last grant, its kubelet
+    // misses its next renewal, and the leader begins once its credit ran
+    // out by those reports.
+    let out = scripted(Config::default(), vec![(10 * S, Fault::PowerOff(2))]);
+    assert_clean(&out);
+    let trace = out.trace.join("\n");
+    assert_eq!(out.from_reports, 1, "{trace}");
+    assert_eq!(out.from_reports_held, 0, "{trace}");
+    assert_eq!(out.fenced, 1, "{trace}");
+    // From the power-off: the credit (10 s), then the revocation's deadline
+    // (the watchdog timeout, two expedited seconds, the margin).
+    let took = out.recoveries[0];
+    assert!(took >= 18 * S, "{took:?}\n{trace}");
+    assert!(took < 21 * S, "{took:?}\n{trace}");
+}
+
+#[test]
+fn reports_older_than_a_nodes_current_arming_begin_no_fencing() {
+    // Replays of adversary seeds that began fencings from reports while
+    // the node held a permit: 653 and 2033 (a node booted again and armed
+    // while its grantors' reports from its last boot stood, and throttling
+    // kept its kubelet from renewing), 985 (the same after its agent's
+    // rolling update), 753 (renewals every 5 s: reported silent between
+    // two renewals, the withdrawal of the report throttled). The schedules
+    // may drift with later changes to the simulator; the rules themselves
+    // are pinned by the unit tests of kube_fencer_decide::permit::silence
+    // and of the leader's permit objects.
+    for seed in [653, 985, 2033, 753] {
+        let out = run(seed, None, Mode::Adversary, true);
+        assert_clean(&out);
+        assert_eq!(
+            out.from_reports_held,
+            0,
+            "seed {seed}\n{}",
+            out.trace.join("\n")
+        );
+    }
+}

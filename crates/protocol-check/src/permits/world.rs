@@ -16,7 +16,9 @@ use kube_fencer_decide::permit::grantor::{self, Grantor, Memory};
 use kube_fencer_decide::permit::holder::{
     self, ApiOutcome, Command, Device, Feed, Holder, HolderSettings, Saved,
 };
+use kube_fencer_decide::permit::object::Silent;
 use kube_fencer_decide::permit::revoke::{ApiPath, Revocation, RevokeSettings};
+use kube_fencer_decide::permit::silence::{self, ApiSeen, Heard, REPORT_WITHIN};
 use kube_fencer_decide::permit::{Answer, GrantorSet, Renewal, Stop, StopAck};
 
 use super::{Config, MS, Mode, SEC};
@@ -30,6 +32,16 @@ const HORIZON: T = 240 * SEC;
 const FEED_PERIOD: T = 250 * MS;
 /// The leader's tick, and how often it repeats an unanswered stop.
 const LEADER_TICK: T = 500 * MS;
+/// The kubelet renews its node's Lease this often, and retries a failed
+/// renewal after a second.
+const KUBELET_RENEW: T = 10 * SEC;
+const KUBELET_RETRY: T = SEC;
+/// The leader suspects a node through its permit only once its kubelet
+/// missed a Lease renewal: none for `--node-heartbeat-interval` +
+/// `--burst-spread` (the defaults), on a consistent read.
+const KUBELET_MISSED: T = 12 * SEC;
+/// How often an agent looks at the grantees it stopped granting.
+const REPORT_EVERY: T = SEC;
 
 /// A broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +81,10 @@ pub struct Outcome {
     pub config: Config,
     pub violations: Vec<Violation>,
     pub fenced: u64,
+    /// Fencings the leader began from the grantors' silence reports.
+    pub from_reports: u64,
+    /// ...of which the node still held a permit when it began.
+    pub from_reports_held: u64,
     pub resets: u64,
     pub recoveries: Vec<Duration>,
     pub fencing_times: Vec<Duration>,
@@ -164,6 +180,8 @@ struct Node {
     first_in_boot: bool,
     /// Real time it was last powered off.
     off_at: T,
+    /// Real time its kubelet last renewed its Lease.
+    kubelet_renewed: T,
 }
 
 #[derive(Clone, Debug)]
@@ -182,6 +200,8 @@ struct PermitObject {
     credit: Duration,
     watchdog: Duration,
     sets: Vec<GrantorSet>,
+    /// As a grantor: the grantees it reports silent.
+    silent: BTreeMap<String, Silent>,
 }
 
 struct Fencing {
@@ -195,15 +215,28 @@ struct Fencing {
     off_since: Option<T>,
     /// Real time this began.
     started: T,
+    /// Begun from the node's grantors' silence reports.
+    from_reports: bool,
 }
 
 struct Leader {
     node: usize,
     epoch: u64,
     fencings: BTreeMap<usize, Fencing>,
-    /// Permit-object versions and when this leader first saw each (its
-    /// clock).
+    /// Per node, the renewal count through the API server its permit
+    /// object carries and when this leader first saw it (its clock).
     seen: BTreeMap<usize, (u64, T)>,
+    /// Per grantor, the version of its object whose silence report this
+    /// leader last took in, and what it infers from it by grantee.
+    heard: BTreeMap<usize, (u64, BTreeMap<String, Heard>)>,
+    /// Per node, the arming its object records as this leader last saw
+    /// it: the object's version, the boot, and when it first saw that
+    /// arming (its clock).
+    armed: BTreeMap<usize, (u64, Option<u64>, T)>,
+    /// Real time this leader last regained the API server: a Lease counts
+    /// as renewed then (a renewal it could not see is not a missed one).
+    api_since: T,
+    api_lost: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -272,14 +305,42 @@ enum Ev {
         target: usize,
         path: Option<(ApiPath, Vec<GrantorSet>)>,
     },
+    /// The leader's watch delivers a renewal through the API server.
     Watch {
         leader_epoch: u64,
         target: usize,
-        version: u64,
+        renewals: u64,
     },
     SetSeen {
         node: usize,
         inc: u64,
+    },
+    Kubelet {
+        node: usize,
+    },
+    /// An agent looks at its silent grantees.
+    Report {
+        node: usize,
+        inc: u64,
+    },
+    /// Its report of `silent` reaches the API server.
+    ReportPut {
+        node: usize,
+        silent: BTreeMap<String, Silent>,
+    },
+    /// The leader's watch delivers a node's arming (or its withdrawal).
+    ArmedSeen {
+        leader_epoch: u64,
+        node: usize,
+        version: u64,
+        armed: Option<u64>,
+    },
+    /// The leader's watch delivers a grantor's report.
+    ReportSeen {
+        leader_epoch: u64,
+        grantor: usize,
+        version: u64,
+        silent: BTreeMap<String, Silent>,
     },
     /// The leader unfences a node it fenced that booted again.
     Lift {
@@ -412,6 +473,7 @@ impl World {
                 booted_local: 0,
                 first_in_boot: true,
                 off_at: 0,
+                kubelet_renewed: 0,
             });
         }
         let objects = (0..cfg.nodes)
@@ -424,6 +486,7 @@ impl World {
                 credit: Duration::ZERO,
                 watchdog: Duration::ZERO,
                 sets: vec![Self::assign(&mut rng, &cfg, n, 1)],
+                silent: BTreeMap::new(),
             })
             .collect();
         World {
@@ -451,6 +514,8 @@ impl World {
                 config: cfg,
                 violations: Vec::new(),
                 fenced: 0,
+                from_reports: 0,
+                from_reports_held: 0,
                 resets: 0,
                 recoveries: Vec::new(),
                 fencing_times: Vec::new(),
@@ -524,6 +589,8 @@ impl World {
     pub fn run(mut self) -> Outcome {
         for n in 0..self.cfg.nodes {
             self.start_agent(n, false);
+            let t = self.rng.below(KUBELET_RENEW);
+            self.at(t, Ev::Kubelet { node: n });
         }
         self.elect(0);
         self.schedule_faults();
@@ -685,6 +752,7 @@ impl World {
                 } else {
                     self.objects[n].armed_boot = None;
                     self.objects[n].version += 1;
+                    self.watch_armed(n);
                     self.nodes[n].agent = None;
                     self.nodes[n].wdt.open = false;
                     self.log(|| format!("node {n} disarms for a rolling update"));
@@ -760,7 +828,7 @@ impl World {
             Fault::Throttle(p) => self.throttle = p,
             Fault::Slow(d) => self.slow = d,
             Fault::Loss(p) => self.loss = p,
-            Fault::Fence(n) => self.start_fencing(n),
+            Fault::Fence(n) => self.start_fencing(n, false),
             Fault::LeaderCrash => {
                 if let Some(l) = self.leader.as_ref() {
                     let next = (l.node + 1 + self.rng.below(self.cfg.nodes as u64 - 1) as usize)
@@ -857,6 +925,7 @@ impl World {
         self.log(|| format!("node {n} agent {inc} starts (restart {restart})"));
         self.at(self.now, Ev::Renew { node: n, inc });
         self.at(self.now, Ev::FeedCheck { node: n, inc });
+        self.at(self.now, Ev::Report { node: n, inc });
     }
 
     fn save(&mut self, n: usize) {
@@ -1033,6 +1102,7 @@ impl World {
                 if self.objects[n].armed_boot != Some(boot) && self.api_reachable(n) {
                     self.objects[n].armed_boot = Some(boot);
                     self.objects[n].version += 1;
+                    self.watch_armed(n);
                 }
             }
             Feed::Expedite => {
@@ -1041,6 +1111,69 @@ impl World {
             }
             Feed::Idle => {}
         }
+    }
+
+    /// The kubelet renews its node's Lease (through the API server, which
+    /// may throttle it); a failed renewal is tried again after a second.
+    fn kubelet(&mut self, n: usize) {
+        let renewed = self.up(n) && self.api_reachable(n) && !self.throttled();
+        if renewed {
+            self.nodes[n].kubelet_renewed = self.now;
+        }
+        let next = if renewed {
+            KUBELET_RENEW
+        } else {
+            KUBELET_RETRY
+        };
+        self.at(self.now + next, Ev::Kubelet { node: n });
+    }
+
+    /// The agent's reporter: the grantees its grantor stopped granting, as
+    /// the real one computes them, written to its own permit object when
+    /// the names differ from those it reports.
+    fn report(&mut self, n: usize, inc: u64) {
+        if self.frozen(n, &Ev::Report { node: n, inc }) {
+            return;
+        }
+        let now = self.instant(n);
+        let after = silence::report_after(self.cfg.renew_interval);
+        let Some(a) = self.agent(n, inc) else { return };
+        let silent = a.grantor.silent(now, after, REPORT_WITHIN);
+        let names = |m: &BTreeMap<String, Silent>| m.keys().cloned().collect::<Vec<_>>();
+        if names(&silent) != names(&self.objects[n].silent)
+            && self.api_reachable(n)
+            && !self.throttled()
+        {
+            let t = self.api_latency(n);
+            self.at(t, Ev::ReportPut { node: n, silent });
+        }
+        let next = self.after_local(n, REPORT_EVERY);
+        self.at(next, Ev::Report { node: n, inc });
+    }
+
+    /// A report reaches the API server (a write in flight lands whatever
+    /// became of its writer).
+    fn report_put(&mut self, n: usize, silent: BTreeMap<String, Silent>) {
+        if self.api_outage || self.nodes[n].cut_api {
+            return;
+        }
+        let o = &mut self.objects[n];
+        o.silent = silent.clone();
+        o.version += 1;
+        let version = o.version;
+        let Some((_, epoch, _)) = self.leader_now() else {
+            return;
+        };
+        let d = self.watch_delay();
+        self.at(
+            self.now + d,
+            Ev::ReportSeen {
+                leader_epoch: epoch,
+                grantor: n,
+                version,
+                silent,
+            },
+        );
     }
 
     // ----------------------------------------------------------- network --
@@ -1219,8 +1352,8 @@ impl World {
         o.renewals += 1;
         o.credit = self.cfg.api_credit;
         o.watchdog = self.cfg.watchdog;
-        let (v, sets) = (o.version, o.sets.clone());
-        self.watch_leader(n, v);
+        let (renewals, sets) = (o.renewals, o.sets.clone());
+        self.watch_leader(n, renewals);
         self.api_done_later(n, inc, round, ApiOutcome::Renewed, Some(sets));
     }
 
@@ -1314,11 +1447,32 @@ impl World {
         }
         self.epochs += 1;
         let epoch = self.epochs;
+        // Its watches start with a listing: every renewal and report is
+        // first seen now.
+        let local = self.nodes[node].mono.local(self.now);
+        let now = self.instant(node);
+        let mut seen = BTreeMap::new();
+        let mut heard = BTreeMap::new();
+        let mut armed = BTreeMap::new();
+        for (n, o) in self.objects.iter().enumerate() {
+            seen.insert(n, (o.renewals, local));
+            armed.insert(n, (o.version, o.armed_boot, local));
+            let h = o
+                .silent
+                .iter()
+                .map(|(g, s)| (g.clone(), Heard::from_report(now, s.quiet, s.credit)))
+                .collect();
+            heard.insert(n, (o.version, h));
+        }
         self.leader = Some(Leader {
             node,
             epoch,
             fencings: BTreeMap::new(),
-            seen: BTreeMap::new(),
+            seen,
+            heard,
+            armed,
+            api_since: self.now,
+            api_lost: false,
         });
         self.log(|| format!("node {node} leads (epoch {epoch})"));
         self.at(self.now, Ev::LeaderTick { epoch });
@@ -1329,27 +1483,210 @@ impl World {
         Some((l.node, l.epoch, self.instant(l.node)))
     }
 
-    /// The leader's watch of the permit objects delivers version `v` of
-    /// `target`'s (delayed, sometimes stalled).
-    fn watch_leader(&mut self, target: usize, v: u64) {
+    /// The leader's watch of the permit objects delivers `target`'s
+    /// renewal count `renewals` (delayed, sometimes stalled).
+    fn watch_leader(&mut self, target: usize, renewals: u64) {
         let Some((_, epoch, _)) = self.leader_now() else {
             return;
         };
-        let mut d = 10 * MS + self.rng.below(100 * MS);
-        if self.rng.chance(10) {
-            d += self.rng.below(30 * SEC);
-        }
+        let d = self.watch_delay();
         self.at(
             self.now + d,
             Ev::Watch {
                 leader_epoch: epoch,
                 target,
-                version: v,
+                renewals,
             },
         );
     }
 
-    fn start_fencing(&mut self, target: usize) {
+    /// How late the leader's watch delivers a change (sometimes stalled).
+    fn watch_delay(&mut self) -> T {
+        let mut d = 10 * MS + self.rng.below(100 * MS);
+        if self.rng.chance(10) {
+            d += self.rng.below(30 * SEC);
+        }
+        d
+    }
+
+    /// The leader's watch delivers `n`'s arming as its object records it.
+    fn watch_armed(&mut self, n: usize) {
+        let Some((_, epoch, _)) = self.leader_now() else {
+            return;
+        };
+        let o = &self.objects[n];
+        let ev = Ev::ArmedSeen {
+            leader_epoch: epoch,
+            node: n,
+            version: o.version,
+            armed: o.armed_boot,
+        };
+        let d = self.watch_delay();
+        self.at(self.now + d, ev);
+    }
+
+    /// The leader takes in an arming: a different one than it saw is
+    /// first seen now.
+    fn armed_seen(&mut self, epoch: u64, n: usize, version: u64, armed: Option<u64>) {
+        let Some((ln, e, now)) = self.leader_now() else {
+            return;
+        };
+        if e != epoch {
+            return;
+        }
+        let ev = Ev::ArmedSeen {
+            leader_epoch: epoch,
+            node: n,
+            version,
+            armed,
+        };
+        if self.frozen(ln, &ev) {
+            return;
+        }
+        let local = now.duration_since(self.base).as_nanos() as T;
+        let l = self.leader.as_mut().expect("leader");
+        match l.armed.get(&n) {
+            Some((v, _, _)) if *v >= version => {}
+            Some((_, a, since)) if *a == armed => {
+                l.armed.insert(n, (version, armed, *since));
+            }
+            _ => {
+                l.armed.insert(n, (version, armed, local));
+            }
+        }
+    }
+
+    /// The leader takes in a grantor's report as the shell does: each
+    /// grantee's last grant inferred from this sighting, older versions
+    /// ignored.
+    fn report_seen(
+        &mut self,
+        epoch: u64,
+        grantor: usize,
+        version: u64,
+        silent: BTreeMap<String, Silent>,
+    ) {
+        let Some((ln, e, now)) = self.leader_now() else {
+            return;
+        };
+        if e != epoch {
+            return;
+        }
+        let ev = Ev::ReportSeen {
+            leader_epoch: epoch,
+            grantor,
+            version,
+            silent: silent.clone(),
+        };
+        if self.frozen(ln, &ev) {
+            return;
+        }
+        let l = self.leader.as_mut().expect("leader");
+        if l.heard.get(&grantor).is_some_and(|(v, _)| *v >= version) {
+            return;
+        }
+        let heard = silent
+            .iter()
+            .map(|(g, s)| (g.clone(), Heard::from_report(now, s.quiet, s.credit)))
+            .collect();
+        l.heard.insert(grantor, (version, heard));
+    }
+
+    /// The leader's fast path: a node armed in its current boot whose
+    /// permit is over by the reports and renewals it has seen
+    /// ([`silence::permit_over`]), and whose kubelet missed a Lease
+    /// renewal (a consistent read), becomes suspect and is fenced.
+    fn suspect_from_reports(&mut self, ln: usize, now: Instant) {
+        for n in 0..self.cfg.nodes {
+            let l = self.leader.as_ref().expect("leader");
+            if n == ln || l.fencings.contains_key(&n) {
+                continue;
+            }
+            let lease = self.nodes[n].kubelet_renewed.max(l.api_since);
+            if self.now < lease + KUBELET_MISSED || self.over_by_reports(n).is_none_or(|o| now < o)
+            {
+                continue;
+            }
+            // The consistent read of the Lease (above: the API server's
+            // own) comes with one of the node's permit object: what the
+            // watch had not shown yet is first seen now.
+            self.refresh(n, now);
+            if self.over_by_reports(n).is_none_or(|o| now < o) {
+                self.log(|| format!("leader: node {n}'s permit object read afresh: not over"));
+                continue;
+            }
+            let held = self.up(n)
+                && self.nodes[n]
+                    .agent
+                    .as_ref()
+                    .is_some_and(|a| a.holder.end().is_some_and(|end| end > self.instant(n)));
+            self.out.from_reports += 1;
+            if held {
+                self.out.from_reports_held += 1;
+                if std::env::var_os("PERMIT_DEBUG").is_some() {
+                    eprintln!(
+                        "seed {}: node {n} held a permit at {:.3}s",
+                        self.seed,
+                        secs(self.now)
+                    );
+                }
+            }
+            self.log(|| format!("leader: node {n}'s permit is over by its reports (held {held})"));
+            self.start_fencing(n, true);
+        }
+    }
+
+    /// When `n`'s permit is over by what the leader saw
+    /// ([`silence::permit_over`]), for a node armed in its current boot.
+    fn over_by_reports(&self, n: usize) -> Option<Instant> {
+        let l = self.leader.as_ref()?;
+        let o = &self.objects[n];
+        let (_, Some(boot), armed_since) = l.armed.get(&n)? else {
+            return None;
+        };
+        if *boot != self.nodes[n].boot {
+            return None;
+        }
+        let armed_seen = self.base + Duration::from_nanos(*armed_since);
+        let heard: BTreeMap<String, Heard> = o
+            .sets
+            .iter()
+            .flat_map(|s| s.peers.iter())
+            .filter_map(|g| Some((g.clone(), *l.heard.get(&index(g))?.1.get(&name(n))?)))
+            .collect();
+        let api = l
+            .seen
+            .get(&n)
+            .filter(|(renewals, _)| *renewals > 0)
+            .map(|(_, first)| ApiSeen {
+                first_seen: self.base + Duration::from_nanos(*first),
+                credit: self.cfg.api_credit,
+            });
+        let drift = self.revoke_settings().drift;
+        silence::permit_over(&o.sets, &heard, api, armed_seen, drift)
+    }
+
+    /// The leader reads `n`'s permit object (a quorum read): a renewal or
+    /// an arming its watch had not delivered is first seen now.
+    fn refresh(&mut self, n: usize, now: Instant) {
+        let local = now.duration_since(self.base).as_nanos() as T;
+        let o = &self.objects[n];
+        let (version, renewals, armed) = (o.version, o.renewals, o.armed_boot);
+        let l = self.leader.as_mut().expect("leader");
+        if l.seen.get(&n).is_none_or(|(r, _)| *r != renewals) {
+            l.seen.insert(n, (renewals, local));
+        }
+        match l.armed.get(&n) {
+            Some((_, a, since)) if *a == armed => {
+                l.armed.insert(n, (version, armed, *since));
+            }
+            _ => {
+                l.armed.insert(n, (version, armed, local));
+            }
+        }
+    }
+
+    fn start_fencing(&mut self, target: usize, from_reports: bool) {
         let Some((leader, _, _)) = self.leader_now() else {
             return;
         };
@@ -1375,6 +1712,7 @@ impl World {
             deleted: false,
             off_since,
             started: self.now,
+            from_reports,
         };
         self.leader
             .as_mut()
@@ -1465,6 +1803,16 @@ impl World {
                 self.delete_pods(target);
             }
         }
+        let reachable = self.api_reachable(ln);
+        let l = self.leader.as_mut().expect("leader");
+        if !reachable {
+            l.api_lost = true;
+        } else {
+            if std::mem::replace(&mut l.api_lost, false) {
+                l.api_since = self.now;
+            }
+            self.suspect_from_reports(ln, now);
+        }
         let next = self.after_local(ln, LEADER_TICK);
         self.at(next, Ev::LeaderTick { epoch });
     }
@@ -1480,14 +1828,17 @@ impl World {
             .get_mut(&target)
             .expect("fencing");
         f.deleted = true;
-        let (boot, off_since, started) = (f.boot, f.off_since, f.started);
+        let (boot, off_since, started, from_reports) =
+            (f.boot, f.off_since, f.started, f.from_reports);
         self.out.fenced += 1;
         let node = &self.nodes[target];
         let (running, powered) = (
             node.powered && !node.down && node.boot == boot,
             node.powered,
         );
-        self.log(|| format!("leader deletes the pods of node {target} (running {running})"));
+        self.log(|| {
+            format!("leader deletes the pods of node {target} (running {running}, begun from reports {from_reports})")
+        });
         if running {
             self.out.violations.push(Violation::DeletedWhileRunning {
                 node: target,
@@ -1537,13 +1888,13 @@ impl World {
             );
             return;
         }
-        // What the leader saw of this version: its watch, or this read.
+        // When the leader first saw this renewal: its watch, or this read.
         let l = self.leader.as_mut().expect("leader");
         let first = match l.seen.get(&target) {
-            Some((v, t)) if *v == o.version => *t,
+            Some((r, t)) if *r == o.renewals => *t,
             _ => {
                 let local = now.duration_since(self.base).as_nanos() as T;
-                l.seen.insert(target, (o.version, local));
+                l.seen.insert(target, (o.renewals, local));
                 local
             }
         };
@@ -1623,7 +1974,7 @@ impl World {
         }
     }
 
-    fn watched(&mut self, epoch: u64, target: usize, version: u64) {
+    fn watched(&mut self, epoch: u64, target: usize, renewals: u64) {
         let Some((_, e, now)) = self.leader_now() else {
             return;
         };
@@ -1633,9 +1984,9 @@ impl World {
         let local = now.duration_since(self.base).as_nanos() as T;
         let l = self.leader.as_mut().expect("leader");
         match l.seen.get(&target) {
-            Some((v, _)) if *v >= version => {}
+            Some((r, _)) if *r >= renewals => {}
             _ => {
-                l.seen.insert(target, (version, local));
+                l.seen.insert(target, (renewals, local));
             }
         }
     }
@@ -1783,9 +2134,24 @@ impl World {
             Ev::Watch {
                 leader_epoch,
                 target,
-                version,
-            } => self.watched(leader_epoch, target, version),
+                renewals,
+            } => self.watched(leader_epoch, target, renewals),
             Ev::SetSeen { node, inc } => self.set_seen(node, inc),
+            Ev::Kubelet { node } => self.kubelet(node),
+            Ev::Report { node, inc } => self.report(node, inc),
+            Ev::ReportPut { node, silent } => self.report_put(node, silent),
+            Ev::ReportSeen {
+                leader_epoch,
+                grantor,
+                version,
+                silent,
+            } => self.report_seen(leader_epoch, grantor, version, silent),
+            Ev::ArmedSeen {
+                leader_epoch,
+                node,
+                version,
+                armed,
+            } => self.armed_seen(leader_epoch, node, version, armed),
             Ev::Lift { node } => self.lift(node),
             Ev::Fault(f) => self.fault(f),
         }
