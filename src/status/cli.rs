@@ -165,6 +165,7 @@ async fn read(client: &Client, args: &StatusArgs) -> anyhow::Result<Inputs> {
             .collect();
         pods.insert(node, stateful);
     }
+    let permits = read_permits(client, &args.namespace).await?;
     Ok(Inputs {
         now: Some(SystemTime::now()),
         nodes,
@@ -172,7 +173,36 @@ async fn read(client: &Client, args: &StatusArgs) -> anyhow::Result<Inputs> {
         leader,
         events,
         pods,
+        permits,
     })
+}
+
+/// The permit objects in the agents' namespace (one list request), by
+/// node.
+async fn read_permits(
+    client: &kube::Client,
+    namespace: &str,
+) -> anyhow::Result<BTreeMap<String, crate::decide::permit::object::PermitState>> {
+    use crate::decide::permit::object::{self, LABEL};
+    use anyhow::Context;
+    let prefix = object::name("");
+    let listed = Api::<Lease>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("{LABEL}=true")))
+        .await
+        .with_context(|| {
+            format!("cannot list the permit objects (Leases) in namespace {namespace}")
+        })?;
+    Ok(listed
+        .items
+        .iter()
+        .filter_map(|l| {
+            let node = l.metadata.name.as_deref()?.strip_prefix(&prefix)?;
+            Some((
+                node.to_string(),
+                object::read(l.metadata.annotations.as_ref()),
+            ))
+        })
+        .collect())
 }
 
 fn render(args: &StatusArgs, inputs: &Inputs) -> anyhow::Result<String> {

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::decide::permit::object::PermitState;
 use crate::decide::{NodeFacts, RecordState};
 use summary::{LeaderSummary, SafeTimeSummary, parse_rfc3339, rfc3339};
 
@@ -54,6 +55,9 @@ pub struct Inputs {
     /// Node → its StatefulSet pods (`namespace/name`), read for nodes being
     /// fenced only.
     pub pods: BTreeMap<String, Vec<String>>,
+    /// Node → its permit object (`kube-fencer-permit-NODE`), where it has
+    /// one.
+    pub permits: BTreeMap<String, PermitState>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -113,6 +117,84 @@ pub struct NodeRow {
     /// when it said nothing (it holds one, or runs without a peer key).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub permit: Option<PermitView>,
+    /// What the node's permit object says; `None` without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permit_object: Option<PermitObjectView>,
+}
+
+/// A node's permit object, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PermitObjectView {
+    /// Its agent armed its watchdog under the permit in the node's current
+    /// boot (only then does a revocation prove anything about this boot).
+    pub armed: bool,
+    /// The leader revoked it: its grantors stopped granting it, and its
+    /// renewals through the API server are refused.
+    pub revoked: bool,
+    /// Its fencing number (the last fencing's, or the one under way).
+    pub fencing_number: u64,
+    /// The grantors of each listed set, newest last (more than one while
+    /// an older set retires).
+    pub grantor_sets: Vec<Vec<String>>,
+    /// Its renewals through the API server (the degraded mode), if any.
+    pub api_renewals: u64,
+    /// Its grantors that report it silent: they have not granted it for
+    /// three renewal intervals.
+    pub reported_silent_by: Vec<String>,
+}
+
+fn permit_object(
+    node: &NodeFacts,
+    permits: &BTreeMap<String, PermitState>,
+) -> Option<PermitObjectView> {
+    let p = permits.get(&node.name)?;
+    let grantor_sets: Vec<Vec<String>> = p
+        .sets
+        .iter()
+        .map(|s| s.grantors.iter().map(|g| g.node.clone()).collect())
+        .collect();
+    let reported_silent_by = grantor_sets
+        .iter()
+        .flatten()
+        .filter(|g| {
+            permits
+                .get(*g)
+                .is_some_and(|o| o.silent.contains_key(&node.name))
+        })
+        .cloned()
+        .collect::<std::collections::BTreeSet<String>>()
+        .into_iter()
+        .collect();
+    let revocation = p.revocation.unwrap_or_default();
+    Some(PermitObjectView {
+        armed: p.armed_in(node.boot_id()),
+        revoked: revocation.revoked,
+        fencing_number: revocation.fencing,
+        grantor_sets,
+        api_renewals: match &p.renewal {
+            Ok(Some(r)) => r.count,
+            _ => 0,
+        },
+        reported_silent_by,
+    })
+}
+
+impl PermitObjectView {
+    /// The table's PERMIT cell.
+    fn cell(&self) -> String {
+        let mut cell = if self.revoked {
+            format!("REVOKED #{}", self.fencing_number)
+        } else if self.armed {
+            "armed".to_string()
+        } else {
+            "not armed".to_string()
+        };
+        if !self.reported_silent_by.is_empty() {
+            cell.push_str(&format!(", {} silent", self.reported_silent_by.len()));
+        }
+        cell
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -238,6 +320,7 @@ impl Status {
                 let fencing = capability(f);
                 let events = i.events.get(&f.name).map_or(&[][..], Vec::as_slice);
                 let permit = permit_view(events);
+                let permit_object = permit_object(f, &i.permits);
                 let note = match (judged.flatten(), &f.record) {
                     (Some(n), _) if n.excluded_because.is_some() => n.excluded_because.clone(),
                     (Some(n), _) if n.external_fencing_required => Some(format!(
@@ -268,6 +351,7 @@ impl Status {
                         .cloned(),
                     awaiting_recovery: i.pods.get(&f.name).cloned().unwrap_or_default(),
                     permit,
+                    permit_object,
                 }
             })
             .collect();
@@ -331,7 +415,7 @@ impl Status {
         }
         out.push('\n');
         let secs = |s: Option<u64>| s.map_or("-".to_string(), |s| format!("{s}s"));
-        let rows: Vec<[String; 8]> = self
+        let rows: Vec<[String; 9]> = self
             .nodes
             .iter()
             .map(|n| {
@@ -348,6 +432,9 @@ impl Status {
                         (_, true) => n.fencing.self_fence.clone(),
                         _ => format!("{} (not capable)", n.fencing.self_fence),
                     },
+                    n.permit_object
+                        .as_ref()
+                        .map_or("-".into(), PermitObjectView::cell),
                     n.awaiting_recovery.len().to_string(),
                     n.last_decision
                         .as_ref()
@@ -362,6 +449,7 @@ impl Status {
             "HEARTBEAT",
             "SAFE IN",
             "FENCING",
+            "PERMIT",
             "PODS",
             "LAST DECISION",
         ];
@@ -425,6 +513,38 @@ impl Status {
                 (None, None) => String::new(),
             }
         ));
+        if let Some(p) = &n.permit_object {
+            let grantors = match p.grantor_sets.split_last() {
+                None => "none yet".to_string(),
+                Some((newest, [])) => newest.join(", "),
+                Some((newest, older)) => format!(
+                    "{} (retiring: {})",
+                    newest.join(", "),
+                    older
+                        .iter()
+                        .map(|s| s.join(", "))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            };
+            out.push_str(&format!(
+                "Permit:        {}; grantors {}; {} renewal(s) through the API server{}\n",
+                if p.revoked {
+                    format!("REVOKED (fencing {})", p.fencing_number)
+                } else if p.armed {
+                    "armed in the current boot".to_string()
+                } else {
+                    "not armed in the current boot".to_string()
+                },
+                grantors,
+                p.api_renewals,
+                if p.reported_silent_by.is_empty() {
+                    String::new()
+                } else {
+                    format!("; reported silent by {}", p.reported_silent_by.join(", "))
+                }
+            ));
+        }
         if let Some(s) = &n.safe_time {
             let t = &s.terms;
             out.push_str(&format!(

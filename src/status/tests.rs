@@ -94,6 +94,7 @@ fn inputs(leader_summary: Option<LeaderSummary>) -> Inputs {
         },
         events,
         pods: [("n2".to_string(), vec!["db/db-1".to_string()])].into(),
+        permits: BTreeMap::new(),
     }
 }
 
@@ -278,4 +279,112 @@ fn a_node_whose_peers_grant_no_permit_is_called_out_but_not_as_a_decision() {
     assert_eq!(row(&s, "n3").permit, None);
     let v = serde_json::to_value(&s).unwrap();
     assert_eq!(v["nodes"][0]["permit"]["held"], false);
+}
+
+#[test]
+fn the_permit_objects_say_who_is_armed_revoked_and_reported_silent() {
+    use crate::decide::permit::object::{ApiRenewal, Grantor, ListedSet, Revocation, Silent};
+    let mut i = inputs(Some(summary(&[("n2", fencing_summary())])));
+    let set = |version: u64, peers: &[&str]| ListedSet {
+        version,
+        grantors: peers
+            .iter()
+            .map(|p| Grantor {
+                node: p.to_string(),
+                address: format!("{p}:9747"),
+            })
+            .collect(),
+    };
+    let boot = |n: &str| {
+        i.nodes
+            .iter()
+            .find(|f| f.name == n)
+            .and_then(|f| f.boot_id().map(str::to_string))
+    };
+    let (b1, b2) = (boot("n1"), boot("n2"));
+    assert!(b1.is_some() && b2.is_some(), "the test nodes have boot IDs");
+    let silent_about = |n: &str| {
+        BTreeMap::from([(
+            n.to_string(),
+            Silent {
+                quiet: S(4),
+                credit: S(10),
+            },
+        )])
+    };
+    i.permits = BTreeMap::from([
+        (
+            "n1".to_string(),
+            PermitState {
+                sets: vec![set(1, &["n2", "n3"])],
+                armed: b1,
+                // n1's grantor n3 is reported by it: nothing about n1.
+                silent: silent_about("n2"),
+                ..Default::default()
+            },
+        ),
+        (
+            "n2".to_string(),
+            PermitState {
+                sets: vec![set(1, &["n1"]), set(2, &["n1", "n3"])],
+                armed: b2,
+                revocation: Ok(Revocation {
+                    fencing: 2,
+                    revoked: true,
+                }),
+                renewal: Ok(Some(ApiRenewal {
+                    count: 3,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+        ),
+        (
+            "n3".to_string(),
+            PermitState {
+                sets: vec![set(1, &["n1", "n2"])],
+                armed: Some("an-earlier-boot".into()),
+                silent: silent_about("n2"),
+                ..Default::default()
+            },
+        ),
+    ]);
+    let s = Status::build(&i);
+    let p = |n: &str| row(&s, n).permit_object.clone().unwrap();
+    assert!(p("n1").armed && !p("n1").revoked);
+    assert!(p("n1").reported_silent_by.is_empty());
+    let n2 = p("n2");
+    assert!(n2.revoked && n2.armed);
+    assert_eq!(n2.fencing_number, 2);
+    assert_eq!(n2.api_renewals, 3);
+    assert_eq!(
+        n2.reported_silent_by,
+        vec!["n1".to_string(), "n3".to_string()]
+    );
+    assert_eq!(
+        n2.grantor_sets,
+        vec![
+            vec!["n1".to_string()],
+            vec!["n1".to_string(), "n3".to_string()]
+        ]
+    );
+    assert!(!p("n3").armed, "armed in another boot");
+    let table = s.table();
+    assert!(table.contains("PERMIT"), "{table}");
+    assert!(table.contains("REVOKED #2, 2 silent"), "{table}");
+    assert!(table.contains("not armed"), "{table}");
+    let timeline = s.timeline("n2", &[]).unwrap();
+    assert!(
+        timeline.contains(
+            "Permit:        REVOKED (fencing 2); grantors n1, n3 (retiring: n1); 3 renewal(s) through the API server; reported silent by n1, n3"
+        ),
+        "{timeline}"
+    );
+    let v = serde_json::to_value(&s).unwrap();
+    assert_eq!(v["nodes"][1]["permitObject"]["reportedSilentBy"][0], "n1");
+    // Without a permit object: no column value, no line.
+    i.permits.clear();
+    let s = Status::build(&i);
+    assert_eq!(row(&s, "n1").permit_object, None);
+    assert!(!s.timeline("n1", &[]).unwrap().contains("Permit:"));
 }

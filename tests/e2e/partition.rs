@@ -652,6 +652,13 @@ async fn link_down_permit(args: &[&str]) -> (f64, (f64, f64), String) {
     let status = cluster.status(&[victim.as_str()]).unwrap();
     say(format!("kube-fencer status {victim}:\n{status}"));
     assert!(status.contains("permit is revoked"), "{status}");
+    // Its permit object, as status reads it: revoked under the first
+    // fencing, armed before, and its grantors reporting it silent.
+    assert!(
+        status.contains("Permit:        REVOKED (fencing 1); grantors "),
+        "{status}"
+    );
+    assert!(status.contains("reported silent by "), "{status}");
     (t_cut, deleted, status)
 }
 
