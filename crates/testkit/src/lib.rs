@@ -142,13 +142,24 @@ pub struct Cluster {
 }
 
 /// Repository root (where Cargo.toml, harness/, rbac/ and daemonset/ live):
-/// two levels above this crate's directory (crates/testkit).
+/// the nearest directory with `harness/` and a `Cargo.toml` at or above the
+/// package whose tests run (Cargo sets `CARGO_MANIFEST_DIR` when it runs
+/// them), else above this crate's directory as it was compiled. The
+/// package's own comes first: a target directory shared between clones
+/// (the CI cache) may reuse this crate compiled in another clone, whose
+/// path is baked into it — and whose harness and sources would be tested.
 pub fn repo_root() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| here.to_path_buf())
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let running = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    running
+        .iter()
+        .map(PathBuf::as_path)
+        .chain([compiled])
+        .find_map(|dir| {
+            dir.ancestors()
+                .find(|d| d.join("harness").is_dir() && d.join("Cargo.toml").is_file())
+        })
+        .map_or_else(|| compiled.to_path_buf(), Path::to_path_buf)
 }
 
 /// The kube-fencer binary Cargo built for the running test: the test
