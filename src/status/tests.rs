@@ -283,18 +283,9 @@ fn a_node_whose_peers_grant_no_permit_is_called_out_but_not_as_a_decision() {
 
 #[test]
 fn the_permit_objects_say_who_is_armed_revoked_and_reported_silent() {
-    use crate::decide::permit::object::{ApiRenewal, Grantor, ListedSet, Revocation, Silent};
+    use crate::decide::permit::object::{ApiRenewal, Revocation, Silent};
+    use crate::decide::testutil::listed_set as set;
     let mut i = inputs(Some(summary(&[("n2", fencing_summary())])));
-    let set = |version: u64, peers: &[&str]| ListedSet {
-        version,
-        grantors: peers
-            .iter()
-            .map(|p| Grantor {
-                node: p.to_string(),
-                address: format!("{p}:9747"),
-            })
-            .collect(),
-    };
     let boot = |n: &str| {
         i.nodes
             .iter()

@@ -90,3 +90,18 @@ pub fn advert() -> AgentAdvert {
         permit_fence: None,
     }
 }
+
+/// A listed grantor set of `version` naming `peers`, each at port 9747.
+pub fn listed_set(version: u64, peers: &[&str]) -> crate::permit::object::ListedSet {
+    use crate::permit::object::{Grantor, ListedSet};
+    ListedSet {
+        version,
+        grantors: peers
+            .iter()
+            .map(|p| Grantor {
+                node: p.to_string(),
+                address: format!("{p}:9747"),
+            })
+            .collect(),
+    }
+}

@@ -526,16 +526,7 @@ mod tests {
     }
 
     fn listed(version: u64, peers: &[&str]) -> ListedSet {
-        ListedSet {
-            version,
-            grantors: peers
-                .iter()
-                .map(|p| Grantor {
-                    node: p.to_string(),
-                    address: format!("{p}:9747"),
-                })
-                .collect(),
-        }
+        crate::testutil::listed_set(version, peers)
     }
 
     #[test]

@@ -1161,19 +1161,12 @@ impl World {
         o.silent = silent.clone();
         o.version += 1;
         let version = o.version;
-        let Some((_, epoch, _)) = self.leader_now() else {
-            return;
-        };
-        let d = self.watch_delay();
-        self.at(
-            self.now + d,
-            Ev::ReportSeen {
-                leader_epoch: epoch,
-                grantor: n,
-                version,
-                silent,
-            },
-        );
+        self.send_to_leader(|leader_epoch| Ev::ReportSeen {
+            leader_epoch,
+            grantor: n,
+            version,
+            silent,
+        });
     }
 
     // ----------------------------------------------------------- network --
@@ -1486,18 +1479,21 @@ impl World {
     /// The leader's watch of the permit objects delivers `target`'s
     /// renewal count `renewals` (delayed, sometimes stalled).
     fn watch_leader(&mut self, target: usize, renewals: u64) {
+        self.send_to_leader(|leader_epoch| Ev::Watch {
+            leader_epoch,
+            target,
+            renewals,
+        });
+    }
+
+    /// Deliver what `ev` makes of the current leader's epoch through its
+    /// watch of the permit objects.
+    fn send_to_leader(&mut self, ev: impl FnOnce(u64) -> Ev) {
         let Some((_, epoch, _)) = self.leader_now() else {
             return;
         };
         let d = self.watch_delay();
-        self.at(
-            self.now + d,
-            Ev::Watch {
-                leader_epoch: epoch,
-                target,
-                renewals,
-            },
-        );
+        self.at(self.now + d, ev(epoch));
     }
 
     /// How late the leader's watch delivers a change (sometimes stalled).
@@ -1511,18 +1507,13 @@ impl World {
 
     /// The leader's watch delivers `n`'s arming as its object records it.
     fn watch_armed(&mut self, n: usize) {
-        let Some((_, epoch, _)) = self.leader_now() else {
-            return;
-        };
-        let o = &self.objects[n];
-        let ev = Ev::ArmedSeen {
-            leader_epoch: epoch,
+        let (version, armed) = (self.objects[n].version, self.objects[n].armed_boot);
+        self.send_to_leader(|leader_epoch| Ev::ArmedSeen {
+            leader_epoch,
             node: n,
-            version: o.version,
-            armed: o.armed_boot,
-        };
-        let d = self.watch_delay();
-        self.at(self.now + d, ev);
+            version,
+            armed,
+        });
     }
 
     /// The leader takes in an arming: a different one than it saw is
