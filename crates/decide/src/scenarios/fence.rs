@@ -169,6 +169,64 @@ fn a_node_fenced_in_an_earlier_boot_is_fenced_again_before_its_pods_are_deleted(
     assert_eq!(r.boot_id.as_deref(), Some("boot-1"));
 }
 
+/// As above, while the storm guard holds: most of the cluster is cut off
+/// at once, so the fencing of the earlier boot is not restarted (a
+/// restart is a new fencing); it is, once the others are back.
+#[test]
+fn a_node_fenced_in_an_earlier_boot_is_not_fenced_again_while_the_guard_holds() {
+    let mut sim = Sim::new();
+    sim.nodes(&["n1", "n2", "n3", SELF_NODE]);
+    let n1 = sim.get_mut("n1");
+    fenced_in(&mut n1.facts, Some("boot-0"));
+    sim.sync();
+    sim.run_until(5);
+    for n in ["n1", "n2", "n3"] {
+        sim.kill(n);
+    }
+    sim.run_until(100);
+    assert!(sim.last.as_ref().unwrap().report.storm_guard.active);
+    assert!(
+        sim.updates("n1", NodeIntent::RestartFencing).is_empty(),
+        "{:?}",
+        sim.log
+    );
+    let w = sim.warnings();
+    assert!(
+        w.iter()
+            .any(|w| w.node.as_deref() == Some("n1")
+                && w.message.contains("restarting the fencing of")),
+        "{w:?}"
+    );
+    // A node fenced in its current boot is recovery's business: nothing
+    // to restart, nothing to warn about.
+    let mut now_fenced = Sim::new();
+    now_fenced.nodes(&["n1", "n2", "n3", SELF_NODE]);
+    fenced_in(&mut now_fenced.get_mut("n1").facts, Some("boot-1"));
+    now_fenced.sync();
+    now_fenced.run_until(5);
+    for n in ["n1", "n2", "n3"] {
+        now_fenced.kill(n);
+    }
+    now_fenced.run_until(100);
+    assert!(
+        !now_fenced
+            .warnings()
+            .iter()
+            .any(|w| w.message.contains("restarting the fencing of")),
+        "{:?}",
+        now_fenced.warnings()
+    );
+    sim.revive("n2");
+    sim.revive("n3");
+    sim.run_until(130);
+    assert_eq!(
+        sim.updates("n1", NodeIntent::RestartFencing).len(),
+        1,
+        "{:?}",
+        sim.log
+    );
+}
+
 /// A node that rebooted reports its new boot ID a moment before its first
 /// Lease renewal: its fencing is not restarted then (its agent of the new
 /// boot would take the record for its own and fence a healthy node); it is
