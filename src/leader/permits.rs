@@ -57,6 +57,8 @@ pub struct Observed {
     /// As a grantor, per grantee it reports silent: the latest its last
     /// grant can have been, from the first sighting of the report.
     pub heard: BTreeMap<String, Heard>,
+    /// The object's resourceVersion, when it came from the API server.
+    pub version: Option<String>,
 }
 
 /// What the watch delivered: every object, once the first listing is in.
@@ -68,6 +70,31 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// Take in the object `lease` of `node` at `now` ([`Seen::apply`]),
+    /// unless it is the version already taken in: a relisting watch or a
+    /// read of an unchanged object is no new sighting of its reports.
+    fn apply_lease(
+        map: &mut BTreeMap<String, Observed>,
+        old: Option<&Observed>,
+        node: &str,
+        lease: &Lease,
+        now: Instant,
+    ) {
+        let version = lease.metadata.resource_version.clone();
+        if let Some(o) = old
+            && version.is_some()
+            && o.version == version
+        {
+            map.insert(node.to_string(), o.clone());
+            return;
+        }
+        let state = object::read(lease.metadata.annotations.as_ref());
+        Self::apply(map, old, node, state, now);
+        if let Some(o) = map.get_mut(node) {
+            o.version = version;
+        }
+    }
+
     /// Take in one object at `now`: a renewal count that changed (or one
     /// not seen before) is first seen now.
     fn apply(
@@ -101,6 +128,7 @@ impl Seen {
                 renewal_seen,
                 armed_seen,
                 heard,
+                version: None,
             },
         );
     }
@@ -177,8 +205,7 @@ fn watch_objects(api: Api<Lease>, metrics: Metrics) -> (Arc<Mutex<Seen>>, AbortO
                 Ok(watcher::Event::InitApply(lease)) => {
                     if let (Some(node), Some(building)) = (node_of(&lease), seen.building.as_mut())
                     {
-                        let state = object::read(lease.metadata.annotations.as_ref());
-                        Seen::apply(building, seen.objects.get(node), node, state, now);
+                        Seen::apply_lease(building, seen.objects.get(node), node, &lease, now);
                     }
                 }
                 Ok(watcher::Event::InitDone) => {
@@ -189,9 +216,8 @@ fn watch_objects(api: Api<Lease>, metrics: Metrics) -> (Arc<Mutex<Seen>>, AbortO
                 }
                 Ok(watcher::Event::Apply(lease)) => {
                     if let Some(node) = node_of(&lease) {
-                        let state = object::read(lease.metadata.annotations.as_ref());
                         let old = seen.objects.get(node).cloned();
-                        Seen::apply(&mut seen.objects, old.as_ref(), node, state, now);
+                        Seen::apply_lease(&mut seen.objects, old.as_ref(), node, &lease, now);
                     }
                 }
                 Ok(watcher::Event::Delete(lease)) => {
@@ -258,15 +284,32 @@ impl PermitObjects {
         &self.api
     }
 
-    /// Read the permit objects of `nodes` (a quorum read each) into what
-    /// the watch delivered, as if it had delivered them now: a renewal
-    /// through the API server or an arming the watch had not shown yet is
-    /// first seen now. The leader does this for a node whose stale Lease
-    /// it just confirmed, before it may begin fencing it: under the permit
-    /// that is its reset, and a stalled watch must not be what decides it.
-    /// A failed read leaves the object as the watch showed it.
+    /// Read the permit objects of `nodes` and of their grantors (a quorum
+    /// read each) into what the watch delivered, as if it had delivered
+    /// them now: a renewal through the API server, an arming, or the
+    /// withdrawal of a report that the watch had not shown yet counts from
+    /// now (an unchanged object counts as before). The leader does this
+    /// for a node whose stale Lease it just confirmed, before it may begin
+    /// fencing it: under the permit that is its reset, and a stalled watch
+    /// must not be what decides it. A failed read leaves the object as the
+    /// watch showed it.
     pub async fn refresh(&self, nodes: &[String]) {
+        let mut read: Vec<String> = Vec::new();
         for node in nodes {
+            read.push(node.clone());
+            let seen = self.seen.lock().expect("permit objects");
+            if let Some(o) = seen.objects.get(node.as_str()) {
+                read.extend(
+                    o.state
+                        .sets
+                        .iter()
+                        .flat_map(|s| s.grantors.iter().map(|g| g.node.clone())),
+                );
+            }
+        }
+        read.sort();
+        read.dedup();
+        for node in &read {
             let name = object::name(node);
             let read = tokio::time::timeout(REFRESH_TIMEOUT, self.api.get_opt(&name));
             let lease = match read.await {
@@ -281,12 +324,11 @@ impl PermitObjects {
                     continue;
                 }
             };
-            let state = object::read(lease.metadata.annotations.as_ref());
             let now = Instant::now();
             let mut seen = self.seen.lock().expect("permit objects");
             if seen.synced {
                 let old = seen.objects.get(node.as_str()).cloned();
-                Seen::apply(&mut seen.objects, old.as_ref(), node, state, now);
+                Seen::apply_lease(&mut seen.objects, old.as_ref(), node, &lease, now);
             }
         }
     }
@@ -563,6 +605,41 @@ mod tests {
         // A new report (the new agent went silent too) counts again.
         let (o, _) = see("a", silent, at(14));
         assert_eq!(o, BTreeMap::from([("x".to_string(), at(21))]));
+    }
+
+    #[test]
+    fn an_unchanged_object_read_again_is_no_new_sighting_of_its_reports() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let report = |version: &str, grantee: &str| {
+            let mut lease = Lease::default();
+            lease.metadata.resource_version = Some(version.to_string());
+            lease.metadata.annotations = Some(BTreeMap::from([(
+                object::SILENT_ANNOTATION.to_string(),
+                object::render_value(&BTreeMap::from([(
+                    grantee.to_string(),
+                    Silent {
+                        quiet: 3 * s,
+                        credit: 10 * s,
+                    },
+                )])),
+            )]));
+            lease
+        };
+        let mut map = BTreeMap::new();
+        let mut see = |lease: Lease, at: u32| {
+            let old = map.get("a").cloned();
+            Seen::apply_lease(&mut map, old.as_ref(), "a", &lease, t0 + at * s);
+            map["a"].heard.get("x").map(|h| h.last)
+        };
+        assert_eq!(see(report("7", "x"), 5), Some(t0 + 2 * s));
+        // A relisting watch, or the leader's own read before it fences:
+        // the same version, the first sighting stands.
+        assert_eq!(see(report("7", "x"), 20), Some(t0 + 2 * s));
+        // Another version (another change on the object): seen anew.
+        assert_eq!(see(report("8", "x"), 21), Some(t0 + 18 * s));
+        // The report withdrawn: nothing heard any more.
+        assert_eq!(see(report("9", "y"), 22), None);
     }
 
     #[test]

@@ -1657,10 +1657,27 @@ impl World {
         silence::permit_over(&o.sets, &heard, api, armed_seen, drift)
     }
 
-    /// The leader reads `n`'s permit object (a quorum read): a renewal or
-    /// an arming its watch had not delivered is first seen now.
+    /// The leader reads `n`'s permit object and its grantors' (quorum
+    /// reads): a renewal, an arming or a report its watch had not
+    /// delivered is first seen now; an unchanged object counts as before.
     fn refresh(&mut self, n: usize, now: Instant) {
         let local = now.duration_since(self.base).as_nanos() as T;
+        let grantors: Vec<usize> = self.objects[n]
+            .sets
+            .iter()
+            .flat_map(|s| s.peers.iter().map(|p| index(p)))
+            .collect();
+        for g in grantors {
+            let (version, silent) = (self.objects[g].version, self.objects[g].silent.clone());
+            let l = self.leader.as_mut().expect("leader");
+            if l.heard.get(&g).is_none_or(|(v, _)| *v < version) {
+                let heard = silent
+                    .iter()
+                    .map(|(x, s)| (x.clone(), Heard::from_report(now, s.quiet, s.credit)))
+                    .collect();
+                l.heard.insert(g, (version, heard));
+            }
+        }
         let o = &self.objects[n];
         let (version, renewals, armed) = (o.version, o.renewals, o.armed_boot);
         let l = self.leader.as_mut().expect("leader");
