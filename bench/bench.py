@@ -42,6 +42,7 @@ LEADER_LEASE = "kube-fencer-leader"
 STATE_ANN = "kube-fencer.io/state"
 PERMIT_PREFIX = "kube-fencer-permit-"
 ARMED_ANN = "kube-fencer.io/armed"
+GRANTORS_ANN = "kube-fencer.io/grantors"
 AGENT_ANN = "kube-fencer.io/agent"
 OOS_TAINT = "node.kubernetes.io/out-of-service"
 BULK_LABEL = "bench.kube-fencer.io/bulk"
@@ -451,10 +452,16 @@ class Cluster:
                         return None
                 if a and PROFILES[self.profile].get("permit"):
                     # Armed under the permit in this boot: else revoking its
-                    # permit would prove nothing, and nothing fences it.
+                    # permit would prove nothing, and nothing fences it. And
+                    # its grantor set listed by the leader: until then the
+                    # grantors' silence reports say nothing to it (the first
+                    # seconds after an install), and the node is fenced by
+                    # its Lease alone, which is not the steady state.
                     obj = self.api.get(f"/apis/coordination.k8s.io/v1/namespaces/{NS_FENCER}/leases/{PERMIT_PREFIX}{name}")
                     armed = annotations(obj or {}).get(ARMED_ANN)
                     if not armed or json.loads(armed).get("boot") != a["boot"]:
+                        return None
+                    if not annotations(obj or {}).get(GRANTORS_ANN):
                         return None
             for p in self.sts_pods().values():
                 if not p or not pod_running_ready(p) or p["metadata"].get("deletionTimestamp"):
