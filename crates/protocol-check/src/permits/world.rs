@@ -1516,24 +1516,32 @@ impl World {
         });
     }
 
+    /// The current leader's clock for a watch event `ev` of leader epoch
+    /// `leader_epoch`: `None` for an earlier leader's, or while the
+    /// leader's process is frozen (then `ev` comes again at the thaw).
+    fn leader_takes(&mut self, ev: &Ev) -> Option<Instant> {
+        let (Ev::ArmedSeen { leader_epoch, .. } | Ev::ReportSeen { leader_epoch, .. }) = ev else {
+            unreachable!("a watch event of the permit objects")
+        };
+        let (ln, e, now) = self.leader_now()?;
+        (e == *leader_epoch && !self.frozen(ln, ev)).then_some(now)
+    }
+
     /// The leader takes in an arming: a different one than it saw is
     /// first seen now.
-    fn armed_seen(&mut self, epoch: u64, n: usize, version: u64, armed: Option<u64>) {
-        let Some((ln, e, now)) = self.leader_now() else {
+    fn armed_seen(&mut self, ev: Ev) {
+        let Some(now) = self.leader_takes(&ev) else {
             return;
         };
-        if e != epoch {
-            return;
-        }
-        let ev = Ev::ArmedSeen {
-            leader_epoch: epoch,
+        let Ev::ArmedSeen {
             node: n,
             version,
             armed,
+            ..
+        } = ev
+        else {
+            unreachable!("an arming")
         };
-        if self.frozen(ln, &ev) {
-            return;
-        }
         let local = now.duration_since(self.base).as_nanos() as T;
         let l = self.leader.as_mut().expect("leader");
         match l.armed.get(&n) {
@@ -1550,28 +1558,19 @@ impl World {
     /// The leader takes in a grantor's report as the shell does: each
     /// grantee's last grant inferred from this sighting, older versions
     /// ignored.
-    fn report_seen(
-        &mut self,
-        epoch: u64,
-        grantor: usize,
-        version: u64,
-        silent: BTreeMap<String, Silent>,
-    ) {
-        let Some((ln, e, now)) = self.leader_now() else {
+    fn report_seen(&mut self, ev: Ev) {
+        let Some(now) = self.leader_takes(&ev) else {
             return;
         };
-        if e != epoch {
-            return;
-        }
-        let ev = Ev::ReportSeen {
-            leader_epoch: epoch,
+        let Ev::ReportSeen {
             grantor,
             version,
-            silent: silent.clone(),
+            silent,
+            ..
+        } = ev
+        else {
+            unreachable!("a report")
         };
-        if self.frozen(ln, &ev) {
-            return;
-        }
         let l = self.leader.as_mut().expect("leader");
         if l.heard.get(&grantor).is_some_and(|(v, _)| *v >= version) {
             return;
@@ -2148,18 +2147,8 @@ impl World {
             Ev::Kubelet { node } => self.kubelet(node),
             Ev::Report { node, inc } => self.report(node, inc),
             Ev::ReportPut { node, silent } => self.report_put(node, silent),
-            Ev::ReportSeen {
-                leader_epoch,
-                grantor,
-                version,
-                silent,
-            } => self.report_seen(leader_epoch, grantor, version, silent),
-            Ev::ArmedSeen {
-                leader_epoch,
-                node,
-                version,
-                armed,
-            } => self.armed_seen(leader_epoch, node, version, armed),
+            ev @ Ev::ReportSeen { .. } => self.report_seen(ev),
+            ev @ Ev::ArmedSeen { .. } => self.armed_seen(ev),
             Ev::Lift { node } => self.lift(node),
             Ev::Fault(f) => self.fault(f),
         }
